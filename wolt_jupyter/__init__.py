@@ -1,0 +1,66 @@
+"""wolt-jupyter: from a notebook cell to a monitored production model.
+
+``import wolt_jupyter`` and ``%load_ext wolt_jupyter`` stay fast: the public functions below are looked up
+lazily, so MLflow, pandas and scikit-learn are imported only when one of them is first called.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "settings": "wolt_jupyter.config",
+    "Settings": "wolt_jupyter.config",
+    "experiment": "wolt_jupyter.tracking",
+    "log": "wolt_jupyter.tracking",
+    "last_run": "wolt_jupyter.tracking",
+    "RunCard": "wolt_jupyter.tracking",
+    "register": "wolt_jupyter.registry",
+    "models": "wolt_jupyter.registry",
+    "ModelVersionCard": "wolt_jupyter.registry",
+    "DeploymentSpec": "wolt_jupyter.spec",
+    "Variant": "wolt_jupyter.spec",
+}
+
+__all__ = [*_LAZY, "__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from wolt_jupyter.config import Settings, settings
+    from wolt_jupyter.registry import ModelVersionCard, models, register
+    from wolt_jupyter.spec import DeploymentSpec, Variant
+    from wolt_jupyter.tracking import RunCard, experiment, last_run, log
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wolt_jupyter' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext wolt_jupyter``: register the ``%wolt_*`` magics (imports only IPython)."""
+    from wolt_jupyter.magics import WoltMagics
+
+    ipython.register_magics(WoltMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext wolt_jupyter``: remove the magics again."""
+    from wolt_jupyter.magics import WoltMagics
+
+    manager = ipython.magics_manager
+    for kind, names in WoltMagics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    manager.registry.pop(WoltMagics.__name__, None)

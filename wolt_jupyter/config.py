@@ -1,0 +1,165 @@
+"""Settings: one object, read from the environment and an optional TOML file.
+
+Precedence, highest first: environment variables, ``<home>/config.toml``, embedded defaults. The embedded
+defaults need no server at all: MLflow runs on a SQLite file under the state dir.
+
+This module imports nothing heavy; ``%load_ext wolt_jupyter`` reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from wolt_jupyter.errors import ConfigError
+
+HOME_ENV = "WOLT_JUPYTER_HOME"
+CONFIG_FILE = "config.toml"
+TARGETS = ("local", "kubernetes", "seldon", "kserve")
+
+# setting name -> environment variable that overrides it
+_ENV = {
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "registry_uri": "MLFLOW_REGISTRY_URI",
+    "default_target": "WOLT_DEFAULT_TARGET",
+    "prometheus_url": "WOLT_PROMETHEUS_URL",
+    "namespace": "WOLT_NAMESPACE",
+    "default_experiment": "WOLT_DEFAULT_EXPERIMENT",
+    "response_store_url": "WOLT_RESPONSE_STORE_URL",
+}
+# environment variables that are credentials: shown only masked
+SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WOLT_PROMETHEUS_TOKEN")
+_MASK = "****"
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide the password of ``scheme://user:password@host`` so a URL can be shown in a notebook."""
+    if not url:
+        return url
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", url)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings. Build with :func:`settings`; values are plain strings and paths."""
+
+    home: Path
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: Path
+    default_target: str = "local"
+    default_experiment: str = "wolt-jupyter"
+    prometheus_url: str | None = None
+    namespace: str = "default"
+    response_store_url: str | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def embedded(self) -> bool:
+        """True when MLflow runs in-process on the SQLite file under ``home`` (no server)."""
+        return self.tracking_uri == embedded_tracking_uri(self.home)
+
+    @property
+    def tracking_is_server(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    def as_dict(self, *, masked: bool = True) -> dict[str, Any]:
+        """Settings as a dict for display; URLs masked and secrets shown only as set/unset."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            if masked and isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            out[f.name] = value
+        for name in SECRET_ENV:
+            if os.environ.get(name):
+                out[name] = _MASK if masked else os.environ[name]
+        return out
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{escape(k)}</th><td style='text-align:left'>"
+            f"<code>{escape(str(v))}</code></td><td style='text-align:left;color:#888'>"
+            f"{escape(self.sources.get(k, 'environment' if k in SECRET_ENV else ''))}</td></tr>"
+            for k, v in self.as_dict().items()
+        )
+        return f"<table class='wolt-config'><caption>wolt-jupyter settings</caption>{rows}</table>"
+
+    def __repr__(self) -> str:
+        items = self.as_dict()
+        width = max(len(k) for k in items)
+        lines = [f"{k.ljust(width)}  {v}" for k, v in items.items()]
+        return "\n".join(["wolt-jupyter settings", *lines])
+
+
+def default_home() -> Path:
+    return Path.home() / ".wolt_jupyter"
+
+
+def embedded_tracking_uri(home: Path) -> str:
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    # allow both a flat file and a [wolt_jupyter] table
+    data = data.get("wolt_jupyter", data)
+    known = {f.name for f in fields(Settings)} - {"home", "sources"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return data
+
+
+def settings() -> Settings:
+    """Read the settings now (cheap: no caching, so a changed environment is honoured at once)."""
+    home = Path(os.environ.get(HOME_ENV) or default_home()).expanduser().resolve()
+    file_values = _read_file(home / CONFIG_FILE)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {"home": "environment" if os.environ.get(HOME_ENV) else "default"}
+    for name in (*_ENV, "artifact_root"):
+        env_name = _ENV.get(name)
+        if env_name and os.environ.get(env_name):
+            values[name], sources[name] = os.environ[env_name], f"${env_name}"
+        elif name in file_values:
+            values[name], sources[name] = file_values[name], str(home / CONFIG_FILE)
+    tracking_uri = values.pop("tracking_uri", None) or embedded_tracking_uri(home)
+    sources.setdefault("tracking_uri", "embedded default")
+    registry_uri = values.pop("registry_uri", None) or tracking_uri
+    sources.setdefault("registry_uri", sources["tracking_uri"])
+    artifact_root = Path(values.pop("artifact_root", None) or home / "artifacts").expanduser()
+    s = Settings(
+        home=home,
+        tracking_uri=str(tracking_uri),
+        registry_uri=str(registry_uri),
+        artifact_root=artifact_root,
+        sources=sources,
+        **values,
+    )
+    if s.default_target not in TARGETS:
+        raise ConfigError(
+            f"default_target {s.default_target!r} ({sources.get('default_target')}) is not one of {', '.join(TARGETS)}"
+        )
+    return s

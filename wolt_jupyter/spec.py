@@ -1,0 +1,198 @@
+"""DeploymentSpec: what runs, never how. A small validated value every target takes the same way.
+
+```yaml
+name: eta-predictor
+variants:
+  - {name: main, model: "models:/eta@champion", traffic: 90}
+  - {name: challenger, model: "models:/eta/7", traffic: 10}
+  - {name: shadow, model: "models:/eta/8", shadow: true}
+routing: {sticky_key: user_id}
+logging: {responses: true, sample: 1.0}
+```
+
+Validation here is structural (names, weights, URI form); whether a model URI exists in the registry is
+checked, and aliases pinned to versions, at deploy time (:meth:`DeploymentSpec.pinned`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from wolt_jupyter.errors import InvalidArgument
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_MODEL_URI = re.compile(r"^(models:/[^/@\s]+(/[^/\s]+|@[^/\s]+)|runs:/\S+|models:/m-\w+|file:\S+|/\S+)$")
+
+
+def check_dns_label(value: str, what: str) -> str:
+    """Names that end up in Kubernetes must be DNS-1123 labels: checked before anything is sent."""
+    if not isinstance(value, str) or not value or len(value) > 63 or not DNS1123_LABEL.match(value):
+        raise InvalidArgument(
+            f"{what} {value!r} is not a DNS-1123 label: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (e.g. 'eta-predictor')"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model behind the endpoint: live (with a traffic weight) or a shadow (sees copies, answers nobody)."""
+
+    name: str
+    model: str
+    traffic: int = 0
+    shadow: bool = False
+
+    def validate(self) -> None:
+        check_dns_label(self.name, "variant name")
+        if not isinstance(self.model, str) or not _MODEL_URI.match(self.model):
+            raise InvalidArgument(
+                f"variant {self.name!r}: model {self.model!r} is not a model URI; expected "
+                "'models:/NAME/VERSION', 'models:/NAME@ALIAS', 'runs:/RUN_ID/PATH' or a local path"
+            )
+        if isinstance(self.traffic, bool) or not isinstance(self.traffic, int) or not 0 <= self.traffic <= 100:
+            raise InvalidArgument(f"variant {self.name!r}: traffic must be a whole number 0-100, got {self.traffic!r}")
+        if self.shadow and self.traffic:
+            raise InvalidArgument(
+                f"variant {self.name!r} is a shadow and has traffic {self.traffic}: shadows take no traffic "
+                "(they get a copy of every request); drop the weight or the shadow flag"
+            )
+
+
+@dataclass(frozen=True)
+class Routing:
+    sticky_key: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggingSpec:
+    responses: bool = True
+    sample: float = 1.0
+
+    def validate(self) -> None:
+        if not 0.0 <= float(self.sample) <= 1.0:
+            raise InvalidArgument(f"logging.sample must be between 0 and 1, got {self.sample!r}")
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    variants: tuple[Variant, ...]
+    routing: Routing = field(default_factory=Routing)
+    logging: LoggingSpec = field(default_factory=LoggingSpec)
+    replicas: int = 1
+    resources: Mapping[str, Any] = field(default_factory=dict)
+
+    # -- views ---------------------------------------------------------------------------------------------
+    @property
+    def live(self) -> tuple[Variant, ...]:
+        return tuple(v for v in self.variants if not v.shadow)
+
+    @property
+    def shadows(self) -> tuple[Variant, ...]:
+        return tuple(v for v in self.variants if v.shadow)
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise InvalidArgument(
+            f"deployment {self.name!r} has no variant {name!r}; variants: {', '.join(v.name for v in self.variants)}"
+        )
+
+    # -- validation ----------------------------------------------------------------------------------------
+    def validate(self) -> DeploymentSpec:
+        check_dns_label(self.name, "deployment name")
+        if not self.variants:
+            raise InvalidArgument(f"deployment {self.name!r} has no variants: give at least one live model")
+        seen: set[str] = set()
+        for v in self.variants:
+            v.validate()
+            if v.name in seen:
+                raise InvalidArgument(f"variant name {v.name!r} is used twice; variant names must be unique")
+            seen.add(v.name)
+        if not self.live:
+            raise InvalidArgument("every variant is a shadow: at least one live variant must answer requests")
+        total = sum(v.traffic for v in self.live)
+        if total != 100:
+            weights = ", ".join(f"{v.name}={v.traffic}" for v in self.live)
+            raise InvalidArgument(f"live variant weights must sum to 100, got {total} ({weights})")
+        self.logging.validate()
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
+            raise InvalidArgument(f"replicas must be a whole number >= 1, got {self.replicas!r}")
+        return self
+
+    # -- changes (each returns a new, validated spec) -------------------------------------------------------
+    def with_traffic(self, weights: Mapping[str, int]) -> DeploymentSpec:
+        """New weights for the named live variants; live variants not named get 0."""
+        for name in weights:
+            if self.variant(name).shadow:
+                raise InvalidArgument(f"variant {name!r} is a shadow; promote it or redeploy it as a live variant")
+        variants = tuple(v if v.shadow else replace(v, traffic=int(weights.get(v.name, 0))) for v in self.variants)
+        return replace(self, variants=variants).validate()
+
+    def promoted(self, name: str) -> DeploymentSpec:
+        """``name`` becomes the only live variant (100%); shadows are kept, other live variants dropped."""
+        target = self.variant(name)
+        variants = tuple(
+            replace(v, traffic=100, shadow=False) if v.name == name else v
+            for v in self.variants
+            if v.name == name or v.shadow
+        )
+        assert target.name in {v.name for v in variants}
+        return replace(self, variants=variants).validate()
+
+    def pinned(self, resolve: Callable[[str], str]) -> DeploymentSpec:
+        """Every model URI replaced by ``resolve(uri)``, e.g. an alias pinned to ``models:/NAME/VERSION``."""
+        return replace(self, variants=tuple(replace(v, model=resolve(v.model)) for v in self.variants)).validate()
+
+    # -- (de)serialisation -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["variants"] = [
+            {k: val for k, val in v.items() if not (k == "shadow" and not val) and not (k == "traffic" and v["shadow"])}
+            for v in d["variants"]
+        ]
+        d["resources"] = dict(self.resources)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeploymentSpec:
+        if not isinstance(data, Mapping):
+            raise InvalidArgument(f"a deployment spec is a mapping, got {type(data).__name__}")
+        known = {"name", "variants", "routing", "logging", "replicas", "resources"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidArgument(f"unknown spec field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            variants = tuple(Variant(**v) for v in data.get("variants") or ())
+            routing = Routing(**(data.get("routing") or {}))
+            logging = LoggingSpec(**(data.get("logging") or {}))
+        except TypeError as exc:
+            raise InvalidArgument(f"malformed deployment spec: {exc}") from None
+        return cls(
+            name=data.get("name", ""),
+            variants=variants,
+            routing=routing,
+            logging=logging,
+            replicas=data.get("replicas", 1),
+            resources=dict(data.get("resources") or {}),
+        ).validate()
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> DeploymentSpec:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InvalidArgument(f"spec is not valid YAML: {exc}") from None
+        return cls.from_dict(data)
