@@ -26,7 +26,22 @@ _LAZY = {
     "Variant": "wolt_jupyter.spec",
 }
 
-__all__ = [*_LAZY, "__version__", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "DeploymentSpec",
+    "ModelVersionCard",
+    "RunCard",
+    "Settings",
+    "Variant",
+    "__version__",
+    "experiment",
+    "last_run",
+    "load_ipython_extension",
+    "log",
+    "models",
+    "register",
+    "settings",
+    "unload_ipython_extension",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from wolt_jupyter.config import Settings, settings

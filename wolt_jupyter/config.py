@@ -90,22 +90,20 @@ class Settings:
                 out[name] = _MASK if masked else os.environ[name]
         return out
 
-    def _repr_html_(self) -> str:
-        from html import escape
+    def _rows(self) -> list[tuple[str, object]]:
+        return [
+            (k, f"{v}  ({self.sources[k]})" if self.sources.get(k) else v) for k, v in self.as_dict().items()
+        ]
 
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{escape(k)}</th><td style='text-align:left'>"
-            f"<code>{escape(str(v))}</code></td><td style='text-align:left;color:#888'>"
-            f"{escape(self.sources.get(k, 'environment' if k in SECRET_ENV else ''))}</td></tr>"
-            for k, v in self.as_dict().items()
-        )
-        return f"<table class='wolt-config'><caption>wolt-jupyter settings</caption>{rows}</table>"
+    def _repr_html_(self) -> str:
+        from wolt_jupyter._display import card_html
+
+        return card_html("wolt-jupyter settings", self._rows(), css_class="wolt-config")
 
     def __repr__(self) -> str:
-        items = self.as_dict()
-        width = max(len(k) for k in items)
-        lines = [f"{k.ljust(width)}  {v}" for k, v in items.items()]
-        return "\n".join(["wolt-jupyter settings", *lines])
+        from wolt_jupyter._display import card_text
+
+        return card_text("wolt-jupyter settings", self._rows())
 
 
 def default_home() -> Path:
@@ -129,7 +127,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     known = {f.name for f in fields(Settings)} - {"home", "sources"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     return data
 
 

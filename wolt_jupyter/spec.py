@@ -53,8 +53,14 @@ class Variant:
                 f"variant {self.name!r}: model {self.model!r} is not a model URI; expected "
                 "'models:/NAME/VERSION', 'models:/NAME@ALIAS', 'runs:/RUN_ID/PATH' or a local path"
             )
-        if isinstance(self.traffic, bool) or not isinstance(self.traffic, int) or not 0 <= self.traffic <= 100:
-            raise InvalidArgument(f"variant {self.name!r}: traffic must be a whole number 0-100, got {self.traffic!r}")
+        if (
+            isinstance(self.traffic, bool)
+            or not isinstance(self.traffic, int)
+            or not 0 <= self.traffic <= 100
+        ):
+            raise InvalidArgument(
+                f"variant {self.name!r}: traffic must be a whole number 0-100, got {self.traffic!r}"
+            )
         if self.shadow and self.traffic:
             raise InvalidArgument(
                 f"variant {self.name!r} is a shadow and has traffic {self.traffic}: shadows take no traffic "
@@ -130,8 +136,12 @@ class DeploymentSpec:
         """New weights for the named live variants; live variants not named get 0."""
         for name in weights:
             if self.variant(name).shadow:
-                raise InvalidArgument(f"variant {name!r} is a shadow; promote it or redeploy it as a live variant")
-        variants = tuple(v if v.shadow else replace(v, traffic=int(weights.get(v.name, 0))) for v in self.variants)
+                raise InvalidArgument(
+                    f"variant {name!r} is a shadow; promote it or redeploy it as a live variant"
+                )
+        variants = tuple(
+            v if v.shadow else replace(v, traffic=int(weights.get(v.name, 0))) for v in self.variants
+        )
         return replace(self, variants=variants).validate()
 
     def promoted(self, name: str) -> DeploymentSpec:
@@ -147,13 +157,19 @@ class DeploymentSpec:
 
     def pinned(self, resolve: Callable[[str], str]) -> DeploymentSpec:
         """Every model URI replaced by ``resolve(uri)``, e.g. an alias pinned to ``models:/NAME/VERSION``."""
-        return replace(self, variants=tuple(replace(v, model=resolve(v.model)) for v in self.variants)).validate()
+        return replace(
+            self, variants=tuple(replace(v, model=resolve(v.model)) for v in self.variants)
+        ).validate()
 
     # -- (de)serialisation -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["variants"] = [
-            {k: val for k, val in v.items() if not (k == "shadow" and not val) and not (k == "traffic" and v["shadow"])}
+            {
+                k: val
+                for k, val in v.items()
+                if not (k == "shadow" and not val) and not (k == "traffic" and v["shadow"])
+            }
             for v in d["variants"]
         ]
         d["resources"] = dict(self.resources)
@@ -166,7 +182,9 @@ class DeploymentSpec:
         known = {"name", "variants", "routing", "logging", "replicas", "resources"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InvalidArgument(f"unknown spec field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise InvalidArgument(
+                f"unknown spec field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         try:
             variants = tuple(Variant(**v) for v in data.get("variants") or ())
             routing = Routing(**(data.get("routing") or {}))

@@ -1,0 +1,142 @@
+"""Shared fixtures: a fresh state dir per test, a real `mlflow server`, a real IPython shell."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+# settings a developer's own environment might carry into the tests
+_ISOLATED_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_TRACKING_TOKEN",
+    "WOLT_DEFAULT_TARGET",
+    "WOLT_PROMETHEUS_URL",
+    "WOLT_RESPONSE_STORE_URL",
+    "WOLT_DEFAULT_EXPERIMENT",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log tail if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    pytest.fail(f"{url} did not become ready in {timeout}s\n{tail}")
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses (the MLflow server is shared by the whole session)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def shown(capsys: pytest.CaptureFixture[str]) -> str:
+    """What a notebook user saw: IPython prints usage errors to stderr and tracebacks to stdout."""
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a SQL backend and proxied artifacts."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = root / "server.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # it runs uvicorn from the venv
+    cmd = [
+        str(VENV_BIN / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 60, proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+
+
+def _reset_session_state() -> None:
+    import mlflow
+
+    from wolt_jupyter import tracking
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    tracking._session.last_run_id = None
+    tracking._session.last_experiment = None
+
+
+@pytest.fixture
+def wolt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty state dir; no tracking URI from outside, so the embedded store is used."""
+    home = tmp_path / "wolt-home"
+    monkeypatch.setenv("WOLT_JUPYTER_HOME", str(home))
+    for name in _ISOLATED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    _reset_session_state()
+    return home
+
+
+@pytest.fixture(params=["embedded", "server"])
+def store(request: pytest.FixtureRequest, wolt_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using it runs twice: on the embedded SQLite store and against a real MLflow server."""
+    if request.param == "server":
+        uri = request.getfixturevalue("mlflow_server")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        return uri
+    return f"sqlite:///{wolt_home / 'mlflow.db'}"
+
+
+@pytest.fixture
+def shell(wolt_home: Path) -> Iterator[object]:
+    """A real IPython InteractiveShell with the extension loaded."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "wolt_jupyter")
+    yield ip
+    _reset_session_state()
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def closed_port_uri() -> str:
+    """An http URI nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"

@@ -1,0 +1,5 @@
+import sys
+
+from wolt_jupyter.cli import main
+
+sys.exit(main())

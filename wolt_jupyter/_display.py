@@ -1,0 +1,43 @@
+"""Rendering of the rich results (cards) every magic returns: an HTML table and a plain-text fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from html import escape
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, (list, tuple, set)):
+        return ", ".join(_fmt(v) for v in value) or "—"
+    return "—" if value is None or value == "" else str(value)
+
+
+def card_html(
+    title: str, rows: Iterable[tuple[str, Any]], *, css_class: str, links: dict[str, str] | None = None
+) -> str:
+    """A two-column table; ``links`` maps a row label to an href for its value (e.g. the MLflow UI)."""
+    links = links or {}
+    body = []
+    for label, value in rows:
+        text = escape(_fmt(value))
+        if label in links:
+            text = f"<a href='{escape(links[label], quote=True)}' target='_blank' rel='noopener'>{text}</a>"
+        body.append(
+            f"<tr><th style='text-align:left;padding-right:1em'>{escape(label)}</th>"
+            f"<td style='text-align:left'>{text}</td></tr>"
+        )
+    return (
+        f"<table class='wolt-card {escape(css_class)}'>"
+        f"<caption style='text-align:left;font-weight:bold'>{escape(title)}</caption>{''.join(body)}</table>"
+    )
+
+
+def card_text(title: str, rows: Iterable[tuple[str, Any]]) -> str:
+    rows = list(rows)
+    width = max((len(label) for label, _ in rows), default=0)
+    return "\n".join([title, *(f"  {label.ljust(width)}  {_fmt(value)}" for label, value in rows)])

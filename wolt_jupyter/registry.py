@@ -1,0 +1,317 @@
+"""MLflow model registry: register a model (from a run, or a fitted estimator logged on the spot), set aliases,
+list what is registered.
+
+Registry stages are gone in MLflow 3; aliases (``champion``, ``challenger``) are how a version is named.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from wolt_jupyter import tracking
+from wolt_jupyter._display import card_html, card_text
+from wolt_jupyter._mlflow import client, configure, translated_errors, ui_base
+from wolt_jupyter.config import Settings
+from wolt_jupyter.errors import InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+MODEL_ARTIFACT = "model"
+MODEL_COLUMNS = ["name", "version", "aliases", "status", "run_id", "created", "source"]
+_ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+
+
+def check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgument("a registered model needs a name: --name NAME")
+    if any(ch in name for ch in "/:@") or name != name.strip():
+        raise InvalidArgument(
+            f"model name {name!r} cannot contain '/', ':', '@' or surrounding spaces (they break models:/ URIs)"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not _ALIAS.match(alias or "") or _RESERVED_ALIAS.match(alias):
+        raise InvalidArgument(
+            f"alias {alias!r} is not allowed: use letters, digits, '_' and '-' (not 'latest' or 'v<number>'), "
+            "e.g. champion"
+        )
+    return alias
+
+
+@dataclass
+class ModelVersionCard:
+    """One registered model version, as a notebook shows it."""
+
+    name: str
+    version: str
+    aliases: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    source: str = ""
+    status: str = ""
+    signature_inputs: str | None = None
+    signature_outputs: str | None = None
+    ui_url: str | None = None
+
+    @property
+    def uri(self) -> str:
+        """The pinned URI to load or deploy exactly this version."""
+        return f"models:/{self.name}/{self.version}"
+
+    def _rows(self) -> list[tuple[str, Any]]:
+        rows = [
+            ("model", f"{self.name} version {self.version}"),
+            ("uri", self.uri),
+            ("aliases", self.aliases),
+            ("status", self.status),
+            ("source run", self.run_id),
+            ("source", self.source),
+            ("inputs", self.signature_inputs or "no signature"),
+            ("outputs", self.signature_outputs),
+        ]
+        if self.ui_url:
+            rows.append(("MLflow UI", self.ui_url))
+        return rows
+
+    def _repr_html_(self) -> str:
+        links = {"MLflow UI": self.ui_url} if self.ui_url else None
+        return card_html("Registered model version", self._rows(), css_class="wolt-model-card", links=links)
+
+    def __repr__(self) -> str:
+        return card_text("Registered model version", self._rows())
+
+
+def version_card(name: str, version: str | int, s: Settings | None = None) -> ModelVersionCard:
+    from mlflow.models import get_model_info
+
+    s = s or configure()
+    c = client(s)
+    with translated_errors(s):
+        mv = c.get_model_version(name, str(version))
+        aliases = sorted(
+            a for a, v in c.get_registered_model(name).aliases.items() if str(v) == str(mv.version)
+        )
+        try:
+            sig = get_model_info(f"models:/{name}/{mv.version}").signature
+        except Exception:  # a model without an MLmodel file still deserves a card
+            sig = None
+    base = ui_base(s)
+    return ModelVersionCard(
+        name=name,
+        version=str(mv.version),
+        aliases=aliases,
+        run_id=mv.run_id,
+        source=mv.source or "",
+        status=mv.status or "",
+        signature_inputs=_schema_text(sig.inputs) if sig is not None else None,
+        signature_outputs=_schema_text(sig.outputs) if sig is not None and sig.outputs is not None else None,
+        ui_url=f"{base}/#/models/{name}/versions/{mv.version}" if base else None,
+    )
+
+
+def _schema_text(schema: Any) -> str:
+    """``name: type`` per column; a tensor spec as ``tensor(dtype, shape)``."""
+    parts = []
+    for col in schema.to_dict():
+        kind = col.get("type", "?")
+        if kind == "tensor":
+            spec = col.get("tensor-spec", {})
+            kind = f"tensor({spec.get('dtype', '?')}, {tuple(spec.get('shape', ()))})"
+        parts.append(f"{col['name']}: {kind}" if col.get("name") else kind)
+    return ", ".join(parts)
+
+
+# -- logging an estimator on the spot -------------------------------------------------------------------------
+def _flavor_of(model: Any) -> Any:
+    """The MLflow flavor module that can save ``model``, or an :class:`InvalidArgument` naming the options."""
+    import importlib
+
+    from mlflow.pyfunc import PythonModel
+
+    if isinstance(model, PythonModel):
+        return importlib.import_module("mlflow.pyfunc")
+    package = type(model).__module__.split(".")[0]
+    modules = {"sklearn": "mlflow.sklearn", "xgboost": "mlflow.xgboost", "lightgbm": "mlflow.lightgbm"}
+    if package in modules:
+        return importlib.import_module(modules[package])
+    raise InvalidArgument(
+        f"cannot log a {type(model).__module__}.{type(model).__name__}: pass a fitted scikit-learn, XGBoost or "
+        "LightGBM model or an mlflow.pyfunc.PythonModel, or log it yourself inside %%wolt_experiment and "
+        "register with --run RUN_ID"
+    )
+
+
+def _check_fitted(model: Any) -> None:
+    if type(model).__module__.split(".")[0] != "sklearn":
+        return
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        raise InvalidArgument(
+            f"the {type(model).__name__} is not fitted: call .fit(X, y) before registering it"
+        ) from None
+
+
+def _log_estimator(model: Any, input_example: Any, experiment: str | None) -> str:
+    """Log ``model`` (signature inferred from the input example) in a run; return its model URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    flavor = _flavor_of(model)
+    _check_fitted(model)
+    signature = None
+    if input_example is not None:
+        try:
+            if flavor.__name__ == "mlflow.pyfunc":
+                prediction = model.predict(None, input_example)
+            else:
+                prediction = model.predict(input_example)
+        except Exception as exc:
+            raise InvalidArgument(
+                f"the model cannot predict on the input example ({type(exc).__name__}: {exc}); pass rows shaped "
+                "like the training features"
+            ) from None
+        signature = infer_signature(input_example, prediction)
+    save_kwargs: dict[str, Any] = {
+        "name": MODEL_ARTIFACT,
+        "signature": signature,
+        "input_example": input_example,
+    }
+    if flavor.__name__ == "mlflow.pyfunc":
+        save_kwargs["python_model"] = model
+    else:
+        save_kwargs[_FIRST_ARG[flavor.__name__]] = model
+
+    if mlflow.active_run() is not None:  # inside %%wolt_experiment: attach to that run
+        return flavor.log_model(**save_kwargs).model_uri
+    with tracking.experiment(experiment, run_name="register", autolog=False):
+        info = flavor.log_model(**save_kwargs)
+    return info.model_uri
+
+
+_FIRST_ARG = {"mlflow.sklearn": "sk_model", "mlflow.xgboost": "xgb_model", "mlflow.lightgbm": "lgb_model"}
+
+
+def _model_of_run(run_id: str, s: Settings, c: MlflowClient) -> str:
+    """The URI of the (latest) model a run logged, e.g. by autologging."""
+    import mlflow
+
+    with translated_errors(s):
+        run = c.get_run(run_id)
+        logged = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run_id}'",
+            output_format="list",
+        )
+    if not logged:
+        raise InvalidArgument(
+            f"run {run_id} logged no model: fit a model inside %%wolt_experiment (autologging saves it), or "
+            "register a fitted variable: %wolt_register model --name NAME"
+        )
+    latest = max(logged, key=lambda m: m.creation_timestamp or 0)
+    return f"models:/{latest.model_id}"
+
+
+# -- public API -----------------------------------------------------------------------------------------------
+def register(
+    model: Any = None,
+    *,
+    name: str,
+    aliases: Iterable[str] = (),
+    run_id: str | None = None,
+    input_example: Any = None,
+    experiment: str | None = None,
+    description: str | None = None,
+) -> ModelVersionCard:
+    """Register a model version and point ``aliases`` at it.
+
+    With ``model`` (a fitted estimator) it is logged first, its signature inferred from ``input_example``;
+    otherwise the model logged by ``run_id`` (default: the last run this kernel started) is registered.
+    """
+    import mlflow
+
+    check_model_name(name)
+    aliases = [check_alias(a) for a in aliases]
+    if model is not None and run_id is not None:
+        raise InvalidArgument("give either a model variable or --run RUN_ID, not both")
+    s = configure()
+    c = client(s)
+    if model is not None:
+        model_uri = _log_estimator(model, input_example, experiment)
+    else:
+        run_id = run_id or tracking._session.last_run_id
+        if run_id is None:
+            raise InvalidArgument(
+                "nothing to register: run a %%wolt_experiment cell that fits a model, pass --run RUN_ID, "
+                "or pass a fitted model variable: %wolt_register model --name NAME"
+            )
+        model_uri = _model_of_run(run_id, s, c)
+    with translated_errors(s):
+        mv = mlflow.register_model(model_uri, name)
+        if description:
+            c.update_model_version(name, mv.version, description=description)
+        for alias in aliases:
+            c.set_registered_model_alias(name, alias, mv.version)
+    return version_card(name, mv.version, s)
+
+
+def models(name: str | None = None) -> pd.DataFrame:
+    """Registered models with their versions and aliases, one row per version, newest first."""
+    import pandas as pd
+
+    if name is not None:
+        check_model_name(name)
+    s = configure()
+    c = client(s)
+    rows = []
+    with translated_errors(s):
+        registered = list(_all_registered(c))
+        if name is not None:
+            known = ", ".join(m.name for m in registered) or "none yet"
+            registered = [m for m in registered if m.name == name]
+            if not registered:
+                raise NotFound(f"no registered model named {name!r}; registered: {known}")
+        for rm in registered:
+            by_version: dict[str, list[str]] = {}
+            for alias, version in (rm.aliases or {}).items():
+                by_version.setdefault(str(version), []).append(alias)
+            for mv in c.search_model_versions(f"name = '{_quote(rm.name)}'"):
+                rows.append(
+                    {
+                        "name": rm.name,
+                        "version": int(mv.version),
+                        "aliases": ", ".join(sorted(by_version.get(str(mv.version), []))),
+                        "status": mv.status,
+                        "run_id": mv.run_id,
+                        "created": pd.to_datetime(mv.creation_timestamp, unit="ms", utc=True),
+                        "source": mv.source,
+                    }
+                )
+    frame = pd.DataFrame(rows, columns=MODEL_COLUMNS)
+    if not frame.empty:
+        frame = frame.sort_values(["name", "version"], ascending=[True, False], ignore_index=True)
+    return frame
+
+
+def _all_registered(c: MlflowClient) -> Iterable[Any]:
+    token = None
+    while True:
+        page = c.search_registered_models(max_results=200, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")

@@ -1,0 +1,319 @@
+"""Experiments and runs on MLflow: a run around a block of code, autologging, the cell kept as an artifact.
+
+The magic ``%%wolt_experiment`` and the Python API ``with wolt_jupyter.experiment(...)`` are the same code:
+the magic only parses its arguments and hands the cell source in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wolt_jupyter._display import card_html, card_text
+from wolt_jupyter._mlflow import client, configure, translated_errors, ui_base
+from wolt_jupyter.config import Settings, mask_url
+from wolt_jupyter.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+CELL_ARTIFACT = "cell.py"
+# flavors autologged when their library is installed: (import name, mlflow module)
+AUTOLOG_FLAVORS = (
+    ("sklearn", "mlflow.sklearn"),
+    ("xgboost", "mlflow.xgboost"),
+    ("lightgbm", "mlflow.lightgbm"),
+)
+
+
+@dataclass
+class _Session:
+    """What this kernel remembers between cells: the last run and its experiment."""
+
+    last_run_id: str | None = None
+    last_experiment: str | None = None
+
+
+_session = _Session()
+
+
+# -- the run card ---------------------------------------------------------------------------------------------
+@dataclass
+class RunCard:
+    """A finished (or running) MLflow run, as a notebook shows it."""
+
+    run_id: str
+    run_name: str
+    experiment_id: str
+    experiment_name: str
+    status: str
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
+    artifact_uri: str = ""
+    tracking_uri: str = ""
+    ui_url: str | None = None
+
+    def _rows(self) -> list[tuple[str, Any]]:
+        rows = [
+            ("run", f"{self.run_name} ({self.run_id})"),
+            ("experiment", f"{self.experiment_name} ({self.experiment_id})"),
+            ("status", self.status),
+            ("params", self.params),
+            ("metrics", self.metrics),
+            ("models", self.models),
+            ("tracking", self.tracking_uri),
+        ]
+        if self.ui_url:
+            rows.append(("MLflow UI", self.ui_url))
+        return rows
+
+    def _repr_html_(self) -> str:
+        links = {"MLflow UI": self.ui_url} if self.ui_url else None
+        return card_html("MLflow run", self._rows(), css_class="wolt-run-card", links=links)
+
+    def __repr__(self) -> str:
+        return card_text("MLflow run", self._rows())
+
+
+def run_card(run_id: str, s: Settings | None = None) -> RunCard:
+    import mlflow
+
+    s = s or configure()
+    c = client(s)
+    with translated_errors(s):
+        run = c.get_run(run_id)
+        exp = c.get_experiment(run.info.experiment_id)
+        logged = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run_id}'",
+            output_format="list",
+        )
+    base = ui_base(s)
+    return RunCard(
+        run_id=run_id,
+        run_name=run.info.run_name or "",
+        experiment_id=run.info.experiment_id,
+        experiment_name=exp.name,
+        status=run.info.status,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        models=[f"{m.name} ({m.model_id})" for m in logged],
+        artifact_uri=run.info.artifact_uri or "",
+        tracking_uri=mask_url(s.tracking_uri) or "",
+        ui_url=f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if base else None,
+    )
+
+
+# -- experiments and runs -------------------------------------------------------------------------------------
+def ensure_experiment(name: str, s: Settings, c: MlflowClient | None = None) -> str:
+    """The id of experiment ``name``, created if needed (artifacts under the state dir on the embedded store)."""
+    if not name or not name.strip():
+        raise InvalidArgument("experiment name is empty: give one, e.g. %%wolt_experiment churn")
+    c = c or client(s)
+    with translated_errors(s):
+        exp = c.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise InvalidArgument(
+                    f"experiment {name!r} is deleted: restore it in MLflow or choose another name"
+                )
+            return exp.experiment_id
+        location = None
+        if not s.tracking_is_server:
+            # MLflow's own default is ./mlruns relative to the kernel's cwd: keep artifacts in the state dir instead
+            location = (s.artifact_root / _safe_dirname(name)).resolve().as_uri()
+        return c.create_experiment(name, artifact_location=location)
+
+
+def _safe_dirname(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
+    """The commit checked out where the notebook lives, when it is a git work tree."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=path or os.getcwd(),
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def source_tags(notebook: str | None) -> dict[str, str]:
+    """MLflow's standard source tags: which notebook ran the run and at which git commit."""
+    tags: dict[str, str] = {}
+    if notebook:
+        tags["mlflow.source.name"] = notebook
+        tags["mlflow.source.type"] = "NOTEBOOK"
+    where = Path(notebook).parent if notebook and Path(notebook).parent.is_dir() else None
+    commit = git_commit(where)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _autolog(enable: bool) -> list[str]:
+    """Switch autologging on/off for the installed flavors only (so a missing xgboost is not an error)."""
+    enabled = []
+    for package, module in AUTOLOG_FLAVORS:
+        if importlib.util.find_spec(package) is None:
+            continue
+        flavor = importlib.import_module(module)
+        if enable:
+            flavor.autolog(silent=True, log_input_examples=False, log_model_signatures=True)
+        else:
+            flavor.autolog(disable=True, silent=True)
+        enabled.append(package)
+    return enabled
+
+
+@dataclass
+class ExperimentRun:
+    """Handle on the run a ``with experiment(...)`` block runs in; ``card`` is filled in when the block ends."""
+
+    run_id: str
+    experiment_id: str
+    experiment_name: str
+    autologged: list[str] = field(default_factory=list)
+    card: RunCard | None = None
+
+    def log(self, values: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        log(values, run_id=self.run_id, **kwargs)
+
+
+@contextmanager
+def experiment(
+    name: str | None = None,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    autolog: bool = True,
+    source: str | None = None,
+    notebook: str | None = None,
+) -> Iterator[ExperimentRun]:
+    """Run the block inside an MLflow run.
+
+    Autologging is on for the block only (sklearn, xgboost, lightgbm where installed); ``source`` (the cell's
+    code) is saved as the artifact ``cell.py``; ``notebook`` and the git commit become MLflow's source tags.
+    An exception in the block marks the run FAILED (KILLED for an interrupt) and propagates.
+    """
+    import mlflow
+
+    s = configure()
+    name = name or _session.last_experiment or s.default_experiment
+    experiment_id = ensure_experiment(name, s)
+    all_tags = {**source_tags(notebook), **dict(tags or {})}
+    with translated_errors(s):
+        active = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=all_tags,
+            nested=mlflow.active_run() is not None,
+        )
+    run_id = active.info.run_id
+    _session.last_run_id, _session.last_experiment = run_id, name
+    handle = ExperimentRun(run_id=run_id, experiment_id=experiment_id, experiment_name=name)
+    status = "FINISHED"
+    try:
+        if source is not None:
+            mlflow.log_text(source, CELL_ARTIFACT)
+        if autolog:
+            handle.autologged = _autolog(True)
+        yield handle
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        if handle.autologged:
+            _autolog(False)
+        mlflow.end_run(status)
+        try:
+            handle.card = run_card(run_id, s)
+        except Exception:
+            if status == "FINISHED":
+                raise  # otherwise the block's own exception is the one to see
+
+
+def last_run() -> RunCard | None:
+    """The card of the last run this kernel started, if any."""
+    return run_card(_session.last_run_id) if _session.last_run_id else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def log(
+    values: Mapping[str, Any] | None = None,
+    /,
+    *,
+    run_id: str | None = None,
+    step: int | None = None,
+    **kwargs: Any,
+) -> RunCard:
+    """Log ``key=value`` pairs: numbers become metrics, everything else params.
+
+    Goes to ``run_id``, else the active run, else the last run this kernel started (a finished run can still
+    take metrics and new params).
+    """
+    import mlflow
+
+    items = {**dict(values or {}), **kwargs}
+    if not items:
+        raise InvalidArgument(
+            "nothing to log: give KEY=VALUE pairs, e.g. %wolt_log accuracy=0.93 notes=baseline"
+        )
+    s = configure()
+    active = mlflow.active_run()
+    run_id = run_id or (active.info.run_id if active else None) or _session.last_run_id
+    if run_id is None:
+        raise InvalidArgument("no run to log to: run a %%wolt_experiment cell first, or pass --run RUN_ID")
+    c = client(s)
+    with translated_errors(s):
+        for key, value in items.items():
+            if _is_number(value):
+                if math.isnan(value) or math.isinf(value):
+                    raise InvalidArgument(f"metric {key}={value} is not finite; log a finite number")
+                c.log_metric(run_id, key, float(value), step=step or 0)
+            else:
+                c.log_param(run_id, key, str(value))
+    return run_card(run_id, s)
+
+
+def parse_value(text: str) -> Any:
+    """``KEY=VALUE`` values from a magic line: ints and floats become numbers, the rest stays text."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_pairs(tokens: list[str], *, example: str) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` tokens; a malformed one is an :class:`InvalidArgument` naming the fix."""
+    pairs: dict[str, Any] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or not key.strip():
+            raise InvalidArgument(f"{token!r} is not KEY=VALUE; write e.g. {example}")
+        pairs[key.strip()] = parse_value(value.strip())
+    return pairs
