@@ -35,7 +35,7 @@ def test_environment_beats_file_beats_default(wolt_home: Path, monkeypatch: pyte
 def test_bad_config_is_one_clear_error(wolt_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wolt_home.mkdir()
     (wolt_home / "config.toml").write_text("trackin_uri = 'x'\n")
-    with pytest.raises(ConfigError, match="unknown setting.*trackin_uri"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*trackin_uri"):
         settings()
     (wolt_home / "config.toml").write_text("")
     monkeypatch.setenv("WOLT_DEFAULT_TARGET", "moon")

@@ -51,7 +51,9 @@ def test_register_variable_with_input_example_then_move_alias(shell, store: str)
 
 
 def test_register_unfitted_or_unsupported_model_says_why(shell, store: str, capsys) -> None:
-    shell.run_cell("from sklearn.linear_model import LogisticRegression\nraw = LogisticRegression()\nobj = object()")
+    shell.run_cell(
+        "from sklearn.linear_model import LogisticRegression\nraw = LogisticRegression()\nobj = object()"
+    )
     shell.run_cell("%wolt_register raw --name m1")
     shell.run_cell("%wolt_register obj --name m1")
     out = shown(capsys)

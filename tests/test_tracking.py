@@ -91,7 +91,9 @@ def test_git_commit_and_notebook_are_tagged(shell, store: str, tmp_path: Path) -
     git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     shell.user_ns["__session__"] = str(repo / "analysis.ipynb")
     result = shell.run_cell(f"%%wolt_experiment {unique('exp')} --no-autolog\nx = 1\n")
     tags = client(store).get_run(result.result.run_id).data.tags

@@ -24,7 +24,9 @@ def test_magics_give_one_line(shell, closed_port_uri: str, monkeypatch, capsys, 
     elapsed = time.monotonic() - started
     out = capsys.readouterr().out.strip()
     assert not result.success
-    assert out.startswith("TrackingUnavailable: cannot reach the MLflow tracking server at " + closed_port_uri)
+    assert out.startswith(
+        "TrackingUnavailable: cannot reach the MLflow tracking server at " + closed_port_uri
+    )
     assert "\n" not in out and "Traceback" not in out
     assert elapsed < 10  # no minutes of client retries
     assert "x" not in shell.user_ns  # the experiment cell did not run half-way
@@ -35,7 +37,11 @@ def test_cli_gives_one_line_and_exit_1(wolt_home, closed_port_uri: str) -> None:
         [sys.executable, "-m", "wolt_jupyter", "models"],
         capture_output=True,
         text=True,
-        env={"MLFLOW_TRACKING_URI": closed_port_uri, "WOLT_JUPYTER_HOME": str(wolt_home), "PATH": "/usr/bin:/bin"},
+        env={
+            "MLFLOW_TRACKING_URI": closed_port_uri,
+            "WOLT_JUPYTER_HOME": str(wolt_home),
+            "PATH": "/usr/bin:/bin",
+        },
         timeout=60,
     )
     assert proc.returncode == 1
