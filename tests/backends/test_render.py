@@ -48,7 +48,9 @@ def spec(**changes) -> DeploymentSpec:
     return DeploymentSpec.from_dict(data)
 
 
-CTX = ClusterContext(namespace="ml", tracking_uri="http://mlflow.ml:5000", artifacts=ARTIFACTS, pod_monitor=True)
+CTX = ClusterContext(
+    namespace="ml", tracking_uri="http://mlflow.ml:5000", artifacts=ARTIFACTS, pod_monitor=True
+)
 
 
 def kubernetes_validate(manifests: list[dict], tmp_path: Path) -> subprocess.CompletedProcess:
@@ -132,7 +134,10 @@ def test_kserve_canary_two_way_split() -> None:
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 20
     assert predictor["model"]["storageUri"] == ARTIFACTS["challenger"]
-    assert predictor["model"]["protocolVersion"] == "v2" and predictor["model"]["modelFormat"]["name"] == "mlflow"
+    assert (
+        predictor["model"]["protocolVersion"] == "v2"
+        and predictor["model"]["modelFormat"]["name"] == "mlflow"
+    )
     single = spec(variants=[{"name": "main", "model": "models:/eta/3", "traffic": 100}])
     assert "canaryTrafficPercent" not in render_kserve(single, CTX)[0]["spec"]["predictor"]
 

@@ -31,6 +31,11 @@ SPEC_MOUNT = "/etc/wolt-jupyter"
 STATE_MOUNT = "/var/lib/wolt-jupyter"
 DEFAULT_IMAGE = f"wolt-jupyter-runtime:{__version__}"
 MANAGED_BY = "wolt-jupyter"
+# the container binds all interfaces (the pod network), unlike the local target's 127.0.0.1
+RUNTIME_ARGS = [
+    *("python", "-m", "wolt_jupyter.serving", "--spec", f"{SPEC_MOUNT}/spec.yaml"),
+    *("--host", "0.0.0.0", "--port", str(HTTP_PORT)),
+]
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,14 @@ def labels(spec: DeploymentSpec, component: str | None = None) -> dict[str, str]
     return out
 
 
-def _metadata(name: str, spec: DeploymentSpec, ctx: ClusterContext, component: str | None = None) -> dict[str, Any]:
-    return {"name": check_dns_label(name, "resource name"), "namespace": ctx.namespace, "labels": labels(spec, component)}
+def _metadata(
+    name: str, spec: DeploymentSpec, ctx: ClusterContext, component: str | None = None
+) -> dict[str, Any]:
+    return {
+        "name": check_dns_label(name, "resource name"),
+        "namespace": ctx.namespace,
+        "labels": labels(spec, component),
+    }
 
 
 def _resources(spec: DeploymentSpec) -> dict[str, Any]:
@@ -94,8 +105,7 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
         "name": "runtime",
         "image": ctx.image,
         "imagePullPolicy": ctx.image_pull_policy,
-        "args": ["python", "-m", "wolt_jupyter.serving", "--spec", f"{SPEC_MOUNT}/spec.yaml"]
-        + ["--host", "0.0.0.0", "--port", str(HTTP_PORT)],
+        "args": RUNTIME_ARGS,
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": env,
         "resources": _resources(spec),
@@ -194,14 +204,15 @@ def render_seldon(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, A
             "modelUri": ctx.artifact(variant.name),
         }
         if spec.logging.responses:
-            graph["logger"] = {"mode": "all", **({"url": ctx.request_logger_url} if ctx.request_logger_url else {})}
+            graph["logger"] = {
+                "mode": "all",
+                **({"url": ctx.request_logger_url} if ctx.request_logger_url else {}),
+            }
         predictor: dict[str, Any] = {
             "name": variant.name,
             "replicas": spec.replicas,
             "graph": graph,
-            "componentSpecs": [
-                {"spec": {"containers": [{"name": "model", "resources": _resources(spec)}]}}
-            ],
+            "componentSpecs": [{"spec": {"containers": [{"name": "model", "resources": _resources(spec)}]}}],
             "labels": {"wolt-jupyter/variant": variant.name},
             "annotations": {"wolt-jupyter/model": variant.model},
         }
@@ -221,7 +232,9 @@ def render_seldon(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, A
 
 
 # -- kserve -----------------------------------------------------------------------------------------------------
-def render_kserve(spec: DeploymentSpec, ctx: ClusterContext, *, stable: str | None = None) -> list[dict[str, Any]]:
+def render_kserve(
+    spec: DeploymentSpec, ctx: ClusterContext, *, stable: str | None = None
+) -> list[dict[str, Any]]:
     """One InferenceService. A two-way split is a KServe canary: the latest revision (the challenger) gets
     ``canaryTrafficPercent``, the previous revision (which must be ``main``, already serving) the rest.
 
