@@ -89,3 +89,24 @@ def test_python_api_register_and_models(wolt_home) -> None:
     assert card.signature_inputs.startswith("tensor(float64")
     with pytest.raises(wolt_jupyter.errors.InvalidArgument, match="not both"):
         wolt_jupyter.register(model, name="lin", run_id="abc")
+
+
+def test_pin_resolves_aliases_and_latest_and_rejects_missing(wolt_home) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    import wolt_jupyter
+    from wolt_jupyter.errors import NotFound
+    from wolt_jupyter.registry import download_uri, pin
+
+    X = np.arange(8, dtype=float).reshape(4, 2)
+    for _ in range(2):
+        wolt_jupyter.register(LinearRegression().fit(X, X[:, 0]), name="pinme")
+    wolt_jupyter.registry.client().set_registered_model_alias("pinme", "champion", "1")
+    assert pin("models:/pinme@champion") == "models:/pinme/1"
+    assert pin("models:/pinme/latest") == "models:/pinme/2"
+    assert pin("models:/pinme/2") == "models:/pinme/2"
+    assert pin("runs:/abc/model") == "runs:/abc/model"
+    for missing in ("models:/pinme@nobody", "models:/pinme/9", "models:/ghost/1"):
+        with pytest.raises(NotFound):
+            pin(missing)
+    assert download_uri("models:/pinme/1").startswith((wolt_home.resolve() / "artifacts").as_uri())

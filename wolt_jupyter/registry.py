@@ -315,3 +315,52 @@ def _all_registered(c: MlflowClient) -> Iterable[Any]:
 
 def _quote(name: str) -> str:
     return name.replace("'", "\\'")
+
+
+# -- pinning (deploy time) ------------------------------------------------------------------------------------
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))$")
+
+
+def pin(uri: str) -> str:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/latest`` → ``models:/NAME/VERSION``, checked to exist.
+
+    A deployment records the pinned URI, so moving an alias later never changes what runs silently.
+    Other URIs (``runs:/…``, local paths) are returned as they are.
+    """
+    match = _MODELS_URI.match(uri)
+    if not match:
+        return uri
+    name, version, alias = match["name"], match["version"], match["alias"]
+    s = configure()
+    c = client(s)
+    with translated_errors(s):
+        try:
+            if alias:
+                mv = c.get_model_version_by_alias(name, alias)
+            elif version == "latest":
+                versions = c.search_model_versions(f"name = '{_quote(name)}'")
+                if not versions:
+                    raise NotFound(f"registered model {name!r} has no versions")
+                mv = max(versions, key=lambda v: int(v.version))
+            else:
+                mv = c.get_model_version(name, version)
+        except NotFound:
+            raise
+        except Exception as exc:
+            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                what = f"alias {alias!r}" if alias else f"version {version!r}"
+                raise NotFound(
+                    f"{uri}: model {name!r} has no {what} in the registry ({s.registry_uri})"
+                ) from None
+            raise
+    return f"models:/{name}/{mv.version}"
+
+
+def download_uri(pinned: str) -> str:
+    """Where a pinned version's artifacts are stored (what Seldon's and KServe's initializers download)."""
+    match = _MODELS_URI.match(pinned)
+    if not match or not match["version"] or not match["version"].isdigit():
+        return pinned
+    s = configure()
+    with translated_errors(s):
+        return client(s).get_model_version_download_uri(match["name"], match["version"])

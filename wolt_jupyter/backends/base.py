@@ -1,0 +1,146 @@
+"""What every deploy target is: an abstract base class chosen by name, and the ``Deployment`` it returns.
+
+A backend takes a *pinned* spec (every model URI a fixed version) and makes it run; the orchestration
+(pinning, revisions, rollback) lives in :mod:`wolt_jupyter.deployments` and is the same for all targets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from wolt_jupyter._display import card_html, card_text
+from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.spec import DeploymentSpec
+
+Progress = Callable[[str], None]
+
+STATUSES = ("ready", "starting", "degraded", "failed", "stopped", "dry-run", "unknown")
+
+
+@dataclass
+class Deployment:
+    """A deployment as it runs (or would run, for a dry run)."""
+
+    name: str
+    target: str
+    status: str
+    url: str | None = None  # V2 REST base URL
+    grpc_url: str | None = None
+    revision: int | None = None
+    variants: list[dict[str, Any]] = field(default_factory=list)  # name, model, traffic, shadow
+    namespace: str | None = None
+    message: str | None = None
+    manifests: list[dict[str, Any]] | None = None  # dry run: what would be applied
+    diff: str | None = None  # dry run: against what runs
+
+    @classmethod
+    def describe_variants(cls, spec: DeploymentSpec) -> list[dict[str, Any]]:
+        return [
+            {"name": v.name, "model": v.model, "traffic": None if v.shadow else v.traffic, "shadow": v.shadow}
+            for v in spec.variants
+        ]
+
+    @property
+    def manifests_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump_all(self.manifests or [], sort_keys=False)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "status": self.status,
+            "url": self.url,
+            "revision": self.revision,
+            "variants": ", ".join(
+                f"{v['name']}={'shadow' if v['shadow'] else str(v['traffic']) + '%'} ({v['model']})"
+                for v in self.variants
+            ),
+        }
+
+    def _rows(self) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = [
+            ("deployment", f"{self.name} ({self.target}{', ' + self.namespace if self.namespace else ''})"),
+            ("status", self.status + (f": {self.message}" if self.message else "")),
+            ("url", self.url),
+        ]
+        if self.grpc_url:
+            rows.append(("gRPC", self.grpc_url))
+        rows.append(("revision", self.revision))
+        for v in self.variants:
+            weight = "shadow" if v["shadow"] else f"{v['traffic']}%"
+            rows.append((f"variant {v['name']}", f"{weight}  {v['model']}"))
+        return rows
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        html = card_html("Deployment", self._rows(), css_class="wolt-deployment-card")
+        if self.manifests is not None:
+            html += f"<details open><summary>manifests</summary><pre>{escape(self.manifests_yaml)}</pre></details>"
+        if self.diff:
+            html += (
+                f"<details><summary>diff against what runs</summary><pre>{escape(self.diff)}</pre></details>"
+            )
+        return html
+
+    def __repr__(self) -> str:
+        text = card_text("Deployment", self._rows())
+        if self.manifests is not None:
+            text += "\n---\n" + self.manifests_yaml
+        if self.diff:
+            text += "\n--- diff against what runs ---\n" + self.diff
+        return text
+
+
+class Backend(ABC):
+    """One deploy target. Subclasses register themselves by ``target`` name."""
+
+    target: ClassVar[str]
+    registry: ClassVar[dict[str, type[Backend]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "target", None):
+            Backend.registry[cls.target] = cls
+
+    @abstractmethod
+    def render(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
+        """What would be applied for ``spec`` (manifests, or the local runtime's launch description)."""
+
+    @abstractmethod
+    def apply(
+        self, spec: DeploymentSpec, revision: int, *, wait: bool = True, progress: Progress | None = None
+    ) -> Deployment:
+        """Make ``spec`` run (create, or change what runs); wait until ready unless ``wait`` is false."""
+
+    @abstractmethod
+    def status(self, name: str) -> Deployment:
+        """What runs now."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Stop and remove it; not an error when it is already gone."""
+
+    def diff(self, spec: DeploymentSpec) -> str | None:
+        """Unified diff between what runs and ``spec``'s rendering; None when nothing runs."""
+        return None
+
+
+def backend_class(target: str) -> type[Backend]:
+    import importlib
+
+    module = {
+        "local": "local",
+        "kubernetes": "kubernetes",
+        "seldon": "kubernetes",
+        "kserve": "kubernetes",
+    }.get(target)
+    if module is None:
+        raise InvalidArgument(f"unknown target {target!r}; choose local, kubernetes, seldon or kserve")
+    importlib.import_module(f"wolt_jupyter.backends.{module}")
+    return Backend.registry[target]

@@ -1,0 +1,127 @@
+"""Deployment records in the state dir: which target runs a deployment, and every pinned spec it ran.
+
+``<home>/deployments/<name>/``
+    ``deployment.json``   target, namespace, current revision, timestamps (the local runtime adds its pid/port)
+    ``revisions/0001.yaml`` … one pinned spec per applied revision; rollback = apply the previous one
+
+Every kernel on the machine reads the same files, so a deployment made in one notebook is listed, changed or
+removed from another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wolt_jupyter.errors import InvalidArgument, NotFound
+from wolt_jupyter.spec import DeploymentSpec, check_dns_label
+
+RECORD = "deployment.json"
+
+
+def deployments_root(home: Path) -> Path:
+    return Path(home) / "deployments"
+
+
+def deployment_dir(home: Path, name: str) -> Path:
+    return deployments_root(home) / check_dns_label(name, "deployment name")
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class DeploymentRecord:
+    name: str
+    target: str
+    namespace: str | None = None
+    revision: int = 0
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)  # target-specific: pid, port, url, …
+
+
+class RevisionStore:
+    """The deployment records under one state dir."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+
+    def dir(self, name: str) -> Path:
+        return deployment_dir(self.home, name)
+
+    # -- records --------------------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        root = deployments_root(self.home)
+        if not root.is_dir():
+            return []
+        return sorted(p.parent.name for p in root.glob(f"*/{RECORD}"))
+
+    def exists(self, name: str) -> bool:
+        return (self.dir(name) / RECORD).is_file()
+
+    def record(self, name: str) -> DeploymentRecord:
+        path = self.dir(name) / RECORD
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            known = ", ".join(self.names()) or "none"
+            raise NotFound(f"no deployment named {name!r}; deployments: {known}") from None
+        return DeploymentRecord(**data)
+
+    def save_record(self, rec: DeploymentRecord) -> None:
+        rec.updated = time.time()
+        write_atomic(self.dir(rec.name) / RECORD, json.dumps(asdict(rec), indent=2))
+
+    def remove(self, name: str) -> None:
+        """Forget the deployment, keeping its revisions and logs under ``removed/`` for the record."""
+        path = self.dir(name) / RECORD
+        if path.exists():
+            graveyard = self.dir(name) / "removed"
+            graveyard.mkdir(exist_ok=True)
+            os.replace(path, graveyard / f"{RECORD}.{int(time.time())}")
+
+    # -- revisions ------------------------------------------------------------------------------------------
+    def revisions(self, name: str) -> list[int]:
+        folder = self.dir(name) / "revisions"
+        return sorted(int(p.stem) for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+    def spec(self, name: str, revision: int | None = None) -> DeploymentSpec:
+        revision = revision if revision is not None else self.record(name).revision
+        path = self.dir(name) / "revisions" / f"{revision:04d}.yaml"
+        if not path.exists():
+            raise NotFound(f"deployment {name!r} has no revision {revision}")
+        return DeploymentSpec.from_yaml(path.read_text())
+
+    def add_revision(self, spec: DeploymentSpec) -> int:
+        """Store ``spec`` (already pinned) as the next revision and return its number."""
+        numbers = self.revisions(spec.name)
+        revision = (numbers[-1] if numbers else 0) + 1
+        write_atomic(self.dir(spec.name) / "revisions" / f"{revision:04d}.yaml", spec.to_yaml())
+        return revision
+
+    def previous(self, name: str) -> int:
+        """The revision a rollback returns to: the one applied before the current one."""
+        current = self.record(name).revision
+        earlier = [r for r in self.revisions(name) if r < current]
+        if not earlier:
+            raise InvalidArgument(
+                f"deployment {name!r} is at its first revision ({current}); nothing to roll back to"
+            )
+        return earlier[-1]
