@@ -191,6 +191,9 @@ def _log_estimator(model: Any, input_example: Any, experiment: str | None) -> st
         save_kwargs["python_model"] = model
     else:
         save_kwargs[_FIRST_ARG[flavor.__name__]] = model
+        # the flavor's own requirements are exact for a plain estimator; inferring them costs a subprocess
+        # that loads the model (~10 s on a busy machine)
+        save_kwargs["pip_requirements"] = flavor.get_default_pip_requirements()
 
     if mlflow.active_run() is not None:  # inside %%wolt_experiment: attach to that run
         return flavor.log_model(**save_kwargs).model_uri
