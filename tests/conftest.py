@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from helpers import free_port, wait_http
 
 VENV_BIN = Path(sys.executable).parent
 # settings a developer's own environment might carry into the tests
@@ -28,41 +26,6 @@ _ISOLATED_ENV = (
     "WOLT_RESPONSE_STORE_URL",
     "WOLT_DEFAULT_EXPERIMENT",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(
-    url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
-) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's log tail if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    pytest.fail(f"{url} did not become ready in {timeout}s\n{tail}")
-
-
-def unique(prefix: str) -> str:
-    """A name no other test uses (the MLflow server is shared by the whole session)."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def shown(capsys: pytest.CaptureFixture[str]) -> str:
-    """What a notebook user saw: IPython prints usage errors to stderr and tracebacks to stdout."""
-    captured = capsys.readouterr()
-    return captured.out + captured.err
 
 
 @pytest.fixture(scope="session")

@@ -78,86 +78,85 @@ def _owned_dir(tmpdir: Path) -> Path:
     return short
 
 
+class PostgresServer:
+    """One private cluster: ``start``/``stop`` may be called repeatedly (same port), e.g. to test an outage."""
+
+    def __init__(self, tmpdir: Path | str, *, dbname: str = "wolt_test", fast: bool = True) -> None:
+        self.bindir = find_bindir()
+        self.root = _owned_dir(Path(tmpdir))
+        self.data, self.sockets, self.logfile = self.root / "data", self.root / "s", self.root / "server.log"
+        self.port = free_port()
+        self.dbname = dbname
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
+        self.running = False
+        self._opts = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
+        if fast:  # durability is irrelevant for a test cluster
+            self._opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+    def create(self) -> None:
+        """initdb with trust auth, start, and create the database."""
+        self.sockets.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.sockets, "postgres", "postgres")
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"]
+        _run(_as_owner([*initdb, "-E", "UTF8", "--locale=C", "--no-sync"]), "initdb")
+        self.start()
+        psql = [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        _run(
+            [*psql, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{self.dbname}"'],
+            "createdb",
+        )
+
+    def start(self) -> None:
+        pg_ctl = [
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            self._opts,
+            "-l",
+            str(self.logfile),
+        ]
+        try:
+            _run(_as_owner([*pg_ctl, "-w", "-t", "60", "start"]), "pg_ctl start")
+        except PostgresUnavailable as exc:
+            tail = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
+            raise PostgresUnavailable(f"{exc}\n{tail}") from None
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            _run(
+                _as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+                "pg_ctl stop",
+            )
+            self.running = False
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_postgres(
+    tmpdir: Path | str, *, dbname: str = "wolt_test", fast: bool = True
+) -> Iterator[PostgresServer]:
+    """Like :func:`postgres_server` but yields the :class:`PostgresServer` (for stop/start)."""
+    server = PostgresServer(tmpdir, dbname=dbname, fast=fast)
+    try:
+        server.create()
+        yield server
+    finally:
+        server.destroy()
+
+
 @contextlib.contextmanager
 def postgres_server(tmpdir: Path | str, *, dbname: str = "wolt_test", fast: bool = True) -> Iterator[str]:
     """Start a private PostgreSQL on 127.0.0.1 with trust auth; yield its SQLAlchemy URL; stop it on exit.
 
     ``fast`` turns off fsync and synchronous commit: durability is irrelevant for a test cluster.
     """
-    bindir = find_bindir()
-    root = _owned_dir(Path(tmpdir))
-    data, sockets, logfile = root / "data", root / "s", root / "server.log"
-    port = free_port()
-    sockets.mkdir(exist_ok=True)
-    if os.geteuid() == 0:
-        shutil.chown(sockets, "postgres", "postgres")
-    _run(
-        _as_owner(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]
-        ),
-        "initdb",
-    )
-    opts = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1"
-    if fast:
-        opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    started = False
-    try:
-        try:
-            _run(
-                _as_owner(
-                    [
-                        str(bindir / "pg_ctl"),
-                        "-D",
-                        str(data),
-                        "-o",
-                        opts,
-                        "-l",
-                        str(logfile),
-                        "-w",
-                        "-t",
-                        "60",
-                        "start",
-                    ]
-                ),
-                "pg_ctl start",
-            )
-        except PostgresUnavailable as exc:
-            tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
-            raise PostgresUnavailable(f"{exc}\n{tail}") from None
-        started = True
-        _run(
-            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", dbname]
-            if (bindir / "createdb").is_file()
-            else [
-                str(bindir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-c",
-                f"CREATE DATABASE {dbname}",
-            ],
-            "createdb",
-        )
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{dbname}"
-    finally:
-        if started:
-            subprocess.run(
-                _as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                capture_output=True,
-                timeout=60,
-            )
-        shutil.rmtree(root, ignore_errors=True)
+    with running_postgres(tmpdir, dbname=dbname, fast=fast) as server:
+        yield server.url

@@ -6,7 +6,7 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 
-from conftest import shown, unique
+from helpers import shown, unique
 
 FIT = """
 from sklearn.datasets import load_iris

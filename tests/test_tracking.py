@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import shown, unique
+from helpers import shown, unique
 
 TRAIN = """
 from sklearn.datasets import load_iris

@@ -1,0 +1,151 @@
+"""Real stores for the response-log tests: SQLite files in tmp_path and a private PostgreSQL server."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wolt_jupyter.responses import ResponseRecord
+
+# tests/pg_server.py is shared with other suites; load it by path so no sys.path or package layout is assumed
+_spec = importlib.util.spec_from_file_location(
+    "wolt_tests_pg_server", Path(__file__).parents[1] / "pg_server.py"
+)
+assert _spec and _spec.loader
+pg_server = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pg_server)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One PostgreSQL cluster for the session. Missing binaries FAIL the tests: CI must install them."""
+    try:
+        with pg_server.postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+            yield url
+    except pg_server.PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL test server unavailable: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[Any]:
+    """A cluster of the test's own, which it may stop and start (an outage)."""
+    try:
+        with pg_server.running_postgres(tmp_path) as server:
+            yield server
+    except pg_server.PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL test server unavailable: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> str:
+    """A fresh, empty database per test, so tests never see each other's tables."""
+    from sqlalchemy import create_engine
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    engine = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return pg_server_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'responses' / 'store.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def make_record(
+    i: int | str, *, variant: str = "a", shadow: bool = False, t: float | None = None, **kw: Any
+) -> ResponseRecord:
+    fields: dict[str, Any] = {
+        "id": str(i) if isinstance(i, str) else f"req-{i}",
+        "time": time.time() if t is None else t,
+        "deployment": "dep",
+        "variant": variant,
+        "model_name": "iris",
+        "model_version": "2" if shadow else "1",
+        "shadow": shadow,
+        "inputs": {"x1": [float(i) if isinstance(i, int) else 0.0], "x2": ["s"]},
+        "outputs": {"y": [1]},
+        "latency_ms": 1.5,
+        "status": 200,
+        "error": None,
+    }
+    fields.update(kw)
+    return ResponseRecord(**fields)
+
+
+def count_rows(url: str, where: str = "") -> int:
+    """Count logged rows with plain SQL, independently of the code under test."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if "wolt_responses" not in inspect(conn).get_table_names():
+                return 0
+            return conn.exec_driver_sql(f"SELECT COUNT(*) FROM wolt_responses {where}").scalar_one()
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def writes_blocked(url: str) -> Iterator[Callable[[], None]]:
+    """Hold a lock that stalls every insert into the log (a slow database); yields a release function."""
+    from sqlalchemy import create_engine
+
+    released = threading.Event()
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN EXCLUSIVE")
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                conn.execute("COMMIT")
+                conn.close()
+
+    else:
+        engine = create_engine(url)
+        sa_conn = engine.connect()
+        tx = sa_conn.begin()
+        sa_conn.exec_driver_sql("LOCK TABLE wolt_responses IN ACCESS EXCLUSIVE MODE")
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                tx.commit()
+                sa_conn.close()
+                engine.dispose()
+
+    try:
+        yield release
+    finally:
+        release()
+
+
+# helpers as fixtures: test modules then need no import of conftest (fragile without __init__.py files)
+@pytest.fixture(name="make_record")
+def _make_record_fixture() -> Callable[..., ResponseRecord]:
+    return make_record
+
+
+@pytest.fixture(name="count_rows")
+def _count_rows_fixture() -> Callable[..., int]:
+    return count_rows
+
+
+@pytest.fixture(name="writes_blocked")
+def _writes_blocked_fixture() -> Callable[[str], contextlib.AbstractContextManager[Callable[[], None]]]:
+    return writes_blocked

@@ -1,0 +1,216 @@
+"""Where the response log lives: URLs, engines and the two tables, through SQLAlchemy Core.
+
+The same code serves SQLite (one file per deployment, the default) and PostgreSQL (one shared database for
+every deployment, selected by URL). SQLAlchemy is imported only when a store is actually opened, so importing
+the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wolt_jupyter.errors import InvalidArgument, WoltError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy import Engine, Table
+
+RESPONSES_TABLE = "wolt_responses"
+FEEDBACK_TABLE = "wolt_feedback"
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class ResponseStoreError(WoltError, ConnectionError):
+    """The response store cannot be opened or read (server down, bad credentials, corrupt file)."""
+
+
+def default_store_url(deployment: str, home: Path) -> str:
+    """``sqlite:///<home>/responses/<deployment>.db``: one file per deployment under the state dir.
+
+    Characters that are unsafe in a file name are replaced by ``_`` so any deployment name maps to one file.
+    """
+    if not deployment:
+        raise InvalidArgument("deployment name is empty; pass the name the model was deployed under")
+    name = _UNSAFE_FILENAME.sub("_", deployment)
+    return f"sqlite:///{Path(home).expanduser().resolve() / 'responses' / f'{name}.db'}"
+
+
+def normalize_url(url: str) -> Any:
+    """Parse a store URL; bare ``postgresql://``/``postgres://`` mean psycopg 3, the driver we depend on."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if isinstance(url, str) and url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError) as exc:
+        raise InvalidArgument(
+            f"bad response store URL {url!r} ({exc}); use sqlite:///path/file.db or "
+            "postgresql+psycopg://user:password@host:5432/db"
+        ) from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def sqlite_path(url: Any) -> Path | None:
+    """The file behind a SQLite URL, or None for another backend or an in-memory database."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def make_engine(url: str, options: dict[str, Any] | None = None, *, create_dir: bool = True) -> Engine:
+    """An engine for the store; SQLite connections get WAL and ``synchronous=NORMAL``.
+
+    WAL lets the notebook read while the server writes; NORMAL skips an fsync per commit, which costs at most
+    the last few batches on a power cut, never corruption.
+    """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.exc import NoSuchModuleError
+
+    parsed = normalize_url(url)
+    opts: dict[str, Any] = {}
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite:
+        path = sqlite_path(parsed)
+        if path is not None and create_dir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        opts["connect_args"] = {"timeout": 30.0}
+    elif parsed.get_backend_name() == "postgresql":
+        # no pool_pre_ping (a round trip per batch): a dropped connection fails the batch, SQLAlchemy discards
+        # it and the retry reconnects. An unreachable host must fail and be retried, not hang the writer.
+        opts["connect_args"] = {"connect_timeout": 10}
+    for key, value in (options or {}).items():
+        if key == "connect_args":
+            opts["connect_args"] = {**opts.get("connect_args", {}), **value}
+        else:
+            opts[key] = value
+    try:
+        engine = create_engine(parsed, **opts)
+    except (NoSuchModuleError, ImportError) as exc:
+        hint = " (pip install 'psycopg[binary]')" if parsed.get_backend_name() == "postgresql" else ""
+        raise InvalidArgument(f"no database driver for {parsed.drivername!r}{hint}: {exc}") from None
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+@lru_cache(maxsize=1)
+def tables() -> tuple[Table, Table]:
+    """The responses and feedback tables (built once, on first use)."""
+    from sqlalchemy import (
+        BigInteger,
+        Boolean,
+        Column,
+        Double,
+        Index,
+        Integer,
+        MetaData,
+        String,
+        Table,
+        Text,
+    )
+
+    meta = MetaData()
+    responses = Table(
+        RESPONSES_TABLE,
+        meta,
+        # a surrogate key keeps insertion order and lets SQLite use its rowid
+        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("id", String(255), nullable=False),
+        Column("time", Double, nullable=False),
+        Column("deployment", String(255), nullable=False),
+        Column("variant", String(255), nullable=False),
+        Column("model_name", String(255), nullable=False),
+        Column("model_version", String(255), nullable=False),
+        Column("shadow", Boolean, nullable=False),
+        Column("inputs", Text, nullable=False),
+        Column("outputs", Text, nullable=False),
+        Column("latency_ms", Double, nullable=False),
+        Column("status", Integer, nullable=False),
+        Column("error", Text, nullable=True),
+        Index(f"ix_{RESPONSES_TABLE}_deployment_time", "deployment", "time"),
+        Index(f"ix_{RESPONSES_TABLE}_id", "id"),
+    )
+    feedback = Table(
+        FEEDBACK_TABLE,
+        meta,
+        Column("id", String(255), primary_key=True),
+        Column("time", Double, nullable=False),
+        Column("ground_truth", Text, nullable=False),
+    )
+    return responses, feedback
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create both tables and their indexes if missing (idempotent; safe to race: the loser retries)."""
+    responses, _ = tables()
+    responses.metadata.create_all(engine, checkfirst=True)
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy arrays and scalars, pandas objects with .tolist()
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
+        return obj.isoformat()
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        raw = bytes(obj)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(raw).decode("ascii")}
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    return str(obj)
+
+
+_encoder = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def to_json(value: Any) -> str:
+    """JSON text for a payload; numpy values, dates and bytes are converted rather than rejected."""
+    return _encoder.encode(value)
+
+
+_decode = json.JSONDecoder().decode
+
+
+def from_json(text: str | None) -> Any:
+    return None if text is None else _decode(text)
+
+
+class translate_errors:
+    """Context manager: a driver error becomes one readable :class:`ResponseStoreError` line."""
+
+    def __init__(self, url: str, action: str) -> None:
+        self.url, self.action = url, action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> None:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        if exc is not None and isinstance(exc, (DBAPIError, OperationalError)):
+            shown = normalize_url(self.url).render_as_string(hide_password=True)
+            first = (str(getattr(exc, "orig", exc)) or type(exc).__name__).strip().splitlines()[0]
+            raise ResponseStoreError(f"cannot {self.action} response store {shown}: {first}") from exc
