@@ -35,6 +35,10 @@ _ENV = {
     "namespace": "WOLT_NAMESPACE",
     "default_experiment": "WOLT_DEFAULT_EXPERIMENT",
     "response_store_url": "WOLT_RESPONSE_STORE_URL",
+    "kubeconfig": "KUBECONFIG",
+    "kube_context": "WOLT_KUBE_CONTEXT",
+    "runtime_image": "WOLT_RUNTIME_IMAGE",
+    "cluster_tracking_uri": "WOLT_CLUSTER_TRACKING_URI",
 }
 # environment variables that are credentials: shown only masked
 SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WOLT_PROMETHEUS_TOKEN")
@@ -62,6 +66,10 @@ class Settings:
     prometheus_url: str | None = None
     namespace: str = "default"
     response_store_url: str | None = None
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    runtime_image: str | None = None  # default: the image the Dockerfile builds for this version
+    cluster_tracking_uri: str | None = None  # MLflow as pods reach it (default: tracking_uri if a server)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property

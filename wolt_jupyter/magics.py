@@ -205,3 +205,163 @@ class WoltMagics(Magics):
         from wolt_jupyter import registry
 
         return registry.models(args.name)
+
+    # -- deployments ----------------------------------------------------------------------------------------
+    def _progress(self) -> Any:
+        """Progress lines for long waits, printed as they happen."""
+
+        def say(message: str) -> None:
+            print(message, flush=True)
+
+        return say
+
+    @magic_arguments()
+    @argument("name", help="deployment name (DNS-1123: lowercase letters, digits, '-')")
+    @argument("--model", default=None, metavar="[NAME:]URI", help="the main model, e.g. models:/eta@champion")
+    @argument(
+        "--ab", action="append", default=[], metavar="[NAME:]URI=WEIGHT", help="A/B challenger; repeatable"
+    )
+    @argument("--canary", default=None, metavar="[NAME:]URI=WEIGHT", help="canary variant")
+    @argument(
+        "--shadow", action="append", default=[], metavar="[NAME:]URI", help="shadow variant; repeatable"
+    )
+    @argument(
+        "--sticky-key", dest="sticky_key", default=None, help="route the same key value to the same variant"
+    )
+    @argument(
+        "--spec",
+        default=None,
+        metavar="FILE_OR_VARIABLE",
+        help="a whole spec: YAML file or notebook variable",
+    )
+    @argument("--target", default=None, choices=["local", "kubernetes", "seldon", "kserve"])
+    @argument("--namespace", default=None, help="Kubernetes namespace")
+    @argument(
+        "--dry-run", dest="dry_run", action="store_true", help="change nothing; show what would be applied"
+    )
+    @argument("--no-wait", dest="wait", action="store_false", help="return without waiting for readiness")
+    @line_magic
+    @_usage_errors
+    def wolt_deploy(self, line: str) -> Any:
+        """Deploy a registered model, with A/B, canary and shadow variants, locally or to a cluster."""
+        args = parse_argstring(self.wolt_deploy, line)
+        spec = None
+        if args.spec is not None:
+            spec = self.shell.user_ns.get(args.spec, args.spec) if args.spec.isidentifier() else args.spec
+        from wolt_jupyter import deployments
+
+        return deployments.deploy(
+            args.name,
+            args.model,
+            ab=args.ab,
+            canary=args.canary,
+            shadow=args.shadow,
+            sticky_key=args.sticky_key,
+            spec=spec,
+            target=args.target,
+            namespace=args.namespace,
+            dry_run=args.dry_run,
+            wait=args.wait,
+            progress=self._progress(),
+        )
+
+    @magic_arguments()
+    @argument("name")
+    @argument(
+        "weights", nargs="+", metavar="VARIANT=WEIGHT", help="weights of the live variants, summing to 100"
+    )
+    @line_magic
+    @_usage_errors
+    def wolt_traffic(self, line: str) -> Any:
+        """Change the traffic split of a running deployment, without a restart."""
+        args = parse_argstring(self.wolt_traffic, line)
+        from wolt_jupyter import deployments, tracking
+
+        pairs = tracking.parse_pairs(args.weights, example="%wolt_traffic eta main=50 challenger=50")
+        bad = [k for k, v in pairs.items() if not isinstance(v, int)]
+        if bad:
+            raise UsageError(f"weights are whole numbers: fix {', '.join(bad)}")
+        return deployments.traffic(args.name, pairs)
+
+    @magic_arguments()
+    @argument("name")
+    @argument("variant", help="the variant that takes all the traffic")
+    @line_magic
+    @_usage_errors
+    def wolt_promote(self, line: str) -> Any:
+        """Make one variant the only live one (shadows stay)."""
+        args = parse_argstring(self.wolt_promote, line)
+        from wolt_jupyter import deployments
+
+        return deployments.promote(args.name, args.variant)
+
+    @magic_arguments()
+    @argument("name")
+    @line_magic
+    @_usage_errors
+    def wolt_rollback(self, line: str) -> Any:
+        """Go back to the previous revision of a deployment."""
+        args = parse_argstring(self.wolt_rollback, line)
+        from wolt_jupyter import deployments
+
+        return deployments.rollback(args.name)
+
+    @magic_arguments()
+    @argument("name")
+    @line_magic
+    @_usage_errors
+    def wolt_undeploy(self, line: str) -> None:
+        """Stop a deployment (its response log and revisions stay readable)."""
+        args = parse_argstring(self.wolt_undeploy, line)
+        from wolt_jupyter import deployments
+
+        deployments.undeploy(args.name)
+        print(f"deployment {args.name!r} removed")
+
+    @line_magic
+    @_usage_errors
+    def wolt_deployments(self, line: str = "") -> Any:
+        """All deployments on this machine's state dir, made by any kernel, with their status."""
+        if line.strip():
+            raise UsageError("%wolt_deployments takes no arguments")
+        from wolt_jupyter import deployments
+
+        return deployments.deployments()
+
+    @magic_arguments()
+    @argument("name")
+    @argument("variable", help="a DataFrame (or 2-D array) of rows to send")
+    @argument(
+        "--per-row",
+        dest="per_row",
+        action="store_true",
+        help="one request per row (the split applies per row)",
+    )
+    @argument(
+        "--route-key", dest="route_key", default=None, metavar="COLUMN", help="column sent as the sticky key"
+    )
+    @line_magic
+    @_usage_errors
+    def wolt_predict(self, line: str) -> Any:
+        """Send rows through a deployment's endpoint; predictions with the answering variant."""
+        args = parse_argstring(self.wolt_predict, line)
+        data = self._variable(args.variable, "the rows")
+        from wolt_jupyter import deployments
+
+        return deployments.predict(
+            args.name, data, per_row=args.per_row or bool(args.route_key), route_key_column=args.route_key
+        )
+
+    @magic_arguments()
+    @argument("name")
+    @argument("--since", default=None, help="e.g. 1h, 30m, 2d (default: everything)")
+    @argument("--variant", default=None)
+    @argument("--limit", type=int, default=None)
+    @line_magic
+    @_usage_errors
+    def wolt_responses(self, line: str) -> Any:
+        """The response log of a deployment as a DataFrame (works after it stopped too)."""
+        args = parse_argstring(self.wolt_responses, line)
+        from wolt_jupyter.responses import responses
+
+        return responses(args.name, since=args.since, variant=args.variant, limit=args.limit)

@@ -116,6 +116,9 @@ class RevisionStore:
         write_atomic(self.dir(spec.name) / "revisions" / f"{revision:04d}.yaml", spec.to_yaml())
         return revision
 
+    def discard_revision(self, name: str, revision: int) -> None:
+        (self.dir(name) / "revisions" / f"{revision:04d}.yaml").unlink(missing_ok=True)
+
     def previous(self, name: str) -> int:
         """The revision a rollback returns to: the one applied before the current one."""
         current = self.record(name).revision

@@ -1,0 +1,146 @@
+"""%wolt_deploy to the cluster targets, end to end through the official client over real HTTP.
+
+The API server is the project's test server (no kube-apiserver can be installed here); its controller
+marks workloads ready as a cluster would. Models come from a real MLflow store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from wolt_jupyter.spec import DeploymentSpec
+
+from kube.apiserver import TestApiServer
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, wolt_home: Path, monkeypatch: pytest.MonkeyPatch):
+    with TestApiServer(controller=True, ready_delay=0.05) as server:
+        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+        yield server
+
+
+@pytest.fixture
+def models(wolt_home: Path) -> dict[str, str]:
+    """Three registered versions of one model; ``champion`` points at version 1."""
+    from sklearn.linear_model import LinearRegression
+
+    import wolt_jupyter
+
+    X = np.arange(20, dtype=float).reshape(10, 2)
+    for i in range(3):
+        wolt_jupyter.register(LinearRegression().fit(X, X[:, 0] * (i + 1)), name="eta")
+    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
+    return {"champion": "models:/eta@champion", "v2": "models:/eta/2", "v3": "models:/eta/3"}
+
+
+def test_kubernetes_target_deploys_changes_traffic_and_undeploys(shell, cluster, models, capsys) -> None:
+    d = shell.run_line_magic(
+        "wolt_deploy",
+        f"eta --model {models['champion']} --ab {models['v2']}=20 --shadow {models['v3']} "
+        "--target kubernetes --namespace ml",
+    )
+    assert d.status == "ready" and d.target == "kubernetes" and d.revision == 1
+    assert d.url == "http://eta.ml.svc.cluster.local:8080"
+    assert "applying revision 1" in capsys.readouterr().out  # progress while waiting
+    cm = cluster.get_object("v1", "ConfigMap", "ml", "eta-spec")
+    running = DeploymentSpec.from_yaml(cm["data"]["spec.yaml"])
+    assert [(v.name, v.model, v.traffic, v.shadow) for v in running.variants] == [
+        ("main", "models:/eta/1", 80, False),  # the alias pinned to its version
+        ("challenger", "models:/eta/2", 20, False),
+        ("shadow", "models:/eta/3", 0, True),
+    ]
+    generation = cluster.get_object("apps/v1", "Deployment", "ml", "eta")["metadata"]["generation"]
+
+    d = shell.run_line_magic("wolt_traffic", "eta main=50 challenger=50")
+    assert d.status == "ready" and d.revision == 2
+    cm = cluster.get_object("v1", "ConfigMap", "ml", "eta-spec")
+    assert [v.traffic for v in DeploymentSpec.from_yaml(cm["data"]["spec.yaml"]).live] == [50, 50]
+    assert cluster.get_object("apps/v1", "Deployment", "ml", "eta")["metadata"]["generation"] > generation
+
+    d = shell.run_line_magic("wolt_rollback", "eta")
+    cm = cluster.get_object("v1", "ConfigMap", "ml", "eta-spec")
+    assert d.revision == 3 and [
+        v.traffic for v in DeploymentSpec.from_yaml(cm["data"]["spec.yaml"]).live
+    ] == [80, 20]
+
+    table = shell.run_line_magic("wolt_deployments", "")
+    assert table.set_index("name").loc["eta", "status"] == "ready"
+
+    shell.run_line_magic("wolt_undeploy", "eta")
+    for api_version, kind, name in [
+        ("apps/v1", "Deployment", "eta"),
+        ("v1", "Service", "eta"),
+        ("v1", "ConfigMap", "eta-spec"),
+    ]:
+        assert cluster.get_object(api_version, kind, "ml", name) is None
+
+
+def test_dry_run_changes_nothing_and_shows_manifests_and_diff(shell, cluster, models) -> None:
+    d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes --dry-run")
+    assert d.status == "dry-run" and [m["kind"] for m in d.manifests] == [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+    ]
+    assert cluster.get_object("apps/v1", "Deployment", "default", "eta") is None
+    assert "kind: Deployment" in repr(d) and "kind: Deployment" in d._repr_html_()
+
+    shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes")
+    d = shell.run_line_magic(
+        "wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=10 --dry-run"
+    )
+    assert d.target == "kubernetes"  # an existing deployment keeps its target
+    assert "challenger" in d.diff and "models:/eta/2" in d.diff
+    spec = DeploymentSpec.from_yaml(
+        cluster.get_object("v1", "ConfigMap", "default", "eta-spec")["data"]["spec.yaml"]
+    )
+    assert len(spec.variants) == 1  # the dry run applied nothing
+
+
+def test_seldon_target_renders_predictors_with_artifact_locations(shell, cluster, models, wolt_home) -> None:
+    d = shell.run_line_magic(
+        "wolt_deploy",
+        f"fraud --model {models['champion']} --ab {models['v2']}=10 --shadow {models['v3']} --target seldon",
+    )
+    assert d.status == "ready" and d.url.startswith("http://fraud-default.default.svc")
+    sdep = cluster.get_object("machinelearning.seldon.io/v1", "SeldonDeployment", "default", "fraud")
+    predictors = {p["name"]: p for p in sdep["spec"]["predictors"]}
+    assert predictors["main"]["traffic"] == 90 and predictors["shadow"]["shadow"] is True
+    artifacts = (wolt_home.resolve() / "artifacts").as_uri()
+    assert all(p["graph"]["modelUri"].startswith(artifacts) for p in predictors.values())
+
+
+def test_kserve_refuses_shadow_before_touching_the_cluster(shell, cluster, models, capsys) -> None:
+    result = shell.run_cell(
+        f"%wolt_deploy risk --model {models['champion']} --shadow {models['v3']} --target kserve"
+    )
+    out = capsys.readouterr()
+    assert not result.success and "KServe cannot shadow traffic" in out.out + out.err
+    assert cluster.get_object("serving.kserve.io/v1beta1", "InferenceService", "default", "risk") is None
+    d = shell.run_line_magic("wolt_deploy", f"risk --model {models['champion']} --target kserve")
+    assert d.status == "ready" and d.url
+
+
+def test_unreachable_cluster_is_one_line(shell, models, wolt_home, tmp_path, monkeypatch, capsys) -> None:
+    from helpers import free_port
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "kc").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
+    result = shell.run_cell(f"%wolt_deploy eta --model {models['champion']} --target kubernetes")
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert not result.success
+    assert last.startswith("ClusterError: cannot reach the Kubernetes API at")
+    assert shell.run_line_magic("wolt_deployments", "").empty  # a failed first deploy leaves nothing behind

@@ -1,0 +1,199 @@
+"""A small V2 (Open Inference Protocol) client: DataFrame in, predictions and the answering variant out.
+
+Used by ``%wolt_predict`` and the tests; any standard V2 client (tritonclient, MLServer's types) works
+against the runtime just as well.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from wolt_jupyter.errors import InvalidArgument, WoltError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+ROUTE_KEY_HEADER = "x-wolt-route-key"
+VARIANT_HEADER = "x-wolt-variant"
+
+_DATATYPES = {
+    "b": "BOOL",
+    "i1": "INT8",
+    "i2": "INT16",
+    "i4": "INT32",
+    "i8": "INT64",
+    "u1": "UINT8",
+    "u2": "UINT16",
+    "u4": "UINT32",
+    "u8": "UINT64",
+    "f2": "FP16",
+    "f4": "FP32",
+    "f8": "FP64",
+}
+
+
+class EndpointError(WoltError):
+    """The endpoint answered with an error (its ``{"error": ...}`` is the message) or did not answer."""
+
+
+def datatype_of(array: np.ndarray) -> str:
+    kind = array.dtype.kind
+    if kind == "b":
+        return "BOOL"
+    if kind in "OUS":
+        return "BYTES"
+    return _DATATYPES.get(f"{kind}{array.dtype.itemsize}", "FP64")
+
+
+def tensor(name: str, values: Any) -> dict[str, Any]:
+    """One V2 input tensor from an array-like."""
+    import numpy as np
+
+    array = np.asarray(values)
+    if array.dtype.kind in "OUS":
+        data = [str(v) for v in array.ravel().tolist()]
+    else:
+        data = array.ravel().tolist()
+    return {"name": name, "shape": list(array.shape), "datatype": datatype_of(array), "data": data}
+
+
+def encode_frame(frame: pd.DataFrame | np.ndarray | Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A DataFrame or dict becomes one tensor per column; a 2-D array one tensor named ``input-0``."""
+    import pandas as pd
+
+    if isinstance(frame, pd.Series):
+        frame = frame.to_frame().T
+    if isinstance(frame, pd.DataFrame):
+        return [tensor(str(col), frame[col].to_numpy()) for col in frame.columns]
+    if isinstance(frame, Mapping):
+        return [tensor(str(k), v) for k, v in frame.items()]
+    import numpy as np
+
+    array = np.asarray(frame)
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    return [tensor("input-0", array)]
+
+
+@dataclass
+class InferResult:
+    id: str
+    variant: str | None
+    outputs: dict[str, np.ndarray]  # reshaped to each output's shape
+    model_version: str | None = None
+
+
+class V2Client:
+    """Keep-alive HTTP client for one deployment's V2 endpoint."""
+
+    def __init__(self, url: str, model: str, *, timeout: float = 30.0) -> None:
+        import requests
+
+        self.url = url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def infer(
+        self,
+        data: Any,
+        *,
+        variant: str | None = None,
+        route_key: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> InferResult:
+        import requests
+
+        path = f"/v2/models/{self.model}" + (f"/versions/{variant}" if variant else "") + "/infer"
+        body: dict[str, Any] = {"id": request_id or uuid.uuid4().hex, "inputs": encode_frame(data)}
+        if parameters:
+            body["parameters"] = dict(parameters)
+        headers = {"content-type": "application/json"}
+        if route_key is not None:
+            headers[ROUTE_KEY_HEADER] = str(route_key)
+        try:
+            resp = self._session.post(
+                self.url + path, data=json.dumps(body), headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise EndpointError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+        try:
+            doc = resp.json()
+        except ValueError:
+            doc = {"error": resp.text[:200]}
+        if resp.status_code != 200:
+            raise EndpointError(f"{self.url}{path} answered {resp.status_code}: {doc.get('error', doc)}")
+        import numpy as np
+
+        params = doc.get("parameters") or {}
+        outputs = {}
+        for out in doc.get("outputs", []):
+            values = np.asarray(out.get("data", []), dtype=object if out.get("datatype") == "BYTES" else None)
+            shape = out.get("shape")
+            outputs[out["name"]] = (
+                values.reshape(shape) if shape and values.size == int(np.prod(shape)) else values
+            )
+        return InferResult(
+            id=doc.get("id", body["id"]),
+            variant=resp.headers.get(VARIANT_HEADER) or params.get("variant"),
+            outputs=outputs,
+            model_version=doc.get("model_version"),
+        )
+
+
+def predict_frame(
+    url: str, model: str, frame: Any, *, per_row: bool = False, route_key_column: str | None = None
+) -> pd.DataFrame:
+    """Send ``frame`` through the endpoint; predictions (one column per output) plus ``variant`` and ``id``.
+
+    ``per_row`` sends each row as its own request, so the traffic split applies row by row as it would to
+    live traffic; otherwise the whole frame is one request answered by one variant.
+    """
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        import numpy as np
+
+        array = np.asarray(frame)
+        if array.ndim != 2:
+            raise InvalidArgument(
+                f"predict takes a DataFrame or a 2-D array of rows, got shape {array.shape}"
+            )
+        frame = pd.DataFrame(array)
+        frame.columns = [f"input-{i}" for i in range(array.shape[1])]
+        encode = lambda part: part.to_numpy()  # noqa: E731 - one tensor for all columns
+    else:
+        encode = lambda part: part  # noqa: E731
+    if route_key_column and route_key_column not in frame.columns:
+        raise InvalidArgument(
+            f"no column {route_key_column!r} to route by; columns: {', '.join(map(str, frame.columns))}"
+        )
+    client = V2Client(url, model)
+    rows: list[dict[str, Any]] = []
+    try:
+        chunks = [frame.iloc[[i]] for i in range(len(frame))] if per_row else [frame]
+        for chunk in chunks:
+            features = chunk.drop(columns=[route_key_column]) if route_key_column else chunk
+            key = str(chunk[route_key_column].iloc[0]) if route_key_column and per_row else None
+            result = client.infer(encode(features), route_key=key)
+            n = len(chunk)
+            for i in range(n):
+                row: dict[str, Any] = {}
+                for name, values in result.outputs.items():
+                    value = values[i] if values.ndim and values.shape[0] == n else values
+                    row[name] = value.tolist() if hasattr(value, "tolist") else value
+                row["variant"] = result.variant
+                row["id"] = result.id
+                rows.append(row)
+    finally:
+        client.close()
+    return pd.DataFrame(rows, index=frame.index)
