@@ -144,3 +144,22 @@ def test_unreachable_cluster_is_one_line(shell, models, wolt_home, tmp_path, mon
     assert not result.success
     assert last.startswith("ClusterError: cannot reach the Kubernetes API at")
     assert shell.run_line_magic("wolt_deployments", "").empty  # a failed first deploy leaves nothing behind
+
+
+def test_mlflow_deployments_plugin_drives_the_same_backends(cluster, models) -> None:
+    from mlflow.deployments import get_deploy_client
+    from mlflow.exceptions import MlflowException
+
+    client = get_deploy_client("wolt-kubernetes")
+    created = client.create_deployment("plug", models["champion"], config={"ab": f"{models['v2']}=25"})
+    assert created["status"] == "ready" and created["target"] == "kubernetes"
+    assert [v["traffic"] for v in created["variants"] if not v["shadow"]] == [75, 25]
+    assert [d["name"] for d in client.list_deployments()] == ["plug"]
+    assert client.get_deployment("plug")["revision"] == 1
+    with pytest.raises(MlflowException, match="exists; use update_deployment"):
+        client.create_deployment("plug", models["champion"])
+    with pytest.raises(MlflowException, match="DNS-1123"):
+        client.create_deployment("Bad_Name", models["champion"])
+    client.delete_deployment("plug")
+    assert cluster.get_object("apps/v1", "Deployment", "default", "plug") is None
+    assert client.list_deployments() == []
