@@ -1,0 +1,147 @@
+"""A/B analysis on synthetic response logs whose truth is known: the test must say so at the expected rates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.monitoring.analysis import (
+    compare,
+    sample_size_proportion,
+    two_proportion_p,
+    wilson_interval,
+)
+
+
+def classification_log(
+    rng, n_main: int, n_chal: int, acc_main: float, acc_chal: float, shadow_agree: float = 0.9
+):
+    rows = []
+    for variant, n, acc in (("main", n_main, acc_main), ("challenger", n_chal, acc_chal)):
+        y = rng.integers(0, 2, n)
+        correct = rng.random(n) < acc
+        pred = np.where(correct, y, 1 - y)
+        for i in range(n):
+            rid = f"{variant}-{i}"
+            rows.append(
+                {
+                    "id": rid,
+                    "variant": variant,
+                    "shadow": False,
+                    "latency_ms": rng.gamma(2, 1.0),
+                    "status": 200,
+                    "output.predict": int(pred[i]),
+                    "ground_truth": int(y[i]),
+                }
+            )
+            if variant == "main":  # the shadow sees a copy of every main request
+                agree = rng.random() < shadow_agree
+                rows.append(
+                    {
+                        "id": rid,
+                        "variant": "shadow",
+                        "shadow": True,
+                        "latency_ms": rng.gamma(2, 1.5),
+                        "status": 200,
+                        "output.predict": int(pred[i] if agree else 1 - pred[i]),
+                        "ground_truth": int(y[i]),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_wilson_and_two_proportion_basics() -> None:
+    lo, hi = wilson_interval(0, 50)
+    assert lo == 0 and 0 < hi < 0.1
+    lo, hi = wilson_interval(45, 50)
+    assert lo < 0.9 < hi
+    assert two_proportion_p(50, 100, 50, 100) == pytest.approx(1.0)
+    assert two_proportion_p(80, 100, 50, 100) < 1e-4
+    # the textbook case: 10% -> 12% needs about 3,800 per arm at 80% power
+    assert 3700 < sample_size_proportion(0.10, 0.02) < 3950
+
+
+def test_truly_better_challenger_is_detected_at_high_power() -> None:
+    rng = np.random.default_rng(1)
+    detected = sum(
+        bool(
+            compare(classification_log(rng, 1500, 1500, 0.70, 0.76), metric="accuracy").table.loc[
+                "challenger", "significant"
+            ]
+        )
+        for _ in range(40)
+    )
+    assert detected >= 36  # power for 6 points at n=1500/arm is ~0.98
+
+
+def test_truly_equal_challenger_is_rarely_called_significant() -> None:
+    rng = np.random.default_rng(2)
+    false_positives = sum(
+        bool(
+            compare(classification_log(rng, 600, 600, 0.75, 0.75), metric="accuracy").table.loc[
+                "challenger", "significant"
+            ]
+        )
+        for _ in range(200)
+    )
+    assert false_positives <= 20  # alpha = 0.05 → about 10 of 200; 20 leaves room for chance
+
+
+def test_table_shape_intervals_and_shadow_agreement() -> None:
+    log = classification_log(np.random.default_rng(3), 800, 200, 0.8, 0.8, shadow_agree=0.9)
+    result = compare(log, metric="accuracy")
+    table = result.table
+    assert list(table.index) == ["main", "challenger", "shadow"]
+    assert table.loc["main", "requests"] == 800 and table.loc["challenger", "requests"] == 200
+    assert bool(table.loc["shadow", "shadow"]) and not bool(table.loc["main", "shadow"])
+    for v in ("main", "challenger"):
+        assert table.loc[v, "accuracy_ci_low"] < table.loc[v, "accuracy"] < table.loc[v, "accuracy_ci_high"]
+    assert table.loc["main", "accuracy"] == pytest.approx(0.8, abs=0.05)
+    # the shadow is compared with main on the very same requests
+    shadow = result.shadow_table.loc["shadow"]
+    assert shadow["paired_requests"] == 800
+    assert shadow["agreement_ci_low"] < 0.9 < shadow["agreement_ci_high"]
+    assert "requests per variant" in result.notes[0]
+    assert "challenger" in repr(result) and "<table" in result._repr_html_()
+
+
+def test_regression_metrics_and_difference_distribution() -> None:
+    rng = np.random.default_rng(4)
+    rows = []
+    for variant, noise in (("main", 1.0), ("challenger", 2.0)):
+        y = rng.normal(size=2000)
+        for i, (truth, pred) in enumerate(zip(y, y + rng.normal(scale=noise, size=2000), strict=True)):
+            rows.append(
+                {
+                    "id": f"{variant}{i}",
+                    "variant": variant,
+                    "shadow": False,
+                    "latency_ms": 1.0,
+                    "status": 200,
+                    "output.predict": pred,
+                    "ground_truth": truth,
+                }
+            )
+    table = compare(pd.DataFrame(rows), metric="rmse").table
+    assert table.loc["main", "rmse"] == pytest.approx(1.0, abs=0.1)
+    assert table.loc["challenger", "rmse"] == pytest.approx(2.0, abs=0.15)
+    assert bool(table.loc["challenger", "significant"])
+
+
+def test_errors_latency_and_bad_input() -> None:
+    rng = np.random.default_rng(5)
+    log = classification_log(rng, 500, 500, 0.8, 0.8)
+    log.loc[(log["variant"] == "challenger") & (rng.random(len(log)) < 0.2), "status"] = 500
+    log.loc[log["variant"] == "challenger", "latency_ms"] += 5
+    table = compare(log, metric="error_rate").table
+    assert table.loc["challenger", "error_rate"] == pytest.approx(0.2, abs=0.05)
+    assert table.loc["challenger", "error_rate_p_value"] < 1e-6
+    assert table.loc["challenger", "latency_p_value"] < 1e-6
+    with pytest.raises(InvalidArgument, match="unknown metric"):
+        compare(log, metric="f7")
+    with pytest.raises(InvalidArgument, match="needs ground truth"):
+        compare(log.drop(columns=["ground_truth"]), metric="accuracy")
+    with pytest.raises(InvalidArgument, match="empty"):
+        compare(log.iloc[:0])

@@ -1,0 +1,1 @@
+"""Monitoring: metric sources (Prometheus, the response log), A/B and shadow analysis, drift."""
