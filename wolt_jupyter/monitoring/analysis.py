@@ -69,9 +69,9 @@ def two_proportion_p(s1: int, n1: int, s2: int, n2: int) -> float:
 
 
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import ttest_ind
-
     import warnings
+
+    from scipy.stats import ttest_ind
 
     if len(a) < 2 or len(b) < 2:
         return math.nan
