@@ -37,3 +37,18 @@ def test_quickstart_notebook(wolt_home: Path) -> None:
     assert "champion" in text
     assert "champion accuracy on the test split: 0.9" in text
     assert (wolt_home / "mlflow.db").exists()  # the embedded store, in the fresh state dir
+
+
+def test_deploy_notebook(wolt_home: Path) -> None:
+    nb = execute("02-deploy.ipynb")
+    text = outputs_text(nb)
+    assert "wolt-card wolt-deployment-card" in text
+    assert "variant challenger" in text and "models:/diabetes/2" in text
+    # the split answered with both live variants, and the log holds the shadow's copies
+    counts = next(c for c in nb.cells if "value_counts" in c.source)["outputs"][0]["data"]["text/plain"]
+    assert "main" in counts and "challenger" in counts
+    assert "deployment 'diabetes' removed" in text
+    from wolt_jupyter.responses import responses
+
+    log = responses("diabetes")
+    assert log["shadow"].any() and len(log.loc[~log["shadow"]]) == 442  # every row of X, once live

@@ -297,3 +297,15 @@ def predict(
     if deployment.status != "ready" or not deployment.url:
         raise InvalidArgument(f"deployment {name!r} is {deployment.status}, not ready: see %wolt_deployments")
     return predict_frame(deployment.url, name, data, per_row=per_row, route_key_column=route_key_column)
+
+
+def responses(name: str, **filters: Any) -> pd.DataFrame:
+    """The deployment's response log; a running local deployment is asked to flush first, so every
+    request answered so far (and its shadow copies) is in the frame."""
+    from wolt_jupyter.responses import responses as read
+
+    store = _store()
+    if store.exists(name) and store.record(name).target == "local":
+        be = backend("local")
+        be.flush(name)  # type: ignore[attr-defined]
+    return read(name, **filters)

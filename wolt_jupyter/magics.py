@@ -362,6 +362,6 @@ class WoltMagics(Magics):
     def wolt_responses(self, line: str) -> Any:
         """The response log of a deployment as a DataFrame (works after it stopped too)."""
         args = parse_argstring(self.wolt_responses, line)
-        from wolt_jupyter.responses import responses
+        from wolt_jupyter import deployments
 
-        return responses(args.name, since=args.since, variant=args.variant, limit=args.limit)
+        return deployments.responses(args.name, since=args.since, variant=args.variant, limit=args.limit)

@@ -1,0 +1,42 @@
+"""The V2 (Open Inference Protocol) serving runtime: one process serves one deployment.
+
+Every variant's MLflow pyfunc model is loaded in-process, so routing (A/B split, sticky keys, shadows) is a
+function call rather than a network hop::
+
+    python -m wolt_jupyter.serving --spec SPEC.yaml [--host 127.0.0.1] [--port 8080] [--grpc-port P]
+        [--state-dir DIR] [--max-body-bytes N] [--max-batch N] [--shadow-queue-size N] [--no-response-log]
+
+Model URIs come from the spec (pin aliases to versions first); MLflow reads ``MLFLOW_TRACKING_URI``.
+
+REST (``http.py`` + ``app.py``): ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``,
+``/v2/models/{m}[/versions/{v}]``, ``/v2/models/{m}[/versions/{v}]/ready``,
+``POST /v2/models/{m}[/versions/{v}]/infer`` — ``{m}`` is the deployment, ``{v}`` a variant (bypasses the
+split). The binary tensor extension and gzip/deflate bodies are accepted. Errors are ``{"error": "..."}``
+with 400/404/405/413/503, or 500 when the model itself raised. The answering variant is in the response's
+``parameters.variant`` and the ``x-wolt-variant`` header; the sticky key is ``parameters[sticky_key]`` or
+the ``x-wolt-route-key`` header. ``GET /metrics`` is Prometheus text.
+
+Admin (``Authorization: Bearer <token>``, the token in ``<state>/deployments/<name>/admin.token``, 0600):
+``GET /admin/routing``; ``POST /admin/traffic {"weights": {...}}``, ``/admin/promote {"variant": v}``,
+``/admin/rollback``, ``/admin/spec {"spec": {...}}`` (409 if it needs models this process has not loaded),
+``/admin/flush`` (answers once queued shadow copies and response-log records are written).
+
+gRPC (``grpc_service.py``, with ``--grpc-port``): ``inference.GRPCInferenceService``, same routing.
+
+Modules: ``tensors`` (V2 codec), ``models`` (signature mapping, fast array path), ``router`` (pure routing
+tables), ``shadow`` (off-path shadow workers), ``metrics`` (exposition), ``admin`` (token).
+Nothing heavy is imported here: MLflow, pandas and numpy are imported by the submodules that need them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ProtocolError"]
+
+
+class ProtocolError(Exception):
+    """A request the runtime refuses: ``status`` is the HTTP code, the message says what was expected."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

@@ -1,0 +1,119 @@
+"""``python -m wolt_jupyter.serving --spec SPEC.yaml [--host 127.0.0.1] [--port 8080] [--grpc-port P] [--state-dir DIR]``
+
+The port opens at once (``/v2/health/live`` answers while models load); ``/v2/health/ready`` turns 200 only
+when every variant is loaded. SIGTERM/SIGINT stop accepting connections, finish queued shadow work and flush
+the response log before exiting. Exit status 2: the spec is unreadable or invalid; 3: a model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from wolt_jupyter.serving.app import DEFAULT_MAX_BODY, MAX_BATCH, Runtime
+from wolt_jupyter.serving.http import serve
+
+log = logging.getLogger("wolt_jupyter.serving")
+EXIT_BAD_SPEC = 2
+EXIT_LOAD_FAILED = 3
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m wolt_jupyter.serving", description=__doc__.splitlines()[0])
+    p.add_argument("--spec", required=True, help="deployment spec (YAML); model URIs pinned to versions")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--grpc-port", type=int, default=None, help="also serve inference.GRPCInferenceService here"
+    )
+    p.add_argument("--state-dir", default=None, help="state dir (default: settings().home)")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    p.add_argument("--idle-timeout", type=float, default=75.0, help="close connections quiet this long (s)")
+    p.add_argument("--response-store-url", default=None, help="default: WOLT_RESPONSE_STORE_URL or SQLite")
+    p.add_argument("--no-response-log", action="store_true", help="override the spec: log nothing")
+    p.add_argument(
+        "--max-batch", type=int, default=MAX_BATCH, help="requests per live predict (1: no micro-batching)"
+    )
+    p.add_argument("--shadow-queue-size", type=int, default=10_000, help="copies a shadow may lag behind")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from wolt_jupyter.config import settings
+    from wolt_jupyter.errors import WoltError
+    from wolt_jupyter.spec import DeploymentSpec
+
+    s = settings()
+    try:
+        spec = DeploymentSpec.from_yaml(Path(args.spec).read_text())
+    except (OSError, WoltError) as exc:
+        log.error("cannot read the spec %s: %s", args.spec, exc)
+        return EXIT_BAD_SPEC
+    state_dir = Path(args.state_dir).expanduser().resolve() if args.state_dir else s.home
+    runtime = Runtime(
+        spec,
+        state_dir,
+        max_body=args.max_body_bytes,
+        response_store_url=args.response_store_url or s.response_store_url,
+        log_responses=False if args.no_response_log else None,
+        shadow_queue_size=args.shadow_queue_size,
+        max_batch=max(1, args.max_batch),
+    )
+    loop = asyncio.get_running_loop()
+    runtime.bind_loop(loop)
+    server = await serve(runtime.handle, args.host, args.port, args.max_body_bytes, args.idle_timeout)
+    grpc_server = None
+    if args.grpc_port is not None:
+        from wolt_jupyter.serving.grpc_service import start_server
+
+        grpc_server = start_server(runtime, loop, args.host, args.grpc_port)
+        log.info("deployment %s: gRPC on %s:%d", spec.name, args.host, args.grpc_port)
+    log.info("deployment %s listening on http://%s:%d (loading models)", spec.name, args.host, args.port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loader = loop.run_in_executor(None, runtime.load)
+    status = 0
+    done, _ = await asyncio.wait(
+        {loader, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
+    if loader in done and loader.exception() is not None:
+        exc = loader.exception()
+        runtime.load_error = f"{type(exc).__name__}: {exc}"
+        log.error("cannot load the models of %s: %s", spec.name, runtime.load_error)
+        status = EXIT_LOAD_FAILED
+    elif loader in done:
+        log.info("deployment %s ready", spec.name)
+        await stop.wait()
+    server.close()
+    if grpc_server is not None:
+        stopped = grpc_server.stop(grace=5)
+        await loop.run_in_executor(None, stopped.wait, 6)
+    await asyncio.sleep(0.05)  # let callbacks already scheduled (batched predicts) answer
+    await loop.run_in_executor(None, runtime.close)
+    log.info("deployment %s stopped", spec.name)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if os.environ.get("WOLT_SERVING_UVLOOP", "1") == "0":  # to test the fallback
+            raise ImportError("uvloop disabled by WOLT_SERVING_UVLOOP=0")
+        import uvloop  # optional: a faster event loop when installed
+    except ImportError:
+        return asyncio.run(_main(args))
+    return uvloop.run(_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The admin token: one bearer token per deployment, kept in the state dir with mode 0600.
+
+The local backend, the CLI and the notebook read the same file to change traffic, promote or roll back a
+running deployment; anybody else on the machine gets 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+TOKEN_FILE = "admin.token"
+
+
+def deployment_dir(state_dir: Path, deployment: str) -> Path:
+    """``<state_dir>/deployments/<name>``: the runtime's files for one deployment."""
+    return Path(state_dir) / "deployments" / deployment
+
+
+def token_path(state_dir: Path, deployment: str) -> Path:
+    return deployment_dir(state_dir, deployment) / TOKEN_FILE
+
+
+def ensure_token(state_dir: Path, deployment: str) -> str:
+    """Read the deployment's token, creating it (0600, never world-readable even briefly) if absent."""
+    path = token_path(state_dir, deployment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        token = path.read_text().strip()
+        if token:
+            return token
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+def read_token(state_dir: Path, deployment: str) -> str:
+    return token_path(state_dir, deployment).read_text().strip()
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Constant-time check of an ``Authorization: Bearer <token>`` header."""
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())

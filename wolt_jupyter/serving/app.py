@@ -1,0 +1,770 @@
+"""The runtime: V2 routes, routing, micro-batched predicts, shadows, response log and metrics for one
+deployment.
+
+The request path runs on the event loop and never blocks on I/O. A parsed request is routed (one read of the
+router's immutable table), mapped onto its variant's signature, and queued for that variant; a callback
+scheduled with ``call_soon`` then runs one ``predict`` over every request that arrived in the same loop
+iteration. That is adaptive batching with no added wait: when the server is idle a request is predicted
+alone at once, and under load the batch grows by itself. After the response is written, shadow copies and
+the response-log record are handed to background threads.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wolt_jupyter.errors import WoltError
+from wolt_jupyter.serving import ProtocolError
+from wolt_jupyter.serving.admin import authorized, ensure_token
+from wolt_jupyter.serving.http import Request, Response, error_response
+from wolt_jupyter.serving.metrics import BATCH_BUCKETS, VALUE_BUCKETS, Counter, Gauge, Histogram, Registry
+from wolt_jupyter.serving.models import BatchMismatch, ModelAdapter, Prepared
+from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, Router, RoutingTable
+from wolt_jupyter.serving.shadow import ShadowItem, ShadowResult, ShadowWorker, disagrees
+from wolt_jupyter.serving.tensors import InferRequest, encode_response, parse_request
+from wolt_jupyter.spec import DeploymentSpec
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "wolt-jupyter"
+SERVER_VERSION = "0.1.0"
+VARIANT_HEADER = "x-wolt-variant"
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+MAX_BATCH = 64  # requests per live predict
+
+
+def _json(status: int, doc: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(status, json.dumps(doc, separators=(",", ":")).encode(), headers=headers)
+
+
+def _values(arr: np.ndarray) -> list[Any]:
+    """Per-row values for the response log (JSON-safe)."""
+    if arr.dtype.kind in "OSU":
+        return [[_scalar(x) for x in row] if isinstance(row, list) else _scalar(row) for row in arr.tolist()]
+    return arr.tolist()
+
+
+def _scalar(x: Any) -> Any:
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else x
+
+
+class _Job:
+    """One queued request. ``raw`` jobs (gRPC) get an :class:`InferResult` instead of an HTTP response."""
+
+    __slots__ = ("prepared", "raw", "req", "respond", "t0", "table", "variant")
+
+    def __init__(
+        self,
+        req: InferRequest,
+        prepared: Prepared,
+        respond: Callable,
+        t0: float,
+        variant: str,
+        table: Any,
+        raw: bool = False,
+    ):
+        self.req, self.prepared, self.respond, self.t0 = req, prepared, respond, t0
+        self.variant, self.table, self.raw = variant, table, raw
+
+
+class InferResult:
+    """What a protocol adapter other than HTTP (gRPC) gets back: outputs, or a status and a message."""
+
+    __slots__ = ("adapter", "error", "outputs", "status", "variant")
+
+    def __init__(
+        self, status: int, outputs: list | None, error: str | None, variant: str, adapter: Any
+    ) -> None:
+        self.status, self.outputs, self.error, self.variant, self.adapter = (
+            status,
+            outputs,
+            error,
+            variant,
+            adapter,
+        )
+
+
+class Runtime:
+    """Serves one deployment. Build it, ``load()`` the models (any thread), then hand ``handle`` to the HTTP
+    server; ``close()`` flushes shadows and the response log."""
+
+    def __init__(
+        self,
+        spec: DeploymentSpec,
+        state_dir: Path,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_batch: int = MAX_BATCH,
+        response_store_url: str | None = None,
+        log_responses: bool | None = None,
+        shadow_queue_size: int = 10_000,
+    ) -> None:
+        spec.validate()
+        self.name = spec.name
+        self.state_dir = Path(state_dir)
+        self.router = Router(spec)
+        self.models: dict[str, ModelAdapter] = {}
+        self.ready = False
+        self.load_error: str | None = None
+        self.max_body = max_body
+        self.max_batch = max_batch
+        self.token = ensure_token(self.state_dir, self.name)
+        self.shadow_workers: dict[str, ShadowWorker] = {}
+        self.writer: Any = None
+        self._log_responses = spec.logging.responses if log_responses is None else log_responses
+        self._store_url = response_store_url
+        self.shadow_queue_size = shadow_queue_size
+        self._pending: dict[str, list[_Job]] = {}
+        self._record_cls: Any = None
+        self._loop: Any = None
+        self._init_metrics()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def bind_loop(self, loop: Any) -> None:
+        self._loop = loop
+
+    def load(self, loader: Callable[[str, str], ModelAdapter] | None = None) -> None:
+        """Load every variant (live and shadow), start shadow workers and the response log, then go ready."""
+        if loader is None:
+            from wolt_jupyter.serving.models import load as loader
+        for v in self.router.table.spec.variants:
+            adapter = loader(v.name, v.model)
+            self.models[v.name] = adapter
+            self.m_load.set(
+                (self.name, v.name, adapter.model_name, adapter.model_version), adapter.load_seconds
+            )
+            log.info("loaded variant %s (%s) in %.2fs", v.name, v.model, adapter.load_seconds)
+        if self._log_responses:
+            self.writer = self._make_writer()
+        for v in self.router.table.spec.shadows:
+            self._shadow_worker(v.name)
+        # MLflow, pandas and sklearn leave ~1M long-lived objects; a full collection over them stalls the loop
+        # for 100+ ms (it was the p99 under load). Freeze them out of the collector once everything is loaded.
+        gc.collect()
+        gc.freeze()
+        self.ready = True
+
+    def _make_writer(self) -> Any:
+        from wolt_jupyter.responses import ResponseRecord, ResponseWriter, default_store_url
+
+        self._record_cls = ResponseRecord
+        url = self._store_url or default_store_url(self.name, self.state_dir)
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        spec = self.router.table.spec
+        # never block the event loop: a full queue counts a drop (exported as a metric)
+        return ResponseWriter(url, on_full="drop", sample=float(spec.logging.sample))
+
+    def _shadow_worker(self, variant: str) -> ShadowWorker:
+        worker = self.shadow_workers.get(variant)
+        if worker is None:
+            labels = (self.name, variant)
+            adapter = self.models[variant]
+            worker = ShadowWorker(
+                adapter,
+                on_result=lambda res: self._on_shadow_result(adapter, res),
+                on_drop=lambda: self.m_shadow_drops.inc(labels),
+                queue_size=self.shadow_queue_size,
+            )
+            self.shadow_workers[variant] = worker
+        return worker
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish queued shadow work, then flush the response log (both bounded by ``timeout``)."""
+        self.ready = False
+        deadline = time.monotonic() + timeout
+        for w in self.shadow_workers.values():
+            w.close(timeout=max(0.1, (deadline - time.monotonic()) / 2))
+        if self.writer is not None:
+            self.writer.close(timeout=max(1.0, deadline - time.monotonic()))
+
+    # -- metrics -------------------------------------------------------------------------------------------
+    def _init_metrics(self) -> None:
+        r = self.registry = Registry()
+        self.m_seldon = r.add(
+            Histogram(
+                "seldon_api_executor_server_requests_seconds",
+                "Inference request latency in seconds (Seldon-compatible)",
+                ("deployment_name", "predictor_name", "model_name", "model_version", "code"),
+            )
+        )
+        self.m_predictions = r.add(
+            Histogram(
+                "wolt_predictions",
+                "Value of the first output, per row and variant",
+                ("deployment", "variant", "shadow"),
+                VALUE_BUCKETS,
+            )
+        )
+        self.m_batch = r.add(
+            Histogram(
+                "wolt_batch_requests",
+                "Requests per live predict call",
+                ("deployment", "variant"),
+                BATCH_BUCKETS,
+            )
+        )
+        self.m_model_errors = r.add(
+            Counter("wolt_model_errors_total", "Predict calls that raised", ("deployment", "variant"))
+        )
+        self.m_shadow_cmp = r.add(
+            Counter(
+                "wolt_shadow_comparisons_total",
+                "Shadow answers compared with the live answer",
+                ("deployment", "shadow", "live"),
+            )
+        )
+        self.m_shadow_dis = r.add(
+            Counter(
+                "wolt_shadow_disagreements_total",
+                "Shadow answers that differ from the live answer",
+                ("deployment", "shadow", "live"),
+            )
+        )
+        self.m_shadow_errors = r.add(
+            Counter("wolt_shadow_errors_total", "Shadow requests that failed", ("deployment", "variant"))
+        )
+        self.m_shadow_drops = r.add(
+            Counter(
+                "wolt_shadow_dropped_total",
+                "Shadow copies dropped on a full queue",
+                ("deployment", "variant"),
+            )
+        )
+        r.add(
+            Gauge(
+                "wolt_shadow_queue_depth",
+                "Shadow copies waiting",
+                ("deployment", "variant"),
+                func=lambda: [((self.name, n), w.depth()) for n, w in self.shadow_workers.items()],
+            )
+        )
+        self.m_load = r.add(
+            Gauge(
+                "wolt_model_load_seconds",
+                "Time to load the variant's model",
+                ("deployment", "variant", "model_name", "model_version"),
+            )
+        )
+        r.add(
+            Gauge(
+                "wolt_routing_weight",
+                "Current traffic weight of each live variant",
+                ("deployment", "variant"),
+                func=lambda: [((self.name, n), w) for n, w in self.router.table.weights.items()],
+            )
+        )
+        for key, doc in (
+            ("queued", "Response-log records waiting to be written"),
+            ("written", "Response-log records written"),
+            ("dropped", "Response-log records dropped"),
+        ):
+            r.add(
+                Gauge(
+                    f"wolt_response_log_{key}" + ("" if key == "queued" else "_total"),
+                    doc,
+                    ("deployment",),
+                    func=(lambda k=key: [((self.name,), self._writer_stat(k))]),
+                    kind="gauge" if key == "queued" else "counter",
+                )
+            )
+        r.add(
+            Gauge(
+                "wolt_ready",
+                "1 once every variant is loaded",
+                ("deployment",),
+                func=lambda: [((self.name,), int(self.ready))],
+            )
+        )
+
+    def _writer_stat(self, key: str) -> float:
+        if self.writer is None:
+            return 0
+        return float(self.writer.stats().get(key, 0))
+
+    # -- dispatch ------------------------------------------------------------------------------------------
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Block (never on the event loop) until queued shadow copies are predicted and every response-log
+        record so far is written: read-your-writes for a notebook that reads the log right after predicting."""
+        deadline = time.monotonic() + timeout
+        ok = all(w.drain(max(0.0, deadline - time.monotonic())) for w in list(self.shadow_workers.values()))
+        if self.writer is not None:
+            ok = bool(self.writer.flush(timeout=max(0.1, deadline - time.monotonic()))) and ok
+        return ok
+
+    def handle(self, request: Request, respond: Callable[[Response], None]) -> None:
+        path = request.path
+        method = request.method
+        if path.startswith("/v2/models/"):
+            parts = path[len("/v2/models/") :].split("/")
+            model = parts[0]
+            version = None
+            rest = parts[1:]
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            action = "/".join(rest)
+            if action == "infer":
+                if method != "POST":
+                    return respond(error_response(405, "use POST for infer"))
+                return self._infer(request, respond, model, version)
+            if method != "GET":
+                return respond(error_response(405, f"use GET for {path}"))
+            if action == "":
+                return respond(self._model_metadata(model, version))
+            if action == "ready":
+                return respond(self._model_ready(model, version))
+            return respond(
+                error_response(
+                    404, f"no route {path}; expected /v2/models/{{m}}[/versions/{{v}}][/infer|/ready]"
+                )
+            )
+        if method == "GET":
+            if path == "/v2/health/live":
+                return respond(_json(200, {"live": True}))
+            if path == "/v2/health/ready":
+                if self.ready:
+                    return respond(_json(200, {"ready": True}))
+                msg = self.load_error or "models are still loading"
+                return respond(_json(503, {"ready": False, "error": msg}))
+            if path == "/v2":
+                return respond(
+                    _json(
+                        200,
+                        {
+                            "name": SERVER_NAME,
+                            "version": SERVER_VERSION,
+                            "extensions": ["binary_tensor_data"],
+                        },
+                    )
+                )
+            if path == "/metrics":
+                return respond(
+                    Response(200, self.registry.render(), "text/plain; version=0.0.4; charset=utf-8")
+                )
+        if path.startswith("/admin/"):
+            if path == "/admin/flush" and method == "POST" and self._loop is not None:
+                return self._admin_flush(request, respond)
+            return respond(self._admin(request))
+        return respond(
+            error_response(404, f"no route {method} {path}; see /v2 and the V2 inference protocol")
+        )
+
+    # -- model lookups -------------------------------------------------------------------------------------
+    def _resolve(self, model: str, version: str | None, table: RoutingTable) -> str | None:
+        """The explicitly named variant (or None); ProtocolError 404 for an unknown model or variant."""
+        if model != self.name:
+            raise ProtocolError(404, f"unknown model {model!r}; this runtime serves {self.name!r}")
+        if version is None:
+            return None
+        if version not in table.names():
+            names = ", ".join(sorted(table.names()))
+            raise ProtocolError(404, f"model {model!r} has no variant {version!r}; variants: {names}")
+        return version
+
+    def _model_metadata(self, model: str, version: str | None) -> Response:
+        table = self.router.table
+        try:
+            variant = self._resolve(model, version, table)
+        except ProtocolError as exc:
+            return error_response(exc.status, exc.message)
+        adapter = self.models.get(variant or max(table.live, key=lambda n: table.weights[n]))
+        if adapter is None:
+            return error_response(503, "the model is still loading; poll /v2/health/ready")
+        return _json(
+            200,
+            {
+                "name": self.name,
+                "versions": [v.name for v in table.spec.variants],
+                "platform": "mlflow",
+                "inputs": adapter.input_metadata(),
+                "outputs": adapter.output_metadata,
+                "parameters": {
+                    "variant": adapter.variant,
+                    "model_uri": adapter.uri,
+                    "weights": table.weights,
+                    "shadows": list(table.shadows),
+                },
+            },
+        )
+
+    def _model_ready(self, model: str, version: str | None) -> Response:
+        """The deployment is ready when every variant is; one variant as soon as its model is loaded."""
+        try:
+            variant = self._resolve(model, version, self.router.table)
+        except ProtocolError as exc:
+            return error_response(exc.status, exc.message)
+        ready = self.ready if variant is None else variant in self.models
+        return _json(200 if ready else 503, {"name": model, "version": variant, "ready": ready})
+
+    # -- inference -----------------------------------------------------------------------------------------
+    def _infer(
+        self, request: Request, respond: Callable[[Response], None], model: str, version: str | None
+    ) -> None:
+        t0 = time.perf_counter()
+        table = self.router.table  # the one read: this request is routed by this table only
+        try:
+            explicit = self._resolve(model, version, table)
+            if not self.ready:
+                raise ProtocolError(503, "models are still loading; poll /v2/health/ready")
+            hl = request.headers.get("inference-header-content-length")
+            header_len = None
+            if hl is not None:
+                if not hl.strip().isdigit():
+                    raise ProtocolError(
+                        400, f"Inference-Header-Content-Length must be an integer, got {hl!r}"
+                    )
+                header_len = int(hl)
+            body = request.body
+            encoding = request.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", ""):
+                body = self._decompress(body, encoding)
+            req = parse_request(body, header_len)
+            variant = explicit or table.choose(
+                self._route_key(table, req, request.headers.get(ROUTE_KEY_HEADER))
+            )
+            prepared = self.models[variant].prepare(req.inputs)
+        except ProtocolError as exc:
+            respond(error_response(exc.status, exc.message))
+            self._rejected(model, version, exc.status, t0)
+            return
+        self._enqueue(_Job(req, prepared, respond, t0, variant, table))
+
+    def submit(
+        self,
+        model: str,
+        version: str | None,
+        req: InferRequest,
+        route_key: str | None,
+        deliver: Callable[[InferResult], None],
+    ) -> None:
+        """Infer on an already decoded request (the gRPC path); call on the event loop thread.
+
+        Same routing, batching, shadows, log and metrics as HTTP; ``deliver`` gets an :class:`InferResult`.
+        """
+        t0 = time.perf_counter()
+        table = self.router.table
+        try:
+            explicit = self._resolve(model, version, table)
+            if not self.ready:
+                raise ProtocolError(503, "models are still loading; poll ServerReady")
+            variant = explicit or table.choose(self._route_key(table, req, route_key))
+            prepared = self.models[variant].prepare(req.inputs)
+        except ProtocolError as exc:
+            deliver(InferResult(exc.status, None, exc.message, version or "", None))
+            self._rejected(model, version, exc.status, t0)
+            return
+        self._enqueue(_Job(req, prepared, deliver, t0, variant, table, raw=True))
+
+    def _rejected(self, model: str, version: str | None, status: int, t0: float) -> None:
+        if model == self.name:  # rejected requests count too (by code), like Seldon's executor
+            self.m_seldon.observe((self.name, version or "", "", "", str(status)), time.perf_counter() - t0)
+
+    def _enqueue(self, job: _Job) -> None:
+        variant = job.variant
+        queue = self._pending.get(variant)
+        if queue is None:
+            self._pending[variant] = [job]
+            if self._loop is not None:
+                self._loop.call_soon(self._flush, variant)
+            else:
+                self._flush(variant)
+        else:
+            queue.append(job)
+
+    def _decompress(self, body: bytes, encoding: str) -> bytes:
+        """gzip/deflate bodies (tritonclient's request_compression_algorithm), bounded by the body limit."""
+        wbits = {"gzip": 31, "deflate": 15}.get(encoding)
+        if wbits is None:
+            raise ProtocolError(
+                400, f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none"
+            )
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(body, self.max_body + 1)
+        except zlib.error as exc:
+            raise ProtocolError(400, f"body is not valid {encoding} data: {exc}") from None
+        if len(out) > self.max_body:
+            raise ProtocolError(413, f"decompressed body is larger than the limit of {self.max_body} bytes")
+        return out
+
+    @staticmethod
+    def _route_key(table: RoutingTable, req: InferRequest, header: str | None) -> str | None:
+        """The sticky key: request ``parameters[sticky_key]``, else the x-wolt-route-key header."""
+        if table.sticky_key is None:
+            return None
+        key = req.parameters.get(table.sticky_key)
+        if key is None:
+            key = header
+        return None if key is None else str(key)
+
+    def _flush(self, variant: str) -> None:
+        jobs = self._pending.pop(variant, None)
+        if not jobs:
+            return
+        adapter = self.models[variant]
+        group: list[_Job] = []
+        for job in jobs:
+            if group and (
+                len(group) >= self.max_batch or not adapter.can_batch(group[0].prepared, job.prepared)
+            ):
+                self._run(adapter, group)
+                group = []
+            group.append(job)
+        if group:
+            self._run(adapter, group)
+
+    def _run(self, adapter: ModelAdapter, group: list[_Job]) -> None:
+        self.m_batch.observe((self.name, adapter.variant), len(group))
+        if len(group) > 1:
+            try:
+                results = adapter.predict_batch([j.prepared for j in group])
+            except Exception:  # mismatch or a failing row: answer each request on its own
+                results = None
+            if results is not None:
+                for job, outputs in zip(group, results, strict=False):
+                    self._finish(adapter, job, outputs, None)
+                return
+        for job in group:
+            try:
+                outputs = adapter.predict_prepared(job.prepared)
+            except BatchMismatch:
+                outputs, err = None, "model output does not match the input rows"
+            except Exception as exc:
+                outputs, err = None, f"{type(exc).__name__}: {exc}"
+            else:
+                err = None
+            self._finish(adapter, job, outputs, err)
+
+    def _finish(self, adapter: ModelAdapter, job: _Job, outputs: list | None, err: str | None) -> None:
+        """Answer one request, then do the after-response work; neither can leave a request unanswered."""
+        if job.raw:
+            status = 200 if err is None and outputs is not None else 500
+            if status == 500:
+                self.m_model_errors.inc((self.name, adapter.variant))
+                err = f"model of variant {adapter.variant!r} failed: {err}"
+            job.respond(InferResult(status, outputs, err, adapter.variant, adapter))
+            try:
+                self._after(adapter, job, outputs, err, status)
+            except Exception:
+                log.exception("after-response work failed for request %s", job.req.id)
+            return
+        try:
+            status, response = self._response(adapter, job, outputs, err)
+        except Exception as exc:  # e.g. an output no V2 datatype can carry
+            status, outputs, err = 500, None, f"model output cannot be encoded as V2 tensors: {exc}"
+            response = error_response(500, f"variant {adapter.variant!r}: {err}")
+        job.respond(response)
+        # -- after the response: metrics, shadows, log (none of it can delay or fail the answer) ----------
+        try:
+            self._after(adapter, job, outputs, err, status)
+        except Exception:
+            log.exception("after-response work failed for request %s", job.req.id)
+
+    def _response(
+        self, adapter: ModelAdapter, job: _Job, outputs: list | None, err: str | None
+    ) -> tuple[int, Response]:
+        req, variant = job.req, adapter.variant
+        if err is not None or outputs is None:
+            self.m_model_errors.inc((self.name, variant))
+            return 500, error_response(500, f"model of variant {variant!r} failed: {err}")
+        selected = outputs
+        if req.output_names is not None:
+            by_name = dict(outputs)
+            missing = [n for n in req.output_names if n not in by_name]
+            if missing:
+                return 400, error_response(
+                    400, f"unknown output(s) {', '.join(missing)}; the model returns {', '.join(by_name)}"
+                )
+            selected = [(n, by_name[n]) for n in req.output_names]
+        body, header_len = encode_response(
+            model_name=self.name,
+            model_version=variant,
+            req_id=req.id,
+            outputs=selected,
+            parameters={
+                "variant": variant,
+                "registered_model": adapter.model_name,
+                "registered_version": adapter.model_version,
+            },
+            binary_outputs=req.binary_outputs,
+            binary_all=req.binary_all,
+        )
+        if header_len is None:
+            return 200, Response(200, body, headers=((VARIANT_HEADER, variant),))
+        headers = ((VARIANT_HEADER, variant), ("inference-header-content-length", str(header_len)))
+        return 200, Response(200, body, "application/octet-stream", headers)
+
+    def _after(
+        self, adapter: ModelAdapter, job: _Job, outputs: list | None, err: str | None, status: int
+    ) -> None:
+        req, variant = job.req, adapter.variant
+        elapsed = time.perf_counter() - job.t0
+        self.m_seldon.observe(
+            (self.name, variant, adapter.model_name, adapter.model_version, str(status)), elapsed
+        )
+        first = outputs[0][1] if outputs else None
+        if first is not None:
+            self._observe_predictions(variant, "false", first)
+        for shadow in job.table.shadows:
+            if shadow != variant:
+                self._shadow_worker(shadow).offer(ShadowItem(req.id, req.inputs, variant, first, time.time()))
+        if self.writer is not None:
+            self._log(adapter, req, outputs, status, err, elapsed * 1000.0, shadow=False)
+
+    def _observe_predictions(self, variant: str, shadow: str, first: np.ndarray) -> None:
+        if first.dtype.kind not in "biuf" or first.size == 0:
+            return
+        labels = (self.name, variant, shadow)
+        col = first.reshape(first.shape[0], -1)[:, 0] if first.ndim else first.reshape(1)
+        observe = self.m_predictions.observe
+        for x in col.tolist():
+            observe(labels, float(x))
+
+    def _log(
+        self,
+        adapter: ModelAdapter,
+        req: InferRequest,
+        outputs: list | None,
+        status: int,
+        err: str | None,
+        latency_ms: float,
+        shadow: bool,
+    ) -> None:
+        try:
+            self.writer.submit(
+                self._record_cls(
+                    id=req.id,
+                    time=time.time(),
+                    deployment=self.name,
+                    variant=adapter.variant,
+                    model_name=adapter.model_name,
+                    model_version=adapter.model_version,
+                    shadow=shadow,
+                    inputs={t.name: _values(t.array) for t in req.inputs},
+                    outputs={n: _values(a) for n, a in outputs} if outputs else {},
+                    latency_ms=latency_ms,
+                    status=status,
+                    error=err,
+                )
+            )
+        except Exception:  # logging must never break serving; the writer counts its own drops
+            log.exception("response log submit failed")
+
+    def _on_shadow_result(self, adapter: ModelAdapter, res: ShadowResult) -> None:
+        """Runs in a shadow worker thread."""
+        item = res.item
+        variant = adapter.variant
+        if res.error is not None:
+            self.m_shadow_errors.inc((self.name, variant))
+        else:
+            first = res.outputs[0][1] if res.outputs else None
+            if first is not None:
+                self._observe_predictions(variant, "true", first)
+            d = disagrees(item.live_first, first)
+            if d is not None:
+                labels = (self.name, variant, item.live_variant)
+                self.m_shadow_cmp.inc(labels)
+                if d:
+                    self.m_shadow_dis.inc(labels)
+        if self.writer is not None:
+            req = InferRequest(item.request_id, item.tensors, {}, None, set(), False)
+            self._log(
+                adapter, req, res.outputs, 200 if res.error is None else 500, res.error, res.latency_ms, True
+            )
+
+    # -- admin ---------------------------------------------------------------------------------------------
+    def _admin(self, request: Request) -> Response:
+        if not authorized(request.headers.get("authorization"), self.token):
+            return Response(
+                401,
+                json.dumps(
+                    {"error": "admin needs 'Authorization: Bearer <token>' (the deployment's admin.token)"}
+                ).encode(),
+                headers=(("www-authenticate", "Bearer"),),
+            )
+        action = request.path[len("/admin/") :]
+        if request.method == "GET" and action == "routing":
+            return _json(200, self._routing_doc())
+        if request.method != "POST":
+            return error_response(405, f"use POST for /admin/{action}")
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return error_response(400, "admin body must be a JSON object")
+        if not isinstance(body, dict):
+            return error_response(400, "admin body must be a JSON object")
+        try:
+            if action == "traffic":
+                self.router.set_traffic(body.get("weights", body))
+            elif action == "promote":
+                variant = body.get("variant")
+                if not isinstance(variant, str):
+                    return error_response(400, "promote needs {'variant': NAME}")
+                self.router.promote(variant)
+            elif action == "rollback":
+                self.router.rollback()
+            elif action == "spec":
+                conflict = self._apply_spec(body.get("spec", body))
+                if conflict:
+                    return error_response(409, conflict)
+            else:
+                return error_response(
+                    404, f"no admin action {action!r}; use traffic, promote, rollback or routing"
+                )
+        except WoltError as exc:
+            return error_response(400, str(exc))
+        for v in self.router.table.shadows:  # a variant that became a shadow needs a worker
+            if v in self.models:
+                self._shadow_worker(v)
+        return _json(200, self._routing_doc())
+
+    def _admin_flush(self, request: Request, respond: Callable[[Response], None]) -> None:
+        """``POST /admin/flush``: answer once shadows and the response log have caught up (waits off-loop)."""
+        if not authorized(request.headers.get("authorization"), self.token):
+            return respond(self._admin(request))  # the same 401
+        loop = self._loop
+        future = loop.run_in_executor(None, self.drain, 30.0)
+
+        def done(f: Any) -> None:
+            ok = not f.cancelled() and f.exception() is None and f.result()
+            stats = self.writer.stats() if self.writer is not None else {}
+            respond(_json(200 if ok else 504, {"flushed": bool(ok), "response_log": stats}))
+
+        future.add_done_callback(done)
+        return None
+
+    def _apply_spec(self, doc: Any) -> str | None:
+        """Route by a whole new spec if this process has every one of its models loaded; else say why not.
+
+        Only the routing changes (weights, shadows, sticky key): a variant whose model URI differs from the
+        loaded one needs a restart, which the caller (the local backend) does on a 409.
+        """
+        spec = DeploymentSpec.from_dict(doc)
+        if spec.name != self.name:
+            return f"spec is for deployment {spec.name!r}; this runtime serves {self.name!r}"
+        for v in spec.variants:
+            loaded = self.models.get(v.name)
+            if loaded is None or loaded.uri != v.model:
+                have = loaded.uri if loaded else "nothing"
+                return f"variant {v.name!r} needs model {v.model!r} but this process has {have} loaded: restart it"
+        self.router.replace(spec)
+        return None
+
+    def _routing_doc(self) -> dict[str, Any]:
+        t = self.router.table
+        return {
+            "generation": t.generation,
+            "weights": t.weights,
+            "shadows": list(t.shadows),
+            "sticky_key": t.sticky_key,
+            "spec": t.spec.to_dict(),
+        }

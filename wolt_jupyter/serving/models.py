@@ -1,0 +1,414 @@
+"""A loaded MLflow pyfunc model and the mapping between V2 tensors and what the model takes.
+
+Why not just ``pyfunc.predict(DataFrame)``: on a 1-row request the DataFrame and schema enforcement cost
+more than the model itself. Where the signature is all-numeric columns and the flavor is scikit-learn, the
+adapter calls the flavor's predict function on a 2-D numpy array (columns in signature order). Every other
+flavor or signature goes through ``pyfunc.predict`` with a typed DataFrame (or the tensors for tensor
+signatures), so any pyfunc model stays correct.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wolt_jupyter.serving import ProtocolError
+from wolt_jupyter.serving.tensors import Tensor, datatype_of
+
+# MLflow column type -> (V2 datatype, numpy dtype, V2 datatypes a client may send for it)
+_NUMERIC = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64")
+_INTS = tuple(t for t in _NUMERIC if not t.startswith("FP"))
+_COLTYPES: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+    "double": ("FP64", np.float64, (*_NUMERIC, "BOOL")),
+    "float": ("FP32", np.float32, (*_NUMERIC, "BOOL")),
+    "long": ("INT64", np.int64, (*_INTS, "BOOL")),
+    "integer": ("INT32", np.int32, (*_INTS, "BOOL")),
+    "boolean": ("BOOL", np.bool_, ("BOOL",)),
+    "string": ("BYTES", object, ("BYTES",)),
+    "binary": ("BYTES", object, ("BYTES",)),
+    "datetime": ("BYTES", object, ("BYTES",)),
+}
+DEFAULT_OUTPUT = "predict"
+
+
+class BatchMismatch(Exception):
+    """The model's output cannot be split back per request (its length is not the number of rows)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    mlflow_type: str
+    datatype: str
+    dtype: Any
+    accepts: tuple[str, ...]
+    required: bool = True
+
+
+@dataclass
+class Prepared:
+    """Model-ready input for one request; ``rows`` lets a batch be split back."""
+
+    kind: str  # "array" (2-D numeric), "frame" (DataFrame), "tensor" (ndarray), "dict"
+    data: Any
+    rows: int
+    tensors: list[Tensor]
+
+
+def _mlflow_type_name(t: Any) -> str:
+    return getattr(t, "name", str(t)).lower()
+
+
+class ModelAdapter:
+    """One variant's model, with the signature-driven input mapping and a batched predict."""
+
+    def __init__(self, variant: str, uri: str, model: Any, load_seconds: float = 0.0) -> None:
+        self.variant = variant
+        self.uri = uri
+        self.model = model
+        self.load_seconds = load_seconds
+        self.model_name, self.model_version = _name_version(uri)
+        meta = model.metadata
+        sig = meta.signature
+        self.columns: list[Column] = []
+        self.tensor_specs: list[Any] = []
+        self.kind = "none"
+        if sig is not None and sig.inputs is not None:
+            if sig.inputs.is_tensor_spec():
+                self.kind = "tensor"
+                self.tensor_specs = list(sig.inputs.inputs)
+            else:
+                self.kind = "columns"
+                for i, c in enumerate(sig.inputs.inputs):
+                    tname = _mlflow_type_name(c.type)
+                    datatype, dtype, accepts = _COLTYPES.get(
+                        tname, ("BYTES", object, ("BYTES", *_NUMERIC, "BOOL"))
+                    )
+                    self.columns.append(
+                        Column(
+                            c.name if c.name is not None else str(i),
+                            tname,
+                            datatype,
+                            dtype,
+                            accepts,
+                            c.required,
+                        )
+                    )
+        self.output_names: list[str] = []
+        if sig is not None and sig.outputs is not None and not sig.outputs.is_tensor_spec():
+            self.output_names = [str(c.name) for c in sig.outputs.inputs if c.name is not None]
+        self.output_metadata = _output_metadata(sig)
+        self._fast = self._fast_predict_fn()
+        if self._fast is not None and not self._fast_path_agrees():
+            self._fast = None
+
+    # -- introspection -------------------------------------------------------------------------------------
+    def _fast_predict_fn(self) -> Any:
+        """The flavor's own predict on arrays, when that is the same computation as pyfunc.predict."""
+        flavors = self.model.metadata.flavors
+        impl = getattr(self.model, "_model_impl", None)
+        fn = getattr(self.model, "_predict_fn", None)
+        if "sklearn" not in flavors or impl is None or fn is None or not hasattr(impl, "sklearn_model"):
+            return None
+        if self.kind == "columns" and not all(c.datatype != "BYTES" for c in self.columns):
+            return None
+        if self.kind == "tensor":
+            return None
+        if getattr(fn, "__name__", "") == "predict":
+            return impl.sklearn_model.predict  # the wrapper's predict only forwards to this
+        return fn
+
+    def _fast_path_agrees(self) -> bool:
+        """One probe row through both paths: a model that needs column names (a ColumnTransformer selecting
+        by name, say) fails or differs on the array path, and then keeps ``pyfunc.predict``."""
+        import pandas as pd
+
+        try:
+            cols = self.columns
+            if cols:
+                frame = pd.DataFrame({c.name: np.zeros(1, dtype=c.dtype) for c in cols})
+                array = np.zeros((1, len(cols)), dtype=np.float64)
+            else:
+                n = getattr(self.model._model_impl.sklearn_model, "n_features_in_", None)
+                if n is None:
+                    return False
+                frame, array = pd.DataFrame(np.zeros((1, n))), np.zeros((1, n))
+            slow = self.to_outputs(self.model.predict(frame))
+            fast = self.to_outputs(self._fast(array))
+        except Exception:
+            return False
+        return len(slow) == len(fast) and all(
+            a.shape == b.shape and np.array_equal(a.astype(str), b.astype(str))
+            for (_, a), (_, b) in zip(slow, fast, strict=False)
+        )
+
+    def input_metadata(self) -> list[dict[str, Any]]:
+        if self.kind == "columns":
+            return [{"name": c.name, "datatype": c.datatype, "shape": [-1, 1]} for c in self.columns]
+        if self.kind == "tensor":
+            return [
+                {
+                    "name": s.name or "input-0",
+                    "datatype": datatype_of(np.empty(0, dtype=s.type)),
+                    "shape": list(s.shape),
+                }
+                for s in self.tensor_specs
+            ]
+        return []
+
+    # -- tensors -> model input ----------------------------------------------------------------------------
+    def prepare(self, tensors: list[Tensor]) -> Prepared:
+        """Map request tensors onto the model's inputs; :class:`ProtocolError` (400) when they do not fit."""
+        if self.kind == "columns":
+            p = self._prepare_columns(tensors)
+        elif self.kind == "tensor":
+            p = self._prepare_tensor(tensors)
+        else:
+            p = self._prepare_unsigned(tensors)
+        if p.rows == 0 and p.kind != "dict":
+            raise ProtocolError(400, "the request has no rows; send at least one")
+        return p
+
+    def _expected(self) -> str:
+        cols = ", ".join(f"{c.name}:{c.datatype}" for c in self.columns)
+        return (
+            f"one tensor per column ({cols}) with shape [N] or [N,1], or one 2-D tensor of shape "
+            f"[N,{len(self.columns)}] with the columns in that order"
+        )
+
+    def _prepare_columns(self, tensors: list[Tensor]) -> Prepared:
+        cols = self.columns
+        by_name = {t.name: t for t in tensors}
+        arrays: list[np.ndarray] = []
+        if len(tensors) == 1 and (tensors[0].name not in {c.name for c in cols} or len(cols) == 1):
+            t = tensors[0]
+            a = t.array
+            if a.ndim == 1 and len(cols) == 1:
+                a = a.reshape(-1, 1)
+            if a.ndim != 2 or a.shape[1] != len(cols):
+                raise ProtocolError(
+                    400, f"input {t.name!r} has shape {list(a.shape)}; expected {self._expected()}"
+                )
+            for c in cols:
+                if t.datatype not in c.accepts:
+                    raise ProtocolError(
+                        400,
+                        f"input {t.name!r} is {t.datatype} but column {c.name!r} is {c.mlflow_type}; "
+                        f"send one of {', '.join(c.accepts)}",
+                    )
+            if self._fast is not None:
+                return Prepared("array", a.astype(np.float64, copy=False), a.shape[0], tensors)
+            arrays = [a[:, i] for i in range(len(cols))]
+        else:
+            unknown = [n for n in by_name if n not in {c.name for c in cols}]
+            if unknown:
+                raise ProtocolError(
+                    400, f"unknown input(s) {', '.join(unknown)}; expected {self._expected()}"
+                )
+            rows = None
+            for c in cols:
+                t = by_name.get(c.name)
+                if t is None:
+                    if c.required:
+                        raise ProtocolError(400, f"missing input {c.name!r}; expected {self._expected()}")
+                    arrays.append(None)  # type: ignore[arg-type]
+                    continue
+                if t.datatype not in c.accepts:
+                    raise ProtocolError(
+                        400,
+                        f"input {t.name!r} is {t.datatype} but column {c.name!r} is {c.mlflow_type}; "
+                        f"send one of {', '.join(c.accepts)}",
+                    )
+                a = t.array
+                if a.ndim == 2 and a.shape[1] == 1:
+                    a = a[:, 0]
+                if a.ndim != 1:
+                    raise ProtocolError(
+                        400, f"input {t.name!r} has shape {list(t.shape)}; expected [N] or [N,1]"
+                    )
+                if rows is None:
+                    rows = a.shape[0]
+                elif a.shape[0] != rows:
+                    raise ProtocolError(
+                        400,
+                        f"input {t.name!r} has {a.shape[0]} rows but other inputs have {rows}; "
+                        "every column needs the same number of rows",
+                    )
+                arrays.append(a)
+            if self._fast is not None and all(a is not None for a in arrays):
+                x = np.empty((rows or 0, len(cols)), dtype=np.float64)
+                for i, a in enumerate(arrays):
+                    x[:, i] = a
+                return Prepared("array", x, x.shape[0], tensors)
+        import pandas as pd
+
+        data = {}
+        for c, a in zip(cols, arrays, strict=False):
+            if a is not None:
+                data[c.name] = a.astype(c.dtype, copy=False) if c.dtype is not object else a
+        return Prepared("frame", pd.DataFrame(data), len(next(iter(data.values()))), tensors)
+
+    def _prepare_tensor(self, tensors: list[Tensor]) -> Prepared:
+        specs = self.tensor_specs
+        if len(specs) == 1:
+            if len(tensors) != 1:
+                raise ProtocolError(400, f"expected exactly one input tensor, got {len(tensors)}")
+            spec, t = specs[0], tensors[0]
+            want = list(spec.shape)
+            if len(want) != t.array.ndim or any(
+                w not in (-1, g) for w, g in zip(want, t.array.shape, strict=False)
+            ):
+                raise ProtocolError(
+                    400, f"input {t.name!r} has shape {list(t.shape)}; expected {want} (-1 = any)"
+                )
+            try:
+                a = t.array.astype(spec.type, copy=False)
+            except (TypeError, ValueError):
+                raise ProtocolError(
+                    400, f"input {t.name!r} ({t.datatype}) cannot be cast to {spec.type}"
+                ) from None
+            return Prepared("tensor", a, a.shape[0] if a.ndim else 1, tensors)
+        by_name = {t.name: t for t in tensors}
+        data = {}
+        for s in specs:
+            t = by_name.get(s.name)
+            if t is None:
+                raise ProtocolError(400, f"missing input {s.name!r}; expected {[sp.name for sp in specs]}")
+            data[s.name] = t.array.astype(s.type, copy=False)
+        return Prepared("dict", data, 0, tensors)
+
+    def _prepare_unsigned(self, tensors: list[Tensor]) -> Prepared:
+        if len(tensors) == 1 and tensors[0].array.ndim == 2:
+            a = tensors[0].array
+            if self._fast is not None or "sklearn" in self.model.metadata.flavors:
+                return Prepared("tensor", a, a.shape[0], tensors)
+            import pandas as pd
+
+            return Prepared("frame", pd.DataFrame(a), a.shape[0], tensors)
+        import pandas as pd
+
+        data = {}
+        for t in tensors:
+            a = t.array[:, 0] if t.array.ndim == 2 and t.array.shape[1] == 1 else t.array
+            if a.ndim != 1:
+                raise ProtocolError(
+                    400, f"input {t.name!r}: expected shape [N] or [N,1], got {list(t.shape)}"
+                )
+            data[t.name] = a
+        if len({len(a) for a in data.values()}) > 1:
+            raise ProtocolError(400, "inputs have different numbers of rows")
+        return Prepared("frame", pd.DataFrame(data), len(next(iter(data.values()))), tensors)
+
+    # -- predict -------------------------------------------------------------------------------------------
+    def predict_prepared(self, p: Prepared) -> list[tuple[str, np.ndarray]]:
+        raw = self._fast(p.data) if p.kind == "array" else self.model.predict(p.data)
+        return self.to_outputs(raw)
+
+    def predict_batch(self, batch: list[Prepared]) -> list[list[tuple[str, np.ndarray]]]:
+        """One predict over many requests' rows, split back per request (raises BatchMismatch if it can't)."""
+        if len(batch) == 1:
+            return [self.predict_prepared(batch[0])]
+        kind = batch[0].kind
+        if kind == "array" or kind == "tensor":
+            merged = Prepared(kind, np.concatenate([p.data for p in batch]), sum(p.rows for p in batch), [])
+        elif kind == "frame":
+            import pandas as pd
+
+            merged = Prepared(kind, pd.concat([p.data for p in batch], ignore_index=True), 0, [])
+        else:
+            return [self.predict_prepared(p) for p in batch]
+        outputs = self.predict_prepared(merged)
+        total = sum(p.rows for p in batch)
+        for _, arr in outputs:
+            if arr.ndim == 0 or arr.shape[0] != total:
+                raise BatchMismatch()
+        result = []
+        start = 0
+        for p in batch:
+            end = start + p.rows
+            result.append([(name, arr[start:end]) for name, arr in outputs])
+            start = end
+        return result
+
+    def can_batch(self, a: Prepared, b: Prepared) -> bool:
+        if a.kind != b.kind or a.kind == "dict":
+            return False
+        if a.kind in ("array", "tensor"):
+            return a.data.shape[1:] == b.data.shape[1:] and a.data.dtype == b.data.dtype
+        return list(a.data.columns) == list(b.data.columns)
+
+    def to_outputs(self, raw: Any) -> list[tuple[str, np.ndarray]]:
+        """Whatever pyfunc returned, as named arrays."""
+        import pandas as pd
+
+        if isinstance(raw, pd.DataFrame):
+            return [(str(c), _array(raw[c].to_numpy())) for c in raw.columns]
+        if isinstance(raw, pd.Series):
+            return [(self._single_name(raw.name), _array(raw.to_numpy()))]
+        if isinstance(raw, dict):
+            return [(str(k), _array(np.asarray(v))) for k, v in raw.items()]
+        return [(self._single_name(None), _array(np.asarray(raw)))]
+
+    def _single_name(self, name: Any) -> str:
+        if len(self.output_names) == 1:
+            return self.output_names[0]
+        return str(name) if isinstance(name, str) else DEFAULT_OUTPUT
+
+
+def _array(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 0:
+        return a.reshape(1)
+    if a.dtype.kind in "US":
+        return a.astype(object)
+    return a
+
+
+def _output_metadata(sig: Any) -> list[dict[str, Any]]:
+    if sig is None or sig.outputs is None:
+        return [{"name": DEFAULT_OUTPUT, "datatype": "BYTES", "shape": [-1]}]
+    out = []
+    if sig.outputs.is_tensor_spec():
+        for s in sig.outputs.inputs:
+            out.append(
+                {
+                    "name": s.name or DEFAULT_OUTPUT,
+                    "datatype": datatype_of(np.empty(0, s.type)),
+                    "shape": list(s.shape),
+                }
+            )
+    else:
+        cols = sig.outputs.inputs
+        for c in cols:
+            datatype = _COLTYPES.get(_mlflow_type_name(c.type), ("BYTES",))[0]
+            name = c.name if c.name is not None else DEFAULT_OUTPUT
+            out.append({"name": name, "datatype": datatype, "shape": [-1]})
+    return out
+
+
+def _name_version(uri: str) -> tuple[str, str]:
+    """``models:/NAME/VERSION`` -> (NAME, VERSION); anything else -> (uri, "")."""
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/") :]
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            return name, alias
+        if "/" in rest:
+            name, version = rest.rsplit("/", 1)
+            return name, version
+        return rest, ""
+    return uri, ""
+
+
+def load(variant: str, uri: str) -> ModelAdapter:
+    """Load one variant's model with MLflow (tracking/registry URI from the environment)."""
+    import mlflow.pyfunc
+
+    # sklearn warns on every array predict for a model fitted on a DataFrame: silence it once, process-wide.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    t0 = time.perf_counter()
+    model = mlflow.pyfunc.load_model(uri)
+    return ModelAdapter(variant, uri, model, time.perf_counter() - t0)

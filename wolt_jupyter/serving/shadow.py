@@ -1,0 +1,167 @@
+"""Shadow variants: a copy of every request, predicted off the hot path.
+
+Each shadow has a bounded queue and one worker thread. The event loop only does a non-blocking ``put`` after
+the live response has been written: a full queue counts a drop instead of waiting, so a slow or failing
+shadow can never delay or break a live answer. The worker drains whatever has queued up and runs one
+``predict`` over all compatible rows (one predict over many rows costs little more than one over a single
+row), then compares each answer with the live variant's and logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wolt_jupyter.serving import ProtocolError
+from wolt_jupyter.serving.models import BatchMismatch, ModelAdapter, Prepared
+from wolt_jupyter.serving.tensors import Tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShadowItem:
+    request_id: str
+    tensors: list[Tensor]
+    live_variant: str
+    live_first: np.ndarray | None
+    enqueued: float
+
+
+@dataclass
+class ShadowResult:
+    item: ShadowItem
+    outputs: list[tuple[str, np.ndarray]] | None
+    error: str | None
+    latency_ms: float
+
+
+class ShadowWorker:
+    """One shadow variant's queue and thread; ``on_result`` is called in the worker thread.
+
+    The queue is a deque (an append is atomic under the GIL) plus an Event that wakes the worker only when
+    it sleeps: cheaper on the event loop than ``queue.Queue``, whose every put takes a lock and notifies.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        on_result: Callable[[ShadowResult], None],
+        on_drop: Callable[[], None],
+        queue_size: int = 10_000,
+        max_batch: int = 256,
+    ) -> None:
+        self.adapter = adapter
+        self.on_result = on_result
+        self.on_drop = on_drop
+        self.queue_size = queue_size
+        self.max_batch = max_batch
+        self.items: deque[ShadowItem] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name=f"wolt-shadow[{adapter.variant}]", daemon=True)
+        self._thread.start()
+
+    def depth(self) -> int:
+        return len(self.items)
+
+    def offer(self, item: ShadowItem) -> bool:
+        """Non-blocking: False (and a drop counted) when the queue is full or the worker is closing."""
+        if self._closing or len(self.items) >= self.queue_size:
+            self.on_drop()
+            return False
+        self.items.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def drain(self, timeout: float) -> bool:
+        """Wait (in a thread other than the event loop) until everything queued so far is processed."""
+        deadline = time.monotonic() + timeout
+        while self.items or self._busy:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued (within ``timeout``), then stop the thread."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        items = self.items
+        while True:
+            if not items:
+                if self._closing:
+                    return
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            self._busy = True
+            batch = [items.popleft() for _ in range(min(len(items), self.max_batch))]
+            try:
+                self._process(batch)
+            except Exception:  # the worker must survive anything a model does
+                log.exception("shadow %s: batch failed", self.adapter.variant)
+            finally:
+                self._busy = False
+
+    def _process(self, items: list[ShadowItem]) -> None:
+        prepared: list[tuple[ShadowItem, Prepared]] = []
+        for item in items:
+            try:
+                prepared.append((item, self.adapter.prepare(item.tensors)))
+            except ProtocolError as exc:
+                self.on_result(
+                    ShadowResult(item, None, f"input does not fit the shadow model: {exc.message}", 0.0)
+                )
+        # consecutive compatible requests form one predict
+        group: list[tuple[ShadowItem, Prepared]] = []
+        for pair in prepared:
+            if group and not self.adapter.can_batch(group[0][1], pair[1]):
+                self._predict(group)
+                group = []
+            group.append(pair)
+        if group:
+            self._predict(group)
+
+    def _predict(self, group: list[tuple[ShadowItem, Prepared]]) -> None:
+        t0 = time.perf_counter()
+        try:
+            results: list[Any] = self.adapter.predict_batch([p for _, p in group])
+        except BatchMismatch:
+            results = []
+            for _, p in group:
+                try:
+                    results.append(self.adapter.predict_prepared(p))
+                except Exception as exc:
+                    results.append(exc)
+        except Exception as exc:
+            results = [exc] * len(group)
+        ms = (time.perf_counter() - t0) * 1000.0
+        for (item, _), res in zip(group, results, strict=False):
+            if isinstance(res, Exception):
+                self.on_result(ShadowResult(item, None, f"{type(res).__name__}: {res}", ms))
+            else:
+                self.on_result(ShadowResult(item, res, None, ms))
+
+
+def disagrees(live: np.ndarray | None, shadow: np.ndarray | None) -> bool | None:
+    """Whether a shadow's first output differs from the live one (None: not comparable)."""
+    if live is None or shadow is None:
+        return None
+    if live.shape != shadow.shape:
+        return True
+    if live.dtype.kind in "biuf" and shadow.dtype.kind in "biuf":
+        return not bool(np.allclose(live, shadow, rtol=1e-6, atol=1e-9, equal_nan=True))
+    return not bool(np.array_equal(live.astype(str), shadow.astype(str)))
