@@ -172,6 +172,9 @@ class WoltMagics(Magics):
     )
     @argument("--experiment", default=None, help="experiment to log a model variable in")
     @argument("--description", default=None, help="version description")
+    @argument(
+        "--reference", default=None, metavar="VARIABLE", help="training inputs kept as the drift baseline"
+    )
     @line_magic
     @_usage_errors
     def wolt_register(self, line: str) -> Any:
@@ -183,6 +186,7 @@ class WoltMagics(Magics):
             raise UsageError(
                 "--input-example goes with a model variable: %wolt_register model --name NAME --input-example X"
             )
+        reference = self._variable(args.reference, "--reference") if args.reference else None
         from wolt_jupyter import registry
 
         return registry.register(
@@ -193,6 +197,7 @@ class WoltMagics(Magics):
             input_example=example,
             experiment=args.experiment,
             description=args.description,
+            reference=reference,
         )
 
     @magic_arguments()
@@ -365,3 +370,39 @@ class WoltMagics(Magics):
         from wolt_jupyter import deployments
 
         return deployments.responses(args.name, since=args.since, variant=args.variant, limit=args.limit)
+
+    # -- monitoring -----------------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("name")
+    @argument(
+        "--metric",
+        default=None,
+        choices=["accuracy", "auc", "rmse", "mae", "error_rate"],
+        help="model metric from feedback labels",
+    )
+    @argument("--since", default=None, help="e.g. 1h, 2d (default: the whole log)")
+    @argument("--effect", type=float, default=None, help="smallest difference worth detecting")
+    @line_magic
+    @_usage_errors
+    def wolt_compare(self, line: str) -> Any:
+        """Compare a deployment's variants: intervals, significance vs main, sample size, shadow agreement."""
+        args = parse_argstring(self.wolt_compare, line)
+        from wolt_jupyter.monitoring import reports
+
+        return reports.compare(args.name, metric=args.metric, since=args.since, effect=args.effect)
+
+    @magic_arguments()
+    @argument("name")
+    @argument("--variant", default=None, help="default: the first live variant")
+    @argument("--since", default=None)
+    @argument("--psi-threshold", dest="psi_threshold", type=float, default=0.2)
+    @line_magic
+    @_usage_errors
+    def wolt_drift(self, line: str) -> Any:
+        """Input drift of a deployment's variant against its model version's training reference (PSI, KS)."""
+        args = parse_argstring(self.wolt_drift, line)
+        from wolt_jupyter.monitoring import reports
+
+        return reports.drift(
+            args.name, variant=args.variant, since=args.since, psi_threshold=args.psi_threshold
+        )

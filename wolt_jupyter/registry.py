@@ -235,11 +235,14 @@ def register(
     input_example: Any = None,
     experiment: str | None = None,
     description: str | None = None,
+    reference: Any = None,
 ) -> ModelVersionCard:
     """Register a model version and point ``aliases`` at it.
 
     With ``model`` (a fitted estimator) it is logged first, its signature inferred from ``input_example``;
     otherwise the model logged by ``run_id`` (default: the last run this kernel started) is registered.
+    ``reference`` (the training inputs, a DataFrame) is sampled and kept with the version, as the baseline
+    drift is measured against.
     """
     import mlflow
 
@@ -265,6 +268,8 @@ def register(
             c.update_model_version(name, mv.version, description=description)
         for alias in aliases:
             c.set_registered_model_alias(name, alias, mv.version)
+        if reference is not None:
+            save_reference(name, mv.version, reference, s)
     return version_card(name, mv.version, s)
 
 
@@ -367,3 +372,60 @@ def download_uri(pinned: str) -> str:
     s = configure()
     with translated_errors(s):
         return client(s).get_model_version_download_uri(match["name"], match["version"])
+
+
+# -- drift reference --------------------------------------------------------------------------------------------
+REFERENCE_TAG = "wolt.reference"
+REFERENCE_ROWS = 10_000
+
+
+def save_reference(name: str, version: str | int, data: Any, s: Settings | None = None) -> str:
+    """Keep a sample (at most 10,000 rows) of the training inputs with a model version, for drift checks.
+
+    Stored as a Parquet artifact of the version's source run and named by the version tag ``wolt.reference``.
+    """
+    import pandas as pd
+
+    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    if frame.empty:
+        raise InvalidArgument("the reference sample is empty: pass the training inputs (a DataFrame)")
+    if len(frame) > REFERENCE_ROWS:
+        frame = frame.sample(REFERENCE_ROWS, random_state=0)
+    frame.columns = [str(c) for c in frame.columns]
+    s = s or configure()
+    c = client(s)
+    with translated_errors(s):
+        mv = c.get_model_version(name, str(version))
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}-v{mv.version}.parquet"
+            frame.to_parquet(path, index=False)
+            if mv.run_id:
+                c.log_artifact(mv.run_id, str(path), artifact_path="reference")
+                uri = f"runs:/{mv.run_id}/reference/{path.name}"
+            else:
+                raise InvalidArgument(
+                    f"model {name} version {mv.version} has no source run to keep a reference in"
+                )
+        c.set_model_version_tag(name, str(mv.version), REFERENCE_TAG, uri)
+    return uri
+
+
+def load_reference(name: str, version: str | int) -> pd.DataFrame:
+    """The reference sample kept with a model version; :class:`NotFound` when none was kept."""
+    import mlflow
+    import pandas as pd
+
+    s = configure()
+    with translated_errors(s):
+        mv = client(s).get_model_version(name, str(version))
+        uri = (mv.tags or {}).get(REFERENCE_TAG)
+        if not uri:
+            raise NotFound(
+                f"model {name} version {mv.version} has no reference sample: register it with "
+                "--reference X_train (the training inputs) to measure drift"
+            )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=s.tracking_uri)
+    return pd.read_parquet(local)
