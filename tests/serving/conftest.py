@@ -9,6 +9,7 @@ dir. Each runtime is ``python -m wolt_jupyter.serving`` on a free port of 127.0.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -87,7 +88,9 @@ def runtime_factory(
 @pytest.fixture(scope="session")
 def runtimes(runtime_factory: Callable[..., list[Runtime]]) -> dict[str, Runtime]:
     """The shared runtimes, by deployment name (started together)."""
-    ab_args = ["--max-body-bytes", "200000", "--grpc-port", str(free_port())]
+    ab_args = ["--max-body-bytes", "200000"]
+    if importlib.util.find_spec("grpc") is not None:  # grpcio is optional: gRPC tests skip without it
+        ab_args += ["--grpc-port", str(free_port())]
     ab_spec = {**lr_spec("ab-test"), "_args": ab_args}
     rts = runtime_factory(ab_spec, STICKY, ADMIN, DROPS)
     return {rt.name: rt for rt in rts}

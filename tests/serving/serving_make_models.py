@@ -44,6 +44,14 @@ def main(out: Path) -> None:
                 pip_requirements=[],  # skip requirement inference (it reloads the model in a subprocess)
             )
         (out / f"lr_v{i}.pkl").write_bytes(pickle.dumps(model))
+    # the v1 model again, with a tensor signature ([-1, 4] float64) and with no signature at all
+    lr_v1 = pickle.loads((out / "lr_v1.pkl").read_bytes())
+    arr = x.to_numpy()
+    for name, sig in (("wolt-tensor", infer_signature(arr, lr_v1.predict(x))), ("wolt-nosig", None)):
+        with mlflow.start_run():
+            mlflow.sklearn.log_model(
+                lr_v1, name="model", registered_model_name=name, signature=sig, pip_requirements=[]
+            )
     # selects columns by name: fails on a bare array, so the runtime must keep the DataFrame path for it
     pipe = make_pipeline(
         ColumnTransformer([("scaled", StandardScaler(), ["f0", "f2"])], remainder="drop"),

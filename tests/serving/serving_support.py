@@ -157,6 +157,8 @@ def lr_spec(name: str, **extra: Any) -> dict[str, Any]:
             {"name": "broken", "model": "models:/wolt-raises/1", "traffic": 0},
             {"name": "strings", "model": "models:/wolt-strings/1", "traffic": 0},
             {"name": "pipe", "model": "models:/wolt-pipe/1", "traffic": 0},
+            {"name": "tensor", "model": "models:/wolt-tensor/1", "traffic": 0},
+            {"name": "nosig", "model": "models:/wolt-nosig/1", "traffic": 0},
             {"name": "shadow", "model": "models:/wolt-lr/2", "shadow": True},
         ],
         "logging": {"responses": True, "sample": 1.0},

@@ -35,7 +35,16 @@ def test_model_metadata_lists_signature(ab) -> None:
     assert [i["name"] for i in meta["inputs"]] == FEATURES
     assert {i["datatype"] for i in meta["inputs"]} == {"FP64"}
     assert meta["outputs"][0]["datatype"] == "INT64"
-    assert set(meta["versions"]) == {"main", "challenger", "broken", "strings", "pipe", "shadow"}
+    assert set(meta["versions"]) == {
+        "main",
+        "challenger",
+        "broken",
+        "strings",
+        "pipe",
+        "tensor",
+        "nosig",
+        "shadow",
+    }
     strings = json.loads(ab.get(f"/v2/models/{ab.name}/versions/strings")[2])
     assert [(i["name"], i["datatype"]) for i in strings["inputs"]] == [("city", "BYTES"), ("n", "INT64")]
     assert ab.get(f"/v2/models/{ab.name}/ready")[0] == 200
@@ -59,6 +68,26 @@ def test_model_needing_column_names_keeps_the_dataframe_path(ab, model_store) ->
     status, doc, _ = ab.infer(row_doc(rows), variant="pipe")
     assert status == 200, doc
     assert doc["outputs"][0]["data"] == expected(model_store.pipe, rows)
+
+
+def test_tensor_signature_and_no_signature_models(ab, model_store) -> None:
+    rows = np.random.default_rng(4).normal(size=(3, 4)).round(3).tolist()
+    want = expected(model_store.lr_v1, rows)
+    meta = json.loads(ab.get(f"/v2/models/{ab.name}/versions/tensor")[2])
+    assert meta["inputs"][0]["shape"] == [-1, 4] and meta["inputs"][0]["datatype"] == "FP64"
+    for variant in ("tensor", "nosig"):
+        status, doc, _ = ab.infer(row_doc(rows), variant=variant)
+        assert status == 200 and doc["outputs"][0]["data"] == want, (variant, doc)
+    three = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": [0.0] * 6}]}
+    status, doc, _ = ab.infer(three, variant="tensor")
+    assert status == 400 and "[-1, 4]" in doc["error"]
+    cols = np.asarray(rows).T  # no signature: one tensor per column becomes a DataFrame with those names
+    inputs = [
+        {"name": f, "shape": [3], "datatype": "FP64", "data": cols[i].tolist()}
+        for i, f in enumerate(FEATURES)
+    ]
+    status, doc, _ = ab.infer({"inputs": inputs}, variant="nosig")
+    assert status == 200 and doc["outputs"][0]["data"] == want, doc
 
 
 def test_one_tensor_per_column_flat_or_column_shaped(ab, model_store) -> None:

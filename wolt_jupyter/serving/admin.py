@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
 
 TOKEN_FILE = "admin.token"
@@ -31,9 +32,11 @@ def ensure_token(state_dir: Path, deployment: str) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         os.chmod(path, 0o600)
-        token = path.read_text().strip()
-        if token:
-            return token
+        for _ in range(20):  # another process may have created it a moment ago and still be writing
+            token = path.read_text().strip()
+            if token:
+                return token
+            time.sleep(0.05)
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as fh:
