@@ -35,18 +35,21 @@ def deployed(shell, wolt_home: Path):
 
 
 def test_compare_with_feedback_finds_the_better_variant(deployed) -> None:
+    import requests
+
     from wolt_jupyter import deployments
-    from wolt_jupyter.config import settings
-    from wolt_jupyter.responses import add_feedback, default_store_url
 
     rng = np.random.default_rng(1)
     rows = pd.DataFrame(rng.normal(size=(400, 3)), columns=FEATURES)
     truth = (rows["f0"] + 0.5 * rows["f1"] > 0).astype(int)
     out = deployments.predict("clf", rows, per_row=True)
-    add_feedback(
-        default_store_url("clf", settings().home),
-        [{"id": i, "ground_truth": int(t)} for i, t in zip(out["id"], truth, strict=True)],
-    )
+    # ground truth arrives later, through the runtime's feedback endpoint, joined by request id
+    url = deployments.get("clf").url + "/v2/models/clf/feedback"
+    items = [{"id": i, "ground_truth": int(t)} for i, t in zip(out["id"], truth, strict=True)]
+    answer = requests.post(url, json={"feedback": items}, timeout=30)
+    assert answer.status_code == 200 and answer.json() == {"stored": 400}
+    bad = requests.post(url, json={"feedback": [{"ground_truth": 1}]}, timeout=30)
+    assert bad.status_code == 400 and "needs a string 'id'" in bad.json()["error"]
 
     result = deployed.run_line_magic("wolt_compare", "clf --metric accuracy")
     table = result.table

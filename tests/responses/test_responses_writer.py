@@ -205,7 +205,8 @@ def test_submit_after_close_is_counted_as_dropped(tmp_path, make_record, caplog)
 
 
 def test_payloads_with_numpy_and_bytes_are_stored(tmp_path, make_record):
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     url = f"sqlite:///{tmp_path / 'r.db'}"
     with ResponseWriter(url) as w:
         w.submit(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import tritonclient.grpc as grpcclient
 from serving_support import FEATURES
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from tritonclient.utils import InferenceServerException
 
 
 def expected(model, x) -> list[int]:
@@ -17,8 +16,7 @@ def expected(model, x) -> list[int]:
 
 @pytest.fixture
 def client(ab):
-    if ab.grpc is None:
-        pytest.skip("grpcio is not installed: the runtime was started without --grpc-port")
+    assert ab.grpc is not None, "the runtime was started without --grpc-port (is grpcio installed?)"
     c = grpcclient.InferenceServerClient(ab.grpc)
     yield c
     c.close()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from serving_support import lr_spec, row_doc, spawn_runtime, stop_runtime, wait_ready
 
 
 def test_ready_after_load_and_sigterm_flushes_the_response_log(model_store, tmp_path) -> None:
-    responses = pytest.importorskip("wolt_jupyter.responses")
+    from wolt_jupyter import responses
+
     rt = spawn_runtime(model_store, lr_spec("flush-test"), tmp_path)
     try:
         # the port opens before the models are loaded: live, not ready, inference refused with 503
@@ -57,7 +57,8 @@ def test_a_model_that_cannot_load_exits_with_status_3(model_store, tmp_path) -> 
 
 
 def test_admin_flush_gives_read_your_writes(ab) -> None:
-    responses = pytest.importorskip("wolt_jupyter.responses")
+    from wolt_jupyter import responses
+
     ids = [f"ryw-{i}" for i in range(25)]
     for rid in ids:
         assert ab.infer(row_doc([[0.1, 0.2, 0.3, 0.4]], id=rid))[0] == 200

@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from urllib.parse import urlparse
 
-import pytest
 from serving_support import ADMIN, STICKY, row_doc
 
 from wolt_jupyter.serving.router import RoutingTable
@@ -208,7 +207,8 @@ def test_metrics_exposition(ab) -> None:
     assert metric(text, "wolt_response_log_written_total", deployment=ab.name) >= 20
     assert metric(text, "wolt_model_load_seconds", variant="main") > 0
     assert "wolt_shadow_disagreements_total" in text and "wolt_shadow_dropped_total" in text
-    parser = pytest.importorskip("prometheus_client.parser")
+    from prometheus_client import parser
+
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
     assert families[seldon].type == "histogram"
     assert families["wolt_shadow_comparisons"].type == "counter"

@@ -316,6 +316,10 @@ class Runtime:
                 if method != "POST":
                     return respond(error_response(405, "use POST for infer"))
                 return self._infer(request, respond, model, version)
+            if action == "feedback":
+                if method != "POST":
+                    return respond(error_response(405, "use POST for feedback"))
+                return self._feedback(request, respond, model)
             if method != "GET":
                 return respond(error_response(405, f"use GET for {path}"))
             if action == "":
@@ -726,6 +730,52 @@ class Runtime:
             if v in self.models:
                 self._shadow_worker(v)
         return _json(200, self._routing_doc())
+
+    def _feedback(self, request: Request, respond: Callable[[Response], None], model: str) -> None:
+        """``POST /v2/models/{m}/feedback``: ground truth for earlier requests, stored beside the response log.
+
+        Body: ``{"feedback": [{"id": REQUEST_ID, "ground_truth": VALUE}, ...]}`` (or one such object). The
+        write happens off the event loop; the answer says how many were stored.
+        """
+        if model != self.name:
+            return respond(error_response(404, f"no model {model!r}; this runtime serves {self.name!r}"))
+        try:
+            body = json.loads(request.body or b"")
+        except ValueError:
+            return respond(
+                error_response(
+                    400, 'feedback body must be JSON: {"feedback": [{"id": ..., "ground_truth": ...}]}'
+                )
+            )
+        items = body.get("feedback", [body]) if isinstance(body, dict) else body
+        if not isinstance(items, list) or not items:
+            return respond(
+                error_response(400, 'expected {"feedback": [{"id": ..., "ground_truth": ...}, ...]}')
+            )
+        for i, item in enumerate(items):
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("id"), str)
+                or "ground_truth" not in item
+            ):
+                return respond(
+                    error_response(400, f"feedback item {i} needs a string 'id' and a 'ground_truth'")
+                )
+        from wolt_jupyter.responses import add_feedback, default_store_url
+
+        url = self._store_url or default_store_url(self.name, self.state_dir)
+        if self._loop is None:  # not serving (embedded use): store right away
+            return respond(_json(200, {"stored": add_feedback(url, items)}))
+        future = self._loop.run_in_executor(None, add_feedback, url, items)
+
+        def done(f: Any) -> None:
+            if f.cancelled() or f.exception() is not None:
+                respond(error_response(503, f"feedback not stored: {f.exception()}"))
+            else:
+                respond(_json(200, {"stored": f.result()}))
+
+        future.add_done_callback(done)
+        return None
 
     def _admin_flush(self, request: Request, respond: Callable[[Response], None]) -> None:
         """``POST /admin/flush``: answer once shadows and the response log have caught up (waits off-loop)."""
