@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python notebooks/run.py notebooks/01-quickstart.ipynb
 
-# System packages the tests' real servers need (PostgreSQL), then lint and the whole suite.
+# System packages the tests' real servers need (PostgreSQL, Prometheus), then lint and the whole suite.
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages behind the tests' real servers. Installs only what is missing; needs root (or sudo).
+# Debian packages behind the tests' real servers (PostgreSQL, Prometheus). Installs only what is missing; needs root (or sudo).
 set -euo pipefail
 
 need=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || need+=(postgresql)
+command -v prometheus > /dev/null || need+=(prometheus)
 command -v git > /dev/null || need+=(git)
 
 if [ ${#need[@]} -eq 0 ]; then

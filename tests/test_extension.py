@@ -37,3 +37,11 @@ def test_public_api_is_lazy_but_complete() -> None:
 
     for name in wolt_jupyter.__all__:
         assert getattr(wolt_jupyter, name) is not None
+
+
+def test_response_log_reader_is_the_package_called(wolt_home) -> None:
+    import wolt_jupyter
+
+    frame = wolt_jupyter.responses("never-deployed", since="1h")
+    assert frame.empty and {"id", "variant", "shadow", "latency_ms"} <= set(frame.columns)
+    assert wolt_jupyter.responses.ResponseWriter.__name__ == "ResponseWriter"

@@ -24,7 +24,19 @@ _LAZY = {
     "ModelVersionCard": "wolt_jupyter.registry",
     "DeploymentSpec": "wolt_jupyter.spec",
     "Variant": "wolt_jupyter.spec",
+    "deploy": "wolt_jupyter.deployments",
+    "get_deployment": "wolt_jupyter.deployments",
+    "list_deployments": "wolt_jupyter.deployments",
+    "traffic": "wolt_jupyter.deployments",
+    "promote": "wolt_jupyter.deployments",
+    "rollback": "wolt_jupyter.deployments",
+    "undeploy": "wolt_jupyter.deployments",
+    "predict": "wolt_jupyter.deployments",
+    "compare": "wolt_jupyter.monitoring.reports",
+    "drift": "wolt_jupyter.monitoring.reports",
 }
+# public name -> the name it has in its module, where the two differ
+_RENAMED = {"get_deployment": "get", "list_deployments": "deployments"}
 
 __all__ = [
     "DeploymentSpec",
@@ -33,28 +45,44 @@ __all__ = [
     "Settings",
     "Variant",
     "__version__",
+    "compare",
+    "deploy",
+    "drift",
     "experiment",
+    "get_deployment",
     "last_run",
+    "list_deployments",
     "load_ipython_extension",
     "log",
     "models",
+    "predict",
+    "promote",
     "register",
+    "rollback",
     "settings",
+    "traffic",
+    "undeploy",
     "unload_ipython_extension",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from wolt_jupyter.config import Settings, settings
+    from wolt_jupyter.deployments import deploy, predict, promote, rollback, traffic, undeploy
+    from wolt_jupyter.deployments import deployments as list_deployments
+    from wolt_jupyter.deployments import get as get_deployment
+    from wolt_jupyter.monitoring.reports import compare, drift
     from wolt_jupyter.registry import ModelVersionCard, models, register
     from wolt_jupyter.spec import DeploymentSpec, Variant
     from wolt_jupyter.tracking import RunCard, experiment, last_run, log
 
 
 def __getattr__(name: str) -> Any:
+    if name == "responses":  # the response-log package, callable as the reader: wolt_jupyter.responses("eta")
+        return import_module("wolt_jupyter.responses")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'wolt_jupyter' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(import_module(module), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 

@@ -82,6 +82,12 @@ def test_ab_shadow_traffic_promote_rollback_undeploy(shell, models, rows, wolt_h
     assert np.allclose(np.ravel(out.loc[main].iloc[:, 0].tolist()), expected[main], atol=1e-6)
     assert np.allclose(np.ravel(out.loc[~main].iloc[:, 0].tolist()), 100 * expected[~main], rtol=1e-6)
 
+    dry = shell.run_line_magic(
+        "wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=50 --dry-run"
+    )
+    assert dry.status == "dry-run" and dry.manifests[0]["kind"] == "LocalRuntime"
+    assert "-  traffic: 70\n+  traffic: 50\n" in dry.diff and pid_of(wolt_home, "eta") == pid
+
     d = shell.run_line_magic("wolt_traffic", "eta main=0 challenger=100")
     assert d.revision == 2 and pid_of(wolt_home, "eta") == pid  # applied in place, no restart
     assert set(shell.run_line_magic("wolt_predict", "eta rows --per-row")["variant"]) == {"challenger"}

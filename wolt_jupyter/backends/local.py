@@ -140,6 +140,21 @@ class LocalBackend(Backend):
             }
         ]
 
+    def diff(self, spec: DeploymentSpec) -> str | None:
+        """What would change in the spec the runtime runs (unified diff of the YAML)."""
+        import difflib
+
+        path = self._spec_path(spec.name)
+        if not path.exists():
+            return None
+        lines = difflib.unified_diff(
+            path.read_text().splitlines(keepends=True),
+            spec.to_yaml().splitlines(keepends=True),
+            fromfile="running",
+            tofile="proposed",
+        )
+        return "".join(lines)
+
     def _extra(self, name: str) -> dict[str, Any]:
         return self.store.record(name).extra if self.store.exists(name) else {}
 

@@ -10,6 +10,10 @@ Importing this package imports neither pandas nor SQLAlchemy.
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 from wolt_jupyter.responses.feedback import add_feedback
 from wolt_jupyter.responses.query import parse_time, responses
 from wolt_jupyter.responses.record import ResponseRecord, sampled_in
@@ -26,3 +30,14 @@ __all__ = [
     "responses",
     "sampled_in",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """``wolt_jupyter.responses(...)`` reads the log, and ``wolt_jupyter.responses.ResponseWriter`` is still
+    this package: the documented reader is the package itself called."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return responses(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
