@@ -163,3 +163,35 @@ def test_mlflow_deployments_plugin_drives_the_same_backends(cluster, models) -> 
     client.delete_deployment("plug")
     assert cluster.get_object("apps/v1", "Deployment", "default", "plug") is None
     assert client.list_deployments() == []
+
+
+def test_spec_from_a_variable_or_a_file_and_no_wait(shell, cluster, models, tmp_path) -> None:
+    spec = {
+        "name": "ignored-name",  # the magic's NAME wins
+        "variants": [
+            {"name": "blue", "model": models["champion"], "traffic": 60},
+            {"name": "green", "model": models["v2"], "traffic": 40},
+        ],
+        "routing": {"sticky_key": "user_id"},
+        "replicas": 3,
+    }
+    shell.user_ns["my_spec"] = spec
+    d = shell.run_line_magic("wolt_deploy", "colors --spec my_spec --target kubernetes")
+    assert [(v["name"], v["model"], v["traffic"]) for v in d.variants] == [
+        ("blue", "models:/eta/1", 60),
+        ("green", "models:/eta/2", 40),
+    ]
+    assert cluster.get_object("apps/v1", "Deployment", "default", "colors")["spec"]["replicas"] == 3
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {**spec, "variants": spec["variants"][:1]}
+            | {"variants": [{**spec["variants"][0], "traffic": 100}]}
+        )
+    )
+    cluster.never_ready.add("slow")
+    started = shell.run_line_magic("wolt_deploy", f"slow --spec {path} --target kubernetes --no-wait")
+    assert started.status == "starting" and started.revision == 1  # returned without waiting for readiness
+    result = shell.run_cell(f"%wolt_deploy other --spec {path} --model {models['v2']}")
+    assert not result.success
