@@ -82,11 +82,17 @@ def drift_table(
         else:
             row["psi"] = psi_categorical(ref, cur)
         p = row.get("ks_p_value", math.nan)
-        row["drifted"] = bool(row["psi"] > psi_threshold or (math.isfinite(p) and p < alpha))
+        bins = 10 if numeric else max(ref.nunique(), 2)
+        n_ref, n_cur = max(row["reference_n"], 1), max(row["current_n"], 1)
+        row["psi_null"] = (bins - 1) * (1 / n_ref + 1 / n_cur)
+        row["drifted"] = bool(
+            row["psi"] - row["psi_null"] > psi_threshold or (math.isfinite(p) and p < alpha)
+        )
         rows.append(row)
     columns = [
         "feature",
         "psi",
+        "psi_null",
         "ks_statistic",
         "ks_p_value",
         "drifted",
