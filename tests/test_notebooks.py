@@ -52,3 +52,17 @@ def test_deploy_notebook(wolt_home: Path) -> None:
 
     log = responses("diabetes")
     assert log["shadow"].any() and len(log.loc[~log["shadow"]]) == 442  # every row of X, once live
+
+
+def test_monitoring_notebook_leaves_figures(wolt_home: Path) -> None:
+    import base64
+
+    nb = execute("03-monitoring.ipynb")
+    panel = next(c for c in nb.cells if c.source.startswith("%wolt_monitor"))
+    images = [o["data"]["image/png"] for o in panel["outputs"] if "image/png" in o.get("data", {})]
+    assert images and base64.b64decode(images[0]).startswith(b"\x89PNG")  # static figures survive export
+    text = outputs_text(nb)
+    assert "Variants vs main" in text and "rmse_p_value" in text
+    drift = next(c for c in nb.cells if c.source.startswith("shifted ="))
+    shown = "".join(o.get("data", {}).get("text/plain", "") for o in drift["outputs"])
+    assert "drifted features: bmi" in shown

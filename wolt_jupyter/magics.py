@@ -374,6 +374,26 @@ class WoltMagics(Magics):
     # -- monitoring -----------------------------------------------------------------------------------------
     @magic_arguments()
     @argument("name")
+    @argument("--since", default="30m", help="time range shown, e.g. 15m, 1h, 24h")
+    @argument("--step", default="15s", help="resolution of the series")
+    @argument("--refresh", type=float, default=10.0, help="seconds between refreshes; 0 renders once")
+    @line_magic
+    @_usage_errors
+    def wolt_monitor(self, line: str) -> Any:
+        """Live panel: requests/s, errors, latency, predictions per variant, shadow agreement, log health.
+
+        Reads Prometheus when WOLT_PROMETHEUS_URL is set, else the response log. Closing the panel stops
+        its refresh task; exported notebooks keep static PNG figures.
+        """
+        args = parse_argstring(self.wolt_monitor, line)
+        if args.refresh < 0:
+            raise UsageError("--refresh is seconds between refreshes (0 renders once), not negative")
+        from wolt_jupyter.monitoring.panel import monitor
+
+        return monitor(args.name, since=args.since, step=args.step, refresh=args.refresh or None)
+
+    @magic_arguments()
+    @argument("name")
     @argument(
         "--metric",
         default=None,

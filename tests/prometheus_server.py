@@ -1,0 +1,104 @@
+"""A private Prometheus for tests and benchmarks: Debian's ``prometheus`` on 127.0.0.1, a temp TSDB, and one
+scrape job that follows the local target's ``file_sd`` targets file (so deployments appear as they start).
+
+A missing binary fails with the command that installs it: the monitoring tests are about the real thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import free_port, wait_http
+
+INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
+
+CONFIG = """\
+global:
+  scrape_interval: {interval}
+  evaluation_interval: {interval}
+scrape_configs:
+  - job_name: wolt-local
+    honor_labels: true
+    scrape_interval: {interval}
+    scrape_timeout: {interval}
+    file_sd_configs:
+      - files: ["{targets}"]
+        refresh_interval: 1s
+"""
+
+
+def prometheus_binary() -> str:
+    path = shutil.which("prometheus")
+    if path is None:
+        pytest.fail(f"Debian's prometheus is not installed; install it with: {INSTALL}", pytrace=False)
+    return path
+
+
+@contextlib.contextmanager
+def prometheus_server(home: Path, *, interval: str = "1s", timeout: float = 30.0) -> Iterator[str]:
+    """Run Prometheus scraping ``<home>/prometheus/targets.json`` every ``interval``; yield its base URL."""
+    binary = prometheus_binary()
+    targets = Path(home) / "prometheus" / "targets.json"
+    targets.parent.mkdir(parents=True, exist_ok=True)
+    if not targets.exists():
+        targets.write_text("[]")
+    with tempfile.TemporaryDirectory(prefix="wolt-prometheus-") as tmp:
+        root = Path(tmp)
+        config = root / "prometheus.yml"
+        config.write_text(CONFIG.format(interval=interval, targets=targets))
+        port = free_port()
+        log = root / "prometheus.log"
+        cmd = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+        ]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/-/ready", timeout, proc, log)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def query(url: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query's result list."""
+    data = urllib.parse.urlencode({"query": promql}).encode()
+    with urllib.request.urlopen(f"{url}/api/v1/query", data=data, timeout=5) as resp:
+        return json.loads(resp.read())["data"]["result"]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy (bounded); fail saying ``what`` never happened."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"{what} within {timeout:.0f} s (last: {last!r})", pytrace=False)

@@ -1,0 +1,391 @@
+"""The panel's series computed from the response log: the embedded source, no Prometheus needed.
+
+Why it is fast on a big log: SQL does all counting. Rows are grouped by (time bucket, variant, shadow, latency
+bin) in the database, so a million logged requests come back as a few thousand aggregate rows; latency bins
+are logarithmic (``LAT_BINS_PER_E`` per factor of e, about 13% wide) and quantiles are interpolated inside a
+bin, as ``histogram_quantile`` does over Prometheus buckets. Buckets that can no longer change are kept
+between refreshes, so an auto-refresh reads only the newest ones. Only the prediction distribution and
+shadow agreement need the JSON payloads; they come from the newest ``sample`` rows of the window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from wolt_jupyter.monitoring.data import (
+    HEALTH_COLUMNS,
+    QUANTILES,
+    SUMMARY_COLUMNS,
+    MetricSource,
+    MonitorData,
+    SourceError,
+    frame,
+    time_index,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+LAT_BINS_PER_E = 8
+PREDICTION_BINS = 30
+_MIN_LATENCY_MS = 1e-3
+_SEP = "\x00"  # joins variant and shadow flag into one arm key
+
+
+class ResponseLogSource(MetricSource):
+    """Series from the response log at ``url`` (default: the configured store, else the deployment's SQLite
+    file under the state dir). ``sample`` bounds the rows whose payloads are parsed per refresh.
+
+    Time buckets are aligned to multiples of ``step`` since the epoch, so a bucket that ended ``settle``
+    seconds ago cannot change any more (the runtime writes its log within a fraction of a second) and its
+    aggregate is kept: an auto-refresh re-reads only the newest buckets. A first read of a window is split
+    into ``workers`` time slices read in parallel (SQLite releases the GIL while it steps).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        sample: int = 20_000,
+        settle: float = 10.0,
+        workers: int | None = None,
+    ) -> None:
+        import os
+        import threading
+
+        self._lock = threading.Lock()  # a button click may race an auto-refresh over the cache
+        self.url = url
+        self.sample = int(sample)
+        self.settle = float(settle)
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.name = "response log"
+        # (url, deployment, step) -> {bucket: [(variant, shadow, lbin, n, errors), ...]}, settled buckets only
+        self._cache: dict[tuple[str, str, float], dict[int, list[tuple]]] = {}
+
+    def _url(self, deployment: str) -> str:
+        from wolt_jupyter.config import settings
+        from wolt_jupyter.responses.store import default_store_url
+
+        if self.url:
+            return self.url
+        s = settings()
+        return s.response_store_url or default_store_url(deployment, s.home)
+
+    def snapshot(self, deployment: str, *, since: float, until: float, step: float) -> MonitorData:
+        import time
+
+        from wolt_jupyter.responses.store import normalize_url, sqlite_path
+
+        step = float(step)
+        url = self._url(deployment)
+        parsed = normalize_url(url)
+        label = f"response log {parsed.render_as_string(hide_password=True)}"
+        path = sqlite_path(parsed)
+        if path is not None and not path.is_file():
+            return MonitorData.blank(
+                deployment, since, until, step, label, f"no response log for {deployment!r} yet ({path})"
+            )
+        t0 = time.perf_counter()
+        b0, b1 = math.floor(since / step), math.ceil(until / step)  # buckets [b0, b1)
+        try:
+            with self._lock:
+                buckets, sample = self._read(url, deployment, b0, b1, step, since, until)
+        except SourceError:
+            raise
+        except Exception as exc:  # ResponseStoreError, a locked or corrupt file: one readable line
+            raise SourceError(f"cannot read the {label}: {exc}") from None
+        t1 = time.perf_counter()
+        if buckets is None:
+            return MonitorData.blank(
+                deployment, since, until, step, label, f"no response log for {deployment!r} yet"
+            )
+        data = _build(deployment, b0, b1, step, label, buckets, sample)
+        data.since, data.until = since, until  # the window asked for (buckets are aligned around it)
+        data.timings = {"read_s": t1 - t0, "build_s": time.perf_counter() - t1}
+        return data
+
+    def _read(
+        self, url: str, deployment: str, b0: int, b1: int, step: float, since: float, until: float
+    ) -> tuple[dict[int, list[tuple]] | None, list[Any]]:
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+
+        from sqlalchemy import inspect
+
+        from wolt_jupyter.responses.store import make_engine, tables, translate_errors
+
+        log_t, _ = tables()
+        cache = self._cache.setdefault((url, deployment, step), {})
+        for b in [b for b in cache if b < b0 or b >= b1]:  # keep only this window: memory stays bounded
+            del cache[b]
+        settled = math.floor((time.time() - self.settle) / step)  # buckets before this one are final
+        missing = [b for b in range(b0, b1) if b not in cache]
+        engine = make_engine(url, create_dir=False)
+        try:
+            with translate_errors(url, "read"):
+                with engine.connect() as conn:
+                    if log_t.name not in inspect(conn).get_table_names():
+                        return None, []
+
+                def read(r: tuple[int, int]) -> tuple[tuple[int, int], list[Any]]:
+                    with engine.connect() as c:
+                        return r, c.execute(_aggregate_query(log_t, deployment, r[0], r[1], step)).all()
+
+                def read_sample() -> list[Any]:
+                    with engine.connect() as c:
+                        return c.execute(_sample_query(log_t, deployment, since, until, self.sample)).all()
+
+                with ThreadPoolExecutor(max_workers=self.workers + 1) as pool:
+                    sample_f = pool.submit(read_sample)
+                    results = list(pool.map(read, _slices(_runs(missing), self.workers)))
+                    sample = sample_f.result()
+        finally:
+            engine.dispose()
+        fresh: dict[int, list[tuple]] = {}
+        for (lo, hi), rows in results:
+            for b in range(lo, hi):
+                fresh[b] = []
+            for b, variant, shadow, lbin, n, errors in rows:
+                fresh.setdefault(int(b), []).append(
+                    (variant, bool(shadow), int(lbin), int(n), int(errors or 0))
+                )
+        for b, rows in fresh.items():
+            if b < settled:
+                cache[b] = rows
+        return {**cache, **fresh}, sample
+
+
+def _runs(buckets: list[int]) -> list[tuple[int, int]]:
+    """Contiguous ``[lo, hi)`` runs of sorted bucket numbers."""
+    runs: list[tuple[int, int]] = []
+    for b in buckets:
+        if runs and runs[-1][1] == b:
+            runs[-1] = (runs[-1][0], b + 1)
+        else:
+            runs.append((b, b + 1))
+    return runs
+
+
+def _slices(runs: list[tuple[int, int]], parts: int) -> list[tuple[int, int]]:
+    """Cut runs into about ``parts`` slices of similar length, to be read in parallel."""
+    total = sum(hi - lo for lo, hi in runs)
+    size = max(8, math.ceil(total / max(1, parts)))
+    return [(a, min(a + size, hi)) for lo, hi in runs for a in range(lo, hi, size)]
+
+
+# -- SQL --------------------------------------------------------------------------------------------------------
+def _aggregate_query(t: Any, deployment: str, b_lo: int, b_hi: int, step: float) -> Any:
+    """Counts and 5xx counts by (bucket, variant, shadow, latency bin) for buckets ``[b_lo, b_hi)``."""
+    from sqlalchemy import Integer, case, cast, func, select
+
+    bucket = cast(func.floor(t.c.time / step), Integer).label("b")
+    lat = case((t.c.latency_ms > _MIN_LATENCY_MS, t.c.latency_ms), else_=_MIN_LATENCY_MS)
+    lbin = cast(func.floor(func.ln(lat) * LAT_BINS_PER_E), Integer).label("lbin")
+    errors = func.sum(case((t.c.status >= 500, 1), else_=0)).label("errors")
+    return (
+        select(bucket, t.c.variant, t.c.shadow, lbin, func.count().label("n"), errors)
+        .where(t.c.deployment == deployment, t.c.time >= b_lo * step, t.c.time < b_hi * step)
+        .group_by(bucket, t.c.variant, t.c.shadow, lbin)
+    )
+
+
+def _sample_query(t: Any, deployment: str, since: float, until: float, limit: int) -> Any:
+    from sqlalchemy import select
+
+    return (
+        select(t.c.id, t.c.time, t.c.variant, t.c.shadow, t.c.outputs)
+        .where(t.c.deployment == deployment, t.c.time >= since, t.c.time < until)
+        .order_by(t.c.time.desc())
+        .limit(limit)
+    )
+
+
+# -- numbers ----------------------------------------------------------------------------------------------------
+def hist_quantiles(cube: np.ndarray, lmin: int, q: float) -> np.ndarray:
+    """The ``q`` quantile in seconds from log-bin counts along the last axis (bin ``lmin + i``),
+    interpolated geometrically inside the bin; NaN where there are no counts."""
+    import numpy as np
+
+    total = cube.sum(axis=-1)
+    cum = np.cumsum(cube, axis=-1)
+    rank = q * total
+    idx = np.minimum((cum < rank[..., None]).sum(axis=-1), cube.shape[-1] - 1)
+    at = np.take_along_axis(cube, idx[..., None], axis=-1)[..., 0]
+    below = np.take_along_axis(cum, idx[..., None], axis=-1)[..., 0] - at
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.clip(np.where(at > 0, (rank - below) / np.where(at > 0, at, 1), 0.0), 0.0, 1.0)
+        out = np.exp((lmin + idx + frac) / LAT_BINS_PER_E) / 1000.0
+    return np.where(total > 0, out, np.nan)
+
+
+def _build(
+    deployment: str,
+    b0: int,
+    b1: int,
+    step: float,
+    label: str,
+    buckets: dict[int, list[tuple]],
+    sample: list[Any],
+) -> MonitorData:
+    import numpy as np
+    import pandas as pd
+
+    index = time_index(step * np.arange(b0, b1, dtype="float64"))
+    since, until = b0 * step, b1 * step
+    rows = [(b - b0, *r) for b in range(b0, b1) for r in buckets.get(b, ())]
+    if not rows:
+        return MonitorData.blank(
+            deployment, since, until, step, label, f"no requests logged for {deployment!r} in this window"
+        )
+    b_arr, keys, lbin, n, err = zip(
+        *((r[0], f"{r[1]}{_SEP}{int(r[2])}", r[3], r[4], r[5]) for r in rows), strict=True
+    )
+    arms, arm = np.unique(np.array(keys, dtype=object), return_inverse=True)
+    b_arr, lbin = np.asarray(b_arr, dtype=np.int64), np.asarray(lbin, dtype=np.int64)
+    n, err = np.asarray(n, dtype="float64"), np.asarray(err, dtype="float64")
+    nb, na = b1 - b0, len(arms)
+    lmin, nl = int(lbin.min()), int(lbin.max() - lbin.min() + 1)
+    cube = np.bincount((b_arr * na + arm) * nl + (lbin - lmin), weights=n, minlength=nb * na * nl).reshape(
+        nb, na, nl
+    )
+    counts = cube.sum(axis=-1)
+    errors = np.bincount(b_arr * na + arm, weights=err, minlength=nb * na).reshape(nb, na)
+    names = [str(a).split(_SEP)[0] for a in arms]
+    is_shadow = np.array([str(a).endswith(_SEP + "1") for a in arms])
+    live = np.flatnonzero(~is_shadow)
+    live_names = [names[i] for i in live]
+
+    requests = pd.DataFrame(counts[:, live] / step, index=index, columns=live_names)
+    error_rate = pd.DataFrame(
+        np.where(counts[:, live] > 0, errors[:, live] / np.maximum(counts[:, live], 1), np.nan),
+        index=index,
+        columns=live_names,
+    )
+    latency = {
+        k: pd.DataFrame(hist_quantiles(cube[:, live, :], lmin, q), index=index, columns=live_names)
+        for k, q in QUANTILES.items()
+    }
+    whole = cube.sum(axis=0)  # (arms, latency bins) over the window
+    tot = whole.sum(axis=-1)
+    live_total = float(tot[live].sum())
+    summary = pd.DataFrame(
+        {
+            "shadow": is_shadow,
+            "requests": tot,
+            "share": np.where(is_shadow, np.nan, tot / live_total if live_total else np.nan),
+            "error_rate": np.where(tot > 0, errors.sum(axis=0) / np.maximum(tot, 1), np.nan),
+            **{k: hist_quantiles(whole, lmin, q) for k, q in QUANTILES.items()},
+            "agreement": np.nan,
+        },
+        index=pd.Index(names, name="variant"),
+    )[list(SUMMARY_COLUMNS)]
+    summary = summary[~summary.index.duplicated()].sort_index()  # a name both live and shadow: keep one
+
+    predictions, agreement, per_shadow = _from_sample(sample, since, step, index)
+    for name, value in per_shadow.items():
+        if name in summary.index:
+            summary.loc[name, "agreement"] = value
+    log_health = pd.DataFrame(
+        {"queued": np.nan, "written": counts.sum(axis=1) / step, "dropped": np.nan}, index=index
+    )[list(HEALTH_COLUMNS)]
+    return MonitorData(
+        deployment=deployment,
+        since=since,
+        until=until,
+        step=step,
+        source=label,
+        requests=requests,
+        error_rate=error_rate,
+        latency=latency,
+        predictions=predictions,
+        agreement=agreement,
+        log_health=log_health,
+        summary=summary,
+        shadows=tuple(sorted(names[i] for i in np.flatnonzero(is_shadow))),
+    )
+
+
+def _first_values(outputs_json: str) -> list[float]:
+    """The first output's numbers (first column per row) from one logged ``outputs`` payload; [] if none."""
+    import orjson
+
+    try:
+        doc = orjson.loads(outputs_json)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(doc, dict) or not doc:
+        return []
+    first = next(iter(doc.values()))
+    if not isinstance(first, list):
+        first = [first]
+    out = []
+    for x in first:
+        while isinstance(x, list) and x:
+            x = x[0]
+        if isinstance(x, (int, float)):  # bool included: a class label
+            out.append(float(x))
+        else:
+            return []  # strings, objects: no numeric distribution
+    return out
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    """The runtime's shadow comparison (``numpy.allclose``, rtol 1e-6, atol 1e-9), on plain lists."""
+    if len(a) != len(b):
+        return False
+    return all(
+        x == y or abs(x - y) <= 1e-9 + 1e-6 * abs(y) or (x != x and y != y) for x, y in zip(a, b, strict=True)
+    )
+
+
+def _from_sample(
+    sample: list[Any], since: float, step: float, index: pd.DatetimeIndex
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Prediction histogram per variant, and shadow agreement over time, from the sampled payloads."""
+    import numpy as np
+    import pandas as pd
+
+    values: dict[str, list[float]] = {}
+    live_by_id: dict[str, tuple[str, list[float]]] = {}
+    shadow_rows: list[tuple[str, float, str, list[float]]] = []
+    for rid, t, variant, is_shadow, outputs in sample:
+        v = _first_values(outputs)
+        values.setdefault(variant, []).extend(v)
+        if is_shadow:
+            shadow_rows.append((rid, t, variant, v))
+        else:
+            live_by_id[rid] = (variant, v)
+    flat = {k: np.asarray(v, dtype="float64") for k, v in values.items()}
+    flat = {k: v[np.isfinite(v)] for k, v in flat.items()}
+    allv = np.concatenate([v for v in flat.values() if v.size] or [np.empty(0)])
+    if allv.size:
+        lo, hi = float(allv.min()), float(allv.max())
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, PREDICTION_BINS + 1)
+        hist = {k: np.histogram(v, bins=edges)[0] for k, v in sorted(flat.items())}
+        predictions = pd.DataFrame(hist, index=pd.Index(edges[1:], name="le"), dtype="float64")
+    else:
+        predictions = pd.DataFrame(index=pd.Index([], dtype="float64", name="le"), dtype="float64")
+
+    pairs: dict[str, tuple[list[int], list[bool]]] = {}
+    for rid, t, variant, v in shadow_rows:
+        live = live_by_id.get(rid)
+        if live is None or live[0] == variant or not v or not live[1]:
+            continue
+        bs, oks = pairs.setdefault(f"{variant} vs {live[0]}", ([], []))
+        bs.append(int((t - since) // step))
+        oks.append(_same(v, live[1]))
+    cols = {}
+    per_shadow: dict[str, list[bool]] = {}
+    for key, (bs, oks) in sorted(pairs.items()):
+        b, hit = np.asarray(bs), np.asarray(oks, dtype="float64")
+        ok = (b >= 0) & (b < len(index))
+        tot = np.bincount(b[ok], minlength=len(index)).astype("float64")
+        agree = np.bincount(b[ok], weights=hit[ok], minlength=len(index))
+        cols[key] = np.where(tot > 0, agree / np.maximum(tot, 1), np.nan)
+        per_shadow.setdefault(key.split(" vs ")[0], []).extend(oks)
+    agreement = pd.DataFrame(cols, index=index, dtype="float64") if cols else frame().reindex(index)
+    return predictions, agreement, {k: float(np.mean(v)) for k, v in per_shadow.items() if v}
