@@ -253,8 +253,9 @@ class MonitorPanel:
         lines = [f"wolt monitor: {self.name} ({self.source.name})"]
         if self.message:
             lines.append(self.message)
-        if self.data is not None and not self.data.summary.empty:
-            lines.append(self.data.summary.round(4).to_string())
+        summary = _display_summary(self.data)
+        if summary is not None:
+            lines.append(summary.to_string(na_rep=""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -262,8 +263,14 @@ class MonitorPanel:
 
 
 def _summary_html(data: MonitorData | None) -> str:
+    s = _display_summary(data)
+    return "" if s is None else s.to_html(na_rep="", classes="wolt-monitor-table", border=0)
+
+
+def _display_summary(data: MonitorData | None) -> Any:
+    """The summary in the units people read: milliseconds and percentages (the HTML and text views agree)."""
     if data is None or data.summary.empty:
-        return ""
+        return None
     s = data.summary.copy()
     for q in ("p50", "p95", "p99"):
         s[q] = (s[q] * 1000).round(1)
@@ -272,7 +279,7 @@ def _summary_html(data: MonitorData | None) -> str:
         s[c] = (s[c] * 100).round(1)
     s = s.rename(columns={"share": "share %", "error_rate": "errors %", "agreement": "agreement %"})
     s["requests"] = s["requests"].round(0)
-    return s.to_html(na_rep="", classes="wolt-monitor-table", border=0)
+    return s
 
 
 def monitor(
