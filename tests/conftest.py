@@ -10,22 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, wait_http
+from helpers import ISOLATED_ENV, free_port, wait_http
 
 VENV_BIN = Path(sys.executable).parent
-# settings a developer's own environment might carry into the tests
-_ISOLATED_ENV = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "MLFLOW_EXPERIMENT_NAME",
-    "MLFLOW_EXPERIMENT_ID",
-    "MLFLOW_RUN_ID",
-    "MLFLOW_TRACKING_TOKEN",
-    "WOLT_DEFAULT_TARGET",
-    "WOLT_PROMETHEUS_URL",
-    "WOLT_RESPONSE_STORE_URL",
-    "WOLT_DEFAULT_EXPERIMENT",
-)
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +58,7 @@ def wolt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty state dir; no tracking URI from outside, so the embedded store is used."""
     home = tmp_path / "wolt-home"
     monkeypatch.setenv("WOLT_JUPYTER_HOME", str(home))
-    for name in _ISOLATED_ENV:
+    for name in ISOLATED_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     _reset_session_state()

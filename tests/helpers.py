@@ -11,6 +11,20 @@ from pathlib import Path
 
 import pytest
 
+# settings a developer's own environment might carry into the tests
+ISOLATED_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_TRACKING_TOKEN",
+    "WOLT_DEFAULT_TARGET",
+    "WOLT_PROMETHEUS_URL",
+    "WOLT_RESPONSE_STORE_URL",
+    "WOLT_DEFAULT_EXPERIMENT",
+)
+
 
 def free_port() -> int:
     with socket.socket() as sock:

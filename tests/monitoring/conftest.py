@@ -6,15 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_server import prometheus_server
 
-_OUTSIDE_SETTINGS = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "WOLT_DEFAULT_TARGET",
-    "WOLT_PROMETHEUS_URL",
-    "WOLT_RESPONSE_STORE_URL",
-)
+from helpers import ISOLATED_ENV
+from prometheus_server import prometheus_server
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +17,7 @@ def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("monitoring") / "wolt-home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WOLT_JUPYTER_HOME", str(home))
-        for name in _OUTSIDE_SETTINGS:
+        for name in ISOLATED_ENV:
             mp.delenv(name, raising=False)
         yield home
 

@@ -15,7 +15,6 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
-from prometheus_server import query, wait_for
 
 from wolt_jupyter.monitoring.prometheus import Query
 from wolt_jupyter.monitoring.sources import (
@@ -26,6 +25,8 @@ from wolt_jupyter.monitoring.sources import (
     label_value,
     source_for,
 )
+
+from prometheus_server import query, wait_for
 
 FEATURES = ["f0", "f1", "f2"]
 N_ROUTED = 80  # routed 70/30 by the runtime, one request a row
