@@ -24,14 +24,13 @@ WINDOW_S = 1800.0
 
 def build_log(path: Path, n: int = N_ROWS, now: float | None = None, deployment: str = "bench") -> float:
     """Write ``n`` response-log rows ending at ``now`` with bulk inserts; return ``now``."""
-    from wolt_jupyter.responses.store import ensure_schema, make_engine, tables
+    from wolt_jupyter.responses.store import ensure_schema, insert_rows, make_engine
 
     now = time.time() if now is None else now
     rng = np.random.default_rng(0)
     url = f"sqlite:///{path}"
     engine = make_engine(url)
     ensure_schema(engine)
-    log_t, _ = tables()
     n_live = int(n / 1.25)  # 1 shadow copy per 4 live requests
     times = np.sort(rng.uniform(now - WINDOW_S, now, n_live))
     variant = rng.choice(["main", "challenger", "canary"], size=n_live, p=[0.7, 0.2, 0.1])
@@ -69,7 +68,7 @@ def build_log(path: Path, n: int = N_ROWS, now: float | None = None, deployment:
             )
     with engine.begin() as conn:
         for start in range(0, len(rows), 50_000):
-            conn.execute(log_t.insert(), rows[start : start + 50_000])
+            insert_rows(conn, rows[start : start + 50_000])
     engine.dispose()
     return now
 
@@ -239,9 +238,9 @@ def bench_prometheus(rounds: int = 7, scrape_for: float = 20.0) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from prometheus_server import prometheus_server  # type: ignore[import-not-found]
-
     from wolt_jupyter.monitoring.prometheus import PrometheusSource
+
+    from prometheus_server import prometheus_server  # type: ignore[import-not-found]
 
     exporter = _Exporter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,12 +62,12 @@ def _rows(now: float) -> list[dict]:
 
 
 def _write(url: str, rows: list[dict]) -> None:
-    from wolt_jupyter.responses.store import ensure_schema, make_engine, tables
+    from wolt_jupyter.responses.store import ensure_schema, insert_rows, make_engine
 
     engine = make_engine(url)
     ensure_schema(engine)
     with engine.begin() as conn:
-        conn.execute(tables()[0].insert(), rows)
+        insert_rows(conn, rows)
     engine.dispose()
 
 

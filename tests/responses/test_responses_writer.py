@@ -308,3 +308,46 @@ def test_close_under_load_writes_everything_it_accepted(store_url, make_record, 
     assert stats["queued"] == 0
     assert final["written"] == sum(accepted) == count_rows(store_url)
     assert final["dropped"] == sum(refused) > 0
+
+
+def test_rollup_counts_equal_the_logged_rows(store_url, make_record) -> None:
+    """The per-second rollup the monitoring panel reads adds up to exactly what the log holds, even when many
+    batches (from several threads) land in the same second and upsert the same rollup rows."""
+    from collections import Counter
+
+    from sqlalchemy import select
+
+    from wolt_jupyter.responses.store import latency_bin, make_engine, rollup_table, tables
+
+    w = ResponseWriter(store_url, batch_size=7, flush_interval=0.001)
+    t0 = float(int(time.time()))
+
+    def burst(k: int) -> None:
+        for i in range(600):
+            record = make_record(
+                f"{k}-{i}",
+                variant="ab"[i % 2],
+                shadow=i % 5 == 0,
+                t=t0 + (i % 3) + 0.5,
+                latency_ms=1.0 + (i % 4),
+                status=500 if i % 10 == 0 else 200,
+            )
+            w.submit(record)
+
+    threads = [threading.Thread(target=burst, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    w.close()
+    engine = make_engine(store_url)
+    log, rollup = tables()[0], rollup_table()
+    with engine.connect() as conn:
+        rows = conn.execute(select(log.c.time, log.c.variant, log.c.shadow, log.c.latency_ms)).all()
+        raw = Counter((int(t // 1), v, bool(sh), latency_bin(lat)) for t, v, sh, lat in rows)
+        rolled = {(r.second, r.variant, bool(r.shadow), r.lbin): r.n for r in conn.execute(select(rollup))}
+        errors = sum(r.errors for r in conn.execute(select(rollup)))
+    engine.dispose()
+    assert len(rows) == 2400 and sum(rolled.values()) == 2400
+    assert rolled == dict(raw)
+    assert errors == 4 * 60

@@ -23,14 +23,13 @@ from wolt_jupyter.monitoring.data import (
     frame,
     time_index,
 )
+from wolt_jupyter.responses.store import LAT_BINS_PER_E
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-LAT_BINS_PER_E = 8
 PREDICTION_BINS = 30
-_MIN_LATENCY_MS = 1e-3
 _SEP = "\x00"  # joins variant and shadow flag into one arm key
 
 
@@ -177,11 +176,27 @@ def _slices(runs: list[tuple[int, int]], parts: int) -> list[tuple[int, int]]:
 
 # -- SQL --------------------------------------------------------------------------------------------------------
 def _aggregate_query(t: Any, deployment: str, b_lo: int, b_hi: int, step: float) -> Any:
-    """Counts and 5xx counts by (bucket, variant, shadow, latency bin) for buckets ``[b_lo, b_hi)``."""
+    """Counts and 5xx counts by (bucket, variant, shadow, latency bin) for buckets ``[b_lo, b_hi)``.
+
+    Whole-second steps read the writer's per-second rollup (rows per window, not per request); other steps
+    aggregate the raw log with the same binning.
+    """
     from sqlalchemy import Integer, case, cast, func, select
 
+    from wolt_jupyter.responses.store import MIN_LATENCY_MS, rollup_table
+
+    if float(step).is_integer() and step >= 1:
+        r, st = rollup_table(), int(step)
+        bucket = cast(func.floor(r.c.second / st), Integer).label("b")
+        return (
+            select(
+                bucket, r.c.variant, r.c.shadow, r.c.lbin, func.sum(r.c.n).label("n"), func.sum(r.c.errors)
+            )
+            .where(r.c.deployment == deployment, r.c.second >= b_lo * st, r.c.second < b_hi * st)
+            .group_by(bucket, r.c.variant, r.c.shadow, r.c.lbin)
+        )
     bucket = cast(func.floor(t.c.time / step), Integer).label("b")
-    lat = case((t.c.latency_ms > _MIN_LATENCY_MS, t.c.latency_ms), else_=_MIN_LATENCY_MS)
+    lat = case((t.c.latency_ms > MIN_LATENCY_MS, t.c.latency_ms), else_=MIN_LATENCY_MS)
     lbin = cast(func.floor(func.ln(lat) * LAT_BINS_PER_E), Integer).label("lbin")
     errors = func.sum(case((t.c.status >= 500, 1), else_=0)).label("errors")
     return (
@@ -216,7 +231,7 @@ def hist_quantiles(cube: np.ndarray, lmin: int, q: float) -> np.ndarray:
     below = np.take_along_axis(cum, idx[..., None], axis=-1)[..., 0] - at
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.clip(np.where(at > 0, (rank - below) / np.where(at > 0, at, 1), 0.0), 0.0, 1.0)
-        out = np.exp((lmin + idx + frac) / LAT_BINS_PER_E) / 1000.0
+        out = np.exp((lmin + idx + frac) / LAT_BINS_PER_E) / 1000.0  # bin edges as the store defines them
     return np.where(total > 0, out, np.nan)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy import Engine, Table
 
 RESPONSES_TABLE = "wolt_responses"
+ROLLUP_TABLE = "wolt_response_rollup"
 FEEDBACK_TABLE = "wolt_feedback"
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
@@ -156,11 +158,82 @@ def tables() -> tuple[Table, Table]:
         Column("time", Double, nullable=False),
         Column("ground_truth", Text, nullable=False),
     )
+    Table(
+        ROLLUP_TABLE,
+        meta,
+        # per-second counts by latency bin, kept by the writer, so monitoring reads O(window) rows, not O(log)
+        Column("deployment", String(255), primary_key=True),
+        Column("second", BigInteger, primary_key=True),
+        Column("variant", String(255), primary_key=True),
+        Column("shadow", Boolean, primary_key=True),
+        Column("lbin", Integer, primary_key=True),
+        Column("n", BigInteger, nullable=False),
+        Column("errors", BigInteger, nullable=False),
+    )
     return responses, feedback
 
 
+def rollup_table() -> Table:
+    """Per-second request counts by (variant, shadow, log-latency bin): what the monitoring panel reads."""
+    return tables()[0].metadata.tables[ROLLUP_TABLE]
+
+
+# log-latency bins: LAT_BINS_PER_E per factor of e (about 13% wide); quantiles interpolate inside a bin
+LAT_BINS_PER_E = 8
+MIN_LATENCY_MS = 1e-3
+
+
+def latency_bin(latency_ms: float) -> int:
+    return math.floor(math.log(max(latency_ms, MIN_LATENCY_MS)) * LAT_BINS_PER_E)
+
+
+def rollup_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregate a batch of response rows into rollup rows (one per second, variant, shadow, latency bin)."""
+    counts: dict[tuple[str, int, str, bool, int], list[int]] = {}
+    for r in rows:
+        key = (
+            r["deployment"],
+            math.floor(r["time"]),
+            r["variant"],
+            bool(r["shadow"]),
+            latency_bin(r["latency_ms"]),
+        )
+        slot = counts.get(key)
+        if slot is None:
+            slot = counts[key] = [0, 0]
+        slot[0] += 1
+        slot[1] += r["status"] >= 500
+    return [
+        {"deployment": d, "second": sec, "variant": v, "shadow": sh, "lbin": lb, "n": n, "errors": e}
+        for (d, sec, v, sh, lb), (n, e) in counts.items()
+    ]
+
+
+def add_to_rollup(conn: Any, rows: list[dict[str, Any]]) -> None:
+    """Upsert a batch's rollup rows (adding to counts already there), in the caller's transaction."""
+    if not rows:
+        return
+    table = rollup_table()
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key.columns],
+        set_={"n": table.c.n + stmt.excluded.n, "errors": table.c.errors + stmt.excluded.errors},
+    )
+    conn.execute(stmt, rows)
+
+
+def insert_rows(conn: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert response rows and add them to the rollup, in the caller's transaction (together or not at all)."""
+    conn.execute(tables()[0].insert(), rows)
+    add_to_rollup(conn, rollup_rows(rows))
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create both tables and their indexes if missing (idempotent; safe to race: the loser retries)."""
+    """Create the tables and their indexes if missing (idempotent; safe to race: the loser retries)."""
     responses, _ = tables()
     responses.metadata.create_all(engine, checkfirst=True)
 

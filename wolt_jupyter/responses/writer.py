@@ -277,7 +277,7 @@ class ResponseWriter:
                 return
 
     def _write_batch(self, batch: list[ResponseRecord]) -> None:
-        from wolt_jupyter.responses.store import ensure_schema, tables
+        from wolt_jupyter.responses.store import ensure_schema, insert_rows
 
         rows = self._rows(batch)
         attempt = 0
@@ -287,7 +287,7 @@ class ResponseWriter:
                     ensure_schema(self._engine)
                     self._schema_ready = True
                 with self._engine.begin() as conn:
-                    conn.execute(tables()[0].insert(), rows)
+                    insert_rows(conn, rows)
             except Exception as exc:
                 if attempt < self.retries:
                     delay = min(self.retry_backoff * (2**attempt), _MAX_BACKOFF)
