@@ -43,8 +43,9 @@ def test_experiment_cell_logs_params_metrics_model_and_the_cell(shell, store: st
     assert "cell.py" in artifacts
     local = client(store).download_artifacts(card.run_id, "cell.py")
     assert "LogisticRegression(max_iter=321)" in Path(local).read_text()
-    # card renders both ways
+    # card renders both ways; long parameter lists are cut on the card, kept whole on the object
     assert card.run_id in repr(card) and card.run_id in card._repr_html_()
+    assert len(card.params) > 12 and f"(+{len(card.params) - 12} more)" in repr(card)
     if store.startswith("http"):
         assert card.ui_url == f"{store}/#/experiments/{card.experiment_id}/runs/{card.run_id}"
         assert card.ui_url in card._repr_html_()

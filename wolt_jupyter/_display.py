@@ -6,12 +6,22 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
+MAX_ITEMS = 12  # a card shows this many params/metrics; the object keeps them all
+MAX_VALUE = 60
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
+
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "—"
+        items = [f"{k}={_short(_fmt(v))}" for k, v in list(value.items())[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"… (+{len(value) - MAX_ITEMS} more)")
+        return ", ".join(items) or "—"
     if isinstance(value, (list, tuple, set)):
         return ", ".join(_fmt(v) for v in value) or "—"
     return "—" if value is None or value == "" else str(value)
