@@ -122,8 +122,20 @@ def test_kserve_refuses_shadow_before_touching_the_cluster(shell, cluster, model
     out = capsys.readouterr()
     assert not result.success and "KServe cannot shadow traffic" in out.out + out.err
     assert cluster.get_object("serving.kserve.io/v1beta1", "InferenceService", "default", "risk") is None
+    # a canary needs the stable model to be the revision KServe already serves
+    result = shell.run_cell(
+        f"%wolt_deploy risk --model {models['champion']} --ab {models['v2']}=10 --target kserve"
+    )
+    out = capsys.readouterr()
+    assert not result.success and "deploy main (models:/eta/1) alone first" in out.out + out.err
     d = shell.run_line_magic("wolt_deploy", f"risk --model {models['champion']} --target kserve")
     assert d.status == "ready" and d.url
+    d = shell.run_line_magic("wolt_deploy", f"risk --model {models['champion']} --ab {models['v2']}=10")
+    isvc = cluster.get_object("serving.kserve.io/v1beta1", "InferenceService", "default", "risk")
+    assert d.status == "ready" and isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    shell.run_line_magic("wolt_traffic", "risk main=50 challenger=50")  # moving the canary's share is fine
+    isvc = cluster.get_object("serving.kserve.io/v1beta1", "InferenceService", "default", "risk")
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 50
 
 
 def test_unreachable_cluster_is_one_line(shell, models, wolt_home, tmp_path, monkeypatch, capsys) -> None:

@@ -152,4 +152,32 @@ class SeldonBackend(ClusterBackend):
 
 
 class KServeBackend(ClusterBackend):
+    """KServe splits only between the revision it serves and a new one (``canaryTrafficPercent``), so a
+    two-way split is accepted only when the cluster already serves the stable variant's model (or is
+    already in that canary, for a traffic change)."""
+
     target = "kserve"
+
+    def apply(
+        self, spec: DeploymentSpec, revision: int, *, wait: bool = True, progress: Progress | None = None
+    ) -> Deployment:
+        if len(spec.live) == 2:
+            ctx = self.context(spec)
+            [isvc] = render("kserve", spec, ctx)
+            latest = isvc["metadata"]["annotations"]["wolt-jupyter/latest-variant"]
+            stable = next(v for v in spec.live if v.name != latest)
+            current = self.cluster.get(
+                "serving.kserve.io/v1beta1", "InferenceService", spec.name, namespace=self.namespace
+            )
+            serving = ((((current or {}).get("spec") or {}).get("predictor") or {}).get("model") or {}).get(
+                "storageUri"
+            )
+            if serving not in (ctx.artifact(stable.name), ctx.artifact(latest)):
+                from wolt_jupyter.errors import InvalidArgument
+
+                raise InvalidArgument(
+                    f"KServe splits traffic between the revision it serves and the next one: deploy "
+                    f"{stable.name} ({stable.model}) alone first, then add {latest!r} as the canary "
+                    f"(the cluster serves {serving or 'nothing'} for {spec.name!r})"
+                )
+        return super().apply(spec, revision, wait=wait, progress=progress)
