@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.errors import InvalidArgument, WoltError
+from wolt_jupyter.responses.query import duration_seconds
 
 if TYPE_CHECKING:
     import asyncio
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 RANGES = ("5m", "15m", "30m", "1h", "6h", "24h")
 MAX_POINTS = 720  # a longer window gets a coarser step
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)\s*$", re.IGNORECASE)
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 CSS = """<style>
 .wolt-monitor-header { font-weight: 600; }
 .wolt-monitor-message { padding: 4px 8px; border-left: 3px solid #d9a400; background: #fff8e1; }
@@ -45,9 +43,9 @@ def parse_duration(value: Any, name: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
     if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m and float(m[1]) > 0:
-            return float(m[1]) * _UNITS[m[2].lower()]
+        seconds = duration_seconds(value)
+        if seconds is not None and seconds > 0:
+            return seconds
     raise InvalidArgument(
         f'{name}={value!r} is not a duration; use e.g. "15s", "30m", "1h", "24h" or seconds'
     )

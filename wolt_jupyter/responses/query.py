@@ -38,6 +38,13 @@ ACCEPTED_TIMES = (
 )
 
 
+def duration_seconds(text: str) -> float | None:
+    """Seconds in a duration such as ``"15s"``, ``"30m"``, ``"1h"``, ``"2d"`` (units ms, s, m, h, d, w); None if
+    ``text`` is not one. The one parser of durations: ``since=``, the monitor's range and step use it."""
+    m = _DURATION.match(text)
+    return float(m[1]) * _UNIT_SECONDS[m[2].lower()] if m else None
+
+
 def parse_time(value: Any, name: str = "since", now: float | None = None) -> float | None:
     """Epoch seconds for a ``since``/``until`` argument; a duration string means that long before ``now``."""
     if value is None:
@@ -54,9 +61,9 @@ def parse_time(value: Any, name: str = "since", now: float | None = None) -> flo
     if isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)
     if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return now - float(m[1]) * _UNIT_SECONDS[m[2].lower()]
+        seconds = duration_seconds(value)
+        if seconds is not None:
+            return now - seconds
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
