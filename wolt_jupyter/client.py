@@ -13,53 +13,29 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.errors import InvalidArgument, WoltError
+from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
-ROUTE_KEY_HEADER = "x-wolt-route-key"
-VARIANT_HEADER = "x-wolt-variant"
-
-_DATATYPES = {
-    "b": "BOOL",
-    "i1": "INT8",
-    "i2": "INT16",
-    "i4": "INT32",
-    "i8": "INT64",
-    "u1": "UINT8",
-    "u2": "UINT16",
-    "u4": "UINT32",
-    "u8": "UINT64",
-    "f2": "FP16",
-    "f4": "FP32",
-    "f8": "FP64",
-}
 
 
 class EndpointError(WoltError):
     """The endpoint answered with an error (its ``{"error": ...}`` is the message) or did not answer."""
 
 
-def datatype_of(array: np.ndarray) -> str:
-    kind = array.dtype.kind
-    if kind == "b":
-        return "BOOL"
-    if kind in "OUS":
-        return "BYTES"
-    return _DATATYPES.get(f"{kind}{array.dtype.itemsize}", "FP64")
-
-
 def tensor(name: str, values: Any) -> dict[str, Any]:
     """One V2 input tensor from an array-like."""
     import numpy as np
 
+    from wolt_jupyter.serving.tensors import datatype_of  # the runtime's own dtype -> V2 datatype mapping
+
     array = np.asarray(values)
-    if array.dtype.kind in "OUS":
-        data = [str(v) for v in array.ravel().tolist()]
-    else:
-        data = array.ravel().tolist()
-    return {"name": name, "shape": list(array.shape), "datatype": datatype_of(array), "data": data}
+    datatype = datatype_of(array)
+    data = array.ravel().tolist()
+    if datatype == "BYTES":
+        data = [str(v) for v in data]
+    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}
 
 
 def encode_frame(frame: pd.DataFrame | np.ndarray | Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from wolt_jupyter import __version__
 from wolt_jupyter.errors import WoltError
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.admin import authorized, ensure_token
 from wolt_jupyter.serving.http import Request, Response, error_response
 from wolt_jupyter.serving.metrics import BATCH_BUCKETS, VALUE_BUCKETS, Counter, Gauge, Histogram, Registry
 from wolt_jupyter.serving.models import BatchMismatch, ModelAdapter, Prepared
-from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, Router, RoutingTable
+from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER, Router, RoutingTable
 from wolt_jupyter.serving.shadow import ShadowItem, ShadowResult, ShadowWorker, disagrees
 from wolt_jupyter.serving.tensors import InferRequest, encode_response, parse_request
 from wolt_jupyter.spec import DeploymentSpec
@@ -36,8 +37,7 @@ from wolt_jupyter.spec import DeploymentSpec
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "wolt-jupyter"
-SERVER_VERSION = "0.1.0"
-VARIANT_HEADER = "x-wolt-variant"
+SERVER_VERSION = __version__
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 MAX_BATCH = 64  # requests per live predict
 

@@ -21,6 +21,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from wolt_jupyter.serving import ProtocolError
+from wolt_jupyter.serving.router import VARIANT_HEADER
 from wolt_jupyter.serving.tensors import (
     DATATYPE_NAMES,
     DTYPES,
@@ -379,7 +380,7 @@ class Servicer:
             datatype = datatype_of(arr)
             resp.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
             resp.raw_output_contents.append(to_binary(arr, datatype))
-        context.set_trailing_metadata((("x-wolt-variant", result.variant),))
+        context.set_trailing_metadata(((VARIANT_HEADER, result.variant),))
         return resp
 
 

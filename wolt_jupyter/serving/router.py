@@ -22,7 +22,8 @@ from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import DeploymentSpec
 
 BUCKETS = 10_000
-ROUTE_KEY_HEADER = "x-wolt-route-key"
+ROUTE_KEY_HEADER = "x-wolt-route-key"  # the sticky key, when not in the request's parameters
+VARIANT_HEADER = "x-wolt-variant"  # names the variant that answered (REST header, gRPC trailing metadata)
 
 
 def stable_bucket(key: str) -> int:
