@@ -248,21 +248,21 @@ def get(name: str) -> Deployment:
 
 def traffic(name: str, weights: Mapping[str, int], *, wait: bool = True) -> Deployment:
     """New weights for the live variants (the ones not named get 0); shadows are unchanged."""
-    _, rec = _backend_of(name)
+    rec = _store().record(name)
     spec = _store().spec(name).with_traffic(weights)
     return _apply(rec, spec, wait=wait, progress=None)
 
 
 def promote(name: str, variant: str, *, wait: bool = True) -> Deployment:
     """``variant`` takes all the traffic; other live variants are dropped, shadows kept."""
-    _, rec = _backend_of(name)
+    rec = _store().record(name)
     spec = _store().spec(name).promoted(variant)
     return _apply(rec, spec, wait=wait, progress=None)
 
 
 def rollback(name: str, *, wait: bool = True) -> Deployment:
     """Apply the revision before the current one again (as a new revision, like ``kubectl rollout undo``)."""
-    _, rec = _backend_of(name)
+    rec = _store().record(name)
     store = _store()
     spec = store.spec(name, store.previous(name))
     return _apply(rec, spec, wait=wait, progress=None)

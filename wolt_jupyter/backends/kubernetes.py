@@ -63,7 +63,9 @@ class ClusterBackend(Backend):
     def apply(
         self, spec: DeploymentSpec, revision: int, *, wait: bool = True, progress: Progress | None = None
     ) -> Deployment:
-        manifests = self.render(spec)
+        ctx = self.context(spec)  # resolved once: registry lookups for the artifact locations
+        manifests = render(self.target, spec, ctx)
+        self.check(spec, manifests, ctx)
         if progress:
             kinds = ", ".join(f"{m['kind']}/{m['metadata']['name']}" for m in manifests)
             progress(
@@ -75,6 +77,9 @@ class ClusterBackend(Backend):
                 manifests, namespace=self.namespace, timeout=WAIT_TIMEOUT_S, on_progress=progress
             )
         return self.status(spec.name)
+
+    def check(self, spec: DeploymentSpec, manifests: list[dict[str, Any]], ctx: ClusterContext) -> None:
+        """Refuse, before anything is sent, what the target cannot do given what the cluster runs now."""
 
     def _main_object(self, name: str) -> tuple[str, str]:
         return {
@@ -158,12 +163,9 @@ class KServeBackend(ClusterBackend):
 
     target = "kserve"
 
-    def apply(
-        self, spec: DeploymentSpec, revision: int, *, wait: bool = True, progress: Progress | None = None
-    ) -> Deployment:
+    def check(self, spec: DeploymentSpec, manifests: list[dict[str, Any]], ctx: ClusterContext) -> None:
         if len(spec.live) == 2:
-            ctx = self.context(spec)
-            [isvc] = render("kserve", spec, ctx)
+            [isvc] = manifests
             latest = isvc["metadata"]["annotations"]["wolt-jupyter/latest-variant"]
             stable = next(v for v in spec.live if v.name != latest)
             current = self.cluster.get(
@@ -180,4 +182,3 @@ class KServeBackend(ClusterBackend):
                     f"{stable.name} ({stable.model}) alone first, then add {latest!r} as the canary "
                     f"(the cluster serves {serving or 'nothing'} for {spec.name!r})"
                 )
-        return super().apply(spec, revision, wait=wait, progress=progress)
