@@ -58,9 +58,7 @@ def _is_our_runtime(pid: int, spec_path: Path) -> bool:
     """True when ``pid`` is alive and is the runtime started for ``spec_path`` (not a reused pid)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    except (ProcessLookupError, PermissionError):  # gone, or someone else's process
         return False
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
@@ -115,10 +113,12 @@ class LocalBackend(Backend):
         return self._dir(name) / "runtime.log"
 
     def _token(self, name: str) -> str | None:
-        from wolt_jupyter.serving.admin import token_path
+        from wolt_jupyter.serving.admin import read_token
 
-        path = token_path(self.settings.home, name)
-        return path.read_text().strip() if path.exists() else None
+        try:
+            return read_token(self.settings.home, name)
+        except FileNotFoundError:  # the runtime creates it when it starts
+            return None
 
     def _command(self, spec_path: Path, port: int) -> list[str]:
         return [
