@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import urllib.request
@@ -10,6 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from wolt_jupyter.backends.local import free_port  # noqa: F401  # re-exported for the tests
 
 # settings a developer's own environment might carry into the tests
 ISOLATED_ENV = (
@@ -29,12 +30,6 @@ ISOLATED_ENV = (
     "WOLT_RUNTIME_IMAGE",
     "WOLT_CLUSTER_TRACKING_URI",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(

@@ -364,14 +364,22 @@ def pin(uri: str) -> str:
     return f"models:/{name}/{mv.version}"
 
 
+def pinned_version(uri: str) -> tuple[str, str] | None:
+    """``(name, version)`` of a pinned ``models:/NAME/VERSION`` URI; None for aliases and other URIs."""
+    match = _MODELS_URI.match(uri)
+    if not match or not match["version"] or not match["version"].isdigit():
+        return None
+    return match["name"], match["version"]
+
+
 def download_uri(pinned: str) -> str:
     """Where a pinned version's artifacts are stored (what Seldon's and KServe's initializers download)."""
-    match = _MODELS_URI.match(pinned)
-    if not match or not match["version"] or not match["version"].isdigit():
+    version = pinned_version(pinned)
+    if version is None:
         return pinned
     s = configure()
     with translated_errors(s):
-        return client(s).get_model_version_download_uri(match["name"], match["version"])
+        return client(s).get_model_version_download_uri(*version)
 
 
 # -- drift reference --------------------------------------------------------------------------------------------

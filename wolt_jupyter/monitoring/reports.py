@@ -71,17 +71,17 @@ def drift(
     from wolt_jupyter import deployments
     from wolt_jupyter.config import settings
     from wolt_jupyter.monitoring.drift import drift_table
-    from wolt_jupyter.registry import _MODELS_URI, load_reference
+    from wolt_jupyter.registry import load_reference, pinned_version
     from wolt_jupyter.revisions import RevisionStore
 
     spec = RevisionStore(settings().home).spec(name)
     chosen = spec.variant(variant) if variant else spec.live[0]
-    match = _MODELS_URI.match(chosen.model)
-    if not match or not match["version"]:
+    version = pinned_version(chosen.model)
+    if version is None:
         raise InvalidArgument(
             f"variant {chosen.name!r} serves {chosen.model}, not a registered version: no reference"
         )
-    reference = load_reference(match["name"], match["version"])
+    reference = load_reference(*version)
     log = deployments.responses(name, since=since, variant=chosen.name)
     inputs = log[[c for c in log.columns if str(c).startswith(INPUT_PREFIX)]]
     inputs.columns = [str(c)[len(INPUT_PREFIX) :] for c in inputs.columns]
