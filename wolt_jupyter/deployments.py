@@ -216,14 +216,15 @@ def deploy(
         )
     be = backend(target, namespace=namespace or (existing.namespace if existing else None))
     if dry_run:
+        manifests = be.render(pinned)
         return Deployment(
             name=name,
             target=target,
             status="dry-run",
             namespace=getattr(be, "namespace", None) if target != "local" else None,
             variants=Deployment.describe_variants(pinned),
-            manifests=be.render(pinned),
-            diff=be.diff(pinned) if existing else None,
+            manifests=manifests,
+            diff=be.diff(pinned, manifests) if existing else None,
             revision=existing.revision if existing else None,
         )
     rec = existing or DeploymentRecord(

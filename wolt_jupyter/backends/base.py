@@ -126,8 +126,8 @@ class Backend(ABC):
     def delete(self, name: str) -> None:
         """Stop and remove it; not an error when it is already gone."""
 
-    def diff(self, spec: DeploymentSpec) -> str | None:
-        """Unified diff between what runs and ``spec``'s rendering; None when nothing runs."""
+    def diff(self, spec: DeploymentSpec, manifests: list[dict[str, Any]]) -> str | None:
+        """Unified diff between what runs and ``spec`` (rendered as ``manifests``); None when nothing runs."""
         return None
 
 

@@ -56,8 +56,8 @@ class ClusterBackend(Backend):
     def render(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
         return render(self.target, spec, self.context(spec))
 
-    def diff(self, spec: DeploymentSpec) -> str | None:
-        return self.cluster.diff(self.render(spec), namespace=self.namespace)
+    def diff(self, spec: DeploymentSpec, manifests: list[dict[str, Any]]) -> str | None:
+        return self.cluster.diff(manifests, namespace=self.namespace)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def apply(

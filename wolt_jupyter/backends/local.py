@@ -140,7 +140,7 @@ class LocalBackend(Backend):
             }
         ]
 
-    def diff(self, spec: DeploymentSpec) -> str | None:
+    def diff(self, spec: DeploymentSpec, manifests: list[dict[str, Any]]) -> str | None:
         """What would change in the spec the runtime runs (unified diff of the YAML)."""
         import difflib
 
