@@ -28,6 +28,84 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_deployment(d: object) -> None:
+    print(repr(d))
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from wolt_jupyter import deployments
+
+    d = deployments.deploy(
+        args.name or _spec_name(args.spec),
+        spec=args.spec,
+        target=args.target,
+        namespace=args.namespace,
+        dry_run=args.dry_run,
+        wait=not args.no_wait,
+        progress=None if args.quiet else (lambda msg: print(msg, file=sys.stderr)),
+    )
+    _print_deployment(d)
+    return 0 if d.status in ("ready", "dry-run") or args.no_wait else 1
+
+
+def _spec_name(path: str) -> str:
+    from wolt_jupyter.deployments import load_spec
+
+    return load_spec(path).name
+
+
+def _deployments(args: argparse.Namespace) -> int:
+    from wolt_jupyter import deployments
+
+    frame = deployments.deployments()
+    print("no deployments" if frame.empty else frame.to_string(index=False))
+    return 0
+
+
+def _traffic(args: argparse.Namespace) -> int:
+    from wolt_jupyter import deployments
+    from wolt_jupyter.magics import parse_weights
+
+    _print_deployment(deployments.traffic(args.name, parse_weights(args.weights)))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from wolt_jupyter import deployments
+
+    _print_deployment(deployments.promote(args.name, args.variant))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from wolt_jupyter import deployments
+
+    _print_deployment(deployments.rollback(args.name))
+    return 0
+
+
+def _undeploy(args: argparse.Namespace) -> int:
+    from wolt_jupyter import deployments
+
+    print(repr(deployments.undeploy(args.name)))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from wolt_jupyter import deployments
+
+    results = deployments.up(progress=lambda msg: print(msg, file=sys.stderr))
+    for d in results:
+        print(
+            f"{d.name}: {d.status}"
+            + (f" at {d.url}" if d.url else "")
+            + (f" ({d.message})" if d.message else "")
+        )
+    if not results:
+        print("no local deployments recorded")
+    return 0 if all(d.status == "ready" for d in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wolt-jupyter", description=__doc__)
     parser.add_argument("--version", action="version", version=f"wolt-jupyter {__version__}")
@@ -36,6 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="registered models, versions and aliases")
     models.add_argument("name", nargs="?", help="only this model")
     models.set_defaults(func=_models)
+
+    deploy = sub.add_parser("deploy", help="deploy a spec file (what a CI job runs); exits 1 unless ready")
+    deploy.add_argument("--spec", required=True, help="deployment spec (YAML); aliases are pinned at deploy")
+    deploy.add_argument("--name", default=None, help="deploy under this name (default: the spec's)")
+    deploy.add_argument("--target", default=None, help="local, kubernetes, seldon or kserve")
+    deploy.add_argument("--namespace", default=None)
+    deploy.add_argument("--dry-run", action="store_true", help="print what would be applied, change nothing")
+    deploy.add_argument("--no-wait", action="store_true", help="return once applied, not once ready")
+    deploy.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    deploy.set_defaults(func=_deploy)
+    sub.add_parser("deployments", help="every deployment with its status").set_defaults(func=_deployments)
+    traffic = sub.add_parser("traffic", help="new weights for the live variants: NAME main=90 challenger=10")
+    traffic.add_argument("name")
+    traffic.add_argument("weights", nargs="+", metavar="VARIANT=WEIGHT")
+    traffic.set_defaults(func=_traffic)
+    promote = sub.add_parser("promote", help="one variant takes all the traffic (shadows stay)")
+    promote.add_argument("name")
+    promote.add_argument("variant")
+    promote.set_defaults(func=_promote)
+    rollback = sub.add_parser("rollback", help="apply the previous revision again")
+    rollback.add_argument("name")
+    rollback.set_defaults(func=_rollback)
+    undeploy = sub.add_parser("undeploy", help="stop a deployment (its log and revisions stay)")
+    undeploy.add_argument("name")
+    undeploy.set_defaults(func=_undeploy)
+    sub.add_parser(
+        "up", help="start every local deployment recorded as running whose process is gone (after a reboot)"
+    ).set_defaults(func=_up)
     return parser
 
 

@@ -7,14 +7,16 @@ backend that runs the deployment.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from wolt_jupyter._display import card_html, card_text
 from wolt_jupyter.backends.base import Backend, Deployment, Progress, backend_class
 from wolt_jupyter.config import TARGETS, settings
-from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.errors import InvalidArgument, WoltError
 from wolt_jupyter.revisions import DeploymentRecord, RevisionStore
 from wolt_jupyter.spec import DeploymentSpec, LoggingSpec, Routing, Variant, check_dns_label
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 _NAMED = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?):(?P<uri>(models:/|runs:/|file:|/).*)$")
 _URI_PREFIXES = ("models:/", "runs:/", "file:", "/")
-DEPLOYMENT_COLUMNS = ["name", "target", "status", "url", "revision", "variants"]
+DEPLOYMENT_COLUMNS = ["name", "target", "status", "url", "revision", "restarts", "variants"]
 
 
 # -- building a spec from magic-style arguments ---------------------------------------------------------------
@@ -110,6 +112,17 @@ def build_spec(
     ).validate()
 
 
+def parse_weights(items: Iterable[str]) -> dict[str, int]:
+    """``["main=90", "challenger=10"]`` → weights; one parser for the magic and the CLI."""
+    from wolt_jupyter.tracking import parse_pairs
+
+    pairs = parse_pairs(list(items), example="main=50 challenger=50")
+    bad = [k for k, v in pairs.items() if not isinstance(v, int) or isinstance(v, bool)]
+    if bad:
+        raise InvalidArgument(f"weights are whole numbers: fix {', '.join(bad)}")
+    return pairs
+
+
 def load_spec(source: DeploymentSpec | Mapping[str, Any] | str) -> DeploymentSpec:
     """A spec from a DeploymentSpec, a dict, YAML text, or a path to a YAML file."""
     from pathlib import Path
@@ -141,6 +154,13 @@ def backend(target: str, *, namespace: str | None = None) -> Backend:
 
 def _store() -> RevisionStore:
     return RevisionStore(settings().home)
+
+
+def lock(name: str, operation: str, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+    """The deployment's exclusive lock (see :mod:`wolt_jupyter.locking`); every state change holds it."""
+    from wolt_jupyter.locking import deployment_lock
+
+    return deployment_lock(_store().dir(name), name, operation, timeout)
 
 
 def _backend_of(name: str) -> tuple[Backend, DeploymentRecord]:
@@ -206,6 +226,22 @@ def deploy(
     else:
         the_spec = build_spec(name, model, ab=ab, canary=canary, shadow=shadow, sticky_key=sticky_key)
     pinned = the_spec.pinned(pin)
+    if dry_run:
+        return _deploy(name, pinned, target, namespace, dry_run=True, wait=wait, progress=progress)
+    with lock(name, "deploy"):
+        return _deploy(name, pinned, target, namespace, dry_run=False, wait=wait, progress=progress)
+
+
+def _deploy(
+    name: str,
+    pinned: DeploymentSpec,
+    target: str | None,
+    namespace: str | None,
+    *,
+    dry_run: bool,
+    wait: bool,
+    progress: Progress | None,
+) -> Deployment:
     s = settings()
     store = _store()
     existing = store.record(name) if store.exists(name) else None
@@ -249,30 +285,99 @@ def get(name: str) -> Deployment:
 
 def traffic(name: str, weights: Mapping[str, int], *, wait: bool = True) -> Deployment:
     """New weights for the live variants (the ones not named get 0); shadows are unchanged."""
-    rec = _store().record(name)
-    spec = _store().spec(name).with_traffic(weights)
-    return _apply(rec, spec, wait=wait, progress=None)
+    _store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    with lock(name, "traffic"):
+        rec = _store().record(name)
+        spec = _store().spec(name).with_traffic(weights)
+        return _apply(rec, spec, wait=wait, progress=None)
 
 
 def promote(name: str, variant: str, *, wait: bool = True) -> Deployment:
     """``variant`` takes all the traffic; other live variants are dropped, shadows kept."""
-    rec = _store().record(name)
-    spec = _store().spec(name).promoted(variant)
-    return _apply(rec, spec, wait=wait, progress=None)
+    _store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    with lock(name, "promote"):
+        rec = _store().record(name)
+        spec = _store().spec(name).promoted(variant)
+        return _apply(rec, spec, wait=wait, progress=None)
 
 
 def rollback(name: str, *, wait: bool = True) -> Deployment:
     """Apply the revision before the current one again (as a new revision, like ``kubectl rollout undo``)."""
-    rec = _store().record(name)
-    store = _store()
-    spec = store.spec(name, store.previous(name))
-    return _apply(rec, spec, wait=wait, progress=None)
+    _store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    with lock(name, "rollback"):
+        store = _store()
+        rec = store.record(name)
+        spec = store.spec(name, store.previous(name))
+        return _apply(rec, spec, wait=wait, progress=None)
 
 
-def undeploy(name: str) -> None:
-    be, _ = _backend_of(name)
-    be.delete(name)
-    _store().remove(name)
+@dataclass
+class Undeployed:
+    """What an undeploy stopped, and what the runtime could not finish before it went (counted, never silent)."""
+
+    name: str
+    target: str
+    summary: dict[str, Any]
+
+    @property
+    def shadow_not_logged(self) -> int:
+        return int(self.summary.get("shadow_discarded", 0))
+
+    def _rows(self) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = [("deployment", f"{self.name} ({self.target}) removed")]
+        if self.summary:
+            rows.append(
+                (
+                    "response log",
+                    f"{self.summary.get('written', 0)} rows written, "
+                    f"{self.summary.get('dropped', 0)} dropped, {self.summary.get('deferred', 0)} left in the spool",
+                )
+            )
+            rows.append(
+                (
+                    "shadows",
+                    f"{self.shadow_not_logged} shadow rows not logged"
+                    if self.shadow_not_logged
+                    else "every shadow copy predicted and logged",
+                )
+            )
+        rows.append(("kept", "revisions and the response log stay readable"))
+        return rows
+
+    def _repr_html_(self) -> str:
+        return card_html("Undeployed", self._rows(), css_class="wolt-deployment-card")
+
+    def __repr__(self) -> str:
+        return card_text("Undeployed", self._rows())
+
+
+def undeploy(name: str) -> Undeployed:
+    """Stop ``name``; its revisions and response log stay. The result says what was not logged."""
+    _store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    with lock(name, "undeploy"):
+        be, rec = _backend_of(name)
+        summary = be.delete(name) or {}
+        _store().remove(name)
+    return Undeployed(name, rec.target, dict(summary))
+
+
+def up(progress: Progress | None = None) -> list[Deployment]:
+    """Start every local deployment recorded as running whose process is gone (after a reboot, a kill of the
+    supervisor): the same revision, on the same port when it is free. Cluster deployments run by themselves."""
+    results = []
+    for name in _store().names():
+        rec = _store().record(name)
+        if rec.target != "local":
+            continue
+        with lock(name, "up"):
+            be = backend("local")
+            try:
+                d = be.up(name, progress=progress)  # type: ignore[attr-defined]
+            except WoltError as exc:
+                d = Deployment(name=name, target="local", status="failed", message=str(exc).splitlines()[0])
+            d.revision = rec.revision
+            results.append(d)
+    return results
 
 
 def deployments() -> pd.DataFrame:
@@ -285,6 +390,8 @@ def deployments() -> pd.DataFrame:
             rows.append(get(name).as_row())
         except Exception as exc:  # one broken record must not hide the others
             rows.append({"name": name, "status": f"unknown: {exc}"})
+    with contextlib.suppress(Exception):  # dead ports leave the Prometheus targets
+        backend("local").write_targets()  # type: ignore[attr-defined]
     return pd.DataFrame(rows, columns=DEPLOYMENT_COLUMNS)
 
 
@@ -300,13 +407,33 @@ def predict(
     return predict_frame(deployment.url, name, data, per_row=per_row, route_key_column=route_key_column)
 
 
-def responses(name: str, **filters: Any) -> pd.DataFrame:
-    """The deployment's response log; a running local deployment is asked to flush first, so every
-    request answered so far (and its shadow copies) is in the frame."""
-    from wolt_jupyter.responses import responses as read
+READ_FLUSH_S = 10.0  # a read waits this long at most for the runtime to write what it answered
+READ_SHADOW_WAIT_S = 2.0  # … and this long for shadow copies still being predicted
+
+
+def responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
+    """The deployment's response log. One rule for ``wolt_jupyter.responses(...)`` and ``%wolt_responses``:
+    a running local deployment is first asked to write every request it answered (bounded wait); shadow
+    copies still being predicted are waited for at most 2 s, and a warning says how many are not in the frame
+    yet."""
+    import warnings
+
+    from wolt_jupyter.responses.query import responses as read
 
     store = _store()
-    if store.exists(name) and store.record(name).target == "local":
-        be = backend("local")
-        be.flush(name)  # type: ignore[attr-defined]
-    return read(name, **filters)
+    if (
+        filters.get("url") is None
+        and not args
+        and store.exists(name)
+        and store.record(name).target == "local"
+    ):
+        answer = backend("local").flush(  # type: ignore[attr-defined]
+            name, timeout=READ_FLUSH_S, shadow_timeout=READ_SHADOW_WAIT_S
+        )
+        queued = int(answer.get("shadow_queued") or 0)
+        if queued:
+            warnings.warn(
+                f"{name}: {queued} shadow copies are still being predicted and are not in this frame yet",
+                stacklevel=2,
+            )
+    return read(name, *args, **filters)

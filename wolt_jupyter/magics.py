@@ -280,13 +280,9 @@ class WoltMagics(Magics):
     def wolt_traffic(self, line: str) -> Any:
         """Change the traffic split of a running deployment, without a restart."""
         args = parse_argstring(self.wolt_traffic, line)
-        from wolt_jupyter import deployments, tracking
+        from wolt_jupyter import deployments
 
-        pairs = tracking.parse_pairs(args.weights, example="%wolt_traffic eta main=50 challenger=50")
-        bad = [k for k, v in pairs.items() if not isinstance(v, int)]
-        if bad:
-            raise UsageError(f"weights are whole numbers: fix {', '.join(bad)}")
-        return deployments.traffic(args.name, pairs)
+        return deployments.traffic(args.name, deployments.parse_weights(args.weights))
 
     @magic_arguments()
     @argument("name")
@@ -315,22 +311,28 @@ class WoltMagics(Magics):
     @argument("name")
     @line_magic
     @_usage_errors
-    def wolt_undeploy(self, line: str) -> None:
-        """Stop a deployment (its response log and revisions stay readable)."""
+    def wolt_undeploy(self, line: str) -> Any:
+        """Stop a deployment (its response log and revisions stay readable); says what was not logged."""
         args = parse_argstring(self.wolt_undeploy, line)
         from wolt_jupyter import deployments
 
-        deployments.undeploy(args.name)
-        print(f"deployment {args.name!r} removed")
+        return deployments.undeploy(args.name)
 
+    @magic_arguments()
+    @argument(
+        "--restart",
+        action="store_true",
+        help="first start every local deployment recorded as running whose process is gone (after a reboot)",
+    )
     @line_magic
     @_usage_errors
     def wolt_deployments(self, line: str = "") -> Any:
-        """All deployments on this machine's state dir, made by any kernel, with their status."""
-        if line.strip():
-            raise UsageError("%wolt_deployments takes no arguments")
+        """All deployments on this machine's state dir, made by any kernel, with their status and restarts."""
+        args = parse_argstring(self.wolt_deployments, line)
         from wolt_jupyter import deployments
 
+        if args.restart:
+            deployments.up()
         return deployments.deployments()
 
     @magic_arguments()

@@ -110,14 +110,23 @@ class RevisionStore:
         return DeploymentSpec.from_yaml(path.read_text())
 
     def add_revision(self, spec: DeploymentSpec) -> int:
-        """Store ``spec`` (already pinned) as the next revision and return its number."""
-        numbers = self.revisions(spec.name)
-        revision = (numbers[-1] if numbers else 0) + 1
+        """Store ``spec`` (already pinned) as the next revision and return its number.
+
+        Numbers never repeat: a revision that failed to apply keeps its number under ``revisions/failed/``.
+        """
+        folder = self.dir(spec.name) / "revisions"
+        failed = [int(p.stem) for p in (folder / "failed").glob("*.yaml")] if folder.is_dir() else []
+        numbers = self.revisions(spec.name) + failed
+        revision = max(numbers, default=0) + 1
         write_atomic(self.dir(spec.name) / "revisions" / f"{revision:04d}.yaml", spec.to_yaml())
         return revision
 
     def discard_revision(self, name: str, revision: int) -> None:
-        (self.dir(name) / "revisions" / f"{revision:04d}.yaml").unlink(missing_ok=True)
+        """Set aside a revision that never ran (a rollback must not land on it); its number stays used."""
+        path = self.dir(name) / "revisions" / f"{revision:04d}.yaml"
+        if path.exists():
+            (path.parent / "failed").mkdir(exist_ok=True)
+            os.replace(path, path.parent / "failed" / path.name)
 
     def previous(self, name: str) -> int:
         """The revision a rollback returns to: the one applied before the current one."""

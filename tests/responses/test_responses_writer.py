@@ -30,7 +30,7 @@ def test_burst_from_threads_writes_every_record(store_url, make_record, count_ro
 
     total = threads * per_thread
     assert sum(accepted) == total
-    assert stats == {"queued": 0, "written": total, "dropped": 0, "sampled_out": 0}
+    assert stats == {"queued": 0, "written": total, "dropped": 0, "sampled_out": 0, "deferred": 0, "replayed": 0}
     assert count_rows(store_url) == total
     assert count_rows(store_url, "WHERE shadow") == 0
     # every id once: no batch was written twice by a retry or by close()
@@ -166,7 +166,7 @@ def test_database_error_is_retried_then_counted_and_logged(make_record, caplog):
         for i in range(25):
             assert w.submit(make_record(i))
         stats = w.close()
-    assert stats == {"queued": 0, "written": 0, "dropped": 25, "sampled_out": 0}
+    assert stats == {"queued": 0, "written": 0, "dropped": 25, "sampled_out": 0, "deferred": 0, "replayed": 0}
     assert "retry 2/2" in caplog.text
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and "database error after 2 retries" in errors[0].getMessage()
@@ -272,7 +272,7 @@ def test_postgres_outage_is_retried_without_loss(private_postgres, make_record, 
         server.start()
         stats = w.close()
     assert "retry 1/10" in caplog.text
-    assert stats == {"queued": 0, "written": 200, "dropped": 0, "sampled_out": 0}
+    assert stats == {"queued": 0, "written": 200, "dropped": 0, "sampled_out": 0, "deferred": 0, "replayed": 0}
     assert count_rows(server.url) == 200
 
 

@@ -17,7 +17,17 @@ from wolt_jupyter.spec import DeploymentSpec
 
 Progress = Callable[[str], None]
 
-STATUSES = ("ready", "starting", "degraded", "failed", "stopped", "dry-run", "unknown")
+STATUSES = (
+    "ready",
+    "starting",
+    "restarting",
+    "failing",
+    "degraded",
+    "failed",
+    "stopped",
+    "dry-run",
+    "unknown",
+)
 
 
 @dataclass
@@ -35,6 +45,7 @@ class Deployment:
     message: str | None = None
     manifests: list[dict[str, Any]] | None = None  # dry run: what would be applied
     diff: str | None = None  # dry run: against what runs
+    restarts: int | None = None  # local target: crashes the supervisor restarted the runtime after
 
     @classmethod
     def describe_variants(cls, spec: DeploymentSpec) -> list[dict[str, Any]]:
@@ -56,6 +67,7 @@ class Deployment:
             "status": self.status,
             "url": self.url,
             "revision": self.revision,
+            "restarts": self.restarts,
             "variants": ", ".join(
                 f"{v['name']}={'shadow' if v['shadow'] else str(v['traffic']) + '%'} ({v['model']})"
                 for v in self.variants
@@ -71,6 +83,8 @@ class Deployment:
         if self.grpc_url:
             rows.append(("gRPC", self.grpc_url))
         rows.append(("revision", self.revision))
+        if self.restarts is not None:
+            rows.append(("restarts", self.restarts))
         for v in self.variants:
             weight = "shadow" if v["shadow"] else f"{v['traffic']}%"
             rows.append((f"variant {v['name']}", f"{weight}  {v['model']}"))

@@ -4,9 +4,13 @@ Its files live beside the deployment's revisions (``<home>/deployments/<name>/``
 and the admin token the runtime creates. The record keeps pid and port, so any kernel can find, change or
 stop it. A pid is trusted only if that process is still our runtime for this deployment (pids are reused).
 
-Traffic changes, promotion and rollback between variants the process has loaded are applied hot through the
-runtime's admin endpoint (no restart, no failed request); a change of models restarts the process on the
-same port, so the URL stays.
+The recorded process is a supervisor (:mod:`wolt_jupyter.serving.supervisor`) that restarts the runtime when
+it crashes, on the same port with the same spec file. Traffic changes, promotion and rollback between
+variants the process has loaded are applied hot through the runtime's admin endpoint; a change of models is a
+blue-green switch inside the running process (``/admin/stage``: the new models load beside the serving ones,
+must answer the last request served, then take traffic in one step). Neither restarts anything or fails a
+request, and a revision that fails to load leaves the serving one untouched. Only a deployment that is not
+serving (stopped, crash-looping) is (re)started cold.
 
 All local deployments are listed in a Prometheus ``file_sd`` targets file (``<home>/prometheus/targets.json``)
 so one Prometheus scrape job follows them as they come and go.
@@ -47,6 +51,15 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def log_tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -55,7 +68,8 @@ def log_tail(path: Path, lines: int = 25) -> str:
 
 
 def _is_our_runtime(pid: int, spec_path: Path) -> bool:
-    """True when ``pid`` is alive and is the runtime started for ``spec_path`` (not a reused pid)."""
+    """True when ``pid`` is alive and is the supervisor (or, before supervision, the runtime) started for
+    ``spec_path`` — not a reused pid."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):  # gone, or someone else's process
@@ -66,7 +80,8 @@ def _is_our_runtime(pid: int, spec_path: Path) -> bool:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             return False
-        return b"wolt_jupyter.serving" in args and str(spec_path).encode() in args
+        ours = b"wolt_jupyter.serving.supervisor" in args or b"wolt_jupyter.serving" in args
+        return ours and str(spec_path).encode() in args
     return True  # no /proc (macOS): trust the pid and let the HTTP check decide
 
 
@@ -111,6 +126,16 @@ class LocalBackend(Backend):
 
     def _log_path(self, name: str) -> Path:
         return self._dir(name) / "runtime.log"
+
+    def _supervisor_state_path(self, name: str) -> Path:
+        return self._dir(name) / "supervisor.json"
+
+    def supervisor_state(self, name: str) -> dict[str, Any]:
+        """What the supervisor last wrote: runtime pid, restarts, status, the last exits ({} if none)."""
+        try:
+            return json.loads(self._supervisor_state_path(name).read_text())
+        except (OSError, ValueError):
+            return {}
 
     def _token(self, name: str) -> str | None:
         from wolt_jupyter.serving.admin import read_token
@@ -166,9 +191,18 @@ class LocalBackend(Backend):
             return int(pid), int(port)
         return None
 
+    def _supervised(self, name: str, spec_path: Path, port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "wolt_jupyter.serving.supervisor",
+            "--state", str(self._supervisor_state_path(name)),
+            "--log", str(self._log_path(name)),
+            "--", *self._command(spec_path, port),
+        ]  # fmt: skip
+
     def _start(self, spec: DeploymentSpec, port: int) -> int:
         spec_path = self._spec_path(spec.name)
-        write_atomic(spec_path, spec.to_yaml())
+        write_atomic(spec_path, spec.to_yaml(), mode=0o600)
+        self._supervisor_state_path(spec.name).unlink(missing_ok=True)
         log = self._log_path(spec.name)
         env = {
             **os.environ,
@@ -183,7 +217,7 @@ class LocalBackend(Backend):
             )
             out.flush()
             proc = subprocess.Popen(  # detached: its own session, so it outlives the kernel
-                self._command(spec_path, port),
+                self._supervised(spec.name, spec_path, port),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -234,7 +268,10 @@ class LocalBackend(Backend):
         while time.monotonic() < deadline:
             code = self._exit_code(pid)
             if code is not None:
-                raise DeployFailed(self._failure(spec.name, f"the runtime exited with status {code}"))
+                raise DeployFailed(self._failure(spec.name, f"the supervisor exited with status {code}"))
+            exits = self.supervisor_state(spec.name).get("exits") or []
+            if exits:  # a first start that dies is a failed deploy, not something to restart forever
+                raise DeployFailed(self._failure(spec.name, f"the runtime {exits[-1]['reason']}"))
             try:
                 status, _ = _http("GET", f"{base}/v2/health/ready", timeout=2)
             except OSError:
@@ -262,6 +299,44 @@ class LocalBackend(Backend):
         tail = log_tail(self._log_path(name))
         return f"deployment {name!r} failed to start: {reason}\n--- {self._log_path(name)} (last lines) ---\n{tail}"
 
+    def _stage(self, spec: DeploymentSpec, port: int, progress: Progress | None) -> float:
+        """Blue-green inside the running runtime; the seconds it took. DeployFailed (the old revision still
+        serving) when the new models do not load or cannot answer."""
+        token = self._token(spec.name)
+        say = progress or (lambda _msg: None)
+        say(f"{spec.name}: loading the new revision beside the serving one")
+        t0 = time.monotonic()
+        try:
+            status, doc = _http(
+                "POST",
+                f"http://{HOST}:{port}/admin/stage",
+                {"spec": spec.to_dict()},
+                token=token,
+                timeout=START_TIMEOUT_S,
+            )
+        except OSError as exc:
+            raise DeployFailed(
+                f"deployment {spec.name!r}: the runtime did not answer the redeploy: {exc}"
+            ) from None
+        if status != 200:
+            reason = (doc or {}).get("error") if isinstance(doc, dict) else None
+            tail = log_tail(self._log_path(spec.name), 10)
+            raise DeployFailed(
+                f"deployment {spec.name!r} keeps serving its current revision; the new one was refused: "
+                f"{reason or f'HTTP {status}'}\n--- {self._log_path(spec.name)} (last lines) ---\n{tail}"
+            )
+        write_atomic(self._spec_path(spec.name), spec.to_yaml(), mode=0o600)  # what a restart serves
+        took = time.monotonic() - t0
+        say(f"{spec.name}: switched to the new revision ({took:.1f} s to load and check)")
+        return took
+
+    def _serving(self, name: str, port: int) -> bool:
+        try:
+            code, _ = _http("GET", f"http://{HOST}:{port}/v2/health/ready", timeout=2)
+        except OSError:
+            return False
+        return code == 200
+
     def _hot_apply(self, spec: DeploymentSpec, port: int) -> bool:
         """Swap the routing of the running process to ``spec`` if it has every model loaded; False otherwise."""
         token = self._token(spec.name)
@@ -274,7 +349,7 @@ class LocalBackend(Backend):
         except OSError:
             return False
         if status == 200:
-            write_atomic(self._spec_path(spec.name), spec.to_yaml())
+            write_atomic(self._spec_path(spec.name), spec.to_yaml(), mode=0o600)
             return True
         return False
 
@@ -288,10 +363,13 @@ class LocalBackend(Backend):
             if progress:
                 progress(f"{spec.name}: routing changed in place (revision {revision})")
             return self.status(spec.name)
+        if running and self._serving(spec.name, running[1]):
+            self._stage(spec, running[1], progress)
+            return self.status(spec.name)
         port = int(rec.extra.get("port") or free_port())
-        if running:
+        if running:  # started but not serving (crash-looping, still loading): nothing healthy to keep
             if progress:
-                progress(f"{spec.name}: models changed, restarting on port {port}")
+                progress(f"{spec.name}: not serving; restarting on port {port}")
             self._stop(running[0])
         pid = self._start(spec, port)
         rec.extra = {
@@ -318,22 +396,27 @@ class LocalBackend(Backend):
         url = rec.extra.get("url")
         running = self._running(name)
         message = None
+        sup = self.supervisor_state(name) if running else {}
         if running is None:
             status = "stopped"
             if rec.extra.get("pid"):
-                message = "the runtime process is gone; %wolt_deploy again to restart it"
+                message = (
+                    "the runtime process is gone; `wolt-jupyter up` or %wolt_deployments --restart starts it"
+                )
+        elif sup.get("status") == "failing":
+            status = "failing"
+            reasons = "; ".join(e["reason"] for e in sup.get("exits", [])[-3:])
+            message = f"crashed {sup.get('crash_streak')} times in a row ({reasons})\n{log_tail(self._log_path(name), 8)}"
         else:
             try:
                 code, doc = _http("GET", f"{url}/v2/health/ready", timeout=2)
-                status = (
-                    "ready"
-                    if code == 200
-                    else ("failed" if (doc or {}).get("error", "").startswith("cannot") else "starting")
-                )
+                status = "ready" if code == 200 else ("restarting" if sup.get("restarts") else "starting")
                 if code != 200:
                     message = (doc or {}).get("error")
             except OSError:
-                status = "starting"
+                status = (
+                    "restarting" if sup.get("status") == "restarting" or sup.get("restarts") else "starting"
+                )
         return Deployment(
             name=name,
             target=self.target,
@@ -342,13 +425,17 @@ class LocalBackend(Backend):
             revision=rec.revision,
             variants=Deployment.describe_variants(spec) if spec else [],
             message=message,
+            restarts=sup.get("restarts", 0) if running else None,
         )
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str) -> dict[str, Any]:
+        """Stop the runtime (it drains its shadows up to a bound and flushes its log); what it said on exit."""
         try:
             running = self._running(name)
         except NotFound:
-            return
+            return {}
+        shutdown = self._dir(name) / "shutdown.json"
+        shutdown.unlink(missing_ok=True)
         if running:
             self._stop(running[0])
         if self.store.exists(name):
@@ -356,23 +443,58 @@ class LocalBackend(Backend):
             rec.extra = {k: v for k, v in rec.extra.items() if k not in ("pid",)}
             self.store.save_record(rec)
         self.write_targets(exclude={name})
+        try:
+            return json.loads(shutdown.read_text())
+        except (OSError, ValueError):
+            return {}
 
-    def flush(self, name: str, timeout: float = 30.0) -> bool:
-        """Ask the running runtime to finish its shadow work and write its response log; False if not running."""
+    def up(self, name: str, progress: Progress | None = None) -> Deployment:
+        """Start a recorded deployment whose process is gone (after a reboot), on its port if still free."""
+        if self._running(name):
+            return self.status(name)
+        rec = self.store.record(name)
+        spec = self.store.spec(name)
+        port = int(rec.extra.get("port") or 0)
+        if not port or not _port_free(port):
+            port = free_port()
+        pid = self._start(spec, port)
+        rec.extra = {
+            **rec.extra,
+            "pid": pid,
+            "port": port,
+            "url": f"http://{HOST}:{port}",
+            "started": time.time(),
+        }
+        self.store.save_record(rec)
+        self.write_targets()
+        try:
+            self._wait_ready(spec, pid, port, progress, START_TIMEOUT_S)
+        except DeployFailed:
+            self._stop(pid, timeout=5)
+            self.write_targets(exclude={name})
+            raise
+        return self.status(name)
+
+    def flush(self, name: str, timeout: float = 30.0, shadow_timeout: float | None = None) -> dict[str, Any]:
+        """Ask the running runtime to write its response log (waiting at most ``shadow_timeout`` for queued
+        shadow copies); its answer (``flushed``, ``shadow_queued``, counters), or {} if it is not running."""
         running = self._running(name)
         token = self._token(name)
         if not running or token is None:
-            return False
+            return {}
+        body: dict[str, Any] = {"timeout": timeout}
+        if shadow_timeout is not None:
+            body["shadow_timeout"] = shadow_timeout
         try:
-            status, _ = _http(
-                "POST", f"http://{HOST}:{running[1]}/admin/flush", {}, token=token, timeout=timeout
+            _status, doc = _http(
+                "POST", f"http://{HOST}:{running[1]}/admin/flush", body, token=token, timeout=timeout + 5
             )
         except OSError:
-            return False
-        return status == 200
+            return {}
+        return doc if isinstance(doc, dict) else {}
 
     # -- Prometheus -----------------------------------------------------------------------------------------
-    def write_targets(self, exclude: set[str] | None = None) -> Path:
+    def _write_targets(self, exclude: set[str] | None = None) -> Path:
         """Rewrite the ``file_sd`` targets file from the records of all running local deployments."""
         groups = []
         for name in self.store.names():
@@ -390,3 +512,16 @@ class LocalBackend(Backend):
         path = self.settings.home / TARGETS_FILE
         write_atomic(path, json.dumps(groups, indent=2))
         return path
+
+    def write_targets(self, exclude: set[str] | None = None) -> Path:
+        """Rewrite the targets file under a lock of its own, so two writers never interleave stale views."""
+        import fcntl
+
+        lock = self.settings.home / TARGETS_FILE.parent / "targets.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return self._write_targets(exclude)
+        finally:
+            os.close(fd)

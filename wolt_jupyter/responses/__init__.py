@@ -37,7 +37,9 @@ class _CallableModule(types.ModuleType):
     this package: the documented reader is the package itself called."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return responses(*args, **kwargs)
+        from wolt_jupyter.deployments import responses as read  # the one rule: flush a running runtime first
+
+        return read(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

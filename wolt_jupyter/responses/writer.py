@@ -6,8 +6,14 @@ and needs no lock; the writer thread wakes every ``flush_interval`` or as soon a
 serializes the payloads and inserts them with one ``executemany`` per batch.
 
 Accounting invariant, checked by the tests: every record given to ``submit`` ends up in exactly one of
-``written``, ``dropped`` (queue full, database failing after retries, or submitted after ``close``),
-``sampled_out``, or is still ``queued``. Every drop is logged.
+``written``, ``dropped`` (queue full, database failing after retries, unstorable, or submitted after
+``close``), ``sampled_out``, ``deferred`` (in the spool but not queued in memory: replayed later), or is still
+``queued``. Every drop is logged.
+
+With a ``spool_dir`` (the serving runtime), :meth:`submit_many` first appends the records to the spool
+(:mod:`wolt_jupyter.responses.spool`) in one write, so they survive a crash of the process; see there.
+One bad record never costs another: a batch the database refuses for its data is split until the bad row is
+alone, and only that row is dropped (counted, logged with its id).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from pathlib import Path
 from typing import Any, Literal
 
 from wolt_jupyter.errors import InvalidArgument
@@ -59,6 +66,7 @@ class ResponseWriter:
         retry_backoff: float = 0.1,
         wait_timeout: float = 10.0,
         engine_options: dict[str, Any] | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         if on_full not in ("wait", "drop"):
             raise InvalidArgument(f"on_full must be 'wait' or 'drop', not {on_full!r}")
@@ -83,7 +91,8 @@ class ResponseWriter:
         self.retry_backoff = retry_backoff
         self.wait_timeout = wait_timeout
 
-        self._queue: deque[ResponseRecord] = deque()
+        # entries: (spool segment or None, a ResponseRecord serialized by the writer, or a row already serialized)
+        self._queue: deque[tuple[Any, Any]] = deque()
         self._wake = threading.Event()  # set: "a batch is ready" or "closing"
         self._room = threading.Condition()  # notified after each batch: waiting submitters re-check
         self._progress = threading.Condition()  # notified after each writer cycle: flush() re-checks
@@ -91,6 +100,16 @@ class ResponseWriter:
         self._written = 0
         self._dropped = 0
         self._sampled_out = 0
+        self._deferred = 0
+        self._replayed = 0
+        self._spool = None
+        self._replay: list[Path] = []
+        self._replay_after = 0.0
+        if spool_dir is not None:
+            from wolt_jupyter.responses.spool import Spool
+
+            self._spool = Spool(Path(spool_dir))
+            self._replay = list(self._spool.leftovers)
         self._in_flight = 0  # records popped from the queue but not yet written or dropped
         self._busy = False
         self._closing = False
@@ -116,14 +135,58 @@ class ResponseWriter:
             return False
         if len(queue) >= self.queue_size and not self._wait_for_room():
             return False
-        queue.append(record)
+        entry = (None, record)
+        queue.append(entry)
         if self._closing:  # close() began meanwhile: make sure the record is not stranded
-            return self._late(record)
+            return self._late(entry)
         if len(queue) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
         return True
 
-    def _late(self, record: ResponseRecord) -> bool:
+    def submit_many(self, records: list[ResponseRecord]) -> int:
+        """Queue records that must survive a crash: with a spool they are in the OS (one ``write``) when this
+        returns. Never blocks on the database; returns how many will be written (now or by a replay)."""
+        if self.sample < 1.0:
+            kept = [r for r in records if sampled_in(r.id, self.sample)]
+            if len(kept) < len(records):
+                with self._counts_lock:
+                    self._sampled_out += len(records) - len(kept)
+            records = kept
+        if not records:
+            return 0
+        if self._closing:
+            self._drop(len(records), "submitted after close()")
+            return 0
+        rows = []
+        for r in records:
+            try:
+                rows.append(to_row(r))
+            except Exception as exc:
+                self._drop(1, f"cannot serialize record {getattr(r, 'id', r)!r}: {exc}", logging.ERROR)
+        seg = None
+        if self._spool is not None and rows:
+            import orjson
+
+            try:
+                seg = self._spool.append(b"".join(orjson.dumps(row) + b"\n" for row in rows), len(rows))
+            except (OSError, ValueError) as exc:  # disk full, or the spool closed under us
+                self._drop(len(rows), f"spool write failed: {exc}", logging.ERROR)
+                return 0
+        queue = self._queue
+        if len(queue) + len(rows) > self.queue_size:
+            if seg is not None:  # durable in the spool: the writer replays the segment instead
+                self._spool.mark_dirty(seg)
+                with self._counts_lock:
+                    self._deferred += len(rows)
+                return len(rows)
+            self._drop(len(rows), f"queue full ({self.queue_size} records)", level=logging.DEBUG)
+            return 0
+        queue.extend((seg, row) for row in rows)
+        if len(queue) >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
+        return len(rows)
+
+    def _late(self, record: tuple[Any, Any]) -> bool:
         """A record appended while close() ran: still written if close() has not drained yet, else dropped."""
         with self._close_lock:
             if not self._drained:
@@ -175,13 +238,16 @@ class ResponseWriter:
     # -- introspection and lifecycle ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counters: ``queued`` (waiting or being written), ``written``, ``dropped``, ``sampled_out``."""
+        """Counters: ``queued`` (waiting or being written), ``written``, ``dropped``, ``sampled_out``,
+        ``deferred`` (in the spool, left for a replay), ``replayed`` (rows a replay inserted)."""
         with self._counts_lock:
             return {
                 "queued": len(self._queue) + self._in_flight,
                 "written": self._written,
                 "dropped": self._dropped,
                 "sampled_out": self._sampled_out,
+                "deferred": self._deferred,
+                "replayed": self._replayed,
             }
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -224,6 +290,9 @@ class ResponseWriter:
                         self._in_flight = len(leftover)
                     self._write_batch(leftover)
                 self._drained = True
+            if self._spool is not None:
+                self._replay.extend(self._spool.close())
+                self._replay_pending(force=True)
             self._engine.dispose()
         _LIVE.discard(self)
         return self.stats()
@@ -248,6 +317,8 @@ class ResponseWriter:
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
+            if self._spool is not None:
+                self._spool.sync()  # what a power cut can lose: at most one flush interval
             closing = self._closing  # read before draining: whatever was queued before close() is written
             with self._progress:
                 self._busy = True
@@ -270,32 +341,52 @@ class ResponseWriter:
                 if lost:
                     self._drop(lost, "unexpected writer error", logging.ERROR)
             finally:
+                if self._spool is not None and not queue:
+                    self._replay.extend(self._spool.to_replay())
+                    self._replay_pending()
                 with self._progress:
                     self._busy = False
                     self._progress.notify_all()
             if closing and not queue:
                 return
 
-    def _write_batch(self, batch: list[ResponseRecord]) -> None:
+    def _write_batch(self, batch: list[tuple[Any, Any]]) -> None:
+        self._store(self._rows(batch))
+
+    def _store(self, pairs: list[tuple[Any, dict[str, Any]]]) -> None:
+        """Insert ``pairs`` (spool segment, row) in one transaction; on a data error split until the bad row is
+        alone; on another error retry with backoff, then leave spooled rows to a replay and drop the rest."""
         from wolt_jupyter.responses.store import ensure_schema, insert_rows
 
-        rows = self._rows(batch)
         attempt = 0
-        while rows:
+        while pairs:
             try:
                 if not self._schema_ready:
                     ensure_schema(self._engine)
                     self._schema_ready = True
                 with self._engine.begin() as conn:
-                    insert_rows(conn, rows)
+                    insert_rows(conn, [row for _, row in pairs])
             except Exception as exc:
+                if _is_data_error(exc):
+                    if len(pairs) > 1:  # one bad record must not cost the others
+                        mid = len(pairs) // 2
+                        self._store(pairs[:mid])
+                        self._store(pairs[mid:])
+                        return
+                    self._settle(pairs, written=False)
+                    self._drop(
+                        1,
+                        f"record {pairs[0][1].get('id')!r} cannot be stored: {_one_line(exc)}",
+                        logging.ERROR,
+                    )
+                    return
                 if attempt < self.retries:
                     delay = min(self.retry_backoff * (2**attempt), _MAX_BACKOFF)
                     attempt += 1
                     log.warning(
                         "response log %s: writing %d record(s) failed (%s); retry %d/%d in %.2fs",
                         self._masked_url,
-                        len(rows),
+                        len(pairs),
                         _one_line(exc),
                         attempt,
                         self.retries,
@@ -303,43 +394,96 @@ class ResponseWriter:
                     )
                     time.sleep(delay)
                     continue
+                spooled = [p for p in pairs if p[0] is not None]
+                lost = len(pairs) - len(spooled)
+                for seg in {p[0] for p in spooled}:
+                    self._spool.mark_dirty(seg)
                 with self._counts_lock:
-                    self._in_flight = 0
-                self._drop(
-                    len(rows), f"database error after {self.retries} retries: {_one_line(exc)}", logging.ERROR
+                    self._in_flight -= len(pairs)
+                    self._deferred += len(spooled)
+                if spooled:
+                    log.error(
+                        "response log %s: %d record(s) left in the spool for a later replay: %s",
+                        self._masked_url,
+                        len(spooled),
+                        _one_line(exc),
+                    )
+                if lost:
+                    self._drop(
+                        lost, f"database error after {self.retries} retries: {_one_line(exc)}", logging.ERROR
+                    )
+                return
+            self._settle(pairs, written=True)
+            return
+
+    def _settle(self, pairs: list[tuple[Any, dict[str, Any]]], written: bool) -> None:
+        with self._counts_lock:
+            self._in_flight -= len(pairs)
+            if written:
+                self._written += len(pairs)
+        if self._spool is not None:
+            counts: dict[Any, int] = {}
+            for seg, _ in pairs:
+                if seg is not None:
+                    counts[seg] = counts.get(seg, 0) + 1
+            for seg, n in counts.items():
+                self._spool.settle(seg, n)
+
+    def _replay_pending(self, force: bool = False) -> None:
+        """Insert what the database misses from spool files (earlier processes', or dirty segments)."""
+        from wolt_jupyter.responses.spool import missing_rows, read_segment
+        from wolt_jupyter.responses.store import ensure_schema
+
+        if not self._replay or (not force and time.monotonic() < self._replay_after):
+            return
+        while self._replay:
+            path = self._replay[0]
+            rows, bad = read_segment(path)
+            try:
+                if not self._schema_ready:
+                    ensure_schema(self._engine)
+                    self._schema_ready = True
+                with self._engine.connect() as conn:
+                    missing = missing_rows(conn, rows)
+            except Exception as exc:
+                self._replay_after = time.monotonic() + 5.0
+                log.warning(
+                    "response log %s: replay of %s postponed: %s", self._masked_url, path.name, _one_line(exc)
                 )
                 return
             with self._counts_lock:
-                self._written += len(rows)
-                self._in_flight = 0
-            return
-        with self._counts_lock:
-            self._in_flight = 0
-
-    def _rows(self, batch: list[ResponseRecord]) -> list[dict[str, Any]]:
-        """Serialize in the writer thread, not in submit; a malformed record is dropped alone, not its batch."""
-        from wolt_jupyter.responses.store import to_json
-
-        rows = []
-        bad = 0
-        for r in batch:
-            try:
-                rows.append(
-                    {
-                        "id": str(r.id),
-                        "time": float(r.time),
-                        "deployment": str(r.deployment),
-                        "variant": str(r.variant),
-                        "model_name": str(r.model_name),
-                        "model_version": str(r.model_version),
-                        "shadow": bool(r.shadow),
-                        "inputs": to_json(r.inputs),
-                        "outputs": to_json(r.outputs),
-                        "latency_ms": float(r.latency_ms),
-                        "status": int(r.status),
-                        "error": None if r.error is None else str(r.error),
-                    }
+                self._in_flight += len(missing)
+                before = self._written
+            self._store([(None, row) for row in missing])
+            with self._counts_lock:
+                inserted = self._written - before
+                self._written = (
+                    before  # replayed rows were counted when first submitted (or by another process)
                 )
+                self._replayed += inserted
+            if bad:
+                log.warning("response log %s: %s had %d unreadable line(s)", self._masked_url, path.name, bad)
+            if inserted or missing:
+                log.info(
+                    "response log %s: replayed %d record(s) from %s (%d already stored)",
+                    self._masked_url,
+                    inserted,
+                    path.name,
+                    len(rows) - len(missing),
+                )
+            path.unlink(missing_ok=True)
+            self._replay.pop(0)
+
+    def _rows(self, batch: list[tuple[Any, Any]]) -> list[tuple[Any, dict[str, Any]]]:
+        """Serialize in the writer thread, not in submit; a malformed record is dropped alone, not its batch."""
+        pairs = []
+        bad = 0
+        for seg, r in batch:
+            if isinstance(r, dict):
+                pairs.append((seg, r))
+                continue
+            try:
+                pairs.append((seg, to_row(r)))
             except Exception as exc:
                 bad += 1
                 log.error(
@@ -352,7 +496,45 @@ class ResponseWriter:
             with self._counts_lock:
                 self._in_flight -= bad
             self._drop(bad, "malformed record(s)", logging.ERROR)
-        return rows
+        return pairs
+
+
+def to_row(r: ResponseRecord) -> dict[str, Any]:
+    """The database row of a record: payloads as JSON text (orjson; numpy, bytes and dates converted)."""
+    return {
+        "id": str(r.id),
+        "time": float(r.time),
+        "deployment": str(r.deployment),
+        "variant": str(r.variant),
+        "model_name": str(r.model_name),
+        "model_version": str(r.model_version),
+        "shadow": bool(r.shadow),
+        "inputs": _dumps(r.inputs),
+        "outputs": _dumps(r.outputs),
+        "latency_ms": float(r.latency_ms),
+        "status": int(r.status),
+        "error": None if r.error is None else str(r.error),
+    }
+
+
+def _dumps(value: Any) -> str:
+    import orjson
+
+    from wolt_jupyter.responses.store import _json_default, to_json
+
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except (TypeError, orjson.JSONEncodeError):  # e.g. integers beyond 64 bits: the stdlib encoder copes
+        return to_json(value)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """The database refuses the data itself (too long, wrong type, constraint): retrying cannot help."""
+    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
 
 
 def _one_line(exc: BaseException) -> str:

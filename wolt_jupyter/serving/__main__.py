@@ -96,9 +96,22 @@ async def _main(args: argparse.Namespace) -> int:
         stopped = grpc_server.stop(grace=5)
         await loop.run_in_executor(None, stopped.wait, 6)
     await asyncio.sleep(0.05)  # let callbacks already scheduled (batched predicts) answer
-    await loop.run_in_executor(None, runtime.close)
-    log.info("deployment %s stopped", spec.name)
+    stats = await loop.run_in_executor(None, runtime.close)
+    _write_shutdown(state_dir, spec.name, stats)
+    log.info("deployment %s stopped: %s", spec.name, stats)
     return status
+
+
+def _write_shutdown(state_dir: Path, name: str, stats: dict) -> None:
+    """What the undeploy card reports: shadow copies discarded, log rows written/dropped/left in the spool."""
+    import json
+
+    from wolt_jupyter.revisions import deployment_dir, write_atomic
+
+    try:
+        write_atomic(deployment_dir(state_dir, name) / "shutdown.json", json.dumps(stats), mode=0o600)
+    except OSError as exc:
+        log.warning("cannot write the shutdown summary: %s", exc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ SERVER_NAME = "wolt-jupyter"
 SERVER_VERSION = __version__
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 MAX_BATCH = 64  # requests per live predict
+MAX_ID_LENGTH = 128  # request ids are stored (response log, feedback): longer ones are refused at the edge
 
 
 def _json(status: int, doc: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -57,10 +58,17 @@ def _scalar(x: Any) -> Any:
     return x.decode("utf-8", "replace") if isinstance(x, bytes) else x
 
 
+def _check_id(req: InferRequest) -> None:
+    if req.id is not None and len(req.id) > MAX_ID_LENGTH:
+        raise ProtocolError(
+            400, f"request id is {len(req.id)} characters long; at most {MAX_ID_LENGTH} are accepted"
+        )
+
+
 class _Job:
     """One queued request. ``raw`` jobs (gRPC) get an :class:`InferResult` instead of an HTTP response."""
 
-    __slots__ = ("prepared", "raw", "req", "respond", "t0", "table", "variant")
+    __slots__ = ("adapter", "prepared", "raw", "req", "respond", "t0", "table", "variant")
 
     def __init__(
         self,
@@ -70,10 +78,11 @@ class _Job:
         t0: float,
         variant: str,
         table: Any,
+        adapter: ModelAdapter,
         raw: bool = False,
     ):
         self.req, self.prepared, self.respond, self.t0 = req, prepared, respond, t0
-        self.variant, self.table, self.raw = variant, table, raw
+        self.variant, self.table, self.adapter, self.raw = variant, table, adapter, raw
 
 
 class InferResult:
@@ -123,7 +132,11 @@ class Runtime:
         self._log_responses = spec.logging.responses if log_responses is None else log_responses
         self._store_url = response_store_url
         self.shadow_queue_size = shadow_queue_size
-        self._pending: dict[str, list[_Job]] = {}
+        # queued jobs by the adapter that will predict them (a redeploy may swap a variant's adapter meanwhile)
+        self._pending: dict[ModelAdapter, list[_Job]] = {}
+        self._staging = False
+        self._recent_inputs: Any = None  # the last live request's tensors: a new revision must answer them
+        self.shadow_backlog_discarded = 0
         self._record_cls: Any = None
         self._loop: Any = None
         self._init_metrics()
@@ -136,13 +149,7 @@ class Runtime:
         """Load every variant (live and shadow), start shadow workers and the response log, then go ready."""
         if loader is None:
             from wolt_jupyter.serving.models import load as loader
-        for v in self.router.table.spec.variants:
-            adapter = loader(v.name, v.model)
-            self.models[v.name] = adapter
-            self.m_load.set(
-                (self.name, v.name, adapter.model_name, adapter.model_version), adapter.load_seconds
-            )
-            log.info("loaded variant %s (%s) in %.2fs", v.name, v.model, adapter.load_seconds)
+        self.models = self._load_models(self.router.table.spec, loader)
         if self._log_responses:
             self.writer = self._make_writer()
         for v in self.router.table.spec.shadows:
@@ -153,6 +160,83 @@ class Runtime:
         gc.freeze()
         self.ready = True
 
+    def _load_models(
+        self, spec: DeploymentSpec, loader: Callable[[str, str], ModelAdapter] | None = None
+    ) -> dict[str, ModelAdapter]:
+        """Adapters for every variant of ``spec``: the loaded one where the URI is unchanged, else a new load."""
+        if loader is None:
+            from wolt_jupyter.serving.models import load as loader
+        models: dict[str, ModelAdapter] = {}
+        for v in spec.variants:
+            current = self.models.get(v.name)
+            if current is not None and current.uri == v.model:
+                models[v.name] = current
+                continue
+            try:
+                adapter = loader(v.name, v.model)
+            except Exception as exc:
+                raise WoltError(
+                    f"variant {v.name!r} ({v.model}) failed to load: {type(exc).__name__}: {exc}"
+                ) from exc
+            models[v.name] = adapter
+            self.m_load.set(
+                (self.name, v.name, adapter.model_name, adapter.model_version), adapter.load_seconds
+            )
+            log.info("loaded variant %s (%s) in %.2fs", v.name, v.model, adapter.load_seconds)
+        return models
+
+    def stage(
+        self, doc: Any, loader: Callable[[str, str], ModelAdapter] | None = None
+    ) -> tuple[DeploymentSpec, dict[str, ModelAdapter]]:
+        """Blue-green, first half (a worker thread): load the models a new revision needs beside the ones that
+        serve, and check that each new live model answers the last request this deployment served. Raises
+        :class:`WoltError` with the reason; nothing that serves is touched."""
+        spec = DeploymentSpec.from_dict(doc)
+        if spec.name != self.name:
+            raise WoltError(f"spec is for deployment {spec.name!r}; this runtime serves {self.name!r}")
+        models = self._load_models(spec, loader)
+        recent = self._recent_inputs
+        if recent is not None:
+            for v in spec.variants:
+                adapter = models[v.name]
+                if v.shadow or adapter is self.models.get(v.name):
+                    continue
+                try:
+                    adapter.predict_prepared(adapter.prepare(recent))
+                except Exception as exc:
+                    raise WoltError(
+                        f"variant {v.name!r} ({v.model}) cannot answer the requests this deployment serves: "
+                        f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+                    ) from exc
+        gc.collect()
+        gc.freeze()
+        return spec, models
+
+    def switch(self, spec: DeploymentSpec, models: dict[str, ModelAdapter]) -> None:
+        """Blue-green, second half (on the event loop): the new models and routing take traffic at once.
+
+        Requests already queued finish on the adapter they were routed to; shadow workers whose model changed
+        are replaced, the old ones finish their backlog in the background."""
+        old_workers = {n: w for n, w in self.shadow_workers.items() if models.get(n) is not w.adapter}
+        for n in old_workers:
+            del self.shadow_workers[n]
+        self.models = models
+        self.router.replace(spec)
+        for v in spec.shadows:
+            self._shadow_worker(v.name)
+        if self.writer is None and spec.logging.responses and self._log_responses:
+            self.writer = self._make_writer()
+        elif self.writer is not None:
+            self.writer.sample = float(spec.logging.sample)
+        if old_workers:
+            import threading
+
+            def retire() -> None:
+                for w in old_workers.values():
+                    self.shadow_backlog_discarded += w.close(timeout=10.0)
+
+            threading.Thread(target=retire, name="wolt-retire-shadows", daemon=True).start()
+
     def _make_writer(self) -> Any:
         from wolt_jupyter.responses import ResponseRecord, ResponseWriter, default_store_url
 
@@ -161,8 +245,14 @@ class Runtime:
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         spec = self.router.table.spec
-        # never block the event loop: a full queue counts a drop (exported as a metric)
-        return ResponseWriter(url, on_full="drop", sample=float(spec.logging.sample))
+        # never block the event loop: a full queue counts a drop (exported as a metric). The spool makes each
+        # record durable in the OS before its response goes out; a restart replays what the database missed.
+        return ResponseWriter(
+            url,
+            on_full="drop",
+            sample=float(spec.logging.sample),
+            spool_dir=self.state_dir / "deployments" / self.name / "spool",
+        )
 
     def _shadow_worker(self, variant: str) -> ShadowWorker:
         worker = self.shadow_workers.get(variant)
@@ -178,14 +268,25 @@ class Runtime:
             self.shadow_workers[variant] = worker
         return worker
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Finish queued shadow work, then flush the response log (both bounded by ``timeout``)."""
+    def close(self, timeout: float = 30.0) -> dict[str, int]:
+        """Finish queued shadow work, then flush the response log (both bounded by ``timeout``).
+
+        Shadow copies still queued when the bound runs out are discarded, counted and said (a log line and
+        the returned ``shadow_discarded``), never dropped silently."""
         self.ready = False
         deadline = time.monotonic() + timeout
         for w in self.shadow_workers.values():
-            w.close(timeout=max(0.1, (deadline - time.monotonic()) / 2))
+            self.shadow_backlog_discarded += w.close(timeout=max(0.1, (deadline - time.monotonic()) / 2))
+        if self.shadow_backlog_discarded:
+            log.warning(
+                "deployment %s: %d shadow copies were not predicted before shutdown (not logged)",
+                self.name,
+                self.shadow_backlog_discarded,
+            )
+        stats = {"shadow_discarded": self.shadow_backlog_discarded}
         if self.writer is not None:
-            self.writer.close(timeout=max(1.0, deadline - time.monotonic()))
+            stats.update(self.writer.close(timeout=max(1.0, deadline - time.monotonic())))
+        return stats
 
     # -- metrics -------------------------------------------------------------------------------------------
     def _init_metrics(self) -> None:
@@ -248,6 +349,15 @@ class Runtime:
                 func=lambda: [((self.name, n), w.depth()) for n, w in self.shadow_workers.items()],
             )
         )
+        r.add(
+            Gauge(
+                "wolt_shadow_discarded_total",
+                "Shadow copies discarded unpredicted at shutdown or redeploy",
+                ("deployment",),
+                func=lambda: [((self.name,), self.shadow_backlog_discarded)],
+                kind="counter",
+            )
+        )
         self.m_load = r.add(
             Gauge(
                 "wolt_model_load_seconds",
@@ -292,11 +402,17 @@ class Runtime:
         return float(self.writer.stats().get(key, 0))
 
     # -- dispatch ------------------------------------------------------------------------------------------
-    def drain(self, timeout: float = 30.0) -> bool:
-        """Block (never on the event loop) until queued shadow copies are predicted and every response-log
-        record so far is written: read-your-writes for a notebook that reads the log right after predicting."""
+    def drain(self, timeout: float = 30.0, shadow_timeout: float | None = None) -> bool:
+        """Block (never on the event loop) until queued shadow copies are predicted (waiting at most
+        ``shadow_timeout``) and every response-log record so far is written: read-your-writes for a notebook
+        that reads the log right after predicting. False if either bound ran out."""
         deadline = time.monotonic() + timeout
-        ok = all(w.drain(max(0.0, deadline - time.monotonic())) for w in list(self.shadow_workers.values()))
+        shadow_deadline = (
+            deadline if shadow_timeout is None else min(deadline, time.monotonic() + shadow_timeout)
+        )
+        ok = all(
+            w.drain(max(0.0, shadow_deadline - time.monotonic())) for w in list(self.shadow_workers.values())
+        )
         if self.writer is not None:
             ok = bool(self.writer.flush(timeout=max(0.1, deadline - time.monotonic()))) and ok
         return ok
@@ -357,6 +473,8 @@ class Runtime:
         if path.startswith("/admin/"):
             if path == "/admin/flush" and method == "POST" and self._loop is not None:
                 return self._admin_flush(request, respond)
+            if path == "/admin/stage" and method == "POST" and self._loop is not None:
+                return self._admin_stage(request, respond)
             return respond(self._admin(request))
         return respond(
             error_response(404, f"no route {method} {path}; see /v2 and the V2 inference protocol")
@@ -432,15 +550,17 @@ class Runtime:
             if encoding not in ("identity", ""):
                 body = self._decompress(body, encoding)
             req = parse_request(body, header_len)
+            _check_id(req)
             variant = explicit or table.choose(
                 self._route_key(table, req, request.headers.get(ROUTE_KEY_HEADER))
             )
-            prepared = self.models[variant].prepare(req.inputs)
+            adapter = self.models[variant]
+            prepared = adapter.prepare(req.inputs)
         except ProtocolError as exc:
             respond(error_response(exc.status, exc.message))
             self._rejected(model, version, exc.status, t0)
             return
-        self._enqueue(_Job(req, prepared, respond, t0, variant, table))
+        self._enqueue(_Job(req, prepared, respond, t0, variant, table, adapter))
 
     def submit(
         self,
@@ -460,27 +580,29 @@ class Runtime:
             explicit = self._resolve(model, version, table)
             if not self.ready:
                 raise ProtocolError(503, "models are still loading; poll ServerReady")
+            _check_id(req)
             variant = explicit or table.choose(self._route_key(table, req, route_key))
-            prepared = self.models[variant].prepare(req.inputs)
+            adapter = self.models[variant]
+            prepared = adapter.prepare(req.inputs)
         except ProtocolError as exc:
             deliver(InferResult(exc.status, None, exc.message, version or "", None))
             self._rejected(model, version, exc.status, t0)
             return
-        self._enqueue(_Job(req, prepared, deliver, t0, variant, table, raw=True))
+        self._enqueue(_Job(req, prepared, deliver, t0, variant, table, adapter, raw=True))
 
     def _rejected(self, model: str, version: str | None, status: int, t0: float) -> None:
         if model == self.name:  # rejected requests count too (by code), like Seldon's executor
             self.m_seldon.observe((self.name, version or "", "", "", str(status)), time.perf_counter() - t0)
 
     def _enqueue(self, job: _Job) -> None:
-        variant = job.variant
-        queue = self._pending.get(variant)
+        adapter = job.adapter
+        queue = self._pending.get(adapter)
         if queue is None:
-            self._pending[variant] = [job]
+            self._pending[adapter] = [job]
             if self._loop is not None:
-                self._loop.call_soon(self._flush, variant)
+                self._loop.call_soon(self._flush, adapter)
             else:
-                self._flush(variant)
+                self._flush(adapter)
         else:
             queue.append(job)
 
@@ -510,11 +632,10 @@ class Runtime:
             key = header
         return None if key is None else str(key)
 
-    def _flush(self, variant: str) -> None:
-        jobs = self._pending.pop(variant, None)
+    def _flush(self, adapter: ModelAdapter) -> None:
+        jobs = self._pending.pop(adapter, None)
         if not jobs:
             return
-        adapter = self.models[variant]
         group: list[_Job] = []
         for job in jobs:
             if group and (
@@ -528,50 +649,73 @@ class Runtime:
 
     def _run(self, adapter: ModelAdapter, group: list[_Job]) -> None:
         self.m_batch.observe((self.name, adapter.variant), len(group))
+        results: list[tuple[list | None, str | None]] | None = None
         if len(group) > 1:
             try:
-                results = adapter.predict_batch([j.prepared for j in group])
+                results = [(outputs, None) for outputs in adapter.predict_batch([j.prepared for j in group])]
             except Exception:  # mismatch or a failing row: answer each request on its own
                 results = None
-            if results is not None:
-                for job, outputs in zip(group, results, strict=False):
-                    self._finish(adapter, job, outputs, None)
-                return
-        for job in group:
+        if results is None:
+            results = []
+            for job in group:
+                try:
+                    results.append((adapter.predict_prepared(job.prepared), None))
+                except BatchMismatch:
+                    results.append((None, "model output does not match the input rows"))
+                except Exception as exc:
+                    results.append((None, f"{type(exc).__name__}: {exc}"))
+        answers = [
+            self._answer(adapter, job, outputs, err)
+            for job, (outputs, err) in zip(group, results, strict=False)
+        ]
+        # acknowledged means durable: the micro-batch's log records reach the spool (one write) before any
+        # of its responses is sent
+        if self.writer is not None:
+            self._log_live(adapter, group, answers)
+        for job, (status, reply, outputs, err) in zip(group, answers, strict=False):
+            job.respond(reply)
+            # -- after the response: metrics and shadows (neither can delay or fail the answer) ------------
             try:
-                outputs = adapter.predict_prepared(job.prepared)
-            except BatchMismatch:
-                outputs, err = None, "model output does not match the input rows"
-            except Exception as exc:
-                outputs, err = None, f"{type(exc).__name__}: {exc}"
-            else:
-                err = None
-            self._finish(adapter, job, outputs, err)
+                self._after(adapter, job, outputs, err, status)
+            except Exception:
+                log.exception("after-response work failed for request %s", job.req.id)
 
-    def _finish(self, adapter: ModelAdapter, job: _Job, outputs: list | None, err: str | None) -> None:
-        """Answer one request, then do the after-response work; neither can leave a request unanswered."""
+    def _answer(
+        self, adapter: ModelAdapter, job: _Job, outputs: list | None, err: str | None
+    ) -> tuple[int, Any, list | None, str | None]:
+        """(status, what to send back, outputs, error) for one request; never raises."""
         if job.raw:
             status = 200 if err is None and outputs is not None else 500
             if status == 500:
                 self.m_model_errors.inc((self.name, adapter.variant))
                 err = f"model of variant {adapter.variant!r} failed: {err}"
-            job.respond(InferResult(status, outputs, err, adapter.variant, adapter))
-            try:
-                self._after(adapter, job, outputs, err, status)
-            except Exception:
-                log.exception("after-response work failed for request %s", job.req.id)
-            return
+            return status, InferResult(status, outputs, err, adapter.variant, adapter), outputs, err
         try:
             status, response = self._response(adapter, job, outputs, err)
         except Exception as exc:  # e.g. an output no V2 datatype can carry
             status, outputs, err = 500, None, f"model output cannot be encoded as V2 tensors: {exc}"
             response = error_response(500, f"variant {adapter.variant!r}: {err}")
-        job.respond(response)
-        # -- after the response: metrics, shadows, log (none of it can delay or fail the answer) ----------
+        return status, response, outputs, err
+
+    def _log_live(self, adapter: ModelAdapter, group: list[_Job], answers: list) -> None:
+        now = time.time()
         try:
-            self._after(adapter, job, outputs, err, status)
-        except Exception:
-            log.exception("after-response work failed for request %s", job.req.id)
+            records = [
+                self._record(
+                    adapter,
+                    job.req,
+                    outputs,
+                    status,
+                    err,
+                    (time.perf_counter() - job.t0) * 1000.0,
+                    False,
+                    now,
+                )
+                for job, (status, _reply, outputs, err) in zip(group, answers, strict=False)
+            ]
+            self.writer.submit_many(records)
+        except Exception:  # logging must never break serving; the writer counts its own drops
+            log.exception("response log submit failed")
 
     def _response(
         self, adapter: ModelAdapter, job: _Job, outputs: list | None, err: str | None
@@ -618,11 +762,13 @@ class Runtime:
         first = outputs[0][1] if outputs else None
         if first is not None:
             self._observe_predictions(variant, "false", first)
+        if status == 200:
+            self._recent_inputs = req.inputs
         for shadow in job.table.shadows:
             if shadow != variant:
-                self._shadow_worker(shadow).offer(ShadowItem(req.id, req.inputs, variant, first, time.time()))
-        if self.writer is not None:
-            self._log(adapter, req, outputs, status, err, elapsed * 1000.0, shadow=False)
+                worker = self.shadow_workers.get(shadow)
+                if worker is not None:  # None only in the instant a redeploy replaces it
+                    worker.offer(ShadowItem(req.id, req.inputs, variant, first, time.time()))
 
     def _observe_predictions(self, variant: str, shadow: str, first: np.ndarray) -> None:
         if first.dtype.kind not in "biuf" or first.size == 0:
@@ -633,7 +779,7 @@ class Runtime:
         for x in col.tolist():
             observe(labels, float(x))
 
-    def _log(
+    def _record(
         self,
         adapter: ModelAdapter,
         req: InferRequest,
@@ -642,26 +788,22 @@ class Runtime:
         err: str | None,
         latency_ms: float,
         shadow: bool,
-    ) -> None:
-        try:
-            self.writer.submit(
-                self._record_cls(
-                    id=req.id,
-                    time=time.time(),
-                    deployment=self.name,
-                    variant=adapter.variant,
-                    model_name=adapter.model_name,
-                    model_version=adapter.model_version,
-                    shadow=shadow,
-                    inputs={t.name: _values(t.array) for t in req.inputs},
-                    outputs={n: _values(a) for n, a in outputs} if outputs else {},
-                    latency_ms=latency_ms,
-                    status=status,
-                    error=err,
-                )
-            )
-        except Exception:  # logging must never break serving; the writer counts its own drops
-            log.exception("response log submit failed")
+        now: float,
+    ) -> Any:
+        return self._record_cls(
+            id=req.id,
+            time=now,
+            deployment=self.name,
+            variant=adapter.variant,
+            model_name=adapter.model_name,
+            model_version=adapter.model_version,
+            shadow=shadow,
+            inputs={t.name: _values(t.array) for t in req.inputs},
+            outputs={n: _values(a) for n, a in outputs} if outputs else {},
+            latency_ms=latency_ms,
+            status=status,
+            error=err,
+        )
 
     def _on_shadow_result(self, adapter: ModelAdapter, res: ShadowResult) -> None:
         """Runs in a shadow worker thread."""
@@ -681,9 +823,17 @@ class Runtime:
                     self.m_shadow_dis.inc(labels)
         if self.writer is not None:
             req = InferRequest(item.request_id, item.tensors, {}, None, set(), False)
-            self._log(
-                adapter, req, res.outputs, 200 if res.error is None else 500, res.error, res.latency_ms, True
-            )
+            try:
+                self.writer.submit_many(
+                    [
+                        self._record(
+                            adapter, req, res.outputs, 200 if res.error is None else 500, res.error,
+                            res.latency_ms, True, time.time(),
+                        )
+                    ]
+                )  # fmt: skip
+            except Exception:
+                log.exception("response log submit failed")
 
     # -- admin ---------------------------------------------------------------------------------------------
     def _admin(self, request: Request) -> Response:
@@ -781,13 +931,79 @@ class Runtime:
         """``POST /admin/flush``: answer once shadows and the response log have caught up (waits off-loop)."""
         if not authorized(request.headers.get("authorization"), self.token):
             return respond(self._admin(request))  # the same 401
+        try:
+            body = json.loads(request.body or b"{}")
+            timeout = float(body.get("timeout", 30.0))
+            shadow_timeout = body.get("shadow_timeout")
+            shadow_timeout = None if shadow_timeout is None else float(shadow_timeout)
+        except (ValueError, TypeError, AttributeError):
+            return respond(
+                error_response(400, 'flush body: {"timeout": S, "shadow_timeout": S} (both optional)')
+            )
         loop = self._loop
-        future = loop.run_in_executor(None, self.drain, 30.0)
+        future = loop.run_in_executor(None, self.drain, min(max(timeout, 0.0), 300.0), shadow_timeout)
 
         def done(f: Any) -> None:
             ok = not f.cancelled() and f.exception() is None and f.result()
             stats = self.writer.stats() if self.writer is not None else {}
-            respond(_json(200 if ok else 504, {"flushed": bool(ok), "response_log": stats}))
+            queued = sum(w.depth() for w in self.shadow_workers.values())
+            respond(
+                _json(
+                    200 if ok else 504,
+                    {"flushed": bool(ok), "response_log": stats, "shadow_queued": queued},
+                )
+            )
+
+        future.add_done_callback(done)
+        return None
+
+    def _admin_stage(self, request: Request, respond: Callable[[Response], None]) -> None:
+        """``POST /admin/stage`` ``{"spec": ...}``: a blue-green redeploy inside this process.
+
+        The new revision's models load in a worker thread beside the serving ones and must answer the last
+        request served; then routing and models switch in one step on the event loop. On any failure the
+        answer is 422 with the reason and what served keeps serving, untouched."""
+        if not authorized(request.headers.get("authorization"), self.token):
+            return respond(self._admin(request))  # the same 401
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return respond(error_response(400, "admin body must be a JSON object"))
+        if not isinstance(body, dict):
+            return respond(error_response(400, "admin body must be a JSON object"))
+        if self._staging:
+            return respond(error_response(409, "another revision is being loaded; try again when it is done"))
+        if not self.ready:
+            return respond(
+                error_response(409, "the runtime is not ready; a revision can be staged once it is")
+            )
+        self._staging = True
+        loop = self._loop
+        t0 = time.perf_counter()
+        future = loop.run_in_executor(None, self.stage, body.get("spec", body))
+
+        def done(f: Any) -> None:
+            self._staging = False
+            exc = None if f.cancelled() else f.exception()
+            if f.cancelled() or exc is not None:
+                reason = (
+                    "cancelled"
+                    if exc is None
+                    else (str(exc) if isinstance(exc, WoltError) else f"{type(exc).__name__}: {exc}")
+                )
+                log.error("revision not switched, the current one keeps serving: %s", reason)
+                return respond(error_response(422, reason))
+            spec, models = f.result()
+            t1 = time.perf_counter()
+            self.switch(spec, models)
+            log.info(
+                "switched to the new revision (loaded in %.2fs, switch %.1f us)",
+                t1 - t0,
+                (time.perf_counter() - t1) * 1e6,
+            )
+            doc = self._routing_doc()
+            doc["load_seconds"] = t1 - t0
+            respond(_json(200, doc))
 
         future.add_done_callback(done)
         return None

@@ -92,11 +92,20 @@ class ShadowWorker:
             time.sleep(0.01)
         return True
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Finish what is queued (within ``timeout``), then stop the thread."""
+    def close(self, timeout: float = 10.0) -> int:
+        """Finish what is queued (within ``timeout``), then stop the thread; returns how many queued copies
+        were discarded unpredicted because the bound ran out (the caller counts and says them)."""
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
+        discarded = 0
+        while self.items:
+            try:
+                self.items.popleft()
+            except IndexError:
+                break
+            discarded += 1
+        return discarded
 
     def _run(self) -> None:
         items = self.items

@@ -1,0 +1,194 @@
+"""The spool: response-log records made durable in the OS before their response is sent.
+
+Why: the database writer batches in memory, so a ``kill -9`` used to lose the last fraction of a second of
+acknowledged requests. Now the runtime appends each micro-batch's records to a segment file with one
+``write`` (O_APPEND) before it answers; once ``write`` returns the bytes are in the kernel's page cache and
+survive the process. The writer thread ``fsync``s every cycle (a power cut loses at most that interval) and
+inserts the same records from memory; a segment whose records are all in the database is deleted. Segments
+left behind by a process that died, or holding records the writer could not insert, are replayed into the
+database idempotently: a row already there (same id, variant, shadow flag and time) is not inserted twice.
+
+Segment files are JSON lines named ``<instance>-<seq>.jsonl`` in a private (0700) directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 4 * 1024 * 1024
+SUFFIX = ".jsonl"
+
+
+@dataclass(eq=False)
+class Segment:
+    path: Path
+    fd: int
+    size: int = 0
+    appended: int = 0  # records written to the file
+    settled: int = 0  # records in the database (or dropped as unstorable): nothing left to replay for them
+    dirty: bool = False  # some record was not queued for the database: replay the file
+    closed: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.closed and not self.dirty and self.settled >= self.appended
+
+
+class Spool:
+    """Segment files of one runtime process under ``directory``; safe to append from any thread."""
+
+    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(self.dir, 0o700)
+        self.segment_bytes = segment_bytes
+        self.instance = f"{int(time.time() * 1000):013x}-{os.getpid()}"
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._unsynced = False
+        # segments of earlier processes: replayed by the writer before anything is deleted
+        self.leftovers = sorted(
+            p for p in self.dir.glob(f"*{SUFFIX}") if not p.name.startswith(self.instance)
+        )
+        self._closed_segments: list[Segment] = []
+        self.current = self._open()
+
+    def _open(self) -> Segment:
+        self._seq += 1
+        path = self.dir / f"{self.instance}-{self._seq:06d}{SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return Segment(path, fd)
+
+    def append(self, data: bytes, n: int) -> Segment:
+        """Write ``n`` records (``data``: their JSON lines) in one ``write``; the segment they went to."""
+        with self._lock:
+            seg = self.current
+            view = memoryview(data)
+            while view:  # a regular file takes it all at once; loop only for the pathological partial write
+                written = os.write(seg.fd, view)
+                view = view[written:]
+            seg.size += len(data)
+            seg.appended += n
+            self._unsynced = True
+            if seg.size >= self.segment_bytes:
+                self._rotate()
+            return seg
+
+    def _rotate(self) -> None:
+        old = self.current
+        self.current = self._open()
+        os.fsync(old.fd)
+        os.close(old.fd)
+        old.closed = True
+        self._closed_segments.append(old)
+
+    def sync(self) -> None:
+        """fsync the open segment if anything was appended since the last call (the writer, every cycle)."""
+        with self._lock:
+            if not self._unsynced or self.current.closed:
+                return
+            self._unsynced = False
+            fd = self.current.fd
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+
+    def settle(self, seg: Segment, n: int) -> None:
+        """``n`` records of ``seg`` are in the database: delete the file once all of it is."""
+        with self._lock:
+            seg.settled += n
+            self._collect()
+
+    def mark_dirty(self, seg: Segment) -> None:
+        with self._lock:
+            seg.dirty = True
+
+    def _collect(self) -> None:
+        keep = []
+        for seg in self._closed_segments:
+            if seg.done:
+                seg.path.unlink(missing_ok=True)
+            else:
+                keep.append(seg)
+        self._closed_segments = keep
+
+    def to_replay(self) -> list[Path]:
+        """Closed files the database may miss records of (dirty segments); the caller replays and deletes."""
+        with self._lock:
+            dirty = [s for s in self._closed_segments if s.dirty]
+            self._closed_segments = [s for s in self._closed_segments if not s.dirty]
+        return [s.path for s in dirty]
+
+    def close(self) -> list[Path]:
+        """Close the open segment; delete what is settled; return the files still to replay."""
+        with self._lock:
+            seg = self.current
+            if not seg.closed:
+                with contextlib.suppress(OSError):
+                    os.fsync(seg.fd)
+                os.close(seg.fd)
+                seg.closed = True
+                self._closed_segments.append(seg)
+            self._collect()
+            rest = [s.path for s in self._closed_segments]
+            self._closed_segments = []
+        return rest
+
+
+def read_segment(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The rows of a segment file and how many lines were unreadable (a torn last line after a power cut)."""
+    rows, bad = [], 0
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def missing_rows(conn: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows not yet in the responses table (matched by deployment, id, variant, shadow and time)."""
+    from sqlalchemy import and_, select
+
+    from wolt_jupyter.responses.store import tables
+
+    if not rows:
+        return []
+    t = tables()[0]
+    have: set[tuple[Any, ...]] = set()
+    by_deployment: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_deployment.setdefault(r["deployment"], []).append(r)
+    for deployment, group in by_deployment.items():
+        lo = min(r["time"] for r in group)
+        hi = max(r["time"] for r in group)
+        q = select(t.c.id, t.c.variant, t.c.shadow, t.c.time).where(
+            and_(t.c.deployment == deployment, t.c.time >= lo, t.c.time <= hi)
+        )
+        have.update((deployment, i, v, bool(s), float(tm)) for i, v, s, tm in conn.execute(q))
+    return [
+        r
+        for r in rows
+        if (r["deployment"], r["id"], r["variant"], bool(r["shadow"]), float(r["time"])) not in have
+    ]
