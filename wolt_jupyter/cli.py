@@ -64,7 +64,7 @@ def _deployments(args: argparse.Namespace) -> int:
 
 def _traffic(args: argparse.Namespace) -> int:
     from wolt_jupyter import deployments
-    from wolt_jupyter.magics import parse_weights
+    from wolt_jupyter.deployments import parse_weights
 
     _print_deployment(deployments.traffic(args.name, parse_weights(args.weights)))
     return 0

@@ -3,56 +3,17 @@ everything driven through the magics in a real IPython shell."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-FEATURES = ["f0", "f1", "f2"]
-
-
-@pytest.fixture
-def models(wolt_home: Path) -> dict[str, str]:
-    """Two registered regression models that answer differently, ``champion`` on version 1."""
-    from sklearn.linear_model import LinearRegression
-
-    import wolt_jupyter
-
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(50, 3)), columns=FEATURES)
-    for scale in (1.0, 100.0):
-        wolt_jupyter.register(
-            LinearRegression().fit(X, X.sum(axis=1) * scale), name="eta", input_example=X.head(3)
-        )
-    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
-    return {"champion": "models:/eta@champion", "v1": "models:/eta/1", "v2": "models:/eta/2"}
-
-
-@pytest.fixture
-def rows() -> pd.DataFrame:
-    return pd.DataFrame(np.random.default_rng(1).normal(size=(200, 3)), columns=FEATURES)
-
-
-@pytest.fixture
-def undeploy_all(wolt_home: Path):
-    yield
-    from wolt_jupyter import deployments
-
-    for name in deployments._store().names():
-        with contextlib.suppress(Exception):
-            deployments.undeploy(name)
-
-
-def pid_of(home: Path, name: str) -> int:
-    return json.loads((home / "deployments" / name / "deployment.json").read_text())["extra"]["pid"]
+from backends_support import pid_of
 
 
 @pytest.mark.usefixtures("undeploy_all")

@@ -72,7 +72,14 @@ def test_writer_used_as_documented(tmp_path):
     )
     assert w.submit(rec) is True
     w.close(timeout=30)
-    assert w.stats() == {"queued": 0, "written": 1, "dropped": 0, "sampled_out": 0, "deferred": 0, "replayed": 0}
+    assert w.stats() == {
+        "queued": 0,
+        "written": 1,
+        "dropped": 0,
+        "sampled_out": 0,
+        "deferred": 0,
+        "replayed": 0,
+    }
     assert r.add_feedback(url, [{"id": "abc", "ground_truth": [0, 1]}]) == 1
     df = r.responses("demo", since=1_600_000_000.0, url=url)
     assert df[["input.col", "output.out", "ground_truth"]].values.tolist() == [[1, 0.1, 0], [2, 0.9, 1]]

@@ -30,7 +30,14 @@ def test_burst_from_threads_writes_every_record(store_url, make_record, count_ro
 
     total = threads * per_thread
     assert sum(accepted) == total
-    assert stats == {"queued": 0, "written": total, "dropped": 0, "sampled_out": 0, "deferred": 0, "replayed": 0}
+    assert stats == {
+        "queued": 0,
+        "written": total,
+        "dropped": 0,
+        "sampled_out": 0,
+        "deferred": 0,
+        "replayed": 0,
+    }
     assert count_rows(store_url) == total
     assert count_rows(store_url, "WHERE shadow") == 0
     # every id once: no batch was written twice by a retry or by close()
@@ -272,7 +279,14 @@ def test_postgres_outage_is_retried_without_loss(private_postgres, make_record, 
         server.start()
         stats = w.close()
     assert "retry 1/10" in caplog.text
-    assert stats == {"queued": 0, "written": 200, "dropped": 0, "sampled_out": 0, "deferred": 0, "replayed": 0}
+    assert stats == {
+        "queued": 0,
+        "written": 200,
+        "dropped": 0,
+        "sampled_out": 0,
+        "deferred": 0,
+        "replayed": 0,
+    }
     assert count_rows(server.url) == 200
 
 

@@ -184,6 +184,9 @@ def test_requested_outputs_are_selected(ab) -> None:
         ),
         ("/v2/models/{m}/versions/main", None, 200, ""),
         ("/v2/nothing", None, 404, "no route"),
+        # a stored id must fit the response log (256 characters made a PostgreSQL batch fail)
+        ("/v2/models/{m}/infer", row_doc([[1, 2, 3, 4]], id="x" * 129), 400, "at most 128"),
+        ("/v2/models/{m}/infer", row_doc([[1, 2, 3, 4]], id="x" * 128), 200, ""),
     ],
 )
 def test_errors_are_4xx_json_with_a_reason(ab, path, body, status, needle) -> None:

@@ -53,6 +53,7 @@ def free_port(host: str = HOST) -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the runtime binds: TIME_WAIT is fine
         try:
             sock.bind((HOST, port))
         except OSError:

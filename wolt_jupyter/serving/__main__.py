@@ -21,6 +21,7 @@ from wolt_jupyter.serving.http import serve
 log = logging.getLogger("wolt_jupyter.serving")
 EXIT_BAD_SPEC = 2
 EXIT_LOAD_FAILED = 3
+SHADOW_DRAIN_S = 10.0  # at shutdown, queued shadow copies get this long; the rest are counted as not logged
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -96,7 +97,8 @@ async def _main(args: argparse.Namespace) -> int:
         stopped = grpc_server.stop(grace=5)
         await loop.run_in_executor(None, stopped.wait, 6)
     await asyncio.sleep(0.05)  # let callbacks already scheduled (batched predicts) answer
-    stats = await loop.run_in_executor(None, runtime.close)
+    shadow_drain = float(os.environ.get("WOLT_SHADOW_DRAIN_S", SHADOW_DRAIN_S))
+    stats = await loop.run_in_executor(None, lambda: runtime.close(timeout=25.0, shadow_timeout=shadow_drain))
     _write_shutdown(state_dir, spec.name, stats)
     log.info("deployment %s stopped: %s", spec.name, stats)
     return status

@@ -147,8 +147,6 @@ class Runtime:
 
     def load(self, loader: Callable[[str, str], ModelAdapter] | None = None) -> None:
         """Load every variant (live and shadow), start shadow workers and the response log, then go ready."""
-        if loader is None:
-            from wolt_jupyter.serving.models import load as loader
         self.models = self._load_models(self.router.table.spec, loader)
         if self._log_responses:
             self.writer = self._make_writer()
@@ -165,7 +163,11 @@ class Runtime:
     ) -> dict[str, ModelAdapter]:
         """Adapters for every variant of ``spec``: the loaded one where the URI is unchanged, else a new load."""
         if loader is None:
-            from wolt_jupyter.serving.models import load as loader
+            import functools
+
+            from wolt_jupyter.serving.models import load
+
+            loader = functools.partial(load, cache_dir=self.state_dir / "deployments" / self.name / "models")
         models: dict[str, ModelAdapter] = {}
         for v in spec.variants:
             current = self.models.get(v.name)
@@ -268,15 +270,18 @@ class Runtime:
             self.shadow_workers[variant] = worker
         return worker
 
-    def close(self, timeout: float = 30.0) -> dict[str, int]:
+    def close(self, timeout: float = 30.0, shadow_timeout: float | None = None) -> dict[str, int]:
         """Finish queued shadow work, then flush the response log (both bounded by ``timeout``).
 
         Shadow copies still queued when the bound runs out are discarded, counted and said (a log line and
         the returned ``shadow_discarded``), never dropped silently."""
         self.ready = False
         deadline = time.monotonic() + timeout
+        shadow_deadline = time.monotonic() + (
+            timeout / 2 if shadow_timeout is None else min(shadow_timeout, timeout)
+        )
         for w in self.shadow_workers.values():
-            self.shadow_backlog_discarded += w.close(timeout=max(0.1, (deadline - time.monotonic()) / 2))
+            self.shadow_backlog_discarded += w.close(timeout=max(0.1, shadow_deadline - time.monotonic()))
         if self.shadow_backlog_discarded:
             log.warning(
                 "deployment %s: %d shadow copies were not predicted before shutdown (not logged)",

@@ -9,9 +9,12 @@ signatures), so any pyfunc model stays correct.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -403,12 +406,47 @@ def _name_version(uri: str) -> tuple[str, str]:
     return uri, ""
 
 
-def load(variant: str, uri: str) -> ModelAdapter:
-    """Load one variant's model with MLflow (tracking/registry URI from the environment)."""
+def load(variant: str, uri: str, cache_dir: Path | None = None) -> ModelAdapter:
+    """Load one variant's model with MLflow (tracking/registry URI from the environment).
+
+    With ``cache_dir``, a pinned ``models:/NAME/VERSION`` is downloaded there once and loaded from there ever
+    after: a version's artifacts never change, and a restart then touches neither the registry nor the
+    artifact store (which is what made a restart after a crash take seconds)."""
     import mlflow.pyfunc
 
     # sklearn warns on every array predict for a model fitted on a DataFrame: silence it once, process-wide.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     t0 = time.perf_counter()
-    model = mlflow.pyfunc.load_model(uri)
+    # suppress_warnings skips MLflow's pip-requirements comparison: it only warns, and costs ~1 s per load
+    model = mlflow.pyfunc.load_model(
+        str(_cached(uri, cache_dir)) if cache_dir else uri, suppress_warnings=True
+    )
     return ModelAdapter(variant, uri, model, time.perf_counter() - t0)
+
+
+def _cached(uri: str, cache_dir: Path) -> Path | str:
+    """The local copy of a pinned version's artifacts (downloaded on first use); other URIs as they are."""
+    import re
+
+    name, version = _name_version(uri)
+    if not uri.startswith("models:/") or not version.isdigit():
+        return uri
+    local = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{version}"
+    if (local / "MLmodel").is_file():
+        return local
+    import shutil
+    import tempfile
+
+    import mlflow.artifacts
+
+    Path(cache_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
+    try:
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
+        if not (got / "MLmodel").is_file():  # not a model directory: load it the ordinary way
+            return uri
+        with contextlib.suppress(OSError):  # OSError: another process cached it meanwhile
+            os.replace(got, local)
+        return local
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

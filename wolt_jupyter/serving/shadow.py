@@ -67,6 +67,9 @@ class ShadowWorker:
         self._wake = threading.Event()
         self._closing = False
         self._busy = False
+        self._deliver_lock = threading.Lock()
+        self._undelivered = 0  # taken off the queue, result not yet handed on
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name=f"wolt-shadow[{adapter.variant}]", daemon=True)
         self._thread.start()
 
@@ -98,13 +101,13 @@ class ShadowWorker:
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
-        discarded = 0
-        while self.items:
-            try:
-                self.items.popleft()
-            except IndexError:
-                break
-            discarded += 1
+        with self._deliver_lock:
+            if not self._thread.is_alive():
+                return 0
+            # out of time: whatever is queued or still being predicted is abandoned, and counted once
+            self._abandoned = True
+            discarded = self._undelivered + len(self.items)
+            self.items.clear()
         return discarded
 
     def _run(self) -> None:
@@ -117,13 +120,26 @@ class ShadowWorker:
                 self._wake.clear()
                 continue
             self._busy = True
-            batch = [items.popleft() for _ in range(min(len(items), self.max_batch))]
+            with self._deliver_lock:
+                batch = [items.popleft() for _ in range(min(len(items), self.max_batch))]
+                self._undelivered = len(batch)
             try:
                 self._process(batch)
             except Exception:  # the worker must survive anything a model does
                 log.exception("shadow %s: batch failed", self.adapter.variant)
             finally:
+                with self._deliver_lock:
+                    self._undelivered = 0
                 self._busy = False
+            if self._abandoned:
+                return
+
+    def _deliver(self, result: ShadowResult) -> None:
+        with self._deliver_lock:
+            if self._abandoned:  # close() counted it as discarded already
+                return
+            self._undelivered -= 1
+            self.on_result(result)
 
     def _process(self, items: list[ShadowItem]) -> None:
         prepared: list[tuple[ShadowItem, Prepared]] = []
@@ -131,7 +147,7 @@ class ShadowWorker:
             try:
                 prepared.append((item, self.adapter.prepare(item.tensors)))
             except ProtocolError as exc:
-                self.on_result(
+                self._deliver(
                     ShadowResult(item, None, f"input does not fit the shadow model: {exc.message}", 0.0)
                 )
         # consecutive compatible requests form one predict
@@ -160,9 +176,9 @@ class ShadowWorker:
         ms = (time.perf_counter() - t0) * 1000.0
         for (item, _), res in zip(group, results, strict=False):
             if isinstance(res, Exception):
-                self.on_result(ShadowResult(item, None, f"{type(res).__name__}: {res}", ms))
+                self._deliver(ShadowResult(item, None, f"{type(res).__name__}: {res}", ms))
             else:
-                self.on_result(ShadowResult(item, res, None, ms))
+                self._deliver(ShadowResult(item, res, None, ms))
 
 
 def disagrees(live: np.ndarray | None, shadow: np.ndarray | None) -> bool | None:

@@ -9,6 +9,10 @@ the exit reasons, until a run stays up 30 s.
 The supervisor is the process the local backend records; the runtime is its child in the same process group
 (so stopping the group stops both) and gets SIGTERM if the supervisor itself dies (``PR_SET_PDEATHSIG``).
 Its state (runtime pid, restarts, last exits, status) is a JSON file the backend reads for cards and lists.
+
+Restarts are fast because the supervisor is a fork server for our own runtime: it imports the runtime and
+MLflow once, and each start is a ``fork`` that runs the runtime's ``main`` — a restart costs the model load,
+not the seconds of interpreter start and imports. Any other command is started with ``exec`` as usual.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ class Supervisor:
         self.state_path = state_path
         self.log_path = log_path
         self.stopping = threading.Event()
-        self.child: subprocess.Popen | None = None
+        self.child: int | None = None
+        self.runtime_args = _runtime_args(command)
+        if self.runtime_args is not None:
+            _preload()
         self.state: dict[str, Any] = {
             "supervisor_pid": os.getpid(),
             "runtime_pid": None,
@@ -71,10 +78,13 @@ class Supervisor:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.state_path)
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self) -> int:
+        """Start the runtime; its pid."""
+        if self.runtime_args is not None:
+            return self._fork()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -84,6 +94,45 @@ class Supervisor:
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
+        self._popen = proc  # keeps the Popen alive; the pid is reaped with waitpid below
+        return proc.pid
+
+    def _fork(self) -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:  # the child: become the runtime
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            _set_pdeathsig()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            if self.log_path:
+                out = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+            from wolt_jupyter.serving.__main__ import main as runtime_main
+
+            code = runtime_main(self.runtime_args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code or 0)
+
+    def _wait(self, pid: int) -> int:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return -1
+        return os.waitstatus_to_exitcode(status)
 
     def _note(self, text: str) -> None:
         if self.log_path:
@@ -93,20 +142,21 @@ class Supervisor:
     def stop(self, *_: Any) -> None:
         self.stopping.set()
         child = self.child
-        if child is not None and child.poll() is None:
+        if child is not None:
             with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGTERM)
+                os.kill(child, signal.SIGTERM)
 
     def run(self) -> int:
         backoff = FIRST_BACKOFF_S
         while not self.stopping.is_set():
             t0 = time.monotonic()
             self.child = self._spawn()
-            self.state.update(runtime_pid=self.child.pid, runtime_started=time.time())
+            self.state.update(runtime_pid=self.child, runtime_started=time.time())
             self._save()
             if self.stopping.is_set():  # SIGTERM arrived while spawning
                 self.stop()
-            code = self.child.wait()
+            code = self._wait(self.child)
+            self.child = None
             if self.stopping.is_set():
                 break
             ran = time.monotonic() - t0
@@ -132,6 +182,29 @@ class Supervisor:
         self.state.update(status="stopped", runtime_pid=None)
         self._save()
         return 0
+
+
+def _runtime_args(command: list[str]) -> list[str] | None:
+    """``[python, -m, wolt_jupyter.serving, ARGS...]`` → ARGS (run by fork); None for any other command."""
+    if len(command) >= 3 and command[1:3] == ["-m", "wolt_jupyter.serving"]:
+        return command[3:]
+    return None
+
+
+def _preload() -> None:
+    """Import once what every start of the runtime needs, so a forked restart skips it."""
+    import importlib
+
+    for module in (
+        "wolt_jupyter.serving.__main__",
+        "wolt_jupyter.responses.writer",
+        "sqlalchemy",
+        "mlflow.pyfunc",
+        "mlflow.sklearn",  # the flavor most models here use (saved with skops); others load on demand
+        "skops.io",
+    ):
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
 
 
 def main(argv: list[str] | None = None) -> int:

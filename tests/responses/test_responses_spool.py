@@ -1,0 +1,119 @@
+"""The spool: records submitted with ``submit_many`` survive the process being killed, are replayed exactly
+once, and one unstorable record costs no other record."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from wolt_jupyter.responses import ResponseWriter
+
+# a writer that is killed (os._exit: no flush, no atexit) right after its records are acknowledged
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    from conftest import make_record
+    from wolt_jupyter.responses import ResponseWriter
+
+    w = ResponseWriter({url!r}, spool_dir={spool!r}, flush_interval=60, batch_size=10_000)
+    n, written_first = {n}, {written_first}
+    if written_first:
+        w.submit_many([make_record(i, t=1000.0 + i) for i in range(written_first)])
+        assert w.flush(30)
+    w.submit_many([make_record(i, t=1000.0 + i) for i in range(written_first, n)])
+    print("acknowledged", flush=True)
+    os._exit(0)
+    """
+)
+
+
+def _killed_writer(url: str, spool: Path, n: int, written_first: int = 0) -> None:
+    code = _KILLED_WRITER.format(
+        tests=str(Path(__file__).parent), url=url, spool=str(spool), n=n, written_first=written_first
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "acknowledged", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("written_first", [0, 120])
+def test_records_of_a_killed_writer_are_replayed_exactly_once(
+    store_url, tmp_path, count_rows, written_first
+) -> None:
+    spool = tmp_path / "spool"
+    _killed_writer(store_url, spool, n=300, written_first=written_first)
+    assert count_rows(store_url) == written_first  # the rest were only in the spool when it died
+    assert list(spool.glob("*.jsonl"))
+
+    with ResponseWriter(store_url, spool_dir=spool) as w:
+        assert w.flush(30)
+    stats = w.stats()
+    assert count_rows(store_url) == 300 and stats["replayed"] == 300 - written_first
+    assert count_rows(store_url, "WHERE shadow") == 0
+    assert list(spool.glob("*.jsonl")) == []  # replayed files are removed
+    # idempotent: the rollup the panel reads counts each row once too
+    from sqlalchemy import create_engine
+
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT SUM(n) FROM wolt_response_rollup").scalar_one() == 300
+    engine.dispose()
+
+
+def test_replaying_the_same_file_twice_inserts_nothing_twice(tmp_path, count_rows) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    spool = tmp_path / "spool"
+    _killed_writer(url, spool, n=50)
+    leftover = next(spool.glob("*.jsonl"))
+    copy = leftover.with_name("0000000000000-1-000001.jsonl")
+    copy.write_bytes(leftover.read_bytes())  # as if a replay had been cut short before deleting its file
+    with ResponseWriter(url, spool_dir=spool):
+        pass
+    assert count_rows(url) == 50
+
+
+def test_a_torn_last_line_is_skipped_and_said(tmp_path, count_rows, caplog) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    spool = tmp_path / "spool"
+    _killed_writer(url, spool, n=20)
+    seg = next(spool.glob("*.jsonl"))
+    with seg.open("ab") as fh:
+        fh.write(b'{"id": "half')  # a power cut in the middle of a write
+    with ResponseWriter(url, spool_dir=spool):
+        pass
+    assert count_rows(url) == 20
+    assert "1 unreadable line" in caplog.text
+
+
+def test_spooled_records_are_in_the_file_when_submit_returns(tmp_path, make_record) -> None:
+    spool = tmp_path / "spool"
+    w = ResponseWriter(f"sqlite:///{tmp_path / 'log.db'}", spool_dir=spool, flush_interval=60)
+    try:
+        assert w.submit_many([make_record(i) for i in range(5)]) == 5
+        rows = [json.loads(line) for f in spool.glob("*.jsonl") for line in f.read_text().splitlines()]
+        assert [r["id"] for r in rows] == [f"req-{i}" for i in range(5)]
+        assert os.stat(spool).st_mode & 0o777 == 0o700
+        assert all(f.stat().st_mode & 0o777 == 0o600 for f in spool.glob("*.jsonl"))
+    finally:
+        w.close()
+    assert list(spool.glob("*.jsonl")) == []  # everything reached the database: nothing left to replay
+
+
+def test_one_unstorable_record_costs_no_other(pg_url, tmp_path, make_record, count_rows, caplog) -> None:
+    """PostgreSQL refuses an id longer than the column: only that record is dropped, counted and named."""
+    records = [make_record(i) for i in range(40)]
+    bad_id = "b" * 300
+    records.insert(17, make_record(bad_id))
+    with ResponseWriter(pg_url, spool_dir=tmp_path / "spool", retries=1, retry_backoff=0.01) as w:
+        w.submit_many(records)
+        assert w.flush(30)
+    stats = w.stats()
+    assert count_rows(pg_url) == 40 and stats["written"] == 40 and stats["dropped"] == 1
+    assert f"record '{bad_id}' cannot be stored" in caplog.text
+    assert list((tmp_path / "spool").glob("*.jsonl")) == []
