@@ -7,35 +7,10 @@ PodMonitor, the request logger and the service account.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
-import yaml
-
-from kube.apiserver import TestApiServer
 
 ISVC = ("serving.kserve.io/v1beta1", "InferenceService")
 SDEP = ("machinelearning.seldon.io/v1", "SeldonDeployment")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, wolt_home: Path, monkeypatch: pytest.MonkeyPatch):
-    with TestApiServer(controller=True, ready_delay=0.05) as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        yield server
-
-
-@pytest.fixture
-def models(wolt_home: Path) -> dict[str, str]:
-    from sklearn.linear_model import LinearRegression
-
-    import wolt_jupyter
-
-    X = np.arange(20, dtype=float).reshape(10, 2)
-    for i in range(3):
-        wolt_jupyter.register(LinearRegression().fit(X, X[:, 0] * (i + 1)), name="eta")
-    return {"v1": "models:/eta/1", "v2": "models:/eta/2", "v3": "models:/eta/3"}
 
 
 def failure(shell, capsys, line: str) -> str:
@@ -69,19 +44,7 @@ def test_kserve_dry_run_makes_the_canary_check_an_apply_makes(shell, cluster, mo
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]  # the dry run applied nothing
 
 
-def test_dry_run_without_a_cluster_says_which_checks_need_it(shell, models, tmp_path, monkeypatch) -> None:
-    from helpers import free_port
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "x",
-    }
-    (tmp_path / "kc").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
+def test_dry_run_without_a_cluster_says_which_checks_need_it(shell, models, unreachable_cluster) -> None:
     d = shell.run_line_magic(
         "wolt_deploy", f"risk --model {models['v1']} --ab {models['v2']}=30 --target kserve --dry-run"
     )
@@ -91,7 +54,7 @@ def test_dry_run_without_a_cluster_says_which_checks_need_it(shell, models, tmp_
     ]
     assert d.checks[2].startswith(
         "KServe canary 'challenger' against the served revision 'main': NOT RUN, needs the cluster "
-        "(cannot reach the Kubernetes API at http://127.0.0.1:"
+        f"(cannot reach the Kubernetes API at {unreachable_cluster}: connection refused)"
     )
 
 

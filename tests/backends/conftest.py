@@ -1,0 +1,52 @@
+"""Fixtures of the cluster-target tests: the project's test API server, registered models, a dead cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kube.apiserver import TestApiServer
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, wolt_home: Path, monkeypatch: pytest.MonkeyPatch):
+    """The test API server, reached through KUBECONFIG; its controller marks workloads ready."""
+    with TestApiServer(controller=True, ready_delay=0.05) as server:
+        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+        yield server
+
+
+@pytest.fixture
+def unreachable_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """KUBECONFIG pointing at a port nothing listens on; returns the server URL."""
+    from helpers import free_port
+
+    server = f"http://127.0.0.1:{free_port()}"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "kc").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
+    return server
+
+
+@pytest.fixture
+def models(wolt_home: Path) -> dict[str, str]:
+    """Three registered versions of one model; ``champion`` points at version 1."""
+    from sklearn.linear_model import LinearRegression
+
+    import wolt_jupyter
+
+    X = np.arange(20, dtype=float).reshape(10, 2)
+    for i in range(3):
+        wolt_jupyter.register(LinearRegression().fit(X, X[:, 0] * (i + 1)), name="eta")
+    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
+    return {f"v{n}": f"models:/eta/{n}" for n in (1, 2, 3)} | {"champion": "models:/eta@champion"}
