@@ -42,6 +42,24 @@ def test_round_trip_through_yaml() -> None:
         ({"logging": {"sample": 2}}, "between 0 and 1"),
         ({"replicas": 0}, "replicas"),
         ({"colour": "red"}, "unknown spec field"),
+        ({"resources": {"cpu": "half"}}, r"resources.requests.cpu 'half' is not a Kubernetes quantity"),
+        ({"resources": {"memory": "1GB"}}, r"resources.requests.memory '1GB' is not a Kubernetes quantity"),
+        ({"resources": {"gpu": 1}}, r"'gpu' is not a Kubernetes resource name"),
+        (
+            {"resources": {"requests": {"cpu": 2}, "limits": {"cpu": "1"}}},
+            "cpu request 2 is above its limit 1",
+        ),
+        ({"resources": "lots"}, "resources must be a mapping"),
+        (
+            {"routing": {"sticky_key": "user id"}},
+            "routing.sticky_key 'user id' must name a request parameter",
+        ),
+        ({"logging": {"responses": "yes"}}, "logging.responses must be true or false, got 'yes'"),
+        ({"logging": {"sample": True}}, "logging.sample must be a number between 0 and 1, got True"),
+        (
+            {"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "shadow": "no"}]},
+            "variant 'a': shadow must be true or false",
+        ),
     ],
 )
 def test_invalid_specs_say_what_is_wrong(change: dict, message: str) -> None:
@@ -62,3 +80,13 @@ def test_traffic_promote_and_pin() -> None:
     assert promoted.shadows == spec.shadows
     pinned = spec.pinned(lambda uri: uri.replace("@champion", "/3"))
     assert pinned.variant("main").model == "models:/eta/3"
+
+
+def test_resource_quantities_follow_the_kubernetes_grammar() -> None:
+    from wolt_jupyter.spec import check_resources, parse_quantity
+
+    assert parse_quantity("250m", "cpu") == parse_quantity("0.25", "cpu") == parse_quantity(".25", "cpu")
+    assert parse_quantity("1Gi", "memory") == 2**30 and parse_quantity("1G", "memory") == 10**9
+    assert parse_quantity("1e3", "memory") == parse_quantity("1k", "memory") == parse_quantity(1000, "memory")
+    flat = DeploymentSpec.from_dict({**BASE, "resources": {"cpu": 1, "nvidia.com/gpu": 1}})
+    assert check_resources(flat.resources) == {"requests": {"cpu": "1", "nvidia.com/gpu": "1"}}

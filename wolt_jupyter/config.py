@@ -39,7 +39,22 @@ _ENV = {
     "kube_context": "WOLT_KUBE_CONTEXT",
     "runtime_image": "WOLT_RUNTIME_IMAGE",
     "cluster_tracking_uri": "WOLT_CLUSTER_TRACKING_URI",
+    "pod_monitor": "WOLT_POD_MONITOR",
+    "service_account": "WOLT_SERVICE_ACCOUNT",
+    "request_logger_url": "WOLT_REQUEST_LOGGER_URL",
+    "unreachable_artifacts": "WOLT_UNREACHABLE_ARTIFACTS",
 }
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+UNREACHABLE_ARTIFACTS = ("warn", "refuse")
 # environment variables that are credentials: shown only masked
 SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WOLT_PROMETHEUS_TOKEN")
 _MASK = "****"
@@ -70,6 +85,10 @@ class Settings:
     kube_context: str | None = None
     runtime_image: str | None = None  # default: the image the Dockerfile builds for this version
     cluster_tracking_uri: str | None = None  # MLflow as pods reach it (default: tracking_uri if a server)
+    pod_monitor: bool = False  # kubernetes target: also a PodMonitor (needs the Prometheus operator)
+    service_account: str | None = None  # cluster pods (and Seldon/KServe model download) run as this account
+    request_logger_url: str | None = None  # Seldon/KServe request logger sink; None: the operator's default
+    unreachable_artifacts: str = "warn"  # cluster targets, model artifacts on this machine: warn or refuse
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -141,6 +160,15 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _boolean(value: Any, name: str, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    parsed = _BOOLEANS.get(str(value).strip().lower())
+    if parsed is None:
+        raise ConfigError(f"{name} {value!r} ({source}) is not true or false")
+    return parsed
+
+
 def settings() -> Settings:
     """Read the settings now (cheap: no caching, so a changed environment is honoured at once)."""
     home = Path(os.environ.get(HOME_ENV) or default_home()).expanduser().resolve()
@@ -158,6 +186,8 @@ def settings() -> Settings:
     registry_uri = values.pop("registry_uri", None) or tracking_uri
     sources.setdefault("registry_uri", sources["tracking_uri"])
     artifact_root = Path(values.pop("artifact_root", None) or home / "artifacts").expanduser()
+    if "pod_monitor" in values:
+        values["pod_monitor"] = _boolean(values["pod_monitor"], "pod_monitor", sources["pod_monitor"])
     s = Settings(
         home=home,
         tracking_uri=str(tracking_uri),
@@ -166,6 +196,11 @@ def settings() -> Settings:
         sources=sources,
         **values,
     )
+    if s.unreachable_artifacts not in UNREACHABLE_ARTIFACTS:
+        raise ConfigError(
+            f"unreachable_artifacts {s.unreachable_artifacts!r} ({sources.get('unreachable_artifacts')}) "
+            f"is not one of {', '.join(UNREACHABLE_ARTIFACTS)}"
+        )
     if s.default_target not in TARGETS:
         raise ConfigError(
             f"default_target {s.default_target!r} ({sources.get('default_target')}) is not one of {', '.join(TARGETS)}"

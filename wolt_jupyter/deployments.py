@@ -252,15 +252,17 @@ def _deploy(
         )
     be = backend(target, namespace=namespace or (existing.namespace if existing else None))
     if dry_run:
-        manifests = be.render(pinned)
+        plan = be.plan(pinned, dry_run=True)  # the same checks an apply runs first
         return Deployment(
             name=name,
             target=target,
             status="dry-run",
             namespace=getattr(be, "namespace", None) if target != "local" else None,
             variants=Deployment.describe_variants(pinned),
-            manifests=manifests,
-            diff=be.diff(pinned, manifests) if existing else None,
+            manifests=plan.manifests,
+            checks=plan.checks,
+            warnings=plan.warnings,
+            diff=be.diff(pinned, plan.manifests) if existing else None,
             revision=existing.revision if existing else None,
         )
     rec = existing or DeploymentRecord(

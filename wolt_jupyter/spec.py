@@ -10,8 +10,10 @@ routing: {sticky_key: user_id}
 logging: {responses: true, sample: 1.0}
 ```
 
-Validation here is structural (names, weights, URI form); whether a model URI exists in the registry is
-checked, and aliases pinned to versions, at deploy time (:meth:`DeploymentSpec.pinned`).
+Validation here is structural (names, weights, URI form, resource quantities, every field's type), so a bad
+value is one line before anything is rendered; whether a model URI exists in the registry is checked, and
+aliases pinned to versions, at deploy time (:meth:`DeploymentSpec.pinned`). What a particular target cannot
+honour is refused by that target's renderer (:mod:`wolt_jupyter.backends.render`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,27 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# a request parameter or HTTP header name: what the router reads the sticky key from
+_STICKY_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
+# Kubernetes resource quantity grammar (k8s.io/apimachinery resource.Quantity, the pattern the published CRDs
+# carry for resources.requests/limits), without the sign: a negative request is refused by the API server
+_QUANTITY = re.compile(
+    r"^(?P<num>([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(?P<suffix>([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+# cpu, memory, ephemeral-storage, hugepages-<size>, or an extended resource such as nvidia.com/gpu
+_RESOURCE_NAME = re.compile(
+    r"^(cpu|memory|ephemeral-storage|hugepages-[0-9A-Za-z]+|"
+    r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
+)
 _MODEL_URI = re.compile(r"^(models:/[^/@\s]+(/[^/\s]+|@[^/\s]+)|runs:/\S+|models:/m-\w+|file:\S+|/\S+)$")
 
 
@@ -35,6 +53,69 @@ def check_dns_label(value: str, what: str) -> str:
             "starting and ending with a letter or digit (e.g. 'eta-predictor')"
         )
     return value
+
+
+def parse_quantity(value: Any, what: str) -> Decimal:
+    """A Kubernetes quantity (``250m``, ``1.5``, ``512Mi``, ``1e3``) as a number, or one line saying why not."""
+    text = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidArgument(
+            f"{what} {value!r} is not a Kubernetes quantity: use a non-negative number with an optional "
+            "suffix, e.g. cpu '500m' or '2', memory '512Mi' or '1Gi' (not 'GB', 'half')"
+        )
+    number, suffix = Decimal(match["num"]), match["suffix"] or ""
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return number.scaleb(_DECIMAL[suffix])
+    return number.scaleb(int(Decimal(suffix[1:])))  # e/E exponent
+
+
+def check_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """``resources`` as ``{requests: {...}, limits: {...}}`` with every name and quantity checked.
+
+    Accepts the container form (``requests``/``limits``) or a flat dict of requests. Requests above their
+    limit are refused here, as the API server would refuse the pod.
+    """
+    if not isinstance(resources, Mapping):
+        raise InvalidArgument(
+            f"resources must be a mapping such as {{cpu: 500m, memory: 1Gi}}, got {resources!r}"
+        )
+    if not resources:
+        return {}
+    if set(resources) <= {"requests", "limits"}:
+        blocks = dict(resources)
+    else:
+        blocks = {"requests": resources}
+    out: dict[str, dict[str, str]] = {}
+    parsed: dict[str, dict[str, Decimal]] = {}
+    for block, values in blocks.items():
+        if not isinstance(values, Mapping) or not values:
+            raise InvalidArgument(f"resources.{block} must be a non-empty mapping such as {{cpu: 500m}}")
+        for name, value in values.items():
+            if not isinstance(name, str) or not _RESOURCE_NAME.match(name):
+                raise InvalidArgument(
+                    f"resources.{block}: {name!r} is not a Kubernetes resource name; use cpu, memory, "
+                    "ephemeral-storage or an extended resource such as nvidia.com/gpu"
+                )
+            parsed.setdefault(block, {})[name] = parse_quantity(value, f"resources.{block}.{name}")
+            out.setdefault(block, {})[name] = str(value)
+    for name, request in parsed.get("requests", {}).items():
+        limit = parsed.get("limits", {}).get(name)
+        if limit is not None and request > limit:
+            raise InvalidArgument(
+                f"resources: {name} request {out['requests'][name]} is above its limit "
+                f"{out['limits'][name]}; a request must not exceed its limit"
+            )
+    return out
+
+
+def _check_type(value: Any, kind: type | tuple[type, ...], what: str, example: str) -> None:
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise InvalidArgument(f"{what} must be {example}, got {value!r}")
+    if not isinstance(value, kind):
+        raise InvalidArgument(f"{what} must be {example}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +142,7 @@ class Variant:
             raise InvalidArgument(
                 f"variant {self.name!r}: traffic must be a whole number 0-100, got {self.traffic!r}"
             )
+        _check_type(self.shadow, bool, f"variant {self.name!r}: shadow", "true or false")
         if self.shadow and self.traffic:
             raise InvalidArgument(
                 f"variant {self.name!r} is a shadow and has traffic {self.traffic}: shadows take no traffic "
@@ -72,6 +154,15 @@ class Variant:
 class Routing:
     sticky_key: str | None = None
 
+    def validate(self) -> None:
+        if self.sticky_key is not None and (
+            not isinstance(self.sticky_key, str) or not _STICKY_KEY.match(self.sticky_key)
+        ):
+            raise InvalidArgument(
+                f"routing.sticky_key {self.sticky_key!r} must name a request parameter or header: "
+                "1-63 letters, digits, '_', '.', '-', starting with a letter or '_' (e.g. user_id)"
+            )
+
 
 @dataclass(frozen=True)
 class LoggingSpec:
@@ -79,6 +170,8 @@ class LoggingSpec:
     sample: float = 1.0
 
     def validate(self) -> None:
+        _check_type(self.responses, bool, "logging.responses", "true or false")
+        _check_type(self.sample, (int, float), "logging.sample", "a number between 0 and 1")
         if not 0.0 <= float(self.sample) <= 1.0:
             raise InvalidArgument(f"logging.sample must be between 0 and 1, got {self.sample!r}")
 
@@ -126,7 +219,9 @@ class DeploymentSpec:
         if total != 100:
             weights = ", ".join(f"{v.name}={v.traffic}" for v in self.live)
             raise InvalidArgument(f"live variant weights must sum to 100, got {total} ({weights})")
+        self.routing.validate()
         self.logging.validate()
+        check_resources(self.resources)
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
             raise InvalidArgument(f"replicas must be a whole number >= 1, got {self.replicas!r}")
         return self
@@ -146,13 +241,12 @@ class DeploymentSpec:
 
     def promoted(self, name: str) -> DeploymentSpec:
         """``name`` becomes the only live variant (100%); shadows are kept, other live variants dropped."""
-        target = self.variant(name)
+        self.variant(name)  # one line when there is no such variant
         variants = tuple(
             replace(v, traffic=100, shadow=False) if v.name == name else v
             for v in self.variants
             if v.name == name or v.shadow
         )
-        assert target.name in {v.name for v in variants}
         return replace(self, variants=variants).validate()
 
     def pinned(self, resolve: Callable[[str], str]) -> DeploymentSpec:
@@ -191,13 +285,14 @@ class DeploymentSpec:
             logging = LoggingSpec(**(data.get("logging") or {}))
         except TypeError as exc:
             raise InvalidArgument(f"malformed deployment spec: {exc}") from None
+        resources = data.get("resources") or {}
         return cls(
             name=data.get("name", ""),
             variants=variants,
             routing=routing,
             logging=logging,
             replicas=data.get("replicas", 1),
-            resources=dict(data.get("resources") or {}),
+            resources=dict(resources) if isinstance(resources, Mapping) else resources,
         ).validate()
 
     def to_yaml(self) -> str:

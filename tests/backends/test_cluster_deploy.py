@@ -6,36 +6,10 @@ marks workloads ready as a cluster would. Models come from a real MLflow store.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import yaml
 
 from wolt_jupyter.spec import DeploymentSpec
-
-from kube.apiserver import TestApiServer
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, wolt_home: Path, monkeypatch: pytest.MonkeyPatch):
-    with TestApiServer(controller=True, ready_delay=0.05) as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        yield server
-
-
-@pytest.fixture
-def models(wolt_home: Path) -> dict[str, str]:
-    """Three registered versions of one model; ``champion`` points at version 1."""
-    from sklearn.linear_model import LinearRegression
-
-    import wolt_jupyter
-
-    X = np.arange(20, dtype=float).reshape(10, 2)
-    for i in range(3):
-        wolt_jupyter.register(LinearRegression().fit(X, X[:, 0] * (i + 1)), name="eta")
-    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
-    return {"champion": "models:/eta@champion", "v2": "models:/eta/2", "v3": "models:/eta/3"}
 
 
 def test_kubernetes_target_deploys_changes_traffic_and_undeploys(shell, cluster, models, capsys) -> None:
@@ -138,19 +112,7 @@ def test_kserve_refuses_shadow_before_touching_the_cluster(shell, cluster, model
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 50
 
 
-def test_unreachable_cluster_is_one_line(shell, models, wolt_home, tmp_path, monkeypatch, capsys) -> None:
-    from helpers import free_port
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "x",
-    }
-    (tmp_path / "kc").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
+def test_unreachable_cluster_is_one_line(shell, models, unreachable_cluster, capsys) -> None:
     result = shell.run_cell(f"%wolt_deploy eta --model {models['champion']} --target kubernetes")
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert not result.success

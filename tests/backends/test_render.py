@@ -1,23 +1,24 @@
-"""Rendering is pure: spec → manifests, checked offline against the real schemas.
+"""Rendering is pure: spec → manifests, checked offline as the cluster would check them.
 
-Plain Kubernetes kinds go through ``kubernetes-validate --strict`` (the upstream OpenAPI schemas); Seldon
-and KServe custom resources through JSON schemas written from their documented CRD fields.
+Core kinds go through ``kubernetes-validate --strict`` (the upstream OpenAPI schemas). Custom resources go
+through the JSON schemas the package ships, derived from the operators' published CRDs (each file names its
+release and path), and through the operators' admission rules (``backends/admission.py``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
+import kubernetes_validate
 import pytest
-import yaml
+from kubernetes_validate.utils import ValidationError
 
+from wolt_jupyter.backends import admission
 from wolt_jupyter.backends.render import (
     ClusterContext,
-    render,
     render_kserve,
     render_kubernetes,
     render_seldon,
@@ -25,68 +26,157 @@ from wolt_jupyter.backends.render import (
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import DeploymentSpec
 
-SCHEMAS = Path(__file__).parent / "schemas"
 ARTIFACTS = {
     "main": "s3://models/eta/3/artifacts",
     "challenger": "s3://models/eta/7/artifacts",
+    "canary": "s3://models/eta/9/artifacts",
     "shadow": "s3://models/eta/8/artifacts",
+    "shadow-2": "s3://models/eta/10/artifacts",
+}
+CTX = ClusterContext(
+    namespace="ml",
+    tracking_uri="http://mlflow.ml:5000",
+    artifacts=ARTIFACTS,
+    pod_monitor=True,
+    request_logger_url="http://logger.ml/",
+    service_account="models-reader",
+)
+RENDERERS = {"kubernetes": render_kubernetes, "seldon": render_seldon, "kserve": render_kserve}
+MAIN = {"name": "main", "model": "models:/eta/3", "traffic": 100}
+SPECS = {
+    "single": {"variants": [MAIN]},
+    "ab": {
+        "variants": [{**MAIN, "traffic": 80}, {"name": "challenger", "model": "models:/eta/7", "traffic": 20}]
+    },
+    "ab+shadow": {
+        "variants": [
+            {**MAIN, "traffic": 90},
+            {"name": "challenger", "model": "models:/eta/7", "traffic": 10},
+            {"name": "shadow", "model": "models:/eta/8", "shadow": True},
+        ]
+    },
+    "sticky": {
+        "variants": [
+            {**MAIN, "traffic": 50},
+            {"name": "challenger", "model": "models:/eta/7", "traffic": 50},
+        ],
+        "routing": {"sticky_key": "user_id"},
+    },
+    "canary": {
+        "variants": [{**MAIN, "traffic": 95}, {"name": "canary", "model": "models:/eta/9", "traffic": 5}]
+    },
+}
+# what a target cannot honour, refused with one line naming the target that can
+REFUSED = {
+    ("kserve", "ab+shadow"): "KServe cannot shadow traffic (variant 'shadow'): it has no mirror of requests; "
+    "drop --shadow, or deploy with --target seldon or --target kubernetes",
+    ("seldon", "sticky"): "Seldon Core splits traffic at random per request and cannot keep a 'user_id' on "
+    "one variant: drop --sticky-key, or deploy with --target kubernetes (the project's router honours it)",
+    ("kserve", "sticky"): "KServe splits traffic at random per request and cannot keep a 'user_id' on one "
+    "variant: drop --sticky-key, or deploy with --target kubernetes (the project's router honours it)",
 }
 
 
-def spec(**changes) -> DeploymentSpec:
-    data = {
-        "name": "eta-predictor",
-        "variants": [
-            {"name": "main", "model": "models:/eta/3", "traffic": 90},
-            {"name": "challenger", "model": "models:/eta/7", "traffic": 10},
-            {"name": "shadow", "model": "models:/eta/8", "shadow": True},
-        ],
-        "routing": {"sticky_key": "user_id"},
-        "replicas": 2,
-        **changes,
-    }
-    return DeploymentSpec.from_dict(data)
+def spec(shape: str = "ab+shadow", **changes) -> DeploymentSpec:
+    return DeploymentSpec.from_dict({"name": "eta-predictor", "replicas": 2, **SPECS[shape], **changes})
 
 
-CTX = ClusterContext(
-    namespace="ml", tracking_uri="http://mlflow.ml:5000", artifacts=ARTIFACTS, pod_monitor=True
-)
-
-
-def kubernetes_validate(manifests: list[dict], tmp_path: Path) -> subprocess.CompletedProcess:
-    path = tmp_path / "manifests.yaml"
-    path.write_text(yaml.safe_dump_all(manifests))
-    exe = Path(sys.executable).parent / "kubernetes-validate"
-    return subprocess.run([str(exe), "--strict", str(path)], capture_output=True, text=True, timeout=60)
+def strict_errors(manifest: dict) -> str | None:
+    try:
+        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+    except ValidationError as err:
+        return f"{manifest['kind']} {'.'.join(map(str, err.path))}: {err.message}"
+    return None
 
 
 def by_kind(manifests: list[dict]) -> dict[str, dict]:
     return {m["kind"]: m for m in manifests}
 
 
-def test_kubernetes_manifests_pass_strict_validation(tmp_path: Path) -> None:
-    manifests = render_kubernetes(spec(), CTX)
-    core = [m for m in manifests if m["kind"] != "PodMonitor"]
-    result = kubernetes_validate(core, tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    # a broken manifest is caught by the same check, so the check can fail
-    broken = json.loads(json.dumps(core))
-    broken[1]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
-    assert kubernetes_validate(broken, tmp_path).returncode != 0
+@pytest.mark.parametrize("shape", list(SPECS))
+@pytest.mark.parametrize("target", list(RENDERERS))
+def test_every_shape_validates_against_the_published_schemas_or_is_refused(target: str, shape: str) -> None:
+    refusal = REFUSED.get((target, shape))
+    if refusal is not None:
+        with pytest.raises(InvalidArgument) as err:
+            RENDERERS[target](spec(shape), CTX)
+        assert str(err.value) == refusal
+        return
+    manifests = RENDERERS[target](spec(shape), CTX)
+    for manifest in manifests:
+        key = (manifest["apiVersion"], manifest["kind"])
+        if key in admission.SCHEMAS:  # the published CRD, independently of the package's own check
+            jsonschema.validate(manifest, admission.schema(*key), cls=jsonschema.Draft202012Validator)
+        else:
+            assert strict_errors(manifest) is None
+    checked = admission.admit(manifests)
+    assert len(checked) == sum(
+        m["kind"] in ("SeldonDeployment", "InferenceService") for m in manifests
+    ) * 2 + (
+        target == "kubernetes"  # the PodMonitor's schema
+    )
 
 
-def test_kubernetes_manifests_carry_the_spec_probes_and_scraping() -> None:
-    kinds = by_kind(render_kubernetes(spec(), CTX))
+def test_schema_files_name_their_source() -> None:
+    for (api_version, _kind), filename in admission.SCHEMAS.items():
+        doc = json.loads((admission.SCHEMA_DIR / filename).read_text())
+        src = doc["x-source"]
+        assert src["repository"].startswith("https://github.com/") and src["release"].startswith("v")
+        assert src["path"].endswith(".yaml") and api_version.endswith("/" + src["version"])
+        assert src["release"] in doc["$comment"] and src["path"] in doc["$comment"]
+    assert admission.source("machinelearning.seldon.io/v1", "SeldonDeployment") == "Seldon Core v1.18.2"
+    assert admission.source("serving.kserve.io/v1beta1", "InferenceService") == "KServe v0.20.0"
+
+
+def test_schemas_ship_inside_the_package() -> None:
+    import wolt_jupyter
+
+    assert admission.SCHEMA_DIR.parent == Path(wolt_jupyter.__file__).parent / "backends"
+    assert {p.name for p in admission.SCHEMA_DIR.glob("*.json")} == set(admission.SCHEMAS.values())
+
+
+def test_published_schemas_accept_official_fields_and_refuse_unknown_ones() -> None:
+    [sdep] = render_seldon(spec(), CTX)
+    shadow = next(p for p in sdep["spec"]["predictors"] if p.get("shadow"))
+    shadow["traffic"] = 0  # documented on a shadow predictor
+    sdep["spec"]["predictors"][0]["componentSpecs"][0]["hpaSpec"] = {"maxReplicas": 3}
+    admission.admit([sdep])
+    sdep["spec"]["predictors"][0]["graph"]["implementaton"] = "MLFLOW_SERVER"
+    with pytest.raises(InvalidArgument) as err:
+        admission.admit([sdep])
+    assert str(err.value) == (
+        "SeldonDeployment eta-predictor does not match the Seldon Core v1.18.2 CRD at spec.predictors[0].graph: "
+        "Additional properties are not allowed ('implementaton' was unexpected)"
+    )
+    [isvc] = render_kserve(spec("canary"), CTX)
+    isvc["spec"]["canary"] = []  # KServe 0.20's official (Standard mode) canary list
+    admission.admit([isvc])
+    isvc["spec"]["predictor"]["model"]["resources"]["requests"]["cpu"] = "half"
+    with pytest.raises(
+        InvalidArgument, match=r"at spec.predictor.model.resources.requests.cpu: 'half' has the"
+    ):
+        admission.admit([isvc])
+
+
+def test_kubernetes_validate_catches_a_broken_core_manifest() -> None:
+    deployment = by_kind(render_kubernetes(spec(), CTX))["Deployment"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
+    assert "containerPort" in strict_errors(deployment)
+
+
+def test_kubernetes_manifests_carry_the_spec_probes_ports_and_scraping() -> None:
+    kinds = by_kind(render_kubernetes(spec("sticky"), CTX))
     assert set(kinds) == {"ConfigMap", "Deployment", "Service", "PodMonitor"}
-    assert DeploymentSpec.from_yaml(kinds["ConfigMap"]["data"]["spec.yaml"]) == spec()
+    assert DeploymentSpec.from_yaml(kinds["ConfigMap"]["data"]["spec.yaml"]) == spec("sticky")
     deployment = kinds["Deployment"]
     assert deployment["metadata"]["namespace"] == "ml" and deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
+    assert pod["spec"]["serviceAccountName"] == "models-reader"
+    assert container["args"][-2:] == ["--grpc-port", "8081"]
+    assert [p["name"] for p in kinds["Service"]["spec"]["ports"]] == ["http", "grpc"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.ml:5000"} in container["env"]
-    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= pod["metadata"]["labels"].items()
     assert kinds["Service"]["spec"]["selector"] == selector
@@ -101,36 +191,28 @@ def test_a_changed_spec_changes_the_pod_template() -> None:
     assert render_kubernetes(spec(), CTX) == render_kubernetes(spec(), CTX)  # pure and deterministic
 
 
-def test_seldon_deployment_matches_schema_and_spec() -> None:
-    [sdep] = render_seldon(spec(), CTX)
-    jsonschema.validate(sdep, json.loads((SCHEMAS / "seldondeployment-v1.json").read_text()))
+def test_seldon_predictors_logger_and_resources() -> None:
+    s = spec(resources={"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}})
+    [sdep] = render_seldon(s, CTX)
     predictors = {p["name"]: p for p in sdep["spec"]["predictors"]}
     assert sdep["spec"]["protocol"] == "v2"
     assert predictors["main"]["traffic"] == 90 and predictors["challenger"]["traffic"] == 10
     assert predictors["shadow"]["shadow"] is True and "traffic" not in predictors["shadow"]
-    assert predictors["challenger"]["graph"]["implementation"] == "MLFLOW_SERVER"
-    assert predictors["challenger"]["graph"]["modelUri"] == ARTIFACTS["challenger"]
-    assert predictors["main"]["graph"]["logger"] == {"mode": "all"}
+    graph = predictors["challenger"]["graph"]
+    assert graph["implementation"] == "MLFLOW_SERVER" and graph["modelUri"] == ARTIFACTS["challenger"]
+    assert graph["logger"] == {"mode": "all", "url": "http://logger.ml/"}
+    assert graph["serviceAccountName"] == "models-reader"
+    container = predictors["main"]["componentSpecs"][0]["spec"]["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"memory": "2Gi"},
+    }
     quiet = render_seldon(spec(logging={"responses": False}), CTX)[0]
     assert all("logger" not in p["graph"] for p in quiet["spec"]["predictors"])
 
 
-def test_seldon_schema_catches_a_wrong_field() -> None:
-    [sdep] = render_seldon(spec(), CTX)
-    sdep["spec"]["predictors"][0]["graph"]["implementation"] = "MLFLOW"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(sdep, json.loads((SCHEMAS / "seldondeployment-v1.json").read_text()))
-
-
-def test_kserve_canary_two_way_split() -> None:
-    two_way = spec(
-        variants=[
-            {"name": "main", "model": "models:/eta/3", "traffic": 80},
-            {"name": "challenger", "model": "models:/eta/7", "traffic": 20},
-        ]
-    )
-    [isvc] = render_kserve(two_way, CTX)
-    jsonschema.validate(isvc, json.loads((SCHEMAS / "inferenceservice-v1beta1.json").read_text()))
+def test_kserve_canary_and_request_logger() -> None:
+    [isvc] = render_kserve(spec("ab"), CTX)
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 20
     assert predictor["model"]["storageUri"] == ARTIFACTS["challenger"]
@@ -138,33 +220,150 @@ def test_kserve_canary_two_way_split() -> None:
         predictor["model"]["protocolVersion"] == "v2"
         and predictor["model"]["modelFormat"]["name"] == "mlflow"
     )
-    single = spec(variants=[{"name": "main", "model": "models:/eta/3", "traffic": 100}])
-    assert "canaryTrafficPercent" not in render_kserve(single, CTX)[0]["spec"]["predictor"]
+    assert predictor["logger"] == {"mode": "all", "url": "http://logger.ml/"}
+    single = render_kserve(spec("single", logging={"responses": False}), CTX)[0]["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in single and "logger" not in single
+
+
+two_shadows = [
+    *SPECS["ab+shadow"]["variants"],
+    {"name": "shadow-2", "model": "models:/eta/10", "shadow": True},
+]
+three_way = [
+    {"name": "a", "model": "models:/eta/1", "traffic": 50},
+    {"name": "b", "model": "models:/eta/2", "traffic": 25},
+    {"name": "c", "model": "models:/eta/3", "traffic": 25},
+]
 
 
 @pytest.mark.parametrize(
-    ("variants", "message"),
+    ("target", "changes", "message"),
     [
-        (None, "KServe cannot shadow traffic"),
         (
-            [
-                {"name": "a", "model": "models:/eta/1", "traffic": 50},
-                {"name": "b", "model": "models:/eta/2", "traffic": 25},
-                {"name": "c", "model": "models:/eta/3", "traffic": 25},
-            ],
-            "two ways only",
+            "seldon",
+            {"variants": two_shadows},
+            "Seldon Core allows one shadow predictor, got 2 (shadow, shadow-2): keep one --shadow, or deploy "
+            "with --target kubernetes (the project's router mirrors to any number)",
+        ),
+        (
+            "seldon",
+            {"logging": {"sample": 0.25}},
+            "Seldon Core's request logger logs every request and cannot sample 0.25 of them: set logging.sample "
+            "to 1, or deploy with --target kubernetes (the project's router samples)",
+        ),
+        (
+            "kserve",
+            {"variants": SPECS["ab"]["variants"], "logging": {"sample": 0.5}},
+            "KServe's request logger logs every request and cannot sample 0.5 of them: set logging.sample to 1, "
+            "or deploy with --target kubernetes (the project's router samples)",
+        ),
+        (
+            "kserve",
+            {"variants": three_way},
+            "KServe splits traffic two ways only (previous and latest revision), got 3 live variants; use "
+            "--target seldon or --target kubernetes for an A/B/n split",
+        ),
+        (
+            "kserve",
+            {"name": "7eta", "variants": [MAIN]},
+            "KServe would refuse InferenceService 7eta: its name must start with a letter and be lowercase "
+            "letters, digits and '-' ([a-z]([-a-z0-9]*[a-z0-9])?); rename it, e.g. 'm-7eta'",
+        ),
+        (
+            "kubernetes",
+            {"name": "e" * 60},
+            f"deployment name {'e' * 60!r} is too long for the kubernetes target: at most 58 characters (its "
+            "ConfigMap is named NAME-spec)",
         ),
     ],
 )
-def test_kserve_refuses_what_it_cannot_do(variants, message: str) -> None:
-    s = spec() if variants is None else spec(variants=variants)
-    ctx = ClusterContext(artifacts={v.name: "s3://x" for v in s.variants})
-    with pytest.raises(InvalidArgument, match=message):
-        render("kserve", s, ctx)
+def test_what_a_target_cannot_honour_is_refused(target: str, changes: dict, message: str) -> None:
+    s = DeploymentSpec.from_dict({**{"name": "eta-predictor", **SPECS["ab+shadow"]}, **changes})
+    with pytest.raises(InvalidArgument) as err:
+        admission.admit(RENDERERS[target](s, CTX))
+    assert str(err.value) == message
+
+
+def test_kubernetes_target_honours_what_the_operators_cannot() -> None:
+    s = DeploymentSpec.from_dict(
+        {
+            "name": "eta",
+            "variants": two_shadows,
+            "routing": {"sticky_key": "user_id"},
+            "logging": {"sample": 0.1},
+        }
+    )
+    manifests = render_kubernetes(s, CTX)
+    assert DeploymentSpec.from_yaml(by_kind(manifests)["ConfigMap"]["data"]["spec.yaml"]) == s
+
+
+def _sdep() -> dict:
+    return render_seldon(spec(), CTX)[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda m: m["spec"]["predictors"][1].update(name="main"),
+            "predictor names must be unique, got main, main, shadow",
+        ),
+        (
+            lambda m: m["spec"]["predictors"][1].update(shadow=True, traffic=0),
+            "multiple shadows are not allowed (challenger, shadow)",
+        ),
+        (
+            lambda m: m["spec"]["predictors"][1].update(traffic=20),
+            "live predictors' traffic must sum to 100, got 110",
+        ),
+        (
+            lambda m: m["spec"].update(predictors=m["spec"]["predictors"][2:]),
+            "a shadow cannot be the only predictor",
+        ),
+        (
+            lambda m: m["spec"].update(protocol="v3"),
+            "protocol 'v3' is not one of seldon, tensorflow, kfserving, v2",
+        ),
+        (
+            lambda m: m["spec"]["predictors"][0]["graph"].update(logger={}),
+            "predictor main: graph.logger has no mode",
+        ),
+        (
+            lambda m: m["spec"]["predictors"][0]["graph"].update(modelUri=""),
+            "predictor main: a prepackaged server needs graph.modelUri",
+        ),
+    ],
+)
+def test_seldon_admission_rules(change, message: str) -> None:
+    manifest = _sdep()
+    change(manifest)
+    with pytest.raises(InvalidArgument) as err:
+        admission.admit([manifest])
+    assert str(err.value) == f"Seldon Core would refuse SeldonDeployment eta-predictor: {message}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: p.update(sklearn={"storageUri": "s3://x"}),
+            "the predictor needs exactly one implementation, got sklearn, model",
+        ),
+        (lambda p: p["model"].update(name="m"), "the 'name' field is not allowed in a standard predictor"),
+        (lambda p: p.update(canaryTrafficPercent=120), "canaryTrafficPercent must be 0-100, got 120"),
+        (lambda p: p.update(minReplicas=-1), "minReplicas must not be negative"),
+    ],
+)
+def test_kserve_admission_rules(change, message: str) -> None:
+    [isvc] = render_kserve(spec("ab"), CTX)
+    change(isvc["spec"]["predictor"])
+    with pytest.raises(InvalidArgument) as err:
+        admission.admit([copy.deepcopy(isvc)])
+    assert str(err.value) == f"KServe would refuse InferenceService eta-predictor: {message}"
 
 
 def test_names_are_validated_before_anything_is_sent() -> None:
     with pytest.raises(InvalidArgument, match="namespace 'Prod_NS' is not a DNS-1123 label"):
         render_kubernetes(spec(), ClusterContext(namespace="Prod_NS"))
-    with pytest.raises(InvalidArgument, match="no cluster target 'nomad'"):
-        render("nomad", spec(), CTX)
+    with pytest.raises(InvalidArgument, match="service account 'Bad_SA' is not a DNS-1123 label"):
+        render_seldon(spec(), ClusterContext(artifacts=ARTIFACTS, service_account="Bad_SA"))

@@ -168,6 +168,9 @@ def test_missing_crd_group_is_one_readable_line():
         )
         assert not [r for r in server.requests if r[0] == "PATCH"]  # nothing half-applied
         cluster.apply([seldon("eta")], namespace=NS)  # the installed group still works
+        assert cluster.serves("machinelearning.seldon.io/v1", "SeldonDeployment")
+        assert not cluster.serves("serving.kserve.io/v1beta1", "InferenceService")
+        assert not cluster.serves("monitoring.coreos.com/v1", "PodMonitor")
 
 
 def test_forbidden_is_one_readable_line(apiserver, cluster):

@@ -14,7 +14,7 @@ import pytest
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 from wolt_jupyter.backends.kube import KubeCluster
-from wolt_jupyter.backends.render import ClusterContext, render
+from wolt_jupyter.backends.render import ClusterContext, render_kubernetes
 from wolt_jupyter.spec import DeploymentSpec
 
 from .apiserver import TestApiServer
@@ -77,7 +77,7 @@ def test_rendered_runtime_applies_validates_and_becomes_ready(cluster_with_contr
         artifacts={"main": "s3://models/eta/3", "challenger": "s3://models/eta/7"},
         pod_monitor=True,
     )
-    manifests = render("kubernetes", spec, ctx)
+    manifests = render_kubernetes(spec, ctx)
     for manifest in manifests:
         if manifest["apiVersion"] in ("v1", "apps/v1"):
             assert strict_errors(manifest) is None

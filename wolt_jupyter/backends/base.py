@@ -17,17 +17,14 @@ from wolt_jupyter.spec import DeploymentSpec
 
 Progress = Callable[[str], None]
 
-STATUSES = (
-    "ready",
-    "starting",
-    "restarting",
-    "failing",
-    "degraded",
-    "failed",
-    "stopped",
-    "dry-run",
-    "unknown",
-)
+
+@dataclass
+class Plan:
+    """What an apply would send and what was checked on the way; a dry run shows both."""
+
+    manifests: list[dict[str, Any]]
+    checks: list[str] = field(default_factory=list)  # each says whether it ran offline or asked the cluster
+    warnings: list[str] = field(default_factory=list)  # e.g. model artifacts the cluster cannot read
 
 
 @dataclass
@@ -46,6 +43,8 @@ class Deployment:
     manifests: list[dict[str, Any]] | None = None  # dry run: what would be applied
     diff: str | None = None  # dry run: against what runs
     restarts: int | None = None  # local target: crashes the supervisor restarted the runtime after
+    checks: list[str] = field(default_factory=list)  # dry run: the pre-apply checks and how each ran
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def describe_variants(cls, spec: DeploymentSpec) -> list[dict[str, Any]]:
@@ -88,6 +87,8 @@ class Deployment:
         for v in self.variants:
             weight = "shadow" if v["shadow"] else f"{v['traffic']}%"
             rows.append((f"variant {v['name']}", f"{weight}  {v['model']}"))
+        rows.extend(("warning", w) for w in self.warnings)
+        rows.extend(("checked", c) for c in self.checks)
         return rows
 
     def _repr_html_(self) -> str:
@@ -139,6 +140,10 @@ class Backend(ABC):
     @abstractmethod
     def delete(self, name: str) -> None:
         """Stop and remove it; not an error when it is already gone."""
+
+    def plan(self, spec: DeploymentSpec, *, dry_run: bool = False) -> Plan:
+        """Render ``spec`` and run every check an apply would run first (what a dry run shows)."""
+        return Plan(self.render(spec))
 
     def diff(self, spec: DeploymentSpec, manifests: list[dict[str, Any]]) -> str | None:
         """Unified diff between what runs and ``spec`` (rendered as ``manifests``); None when nothing runs."""

@@ -22,7 +22,7 @@ from typing import Any
 from wolt_jupyter.errors import InvalidArgument, WoltError
 from wolt_jupyter.spec import check_dns_label
 
-__all__ = ["ClusterError", "KubeCluster"]
+__all__ = ["FAILED", "READY", "WAITING", "ClusterError", "KubeCluster", "readiness_rule"]
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 # connect quickly, fail quickly: a wrong kubeconfig should say so in seconds, not after long retries
@@ -122,6 +122,14 @@ class KubeCluster:
         except _Missing:
             return None
 
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the cluster knows the kind (e.g. is the Prometheus operator's PodMonitor installed?)."""
+        try:
+            self._resource(api_version, kind)
+        except _NoKind:
+            return False
+        return True
+
     def list(
         self, api_version: str, kind: str, *, namespace: str, label_selector: str | None = None
     ) -> list[dict]:
@@ -161,7 +169,7 @@ class KubeCluster:
         """
         check_dns_label(namespace, "namespace")
         deadline = time.monotonic() + timeout
-        pending = [m for m in _checked(manifests) if _readiness(m["kind"]) is not None]
+        pending = [m for m in _checked(manifests) if readiness_rule(m["kind"]) is not None]
         for manifest in pending:
             resource = self._resource_of(manifest)
             name = manifest["metadata"]["name"]
@@ -212,7 +220,7 @@ class KubeCluster:
         on_progress: Callable[[str], None] | None,
     ) -> bool:
         """Follow one object with a watch (re-opened from the last resourceVersion) until ready or deadline."""
-        rule = _readiness(resource.kind)
+        rule = readiness_rule(resource.kind)
         assert rule is not None
         last_line = None
 
@@ -261,14 +269,14 @@ class KubeCluster:
         return False
 
     def _is_ready_now(self, manifest: dict, namespace: str) -> bool:
-        rule = _readiness(manifest["kind"])
+        rule = readiness_rule(manifest["kind"])
         obj = self.get(
             manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"], namespace=namespace
         )
         return rule is None or (obj is not None and rule(obj)[0] == READY)
 
     def _why_not_ready(self, manifest: dict, namespace: str) -> str:
-        rule = _readiness(manifest["kind"])
+        rule = readiness_rule(manifest["kind"])
         obj = self.get(
             manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"], namespace=namespace
         )
@@ -304,7 +312,7 @@ class KubeCluster:
             }
         resource = self._discovery[api_version].get(kind)
         if resource is None:
-            raise ClusterError(_no_kind(api_version, kind, self.host))
+            raise _NoKind(_no_kind(api_version, kind, self.host))
         return resource
 
     # --- HTTP -------------------------------------------------------------------------------------
@@ -403,6 +411,10 @@ class _Missing(ClusterError):
     """A 404: callers that expect absence (get, delete, discovery) turn it into None/False."""
 
 
+class _NoKind(ClusterError):
+    """Discovery does not list the kind: its CRD (operator) is not installed."""
+
+
 # --- readiness rules: object -> (state, human-readable progress) ------------------------------------
 
 READY, WAITING, FAILED = "ready", "waiting", "failed"
@@ -452,7 +464,8 @@ def _condition(status: dict, kind: str) -> dict | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
 
-def _readiness(kind: str) -> Callable[[dict], tuple[str, str]] | None:
+def readiness_rule(kind: str) -> Callable[[dict], tuple[str, str]] | None:
+    """The one readiness rule of a workload kind (the backends' status uses it too); None: ready once applied."""
     return {
         "Deployment": _deployment_ready,
         "SeldonDeployment": _seldon_ready,

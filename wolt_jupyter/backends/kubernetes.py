@@ -1,60 +1,129 @@
 """The cluster targets: ``kubernetes`` (the project's runtime), ``seldon`` and ``kserve``.
 
-One class does the work for all three: render the pinned spec with the target's pure renderer, then apply it
-through :class:`~wolt_jupyter.backends.kube.KubeCluster` (server-side apply, watch until ready). The three
-differ only in their renderer and in where their URL comes from.
+:class:`ClusterBackend` holds what the three share: resolve the cluster-side context, render the pinned spec,
+run every pre-apply check (:meth:`ClusterBackend.plan`, the same for a dry run and an apply), server-side
+apply through :class:`~wolt_jupyter.backends.kube.KubeCluster` and wait. Each target is a subclass that
+declares its own pieces: the renderer, the kinds it creates, its main object (whose readiness rule, one per
+kind, lives in :mod:`~wolt_jupyter.backends.kube`), its URL, and any check that needs the cluster.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
+from urllib.parse import urlparse
 
-from wolt_jupyter.backends.base import Backend, Deployment, Progress
-from wolt_jupyter.backends.render import DEFAULT_IMAGE, HTTP_PORT, ClusterContext, render
+from wolt_jupyter.backends import kube
+from wolt_jupyter.backends.admission import admit
+from wolt_jupyter.backends.base import Backend, Deployment, Plan, Progress
+from wolt_jupyter.backends.render import (
+    DEFAULT_IMAGE,
+    GRPC_PORT,
+    HTTP_PORT,
+    MANAGED_BY,
+    ClusterContext,
+    render_kserve,
+    render_kubernetes,
+    render_seldon,
+)
 from wolt_jupyter.config import Settings
+from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import DeploymentSpec, check_dns_label
 
 WAIT_TIMEOUT_S = 600.0
+log = logging.getLogger(__name__)
+# artifact URI schemes a pod can read (object stores, HTTP, MLflow's proxied artifacts); anything else
+# (file:, a bare path) lives on the notebook's machine
+_REMOTE_SCHEMES = (
+    *("s3", "gs", "gcs", "hdfs", "webhdfs", "http", "https", "wasbs", "abfss", "azure"),
+    *("pvc", "oci", "hf", "mlflow-artifacts", "dbfs"),
+)
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+_FIX = (
+    "run an MLflow server with remote artifact storage (e.g. `mlflow server --artifacts-destination "
+    "s3://BUCKET`), point tracking_uri at it and re-register the model"
+)
+
+Renderer = Callable[[DeploymentSpec, ClusterContext], list[dict[str, Any]]]
 
 
 class ClusterBackend(Backend):
-    """Shared by the three cluster targets."""
+    """Shared by the three cluster targets; subclasses fill in the class attributes and :meth:`url`."""
 
     target: ClassVar[str] = ""
+    renderer: ClassVar[Renderer]
+    main_object: ClassVar[tuple[str, str]]  # (apiVersion, kind) whose readiness is the deployment's
+    kinds: ClassVar[tuple[tuple[str, str], ...]]  # every kind the renderer can produce, in apply order
 
     def __init__(self, settings: Settings, namespace: str | None = None) -> None:
         self.settings = settings
         self.namespace = check_dns_label(namespace or settings.namespace, "namespace")
-        self._cluster: Any = None
+        self._cluster: kube.KubeCluster | None = None
 
     @property
-    def cluster(self) -> Any:
+    def cluster(self) -> kube.KubeCluster:
         if self._cluster is None:
-            from wolt_jupyter.backends.kube import KubeCluster
-
-            self._cluster = KubeCluster(
+            self._cluster = kube.KubeCluster(
                 kubeconfig=self.settings.kubeconfig, context=self.settings.kube_context
             )
         return self._cluster
 
-    # -- rendering ------------------------------------------------------------------------------------------
+    # -- rendering and checks -------------------------------------------------------------------------------
     def context(self, spec: DeploymentSpec) -> ClusterContext:
-        """Resolve what rendering needs: artifact locations (Seldon/KServe) and the tracking URI pods see."""
-        artifacts = {}
-        if self.target in ("seldon", "kserve"):
-            from wolt_jupyter.registry import download_uri
+        """Resolve what rendering needs: artifact locations and the tracking URI the pods see."""
+        from wolt_jupyter.registry import download_uri
 
-            artifacts = {v.name: download_uri(v.model) for v in spec.variants}
         s = self.settings
         return ClusterContext(
             namespace=self.namespace,
             image=s.runtime_image or DEFAULT_IMAGE,
             tracking_uri=s.cluster_tracking_uri or (s.tracking_uri if s.tracking_is_server else None),
-            artifacts=artifacts,
+            artifacts={v.name: download_uri(v.model) for v in spec.variants},
+            request_logger_url=s.request_logger_url,
+            pod_monitor=s.pod_monitor,
+            service_account=s.service_account,
         )
 
     def render(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
-        return render(self.target, spec, self.context(spec))
+        return type(self).renderer(spec, self.context(spec))
+
+    def plan(self, spec: DeploymentSpec, *, dry_run: bool = False) -> Plan:
+        """Render once and run every pre-apply check; a dry run reports cluster checks it could not run."""
+        ctx = self.context(spec)  # resolved once: registry lookups for the artifact locations
+        manifests = type(self).renderer(spec, ctx)
+        checks = [f"{line} (offline)" for line in admit(manifests)]
+        warnings = self.reachability(spec, ctx)
+        if warnings and self.settings.unreachable_artifacts == "refuse":
+            raise InvalidArgument(warnings[0])
+        for describe, check in self.cluster_checks(spec, manifests, ctx):
+            try:
+                check()
+            except kube.ClusterError as exc:  # unreachable, forbidden: a refusal is InvalidArgument
+                if not dry_run:
+                    raise
+                checks.append(f"{describe}: NOT RUN, needs the cluster ({exc})")
+            else:
+                checks.append(f"{describe} (asked the cluster)")
+        return Plan(manifests, checks, warnings)
+
+    def cluster_checks(
+        self, spec: DeploymentSpec, manifests: list[dict[str, Any]], ctx: ClusterContext
+    ) -> list[tuple[str, Callable[[], None]]]:
+        """Checks that depend on what the cluster runs now: (description, check raising on refusal)."""
+        return []
+
+    def reachability(self, spec: DeploymentSpec, ctx: ClusterContext) -> list[str]:
+        """One line per model the cluster could not load, saying how to fix it."""
+        out = []
+        for v in spec.variants:
+            uri = ctx.artifacts.get(v.name, "")
+            if urlparse(uri).scheme not in _REMOTE_SCHEMES:
+                out.append(
+                    f"variant {v.name}: {self.target} pods cannot read the model artifacts at {uri} "
+                    f"(a path on this machine): {_FIX}"
+                )
+        return out
 
     def diff(self, spec: DeploymentSpec, manifests: list[dict[str, Any]]) -> str | None:
         return self.cluster.diff(manifests, namespace=self.namespace)
@@ -63,97 +132,116 @@ class ClusterBackend(Backend):
     def apply(
         self, spec: DeploymentSpec, revision: int, *, wait: bool = True, progress: Progress | None = None
     ) -> Deployment:
-        ctx = self.context(spec)  # resolved once: registry lookups for the artifact locations
-        manifests = render(self.target, spec, ctx)
-        self.check(spec, manifests, ctx)
+        plan = self.plan(spec)
+        for line in plan.warnings:
+            log.warning("%s", line)
+            if progress:
+                progress(f"warning: {line}")
         if progress:
-            kinds = ", ".join(f"{m['kind']}/{m['metadata']['name']}" for m in manifests)
+            kinds = ", ".join(f"{m['kind']}/{m['metadata']['name']}" for m in plan.manifests)
             progress(
                 f"applying revision {revision} to {self.cluster.host} namespace {self.namespace}: {kinds}"
             )
-        self.cluster.apply(manifests, namespace=self.namespace)
+        self.cluster.apply(plan.manifests, namespace=self.namespace)
         if wait:
             self.cluster.wait_ready(
-                manifests, namespace=self.namespace, timeout=WAIT_TIMEOUT_S, on_progress=progress
+                plan.manifests, namespace=self.namespace, timeout=WAIT_TIMEOUT_S, on_progress=progress
             )
-        return self.status(spec.name)
-
-    def check(self, spec: DeploymentSpec, manifests: list[dict[str, Any]], ctx: ClusterContext) -> None:
-        """Refuse, before anything is sent, what the target cannot do given what the cluster runs now."""
-
-    def _main_object(self, name: str) -> tuple[str, str]:
-        return {
-            "kubernetes": ("apps/v1", "Deployment"),
-            "seldon": ("machinelearning.seldon.io/v1", "SeldonDeployment"),
-            "kserve": ("serving.kserve.io/v1beta1", "InferenceService"),
-        }[self.target]
+        deployment = self.status(spec.name)
+        deployment.warnings = plan.warnings
+        return deployment
 
     def status(self, name: str) -> Deployment:
         from wolt_jupyter.revisions import RevisionStore
 
         store = RevisionStore(self.settings.home)
         spec = store.spec(name) if store.exists(name) and store.revisions(name) else None
-        api_version, kind = self._main_object(name)
+        api_version, kind = self.main_object
         obj = self.cluster.get(api_version, kind, name, namespace=self.namespace)
         if obj is None:
             status, message = "stopped", f"no {kind} {name} in namespace {self.namespace}"
         else:
-            status, message = self._readiness(obj)
+            rule = kube.readiness_rule(kind)
+            assert rule is not None  # every main object has a readiness rule
+            state, message = rule(obj)
+            status = {kube.READY: "ready", kube.FAILED: "failed"}.get(state, "starting")
         return Deployment(
             name=name,
             target=self.target,
             status=status,
-            url=self._url(name, obj),
+            url=self.url(name, obj),
+            grpc_url=self.grpc_url(name),
             namespace=self.namespace,
             variants=Deployment.describe_variants(spec) if spec else [],
-            message=message,
+            message=None if status == "ready" else message,
         )
 
-    def _readiness(self, obj: dict[str, Any]) -> tuple[str, str | None]:
-        st = obj.get("status") or {}
-        if self.target == "kubernetes":
-            want = (obj.get("spec") or {}).get("replicas", 1)
-            ready = st.get("readyReplicas", 0) or 0
-            if ready >= want and st.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0):
-                return "ready", None
-            return ("degraded" if ready else "starting"), f"{ready}/{want} replicas ready"
-        if self.target == "seldon":
-            state = st.get("state")
-            return {"Available": ("ready", None), "Failed": ("failed", st.get("description"))}.get(
-                state, ("starting", state)
-            )
-        conds = {c.get("type"): c for c in st.get("conditions", [])}
-        ready = conds.get("Ready", {})
-        if ready.get("status") == "True":
-            return "ready", None
-        return "starting", ready.get("message") or ready.get("reason")
+    def url(self, name: str, obj: dict[str, Any] | None) -> str | None:
+        """The V2 REST base URL inside the cluster."""
+        raise NotImplementedError
 
-    def _url(self, name: str, obj: dict[str, Any] | None) -> str | None:
-        if self.target == "kserve":
-            return ((obj or {}).get("status") or {}).get("url")
-        if self.target == "seldon":  # Seldon publishes its address in the status
-            return (((obj or {}).get("status") or {}).get("address") or {}).get("url")
-        return f"http://{name}.{self.namespace}.svc.cluster.local:{HTTP_PORT}"
+    def grpc_url(self, name: str) -> str | None:
+        return None
 
     def delete(self, name: str) -> None:
-        from wolt_jupyter.revisions import RevisionStore
-
-        store = RevisionStore(self.settings.home)
-        if store.exists(name) and store.revisions(name):
-            manifests = self.render(store.spec(name))
-        else:  # nothing recorded: remove the main object at least
-            api_version, kind = self._main_object(name)
-            manifests = [{"apiVersion": api_version, "kind": kind, "metadata": {"name": name}}]
-        for m in reversed(manifests):
-            self.cluster.delete(m["apiVersion"], m["kind"], m["metadata"]["name"], namespace=self.namespace)
+        """Delete every object of this deployment the project created (found by label, whatever the spec)."""
+        check_dns_label(name, "deployment name")
+        selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY}"
+        for api_version, kind in reversed(self.kinds):
+            if not self.cluster.serves(api_version, kind):
+                continue  # e.g. no Prometheus operator: there is no PodMonitor to delete
+            for obj in self.cluster.list(
+                api_version, kind, namespace=self.namespace, label_selector=selector
+            ):
+                self.cluster.delete(api_version, kind, obj["metadata"]["name"], namespace=self.namespace)
 
 
 class KubernetesBackend(ClusterBackend):
+    """The project's own runtime: any split, any number of shadows, sticky routing, sampled logging."""
+
     target = "kubernetes"
+    renderer = staticmethod(render_kubernetes)
+    main_object = ("apps/v1", "Deployment")
+    kinds = (
+        ("v1", "ConfigMap"),
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("monitoring.coreos.com/v1", "PodMonitor"),
+    )
+
+    def reachability(self, spec: DeploymentSpec, ctx: ClusterContext) -> list[str]:
+        """The runtime loads models through MLflow: the pods need a tracking server they can reach."""
+        host = urlparse(ctx.tracking_uri or "").hostname
+        if ctx.tracking_uri is None:
+            return [
+                f"the kubernetes runtime loads models through MLflow, but the tracking store "
+                f"({self.settings.tracking_uri}) is on this machine: {_FIX}"
+            ]
+        if host in _LOCAL_HOSTS:
+            return [
+                f"pods cannot reach MLflow at {ctx.tracking_uri} (this machine's loopback): set "
+                "cluster_tracking_uri to the address pods reach, e.g. http://mlflow.ml:5000"
+            ]
+        return super().reachability(spec, ctx)
+
+    def url(self, name: str, obj: dict[str, Any] | None) -> str | None:
+        return f"http://{name}.{self.namespace}.svc.cluster.local:{HTTP_PORT}"
+
+    def grpc_url(self, name: str) -> str | None:
+        return f"{name}.{self.namespace}.svc.cluster.local:{GRPC_PORT}"
 
 
 class SeldonBackend(ClusterBackend):
+    """Seldon Core v1: a predictor per variant, one shadow at most, random (not sticky) splits."""
+
     target = "seldon"
+    renderer = staticmethod(render_seldon)
+    main_object = ("machinelearning.seldon.io/v1", "SeldonDeployment")
+    kinds = (main_object,)
+
+    def url(self, name: str, obj: dict[str, Any] | None) -> str | None:
+        # Seldon publishes its address in the status
+        return (((obj or {}).get("status") or {}).get("address") or {}).get("url")
 
 
 class KServeBackend(ClusterBackend):
@@ -162,23 +250,32 @@ class KServeBackend(ClusterBackend):
     already in that canary, for a traffic change)."""
 
     target = "kserve"
+    renderer = staticmethod(render_kserve)
+    main_object = ("serving.kserve.io/v1beta1", "InferenceService")
+    kinds = (main_object,)
 
-    def check(self, spec: DeploymentSpec, manifests: list[dict[str, Any]], ctx: ClusterContext) -> None:
-        if len(spec.live) == 2:
-            [isvc] = manifests
-            latest = isvc["metadata"]["annotations"]["wolt-jupyter/latest-variant"]
-            stable = next(v for v in spec.live if v.name != latest)
-            current = self.cluster.get(
-                "serving.kserve.io/v1beta1", "InferenceService", spec.name, namespace=self.namespace
-            )
-            serving = ((((current or {}).get("spec") or {}).get("predictor") or {}).get("model") or {}).get(
-                "storageUri"
-            )
+    def url(self, name: str, obj: dict[str, Any] | None) -> str | None:
+        return ((obj or {}).get("status") or {}).get("url")
+
+    def cluster_checks(
+        self, spec: DeploymentSpec, manifests: list[dict[str, Any]], ctx: ClusterContext
+    ) -> list[tuple[str, Callable[[], None]]]:
+        if len(spec.live) != 2:
+            return []
+        [isvc] = manifests
+        latest = isvc["metadata"]["annotations"]["wolt-jupyter/latest-variant"]
+        stable = next(v for v in spec.live if v.name != latest)
+
+        def canary_against_served_revision() -> None:
+            current = self.cluster.get(*self.main_object, spec.name, namespace=self.namespace)
+            model = (((current or {}).get("spec") or {}).get("predictor") or {}).get("model") or {}
+            serving = model.get("storageUri")
             if serving not in (ctx.artifact(stable.name), ctx.artifact(latest)):
-                from wolt_jupyter.errors import InvalidArgument
-
                 raise InvalidArgument(
                     f"KServe splits traffic between the revision it serves and the next one: deploy "
                     f"{stable.name} ({stable.model}) alone first, then add {latest!r} as the canary "
                     f"(the cluster serves {serving or 'nothing'} for {spec.name!r})"
                 )
+
+        described = f"KServe canary {latest!r} against the served revision {stable.name!r}"
+        return [(described, canary_against_served_revision)]

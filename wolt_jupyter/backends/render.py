@@ -3,12 +3,18 @@
 Each cluster target renders the same pinned :class:`DeploymentSpec`:
 
 - ``kubernetes``: a ConfigMap holding the spec, a Deployment running the project's own runtime (the same
-  router as the local target), a Service, and optionally a PodMonitor for the Prometheus operator;
+  router as the local target: any split, any number of shadows, sticky routing, sampled response logging),
+  a Service (REST and gRPC), and optionally a PodMonitor for the Prometheus operator;
 - ``seldon``: a SeldonDeployment (``machinelearning.seldon.io/v1``) with one predictor per variant, ``traffic``
-  on live ones and ``shadow: true`` on shadows, the V2 protocol, the MLflow server implementation, and the
-  request logger when response logging is on;
+  on live ones and ``shadow: true`` on the (single) shadow, the V2 protocol, the MLflow server
+  implementation, and the request logger when response logging is on;
 - ``kserve``: an InferenceService (``serving.kserve.io/v1beta1``). KServe splits only between the previous
-  and the latest revision (``canaryTrafficPercent``) and has no shadows, so anything else is refused.
+  and the latest revision (``canaryTrafficPercent``) and has no shadows; its request logger when response
+  logging is on.
+
+What a target cannot honour is refused before rendering with one line naming the target that can
+(:func:`refuse_unsupported`), never dropped silently. The rendered custom resources are then checked
+against the operators' published schemas and admission rules (:mod:`wolt_jupyter.backends.admission`).
 
 What rendering needs beyond the spec (where artifacts live, the image, the tracking URI the pods see) comes
 in a :class:`ClusterContext`, resolved by the backend before rendering.
@@ -16,6 +22,7 @@ in a :class:`ClusterContext`, resolved by the backend before rendering.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,10 +30,10 @@ from typing import Any
 
 from wolt_jupyter import __version__
 from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.spec import DeploymentSpec, check_dns_label
+from wolt_jupyter.spec import DeploymentSpec, check_dns_label, check_resources
 
 HTTP_PORT = 8080
-GRPC_PORT = 8081
+GRPC_PORT = 8081  # the runtime's gRPC inference service (--grpc-port)
 SPEC_MOUNT = "/etc/wolt-jupyter"
 STATE_MOUNT = "/var/lib/wolt-jupyter"
 DEFAULT_IMAGE = f"wolt-jupyter-runtime:{__version__}"
@@ -34,8 +41,11 @@ MANAGED_BY = "wolt-jupyter"
 # the container binds all interfaces (the pod network), unlike the local target's 127.0.0.1
 RUNTIME_ARGS = [
     *("python", "-m", "wolt_jupyter.serving", "--spec", f"{SPEC_MOUNT}/spec.yaml"),
-    *("--host", "0.0.0.0", "--port", str(HTTP_PORT)),
+    *("--host", "0.0.0.0", "--port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)),
 ]
+DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
+# the longest suffix the kubernetes target adds to the deployment name ("NAME-spec", the ConfigMap)
+_SUFFIX = "-spec"
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class ClusterContext:
     image: str = DEFAULT_IMAGE
     tracking_uri: str | None = None  # as the pods reach it (not the notebook's localhost)
     artifacts: Mapping[str, str] = field(default_factory=dict)  # variant name -> model artifact storage URI
-    request_logger_url: str | None = None  # Seldon request logger sink (CloudEvents)
+    request_logger_url: str | None = None  # Seldon/KServe request logger (CloudEvents); None: the default
     pod_monitor: bool = False
     service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
@@ -80,19 +90,61 @@ def _metadata(
 
 
 def _resources(spec: DeploymentSpec) -> dict[str, Any]:
-    """``spec.resources`` as a container resources block: ``{requests: …, limits: …}`` or a flat requests dict."""
-    res = dict(spec.resources or {})
-    if not res:
-        return {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
-    if set(res) <= {"requests", "limits"}:
-        return {k: {rk: str(rv) for rk, rv in v.items()} for k, v in res.items()}
-    return {"requests": {k: str(v) for k, v in res.items()}}
+    """``spec.resources`` as a container resources block (checked by the spec), or the defaults."""
+    # a fresh copy: callers may change the manifest they get
+    return check_resources(spec.resources) or copy.deepcopy(DEFAULT_RESOURCES)
+
+
+def _logger(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, str] | None:
+    """The operators' request logger (Seldon ``graph.logger``, KServe ``predictor.logger``) when responses are logged."""
+    if not spec.logging.responses:
+        return None
+    return {"mode": "all", **({"url": ctx.request_logger_url} if ctx.request_logger_url else {})}
+
+
+def refuse_unsupported(target: str, spec: DeploymentSpec) -> None:
+    """One line naming the target that can, for each spec feature ``target`` cannot honour."""
+    instead = "deploy with --target kubernetes (the project's router"
+    if target in ("seldon", "kserve"):
+        product = "Seldon Core" if target == "seldon" else "KServe"
+        if spec.routing.sticky_key:
+            raise InvalidArgument(
+                f"{product} splits traffic at random per request and cannot keep a "
+                f"{spec.routing.sticky_key!r} on one variant: drop --sticky-key, or {instead} honours it)"
+            )
+        if spec.logging.responses and spec.logging.sample < 1:
+            raise InvalidArgument(
+                f"{product}'s request logger logs every request and cannot sample {spec.logging.sample:g} of "
+                f"them: set logging.sample to 1, or {instead} samples)"
+            )
+    if target == "seldon" and len(spec.shadows) > 1:
+        raise InvalidArgument(
+            f"Seldon Core allows one shadow predictor, got {len(spec.shadows)} "
+            f"({', '.join(v.name for v in spec.shadows)}): keep one --shadow, or {instead} mirrors to any number)"
+        )
+    if target == "kserve":
+        if spec.shadows:
+            raise InvalidArgument(
+                f"KServe cannot shadow traffic (variant {spec.shadows[0].name!r}): it has no mirror of requests; "
+                "drop --shadow, or deploy with --target seldon or --target kubernetes"
+            )
+        if len(spec.live) > 2:
+            raise InvalidArgument(
+                f"KServe splits traffic two ways only (previous and latest revision), got {len(spec.live)} "
+                "live variants; use --target seldon or --target kubernetes for an A/B/n split"
+            )
+    if target == "kubernetes" and len(spec.name) + len(_SUFFIX) > 63:
+        raise InvalidArgument(
+            f"deployment name {spec.name!r} is too long for the kubernetes target: at most "
+            f"{63 - len(_SUFFIX)} characters (its ConfigMap is named NAME{_SUFFIX})"
+        )
 
 
 # -- kubernetes: the project's own runtime ---------------------------------------------------------------------
 def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
     """ConfigMap (the pinned spec) + Deployment (the runtime) + Service (+ PodMonitor)."""
     spec.validate()
+    refuse_unsupported("kubernetes", spec)
     check_dns_label(ctx.namespace, "namespace")
     spec_yaml = spec.to_yaml()
     checksum = hashlib.sha256(spec_yaml.encode()).hexdigest()[:16]
@@ -106,7 +158,10 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
         "image": ctx.image,
         "imagePullPolicy": ctx.image_pull_policy,
         "args": RUNTIME_ARGS,
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": env,
         "resources": _resources(spec),
         # ready only when every variant's model is loaded; live as soon as the port answers
@@ -128,7 +183,7 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
         "terminationGracePeriodSeconds": 30,  # SIGTERM flushes the response log
         "volumes": [
-            {"name": "spec", "configMap": {"name": f"{spec.name}-spec"}},
+            {"name": "spec", "configMap": {"name": f"{spec.name}{_SUFFIX}"}},
             {"name": "state", "emptyDir": {}},
         ],
     }
@@ -138,7 +193,7 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(f"{spec.name}-spec", spec, ctx, "spec"),
+            "metadata": _metadata(f"{spec.name}{_SUFFIX}", spec, ctx, "spec"),
             "data": {"spec.yaml": spec_yaml},
         },
         {
@@ -171,7 +226,10 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
             "spec": {
                 "type": "ClusterIP",
                 "selector": selector,
-                "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+                "ports": [
+                    {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                    {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                ],
             },
         },
     ]
@@ -194,7 +252,9 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
 def render_seldon(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
     """One SeldonDeployment: a predictor per variant, V2 protocol, MLflow server, request logger."""
     spec.validate()
+    refuse_unsupported("seldon", spec)
     check_dns_label(ctx.namespace, "namespace")
+    logger = _logger(spec, ctx)
     predictors = []
     for variant in spec.variants:
         graph: dict[str, Any] = {
@@ -203,11 +263,10 @@ def render_seldon(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, A
             "implementation": "MLFLOW_SERVER",
             "modelUri": ctx.artifact(variant.name),
         }
-        if spec.logging.responses:
-            graph["logger"] = {
-                "mode": "all",
-                **({"url": ctx.request_logger_url} if ctx.request_logger_url else {}),
-            }
+        if logger:
+            graph["logger"] = logger
+        if ctx.service_account:  # the storage initializer reads modelUri with this account's credentials
+            graph["serviceAccountName"] = check_dns_label(ctx.service_account, "service account")
         predictor: dict[str, Any] = {
             "name": variant.name,
             "replicas": spec.replicas,
@@ -232,35 +291,20 @@ def render_seldon(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, A
 
 
 # -- kserve -----------------------------------------------------------------------------------------------------
-def render_kserve(
-    spec: DeploymentSpec, ctx: ClusterContext, *, stable: str | None = None
-) -> list[dict[str, Any]]:
+def render_kserve(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
     """One InferenceService. A two-way split is a KServe canary: the latest revision (the challenger) gets
-    ``canaryTrafficPercent``, the previous revision (which must be ``main``, already serving) the rest.
-
-    ``stable`` names the variant KServe keeps as the previous revision (default: ``main``, else the
-    heavier live variant).
+    ``canaryTrafficPercent``, the previous revision (``main``, else the heavier live variant, which must
+    already be serving: checked against the cluster before apply) the rest.
     """
     spec.validate()
+    refuse_unsupported("kserve", spec)
     check_dns_label(ctx.namespace, "namespace")
-    if spec.shadows:
-        raise InvalidArgument(
-            f"KServe cannot shadow traffic (variant {spec.shadows[0].name!r}): it has no mirror of requests; "
-            "drop --shadow, or deploy with --target seldon or --target kubernetes"
-        )
     live = spec.live
-    if len(live) > 2:
-        raise InvalidArgument(
-            f"KServe splits traffic two ways only (previous and latest revision), got {len(live)} live variants; "
-            "use --target seldon or --target kubernetes for an A/B/n split"
-        )
     if len(live) == 1:
         latest, percent = live[0], None
     else:
         names = [v.name for v in live]
-        stable_name = stable or ("main" if "main" in names else max(live, key=lambda v: v.traffic).name)
-        if stable_name not in names:
-            raise InvalidArgument(f"stable variant {stable_name!r} is not one of {', '.join(names)}")
+        stable_name = "main" if "main" in names else max(live, key=lambda v: v.traffic).name
         latest = next(v for v in live if v.name != stable_name)
         percent = latest.traffic
     model: dict[str, Any] = {
@@ -274,6 +318,9 @@ def render_kserve(
         predictor["canaryTrafficPercent"] = percent
     if ctx.service_account:
         predictor["serviceAccountName"] = check_dns_label(ctx.service_account, "service account")
+    logger = _logger(spec, ctx)
+    if logger:
+        predictor["logger"] = logger
     metadata = _metadata(spec.name, spec, ctx)
     metadata["annotations"] = {
         "wolt-jupyter/latest-variant": latest.name,
@@ -288,14 +335,3 @@ def render_kserve(
             "spec": {"predictor": predictor},
         }
     ]
-
-
-RENDERERS = {"kubernetes": render_kubernetes, "seldon": render_seldon, "kserve": render_kserve}
-
-
-def render(target: str, spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
-    try:
-        renderer = RENDERERS[target]
-    except KeyError:
-        raise InvalidArgument(f"no cluster target {target!r}; choose one of {', '.join(RENDERERS)}") from None
-    return renderer(spec, ctx)
