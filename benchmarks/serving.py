@@ -12,7 +12,8 @@ with 16 keep-alive connections, 1-row V2 JSON requests. Each server is pinned to
 - ``mlserver``: MLServer 1.7.1 + mlserver-sklearn, adaptive batching (16, 2 ms), parallel_workers 0
 
 Targets (issue 3): wolt-ab rps >= 2x MLServer and p99 <= 1/2 of MLServer's; wolt-single >= 0.7x raw.
-For diagnosis, ``--only wolt-ab-nolog wolt-ab-noshadow`` drop the response log or the shadow.
+For diagnosis, ``--only wolt-ab-nolog wolt-ab-noshadow`` drop the response log or the shadow;
+``--only wolt-ab wolt-ab-nospool`` measures what the crash-safe spool costs (goal: <= 10 % of wolt-ab's rps).
 
 Measured here (2026-11-29, 2 cores shared with other work, 10 s per server, two rounds):
 
@@ -121,13 +122,17 @@ def start(
     pin = ["taskset", "-c", args.server_cpu]
     if kind.startswith("wolt"):
         variants = [{"name": "main", "model": "models:/bench-lr/1", "traffic": 100}]
-        if kind.startswith("wolt-ab"):  # wolt-ab, and for diagnosis wolt-ab-nolog, wolt-ab-noshadow
+        if kind.startswith("wolt-ab"):  # wolt-ab, and for diagnosis wolt-ab-nolog, -noshadow, -nospool
             variants = [
                 {"name": "main", "model": "models:/bench-lr/1", "traffic": 90},
                 {"name": "challenger", "model": "models:/bench-lr/2", "traffic": 10},
                 {"name": "shadow", "model": "models:/bench-lr/2", "shadow": True},
             ][: 2 if kind == "wolt-ab-noshadow" else 3]
-        logging_on = kind in ("wolt-ab", "wolt-ab-noshadow")
+        logging_on = kind in ("wolt-ab", "wolt-ab-noshadow", "wolt-ab-nospool", "wolt-ab-nofsync")
+        if kind == "wolt-ab-nospool":  # the response log kept in memory only: what the spool costs
+            env["WOLT_RESPONSE_SPOOL"] = "0"
+        if kind == "wolt-ab-nofsync":  # spooled, never fsynced: what the fsync costs
+            env["WOLT_SPOOL_FSYNC_S"] = "-1"
         spec = {"name": "bench", "variants": variants, "logging": {"responses": logging_on}}
         spec_path = root / f"{kind}.yaml"
         spec_path.write_text(json.dumps(spec))  # JSON is YAML

@@ -3,7 +3,7 @@
 Why: the database writer batches in memory, so a ``kill -9`` used to lose the last fraction of a second of
 acknowledged requests. Now the runtime appends each micro-batch's records to a segment file with one
 ``write`` (O_APPEND) before it answers; once ``write`` returns the bytes are in the kernel's page cache and
-survive the process. The writer thread ``fsync``s every cycle (a power cut loses at most that interval) and
+survive the process. The writer thread ``fsync``s once a second (a power cut loses at most that interval) and
 inserts the same records from memory; a segment whose records are all in the database is deleted. Segments
 left behind by a process that died, or holding records the writer could not insert, are replayed into the
 database idempotently: a row already there (same id, variant, shadow flag and time) is not inserted twice.
@@ -26,6 +26,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 4 * 1024 * 1024
+FSYNC_INTERVAL_S = 1.0  # what a power cut can lose; a process crash loses nothing (negative: never fsync)
 SUFFIX = ".jsonl"
 
 
@@ -47,12 +48,19 @@ class Segment:
 class Spool:
     """Segment files of one runtime process under ``directory``; safe to append from any thread."""
 
-    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self, directory: Path, segment_bytes: int = SEGMENT_BYTES, fsync_interval: float | None = None
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             os.chmod(self.dir, 0o700)
         self.segment_bytes = segment_bytes
+        # an fsync lets a write to the page under writeback stall the event loop: once a second is the trade-off
+        if fsync_interval is None:
+            fsync_interval = float(os.environ.get("WOLT_SPOOL_FSYNC_S", FSYNC_INTERVAL_S))
+        self.fsync_interval = fsync_interval
+        self._synced_at = time.monotonic()
         self.instance = f"{int(time.time() * 1000):013x}-{os.getpid()}"
         self._lock = threading.Lock()
         self._seq = 0
@@ -62,6 +70,7 @@ class Spool:
             p for p in self.dir.glob(f"*{SUFFIX}") if not p.name.startswith(self.instance)
         )
         self._closed_segments: list[Segment] = []
+        self._to_close: list[int] = []
         self.current = self._open()
 
     def _open(self) -> Segment:
@@ -88,20 +97,28 @@ class Spool:
     def _rotate(self) -> None:
         old = self.current
         self.current = self._open()
-        os.fsync(old.fd)
-        os.close(old.fd)
         old.closed = True
         self._closed_segments.append(old)
+        self._to_close.append(old.fd)  # fsync and close in the writer thread, never on the request path
 
     def sync(self) -> None:
-        """fsync the open segment if anything was appended since the last call (the writer, every cycle)."""
+        """fsync what was appended since the last call (the writer thread, every cycle), and close rotated files."""
+        now = time.monotonic()
         with self._lock:
-            if not self._unsynced or self.current.closed:
-                return
-            self._unsynced = False
-            fd = self.current.fd
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
+            to_close, self._to_close = self._to_close, []
+            due = self.fsync_interval >= 0 and now - self._synced_at >= self.fsync_interval
+            fd = None if not (due and self._unsynced) or self.current.closed else self.current.fd
+            if fd is not None:
+                self._unsynced = False
+                self._synced_at = now
+        for old in to_close:
+            with contextlib.suppress(OSError):
+                os.fsync(old)
+            with contextlib.suppress(OSError):
+                os.close(old)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
 
     def settle(self, seg: Segment, n: int) -> None:
         """``n`` records of ``seg`` are in the database: delete the file once all of it is."""
@@ -131,6 +148,7 @@ class Spool:
 
     def close(self) -> list[Path]:
         """Close the open segment; delete what is settled; return the files still to replay."""
+        self.sync()
         with self._lock:
             seg = self.current
             if not seg.closed:

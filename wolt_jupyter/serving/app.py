@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import time
 import zlib
 from collections.abc import Callable
@@ -253,7 +254,10 @@ class Runtime:
             url,
             on_full="drop",
             sample=float(spec.logging.sample),
-            spool_dir=self.state_dir / "deployments" / self.name / "spool",
+            spool_dir=None
+            if os.environ.get("WOLT_RESPONSE_SPOOL", "1")
+            == "0"  # memory only: for measuring the spool's cost
+            else self.state_dir / "deployments" / self.name / "spool",
         )
 
     def _shadow_worker(self, variant: str) -> ShadowWorker:
@@ -827,15 +831,15 @@ class Runtime:
                 if d:
                     self.m_shadow_dis.inc(labels)
         if self.writer is not None:
+            # not spooled: nobody was answered by a shadow, so its rows go the cheap way (serialized by the
+            # writer thread); a crash can lose the last fraction of a second of them, never a live row
             req = InferRequest(item.request_id, item.tensors, {}, None, set(), False)
             try:
-                self.writer.submit_many(
-                    [
-                        self._record(
-                            adapter, req, res.outputs, 200 if res.error is None else 500, res.error,
-                            res.latency_ms, True, time.time(),
-                        )
-                    ]
+                self.writer.submit(
+                    self._record(
+                        adapter, req, res.outputs, 200 if res.error is None else 500, res.error,
+                        res.latency_ms, True, time.time(),
+                    )
                 )  # fmt: skip
             except Exception:
                 log.exception("response log submit failed")
