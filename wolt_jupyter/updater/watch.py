@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._mlflow import client, configure, translated_errors
 from wolt_jupyter.errors import ConfigError
-from wolt_jupyter.registry import _quote
+from wolt_jupyter.registry import quote_filter_value
 from wolt_jupyter.revisions import write_atomic
 from wolt_jupyter.updater.policy import Watch
 
@@ -134,7 +134,7 @@ class RegistryWatcher:
                 floor = min(floor, min(int(v) for v in cursor.waiting) - 1)
             listed = list(
                 c.search_model_versions(
-                    f"name='{_quote(name)}' AND version_number > {floor}",
+                    f"name='{quote_filter_value(name)}' AND version_number > {floor}",
                     order_by=["version_number DESC"],
                 )
             )
@@ -211,6 +211,6 @@ class RegistryWatcher:
         cursor.write(self.path)
 
     def _newest(self, c: MlflowClient) -> int:
-        name = _quote(self.watch.model)
+        name = quote_filter_value(self.watch.model)
         page = c.search_model_versions(f"name='{name}'", max_results=1, order_by=["version_number DESC"])
         return int(page[0].version) if page else 0
