@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.errors import InvalidArgument, one_line
 from wolt_jupyter.updater.decide import OfflineResult, ReplayResult
+from wolt_jupyter.updater.observe import numbers
 from wolt_jupyter.updater.policy import Metric, OfflineGate, ReplayGate, sklearn_metric
 
 if TYPE_CHECKING:
@@ -248,8 +249,8 @@ def replay_gate(
     if answers and outputs:
         rows = log.loc[np.concatenate(answered_rows)]
         cand = np.concatenate(answers)
-        champ = _numeric(rows[outputs[0]])
-        cand_num = _numeric(cand)
+        champ = numbers(rows[outputs[0]])
+        cand_num = numbers(cand)
         both = np.isfinite(champ) & np.isfinite(cand_num)
         if both.any():
             a, b = cand_num[both], champ[both]
@@ -269,12 +270,6 @@ def replay_gate(
                 result["candidate_metric"] = _safe_metric(fn, y, cand[labelled])
                 result["champion_metric"] = _safe_metric(fn, y, rows[outputs[0]].to_numpy()[labelled])
     return ReplayResult(**result)
-
-
-def _numeric(values: Any) -> np.ndarray:
-    import pandas as pd
-
-    return pd.to_numeric(pd.Series(list(values)), errors="coerce").to_numpy(dtype=float)
 
 
 def _safe_metric(fn: Any, y: Any, pred: Any) -> float:

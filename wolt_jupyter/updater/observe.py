@@ -66,7 +66,7 @@ def _arm(rows: pd.DataFrame, output: str | None, metric: LiveMetric | None) -> A
         ok = rows[(rows["status"] < 400) & rows["ground_truth"].notna()]
         if not ok.empty:
             stats = MeanStats.of(
-                per_row_metric(metric.name, _numbers(ok["ground_truth"]), _numbers(ok[output])).tolist()
+                per_row_metric(metric.name, numbers(ok["ground_truth"]), numbers(ok[output])).tolist()
             )
     return ArmStats(
         requests=len(per_request),
@@ -89,7 +89,8 @@ def per_row_metric(name: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown live metric {name!r}")
 
 
-def _numbers(values: Any) -> np.ndarray:
+def numbers(values: Any) -> np.ndarray:
+    """Logged values as floats; anything not a number (a class name, None) becomes NaN."""
     import pandas as pd
 
     return pd.to_numeric(pd.Series(list(values)), errors="coerce").to_numpy(dtype=float)
