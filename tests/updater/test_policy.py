@@ -92,6 +92,17 @@ def test_python_objects_and_defaults() -> None:
     assert p.steps()[-1] == Step("canary", 100, 300.0)
 
 
+def test_per_metric_settings_in_the_mapping_form() -> None:
+    p = parse({"deployment": "a", "watch": {"model": "m"},
+               "offline": {"dataset": "d.csv", "target": "y", "min_improvement": 0.01,
+                           "metrics": {"rmse": {"min_improvement": 0.2}, "f1": "max"}}})  # fmt: skip
+    assert p.offline is not None
+    assert [(m.name, m.direction, m.min_improvement) for m in p.offline.metrics] == [
+        ("rmse", "min", 0.2),
+        ("f1", "max", 0.01),
+    ]
+
+
 def test_tag_matching() -> None:
     p = parse({"deployment": "a", "watch": {"model": "m", "tag": "stage=ready"}})
     assert p.watch.tag_match({"stage": "ready"}) and not p.watch.tag_match({"stage": "no"})

@@ -533,7 +533,10 @@ def _metrics(data: Any, path: str, default_gain: float) -> tuple[Metric, ...]:
         raise _fail(path, "is required: e.g. {rmse: min} or [{name: roc_auc, direction: max}]")
     items: list[tuple[str, Any]]
     if isinstance(data, Mapping):
-        items = [(f"{path}.{k}", {"name": k, "direction": v}) for k, v in data.items()]
+        items = [
+            (f"{path}.{k}", {"name": k, **v} if isinstance(v, Mapping) else {"name": k, "direction": v})
+            for k, v in data.items()
+        ]
     elif isinstance(data, (list, tuple)):
         items = [(f"{path}[{i}]", v if isinstance(v, Mapping) else {"name": v}) for i, v in enumerate(data)]
     else:
