@@ -35,6 +35,7 @@ _LAZY = {
     "compare": "wolt_jupyter.monitoring.reports",
     "drift": "wolt_jupyter.monitoring.reports",
     "monitor": "wolt_jupyter.monitoring.panel",
+    "updates": "wolt_jupyter.updater.history",
 }
 # public name -> the name it has in its module, where the two differ
 _RENAMED = {"get_deployment": "get", "list_deployments": "deployments"}
@@ -65,6 +66,7 @@ __all__ = [
     "traffic",
     "undeploy",
     "unload_ipython_extension",
+    "updates",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,6 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from wolt_jupyter.registry import ModelVersionCard, models, register
     from wolt_jupyter.spec import DeploymentSpec, Variant
     from wolt_jupyter.tracking import RunCard, experiment, last_run, log
+    from wolt_jupyter.updater.history import updates
 
 
 def __getattr__(name: str) -> Any:

@@ -293,7 +293,7 @@ def models(name: str | None = None) -> pd.DataFrame:
             by_version: dict[str, list[str]] = {}
             for alias, version in (rm.aliases or {}).items():
                 by_version.setdefault(str(version), []).append(alias)
-            for mv in c.search_model_versions(f"name = '{_quote(rm.name)}'"):
+            for mv in c.search_model_versions(f"name = '{quote_filter_value(rm.name)}'"):
                 rows.append(
                     {
                         "name": rm.name,
@@ -321,7 +321,8 @@ def _all_registered(c: MlflowClient) -> Iterable[Any]:
             return
 
 
-def _quote(name: str) -> str:
+def quote_filter_value(name: str) -> str:
+    """``name`` safe inside a single-quoted MLflow search filter."""
     return name.replace("'", "\\'")
 
 
@@ -346,7 +347,7 @@ def pin(uri: str) -> str:
             if alias:
                 mv = c.get_model_version_by_alias(name, alias)
             elif version == "latest":
-                versions = c.search_model_versions(f"name = '{_quote(name)}'")
+                versions = c.search_model_versions(f"name = '{quote_filter_value(name)}'")
                 if not versions:
                     raise NotFound(f"registered model {name!r} has no versions")
                 mv = max(versions, key=lambda v: int(v.version))

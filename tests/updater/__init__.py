@@ -1,0 +1,1 @@
+"""Update-service tests. A package so its modules' names do not clash with other suites'."""

@@ -1,0 +1,432 @@
+"""The decision rule, tested with tables; the sequential test's type-I error and power by simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from wolt_jupyter.updater.decide import (
+    ArmStats,
+    LiveWindow,
+    MeanStats,
+    Observations,
+    OfflineResult,
+    ReplayResult,
+    RolloutState,
+    decide,
+    error_rate_test,
+    mean_difference_test,
+    msprt,
+    should_retrain,
+    start,
+    transition,
+)
+from wolt_jupyter.updater.policy import Retrain, parse
+
+POLICY = parse(
+    {
+        "deployment": "eta",
+        "watch": {"model": "eta"},
+        "offline": {
+            "dataset": "h.parquet",
+            "target": "y",
+            "metrics": [
+                {"name": "rmse", "direction": "min", "min_improvement": 0.1},
+                {"name": "r2", "direction": "max"},
+            ],
+            "latency_budget_ms": 10,
+        },
+        "replay": {
+            "requests": 100,
+            "min_requests": 10,
+            "max_error_rate": 0.01,
+            "p99_ms": 50,
+            "max_mean_abs_difference": 2.0,
+            "metric": "mae",
+        },
+        "rollout": {
+            "shadow": {"requests": 300, "duration": "10m"},
+            "canary": [{"weight": 10, "bake": "5m"}, {"weight": 100, "bake": "5m"}],
+        },
+        "guards": {
+            "max_error_rate": 0.1,
+            "max_p99_ms": 200,
+            "min_agreement": 0.8,
+            "min_sample": 100,
+            "limit_min_requests": 20,
+            "step_deadline": "30m",
+            "live_metric": {"name": "mae", "min_effect": 0.5},
+        },
+    }
+)
+OFFLINE, REPLAY, SHADOW, CANARY10, CANARY100 = range(5)
+T0 = 1_000_000.0
+
+
+def state(step: int) -> RolloutState:
+    return RolloutState(candidate="7", champion="6", step=step, step_started=T0)
+
+
+def arm(n: int, errors: int = 0, p99: float | None = 20.0, metric: MeanStats | None = None) -> ArmStats:
+    return ArmStats(requests=n, errors=errors, p99_ms=p99, metric=metric)
+
+
+def live(cand: ArmStats, champ: ArmStats, agreement=None) -> LiveWindow:
+    return LiveWindow(candidate=cand, champion=champ, agreement=agreement)
+
+
+GOOD_OFFLINE = OfflineResult(
+    rows=500, candidate={"rmse": 1.0, "r2": 0.9}, champion={"rmse": 1.2, "r2": 0.85}, latency_p99_ms=2.0
+)
+GOOD_REPLAY = ReplayResult(
+    requests=100,
+    errors=0,
+    latency_p99_ms=5.0,
+    mean_abs_difference=0.5,
+    labelled=40,
+    candidate_metric=1.0,
+    champion_metric=1.1,
+)
+M_SAME = MeanStats(200, 1.0, 1.0)
+
+TABLE = [
+    # (step, observations, action, words in the reason)
+    (OFFLINE, Observations(T0), "hold", "not measured"),
+    (OFFLINE, Observations(T0, offline=GOOD_OFFLINE), "advance", "offline passed"),
+    (
+        OFFLINE,
+        Observations(
+            T0, offline=OfflineResult(500, {"rmse": 1.15, "r2": 0.9}, {"rmse": 1.2, "r2": 0.85}, 2.0)
+        ),
+        "reject",
+        "needed +0.1",
+    ),
+    (
+        OFFLINE,
+        Observations(
+            T0, offline=OfflineResult(500, {"rmse": 1.0, "r2": 0.8}, {"rmse": 1.2, "r2": 0.85}, 2.0)
+        ),
+        "reject",
+        "r2 0.8 vs champion 0.85",
+    ),
+    (
+        OFFLINE,
+        Observations(
+            T0, offline=OfflineResult(500, {"rmse": 1.0, "r2": 0.9}, {"rmse": 1.2, "r2": 0.85}, 25.0)
+        ),
+        "reject",
+        "budget 10 ms",
+    ),
+    (
+        OFFLINE,
+        Observations(T0, offline=OfflineResult(500, {"rmse": 1.0, "r2": 0.9}, None, 2.0)),
+        "advance",
+        "no champion",
+    ),
+    (
+        OFFLINE,
+        Observations(T0, offline=OfflineResult(500, {"rmse": math.nan, "r2": 0.9}, None, 2.0)),
+        "reject",
+        "no value",
+    ),
+    (
+        OFFLINE,
+        Observations(T0, offline=OfflineResult(500, {}, None, None, error="ValueError: bad shape")),
+        "reject",
+        "cannot predict",
+    ),
+    (REPLAY, Observations(T0, replay=GOOD_REPLAY), "advance", "replay passed"),
+    (REPLAY, Observations(T0, replay=ReplayResult(3)), "advance", "replay skipped: only 3"),
+    (
+        REPLAY,
+        Observations(T0, replay=ReplayResult(100, errors=2, first_error="KeyError: 'x'")),
+        "reject",
+        "first: KeyError",
+    ),
+    (
+        REPLAY,
+        Observations(T0, replay=ReplayResult(100, latency_p99_ms=80.0, mean_abs_difference=0.1)),
+        "reject",
+        "p99 (ms) 80",
+    ),
+    (
+        REPLAY,
+        Observations(T0, replay=ReplayResult(100, latency_p99_ms=8.0, mean_abs_difference=3.0)),
+        "reject",
+        "|candidate - champion| 3",
+    ),
+    (
+        REPLAY,
+        Observations(
+            T0,
+            replay=ReplayResult(
+                100,
+                latency_p99_ms=8.0,
+                mean_abs_difference=0.1,
+                labelled=40,
+                candidate_metric=1.5,
+                champion_metric=1.1,
+            ),
+        ),
+        "reject",
+        "mae on 40 labelled",
+    ),
+    # shadow: hard limits, too little data, done by requests or by time
+    (SHADOW, Observations(T0 + 10), "hold", "waiting for observations"),
+    (SHADOW, Observations(T0 + 3600), "rollback", "no data"),
+    (SHADOW, Observations(T0 + 10, live=live(arm(10, 10), arm(10))), "hold", "too little data"),
+    (SHADOW, Observations(T0 + 10, live=live(arm(30, 10), arm(30))), "rollback", "error rate 33.33%"),
+    (
+        SHADOW,
+        Observations(T0 + 10, live=live(arm(30, 0, p99=900.0), arm(30))),
+        "rollback",
+        "p99 latency (ms) 900",
+    ),
+    (SHADOW, Observations(T0 + 10, live=live(arm(30, 0, p99=math.nan), arm(30))), "hold", "too little data"),
+    (
+        SHADOW,
+        Observations(T0 + 10, live=live(arm(30), arm(30), agreement=(10, 30))),
+        "rollback",
+        "shadow agreement 0.3333",
+    ),
+    (
+        SHADOW,
+        Observations(T0 + 60, live=live(arm(150), arm(150), agreement=(150, 150))),
+        "hold",
+        "shadow 150 requests in 60s",
+    ),
+    (
+        SHADOW,
+        Observations(T0 + 60, live=live(arm(300), arm(300), agreement=(300, 300))),
+        "advance",
+        "no harm detected",
+    ),
+    (SHADOW, Observations(T0 + 601, live=live(arm(150), arm(150))), "advance", "no harm detected"),
+    (SHADOW, Observations(T0 + 1801, live=live(arm(50), arm(50))), "rollback", "no data: candidate 50/100"),
+    # canary 10%: the test against the champion on the same window
+    (CANARY10, Observations(T0 + 60, live=live(arm(50), arm(450))), "hold", "candidate 50/100"),
+    (CANARY10, Observations(T0 + 400, live=live(arm(400, 4), arm(3600, 36))), "advance", "no harm"),
+    (CANARY10, Observations(T0 + 100, live=live(arm(400, 4), arm(3600, 36))), "hold", "baked 100s of 300s"),
+    (
+        CANARY10,
+        Observations(T0 + 100, live=live(arm(1000, 90), arm(9000, 90))),
+        "rollback",
+        "worse than the champion: error rate",
+    ),
+    (
+        CANARY10,
+        Observations(
+            T0 + 400, live=live(arm(400, metric=MeanStats(200, 2.5, 1.0)), arm(3600, metric=M_SAME))
+        ),
+        "rollback",
+        "mae vs champion",
+    ),
+    (
+        CANARY10,
+        Observations(T0 + 400, live=live(arm(400, metric=MeanStats(10, 9.0, 1.0)), arm(3600, metric=M_SAME))),
+        "advance",
+        "no harm",
+    ),
+    # canary 100%: the champion serves nobody, so no comparison; the last step promotes
+    (CANARY100, Observations(T0 + 400, live=live(arm(400), arm(0))), "promote", "promote"),
+    (CANARY100, Observations(T0 + 400, live=live(arm(400, 100), arm(0))), "rollback", "hard limit"),
+]
+
+
+@pytest.mark.parametrize(("step", "obs", "action", "words"), TABLE)
+def test_decision_table(step: int, obs: Observations, action: str, words: str) -> None:
+    d = decide(POLICY, state(step), obs)
+    assert d.action == action, d.reason
+    assert words in d.reason, d.reason
+    assert "\n" not in d.reason
+
+
+def test_too_little_data_never_promotes_nor_rolls_back_before_the_deadline() -> None:
+    deadline = POLICY.guards.step_deadline
+    for step in (SHADOW, CANARY10, CANARY100):
+        for n in (0, 1, 19, 50, 99):
+            for errors in (0, n // 2):  # even a bad-looking tiny sample
+                for t in (1.0, 400.0, deadline - 1):
+                    cand = arm(n, errors if n < POLICY.guards.limit_min_requests else 0)
+                    d = decide(POLICY, state(step), Observations(T0 + t, live=live(cand, arm(10 * n))))
+                    assert d.action == "hold", (step, n, t, d.reason)
+                d = decide(POLICY, state(step), Observations(T0 + deadline, live=live(arm(n), arm(10 * n))))
+                assert d.action == "rollback" and d.reason.startswith("no data"), d.reason
+
+
+def test_the_numbers_are_in_the_decision() -> None:
+    d = decide(POLICY, state(CANARY10), Observations(T0 + 100, live=live(arm(1000, 90), arm(9000, 90))))
+    test = next(c for c in d.checks if c.name == "error rate vs champion")
+    assert test.verdict == "fail" and test.n == 1000 and test.n_baseline == 9000
+    assert test.value == pytest.approx(0.09) and test.baseline == pytest.approx(0.01)
+    assert (
+        test.p_value is not None
+        and test.p_value < 0.05
+        and test.statistic is not None
+        and test.statistic > math.log(20)
+    )
+    assert test.interval is not None and test.interval[0] > 0
+
+
+def test_walk_through_every_step_to_promotion() -> None:
+    s = start(POLICY, "7", "6", T0)
+    t = T0
+    obs = [
+        Observations(t, offline=GOOD_OFFLINE),
+        Observations(t, replay=GOOD_REPLAY),
+        Observations(t + 700, live=live(arm(300), arm(300), agreement=(290, 300))),
+        Observations(t + 1100, live=live(arm(200, 1), arm(1800, 10))),
+        Observations(t + 1500, live=live(arm(500), arm(0))),
+    ]
+    actions = []
+    for o in obs:
+        d = decide(POLICY, s, o)
+        actions.append(d.action)
+        s = transition(POLICY, s, d, o.now)
+    assert actions == ["advance"] * 4 + ["promote"]
+    assert s.outcome == "promoted" and s.step == CANARY100
+    assert decide(POLICY, s, obs[-1]).action == "hold"  # a finished candidate is never acted on again
+
+
+# -- the sequential test --------------------------------------------------------------------------------------
+def test_msprt_closed_form_and_confidence_sequence_agree() -> None:
+    r = msprt(0.03, 1e-4, 0.01, 0.05)
+    # at the confidence sequence's edge the likelihood ratio is exactly 1/alpha
+    edge = msprt(0.03, 1e-4, 0.01, 0.05, theta0=r.low)
+    assert edge.log_lr == pytest.approx(math.log(20), rel=1e-9)
+    assert r.harm == (r.log_lr >= math.log(20))
+    assert msprt(0.0, 1e-4, 0.01, 0.05).p_value == 1.0
+    with pytest.raises(ValueError):
+        msprt(0.1, 0.0, 0.01, 0.05)
+
+
+def _streams(rng, n_streams, p_cand, p_champ, weight, total, every):
+    looks = np.arange(every, total + 1, every)
+    to_cand = rng.random((n_streams, total)) < weight
+    err = np.where(to_cand, rng.random((n_streams, total)) < p_cand, rng.random((n_streams, total)) < p_champ)
+    nc = np.cumsum(to_cand, axis=1)[:, looks - 1]
+    ec = np.cumsum(err & to_cand, axis=1)[:, looks - 1]
+    n0 = looks[None, :] - nc
+    e0 = np.cumsum(err & ~to_cand, axis=1)[:, looks - 1]
+    return nc, ec, n0, e0
+
+
+def _rejections(nc, ec, n0, e0, alpha, effect, min_n=20):
+    harm = np.zeros(len(nc), bool)
+    any_side = np.zeros(len(nc), bool)
+    for i in range(len(nc)):
+        for j in range(nc.shape[1]):
+            if nc[i, j] < min_n or n0[i, j] < min_n:
+                continue
+            r = error_rate_test(int(ec[i, j]), int(nc[i, j]), int(e0[i, j]), int(n0[i, j]), alpha, effect)
+            harm[i] |= r.harm
+            any_side[i] |= r.harm or r.benefit
+            if harm[i] and any_side[i]:
+                break
+    return harm, any_side
+
+
+@pytest.mark.parametrize(("p", "weight"), [(0.05, 0.5), (0.02, 0.1), (0.2, 0.25)])
+def test_error_rate_test_type_one_error_under_repeated_looks(p: float, weight: float) -> None:
+    """2000 A/A streams, each looked at 40 times: rejections (either side) stay within alpha."""
+    rng = np.random.default_rng(12345)
+    alpha = 0.05
+    nc, ec, n0, e0 = _streams(rng, 2000, p, p, weight, 4000, 100)
+    harm, any_side = _rejections(nc, ec, n0, e0, alpha, 0.01)
+    tolerance = 3 * math.sqrt(alpha * (1 - alpha) / 2000)
+    assert any_side.mean() <= alpha + tolerance, any_side.mean()
+    assert harm.mean() <= alpha + tolerance
+
+
+def test_error_rate_test_power_on_a_clear_effect() -> None:
+    rng = np.random.default_rng(7)
+    nc, ec, n0, e0 = _streams(rng, 500, 0.06, 0.02, 0.25, 4000, 100)
+    harm, _ = _rejections(nc, ec, n0, e0, 0.05, 0.01)
+    assert harm.mean() >= 0.9, harm.mean()
+
+
+def test_live_metric_test_type_one_error_and_power() -> None:
+    rng = np.random.default_rng(99)
+    alpha, effect, looks = 0.05, 0.5, range(50, 2001, 50)
+
+    def cumulative(x: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s, q = np.cumsum(x, axis=1)[:, at - 1], np.cumsum(x * x, axis=1)[:, at - 1]
+        mean = s / at
+        return mean, (q - at * mean * mean) / (at - 1)
+
+    def run(shift: float, n_streams: int) -> float:
+        at = np.array(list(looks))
+        cm, cv = cumulative(rng.normal(3.0 + shift, 2.0, (n_streams, at[-1])), at)
+        bm, bv = cumulative(rng.normal(3.0, 2.0, (n_streams, 4 * at[-1])), 4 * at)  # champion: 4x the traffic
+        hits = 0
+        for i in range(n_streams):
+            for j, n in enumerate(at):
+                cand, champ = MeanStats(int(n), cm[i, j], cv[i, j]), MeanStats(int(4 * n), bm[i, j], bv[i, j])
+                r = mean_difference_test(cand, champ, "min", alpha, effect)
+                if r.harm or r.benefit:
+                    hits += 1
+                    break
+        return hits / n_streams
+
+    assert run(0.0, 2000) <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / 2000)
+    assert run(0.5, 200) >= 0.9
+
+
+def test_decide_aa_canary_rolls_back_rarely_and_a_broken_candidate_always() -> None:
+    """The whole rule, looked at every 100 requests: an A/A canary is rolled back at most ~alpha of the
+    time, a candidate with 6x the errors nearly always."""
+    policy = parse(
+        {
+            "deployment": "eta",
+            "watch": {"model": "eta"},
+            "rollout": {
+                "shadow": False,
+                "canary": [{"weight": 25, "bake": "1h"}, {"weight": 100, "bake": "1m"}],
+            },
+            "guards": {"max_error_rate": 0.5, "min_sample": 50, "step_deadline": "2h"},
+        }
+    )
+    rng = np.random.default_rng(3)
+
+    def rolled_back(p_cand: float, streams: int) -> float:
+        nc, ec, n0, e0 = _streams(rng, streams, p_cand, 0.03, 0.25, 4000, 100)
+        count = 0
+        for i in range(streams):
+            s = RolloutState("2", "1", 0, T0)
+            for j in range(nc.shape[1]):
+                o = Observations(
+                    T0 + 60 * j,
+                    live=live(arm(int(nc[i, j]), int(ec[i, j])), arm(int(n0[i, j]), int(e0[i, j]))),
+                )
+                d = decide(policy, s, o)
+                assert d.action in ("hold", "rollback"), d.reason  # the bake (1h) is never over here
+                if d.action == "rollback":
+                    count += 1
+                    break
+        return count / streams
+
+    assert rolled_back(0.03, 1000) <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 1000)
+    assert rolled_back(0.18, 200) >= 0.95
+
+
+# -- retraining -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "run", "words"),
+    [
+        ({"drift_psi": 0.3}, True, "PSI 0.3"),
+        ({"drift_psi": 0.1}, False, "no drift"),
+        ({"drift_psi": math.nan}, False, "no drift"),
+        ({"metric": 1.2, "baseline_metric": 1.0}, True, "20.0% worse"),
+        ({"metric": 1.05, "baseline_metric": 1.0}, False, "no drift"),
+        ({"metric": 0.8, "baseline_metric": 1.0, "direction": "max"}, True, "20.0% worse"),
+        ({"drift_psi": 0.3, "last_run": 1000.0 - 60}, False, "cooldown"),
+        ({"drift_psi": 0.3, "last_run": 1000.0 - 4000}, True, "PSI"),
+    ],
+)
+def test_should_retrain(kwargs, run: bool, words: str) -> None:
+    r = should_retrain(
+        Retrain(command="true", drift_threshold=0.2, metric_decline=0.1, cooldown=3600), 1000.0, **kwargs
+    )
+    assert r.run is run and words in r.reason

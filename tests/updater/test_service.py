@@ -1,0 +1,195 @@
+"""The loop over real parts where they exist: the embedded MLflow registry with real sklearn versions, the
+offline gate, a real response log for the live windows, the history and MLflow records. The deployment side
+(traffic changes) is the :class:`Actions` interface, bound here to a recorder until the deployments bind it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LinearRegression
+
+from wolt_jupyter import registry
+from wolt_jupyter._mlflow import client
+from wolt_jupyter.responses import ResponseRecord, ResponseWriter, default_store_url
+from wolt_jupyter.updater.history import updates
+from wolt_jupyter.updater.observe import observe
+from wolt_jupyter.updater.policy import parse
+from wolt_jupyter.updater.service import ServiceState, UpdateService
+
+FEATURES = ["x1", "x2"]
+
+
+def data(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 2)), columns=FEATURES)
+    return X.assign(y=3 * X.x1 - X.x2 + rng.normal(0, 0.2, n))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordedDeployment:
+    """Actions on a deployment named ``eta``: calls are recorded; observations come from its real response log."""
+
+    def __init__(self, champion: str) -> None:
+        self.current = champion
+        self.calls: list[str] = []
+
+    def champion(self) -> str | None:
+        return self.current
+
+    def shadow(self, version: str) -> None:
+        self.calls.append(f"shadow {version}")
+
+    def canary(self, version: str, weight: int) -> None:
+        self.calls.append(f"canary {version} {weight}")
+
+    def promote(self, version: str) -> None:
+        self.calls.append(f"promote {version}")
+        self.current = version
+
+    def rollback(self, version: str) -> None:
+        self.calls.append(f"rollback {version}")
+
+    def observe(self, version, step, since):
+        return observe("eta", since, candidate="challenger", champion="main", shadow=step.kind == "shadow")
+
+
+def traffic(home, t0: float, n: int, *, fail_every: int = 0) -> None:
+    """``n`` requests, half to each arm (the canary step at 50%), logged as the runtime logs them."""
+    with ResponseWriter(default_store_url("eta", home)) as w:
+        for i in range(n):
+            variant = "challenger" if i % 2 else "main"
+            status = 500 if fail_every and variant == "challenger" and i % fail_every == 1 else 200
+            w.submit(ResponseRecord(uuid.uuid4().hex, t0 + i * 0.01, "eta", variant, "eta", "1", False,
+                                    {"x1": [0.1]}, {"predict": [0.3]} if status == 200 else {}, 3.0, status))  # fmt: skip
+
+
+@pytest.fixture
+def setup(wolt_home):
+    train = data(300, 0)
+    name = f"eta-{uuid.uuid4().hex[:6]}"
+    for cols in (["x1"], FEATURES, ["x2"]):  # v1 champion, v2 better, v3 worse
+        model = LinearRegression().fit(
+            train[FEATURES].assign(**{c: 0.0 for c in FEATURES if c not in cols}), train.y
+        )
+        registry.register(model, name=name, input_example=train[FEATURES].head(3))
+    client().set_registered_model_alias(name, "champion", "1")
+    policy = parse(
+        {
+            "deployment": "eta",
+            "watch": {"model": name, "poll_seconds": 1},
+            "offline": {"dataset": data(200, 1), "target": "y", "metrics": {"rmse": "min"}},
+            "rollout": {
+                "shadow": False,
+                "canary": [{"weight": 50, "bake": "1m"}, {"weight": 100, "bake": "1m"}],
+            },
+            "guards": {"min_sample": 50, "step_deadline": "10m", "max_error_rate": 0.2},
+        }
+    )
+    return wolt_home, name, policy
+
+
+def test_better_version_goes_through_every_step_and_is_promoted_once(setup) -> None:
+    home, name, policy = setup
+    clock = Clock()
+    deployment = RecordedDeployment(champion="1")
+    service = UpdateService(policy, deployment, clock=clock)
+    # v2 and v3 are newer than the champion: v2 first (oldest first)
+    d = service.tick()
+    assert (
+        d.action == "advance"
+        and d.step_label == "offline"
+        and ServiceState.read(service.state_path).candidate["version"] == "2"
+    )
+    d = service.tick()  # canary 50% applied; no traffic yet
+    assert deployment.calls == ["canary 2 50"] and d.action == "hold" and "too little data" in d.reason
+
+    # killed here and restarted: resumes at the step, does not re-apply it, does not re-detect the candidate
+    service = UpdateService(policy, deployment, clock=clock)
+    traffic(home, clock.now + 1, 200)
+    clock.now += 61
+    d = service.tick()
+    assert d.action == "advance" and d.step_label == "canary 50%", d.reason
+    d = service.tick()
+    assert deployment.calls == ["canary 2 50", "canary 2 100"] and d.action == "hold"
+    with ResponseWriter(default_store_url("eta", home)) as w:  # at 100% only the candidate serves
+        for i in range(60):
+            w.submit(
+                ResponseRecord(
+                    uuid.uuid4().hex,
+                    clock.now + 1 + i * 0.01,
+                    "eta",
+                    "challenger",
+                    "eta",
+                    "2",
+                    False,
+                    {"x1": [0.1]},
+                    {"predict": [0.3]},
+                    3.0,
+                    200,
+                )
+            )
+    clock.now += 61
+    d = service.tick()
+    assert d.action == "promote" and deployment.calls[-1] == "promote 2"
+
+    # next: v3, which the offline gate rejects; nothing is done to the deployment
+    d = service.tick()
+    assert (
+        d.action == "reject"
+        and "rmse" in d.reason
+        and ServiceState.read(service.state_path).candidate["version"] == "3"
+    )
+    assert deployment.calls == ["canary 2 50", "canary 2 100", "promote 2"]
+    assert service.tick() is None and service.tick() is None  # nothing new: never acted on twice
+
+    table = updates("eta").table
+    assert list(table.drop_duplicates(["time", "action"])["action"]) == [
+        "advance",
+        "hold",
+        "advance",
+        "hold",
+        "promote",
+        "reject",
+    ]
+    mv = client().get_model_version(name, "2")
+    assert mv.tags["wolt.update.action"] == "promote"
+
+
+def test_errors_on_the_canary_roll_back(setup) -> None:
+    home, _, policy = setup
+    clock = Clock()
+    deployment = RecordedDeployment(champion="1")
+    service = UpdateService(policy, deployment, clock=clock, mlflow=False)
+    assert service.tick().action == "advance"
+    service.tick()
+    traffic(home, clock.now + 1, 200, fail_every=3)  # a third of the candidate's requests fail
+    clock.now += 5
+    d = service.tick()
+    assert d.action == "rollback" and "hard limit" in d.reason
+    assert deployment.calls == ["canary 2 50", "rollback 2"]
+
+
+def test_no_traffic_holds_then_rolls_back_for_no_data(setup) -> None:
+    _, _, policy = setup
+    clock = Clock()
+    deployment = RecordedDeployment(champion="1")
+    service = UpdateService(policy, deployment, clock=clock, mlflow=False)
+    service.tick()
+    for _ in range(3):
+        clock.now += 120
+        assert service.tick().action == "hold"
+    clock.now += 600
+    d = service.tick()
+    assert d.action == "rollback" and d.reason.startswith("no data")
+    assert deployment.calls == ["canary 2 50", "rollback 2"]

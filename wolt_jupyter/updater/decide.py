@@ -1,0 +1,595 @@
+"""The decision rule: (policy, state, observations) -> one action with its reason and its numbers.
+
+Pure: no clock, no I/O, no randomness. The loop measures (gates, response log, Prometheus), calls
+:func:`decide`, acts, and persists :func:`transition`'s new state, so every decision can be replayed from the
+history and is tested with tables.
+
+The rule at a live step (shadow or canary), in order:
+
+1. **Hard limits** — candidate error rate above ``max_error_rate``, p99 above ``max_p99_ms``, shadow agreement
+   below ``min_agreement`` — judged once the candidate has ``limit_min_requests`` requests: **roll back**.
+2. **Too little data** — fewer than ``min_sample`` requests on either arm (or labels, when the live metric is
+   required): **hold**, never promote and never roll back; past ``step_deadline``: **roll back, "no data"**.
+   A missing or NaN value is never read as a pass nor as a breach.
+3. **Sequential test** — candidate vs champion on the same window, error rate and (where labels exist) the
+   live metric: a normal-mixture mSPRT (Johari, Pekelis, Walsh, "Always valid inference: continuous monitoring
+   of A/B tests", 2015/2022), whose always-valid p-value and confidence sequence stay valid however often the
+   loop looks. When the confidence sequence of the harm (candidate minus champion, oriented so that positive is
+   worse) lies above 0: **roll back**.
+4. **Done** — shadow: ``requests`` mirrored or ``duration`` elapsed; canary: ``bake`` elapsed: **advance**, or
+   **promote** after the last step. Otherwise **hold**.
+
+The gates (offline, replay) **reject** a candidate that misses a threshold: it never saw live traffic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from wolt_jupyter.updater.policy import Direction, Policy, Retrain, Step
+
+Action = Literal["hold", "advance", "promote", "rollback", "reject"]
+Verdict = Literal["pass", "fail", "wait", "n/a"]
+Outcome = Literal["promoted", "rolled_back", "rejected"]
+FINAL: dict[str, Outcome] = {"promote": "promoted", "rollback": "rolled_back", "reject": "rejected"}
+
+
+# -- the sequential test --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SequentialResult:
+    """One look of the mixture SPRT on a difference ``estimate`` (positive = candidate worse)."""
+
+    estimate: float
+    variance: float
+    tau: float
+    alpha: float
+    log_lr: float  # log of the mixture likelihood ratio Λ against "no difference"
+    p_value: float  # always-valid p-value at this look: min(1, 1/Λ)
+    low: float  # (1 - alpha) confidence sequence for the difference
+    high: float
+
+    @property
+    def harm(self) -> bool:
+        """The candidate is worse, at level alpha, valid under any number of looks."""
+        return self.low > 0.0
+
+    @property
+    def benefit(self) -> bool:
+        return self.high < 0.0
+
+
+def msprt(
+    estimate: float, variance: float, tau: float, alpha: float, theta0: float = 0.0
+) -> SequentialResult:
+    """The normal-mixture SPRT for a difference whose estimate is approximately N(θ, V).
+
+    Mixing the alternative over θ ~ N(θ0, τ²) gives the closed form
+    ``Λ = sqrt(V / (V + τ²)) · exp(τ² (Δ - θ0)² / (2 V (V + τ²)))``, a nonnegative martingale under θ = θ0;
+    by Ville's inequality ``P(sup_n Λ_n ≥ 1/α) ≤ α``, so rejecting whenever ``Λ ≥ 1/α`` keeps the type-I
+    error at α under continuous monitoring. Inverting it gives the confidence sequence
+    ``Δ ± sqrt(2 V (V + τ²) / τ² · (log(1/α) + ½ log((V + τ²) / V)))``. τ is set to the minimum effect that
+    matters, where the test is most powerful.
+    """
+    if not (variance > 0 and tau > 0 and 0 < alpha < 1) or not math.isfinite(estimate):
+        raise ValueError("msprt needs a finite estimate, variance > 0, tau > 0 and 0 < alpha < 1")
+    v, t2 = variance, tau * tau
+    log_lr = 0.5 * math.log(v / (v + t2)) + t2 * (estimate - theta0) ** 2 / (2 * v * (v + t2))
+    radius = math.sqrt(2 * v * (v + t2) / t2 * (math.log(1 / alpha) + 0.5 * math.log((v + t2) / v)))
+    p = 1.0 if log_lr <= 0 else math.exp(-log_lr)
+    return SequentialResult(
+        estimate, variance, tau, alpha, log_lr, min(1.0, p), estimate - radius, estimate + radius
+    )
+
+
+def error_rate_test(
+    cand_errors: int, cand_n: int, champ_errors: int, champ_n: int, alpha: float, min_effect: float
+) -> SequentialResult:
+    """Candidate error rate minus champion error rate. The variance uses (e + 1) / (n + 2) per arm, so two
+    arms without any error still have a finite, honest variance."""
+    pc, p0 = cand_errors / cand_n, champ_errors / champ_n
+    sc, s0 = (cand_errors + 1) / (cand_n + 2), (champ_errors + 1) / (champ_n + 2)
+    variance = sc * (1 - sc) / cand_n + s0 * (1 - s0) / champ_n
+    return msprt(pc - p0, variance, min_effect, alpha)
+
+
+@dataclass(frozen=True)
+class MeanStats:
+    """Count, mean and sample variance of per-request values (from sums, so the loop can keep them cheaply)."""
+
+    n: int
+    mean: float
+    var: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> MeanStats:
+        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        n = len(vals)
+        if n == 0:
+            return cls(0, math.nan, math.nan)
+        mean = sum(vals) / n
+        var = sum((v - mean) ** 2 for v in vals) / (n - 1) if n > 1 else math.nan
+        return cls(n, mean, var)
+
+
+def mean_difference_test(
+    cand: MeanStats, champ: MeanStats, direction: Direction, alpha: float, min_effect: float
+) -> SequentialResult:
+    """Difference of means oriented so that positive = candidate worse (``min``: higher loss is worse)."""
+    diff = cand.mean - champ.mean if direction == "min" else champ.mean - cand.mean
+    # a floor on the variance: two arms that happen to agree exactly must not give an infinitely sure test
+    floor = (min_effect * 1e-3) ** 2
+    variance = max(cand.var, floor) / cand.n + max(champ.var, floor) / champ.n
+    return msprt(diff, variance, min_effect, alpha)
+
+
+# -- what the loop measured ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArmStats:
+    """One arm over the step's window: requests, failed requests, p99 latency, labelled metric values."""
+
+    requests: int = 0
+    errors: int = 0
+    p99_ms: float | None = None
+    metric: MeanStats | None = None
+
+
+@dataclass(frozen=True)
+class LiveWindow:
+    """Candidate and champion over the same window (since the step started). In a shadow step the champion
+    arm is the live answers to the requests the shadow mirrored; ``agreement`` is (agreeing, paired)."""
+
+    candidate: ArmStats
+    champion: ArmStats
+    agreement: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    """The offline gate's measurements: metric values on the same rows, the candidate's one-row latency p99."""
+
+    rows: int
+    candidate: dict[str, float]
+    champion: dict[str, float] | None = None
+    latency_p99_ms: float | None = None
+    error: str | None = None  # the candidate could not predict at all
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """The replay gate's measurements over the last logged requests, the candidate against the champion's
+    logged answers."""
+
+    requests: int
+    errors: int = 0
+    latency_p99_ms: float | None = None
+    agreement: float | None = None
+    mean_abs_difference: float | None = None
+    labelled: int = 0
+    candidate_metric: float | None = None
+    champion_metric: float | None = None
+    first_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observations:
+    now: float
+    offline: OfflineResult | None = None
+    replay: ReplayResult | None = None
+    live: LiveWindow | None = None
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Where one candidate is: the index of its step in ``policy.steps()`` and when that step started."""
+
+    candidate: str
+    champion: str | None
+    step: int
+    step_started: float
+    outcome: Outcome | None = None
+
+
+# -- what comes out -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    """One judged quantity: the candidate's value, the champion's, the threshold, the test and the verdict."""
+
+    name: str
+    verdict: Verdict
+    why: str
+    value: float | None = None
+    baseline: float | None = None
+    threshold: float | None = None
+    statistic: float | None = None  # log Λ of the sequential test
+    p_value: float | None = None
+    n: int | None = None
+    n_baseline: int | None = None
+    interval: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    step: int
+    step_label: str
+    checks: tuple[Check, ...] = field(default_factory=tuple)
+
+    @property
+    def final(self) -> bool:
+        return self.action in FINAL
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _decision(action: Action, reason: str, state: RolloutState, step: Step, checks: list[Check]) -> Decision:
+    return Decision(action, reason, state.step, step.label, tuple(checks))
+
+
+def decide(policy: Policy, state: RolloutState, obs: Observations) -> Decision:
+    """The one action for this look. See the module docstring for the rule."""
+    steps = policy.steps()
+    if state.outcome is not None or state.step >= len(steps):
+        step = steps[min(state.step, len(steps) - 1)]
+        return _decision("hold", f"finished: {state.outcome or 'all steps done'}", state, step, [])
+    step = steps[state.step]
+    if step.kind == "offline":
+        return _offline(policy, state, step, obs)
+    if step.kind == "replay":
+        return _replay(policy, state, step, obs)
+    return _live(policy, state, step, steps, obs)
+
+
+def _pass_or_next(state: RolloutState, steps_left: int) -> Action:
+    return "advance" if steps_left > 0 else "promote"
+
+
+def _offline(policy: Policy, state: RolloutState, step: Step, obs: Observations) -> Decision:
+    gate = policy.offline
+    assert gate is not None
+    res = obs.offline
+    if res is None:
+        return _decision("hold", "offline evaluation not measured yet", state, step, [])
+    if res.error:
+        check = Check("offline evaluation", "fail", f"the candidate cannot predict: {res.error}", n=res.rows)
+        return _decision(
+            "reject", f"offline: the candidate cannot predict ({res.error})", state, step, [check]
+        )
+    checks: list[Check] = []
+    for metric in gate.metrics:
+        value = res.candidate.get(metric.name)
+        base = (res.champion or {}).get(metric.name)
+        if not _finite(value):
+            checks.append(Check(metric.name, "fail", "no value for the candidate", n=res.rows))
+            continue
+        if res.champion is None:
+            checks.append(Check(metric.name, "pass", "no champion to compare with", value=value, n=res.rows))
+            continue
+        if not _finite(base):
+            checks.append(
+                Check(
+                    metric.name, "pass", "the champion has no value to compare with", value=value, n=res.rows
+                )
+            )
+            continue
+        gain = metric.improvement(value, base)
+        ok = gain >= metric.min_improvement
+        word = "higher" if metric.direction == "max" else "lower"
+        why = (
+            f"{metric.name} {value:.4g} vs champion {base:.4g}: improvement {gain:+.4g} "
+            f"({word} is better), needed {metric.min_improvement:+.4g}"
+        )
+        checks.append(
+            Check(metric.name, "pass" if ok else "fail", why, value=value, baseline=base,
+                  threshold=metric.min_improvement, statistic=gain, n=res.rows, n_baseline=res.rows)
+        )  # fmt: skip
+    if gate.latency_budget_ms is not None:
+        lat = res.latency_p99_ms
+        if not _finite(lat):
+            checks.append(
+                Check(
+                    "latency p99 (ms)", "fail", "latency was not measured", threshold=gate.latency_budget_ms
+                )
+            )
+        else:
+            ok = lat <= gate.latency_budget_ms
+            why = f"one-row p99 {lat:.3g} ms, budget {gate.latency_budget_ms:.3g} ms"
+            checks.append(
+                Check(
+                    "latency p99 (ms)",
+                    "pass" if ok else "fail",
+                    why,
+                    value=lat,
+                    threshold=gate.latency_budget_ms,
+                )
+            )
+    return _gate_verdict("offline", state, step, checks, policy)
+
+
+def _gate_verdict(
+    gate: str, state: RolloutState, step: Step, checks: list[Check], policy: Policy
+) -> Decision:
+    failed = [c for c in checks if c.verdict == "fail"]
+    if failed:
+        return _decision("reject", f"{gate}: " + "; ".join(c.why for c in failed), state, step, checks)
+    action = _pass_or_next(state, len(policy.steps()) - state.step - 1)
+    passed = "; ".join(c.why for c in checks) or "nothing to check"
+    return _decision(action, f"{gate} passed: {passed}", state, step, checks)
+
+
+def _replay(policy: Policy, state: RolloutState, step: Step, obs: Observations) -> Decision:
+    gate = policy.replay
+    assert gate is not None
+    res = obs.replay
+    if res is None:
+        return _decision("hold", "replay not measured yet", state, step, [])
+    if res.requests < gate.min_requests:
+        check = Check("replayed requests", "fail" if gate.required else "n/a",
+                      f"only {res.requests} logged requests, {gate.min_requests} needed",
+                      value=res.requests, threshold=gate.min_requests, n=res.requests)  # fmt: skip
+        if gate.required:
+            return _decision("reject", f"replay: no data ({check.why})", state, step, [check])
+        action = _pass_or_next(state, len(policy.steps()) - state.step - 1)
+        return _decision(action, f"replay skipped: {check.why}", state, step, [check])
+    checks: list[Check] = []
+    rate = res.errors / res.requests
+    why = f"{res.errors} of {res.requests} replayed requests failed ({rate:.2%}), at most {gate.max_error_rate:.2%}"
+    if res.first_error:
+        why += f"; first: {res.first_error}"
+    checks.append(Check("replay error rate", "pass" if rate <= gate.max_error_rate else "fail", why,
+                        value=rate, threshold=gate.max_error_rate, n=res.requests))  # fmt: skip
+    if gate.p99_ms is not None:
+        checks.append(_upper_limit("replay latency p99 (ms)", res.latency_p99_ms, gate.p99_ms, res.requests))
+    if gate.min_agreement is not None:
+        checks.append(_lower_limit("replay agreement", res.agreement, gate.min_agreement, res.requests))
+    if gate.max_mean_abs_difference is not None:
+        checks.append(
+            _upper_limit(
+                "replay mean |candidate - champion|",
+                res.mean_abs_difference,
+                gate.max_mean_abs_difference,
+                res.requests,
+            )
+        )
+    if gate.metric is not None:
+        from wolt_jupyter.updater.policy import Metric, sklearn_metric
+
+        name = gate.metric
+        if res.labelled == 0 or not _finite(res.candidate_metric) or not _finite(res.champion_metric):
+            checks.append(Check(f"replay {name}", "n/a", "no feedback labels on the replayed requests", n=0))
+        else:
+            direction = sklearn_metric(name)[1] or "max"
+            metric = Metric(name, direction, gate.min_improvement)
+            cand, base = float(res.candidate_metric), float(res.champion_metric)  # type: ignore[arg-type]
+            gain = metric.improvement(cand, base)
+            ok = gain >= gate.min_improvement
+            why = f"{name} on {res.labelled} labelled requests {cand:.4g} vs champion's answers {base:.4g} (improvement {gain:+.4g}, needed {gate.min_improvement:+.4g})"
+            checks.append(Check(f"replay {name}", "pass" if ok else "fail", why, value=cand, baseline=base,
+                                threshold=gate.min_improvement, statistic=gain, n=res.labelled, n_baseline=res.labelled))  # fmt: skip
+    return _gate_verdict("replay", state, step, checks, policy)
+
+
+def _upper_limit(name: str, value: float | None, limit: float, n: int | None) -> Check:
+    if not _finite(value):
+        return Check(
+            name, "wait", "no value (not measured or NaN): neither a pass nor a breach", threshold=limit, n=n
+        )
+    ok = value <= limit  # type: ignore[operator]
+    return Check(
+        name,
+        "pass" if ok else "fail",
+        f"{name} {value:.4g}, limit {limit:.4g}",
+        value=value,
+        threshold=limit,
+        n=n,
+    )
+
+
+def _lower_limit(name: str, value: float | None, limit: float, n: int | None) -> Check:
+    if not _finite(value):
+        return Check(
+            name, "wait", "no value (not measured or NaN): neither a pass nor a breach", threshold=limit, n=n
+        )
+    ok = value >= limit  # type: ignore[operator]
+    return Check(
+        name,
+        "pass" if ok else "fail",
+        f"{name} {value:.4g}, at least {limit:.4g}",
+        value=value,
+        threshold=limit,
+        n=n,
+    )
+
+
+def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], obs: Observations) -> Decision:
+    g = policy.guards
+    elapsed = max(0.0, obs.now - state.step_started)
+    past_deadline = elapsed >= g.step_deadline
+    live = obs.live
+    if live is None:
+        if past_deadline:
+            why = f"no data: nothing observed in {elapsed:.0f}s (deadline {g.step_deadline:.0f}s)"
+            return _decision("rollback", why, state, step, [])
+        return _decision("hold", f"waiting for observations ({elapsed:.0f}s into the step)", state, step, [])
+    cand, champ = live.candidate, live.champion
+    checks: list[Check] = []
+
+    # 1. hard limits
+    if cand.requests >= g.limit_min_requests:
+        if g.max_error_rate is not None:
+            rate = cand.errors / cand.requests
+            ok = rate <= g.max_error_rate
+            why = f"candidate error rate {rate:.2%} ({cand.errors}/{cand.requests}), limit {g.max_error_rate:.2%}"
+            checks.append(Check("error rate limit", "pass" if ok else "fail", why, value=rate,
+                                threshold=g.max_error_rate, n=cand.requests))  # fmt: skip
+        if g.max_p99_ms is not None:
+            checks.append(_upper_limit("p99 latency (ms)", cand.p99_ms, g.max_p99_ms, cand.requests))
+        if g.min_agreement is not None and step.kind == "shadow" and live.agreement is not None:
+            agree, paired = live.agreement
+            if paired >= g.limit_min_requests:
+                checks.append(_lower_limit("shadow agreement", agree / paired, g.min_agreement, paired))
+    else:
+        checks.append(Check("hard limits", "wait",
+                            f"{cand.requests} candidate requests, limits judged from {g.limit_min_requests}",
+                            n=cand.requests, threshold=g.limit_min_requests))  # fmt: skip
+    breached = [c for c in checks if c.verdict == "fail"]
+    if breached:
+        return _decision(
+            "rollback", "hard limit breached: " + "; ".join(c.why for c in breached), state, step, checks
+        )
+
+    # 2. enough data?
+    compared = not (step.kind == "canary" and step.weight >= 100)  # at 100% the champion serves nobody
+    short: list[str] = []
+    if cand.requests < g.min_sample:
+        short.append(f"candidate {cand.requests}/{g.min_sample} requests")
+    if compared and champ.requests < g.min_sample:
+        short.append(f"champion {champ.requests}/{g.min_sample} requests")
+    lm = g.live_metric
+    labels_c = cand.metric.n if cand.metric else 0
+    labels_0 = champ.metric.n if champ.metric else 0
+    if (
+        lm is not None
+        and lm.required
+        and (labels_c < lm.min_labels or (compared and labels_0 < lm.min_labels))
+    ):
+        short.append(f"labels {labels_c}/{lm.min_labels} (champion {labels_0})")
+    if short:
+        sample = Check("minimum sample", "wait", ", ".join(short), value=cand.requests, threshold=g.min_sample,
+                       n=cand.requests, n_baseline=champ.requests)  # fmt: skip
+        checks.append(sample)
+        if past_deadline:
+            why = f"no data: {sample.why} after {elapsed:.0f}s (deadline {g.step_deadline:.0f}s)"
+            return _decision("rollback", why, state, step, checks)
+        return _decision(
+            "hold", f"too little data: {sample.why} ({elapsed:.0f}s into the step)", state, step, checks
+        )
+
+    # 3. sequential tests, candidate vs champion on the same window
+    if compared:
+        t = error_rate_test(
+            cand.errors, cand.requests, champ.errors, champ.requests, g.alpha, g.error_rate_min_effect
+        )
+        checks.append(_test_check("error rate vs champion", t, cand.errors / cand.requests,
+                                  champ.errors / champ.requests, cand.requests, champ.requests))  # fmt: skip
+        if lm is not None:
+            if labels_c >= max(2, lm.min_labels) and labels_0 >= max(2, lm.min_labels):
+                assert cand.metric is not None and champ.metric is not None
+                t = mean_difference_test(cand.metric, champ.metric, lm.direction, g.alpha, lm.min_effect)
+                checks.append(_test_check(f"{lm.name} vs champion", t, cand.metric.mean, champ.metric.mean,
+                                          labels_c, labels_0))  # fmt: skip
+            else:
+                checks.append(Check(f"{lm.name} vs champion", "n/a",
+                                    f"{labels_c} and {labels_0} labelled requests, the test starts at {lm.min_labels}",
+                                    n=labels_c, n_baseline=labels_0))  # fmt: skip
+    else:
+        checks.append(Check("comparison with champion", "n/a", "at 100% the champion serves no traffic"))
+    harmed = [c for c in checks if c.verdict == "fail"]
+    if harmed:
+        return _decision(
+            "rollback", "worse than the champion: " + "; ".join(c.why for c in harmed), state, step, checks
+        )
+
+    # 4. step done?
+    if step.kind == "shadow":
+        shadow = policy.rollout.shadow
+        assert shadow is not None
+        done_n = shadow.requests is not None and cand.requests >= shadow.requests
+        done_t = shadow.duration is not None and elapsed >= shadow.duration
+        done = done_n or done_t
+        want = " or ".join(
+            x for x in (
+                f"{shadow.requests} requests" if shadow.requests is not None else "",
+                f"{shadow.duration:.0f}s" if shadow.duration is not None else "",
+            ) if x
+        )  # fmt: skip
+        progress = f"shadow {cand.requests} requests in {elapsed:.0f}s (done at {want})"
+    else:
+        done = elapsed >= step.bake
+        progress = f"{step.label} baked {elapsed:.0f}s of {step.bake:.0f}s"
+    if not done:
+        return _decision("hold", f"{progress}; no breach, no harm detected", state, step, checks)
+    action = _pass_or_next(state, len(steps) - state.step - 1)
+    verb = "promote" if action == "promote" else "advance"
+    return _decision(action, f"{progress}: no breach, no harm detected; {verb}", state, step, checks)
+
+
+def _test_check(name: str, t: SequentialResult, value: float, base: float, n: int, n0: int) -> Check:
+    ci = f"[{t.low:+.4g}, {t.high:+.4g}]"
+    if t.harm:
+        verdict: Verdict = "fail"
+        why = f"{name}: candidate worse by {t.estimate:+.4g}, {1 - t.alpha:.0%} confidence sequence {ci} above 0 (always-valid p={t.p_value:.3g})"
+    else:
+        verdict = "pass"
+        why = f"{name}: difference {t.estimate:+.4g}, {1 - t.alpha:.0%} confidence sequence {ci} (always-valid p={t.p_value:.3g}), no harm"
+    return Check(name, verdict, why, value=value, baseline=base, threshold=0.0, statistic=t.log_lr,
+                 p_value=t.p_value, n=n, n_baseline=n0, interval=(t.low, t.high))  # fmt: skip
+
+
+def transition(policy: Policy, state: RolloutState, decision: Decision, now: float) -> RolloutState:
+    """The state after the loop carried out ``decision`` (it calls this only once the action succeeded)."""
+    if decision.action == "advance":
+        return replace(state, step=state.step + 1, step_started=now)
+    if decision.action in FINAL:
+        return replace(state, outcome=FINAL[decision.action])
+    return state
+
+
+def start(policy: Policy, candidate: str, champion: str | None, now: float) -> RolloutState:
+    """The state of a newly detected candidate: at the first step."""
+    return RolloutState(
+        candidate=str(candidate),
+        champion=None if champion is None else str(champion),
+        step=0,
+        step_started=now,
+    )
+
+
+# -- retraining -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetrainDecision:
+    run: bool
+    reason: str
+
+
+def should_retrain(
+    retrain: Retrain,
+    now: float,
+    *,
+    drift_psi: float | None = None,
+    metric: float | None = None,
+    baseline_metric: float | None = None,
+    direction: Direction = "min",
+    last_run: float | None = None,
+) -> RetrainDecision:
+    """Whether the champion needs a new version: its inputs drifted (max PSI over the threshold) or its live
+    metric declined by ``metric_decline`` (relative to the baseline). Not twice within ``cooldown``."""
+    reasons = []
+    if retrain.drift_threshold is not None and _finite(drift_psi) and drift_psi >= retrain.drift_threshold:  # type: ignore[operator]
+        reasons.append(f"input drift PSI {drift_psi:.3g} >= {retrain.drift_threshold:.3g}")
+    if (
+        retrain.metric_decline is not None
+        and _finite(metric)
+        and _finite(baseline_metric)
+        and baseline_metric != 0
+    ):
+        assert metric is not None and baseline_metric is not None
+        worse = (metric - baseline_metric) if direction == "min" else (baseline_metric - metric)
+        decline = worse / abs(baseline_metric)
+        if decline >= retrain.metric_decline:
+            reasons.append(
+                f"live metric {metric:.4g} vs baseline {baseline_metric:.4g}: {decline:.1%} worse (threshold {retrain.metric_decline:.1%})"
+            )
+    if not reasons:
+        return RetrainDecision(False, "no drift or decline over the thresholds")
+    if last_run is not None and now - last_run < retrain.cooldown:
+        return RetrainDecision(
+            False,
+            f"{'; '.join(reasons)}; but retrained {now - last_run:.0f}s ago (cooldown {retrain.cooldown:.0f}s)",
+        )
+    return RetrainDecision(True, "; ".join(reasons))

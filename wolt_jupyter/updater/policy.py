@@ -1,0 +1,762 @@
+"""The update policy of one deployment: what to watch, the gates, the rollout steps, the guards, who to tell.
+
+```yaml
+deployment: eta
+watch: {model: eta, alias: challenger}          # or tag: "ready=true"; neither: every new READY version
+offline:
+  dataset: data/holdout.parquet                 # a DataFrame (Python), a .parquet/.csv path, an MLflow dataset
+  target: y
+  metrics: {rmse: min, r2: max}                 # any scikit-learn metric name, or a callable (Python)
+  min_improvement: 0.0                          # over the champion on the same rows, in the metric's units
+  latency_budget_ms: 20                         # p99 of one-row predictions of the candidate
+replay: {requests: 1000, max_error_rate: 0.0, min_agreement: 0.9}
+rollout:
+  shadow: {requests: 500, duration: 10m}        # done at whichever comes first
+  canary: [{weight: 5, bake: 5m}, {weight: 25, bake: 5m}, {weight: 50, bake: 5m}, {weight: 100, bake: 5m}]
+guards:
+  max_error_rate: 0.05                          # hard limits: breach -> roll back
+  max_p99_ms: 250
+  alpha: 0.05                                   # sequential test (always valid under repeated looks)
+  error_rate_min_effect: 0.01
+  live_metric: {name: mae, direction: min, min_effect: 0.5}
+  min_sample: 200                               # per step; less is "hold"
+  step_deadline: 1h                             # still too little data then -> roll back "no data"
+notify: {webhook: "https://hooks.example/x", secret_env: WOLT_WEBHOOK_SECRET, rate_limit: 5, per: 1h}
+retrain: {command: "python train.py", drift_threshold: 0.2, metric_decline: 0.1, cooldown: 6h}
+```
+
+Parsing is strict: an unknown key or a bad value raises :class:`PolicyError`, one line naming the field
+(``policy field 'rollout.canary[1].weight': …``). Durations are seconds (a number) or ``"30s"``, ``"5m"``,
+``"1h"`` (the response log's parser).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from wolt_jupyter.errors import InvalidArgument
+
+Direction = Literal["max", "min"]
+DIRECTIONS = ("max", "min")
+EVENTS = ("advance", "promote", "rollback", "reject", "hold", "retrain")
+DEFAULT_EVENTS = ("promote", "rollback", "reject", "retrain")
+
+# metric names (as written in a policy) -> the scikit-learn function that computes them, and their direction
+METRIC_ALIASES: dict[str, tuple[str, Direction]] = {
+    "rmse": ("root_mean_squared_error", "min"),
+    "mse": ("mean_squared_error", "min"),
+    "mae": ("mean_absolute_error", "min"),
+    "mape": ("mean_absolute_percentage_error", "min"),
+    "r2": ("r2_score", "max"),
+    "auc": ("roc_auc_score", "max"),
+    "roc_auc": ("roc_auc_score", "max"),
+    "accuracy": ("accuracy_score", "max"),
+    "f1": ("f1_score", "max"),
+    "precision": ("precision_score", "max"),
+    "recall": ("recall_score", "max"),
+    "log_loss": ("log_loss", "min"),
+    "brier": ("brier_score_loss", "min"),
+}
+
+
+class PolicyError(InvalidArgument):
+    """A policy field is missing or malformed; the message names the field and what is accepted."""
+
+
+def _fail(path: str, problem: str) -> PolicyError:
+    return PolicyError(f"policy field {path!r}: {problem}")
+
+
+def sklearn_metric(name: str) -> tuple[Callable[..., float], Direction | None]:
+    """The scikit-learn function for a metric name (``rmse``, ``roc_auc``, ``f1_score`` …) and its direction
+    when the name tells (``*_error``/``*_loss`` are minimised, ``*_score`` maximised); KeyError if unknown."""
+    import sklearn.metrics as m
+
+    direction: Direction | None = None
+    if name in METRIC_ALIASES:
+        name, direction = METRIC_ALIASES[name]
+    for candidate in (name, f"{name}_score"):
+        fn = getattr(m, candidate, None)
+        if (
+            callable(fn)
+            and not isinstance(fn, type)
+            and not candidate.startswith(("get_", "make_", "check_"))
+        ):
+            if direction is None and candidate.endswith(("_error", "_loss", "_deviance")):
+                direction = "min"
+            elif direction is None and candidate.endswith("_score"):
+                direction = "max"
+            return fn, direction
+    raise KeyError(name)
+
+
+def parse_duration(value: Any, path: str) -> float:
+    """Seconds from a number or ``"30s"``/``"5m"``/``"1h"``; positive and finite."""
+    from wolt_jupyter.responses.query import duration_seconds
+
+    seconds: float | None
+    if isinstance(value, bool):
+        seconds = None
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = duration_seconds(value)
+    else:
+        seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise _fail(path, f'must be a positive duration such as 30, "30s", "5m", "1h"; got {value!r}')
+    return seconds
+
+
+class _Fields:
+    """Reads one mapping of a policy: typed getters that name the field on error, and no unknown keys."""
+
+    def __init__(self, data: Any, path: str, known: tuple[str, ...]) -> None:
+        if not isinstance(data, Mapping):
+            raise _fail(path, f"must be a mapping with keys {', '.join(known)}; got {data!r}")
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            where = f"{path}.{unknown[0]}" if path else unknown[0]
+            raise _fail(where, f"unknown key; known keys here: {', '.join(known)}")
+        self.data, self.path = data, path
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        value = self.data.get(key)
+        return default if value is None else value
+
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise _fail(self.at(key), "is required (a non-empty string)")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise _fail(self.at(key), f"must be a non-empty string; got {value!r}")
+        return value.strip()
+
+    def number(
+        self,
+        key: str,
+        default: float | None,
+        *,
+        low: float = -math.inf,
+        high: float = math.inf,
+        low_open: bool = False,
+        what: str = "a number",
+    ) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > low if low_open else value >= low) and value <= high
+        if not ok:
+            raise _fail(self.at(key), f"must be {what}; got {value!r}")
+        return float(value)
+
+    def fraction(self, key: str, default: float | None, *, open_zero: bool = False) -> float | None:
+        what = "a fraction in (0, 1]" if open_zero else "a fraction in [0, 1]"
+        return self.number(key, default, low=0.0, high=1.0, low_open=open_zero, what=what)
+
+    def count(self, key: str, default: int | None, *, low: int = 1) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise _fail(self.at(key), f"must be an integer >= {low}; got {value!r}")
+        return value
+
+    def duration(self, key: str, default: float | None) -> float | None:
+        value = self.data.get(key)
+        return default if value is None else parse_duration(value, self.at(key))
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise _fail(self.at(key), f"must be true or false; got {value!r}")
+        return value
+
+    def direction(self, key: str, default: Direction | None) -> Direction | None:
+        value = self.data.get(key, default)
+        if value is None:
+            return None
+        if value not in DIRECTIONS:
+            raise _fail(self.at(key), f"must be 'max' or 'min'; got {value!r}")
+        return value
+
+
+# -- the policy's parts --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Watch:
+    """Which versions of ``model`` are candidates: every new READY version, or those carrying ``alias`` or
+    ``tag`` (``key`` or ``key=value``). ``poll_seconds`` is how often the registry is asked."""
+
+    model: str
+    alias: str | None = None
+    tag: str | None = None
+    poll_seconds: float = 5.0
+
+    def tag_match(self, tags: Mapping[str, str]) -> bool:
+        if self.tag is None:
+            return True
+        key, eq, value = self.tag.partition("=")
+        return key in tags and (not eq or str(tags[key]) == value)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One offline metric: ``name`` (a scikit-learn metric, or the label of ``fn``), its direction, and the
+    minimum improvement over the champion in the metric's own units (negative: a tolerated regression)."""
+
+    name: str
+    direction: Direction
+    min_improvement: float = 0.0
+    fn: Callable[..., float] | None = field(default=None, compare=False)
+
+    def compute(self, y_true: Any, y_pred: Any) -> float:
+        fn = self.fn or sklearn_metric(self.name)[0]
+        return float(fn(y_true, y_pred))
+
+    def improvement(self, candidate: float, champion: float) -> float:
+        """How much better the candidate is, in the metric's units (positive = better, either direction)."""
+        return candidate - champion if self.direction == "max" else champion - candidate
+
+    @property
+    def needs_scores(self) -> bool:
+        """Ranking metrics want probabilities/scores, not class labels."""
+        base = METRIC_ALIASES.get(self.name, (self.name, "max"))[0]
+        return self.fn is None and base in (
+            "roc_auc_score",
+            "average_precision_score",
+            "log_loss",
+            "brier_score_loss",
+        )
+
+
+@dataclass(frozen=True)
+class OfflineGate:
+    """Candidate and champion evaluated on the same rows. ``dataset`` is a DataFrame, a ``.parquet``/``.csv``
+    path, an MLflow dataset (``mlflow.data``) or a ``runs:/``/``models:/`` artifact URI of such a file."""
+
+    dataset: Any
+    target: str
+    metrics: tuple[Metric, ...]
+    latency_budget_ms: float | None = None
+    max_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplayGate:
+    """The last ``requests`` logged requests of the deployment replayed through the candidate in-process.
+
+    Fewer than ``min_requests`` logged: skipped with a note, or rejected "no data" when ``required``."""
+
+    requests: int = 1000
+    min_requests: int = 1
+    required: bool = False
+    max_error_rate: float = 0.0
+    p99_ms: float | None = None
+    min_agreement: float | None = None  # classifiers: share of rows the candidate answers like the champion
+    max_mean_abs_difference: float | None = None  # regressors
+    metric: str | None = None  # on rows with feedback labels: candidate vs what the champion answered
+    min_improvement: float = 0.0
+
+
+@dataclass(frozen=True)
+class ShadowStep:
+    """Shadow until ``requests`` mirrored requests or ``duration`` seconds, whichever comes first."""
+
+    requests: int | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class CanaryStep:
+    weight: int
+    bake: float
+
+
+@dataclass(frozen=True)
+class Rollout:
+    shadow: ShadowStep | None = ShadowStep(requests=200, duration=600.0)
+    canary: tuple[CanaryStep, ...] = (
+        CanaryStep(5, 300.0),
+        CanaryStep(25, 300.0),
+        CanaryStep(50, 300.0),
+        CanaryStep(100, 300.0),
+    )
+
+
+@dataclass(frozen=True)
+class LiveMetric:
+    """A per-request model metric from feedback labels, compared candidate vs champion on the same window.
+
+    ``name`` is the per-request loss: ``mae`` (absolute error), ``mse`` (squared error) or ``accuracy``
+    (correct = 1). ``required``: without ``min_labels`` labelled requests the step holds."""
+
+    name: str
+    direction: Direction
+    min_effect: float
+    required: bool = False
+    min_labels: int = 50
+
+
+LIVE_METRICS: dict[str, Direction] = {"mae": "min", "mse": "min", "accuracy": "max"}
+
+
+@dataclass(frozen=True)
+class Guards:
+    """When a live step rolls back, holds or may go on. See :func:`wolt_jupyter.updater.decide.decide`."""
+
+    max_error_rate: float | None = 0.05
+    max_p99_ms: float | None = None
+    min_agreement: float | None = None  # shadow step: hard floor on agreement with the champion
+    alpha: float = 0.05
+    error_rate_min_effect: float = 0.01
+    live_metric: LiveMetric | None = None
+    min_sample: int = 100
+    limit_min_requests: int = 20  # hard limits are judged from this many candidate requests on
+    step_deadline: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Notify:
+    """A JSON webhook (Slack-compatible ``text``), HMAC-signed when a secret is set, at most ``rate_limit``
+    messages per ``per`` seconds per candidate."""
+
+    webhook: str
+    secret: str | None = field(default=None, repr=False)
+    rate_limit: int = 5
+    per: float = 3600.0
+    events: tuple[str, ...] = DEFAULT_EVENTS
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """Run ``command`` (argv or a shell line) or execute ``notebook`` headless when the champion drifts
+    (max PSI over ``drift_threshold``) or its live metric declines by ``metric_decline`` (relative) from its
+    baseline; not again within ``cooldown`` seconds."""
+
+    command: str | tuple[str, ...] | None = None
+    notebook: str | None = None
+    drift_threshold: float | None = None
+    metric_decline: float | None = None
+    cooldown: float = 6 * 3600.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    deployment: str
+    watch: Watch
+    offline: OfflineGate | None = None
+    replay: ReplayGate | None = None
+    rollout: Rollout = Rollout()
+    guards: Guards = Guards()
+    notify: Notify | None = None
+    retrain: Retrain | None = None
+
+    @classmethod
+    def load(cls, source: Policy | Mapping[str, Any] | str | os.PathLike[str]) -> Policy:
+        """A policy from itself, a dict, or a YAML file path."""
+        if isinstance(source, Policy):
+            return source
+        if isinstance(source, Mapping):
+            return parse(source)
+        if isinstance(source, (str, os.PathLike)):
+            return from_yaml_file(source)
+        raise PolicyError(f"a policy is a Policy, a dict or a YAML file path; got a {type(source).__name__}")
+
+    def steps(self) -> list[Step]:
+        """The ordered steps every candidate goes through; after the last one it is promoted."""
+        out: list[Step] = []
+        if self.offline is not None:
+            out.append(Step("offline"))
+        if self.replay is not None:
+            out.append(Step("replay"))
+        if self.rollout.shadow is not None:
+            out.append(Step("shadow"))
+        out.extend(Step("canary", c.weight, c.bake) for c in self.rollout.canary)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (secrets shown only as set/unset; a DataFrame dataset and callables by type)."""
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: ``offline``/``replay`` (gates), ``shadow``, or ``canary`` at ``weight`` percent for ``bake``."""
+
+    kind: Literal["offline", "replay", "shadow", "canary"]
+    weight: int = 0
+    bake: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        return self.kind in ("shadow", "canary")
+
+    @property
+    def label(self) -> str:
+        return f"canary {self.weight}%" if self.kind == "canary" else self.kind
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        out = {}
+        for f in fields(value):
+            v = getattr(value, f.name)
+            if f.name == "secret":
+                out[f.name] = "****" if v else None
+            elif f.name == "fn":
+                out[f.name] = None if v is None else getattr(v, "__name__", type(v).__name__)
+            else:
+                out[f.name] = _plain(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return f"<{type(value).__name__}>"
+
+
+# -- parsing --------------------------------------------------------------------------------------------------
+def from_yaml_file(path: str | os.PathLike[str]) -> Policy:
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise PolicyError(f"policy file {str(p)!r} does not exist: give a YAML file, a dict or a Policy")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PolicyError(f"cannot read policy file {str(p)!r}: {first}") from None
+    policy = parse(data or {})
+    offline = policy.offline
+    if offline is not None and isinstance(offline.dataset, str) and not _is_uri(offline.dataset):
+        dataset = Path(offline.dataset).expanduser()
+        if not dataset.is_absolute():  # relative to the policy file, not to wherever the service started
+            policy = replace(policy, offline=replace(offline, dataset=str(p.parent / dataset)))
+    return policy
+
+
+def _is_uri(text: str) -> bool:
+    return "://" in text or text.startswith(("runs:/", "models:/"))
+
+
+def parse(data: Mapping[str, Any]) -> Policy:
+    from wolt_jupyter.registry import check_alias, check_model_name
+    from wolt_jupyter.spec import check_dns_label
+
+    top = _Fields(
+        data,
+        "",
+        ("deployment", "watch", "offline", "replay", "rollout", "guards", "notify", "retrain"),
+    )
+    deployment = top.string("deployment", required=True)
+    try:
+        check_dns_label(deployment, "deployment name")
+    except InvalidArgument as exc:
+        raise _fail("deployment", str(exc)) from None
+    if not top.has("watch"):
+        raise _fail("watch", "is required: {model: NAME} (optionally alias: challenger or tag: KEY=VALUE)")
+    w = _Fields(top.raw("watch"), "watch", ("model", "alias", "tag", "poll_seconds"))
+    model = w.string("model", required=True)
+    try:
+        check_model_name(model)
+        alias = w.string("alias")
+        if alias is not None:
+            check_alias(alias)
+    except InvalidArgument as exc:
+        raise _fail("watch.model" if "model name" in str(exc) else "watch.alias", str(exc)) from None
+    tag = w.string("tag")
+    if alias is not None and tag is not None:
+        raise _fail("watch.tag", "give alias or tag, not both")
+    watch = Watch(model, alias, tag, w.number("poll_seconds", 5.0, low=0.2, what="at least 0.2 (seconds)"))
+
+    return Policy(
+        deployment=deployment,
+        watch=watch,
+        offline=_offline(top.raw("offline")) if top.has("offline") else None,
+        replay=_replay(top.raw("replay")) if top.has("replay") else None,
+        rollout=_rollout(top.raw("rollout")) if top.has("rollout") else Rollout(),
+        guards=_guards(top.raw("guards")) if top.has("guards") else Guards(),
+        notify=_notify(top.raw("notify")) if top.has("notify") else None,
+        retrain=_retrain(top.raw("retrain")) if top.has("retrain") else None,
+    )
+
+
+def _offline(data: Any) -> OfflineGate:
+    f = _Fields(
+        data, "offline", ("dataset", "target", "metrics", "min_improvement", "latency_budget_ms", "max_rows")
+    )
+    if not f.has("dataset"):
+        raise _fail("offline.dataset", "is required: a DataFrame, a .parquet/.csv path or an MLflow dataset")
+    dataset = f.raw("dataset")
+    if isinstance(dataset, (str, Path)):
+        text = str(dataset)
+        if not _is_uri(text) and not text.lower().endswith((".parquet", ".pq", ".csv")):
+            raise _fail("offline.dataset", f"a path must end in .parquet or .csv; got {text!r}")
+    elif isinstance(dataset, (Mapping, int, float, bool)):
+        raise _fail("offline.dataset", f"must be a DataFrame, a path or an MLflow dataset; got {dataset!r}")
+    target = f.string("target", required=True)
+    default_gain = f.number("min_improvement", 0.0) or 0.0
+    metrics = _metrics(f.raw("metrics"), "offline.metrics", default_gain)
+    return OfflineGate(
+        dataset=dataset,
+        target=target,
+        metrics=metrics,
+        latency_budget_ms=f.number(
+            "latency_budget_ms", None, low=0.0, low_open=True, what="a positive number"
+        ),
+        max_rows=f.count("max_rows", None),
+    )
+
+
+def _metrics(data: Any, path: str, default_gain: float) -> tuple[Metric, ...]:
+    if data is None:
+        raise _fail(path, "is required: e.g. {rmse: min} or [{name: roc_auc, direction: max}]")
+    items: list[tuple[str, Any]]
+    if isinstance(data, Mapping):
+        items = [
+            (f"{path}.{k}", {"name": k, **v} if isinstance(v, Mapping) else {"name": k, "direction": v})
+            for k, v in data.items()
+        ]
+    elif isinstance(data, (list, tuple)):
+        items = [(f"{path}[{i}]", v if isinstance(v, Mapping) else {"name": v}) for i, v in enumerate(data)]
+    else:
+        raise _fail(path, f"must be a mapping {{name: max|min}} or a list; got {data!r}")
+    if not items:
+        raise _fail(path, "needs at least one metric")
+    out = []
+    for where, item in items:
+        if isinstance(item, Mapping) and callable(item.get("name")):
+            item = {**item, "fn": item["name"], "name": getattr(item["name"], "__name__", "metric")}
+        f = _Fields(item, where, ("name", "direction", "min_improvement", "fn"))
+        fn = f.raw("fn")
+        if fn is not None and not callable(fn):
+            raise _fail(f.at("fn"), f"must be a callable (y_true, y_pred) -> float; got {fn!r}")
+        name = f.string("name", required=True)
+        direction = f.direction("direction", None)
+        if fn is None:
+            try:
+                _, known = sklearn_metric(name)
+            except KeyError:
+                raise _fail(
+                    where,
+                    f"unknown metric {name!r}: use a scikit-learn metric name (e.g. rmse, roc_auc, "
+                    "f1_score, mean_absolute_error) or a callable",
+                ) from None
+            direction = direction or known
+        if direction is None:
+            raise _fail(f.at("direction"), f"say whether {name} is better high or low: 'max' or 'min'")
+        gain = f.number("min_improvement", default_gain)
+        out.append(Metric(name, direction, float(gain if gain is not None else default_gain), fn))
+    return tuple(out)
+
+
+def _replay(data: Any) -> ReplayGate:
+    if data is True:
+        return ReplayGate()
+    f = _Fields(
+        data,
+        "replay",
+        (
+            "requests",
+            "min_requests",
+            "required",
+            "max_error_rate",
+            "p99_ms",
+            "min_agreement",
+            "max_mean_abs_difference",
+            "metric",
+            "min_improvement",
+        ),
+    )
+    metric = f.string("metric")
+    if metric is not None:
+        try:
+            sklearn_metric(metric)
+        except KeyError:
+            raise _fail(
+                "replay.metric", f"unknown metric {metric!r}: use a scikit-learn metric name"
+            ) from None
+    requests = f.count("requests", 1000)
+    min_requests = f.count("min_requests", 1)
+    assert requests is not None and min_requests is not None
+    if min_requests > requests:
+        raise _fail("replay.min_requests", f"cannot exceed replay.requests ({requests})")
+    positive = {"low": 0.0, "low_open": True, "what": "a positive number"}
+    return ReplayGate(
+        requests=requests,
+        min_requests=min_requests,
+        required=f.flag("required", False),
+        max_error_rate=f.fraction("max_error_rate", 0.0) or 0.0,
+        p99_ms=f.number("p99_ms", None, **positive),
+        min_agreement=f.fraction("min_agreement", None),
+        max_mean_abs_difference=f.number("max_mean_abs_difference", None, low=0.0, what="a number >= 0"),
+        metric=metric,
+        min_improvement=f.number("min_improvement", 0.0) or 0.0,
+    )
+
+
+def _rollout(data: Any) -> Rollout:
+    f = _Fields(data, "rollout", ("shadow", "canary"))
+    shadow: ShadowStep | None = Rollout().shadow
+    if "shadow" in f.data:
+        raw = f.data["shadow"]
+        if raw is None or raw is False:
+            shadow = None
+        else:
+            s = _Fields(raw, "rollout.shadow", ("requests", "duration"))
+            shadow = ShadowStep(s.count("requests", None), s.duration("duration", None))
+            if shadow.requests is None and shadow.duration is None:
+                raise _fail(
+                    "rollout.shadow", "give requests: N and/or duration: T (or shadow: false to skip)"
+                )
+    canary = Rollout().canary
+    if f.has("canary"):
+        raw = f.raw("canary")
+        if not isinstance(raw, (list, tuple)) or not raw:
+            raise _fail("rollout.canary", f"must be a non-empty list of {{weight, bake}}; got {raw!r}")
+        steps = []
+        for i, item in enumerate(raw):
+            where = f"rollout.canary[{i}]"
+            c = _Fields(item, where, ("weight", "bake"))
+            weight = c.count("weight", None)
+            if weight is None or weight > 100:
+                raise _fail(f"{where}.weight", f"must be an integer 1..100; got {c.raw('weight')!r}")
+            if steps and weight <= steps[-1].weight:
+                raise _fail(f"{where}.weight", f"weights must increase; {weight} follows {steps[-1].weight}")
+            bake = c.duration("bake", None)
+            if bake is None:
+                raise _fail(f"{where}.bake", 'is required: how long to watch this weight, e.g. "5m"')
+            steps.append(CanaryStep(weight, bake))
+        canary = tuple(steps)
+    if canary[-1].weight != 100:
+        raise _fail("rollout.canary", f"the last weight must be 100 (it is {canary[-1].weight})")
+    return Rollout(shadow, canary)
+
+
+def _guards(data: Any) -> Guards:
+    f = _Fields(
+        data,
+        "guards",
+        (
+            "max_error_rate",
+            "max_p99_ms",
+            "min_agreement",
+            "alpha",
+            "error_rate_min_effect",
+            "live_metric",
+            "min_sample",
+            "limit_min_requests",
+            "step_deadline",
+        ),
+    )
+    d = Guards()
+    live = None
+    if f.has("live_metric"):
+        m = _Fields(
+            f.raw("live_metric"),
+            "guards.live_metric",
+            ("name", "direction", "min_effect", "required", "min_labels"),
+        )
+        name = m.string("name", required=True)
+        if name not in LIVE_METRICS:
+            raise _fail("guards.live_metric.name", f"must be one of {', '.join(LIVE_METRICS)}; got {name!r}")
+        direction = m.direction("direction", LIVE_METRICS[name])
+        effect = m.number("min_effect", None, low=0.0, low_open=True, what="a positive number (metric units)")
+        if effect is None:
+            raise _fail("guards.live_metric.min_effect", "is required: the smallest change that matters")
+        live = LiveMetric(
+            name,
+            direction or LIVE_METRICS[name],
+            effect,
+            m.flag("required", False),
+            m.count("min_labels", 50) or 50,
+        )
+    alpha = f.number("alpha", d.alpha, low=0.0, high=0.5, low_open=True, what="a level in (0, 0.5]")
+    effect = f.number(
+        "error_rate_min_effect",
+        d.error_rate_min_effect,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        what="a fraction in (0, 1]",
+    )
+    return Guards(
+        max_error_rate=f.fraction("max_error_rate", d.max_error_rate),
+        max_p99_ms=f.number("max_p99_ms", None, low=0.0, low_open=True, what="a positive number (ms)"),
+        min_agreement=f.fraction("min_agreement", None),
+        alpha=float(alpha if alpha is not None else d.alpha),
+        error_rate_min_effect=float(effect if effect is not None else d.error_rate_min_effect),
+        live_metric=live,
+        min_sample=f.count("min_sample", d.min_sample) or d.min_sample,
+        limit_min_requests=f.count("limit_min_requests", d.limit_min_requests) or d.limit_min_requests,
+        step_deadline=f.duration("step_deadline", d.step_deadline) or d.step_deadline,
+    )
+
+
+def _notify(data: Any) -> Notify:
+    f = _Fields(data, "notify", ("webhook", "secret", "secret_env", "rate_limit", "per", "events", "timeout"))
+    url = f.string("webhook", required=True)
+    assert url is not None
+    if not url.startswith(("http://", "https://")):
+        raise _fail("notify.webhook", "must be an http:// or https:// URL")
+    secret = f.string("secret")
+    env = f.string("secret_env")
+    if secret is not None and env is not None:
+        raise _fail("notify.secret_env", "give secret or secret_env, not both")
+    if env is not None:
+        secret = os.environ.get(env) or None
+        if secret is None:
+            raise _fail("notify.secret_env", f"environment variable {env} is not set")
+    events = f.raw("events", list(DEFAULT_EVENTS))
+    if isinstance(events, str):
+        events = [events]
+    if not isinstance(events, (list, tuple)) or not events or any(e not in EVENTS for e in events):
+        raise _fail("notify.events", f"must be a list of {', '.join(EVENTS)}; got {events!r}")
+    return Notify(
+        webhook=url,
+        secret=secret,
+        rate_limit=f.count("rate_limit", 5) or 5,
+        per=f.duration("per", 3600.0) or 3600.0,
+        events=tuple(events),
+        timeout=f.duration("timeout", 5.0) or 5.0,
+    )
+
+
+def _retrain(data: Any) -> Retrain:
+    f = _Fields(data, "retrain", ("command", "notebook", "drift_threshold", "metric_decline", "cooldown"))
+    command = f.raw("command")
+    if command is not None:
+        if isinstance(command, (list, tuple)) and command and all(isinstance(c, str) and c for c in command):
+            command = tuple(command)
+        elif not (isinstance(command, str) and command.strip()):
+            raise _fail("retrain.command", f"must be a shell line or a list of arguments; got {command!r}")
+    notebook = f.string("notebook")
+    if notebook is not None and not notebook.endswith(".ipynb"):
+        raise _fail("retrain.notebook", f"must be an .ipynb path; got {notebook!r}")
+    if (command is None) == (notebook is None):
+        raise _fail("retrain", "give exactly one of command or notebook")
+    drift = f.number("drift_threshold", None, low=0.0, low_open=True, what="a positive PSI, e.g. 0.2")
+    decline = f.fraction("metric_decline", None, open_zero=True)
+    if drift is None and decline is None:
+        raise _fail("retrain", "give drift_threshold and/or metric_decline: when to retrain")
+    return Retrain(command, notebook, drift, decline, f.duration("cooldown", 6 * 3600.0) or 6 * 3600.0)

@@ -1,0 +1,227 @@
+"""The update loop: detect, measure, decide, record, tell, act, persist. All I/O, no judgement.
+
+Everything the loop does to a deployment goes through :class:`Actions`, so it can be bound to
+``wolt_jupyter.deployments`` (under the deployment lock) for local and cluster targets alike. One
+:meth:`UpdateService.tick` is one look; its state (``<deployment>/updater/state.json``, 0600) is written after
+every change, so a service killed at any point resumes at the step it was in:
+
+- a candidate is recorded in the state before the watcher is told it was taken over (never lost, never twice);
+- a live step's traffic is applied, then the step is marked applied (re-applying is idempotent);
+- a decision is appended to the history before it is carried out; the state moves on only after it succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from wolt_jupyter.errors import one_line
+from wolt_jupyter.revisions import write_atomic
+from wolt_jupyter.updater.decide import (
+    Decision,
+    LiveWindow,
+    Observations,
+    RolloutState,
+    decide,
+    start,
+    transition,
+)
+from wolt_jupyter.updater.history import DecisionRecord, History, record_in_mlflow, updater_dir
+from wolt_jupyter.updater.notify import Notifier
+from wolt_jupyter.updater.policy import Policy, Step
+from wolt_jupyter.updater.watch import Candidate, RegistryWatcher
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+HOLD_RECORD_INTERVAL = (
+    60.0  # a hold is written to the history at most this often per step (looks are every few s)
+)
+
+
+class Actions(Protocol):
+    """What the service asks of the deployment. Each call is idempotent and returns once it has taken effect."""
+
+    def champion(self) -> str | None:
+        """The version the deployment serves as champion now (None before a first deployment)."""
+
+    def shadow(self, version: str) -> None:
+        """Mirror live traffic to ``version`` (answers nobody)."""
+
+    def canary(self, version: str, weight: int) -> None:
+        """Serve ``weight`` percent of live traffic from ``version``, the rest from the champion."""
+
+    def promote(self, version: str) -> None:
+        """``version`` becomes the champion: the alias moves, the deployment's spec becomes the new revision."""
+
+    def rollback(self, version: str) -> None:
+        """Take ``version`` out (no shadow, no canary); the champion serves everything."""
+
+    def observe(self, version: str, step: Step, since: float) -> LiveWindow | None:
+        """Candidate vs champion since ``since`` (see :func:`wolt_jupyter.updater.observe.observe`)."""
+
+
+@dataclass
+class ServiceState:
+    rollout: dict[str, Any] | None = None  # RolloutState as a dict
+    candidate: dict[str, Any] | None = None  # Candidate as a dict
+    applied: int = -1  # index of the live step whose traffic is in place
+    last_hold_recorded: float = 0.0
+
+    @classmethod
+    def read(cls, path: Path) -> ServiceState:
+        if not path.is_file():
+            return cls()
+        return cls(**json.loads(path.read_text()))
+
+    def write(self, path: Path) -> None:
+        write_atomic(path, json.dumps(asdict(self), indent=1, sort_keys=True), mode=0o600)
+
+    @property
+    def state(self) -> RolloutState | None:
+        return RolloutState(**self.rollout) if self.rollout else None
+
+
+@dataclass
+class UpdateService:
+    """The loop for one deployment. ``clock`` is injectable so a test can move time; ``mlflow`` records each
+    decision in MLflow too (a failure there is logged, never stops the loop)."""
+
+    policy: Policy
+    actions: Actions
+    home: Path | None = None
+    clock: Callable[[], float] = time.time
+    mlflow: bool = True
+    notifier: Notifier | None = None
+    _dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._dir = updater_dir(self.policy.deployment, self.home)
+        if self.notifier is None and self.policy.notify is not None:
+            self.notifier = Notifier(self.policy.notify, self._dir / "notify.json", clock=self.clock)
+
+    @property
+    def state_path(self) -> Path:
+        return self._dir / STATE_FILE
+
+    @property
+    def history(self) -> History:
+        return History(self._dir / "history.jsonl")
+
+    def watcher(self, start_after: int | None) -> RegistryWatcher:
+        return RegistryWatcher(self.policy.watch, self._dir / "cursor.json", start_after=start_after)
+
+    # -- one look -------------------------------------------------------------------------------------------
+    def tick(self) -> Decision | None:
+        """Detect a candidate if none is in flight, make sure its step is in place, decide, act. None when there
+        is nothing to do."""
+        st = ServiceState.read(self.state_path)
+        rollout = st.state
+        if rollout is None or rollout.outcome is not None:
+            st = self._next_candidate(st)
+            if st is None:
+                return None
+            rollout = st.state
+            assert rollout is not None
+        assert st.candidate is not None
+        candidate = Candidate(**st.candidate)
+        steps = self.policy.steps()
+        step = steps[rollout.step]
+        if step.live and st.applied < rollout.step:
+            self._apply(step, candidate.version)
+            rollout = replace(rollout, step_started=self.clock())  # the window starts with the traffic
+            st.rollout, st.applied = asdict(rollout), rollout.step
+            st.write(self.state_path)
+        now = self.clock()
+        obs = self._observe(step, candidate, rollout, now)
+        decision = decide(self.policy, rollout, obs)
+        self._record(decision, candidate, rollout, now, st)
+        if decision.action == "promote":
+            self.actions.promote(candidate.version)
+        elif decision.action == "rollback":
+            self.actions.rollback(candidate.version)
+        st.rollout = asdict(transition(self.policy, rollout, decision, now))
+        if decision.action != "hold":
+            st.last_hold_recorded = 0.0  # the next step's first hold is written
+        st.write(self.state_path)
+        return decision
+
+    def _next_candidate(self, st: ServiceState) -> ServiceState | None:
+        champion = self.actions.champion()
+        watcher = self.watcher(int(champion) if champion and champion.isdigit() else None)
+        found = watcher.poll()
+        finished = st.candidate["version"] if st.candidate else None
+        for c in found:
+            if c.version == finished or c.version == champion:  # crashed before done(), or already serving
+                watcher.done(c.version)
+        found = [c for c in found if c.version not in (finished, champion)]
+        if not found:
+            return None
+        candidate = found[0]
+        rollout = start(self.policy, candidate.version, champion, self.clock())
+        st = ServiceState(rollout=asdict(rollout), candidate=asdict(candidate))
+        st.write(self.state_path)  # recorded first: a crash now resumes this candidate ...
+        watcher.done(candidate.version)  # ... and only then is it no longer handed out
+        return st
+
+    def _apply(self, step: Step, version: str) -> None:
+        if step.kind == "shadow":
+            self.actions.shadow(version)
+        else:
+            self.actions.canary(version, step.weight)
+
+    def _observe(self, step: Step, candidate: Candidate, rollout: RolloutState, now: float) -> Observations:
+        from wolt_jupyter.updater import gates
+
+        if step.kind == "offline":
+            assert self.policy.offline is not None
+            champion = f"models:/{candidate.model}/{rollout.champion}" if rollout.champion else None
+            return Observations(now, offline=gates.offline_gate(self.policy.offline, candidate.uri, champion))
+        if step.kind == "replay":
+            assert self.policy.replay is not None
+            replay = gates.replay_gate(self.policy.replay, self.policy.deployment, candidate.uri)
+            return Observations(now, replay=replay)
+        return Observations(now, live=self.actions.observe(candidate.version, step, rollout.step_started))
+
+    def _record(
+        self, decision: Decision, candidate: Candidate, rollout: RolloutState, now: float, st: ServiceState
+    ) -> None:
+        if decision.action == "hold":
+            if now - st.last_hold_recorded < HOLD_RECORD_INTERVAL:
+                return
+            st.last_hold_recorded = now
+        record = DecisionRecord.of(decision, deployment=self.policy.deployment, model=candidate.model,
+                                   candidate=candidate.version, champion=rollout.champion, now=now)  # fmt: skip
+        if self.notifier is not None:
+            text = (
+                f"{self.policy.deployment}: {candidate.model} version {candidate.version} — {decision.action} at "
+                f"{decision.step_label}: {decision.reason}"
+            )
+            fields = {"deployment": self.policy.deployment, "model": candidate.model, "version": candidate.version,
+                      "action": decision.action, "step": decision.step_label, "reason": decision.reason}  # fmt: skip
+            record.notified = self.notifier.send(
+                decision.action, f"{candidate.model}/{candidate.version}", text, fields
+            ).outcome
+        self.history.append(record)
+        if self.mlflow:
+            try:
+                record_in_mlflow(record)
+            except Exception as exc:  # MLflow down must not stop a rollout (or a rollback)
+                log.warning("recording the decision in MLflow failed: %s", one_line(exc))
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Tick every ``watch.poll_seconds`` until ``stop`` is set; an error in one tick is logged, not fatal."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception as exc:
+                log.error("update service %s: %s", self.policy.deployment, one_line(exc))
+            stop.wait(self.policy.watch.poll_seconds)
