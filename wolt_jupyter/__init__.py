@@ -36,6 +36,7 @@ _LAZY = {
     "drift": "wolt_jupyter.monitoring.reports",
     "monitor": "wolt_jupyter.monitoring.panel",
     "updates": "wolt_jupyter.updater.history",
+    "autoupdate": "wolt_jupyter.updater.run",
 }
 # public name -> the name it has in its module, where the two differ
 _RENAMED = {"get_deployment": "get", "list_deployments": "deployments"}
@@ -47,6 +48,7 @@ __all__ = [
     "Settings",
     "Variant",
     "__version__",
+    "autoupdate",
     "compare",
     "deploy",
     "drift",

@@ -106,6 +106,34 @@ def _up(args: argparse.Namespace) -> int:
     return 0 if all(d.status == "ready" for d in results) else 1
 
 
+def _updater_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from wolt_jupyter.updater.policy import Policy
+    from wolt_jupyter.updater.run import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(Policy.load(args.policy), stop=_stop_on_signals())
+    return 0
+
+
+def _stop_on_signals() -> object:
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _updates(args: argparse.Namespace) -> int:
+    from wolt_jupyter.updater.history import updates
+
+    print(repr(updates(args.name)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wolt-jupyter", description=__doc__)
     parser.add_argument("--version", action="version", version=f"wolt-jupyter {__version__}")
@@ -142,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "up", help="start every local deployment recorded as running whose process is gone (after a reboot)"
     ).set_defaults(func=_up)
+    updater = sub.add_parser("updater", help="the automatic update service")
+    usub = updater.add_subparsers(dest="updater_command", required=True, metavar="COMMAND")
+    run = usub.add_parser("run", help="run the service of a policy in the foreground (SIGTERM stops it)")
+    run.add_argument("--policy", required=True, help="policy YAML (see the README's policy reference)")
+    run.set_defaults(func=_updater_run)
+    history = usub.add_parser("history", help="every decision of a deployment's service, with its numbers")
+    history.add_argument("name")
+    history.set_defaults(func=_updates)
     return parser
 
 

@@ -319,6 +319,53 @@ class WoltMagics(Magics):
         return deployments.undeploy(args.name)
 
     @magic_arguments()
+    @argument("name", help="the deployment the service updates")
+    @argument(
+        "--policy", default=None, help="policy YAML file, or a variable holding a dict / Policy / YAML text"
+    )
+    @argument("--stop", action="store_true", help="stop the deployment's service")
+    @line_magic
+    @_usage_errors
+    def wolt_autoupdate(self, line: str) -> Any:
+        """Start (or --stop) the automatic update service of a deployment as a supervised background process."""
+        args = parse_argstring(self.wolt_autoupdate, line)
+        from wolt_jupyter.updater import run
+
+        if args.stop:
+            stopped = run.stop(args.name)
+            print(f"update service of {args.name!r} {'stopped' if stopped else 'was not running'}")
+            return None
+        if not args.policy:
+            raise UsageError(f"give the policy: %wolt_autoupdate {args.name} --policy policy.yaml")
+        source: Any = args.policy
+        text = None
+        if args.policy in self.shell.user_ns:
+            source = self.shell.user_ns[args.policy]
+            if isinstance(source, str) and "\n" in source:
+                text = source
+        from wolt_jupyter.updater.policy import Policy
+
+        policy = Policy.load(source)
+        if policy.deployment != args.name:
+            raise UsageError(f"the policy is for deployment {policy.deployment!r}, not {args.name!r}")
+        st = run.start(source if text is None else policy, policy_text=text)
+        print(
+            f"update service of {args.name!r} started (pid {st.get('supervisor_pid')}); %wolt_updates {args.name} shows its decisions"
+        )
+        return None
+
+    @magic_arguments()
+    @argument("name")
+    @line_magic
+    @_usage_errors
+    def wolt_updates(self, line: str) -> Any:
+        """The update service's decisions for a deployment: each candidate, gate and step with its numbers."""
+        args = parse_argstring(self.wolt_updates, line)
+        from wolt_jupyter.updater.history import updates
+
+        return updates(args.name)
+
+    @magic_arguments()
     @argument(
         "--restart",
         action="store_true",

@@ -1,0 +1,103 @@
+"""The update service on a real local deployment: traffic from real clients, the registry of a real MLflow
+store; the service's traffic changes are revisions made through the deployments core under its lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from backends_support import Load, failures
+
+pytestmark = pytest.mark.usefixtures("undeploy_all")
+
+
+def _policy(**over):
+    policy = {
+        "deployment": "upd",
+        "watch": {"model": "eta", "poll_seconds": 0.3},
+        "replay": {"requests": 50},
+        "rollout": {
+            "shadow": {"requests": 30},
+            "canary": [{"weight": 50, "bake": "1s"}, {"weight": 100, "bake": "1s"}],
+        },
+        "guards": {"min_sample": 20, "limit_min_requests": 10, "step_deadline": "3m", "max_p99_ms": 10000},
+    }
+    policy.update(over)
+    return policy
+
+
+def test_a_new_version_is_replayed_shadowed_canaried_and_promoted(models, wolt_home) -> None:
+    import wolt_jupyter
+    from wolt_jupyter import deployments
+    from wolt_jupyter.registry import client
+    from wolt_jupyter.updater.policy import Policy
+    from wolt_jupyter.updater.run import serve
+
+    d = deployments.deploy("upd", model=models["v1"])
+    stop = threading.Event()
+    with Load(d.url, "upd", concurrency=3) as load:
+        load.wait_for(80)  # logged traffic for the replay gate
+        service = threading.Thread(
+            target=serve, args=(Policy.load(_policy()), stop), kwargs={"mlflow": False}
+        )
+        service.start()
+        deadline = time.monotonic() + 240
+        while client().get_registered_model("eta").aliases.get("champion") != "2":
+            assert time.monotonic() < deadline, wolt_jupyter.updates("upd").table.tail(10).to_string()
+            assert service.is_alive()
+            time.sleep(0.2)
+        stop.set()
+        service.join(60)
+        n = len(load.outcomes)
+        load.wait_for(n + 50)
+    assert failures(load.outcomes) == []  # no client saw a failure across five revisions
+    now = deployments.get("upd")
+    assert [(v["name"], v["model"], v["traffic"]) for v in now.variants] == [("main", "models:/eta/2", 100)]
+    assert all(o.value > 50 for o in load.outcomes[-30:])  # version 2 answers ~100x
+    history = wolt_jupyter.updates("upd").table
+    actions = [a for a in history.drop_duplicates(["step", "action"])["action"] if a != "hold"]
+    assert actions[-1] == "promote" and "advance" in actions
+    steps = set(history["step"])
+    assert {"replay", "shadow"} <= steps and any("50" in s for s in steps)
+    revisions = deployments._store().revisions("upd")
+    assert len(revisions) >= 4  # shadow, canary 50, canary 100, promote: each one an ordinary revision
+
+
+def test_one_service_per_deployment_and_the_magic_starts_and_stops_it(
+    shell, models, wolt_home, tmp_path
+) -> None:
+    import yaml
+
+    from wolt_jupyter import deployments
+    from wolt_jupyter.locking import DeploymentBusy
+    from wolt_jupyter.updater import run
+    from wolt_jupyter.updater.policy import Policy
+
+    deployments.deploy("upd", model=models["v1"])
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            _policy(rollout={"shadow": {"requests": 100000}, "canary": [{"weight": 100, "bake": "1s"}]})
+        )
+    )
+    shell.run_line_magic("wolt_autoupdate", f"upd --policy {path}")
+    try:
+        deadline = time.monotonic() + 120
+        while run.status("upd").get("runtime_pid") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # the background service holds the deployment's service lock: a second one in the foreground is refused
+        time.sleep(3)
+        with pytest.raises(DeploymentBusy, match="update service"):
+            run.serve(Policy.load(path), threading.Event())
+        # it took the candidate into its shadow step: a revision with the candidate as a shadow
+        deadline = time.monotonic() + 120
+        while not any(v["name"] == "candidate" for v in deployments.get("upd").variants):
+            assert time.monotonic() < deadline, run.status("upd")
+            time.sleep(0.2)
+        assert shell.run_line_magic("wolt_updates", "upd").table["step"].notna().any()
+    finally:
+        shell.run_line_magic("wolt_autoupdate", "upd --stop")
+    assert run.status("upd")["running"] is False

@@ -1,0 +1,257 @@
+"""The update service on a real deployment: its :class:`Actions` bound to :mod:`wolt_jupyter.deployments`,
+one service per deployment, each step under the deployment's lock, and the background process a notebook
+starts and stops.
+
+Why through ``deployments``: every traffic change of the service is then an ordinary revision — the same lock
+as a person's change, the same blue-green switch (a candidate that does not load never takes traffic), the
+same rollback history — and shows in ``%wolt_deployments`` like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from wolt_jupyter.errors import InvalidArgument, NotFound, WoltError
+from wolt_jupyter.updater.policy import Policy, Step
+
+log = logging.getLogger(__name__)
+
+CANDIDATE = "candidate"  # the variant name the candidate runs under (shadow or canary)
+
+
+class DeploymentActions:
+    """What the service asks of deployment ``policy.deployment``, done with revisions of its spec."""
+
+    def __init__(self, policy: Policy, champion_alias: str = "champion") -> None:
+        self.policy = policy
+        self.name = policy.deployment
+        self.model = policy.watch.model
+        self.champion_alias = champion_alias
+
+    # -- reading what runs ----------------------------------------------------------------------------------
+    def _spec(self) -> Any:
+        from wolt_jupyter.deployments import _store
+
+        return _store().spec(self.name)
+
+    def _main(self) -> Any:
+        """The champion's variant: the live variant that is not the candidate, with the most traffic."""
+        spec = self._spec()
+        live = [v for v in spec.variants if not v.shadow and v.name != CANDIDATE]
+        if not live:
+            raise InvalidArgument(f"deployment {self.name!r} has no live variant besides {CANDIDATE!r}")
+        return max(live, key=lambda v: v.traffic)
+
+    def champion(self) -> str | None:
+        from wolt_jupyter.registry import pinned_version
+
+        try:
+            main = self._main()
+        except NotFound:
+            return None
+        pinned = pinned_version(main.model)
+        if pinned is None or pinned[0] != self.model:
+            return None
+        return str(pinned[1])
+
+    # -- changing it ----------------------------------------------------------------------------------------
+    def _apply(self, variants: list[Any]) -> None:
+        from dataclasses import replace
+
+        from wolt_jupyter import deployments
+
+        spec = replace(self._spec(), variants=tuple(variants)).validate()
+        deployments.deploy(self.name, spec=spec)
+
+    def _champion_variant(self, traffic: int) -> Any:
+        from dataclasses import replace
+
+        return replace(self._main(), traffic=traffic, shadow=False)
+
+    def _others(self) -> list[Any]:
+        """Shadows the user configured (not ours): they stay through every step."""
+        return [v for v in self._spec().variants if v.shadow and v.name != CANDIDATE]
+
+    def _candidate(self, version: str, **kw: Any) -> Any:
+        from wolt_jupyter.spec import Variant
+
+        return Variant(CANDIDATE, f"models:/{self.model}/{version}", **kw)
+
+    def shadow(self, version: str) -> None:
+        self._apply([self._champion_variant(100), self._candidate(version, shadow=True), *self._others()])
+
+    def canary(self, version: str, weight: int) -> None:
+        if weight >= 100:
+            self._apply([self._candidate(version, traffic=100), *self._others()])
+            return
+        self._apply(
+            [self._champion_variant(100 - weight), self._candidate(version, traffic=weight), *self._others()]
+        )
+
+    def promote(self, version: str) -> None:
+        from wolt_jupyter.registry import client
+        from wolt_jupyter.spec import Variant
+
+        client().set_registered_model_alias(self.model, self.champion_alias, version)
+        spec = self._spec()
+        name = next((v.name for v in spec.variants if not v.shadow and v.name != CANDIDATE), "main")
+        main = Variant(name, f"models:/{self.model}/{version}", 100)
+        self._apply([main, *self._others()])
+
+    def rollback(self, version: str) -> None:
+        spec = self._spec()
+        champion = [v for v in spec.variants if not v.shadow and v.name != CANDIDATE]
+        if champion:
+            self._apply([self._champion_variant(100), *self._others()])
+            return
+        # the candidate took all traffic (the last canary step): back to the revision before it took over
+        from wolt_jupyter import deployments
+
+        deployments.rollback(self.name)
+
+    def observe(self, version: str, step: Step, since: float) -> Any:
+        from wolt_jupyter.updater.observe import observe
+
+        return observe(
+            self.name,
+            since,
+            candidate=CANDIDATE,
+            champion=self._main().name if step.kind != "canary" or step.weight < 100 else CANDIDATE,
+            shadow=step.kind == "shadow",
+            live_metric=self.policy.guards.live_metric,
+        )
+
+
+def serve(policy: Policy, stop: threading.Event | None = None, **service_options: Any) -> None:
+    """Run the service for ``policy`` in this process until ``stop`` (or SIGTERM/SIGINT). One service per
+    deployment: a second one fails at once, naming the first. Each look holds the deployment's lock."""
+    from wolt_jupyter import deployments
+    from wolt_jupyter.locking import deployment_lock
+    from wolt_jupyter.updater.history import updater_dir
+    from wolt_jupyter.updater.service import UpdateService
+
+    deployments._store().record(policy.deployment)  # NotFound: deploy it first
+    stop = stop or threading.Event()
+    service = UpdateService(policy, DeploymentActions(policy), **service_options)
+    with deployment_lock(updater_dir(policy.deployment), policy.deployment, "update service", timeout=0):
+        log.info("update service for %s watching %s", policy.deployment, policy.watch.model)
+        while not stop.is_set():
+            try:
+                with deployments.lock(policy.deployment, "update service step"):
+                    decision = service.tick()
+                if decision is not None and decision.action != "hold":
+                    log.info("%s: %s — %s", policy.deployment, decision.action, decision.reason)
+            except WoltError as exc:
+                log.error("update service %s: %s", policy.deployment, str(exc).splitlines()[0])
+            except Exception as exc:  # one bad look must not end the service
+                log.exception("update service %s: %s", policy.deployment, exc)
+            stop.wait(policy.watch.poll_seconds)
+
+
+# -- the background process a notebook starts ------------------------------------------------------------------
+def _paths(deployment: str) -> tuple[Path, Path, Path]:
+    from wolt_jupyter.updater.history import updater_dir
+
+    d = updater_dir(deployment)
+    return d / "service.json", d / "service.log", d / "policy.yaml"
+
+
+def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dict[str, Any]:
+    """Start the service for ``policy`` as a supervised background process (restarted if it crashes, like a
+    local runtime); returns its state. ``policy_text``: the YAML to run (kept 0600 beside its state)."""
+    from wolt_jupyter.revisions import write_atomic
+
+    pol = policy if isinstance(policy, Policy) else Policy.load(policy)
+    state_path, log_path, policy_path = _paths(pol.deployment)
+    if status(pol.deployment).get("running"):
+        raise InvalidArgument(
+            f"the update service of {pol.deployment!r} is already running; %wolt_autoupdate {pol.deployment} --stop first"
+        )
+    if policy_text is None:
+        if isinstance(policy, str) and Path(policy).expanduser().is_file():
+            policy_text = Path(policy).expanduser().read_text()
+        else:
+            import yaml
+
+            policy_text = yaml.safe_dump(pol.to_dict(), sort_keys=False)
+    write_atomic(policy_path, policy_text, mode=0o600)
+    command = [
+        sys.executable, "-m", "wolt_jupyter.serving.supervisor", "--state", str(state_path), "--log", str(log_path),
+        "--", sys.executable, "-m", "wolt_jupyter.cli", "updater", "run", "--policy", str(policy_path),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=policy_path.parent,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not state_path.exists():
+        time.sleep(0.05)
+    return {**status(pol.deployment), "pid": proc.pid}
+
+
+def status(deployment: str) -> dict[str, Any]:
+    """Whether the service of ``deployment`` runs, its supervisor's state and the log's last lines."""
+    import json
+
+    from wolt_jupyter.backends.local import log_tail
+
+    state_path, log_path, _ = _paths(deployment)
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        return {"running": False}
+    pid = state.get("supervisor_pid")
+    running = False
+    if pid and state.get("status") != "stopped":
+        try:
+            os.kill(int(pid), 0)
+            running = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return {**state, "running": running, "log": log_tail(log_path, 5)}
+
+
+def stop(deployment: str, timeout: float = 30.0) -> bool:
+    """Stop the background service of ``deployment``; False if it was not running."""
+    st = status(deployment)
+    if not st.get("running"):
+        return False
+    pid = int(st["supervisor_pid"])
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def autoupdate(name: str, policy: Policy | str | dict | None = None, *, stop: bool = False) -> dict[str, Any]:
+    """``wolt_jupyter.autoupdate("eta", "policy.yaml")`` starts the deployment's update service in the
+    background; ``stop=True`` stops it; with neither, its status."""
+    if stop:
+        return {"stopped": globals()["stop"](name)}
+    if policy is None:
+        return status(name)
+    pol = policy if isinstance(policy, Policy) else Policy.load(policy)
+    if pol.deployment != name:
+        raise InvalidArgument(f"the policy is for deployment {pol.deployment!r}, not {name!r}")
+    return start(policy)
