@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from wolt_jupyter.config import Settings, mask_url, settings
 from wolt_jupyter.errors import InvalidArgument, NotFound, TrackingUnavailable
+from wolt_jupyter.private import private_dir, private_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -59,7 +60,11 @@ def configure() -> Settings:
     import mlflow
 
     s = settings()
-    s.home.mkdir(parents=True, exist_ok=True)
+    private_dir(s.home)  # the embedded mlflow.db and artifacts live here: the notebook user's alone
+    if s.embedded:
+        private_file(s.home / "mlflow.db")
+    if s.artifact_root.is_relative_to(s.home):
+        private_dir(s.artifact_root)
     probe(s)
     mlflow.set_tracking_uri(s.tracking_uri)
     mlflow.set_registry_uri(s.registry_uri)

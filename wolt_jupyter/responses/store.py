@@ -84,7 +84,9 @@ def make_engine(url: str, options: dict[str, Any] | None = None, *, create_dir: 
     if is_sqlite:
         path = sqlite_path(parsed)
         if path is not None and create_dir:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            from wolt_jupyter.private import private_file
+
+            private_file(path)  # every input and output: 0600 (SQLite gives -wal/-shm the same mode)
         opts["connect_args"] = {"timeout": 30.0}
     elif parsed.get_backend_name() == "postgresql":
         # no pool_pre_ping (a round trip per batch): a dropped connection fails the batch, SQLAlchemy discards
