@@ -45,9 +45,13 @@ class Deployment:
 
     @property
     def manifests_yaml(self) -> str:
+        """The manifests as shown (cards, dry-run output): Secret values and URL passwords masked."""
         import yaml
 
-        return yaml.safe_dump_all(self.manifests or [], sort_keys=False)
+        from wolt_jupyter.config import mask_url
+
+        shown = [_masked_secret(m) if m.get("kind") == "Secret" else m for m in self.manifests or []]
+        return mask_url(yaml.safe_dump_all(shown, sort_keys=False)) or ""
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -144,3 +148,12 @@ def backend_class(target: str) -> type[Backend]:
         raise InvalidArgument(f"unknown target {target!r}; choose local, kubernetes, seldon or kserve")
     importlib.import_module(f"wolt_jupyter.backends.{module}")
     return Backend.registry[target]
+
+
+def _masked_secret(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A Secret as shown: its keys, never its values."""
+    out = dict(manifest)
+    for key in ("data", "stringData"):
+        if isinstance(out.get(key), dict):
+            out[key] = dict.fromkeys(out[key], "****")
+    return out
