@@ -8,6 +8,7 @@ still escapes MLflow is translated into :class:`TrackingUnavailable`.
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -51,7 +52,12 @@ def probe(s: Settings) -> None:
         # a proxy or auth layer answering 401/403/404 still means a server is there; MLflow will say more
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise _unavailable(s, reason) from None
+        raise _unavailable(s, mask_url(str(reason))) from None
+    except (ValueError, http.client.HTTPException):  # InvalidURL: e.g. an unencoded "@" in the password
+        # its message quotes the piece it could not parse (a piece of the password): never shown
+        raise _unavailable(
+            s, "the URL is malformed (percent-encode special characters of the user and password)"
+        ) from None
     _probed[s.tracking_uri] = now
 
 

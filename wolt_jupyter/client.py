@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from wolt_jupyter.config import mask_url
 from wolt_jupyter.errors import InvalidArgument, WoltError
 from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER
 
@@ -101,13 +102,13 @@ def send_feedback(
             timeout=timeout,
         )
     except requests.RequestException as exc:
-        raise EndpointError(f"cannot reach {url}: {type(exc).__name__}") from None
+        raise EndpointError(f"cannot reach {mask_url(url)}: {type(exc).__name__}") from None
     try:
         doc = resp.json()
     except ValueError:
         doc = {"error": resp.text[:200]}
     if resp.status_code != 200:
-        raise EndpointError(f"{endpoint} answered {resp.status_code}: {doc.get('error', doc)}")
+        raise EndpointError(f"{mask_url(endpoint)} answered {resp.status_code}: {doc.get('error', doc)}")
     return int(doc["stored"])
 
 
@@ -156,13 +157,15 @@ class V2Client:
                 self.url + path, data=json.dumps(body), headers=headers, timeout=self.timeout
             )
         except requests.RequestException as exc:
-            raise EndpointError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+            raise EndpointError(f"cannot reach {mask_url(self.url)}: {type(exc).__name__}") from None
         try:
             doc = resp.json()
         except ValueError:
             doc = {"error": resp.text[:200]}
         if resp.status_code != 200:
-            raise EndpointError(f"{self.url}{path} answered {resp.status_code}: {doc.get('error', doc)}")
+            raise EndpointError(
+                f"{mask_url(self.url)}{path} answered {resp.status_code}: {doc.get('error', doc)}"
+            )
         import numpy as np
 
         params = doc.get("parameters") or {}

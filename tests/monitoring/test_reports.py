@@ -57,7 +57,10 @@ def test_compare_with_feedback_finds_the_better_variant(deployed) -> None:
         send_feedback(base, "clf", [{"ground_truth": 1}])
     bad_time = [{"id": "x", "ground_truth": 1, "time": "x"}]
     bad = requests.post(
-        url, json={"feedback": bad_time}, headers={"authorization": f"Bearer {feedback_token('clf')}"}, timeout=30
+        url,
+        json={"feedback": bad_time},
+        headers={"authorization": f"Bearer {feedback_token('clf')}"},
+        timeout=30,
     )
     assert bad.status_code == 400 and "'time' must be epoch seconds" in bad.json()["error"]
 

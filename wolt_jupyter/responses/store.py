@@ -53,8 +53,10 @@ def normalize_url(url: str) -> Any:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError, TypeError) as exc:
+        from wolt_jupyter.config import mask_url
+
         raise InvalidArgument(
-            f"bad response store URL {url!r} ({exc}); use sqlite:///path/file.db or "
+            f"bad response store URL {mask_url(str(url))!r} ({mask_url(str(exc))}); use sqlite:///path/file.db or "
             "postgresql+psycopg://user:password@host:5432/db"
         ) from None
     if parsed.drivername == "postgresql":
@@ -286,6 +288,8 @@ class translate_errors:
         from sqlalchemy.exc import DBAPIError, OperationalError
 
         if exc is not None and isinstance(exc, (DBAPIError, OperationalError)):
-            shown = normalize_url(self.url).render_as_string(hide_password=True)
+            from wolt_jupyter.config import mask_url
+
+            shown = mask_url(self.url)
             first = (str(getattr(exc, "orig", exc)) or type(exc).__name__).strip().splitlines()[0]
             raise ResponseStoreError(f"cannot {self.action} response store {shown}: {first}") from exc
