@@ -527,3 +527,22 @@ def test_schemathesis_never_5xx(case, hostile) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = case.call(base_url=hostile.url, headers=headers, timeout=30)
     assert response.status_code < 500, (case.method, case.formatted_path, response.text[:300])
+
+
+# -- private state of a running runtime ------------------------------------------------------------------------
+def test_the_runtime_state_is_private(hostile) -> None:
+    import os
+    import stat
+
+    def mode(path) -> int:
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    assert hostile.infer(row_doc([[0, 0, 0, 1]]))[0] == 200
+    assert hostile.admin("flush")[0] == 200  # the response log is on disk now
+    folder = hostile.state_dir / "deployments" / hostile.name
+    assert mode(hostile.state_dir) == 0o700 and mode(folder) == 0o700
+    assert mode(folder / "admin.token") == 0o600 and mode(folder / "feedback.token") == 0o600
+    responses = hostile.state_dir / "responses"
+    assert mode(responses) == 0o700
+    files = list(responses.glob(f"{hostile.name}.db*"))
+    assert files and all(mode(f) == 0o600 for f in files), [(f.name, oct(mode(f))) for f in files]
