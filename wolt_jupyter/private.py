@@ -41,16 +41,19 @@ def private_dir(path: Path, *, tighten: bool = True) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create ``path`` empty if missing (never readable by others, even briefly) and make it 0600."""
+    """Create ``path`` empty if missing (never readable by others, even briefly) and make it 0600.
+
+    An existing file is changed by path only, never opened: closing any descriptor of a SQLite database
+    drops every POSIX lock this process holds on it, which would break the writer's open connections.
+    """
     path = Path(path)
     private_dir(path.parent, tighten=False)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
     try:
-        st = os.fstat(fd)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        st = os.stat(path)
         if stat.S_IMODE(st.st_mode) != FILE_MODE and st.st_uid == os.getuid():
-            os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
+            os.chmod(path, FILE_MODE)
     return path
 
 

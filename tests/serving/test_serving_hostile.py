@@ -546,3 +546,25 @@ def test_the_runtime_state_is_private(hostile) -> None:
     assert mode(responses) == 0o700
     files = list(responses.glob(f"{hostile.name}.db*"))
     assert files and all(mode(f) == 0o600 for f in files), [(f.name, oct(mode(f))) for f in files]
+
+
+def test_feedback_beside_the_writer_keeps_read_your_writes(hostile) -> None:
+    """Storing feedback in the runtime's process must not disturb the response writer's SQLite locks
+    (closing any descriptor of the file drops them): every answer is still readable after a flush."""
+    from wolt_jupyter import responses
+    from wolt_jupyter.client import send_feedback
+
+    url = responses.default_store_url(hostile.name, hostile.state_dir)
+    before = [f"ryw-a-{i}" for i in range(20)]
+    after = [f"ryw-b-{i}" for i in range(20)]
+    for rid in before:
+        assert hostile.infer(row_doc([[0.1, 0.2, 0.3, 0.4]], id=rid))[0] == 200
+    assert hostile.admin("flush")[0] == 200
+    items = [{"id": rid, "ground_truth": 1} for rid in before]
+    assert send_feedback(hostile.url, hostile.name, items, token=hostile.feedback_token) == 20
+    for rid in after:
+        assert hostile.infer(row_doc([[0.1, 0.2, 0.3, 0.4]], id=rid))[0] == 200
+    assert hostile.admin("flush")[0] == 200
+    df = responses.responses(hostile.name, url=url)
+    live = set(df[~df["shadow"].astype(bool)]["id"])
+    assert set(before + after) <= live
