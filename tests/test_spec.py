@@ -39,7 +39,7 @@ def test_round_trip_through_yaml() -> None:
         ),
         ({"variants": [{"name": "a", "model": "eta", "traffic": 100}]}, "not a model URI"),
         ({"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "weight": 1}]}, "malformed"),
-        ({"logging": {"sample": 2}}, "between 0 and 1"),
+        ({"logging": {"sample": 2}}, "at logging.sample: 2 is greater than the maximum of 1"),
         ({"replicas": 0}, "replicas"),
         ({"colour": "red"}, "unknown spec field"),
         ({"resources": {"cpu": "half"}}, r"resources.requests.cpu 'half' is not a Kubernetes quantity"),

@@ -8,6 +8,7 @@ still escapes MLflow is translated into :class:`TrackingUnavailable`.
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from wolt_jupyter.config import Settings, mask_url, settings
 from wolt_jupyter.errors import InvalidArgument, NotFound, TrackingUnavailable
+from wolt_jupyter.private import private_dir, private_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -50,7 +52,12 @@ def probe(s: Settings) -> None:
         # a proxy or auth layer answering 401/403/404 still means a server is there; MLflow will say more
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise _unavailable(s, reason) from None
+        raise _unavailable(s, mask_url(str(reason))) from None
+    except (ValueError, http.client.HTTPException):  # InvalidURL: e.g. an unencoded "@" in the password
+        # its message quotes the piece it could not parse (a piece of the password): never shown
+        raise _unavailable(
+            s, "the URL is malformed (percent-encode special characters of the user and password)"
+        ) from None
     _probed[s.tracking_uri] = now
 
 
@@ -59,7 +66,11 @@ def configure() -> Settings:
     import mlflow
 
     s = settings()
-    s.home.mkdir(parents=True, exist_ok=True)
+    private_dir(s.home)  # the embedded mlflow.db and artifacts live here: the notebook user's alone
+    if s.embedded:
+        private_file(s.home / "mlflow.db")
+    if s.artifact_root.is_relative_to(s.home):
+        private_dir(s.artifact_root)
     probe(s)
     mlflow.set_tracking_uri(s.tracking_uri)
     mlflow.set_registry_uri(s.registry_uri)

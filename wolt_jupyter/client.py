@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from wolt_jupyter.config import mask_url
 from wolt_jupyter.errors import InvalidArgument, WoltError
 from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER
 
@@ -64,6 +65,61 @@ class InferResult:
     model_version: str | None = None
 
 
+def feedback_token(deployment: str, home: Any = None) -> str:
+    """The deployment's feedback token (``<home>/deployments/<name>/feedback.token``, the notebook user's,
+    0600): the credential ``POST .../feedback`` needs. ``home`` defaults to the settings' state dir."""
+    from pathlib import Path
+
+    from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, read_token, token_path
+
+    if home is None:
+        from wolt_jupyter.config import settings
+
+        home = settings().home
+    try:
+        return read_token(Path(home), deployment, FEEDBACK_TOKEN_FILE)
+    except OSError:
+        path = token_path(Path(home), deployment, FEEDBACK_TOKEN_FILE)
+        raise EndpointError(
+            f"no feedback token for {deployment!r} at {path}: the runtime creates it when it starts"
+        ) from None
+
+
+def send_feedback(
+    url: str, deployment: str, items: Any, *, token: str | None = None, timeout: float = 30.0
+) -> int:
+    """Send ground truth (``[{"id": request_id, "ground_truth": value}, ...]``) to the runtime at ``url``;
+    returns how many were stored. ``token`` defaults to the deployment's feedback token."""
+    import requests
+
+    token = token or feedback_token(deployment)
+    endpoint = f"{url.rstrip('/')}/v2/models/{deployment}/feedback"
+    try:
+        resp = requests.post(
+            endpoint,
+            data=json.dumps({"feedback": list(items)}, default=_plain),
+            headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+    except requests.RequestException as exc:
+        raise EndpointError(f"cannot reach {mask_url(url)}: {type(exc).__name__}") from None
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = {"error": resp.text[:200]}
+    if resp.status_code != 200:
+        raise EndpointError(f"{mask_url(endpoint)} answered {resp.status_code}: {doc.get('error', doc)}")
+    return int(doc["stored"])
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays as JSON values."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 class V2Client:
     """Keep-alive HTTP client for one deployment's V2 endpoint."""
 
@@ -101,13 +157,15 @@ class V2Client:
                 self.url + path, data=json.dumps(body), headers=headers, timeout=self.timeout
             )
         except requests.RequestException as exc:
-            raise EndpointError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+            raise EndpointError(f"cannot reach {mask_url(self.url)}: {type(exc).__name__}") from None
         try:
             doc = resp.json()
         except ValueError:
             doc = {"error": resp.text[:200]}
         if resp.status_code != 200:
-            raise EndpointError(f"{self.url}{path} answered {resp.status_code}: {doc.get('error', doc)}")
+            raise EndpointError(
+                f"{mask_url(self.url)}{path} answered {resp.status_code}: {doc.get('error', doc)}"
+            )
         import numpy as np
 
         params = doc.get("parameters") or {}

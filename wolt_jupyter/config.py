@@ -58,14 +58,30 @@ UNREACHABLE_ARTIFACTS = ("warn", "refuse")
 # environment variables that are credentials: shown only masked
 SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WOLT_PROMETHEUS_TOKEN")
 _MASK = "****"
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+# scheme://user:password@ — the userinfo runs to the LAST "@" of the token, so a password holding "@", "/" or
+# ":" (unencoded, as people paste them) is hidden whole; the user part never holds "/" (that is a path)
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s'\"<>`]*):(?P<pw>[^\s'\"<>`]*)@"
+    r"(?=[^@\s'\"<>`]*(?:[\s'\"<>`]|$))"
+)
+# key=value credentials: libpq DSNs (password=...), query strings (?token=...&...), env-style lines
+_KEY_VALUE = re.compile(
+    r"(?i)(?P<key>\b(?:password|passwd|pwd|secret|token|access_token|api_key|apikey|access_key|secret_key)"
+    r"\s*=\s*)(?P<value>[^\s&;'\"<>`]+)"
+)
 
 
-def mask_url(url: str | None) -> str | None:
-    """Hide the password of ``scheme://user:password@host`` so a URL can be shown in a notebook."""
-    if not url:
-        return url
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", url)
+def mask_url(text: str | None) -> str | None:
+    """Hide every credential in ``text``: the password of each ``scheme://user:password@host`` URL (whatever
+    characters it holds) and ``password=``/``token=``-style values (DSNs, query strings).
+
+    The one masking function: cards, ``%wolt_config``, dry-run manifests, logs and error messages all show
+    URLs through it, so no place can forget a case the others handle.
+    """
+    if not text:
+        return text
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", text)
+    return _KEY_VALUE.sub(lambda m: f"{m['key']}{_MASK}", text)
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,7 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, Path):
                 value = str(value)
-            if masked and isinstance(value, str) and "://" in value:
+            if masked and isinstance(value, str):
                 value = mask_url(value)
             out[f.name] = value
         for name in SECRET_ENV:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from wolt_jupyter import tracking
 from wolt_jupyter._display import card_html, card_text
 from wolt_jupyter._mlflow import client, configure, translated_errors, ui_base
-from wolt_jupyter.config import Settings
+from wolt_jupyter.config import Settings, mask_url
 from wolt_jupyter.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
@@ -359,7 +359,7 @@ def pin(uri: str) -> str:
             if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 what = f"alias {alias!r}" if alias else f"version {version!r}"
                 raise NotFound(
-                    f"{uri}: model {name!r} has no {what} in the registry ({s.registry_uri})"
+                    f"{uri}: model {name!r} has no {what} in the registry ({mask_url(s.registry_uri)})"
                 ) from None
             raise
     return f"models:/{name}/{mv.version}"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument, NotFound
+from wolt_jupyter.private import FILE_MODE, private_dir
 from wolt_jupyter.spec import DeploymentSpec, check_dns_label
 
 RECORD = "deployment.json"
@@ -32,9 +33,9 @@ def deployment_dir(home: Path, name: str) -> Path:
     return deployments_root(home) / check_dns_label(name, "deployment name")
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write via a temp file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_atomic(path: Path, text: str, mode: int = FILE_MODE) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file; private (0600) by default."""
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as fh:
@@ -94,7 +95,7 @@ class RevisionStore:
         path = self.dir(name) / RECORD
         if path.exists():
             graveyard = self.dir(name) / "removed"
-            graveyard.mkdir(exist_ok=True)
+            private_dir(graveyard)
             os.replace(path, graveyard / f"{RECORD}.{int(time.time())}")
 
     # -- revisions ------------------------------------------------------------------------------------------

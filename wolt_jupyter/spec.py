@@ -8,12 +8,14 @@ variants:
   - {name: shadow, model: "models:/eta/8", shadow: true}
 routing: {sticky_key: user_id}
 logging: {responses: true, sample: 1.0}
+limits: {max_body: 33554432, header_timeout: 10}   # optional: what one client may make the runtime hold
 ```
 
-Validation here is structural (names, weights, URI form, resource quantities, every field's type), so a bad
-value is one line before anything is rendered; whether a model URI exists in the registry is checked, and
-aliases pinned to versions, at deploy time (:meth:`DeploymentSpec.pinned`). What a particular target cannot
-honour is refused by that target's renderer (:mod:`wolt_jupyter.backends.render`).
+Validation here is structural: first the whole document against one JSON schema (:data:`SPEC_SCHEMA`, so a
+wrong type anywhere is one line naming the field), then the rules a schema cannot say (names, weights summing
+to 100, URI form, resource quantities in Kubernetes' grammar). Whether a model URI exists in the registry is
+checked, and aliases pinned to versions, at deploy time (:meth:`DeploymentSpec.pinned`). What a particular
+target cannot honour is refused by that target's renderer (:mod:`wolt_jupyter.backends.render`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,81 @@ from decimal import Decimal
 from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument
+
+_NUMBER_OR_TEXT = {"type": ["string", "number"]}
+# the runtime's HTTP limits a spec may set (wolt_jupyter.serving.http.Limits has the defaults)
+LIMIT_FIELDS = {
+    "max_body": "integer",
+    "max_header_count": "integer",
+    "max_header_bytes": "integer",
+    "max_url_bytes": "integer",
+    "header_timeout": "number",
+    "body_timeout": "number",
+    "idle_timeout": "number",
+    "max_connections": "integer",
+}
+SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "variants"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string"},
+        "variants": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "model"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "model": {"type": "string"},
+                    "traffic": {"type": "integer", "minimum": 0, "maximum": 100},
+                    "shadow": {"type": "boolean"},
+                },
+            },
+        },
+        "routing": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {"sticky_key": {"type": ["string", "null"], "minLength": 1}},
+        },
+        "logging": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {
+                "responses": {"type": "boolean"},
+                "sample": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
+        "replicas": {"type": "integer", "minimum": 1},
+        "resources": {
+            "type": ["object", "null"],
+            "additionalProperties": {
+                "anyOf": [_NUMBER_OR_TEXT, {"type": "object", "additionalProperties": _NUMBER_OR_TEXT}]
+            },
+        },
+        "limits": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {k: {"type": t, "exclusiveMinimum": 0} for k, t in LIMIT_FIELDS.items()},
+        },
+    },
+}
+
+
+def schema_error(data: Any, schema: dict[str, Any], what: str) -> str | None:
+    """The first way ``data`` breaks ``schema``, as one line naming the field (``variants[0].traffic``)."""
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    err = best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if err is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+    shown = repr(err.instance)
+    message = err.message if len(shown) <= 80 else err.message.replace(shown, shown[:77] + "...")
+    return f"malformed {what} at {where or 'top level'}: {message}"
+
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # a request parameter or HTTP header name: what the router reads the sticky key from
@@ -184,6 +261,7 @@ class DeploymentSpec:
     logging: LoggingSpec = field(default_factory=LoggingSpec)
     replicas: int = 1
     resources: Mapping[str, Any] = field(default_factory=dict)
+    limits: Mapping[str, Any] = field(default_factory=dict)
 
     # -- views ---------------------------------------------------------------------------------------------
     @property
@@ -267,32 +345,34 @@ class DeploymentSpec:
             for v in d["variants"]
         ]
         d["resources"] = dict(self.resources)
+        if self.limits:
+            d["limits"] = dict(self.limits)
+        else:  # the common case: specs (and manifests) without limits read as before
+            d.pop("limits")
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeploymentSpec:
         if not isinstance(data, Mapping):
             raise InvalidArgument(f"a deployment spec is a mapping, got {type(data).__name__}")
-        known = {"name", "variants", "routing", "logging", "replicas", "resources"}
+        known = set(SPEC_SCHEMA["properties"])
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidArgument(
-                f"unknown spec field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown spec field(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(known))}"
             )
-        try:
-            variants = tuple(Variant(**v) for v in data.get("variants") or ())
-            routing = Routing(**(data.get("routing") or {}))
-            logging = LoggingSpec(**(data.get("logging") or {}))
-        except TypeError as exc:
-            raise InvalidArgument(f"malformed deployment spec: {exc}") from None
-        resources = data.get("resources") or {}
+        data = {"variants": [], "name": "", **data}  # missing ones are named by validate() with the fix
+        problem = schema_error(data, SPEC_SCHEMA, "deployment spec")
+        if problem:
+            raise InvalidArgument(problem)
         return cls(
-            name=data.get("name", ""),
-            variants=variants,
-            routing=routing,
-            logging=logging,
+            name=data["name"],
+            variants=tuple(Variant(**v) for v in data["variants"]),
+            routing=Routing(**(data.get("routing") or {})),
+            logging=LoggingSpec(**(data.get("logging") or {})),
             replicas=data.get("replicas", 1),
-            resources=dict(resources) if isinstance(resources, Mapping) else resources,
+            resources=dict(data.get("resources") or {}),
+            limits=dict(data.get("limits") or {}),
         ).validate()
 
     def to_yaml(self) -> str:

@@ -165,3 +165,25 @@ def test_spec_from_a_variable_or_a_file_and_no_wait(shell, cluster, models, tmp_
     assert started.status == "starting" and started.revision == 1  # returned without waiting for readiness
     result = shell.run_cell(f"%wolt_deploy other --spec {path} --model {models['v2']}")
     assert not result.success
+
+
+def test_a_tracking_password_goes_into_a_secret_and_is_never_shown(
+    shell, cluster, models, monkeypatch
+) -> None:
+    password = "p@ss/w:rd%40"
+    uri = f"http://ml:{password}@mlflow.ml:5000"
+    monkeypatch.setenv("WOLT_CLUSTER_TRACKING_URI", uri)
+    d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes")
+    assert d.status == "ready"
+    secret = cluster.get_object("v1", "Secret", "default", "eta-credentials")
+    assert secret is not None and secret["stringData"]["MLFLOW_TRACKING_URI"] == uri
+    deployment = cluster.get_object("apps/v1", "Deployment", "default", "eta")
+    assert password not in str(deployment)  # the Deployment only references the Secret
+    monkeypatch.setenv("WOLT_CLUSTER_TRACKING_URI", uri.replace("w:rd", "w:rd2"))  # a changed password
+    d = shell.run_line_magic(
+        "wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=10 --dry-run"
+    )
+    assert "Secret" in [m["kind"] for m in d.manifests] and "challenger" in d.diff
+    for shown in (repr(d), d._repr_html_(), d.diff):
+        assert "p@ss" not in shown and "w:rd" not in shown
+    assert "eta-credentials" in repr(d) and "MLFLOW_TRACKING_URI: '****'" in repr(d)

@@ -30,6 +30,7 @@ class ResourceType:
 
 BUILTIN_TYPES = (
     ResourceType("", "v1", "ConfigMap", "configmaps", status=False),
+    ResourceType("", "v1", "Secret", "secrets", status=False),
     ResourceType("", "v1", "Service", "services"),
     ResourceType("", "v1", "Pod", "pods"),
     ResourceType("", "v1", "Namespace", "namespaces", namespaced=False),

@@ -44,12 +44,25 @@ def test_compare_with_feedback_finds_the_better_variant(deployed) -> None:
     truth = (rows["f0"] + 0.5 * rows["f1"] > 0).astype(int)
     out = deployments.predict("clf", rows, per_row=True)
     # ground truth arrives later, through the runtime's feedback endpoint, joined by request id
-    url = deployments.get("clf").url + "/v2/models/clf/feedback"
+    from wolt_jupyter.client import EndpointError, feedback_token, send_feedback
+
+    base = deployments.get("clf").url
+    url = base + "/v2/models/clf/feedback"
     items = [{"id": i, "ground_truth": int(t)} for i, t in zip(out["id"], truth, strict=True)]
-    answer = requests.post(url, json={"feedback": items}, timeout=30)
-    assert answer.status_code == 200 and answer.json() == {"stored": 400}
-    bad = requests.post(url, json={"feedback": [{"ground_truth": 1}]}, timeout=30)
-    assert bad.status_code == 400 and "needs a string 'id'" in bad.json()["error"]
+    # ground truth is trusted by the comparison: without the feedback token nothing is written
+    anonymous = requests.post(url, json={"feedback": items}, timeout=30)
+    assert anonymous.status_code == 401 and "feedback.token" in anonymous.json()["error"]
+    assert send_feedback(base, "clf", items) == 400  # the notebook user's own feedback token
+    with pytest.raises(EndpointError, match="needs a string 'id'"):
+        send_feedback(base, "clf", [{"ground_truth": 1}])
+    bad_time = [{"id": "x", "ground_truth": 1, "time": "x"}]
+    bad = requests.post(
+        url,
+        json={"feedback": bad_time},
+        headers={"authorization": f"Bearer {feedback_token('clf')}"},
+        timeout=30,
+    )
+    assert bad.status_code == 400 and "'time' must be epoch seconds" in bad.json()["error"]
 
     result = deployed.run_line_magic("wolt_compare", "clf --metric accuracy")
     table = result.table

@@ -246,7 +246,7 @@ def test_unreachable_store_is_one_readable_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(
-        ResponseStoreError, match=r"cannot read response store postgresql\+psycopg://"
+        ResponseStoreError, match=r"cannot read response store postgresql://postgres:\*\*\*\*@127"
     ) as info:
         responses("dep", url=f"postgresql://postgres:secret@127.0.0.1:{port}/x")
     assert "secret" not in str(info.value)

@@ -55,6 +55,10 @@ class Runtime:
     def token(self) -> str:
         return (self.state_dir / "deployments" / self.name / "admin.token").read_text().strip()
 
+    @property
+    def feedback_token(self) -> str:
+        return (self.state_dir / "deployments" / self.name / "feedback.token").read_text().strip()
+
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         return request(self.url + path, headers=headers)
 

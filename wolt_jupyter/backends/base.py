@@ -54,10 +54,20 @@ class Deployment:
         ]
 
     @property
+    def _shown_diff(self) -> str:
+        from wolt_jupyter.config import mask_url
+
+        return mask_url(self.diff) or ""
+
+    @property
     def manifests_yaml(self) -> str:
+        """The manifests as shown (cards, dry-run output): Secret values and URL passwords masked."""
         import yaml
 
-        return yaml.safe_dump_all(self.manifests or [], sort_keys=False)
+        from wolt_jupyter.config import mask_url
+
+        shown = [masked_secret(m) if m.get("kind") == "Secret" else m for m in self.manifests or []]
+        return mask_url(yaml.safe_dump_all(shown, sort_keys=False)) or ""
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -98,9 +108,7 @@ class Deployment:
         if self.manifests is not None:
             html += f"<details open><summary>manifests</summary><pre>{escape(self.manifests_yaml)}</pre></details>"
         if self.diff:
-            html += (
-                f"<details><summary>diff against what runs</summary><pre>{escape(self.diff)}</pre></details>"
-            )
+            html += f"<details><summary>diff against what runs</summary><pre>{escape(self._shown_diff)}</pre></details>"
         return html
 
     def __repr__(self) -> str:
@@ -108,7 +116,7 @@ class Deployment:
         if self.manifests is not None:
             text += "\n---\n" + self.manifests_yaml
         if self.diff:
-            text += "\n--- diff against what runs ---\n" + self.diff
+            text += "\n--- diff against what runs ---\n" + self._shown_diff
         return text
 
 
@@ -163,3 +171,12 @@ def backend_class(target: str) -> type[Backend]:
         raise InvalidArgument(f"unknown target {target!r}; choose local, kubernetes, seldon or kserve")
     importlib.import_module(f"wolt_jupyter.backends.{module}")
     return Backend.registry[target]
+
+
+def masked_secret(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A Secret as shown (dry-run manifests, diffs): its keys, never its values."""
+    out = dict(manifest)
+    for key in ("data", "stringData"):
+        if isinstance(out.get(key), dict):
+            out[key] = dict.fromkeys(out[key], "****")
+    return out

@@ -32,6 +32,7 @@ from typing import Any
 from wolt_jupyter.backends.base import Backend, Deployment, Progress
 from wolt_jupyter.config import Settings
 from wolt_jupyter.errors import NotFound, WoltError
+from wolt_jupyter.private import open_private
 from wolt_jupyter.revisions import RevisionStore, write_atomic
 from wolt_jupyter.spec import DeploymentSpec
 
@@ -212,7 +213,7 @@ class LocalBackend(Backend):
         }
         if self.settings.registry_uri != self.settings.tracking_uri:
             env["MLFLOW_REGISTRY_URI"] = self.settings.registry_uri
-        with log.open("ab") as out:
+        with open_private(log) as out:  # 0600: the log may quote request data
             out.write(
                 f"\n--- starting revision for {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode()
             )

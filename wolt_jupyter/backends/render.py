@@ -140,6 +140,22 @@ def refuse_unsupported(target: str, spec: DeploymentSpec) -> None:
         )
 
 
+def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, Any] | None:
+    """A Secret ``<name>-credentials`` holding the tracking URI when it carries a password (else None)."""
+    from wolt_jupyter.config import mask_url
+
+    uri = ctx.tracking_uri
+    if not uri or mask_url(uri) == uri:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(f"{spec.name}-credentials", spec, ctx, "credentials"),
+        "type": "Opaque",
+        "stringData": {"MLFLOW_TRACKING_URI": uri},
+    }
+
+
 # -- kubernetes: the project's own runtime ---------------------------------------------------------------------
 def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
     """ConfigMap (the pinned spec) + Deployment (the runtime) + Service (+ PodMonitor)."""
@@ -149,8 +165,12 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
     spec_yaml = spec.to_yaml()
     checksum = hashlib.sha256(spec_yaml.encode()).hexdigest()[:16]
     selector = {"app.kubernetes.io/instance": spec.name, "app.kubernetes.io/component": "runtime"}
-    env = [{"name": "WOLT_JUPYTER_HOME", "value": STATE_MOUNT}]
-    if ctx.tracking_uri:
+    env: list[dict[str, Any]] = [{"name": "WOLT_JUPYTER_HOME", "value": STATE_MOUNT}]
+    secret = _credentials_secret(spec, ctx)
+    if secret is not None:  # a URI with a password is read from a Secret, never inlined in the Deployment
+        ref = {"name": secret["metadata"]["name"], "key": "MLFLOW_TRACKING_URI"}
+        env.append({"name": "MLFLOW_TRACKING_URI", "valueFrom": {"secretKeyRef": ref}})
+    elif ctx.tracking_uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": ctx.tracking_uri})
     probe_base = {"httpGet": {"path": "", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2}
     container = {
@@ -190,6 +210,7 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
     if ctx.service_account:
         pod_spec["serviceAccountName"] = check_dns_label(ctx.service_account, "service account")
     manifests: list[dict[str, Any]] = [
+        *([secret] if secret is not None else []),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",

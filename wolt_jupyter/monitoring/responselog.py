@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from wolt_jupyter.config import mask_url
 from wolt_jupyter.monitoring.data import (
     HEALTH_COLUMNS,
     QUANTILES,
@@ -80,7 +81,7 @@ class ResponseLogSource(MetricSource):
         step = float(step)
         url = self._url(deployment)
         parsed = normalize_url(url)
-        label = f"response log {parsed.render_as_string(hide_password=True)}"
+        label = f"response log {mask_url(url)}"
         path = sqlite_path(parsed)
         if path is not None and not path.is_file():
             return MonitorData.blank(

@@ -53,8 +53,10 @@ def normalize_url(url: str) -> Any:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError, TypeError) as exc:
+        from wolt_jupyter.config import mask_url
+
         raise InvalidArgument(
-            f"bad response store URL {url!r} ({exc}); use sqlite:///path/file.db or "
+            f"bad response store URL {mask_url(str(url))!r} ({mask_url(str(exc))}); use sqlite:///path/file.db or "
             "postgresql+psycopg://user:password@host:5432/db"
         ) from None
     if parsed.drivername == "postgresql":
@@ -84,7 +86,9 @@ def make_engine(url: str, options: dict[str, Any] | None = None, *, create_dir: 
     if is_sqlite:
         path = sqlite_path(parsed)
         if path is not None and create_dir:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            from wolt_jupyter.private import private_file
+
+            private_file(path)  # every input and output: 0600 (SQLite gives -wal/-shm the same mode)
         opts["connect_args"] = {"timeout": 30.0}
     elif parsed.get_backend_name() == "postgresql":
         # no pool_pre_ping (a round trip per batch): a dropped connection fails the batch, SQLAlchemy discards
@@ -284,6 +288,8 @@ class translate_errors:
         from sqlalchemy.exc import DBAPIError, OperationalError
 
         if exc is not None and isinstance(exc, (DBAPIError, OperationalError)):
-            shown = normalize_url(self.url).render_as_string(hide_password=True)
+            from wolt_jupyter.config import mask_url
+
+            shown = mask_url(self.url)
             first = (str(getattr(exc, "orig", exc)) or type(exc).__name__).strip().splitlines()[0]
             raise ResponseStoreError(f"cannot {self.action} response store {shown}: {first}") from exc

@@ -27,6 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
+from wolt_jupyter.config import mask_url
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.responses.record import ResponseRecord, sampled_in
 
@@ -76,10 +77,10 @@ class ResponseWriter:
             raise InvalidArgument(f"queue_size and batch_size must be >= 1 (got {queue_size}, {batch_size})")
         if flush_interval <= 0 or retries < 0 or retry_backoff < 0 or wait_timeout < 0:
             raise InvalidArgument("flush_interval must be > 0; retries, retry_backoff, wait_timeout >= 0")
-        from wolt_jupyter.responses.store import make_engine, normalize_url
+        from wolt_jupyter.responses.store import make_engine
 
         self.url = url
-        self._masked_url = normalize_url(url).render_as_string(hide_password=True)
+        self._masked_url = mask_url(url)
         # creating the engine does not connect; it does fail fast on a bad URL or a missing driver
         self._engine = make_engine(url, engine_options)
         self.queue_size = queue_size

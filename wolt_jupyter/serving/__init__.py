@@ -12,7 +12,8 @@ REST (``http.py`` + ``app.py``): ``GET /v2``, ``/v2/health/live``, ``/v2/health/
 ``/v2/models/{m}[/versions/{v}]``, ``/v2/models/{m}[/versions/{v}]/ready``,
 ``POST /v2/models/{m}[/versions/{v}]/infer`` — ``{m}`` is the deployment, ``{v}`` a variant (bypasses the
 split). The binary tensor extension and gzip/deflate bodies are accepted. Errors are ``{"error": "..."}``
-with 400/404/405/413/503, or 500 when the model itself raised. The answering variant is in the response's
+with 400/401/404/405/408/413/414/431/503 (``http.Limits``), or 500 when the model failed on valid input.
+``GET /v2/openapi.json`` describes the routes; ``POST /v2/models/{m}/feedback`` takes the feedback token. The answering variant is in the response's
 ``parameters.variant`` and the ``x-wolt-variant`` header; the sticky key is ``parameters[sticky_key]`` or
 the ``x-wolt-route-key`` header. ``GET /metrics`` is Prometheus text.
 

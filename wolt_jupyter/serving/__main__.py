@@ -1,8 +1,9 @@
 """``python -m wolt_jupyter.serving --spec SPEC.yaml [--host 127.0.0.1] [--port 8080] [--grpc-port P] [--state-dir DIR]``
 
 The port opens at once (``/v2/health/live`` answers while models load); ``/v2/health/ready`` turns 200 only
-when every variant is loaded. SIGTERM/SIGINT stop accepting connections, finish queued shadow work and flush
-the response log before exiting. Exit status 2: the spec is unreadable or invalid; 3: a model cannot be loaded.
+when every variant is loaded. SIGTERM/SIGINT stop accepting connections (requests on open ones get 503
+"shutting down" with Retry-After), finish queued shadow work and flush the response log before exiting.
+HTTP limits come from the spec's ``limits`` (see ``serving.http.Limits``); the flags below override them. Exit status 2: the spec is unreadable or invalid; 3: a model cannot be loaded.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
-from wolt_jupyter.serving.app import DEFAULT_MAX_BODY, MAX_BATCH, Runtime
-from wolt_jupyter.serving.http import serve
+from wolt_jupyter.serving.app import MAX_BATCH, Runtime
+from wolt_jupyter.serving.http import Limits, serve
 
 log = logging.getLogger("wolt_jupyter.serving")
 EXIT_BAD_SPEC = 2
@@ -33,8 +34,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--grpc-port", type=int, default=None, help="also serve inference.GRPCInferenceService here"
     )
     p.add_argument("--state-dir", default=None, help="state dir (default: settings().home)")
-    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
-    p.add_argument("--idle-timeout", type=float, default=75.0, help="close connections quiet this long (s)")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="413 above (default 32 MiB)")
+    p.add_argument("--idle-timeout", type=float, default=None, help="close keep-alives quiet this long (s)")
+    p.add_argument("--max-header-count", type=int, default=None, help="431 above (default 100)")
+    p.add_argument("--max-header-bytes", type=int, default=None, help="431 above (default 64 KiB)")
+    p.add_argument("--max-url-bytes", type=int, default=None, help="414 above (default 8 KiB)")
+    p.add_argument("--header-timeout", type=float, default=None, help="408 if headers take longer (s)")
+    p.add_argument("--body-timeout", type=float, default=None, help="408 if the body takes longer (s)")
+    p.add_argument("--max-connections", type=int, default=None, help="503 above (default 1024)")
     p.add_argument("--response-store-url", default=None, help="default: WOLT_RESPONSE_STORE_URL or SQLite")
     p.add_argument("--no-response-log", action="store_true", help="override the spec: log nothing")
     p.add_argument(
@@ -57,10 +64,11 @@ async def _main(args: argparse.Namespace) -> int:
         log.error("cannot read the spec %s: %s", args.spec, exc)
         return EXIT_BAD_SPEC
     state_dir = Path(args.state_dir).expanduser().resolve() if args.state_dir else s.home
+    limits = _limits(spec.limits, args)
     runtime = Runtime(
         spec,
         state_dir,
-        max_body=args.max_body_bytes,
+        max_body=limits.max_body,
         response_store_url=args.response_store_url or s.response_store_url,
         log_responses=False if args.no_response_log else None,
         shadow_queue_size=args.shadow_queue_size,
@@ -68,7 +76,7 @@ async def _main(args: argparse.Namespace) -> int:
     )
     loop = asyncio.get_running_loop()
     runtime.bind_loop(loop)
-    server = await serve(runtime.handle, args.host, args.port, args.max_body_bytes, args.idle_timeout)
+    server = await serve(runtime.handle, args.host, args.port, limits=limits)
     grpc_server = None
     if args.grpc_port is not None:
         from wolt_jupyter.serving.grpc_service import start_server
@@ -92,6 +100,7 @@ async def _main(args: argparse.Namespace) -> int:
     elif loader in done:
         log.info("deployment %s ready", spec.name)
         await stop.wait()
+    runtime.begin_shutdown()  # requests on open connections now get 503 "shutting down" + Retry-After
     server.close()
     if grpc_server is not None:
         stopped = grpc_server.stop(grace=5)
@@ -116,11 +125,42 @@ def _write_shutdown(state_dir: Path, name: str, stats: dict) -> None:
         log.warning("cannot write the shutdown summary: %s", exc)
 
 
+def _limits(from_spec: dict, args: argparse.Namespace) -> Limits:
+    """The spec's limits, each overridden by its flag when given."""
+    flags = {
+        "max_body": args.max_body_bytes,
+        "idle_timeout": args.idle_timeout,
+        "max_header_count": args.max_header_count,
+        "max_header_bytes": args.max_header_bytes,
+        "max_url_bytes": args.max_url_bytes,
+        "header_timeout": args.header_timeout,
+        "body_timeout": args.body_timeout,
+        "max_connections": args.max_connections,
+    }
+    return Limits(**{**dict(from_spec), **{k: v for k, v in flags.items() if v is not None}})
+
+
+def _mask_record(record: logging.LogRecord) -> bool:
+    """A log filter: every line the runtime logs goes through the one masking function (URL passwords)."""
+    from wolt_jupyter.config import mask_url
+
+    message = record.getMessage()
+    masked = mask_url(message)
+    if masked != message:
+        record.msg, record.args = masked, None
+    if record.exc_info and record.exc_info[1] is not None:
+        record.exc_text = mask_url(logging.Formatter().formatException(record.exc_info))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    os.umask(0o077)  # everything the runtime writes (response log, its files) is the user's alone
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_mask_record)
     try:
         if os.environ.get("WOLT_SERVING_UVLOOP", "1") == "0":  # to test the fallback
             raise ImportError("uvloop disabled by WOLT_SERVING_UVLOOP=0")

@@ -1,7 +1,9 @@
-"""The admin token: one bearer token per deployment, kept in the state dir with mode 0600.
+"""The deployment's bearer tokens, kept in the state dir with mode 0600.
 
-The local backend, the CLI and the notebook read the same file to change traffic, promote or roll back a
-running deployment; anybody else on the machine gets 401.
+``admin.token``: the local backend, the CLI and the notebook read it to change traffic, promote or roll back a
+running deployment. ``feedback.token``: a separate, narrower credential that only lets its holder send ground
+truth (``POST /v2/models/{m}/feedback``), so a labelling job need not hold the admin token. Anybody else on
+the machine gets 401.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import secrets
 import time
 from pathlib import Path
 
+from wolt_jupyter.private import private_dir
+
 TOKEN_FILE = "admin.token"
+FEEDBACK_TOKEN_FILE = "feedback.token"
 
 
 def deployment_dir(state_dir: Path, deployment: str) -> Path:
@@ -20,14 +25,14 @@ def deployment_dir(state_dir: Path, deployment: str) -> Path:
     return Path(state_dir) / "deployments" / deployment
 
 
-def token_path(state_dir: Path, deployment: str) -> Path:
-    return deployment_dir(state_dir, deployment) / TOKEN_FILE
+def token_path(state_dir: Path, deployment: str, file: str = TOKEN_FILE) -> Path:
+    return deployment_dir(state_dir, deployment) / file
 
 
-def ensure_token(state_dir: Path, deployment: str) -> str:
-    """Read the deployment's token, creating it (0600, never world-readable even briefly) if absent."""
-    path = token_path(state_dir, deployment)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def ensure_token(state_dir: Path, deployment: str, file: str = TOKEN_FILE) -> str:
+    """Read a token of the deployment, creating it (0600, never world-readable even briefly) if absent."""
+    path = token_path(state_dir, deployment, file)
+    private_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -44,8 +49,8 @@ def ensure_token(state_dir: Path, deployment: str) -> str:
     return token
 
 
-def read_token(state_dir: Path, deployment: str) -> str:
-    return token_path(state_dir, deployment).read_text().strip()
+def read_token(state_dir: Path, deployment: str, file: str = TOKEN_FILE) -> str:
+    return token_path(state_dir, deployment, file).read_text().strip()
 
 
 def authorized(header: str | None, token: str) -> bool:

@@ -18,15 +18,17 @@ import os
 import time
 import zlib
 from collections.abc import Callable
+from math import isfinite
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wolt_jupyter import __version__
-from wolt_jupyter.errors import WoltError
+from wolt_jupyter.config import mask_url
+from wolt_jupyter.errors import InvalidArgument, WoltError
 from wolt_jupyter.serving import ProtocolError
-from wolt_jupyter.serving.admin import authorized, ensure_token
+from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, authorized, ensure_token
 from wolt_jupyter.serving.http import Request, Response, error_response
 from wolt_jupyter.serving.metrics import BATCH_BUCKETS, VALUE_BUCKETS, Counter, Gauge, Histogram, Registry
 from wolt_jupyter.serving.models import BatchMismatch, ModelAdapter, Prepared
@@ -42,6 +44,68 @@ SERVER_VERSION = __version__
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 MAX_BATCH = 64  # requests per live predict
 MAX_ID_LENGTH = 128  # request ids are stored (response log, feedback): longer ones are refused at the edge
+# bodies above this are decoded in a worker thread, so one big upload does not stall every other client
+OFFLOAD_BYTES = 256 * 1024
+RETRY_AFTER_S = "5"  # what a client is told to wait while the runtime shuts down
+OPENAPI_PATH = "/v2/openapi.json"
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """A client-sent string as quoted back in an error: bounded, so an error never echoes a huge input."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def _header_length(value: str) -> int:
+    """``Inference-Header-Content-Length`` as an int; ProtocolError 400 for anything but ASCII digits."""
+    v = value.strip()
+    if not (v.isascii() and v.isdigit() and len(v) <= 18):
+        raise ProtocolError(
+            400, f"Inference-Header-Content-Length must be a non-negative integer, got {_shown(value)!r}"
+        )
+    return int(v)
+
+
+def _client_fault(prepared: Prepared, exc: Exception) -> str | None:
+    """Why a predict that raised is the request's fault: the model rejected NaN or infinite input values
+    (a ValueError on data the wire format allows). The message names the input; None: the model's fault."""
+    if not isinstance(exc, ValueError):
+        return None
+    for t in prepared.tensors:
+        arr = t.array
+        if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+            return f"input {t.name!r} holds NaN or infinite values, which the model rejects: {exc}"
+    return None
+
+
+def _feedback_problem(item: Any) -> str | None:
+    """What is wrong with one feedback item (checked before anything is written), or None."""
+    if not isinstance(item, dict):
+        return "must be an object with a string 'id' and a 'ground_truth'"
+    rid = item.get("id")
+    if not isinstance(rid, str) or not rid or len(rid) > 255:
+        return "needs a string 'id' of 1-255 characters (the request id the runtime answered)"
+    if "ground_truth" not in item:
+        return "needs a 'ground_truth' (any JSON value)"
+    at = item.get("time")
+    if at is not None and (
+        isinstance(at, bool)
+        or not isinstance(at, (int, float))
+        or (isinstance(at, int) and abs(at) >= 2**53)
+        or (isinstance(at, float) and not isfinite(at))
+    ):
+        return f"'time' must be epoch seconds (a number), got {_shown(repr(at))}"
+    return None
+
+
+def shutting_down_response() -> Response:
+    """503 with Retry-After: the runtime is stopping (another replica, or the restarted one, will answer)."""
+    return Response(
+        503,
+        json.dumps(
+            {"error": "the runtime is shutting down; retry on another replica or after restart"}
+        ).encode(),
+        headers=(("retry-after", RETRY_AFTER_S),),
+    )
 
 
 def _json(status: int, doc: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -124,10 +188,16 @@ class Runtime:
         self.router = Router(spec)
         self.models: dict[str, ModelAdapter] = {}
         self.ready = False
+        self.stopping = False  # set by begin_shutdown(): requests then get 503 "shutting down"
         self.load_error: str | None = None
         self.max_body = max_body
         self.max_batch = max_batch
+        from wolt_jupyter.private import private_dir
+
+        private_dir(self.state_dir)
         self.token = ensure_token(self.state_dir, self.name)
+        # feedback has its own credential: a labelling job gets this one, never the admin token
+        self.feedback_token = ensure_token(self.state_dir, self.name, FEEDBACK_TOKEN_FILE)
         self.shadow_workers: dict[str, ShadowWorker] = {}
         self.writer: Any = None
         self._log_responses = spec.logging.responses if log_responses is None else log_responses
@@ -274,11 +344,16 @@ class Runtime:
             self.shadow_workers[variant] = worker
         return worker
 
+    def begin_shutdown(self) -> None:
+        """From now on new requests get 503 "shutting down" with Retry-After (not "still loading")."""
+        self.stopping = True
+
     def close(self, timeout: float = 30.0, shadow_timeout: float | None = None) -> dict[str, int]:
         """Finish queued shadow work, then flush the response log (both bounded by ``timeout``).
 
         Shadow copies still queued when the bound runs out are discarded, counted and said (a log line and
         the returned ``shadow_discarded``), never dropped silently."""
+        self.stopping = True
         self.ready = False
         deadline = time.monotonic() + timeout
         shadow_deadline = time.monotonic() + (
@@ -429,6 +504,8 @@ class Runtime:
     def handle(self, request: Request, respond: Callable[[Response], None]) -> None:
         path = request.path
         method = request.method
+        if self.stopping and not path.startswith(("/v2/health/live", "/metrics")):
+            return respond(shutting_down_response())
         if path.startswith("/v2/models/"):
             parts = path[len("/v2/models/") :].split("/")
             model = parts[0]
@@ -446,14 +523,15 @@ class Runtime:
                     return respond(error_response(405, "use POST for feedback"))
                 return self._feedback(request, respond, model)
             if method != "GET":
-                return respond(error_response(405, f"use GET for {path}"))
+                return respond(error_response(405, f"use GET for {_shown(path)}"))
             if action == "":
                 return respond(self._model_metadata(model, version))
             if action == "ready":
                 return respond(self._model_ready(model, version))
             return respond(
                 error_response(
-                    404, f"no route {path}; expected /v2/models/{{m}}[/versions/{{v}}][/infer|/ready]"
+                    404,
+                    f"no route {_shown(path)}; expected /v2/models/{{m}}[/versions/{{v}}][/infer|/ready]",
                 )
             )
         if method == "GET":
@@ -479,6 +557,10 @@ class Runtime:
                 return respond(
                     Response(200, self.registry.render(), "text/plain; version=0.0.4; charset=utf-8")
                 )
+            if path == OPENAPI_PATH:
+                from wolt_jupyter.serving.openapi import openapi_json
+
+                return respond(Response(200, openapi_json()))
         if path.startswith("/admin/"):
             if path == "/admin/flush" and method == "POST" and self._loop is not None:
                 return self._admin_flush(request, respond)
@@ -486,19 +568,22 @@ class Runtime:
                 return self._admin_stage(request, respond)
             return respond(self._admin(request))
         return respond(
-            error_response(404, f"no route {method} {path}; see /v2 and the V2 inference protocol")
+            error_response(
+                404,
+                f"no route {method} {_shown(path)}; see /v2, {OPENAPI_PATH} and the V2 inference protocol",
+            )
         )
 
     # -- model lookups -------------------------------------------------------------------------------------
     def _resolve(self, model: str, version: str | None, table: RoutingTable) -> str | None:
         """The explicitly named variant (or None); ProtocolError 404 for an unknown model or variant."""
         if model != self.name:
-            raise ProtocolError(404, f"unknown model {model!r}; this runtime serves {self.name!r}")
+            raise ProtocolError(404, f"unknown model {_shown(model)!r}; this runtime serves {self.name!r}")
         if version is None:
             return None
         if version not in table.names():
             names = ", ".join(sorted(table.names()))
-            raise ProtocolError(404, f"model {model!r} has no variant {version!r}; variants: {names}")
+            raise ProtocolError(404, f"model {model!r} has no variant {_shown(version)!r}; variants: {names}")
         return version
 
     def _model_metadata(self, model: str, version: str | None) -> Response:
@@ -546,30 +631,56 @@ class Runtime:
             explicit = self._resolve(model, version, table)
             if not self.ready:
                 raise ProtocolError(503, "models are still loading; poll /v2/health/ready")
-            hl = request.headers.get("inference-header-content-length")
-            header_len = None
-            if hl is not None:
-                if not hl.strip().isdigit():
-                    raise ProtocolError(
-                        400, f"Inference-Header-Content-Length must be an integer, got {hl!r}"
-                    )
-                header_len = int(hl)
-            body = request.body
-            encoding = request.headers.get("content-encoding", "identity").strip().lower()
-            if encoding not in ("identity", ""):
-                body = self._decompress(body, encoding)
-            req = parse_request(body, header_len)
-            _check_id(req)
-            variant = explicit or table.choose(
-                self._route_key(table, req, request.headers.get(ROUTE_KEY_HEADER))
-            )
-            adapter = self.models[variant]
-            prepared = adapter.prepare(req.inputs)
         except ProtocolError as exc:
             respond(error_response(exc.status, exc.message))
             self._rejected(model, version, exc.status, t0)
             return
-        self._enqueue(_Job(req, prepared, respond, t0, variant, table, adapter))
+        args = (request, table, explicit)
+        if len(request.body) <= OFFLOAD_BYTES or self._loop is None:
+            return self._decoded(args, self._decode_or_error(*args), respond, model, version, t0)
+        # a big body: decode it in a worker thread; the loop keeps answering everyone else meanwhile
+        future = self._loop.run_in_executor(None, self._decode_or_error, *args)
+        future.add_done_callback(lambda f: self._decoded(args, f.result(), respond, model, version, t0))
+        return None
+
+    def _decode(self, request: Request, table: RoutingTable, explicit: str | None) -> Any:
+        """Body -> (request, variant, prepared input); ProtocolError for whatever the client got wrong."""
+        hl = request.headers.get("inference-header-content-length")
+        header_len = None if hl is None else _header_length(hl)
+        body = request.body
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):
+            body = self._decompress(body, encoding)
+        req = parse_request(body, header_len)
+        _check_id(req)
+        variant = explicit or table.choose(self._route_key(table, req, request.headers.get(ROUTE_KEY_HEADER)))
+        adapter = self.models[variant]
+        return req, variant, adapter, adapter.prepare(req.inputs)
+
+    def _decode_or_error(self, *args: Any) -> Any:
+        try:
+            return self._decode(*args)
+        except ProtocolError as exc:
+            return exc
+        except Exception as exc:  # a worker thread must hand back an answer, never lose the request
+            log.exception("decoding a request failed")
+            return ProtocolError(500, f"internal error decoding the request: {type(exc).__name__}")
+
+    def _decoded(
+        self,
+        args: tuple,
+        decoded: Any,
+        respond: Callable[[Response], None],
+        model: str,
+        version: str | None,
+        t0: float,
+    ) -> None:
+        if isinstance(decoded, ProtocolError):
+            respond(error_response(decoded.status, decoded.message))
+            self._rejected(model, version, decoded.status, t0)
+            return
+        req, variant, adapter, prepared = decoded
+        self._enqueue(_Job(req, prepared, respond, t0, variant, args[1], adapter))
 
     def submit(
         self,
@@ -587,6 +698,8 @@ class Runtime:
         table = self.router.table
         try:
             explicit = self._resolve(model, version, table)
+            if self.stopping:
+                raise ProtocolError(503, "the runtime is shutting down; retry on another replica or later")
             if not self.ready:
                 raise ProtocolError(503, "models are still loading; poll ServerReady")
             _check_id(req)
@@ -658,36 +771,49 @@ class Runtime:
 
     def _run(self, adapter: ModelAdapter, group: list[_Job]) -> None:
         self.m_batch.observe((self.name, adapter.variant), len(group))
-        results: list[tuple[list | None, str | None]] | None = None
+        # per job: (outputs, error, rejected) — rejected: the request's fault (a 400), not the model's
+        results: list[tuple[list | None, str | None, bool]] | None = None
         if len(group) > 1:
             try:
-                results = [(outputs, None) for outputs in adapter.predict_batch([j.prepared for j in group])]
+                results = [(out, None, False) for out in adapter.predict_batch([j.prepared for j in group])]
             except Exception:  # mismatch or a failing row: answer each request on its own
                 results = None
         if results is None:
             results = []
             for job in group:
                 try:
-                    results.append((adapter.predict_prepared(job.prepared), None))
+                    results.append((adapter.predict_prepared(job.prepared), None, False))
                 except BatchMismatch:
-                    results.append((None, "model output does not match the input rows"))
+                    results.append((None, "model output does not match the input rows", False))
                 except Exception as exc:
-                    results.append((None, f"{type(exc).__name__}: {exc}"))
-        answers = [
-            self._answer(adapter, job, outputs, err)
-            for job, (outputs, err) in zip(group, results, strict=False)
-        ]
+                    fault = _client_fault(job.prepared, exc)
+                    if fault is not None:  # e.g. NaN the model refuses: a 400, like a decode error
+                        results.append((None, fault, True))
+                    else:
+                        results.append((None, f"{type(exc).__name__}: {exc}", False))
+        served = [(job, res) for job, res in zip(group, results, strict=False) if not res[2]]
+        answers = [self._answer(adapter, job, outputs, err) for job, (outputs, err, _) in served]
         # acknowledged means durable: the micro-batch's log records reach the spool (one write) before any
         # of its responses is sent
-        if self.writer is not None:
-            self._log_live(adapter, group, answers)
-        for job, (status, reply, outputs, err) in zip(group, answers, strict=False):
+        if self.writer is not None and served:
+            self._log_live(adapter, [job for job, _ in served], answers)
+        for job, (_outputs, err, rejected) in zip(group, results, strict=False):
+            if rejected:
+                self._reject_job(job, err or "the model rejected the input")
+        for (job, _), (status, reply, outputs, err) in zip(served, answers, strict=False):
             job.respond(reply)
             # -- after the response: metrics and shadows (neither can delay or fail the answer) ------------
             try:
                 self._after(adapter, job, outputs, err, status)
             except Exception:
                 log.exception("after-response work failed for request %s", job.req.id)
+
+    def _reject_job(self, job: _Job, message: str) -> None:
+        if job.raw:
+            job.respond(InferResult(400, None, message, job.variant, None))
+        else:
+            job.respond(error_response(400, message))
+        self._rejected(self.name, job.variant, 400, job.t0)
 
     def _answer(
         self, adapter: ModelAdapter, job: _Job, outputs: list | None, err: str | None
@@ -845,15 +971,19 @@ class Runtime:
                 log.exception("response log submit failed")
 
     # -- admin ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _unauthorized(what: str, token_file: str) -> Response:
+        return Response(
+            401,
+            json.dumps(
+                {"error": f"{what} needs 'Authorization: Bearer <token>' (the deployment's {token_file})"}
+            ).encode(),
+            headers=(("www-authenticate", "Bearer"),),
+        )
+
     def _admin(self, request: Request) -> Response:
         if not authorized(request.headers.get("authorization"), self.token):
-            return Response(
-                401,
-                json.dumps(
-                    {"error": "admin needs 'Authorization: Bearer <token>' (the deployment's admin.token)"}
-                ).encode(),
-                headers=(("www-authenticate", "Bearer"),),
-            )
+            return self._unauthorized("admin", "admin.token")
         action = request.path[len("/admin/") :]
         if request.method == "GET" and action == "routing":
             return _json(200, self._routing_doc())
@@ -893,11 +1023,18 @@ class Runtime:
     def _feedback(self, request: Request, respond: Callable[[Response], None], model: str) -> None:
         """``POST /v2/models/{m}/feedback``: ground truth for earlier requests, stored beside the response log.
 
-        Body: ``{"feedback": [{"id": REQUEST_ID, "ground_truth": VALUE}, ...]}`` (or one such object). The
-        write happens off the event loop; the answer says how many were stored.
+        Body: ``{"feedback": [{"id": REQUEST_ID, "ground_truth": VALUE, "time": EPOCH_S?}, ...]}`` (or one
+        such object). Ground truth is trusted by comparisons and the update service, so the write needs the
+        feedback token (``Authorization: Bearer``; the deployment's ``feedback.token``, or the admin token).
+        The write happens off the event loop; the answer says how many were stored.
         """
         if model != self.name:
-            return respond(error_response(404, f"no model {model!r}; this runtime serves {self.name!r}"))
+            return respond(
+                error_response(404, f"no model {_shown(model)!r}; this runtime serves {self.name!r}")
+            )
+        header = request.headers.get("authorization")
+        if not (authorized(header, self.feedback_token) or authorized(header, self.token)):
+            return respond(self._unauthorized("feedback", FEEDBACK_TOKEN_FILE))
         try:
             body = json.loads(request.body or b"")
         except ValueError:
@@ -912,14 +1049,9 @@ class Runtime:
                 error_response(400, 'expected {"feedback": [{"id": ..., "ground_truth": ...}, ...]}')
             )
         for i, item in enumerate(items):
-            if (
-                not isinstance(item, dict)
-                or not isinstance(item.get("id"), str)
-                or "ground_truth" not in item
-            ):
-                return respond(
-                    error_response(400, f"feedback item {i} needs a string 'id' and a 'ground_truth'")
-                )
+            problem = _feedback_problem(item)
+            if problem:
+                return respond(error_response(400, f"feedback item {i}: {problem}"))
         from wolt_jupyter.responses import add_feedback, default_store_url
 
         url = self._store_url or default_store_url(self.name, self.state_dir)
@@ -928,8 +1060,11 @@ class Runtime:
         future = self._loop.run_in_executor(None, add_feedback, url, items)
 
         def done(f: Any) -> None:
-            if f.cancelled() or f.exception() is not None:
-                respond(error_response(503, f"feedback not stored: {f.exception()}"))
+            exc = None if f.cancelled() else f.exception()
+            if f.cancelled() or exc is not None:
+                status = 400 if isinstance(exc, InvalidArgument) else 503
+                first = str(exc).splitlines()[0] if exc is not None and str(exc) else type(exc).__name__
+                respond(error_response(status, f"feedback not stored: {mask_url(first)}"))
             else:
                 respond(_json(200, {"stored": f.result()}))
 

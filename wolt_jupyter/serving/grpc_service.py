@@ -28,6 +28,7 @@ from wolt_jupyter.serving.tensors import (
     InferRequest,
     Tensor,
     check_shape,
+    checked_cast,
     datatype_of,
     from_binary,
     to_binary,
@@ -201,7 +202,16 @@ def _build() -> dict[str, Any]:
 
 
 MESSAGES = _build()
-_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    408: "DEADLINE_EXCEEDED",
+    409: "FAILED_PRECONDITION",
+    413: "RESOURCE_EXHAUSTED",
+    503: "UNAVAILABLE",
+}
 
 
 def _param_value(p: Any) -> Any:
@@ -250,8 +260,9 @@ def decode(request: Any) -> InferRequest:
             if datatype == "BYTES":
                 arr = np.empty(len(values), dtype=object)
                 arr[:] = [_text(v) for v in values]
-            else:
-                arr = np.asarray(values, dtype=DTYPES[datatype])
+            else:  # decoded wide, then checked: an INT8 of 300 is a 400 naming the input, not an overflow
+                wide = np.asarray(values, dtype=np.float64 if datatype.startswith("FP") else None)
+                arr = checked_cast(name, datatype, wide)
             if arr.size != prod(shape):
                 raise ProtocolError(
                     400, f"input {name!r}: shape {list(shape)} needs {prod(shape)} elements, got {arr.size}"
@@ -315,17 +326,19 @@ class Servicer:
             self._abort(context, box[0].status, doc.get("error", "error"))
         return doc
 
+    def _model_path(self, request: Any, context: Any) -> str:
+        """``/v2/models/{name}[/versions/{version}]``; NOT_FOUND for names no model can have (a "/")."""
+        for value in (request.name, request.version):
+            if "/" in value or "?" in value:
+                self._abort(context, 404, f"no model {value[:120]!r}: names hold no '/' or '?'")
+        return f"/v2/models/{request.name}" + (f"/versions/{request.version}" if request.version else "")
+
     def ModelReady(self, request: Any, context: Any) -> Any:
-        path = (
-            f"/v2/models/{request.name}"
-            + (f"/versions/{request.version}" if request.version else "")
-            + "/ready"
-        )
+        path = self._model_path(request, context) + "/ready"
         return MESSAGES["ModelReadyResponse"](ready=bool(self._http_json(path, context).get("ready")))
 
     def ModelMetadata(self, request: Any, context: Any) -> Any:
-        path = f"/v2/models/{request.name}" + (f"/versions/{request.version}" if request.version else "")
-        doc = self._http_json(path, context)
+        doc = self._http_json(self._model_path(request, context), context)
         tm = MESSAGES["ModelMetadataResponse.TensorMetadata"]
         return MESSAGES["ModelMetadataResponse"](
             name=doc["name"],
@@ -352,7 +365,10 @@ class Servicer:
             meta.get("x-wolt-route-key"),
             future.set_result,
         )
-        result = future.result(self.timeout)
+        try:
+            result = future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            self._abort(context, 408, f"no answer within {self.timeout:g} s")
         if result.status != 200:
             self._abort(context, result.status, result.error or "inference failed")
         outputs = result.outputs

@@ -147,18 +147,32 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
                 f"input {name!r}: {datatype} tensor holds {what.get(arr.dtype.kind, arr.dtype.name)}; "
                 f"expected {'true/false' if datatype == 'BOOL' else 'numbers'}"
             )
-        dtype = DTYPES[datatype]
-        if arr.size and dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            if arr.min() < info.min or arr.max() > info.max:
-                raise _bad(f"input {name!r}: values out of range for {datatype} ({info.min}..{info.max})")
-        arr = arr.astype(dtype, copy=False)
+        arr = checked_cast(name, datatype, arr)
     if arr.size != want:
         raise _bad(
             f"input {name!r}: shape {list(shape)} needs {want} elements but 'data' has {arr.size} "
             f"(data shape {list(arr.shape)})"
         )
     return arr.reshape(shape)
+
+
+def checked_cast(name: str, datatype: str, arr: np.ndarray) -> np.ndarray:
+    """``arr`` (numbers as decoded) as ``datatype``; 400 naming the input when a value does not fit it:
+    an integer out of range, or a finite number that would become infinite (FP16 ``70000``, FP32 ``1e300``)."""
+    dtype = DTYPES[datatype]
+    if arr.size and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise _bad(f"input {name!r}: values out of range for {datatype} ({info.min}..{info.max})")
+    if arr.size and dtype.kind == "f" and arr.dtype.kind in "iuf":
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = arr.astype(dtype, copy=False)
+        overflow = np.isfinite(arr) & ~np.isfinite(cast) if arr.dtype.kind == "f" else ~np.isfinite(cast)
+        if overflow.any():
+            limit = float(np.finfo(dtype).max)
+            raise _bad(f"input {name!r}: values out of range for {datatype} (magnitude above {limit:.4g})")
+        return cast
+    return arr.astype(dtype, copy=False)
 
 
 def from_binary(name: str, datatype: str, shape: tuple[int, ...], chunk: bytes) -> np.ndarray:
