@@ -94,6 +94,16 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Where jupyter_server finds the REST API of the lab extension (``wolt_jupyter.server``)."""
+    return [{"module": "wolt_jupyter.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The built JupyterLab extension shipped inside the package (``labextension/`` builds it there)."""
+    return [{"src": "labextension", "dest": "wolt-jupyter"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext wolt_jupyter``: register the ``%wolt_*`` magics (imports only IPython)."""
     from wolt_jupyter.magics import WoltMagics

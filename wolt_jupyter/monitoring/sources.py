@@ -27,6 +27,7 @@ __all__ = [
     "ResponseLogSource",
     "SourceError",
     "label_value",
+    "require_deployment",
     "source_for",
 ]
 
@@ -41,3 +42,22 @@ def source_for(settings: Settings | None = None) -> MetricSource:
     if settings.prometheus_url:
         return PrometheusSource(settings.prometheus_url)
     return ResponseLogSource(settings.response_store_url)
+
+
+def require_deployment(name: str, settings: Settings | None = None) -> bool:
+    """True while ``name`` is deployed, False when it was deployed here once and removed (its log stays
+    readable); :class:`NotFound` when it never existed, so a typo is an error, not an empty panel."""
+    from wolt_jupyter.errors import NotFound
+    from wolt_jupyter.revisions import RevisionStore
+
+    if settings is None:
+        from wolt_jupyter.config import settings as read_settings
+
+        settings = read_settings()
+    store = RevisionStore(settings.home)
+    if store.exists(name):
+        return True
+    if (store.dir(name) / "removed").is_dir():
+        return False
+    known = ", ".join(store.names()) or "none"
+    raise NotFound(f"no deployment named {name!r}; deployments: {known}")
