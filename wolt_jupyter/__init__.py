@@ -34,7 +34,7 @@ _LAZY = {
     "predict": "wolt_jupyter.deployments",
     "compare": "wolt_jupyter.monitoring.reports",
     "drift": "wolt_jupyter.monitoring.reports",
-    "monitor": "wolt_jupyter.monitoring.panel",
+    "monitor": "wolt_jupyter.widgets.monitor",
 }
 # public name -> the name it has in its module, where the two differ
 _RENAMED = {"get_deployment": "get", "list_deployments": "deployments"}
@@ -72,11 +72,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from wolt_jupyter.deployments import deploy, predict, promote, rollback, traffic, undeploy
     from wolt_jupyter.deployments import deployments as list_deployments
     from wolt_jupyter.deployments import get as get_deployment
-    from wolt_jupyter.monitoring.panel import monitor
     from wolt_jupyter.monitoring.reports import compare, drift
     from wolt_jupyter.registry import ModelVersionCard, models, register
     from wolt_jupyter.spec import DeploymentSpec, Variant
     from wolt_jupyter.tracking import RunCard, experiment, last_run, log
+    from wolt_jupyter.widgets.monitor import monitor
 
 
 def __getattr__(name: str) -> Any:

@@ -236,17 +236,17 @@ class RollbackHandler(WoltHandler):
 
 # -- monitoring ------------------------------------------------------------------------------------------------
 def _snapshot(name: str, since: str, step: str) -> dict[str, Any]:
-    from wolt_jupyter.monitoring.panel import parse_duration
-    from wolt_jupyter.monitoring.sources import require_deployment, source_for
+    from wolt_jupyter.monitoring.sources import deployment_state, parse_duration, require_known, source_for
 
     window, resolution = parse_duration(since, "since"), parse_duration(step, "step")
-    require_deployment(name)
+    state = deployment_state(name)
     source = source_for()
     try:
         until = time.time()
         data = source.snapshot(name, since=until - window, until=until, step=max(resolution, window / 720))
     finally:
         source.close()
+    require_known(name, state, data)
     return serialize.monitor_data(data)
 
 
