@@ -37,7 +37,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     for (const command of [CommandIDs.openSidebar, CommandIDs.deploy, CommandIDs.refresh, CommandIDs.openDeployment, CommandIDs.insertSnippet]) {
       palette?.addItem({ command, category: 'wolt-jupyter' });
     }
-    launcher?.add({ command: CommandIDs.deploy, category: 'Other', rank: 10 });
+    launcher?.add({ command: CommandIDs.deploy, category: 'Other', rank: 10, args: { isLauncher: true } });
 
     if (settingRegistry) {
       void settingRegistry.load(PLUGIN_ID).then(settings => {
