@@ -14,16 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from helpers import ISOLATED_ENV, free_port, wait_http
+from helpers import ISOLATED_ENV, free_port, register_eta_models, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / "wolt_jupyter" / "labextension"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FEATURES = ["f0", "f1", "f2"]
 
 
 @dataclass
@@ -72,7 +69,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         for name in ISOLATED_ENV:
             mp.delenv(name, raising=False)
         mp.setenv("WOLT_JUPYTER_HOME", str(home))
-        _register_models()
+        register_eta_models()
         token = secrets.token_hex(16)
         port = free_port()
         env = {
@@ -111,19 +108,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
-
-
-def _register_models() -> None:
-    from sklearn.linear_model import LinearRegression
-
-    import wolt_jupyter
-
-    X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=FEATURES)
-    for scale in (1.0, 100.0):
-        wolt_jupyter.register(
-            LinearRegression().fit(X, X.sum(axis=1) * scale), name="eta", input_example=X.head(3)
-        )
-    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
 
 
 @pytest.fixture(scope="module")

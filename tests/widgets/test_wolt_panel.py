@@ -6,25 +6,15 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-FEATURES = ["f0", "f1", "f2"]
+from helpers import FEATURES, register_eta_models
 
 
 @pytest.fixture
 def registered(wolt_home: Path) -> None:
-    from sklearn.linear_model import LinearRegression
-
-    import wolt_jupyter
-
-    X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=FEATURES)
-    for scale in (1.0, 100.0):
-        wolt_jupyter.register(
-            LinearRegression().fit(X, X.sum(axis=1) * scale), name="eta", input_example=X.head(3)
-        )
-    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
+    register_eta_models()
 
 
 def test_panel_deploys_changes_traffic_and_undeploys(shell, registered) -> None:

@@ -7,7 +7,9 @@ const W = 320;
 const H = 140;
 const PAD = { left: 44, right: 8, top: 8, bottom: 20 };
 
-export function colorIndex(names: string[], name: string): number {
+/** A variant keeps its colour in every chart; a shadow-agreement column takes its live variant's colour. */
+export function colorIndex(names: string[], column: string): number {
+  const name = column.includes(' vs ') ? column.split(' vs ')[1] : column;
   return Math.max(0, names.indexOf(name)) % 6;
 }
 
@@ -57,7 +59,7 @@ export function LineChart(props: {
               .filter(([, v]) => v !== null)
               .map(([t, v]) => `${x(t).toFixed(1)},${y(v as number).toFixed(1)}`)
               .join(' ');
-            return <polyline key={c} points={points} className={`wolt-line wolt-stroke-${colorIndex(names, c.split(' vs ')[0])}`} data-series={c} />;
+            return <polyline key={c} points={points} className={`wolt-line wolt-stroke-${colorIndex(names, c)}`} data-series={c} />;
           })}
         {!hasData && (
           <text x={W / 2} y={H / 2} className="wolt-nodata" textAnchor="middle">
@@ -68,7 +70,7 @@ export function LineChart(props: {
       <div className="wolt-chart-legend">
         {columns.map(c => (
           <span key={c}>
-            <span className={`wolt-swatch wolt-color-${colorIndex(names, c.split(' vs ')[0])}`} />
+            <span className={`wolt-swatch wolt-color-${colorIndex(names, c)}`} />
             {c}
           </span>
         ))}
