@@ -46,6 +46,7 @@ export interface IDeployment {
   namespace?: string | null;
   message?: string | null;
   manifests?: object[] | null;
+  manifests_yaml?: string;
   diff?: string | null;
   restarts?: number | null;
 }

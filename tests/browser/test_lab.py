@@ -68,6 +68,11 @@ def test_deploy_dialog_deploys_an_ab_and_shadow_split_that_routes(page, lab, scr
         "%wolt_deploy abtest --model models:/eta@champion --ab challenger:models:/eta/2=30 "
         "--shadow shadow:models:/eta/2"
     )
+    dialog.locator(".wolt-preview-button").click()  # a dry run: what would run, nothing changes
+    dialog.locator(".wolt-preview", has_text="abtest").wait_for(timeout=60_000)
+    assert "error" not in dialog.locator(".wolt-preview").inner_text()[:10]
+    assert "abtest" not in deployments._store().names()
+    dialog.locator(".wolt-preview").scroll_into_view_if_needed()
     page.screenshot(path=screenshots / "deploy-dialog.png")
     page.locator(".jp-Dialog .jp-mod-accept").click()
     sidebar.locator('.wolt-deployment[data-deployment="abtest"] .wolt-status-ready').wait_for(timeout=120_000)

@@ -100,6 +100,7 @@ async def test_deploy_change_monitor_and_remove_a_live_deployment(jp_fetch, regi
             jp_fetch, "deployments", method="POST", body={"name": "eta", "spec": spec, "dry_run": True}
         )
         assert (code, dry["status"]) == (200, "dry-run")
+        assert "challenger" in dry["manifests_yaml"] and dry["manifests"]
         assert not deployments.deployments()["name"].tolist()  # a dry run changes nothing
 
         code, made = await call(jp_fetch, "deployments", method="POST", body={"name": "eta", "spec": spec})

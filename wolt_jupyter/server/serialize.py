@@ -49,8 +49,12 @@ def models(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def deployment(d: Deployment) -> dict[str, Any]:
-    """Every field of the core's ``Deployment`` (new fields, such as restarts, appear without a change here)."""
-    return asdict(d)
+    """Every field of the core's ``Deployment`` (new fields, such as restarts, appear without a change here);
+    a dry run also as the YAML a reviewer reads."""
+    out = asdict(d)
+    if d.manifests is not None:
+        out["manifests_yaml"] = d.manifests_yaml
+    return out
 
 
 def _series(df: pd.DataFrame) -> dict[str, Any]:

@@ -148,7 +148,7 @@ export class DeployDialogBody extends ReactWidget {
         setPreview('rendering…');
         try {
           const result = await this.model.deploy(requestOf(state, true));
-          const manifests = JSON.stringify(result.manifests ?? [], null, 2);
+          const manifests = result.manifests_yaml ?? JSON.stringify(result.manifests ?? [], null, 2);
           setPreview(result.diff ? `${result.diff}\n---\n${manifests}` : manifests);
         } catch (error: any) {
           setPreview(`error: ${error.message}`);
