@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml
 	SKIP_JUPYTER_BUILDER=1 $(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The JupyterLab extension (TypeScript, built with @jupyter/builder through jlpm), linked into the venv.
+# The JupyterLab extension (TypeScript, built with @jupyter/builder through jlpm), linked into the venv as
+# `jupyter labextension develop` would (the editable install skipped building it).
 labextension: $(LABEXT)
 $(LABEXT): $(STAMP) $(LABEXT_SOURCES)
 	bash scripts/install-system-deps.sh build
 	cd labextension && PATH="$(abspath $(BIN)):$$PATH" jlpm install --immutable && PATH="$(abspath $(BIN)):$$PATH" jlpm build:prod
-	$(BIN)/jupyter labextension develop --overwrite .
+	mkdir -p $(VENV)/share/jupyter/labextensions
+	ln -sfn $(abspath wolt_jupyter/labextension) $(VENV)/share/jupyter/labextensions/wolt-jupyter
 	touch $@
 
 # The quickstart on the embedded defaults: trains, logs, registers with alias `champion`, prints the cards.
