@@ -23,7 +23,8 @@ $(LABEXT): $(STAMP) $(LABEXT_SOURCES)
 	bash scripts/install-system-deps.sh build
 	cd labextension && PATH="$(abspath $(BIN)):$$PATH" jlpm install --immutable && PATH="$(abspath $(BIN)):$$PATH" jlpm build:prod
 	mkdir -p $(VENV)/share/jupyter/labextensions
-	ln -sfn $(abspath wolt_jupyter/labextension) $(VENV)/share/jupyter/labextensions/wolt-jupyter
+	rm -rf $(VENV)/share/jupyter/labextensions/wolt-jupyter
+	ln -s $(abspath wolt_jupyter/labextension) $(VENV)/share/jupyter/labextensions/wolt-jupyter
 	touch $@
 
 # The quickstart on the embedded defaults: trains, logs, registers with alias `champion`, prints the cards.
