@@ -4,20 +4,36 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint system-deps bench clean
+LABEXT := wolt_jupyter/labextension/package.json
+LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/src/*/*.tsx labextension/style/* labextension/schema/*) labextension/package.json labextension/yarn.lock
 
+.PHONY: demo test lint system-deps labextension bench clean
+
+# SKIP_JUPYTER_BUILDER: the demo needs no front end, so no Node build here; `make labextension` builds it.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	SKIP_JUPYTER_BUILDER=1 $(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The JupyterLab extension (TypeScript, built with @jupyter/builder through jlpm), linked into the venv as
+# `jupyter labextension develop` would (the editable install skipped building it).
+labextension: $(LABEXT)
+$(LABEXT): $(STAMP) $(LABEXT_SOURCES)
+	bash scripts/install-system-deps.sh build
+	cd labextension && PATH="$(abspath $(BIN)):$$PATH" jlpm install --immutable && PATH="$(abspath $(BIN)):$$PATH" jlpm build:prod
+	mkdir -p $(VENV)/share/jupyter/labextensions
+	rm -rf $(VENV)/share/jupyter/labextensions/wolt-jupyter
+	ln -s $(abspath wolt_jupyter/labextension) $(VENV)/share/jupyter/labextensions/wolt-jupyter
 	touch $@
 
 # The quickstart on the embedded defaults: trains, logs, registers with alias `champion`, prints the cards.
 demo: $(STAMP)
 	$(BIN)/python notebooks/run.py notebooks/01-quickstart.ipynb
 
-# System packages the tests' real servers need (PostgreSQL, Prometheus), then lint and the whole suite.
-test: $(STAMP) system-deps
+# System packages the tests' real servers and browser need (PostgreSQL, Prometheus, Chromium, Node), the
+# lab extension, then lint and the whole suite (browser tests included).
+test: $(STAMP) system-deps $(LABEXT)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -32,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/import_time.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache labextension/node_modules labextension/lib wolt_jupyter/labextension

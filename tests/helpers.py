@@ -63,3 +63,24 @@ def shown(capsys: pytest.CaptureFixture[str]) -> str:
     """What a notebook user saw: IPython prints usage errors to stderr and tracebacks to stdout."""
     captured = capsys.readouterr()
     return captured.out + captured.err
+
+
+FEATURES = ["f0", "f1", "f2"]
+
+
+def register_eta_models() -> dict[str, str]:
+    """Two registered regression models named ``eta`` that answer differently (v2 = 100 × v1), ``champion``
+    on version 1, in whatever store the environment points at."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    import wolt_jupyter
+
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=FEATURES)
+    for scale in (1.0, 100.0):
+        wolt_jupyter.register(
+            LinearRegression().fit(X, X.sum(axis=1) * scale), name="eta", input_example=X.head(3)
+        )
+    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
+    return {"champion": "models:/eta@champion", "v1": "models:/eta/1", "v2": "models:/eta/2"}

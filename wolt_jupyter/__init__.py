@@ -34,7 +34,7 @@ _LAZY = {
     "predict": "wolt_jupyter.deployments",
     "compare": "wolt_jupyter.monitoring.reports",
     "drift": "wolt_jupyter.monitoring.reports",
-    "monitor": "wolt_jupyter.monitoring.panel",
+    "monitor": "wolt_jupyter.widgets.monitor",
     "updates": "wolt_jupyter.updater.history",
     "autoupdate": "wolt_jupyter.updater.run",
 }
@@ -76,12 +76,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from wolt_jupyter.deployments import deploy, predict, promote, rollback, traffic, undeploy
     from wolt_jupyter.deployments import deployments as list_deployments
     from wolt_jupyter.deployments import get as get_deployment
-    from wolt_jupyter.monitoring.panel import monitor
     from wolt_jupyter.monitoring.reports import compare, drift
     from wolt_jupyter.registry import ModelVersionCard, models, register
     from wolt_jupyter.spec import DeploymentSpec, Variant
     from wolt_jupyter.tracking import RunCard, experiment, last_run, log
     from wolt_jupyter.updater.history import updates
+    from wolt_jupyter.widgets.monitor import monitor
 
 
 def __getattr__(name: str) -> Any:
@@ -97,6 +97,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Where jupyter_server finds the REST API of the lab extension (``wolt_jupyter.server``)."""
+    return [{"module": "wolt_jupyter.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The built JupyterLab extension shipped inside the package (``labextension/`` builds it there)."""
+    return [{"src": "labextension", "dest": "wolt-jupyter"}]
 
 
 def load_ipython_extension(ipython: Any) -> None:

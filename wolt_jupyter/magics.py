@@ -437,9 +437,21 @@ class WoltMagics(Magics):
         args = parse_argstring(self.wolt_monitor, line)
         if args.refresh < 0:
             raise UsageError("--refresh is seconds between refreshes (0 renders once), not negative")
-        from wolt_jupyter.monitoring.panel import monitor
+        from wolt_jupyter.widgets.monitor import monitor
 
         return monitor(args.name, since=args.since, step=args.step, refresh=args.refresh or None)
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None, help="show only models and deployments whose name contains it")
+    @line_magic
+    @_usage_errors
+    def wolt_panel(self, line: str) -> Any:
+        """Registry, deployments and a deploy form as one widget panel (for front ends without the lab
+        extension): deploy with A/B and shadow, change traffic, promote, roll back, undeploy."""
+        args = parse_argstring(self.wolt_panel, line)
+        from wolt_jupyter.widgets.panel import panel
+
+        return panel(args.name)
 
     @magic_arguments()
     @argument("name")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("undeploy_all")
 def _policy(**over):
     policy = {
         "deployment": "upd",
-        "watch": {"model": "eta", "poll_seconds": 0.3},
+        "watch": {"model": "eta", "alias": "challenger", "poll_seconds": 0.3},
         "replay": {"requests": 50},
         "rollout": {
             "shadow": {"requests": 30},
@@ -36,6 +36,7 @@ def test_a_new_version_is_replayed_shadowed_canaried_and_promoted(models, wolt_h
     from wolt_jupyter.updater.run import serve
 
     d = deployments.deploy("upd", model=models["v1"])
+    client().set_registered_model_alias("eta", "challenger", "2")  # the candidate: version 2, not 3
     stop = threading.Event()
     with Load(d.url, "upd", concurrency=3) as load:
         load.wait_for(80)  # logged traffic for the replay gate
@@ -72,10 +73,12 @@ def test_one_service_per_deployment_and_the_magic_starts_and_stops_it(
 
     from wolt_jupyter import deployments
     from wolt_jupyter.locking import DeploymentBusy
+    from wolt_jupyter.registry import client
     from wolt_jupyter.updater import run
     from wolt_jupyter.updater.policy import Policy
 
     deployments.deploy("upd", model=models["v1"])
+    client().set_registered_model_alias("eta", "challenger", "3")
     path = tmp_path / "policy.yaml"
     path.write_text(
         yaml.safe_dump(

@@ -238,7 +238,7 @@ def test_panel_over_the_real_deployment(live: Live, kind: str) -> None:
 
     from matplotlib.image import imread
 
-    from wolt_jupyter.monitoring.panel import monitor
+    from wolt_jupyter.widgets.monitor import monitor
 
     source = (
         ResponseLogSource() if kind == "response-log" else PrometheusSource(live.prometheus, rate_window=10)

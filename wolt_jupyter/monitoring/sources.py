@@ -11,8 +11,9 @@ cannot be read. Importing this module imports neither pandas nor SQLAlchemy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.monitoring.data import MetricSource, MonitorData, SourceError
 from wolt_jupyter.monitoring.prometheus import PrometheusSource, label_value
 from wolt_jupyter.monitoring.responselog import ResponseLogSource
@@ -26,7 +27,10 @@ __all__ = [
     "PrometheusSource",
     "ResponseLogSource",
     "SourceError",
+    "deployment_state",
     "label_value",
+    "parse_duration",
+    "require_known",
     "source_for",
 ]
 
@@ -41,3 +45,48 @@ def source_for(settings: Settings | None = None) -> MetricSource:
     if settings.prometheus_url:
         return PrometheusSource(settings.prometheus_url)
     return ResponseLogSource(settings.response_store_url)
+
+
+def parse_duration(value: Any, name: str) -> float:
+    """Seconds from ``"15s"``, ``"30m"``, ``"1h"``… or a number of seconds."""
+    from wolt_jupyter.responses.query import duration_seconds
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    if isinstance(value, str):
+        seconds = duration_seconds(value)
+        if seconds is not None and seconds > 0:
+            return seconds
+    raise InvalidArgument(
+        f'{name}={value!r} is not a duration; use e.g. "15s", "30m", "1h", "24h" or seconds'
+    )
+
+
+def deployment_state(name: str, settings: Settings | None = None) -> str:
+    """``"live"`` while ``name`` is deployed from this machine, ``"removed"`` once undeployed (its log stays
+    readable), ``"unknown"`` when it was never deployed here (it may still run elsewhere, e.g. on a cluster
+    that Prometheus watches)."""
+    from wolt_jupyter.revisions import RevisionStore
+
+    if settings is None:
+        from wolt_jupyter.config import settings as read_settings
+
+        settings = read_settings()
+    store = RevisionStore(settings.home)
+    if store.exists(name):
+        return "live"
+    return "removed" if (store.dir(name) / "removed").is_dir() else "unknown"
+
+
+def require_known(name: str, state: str, data: MonitorData | None) -> None:
+    """Raise :class:`NotFound` for a deployment never made here that the source knows nothing about either:
+    a typo is an error, not an empty panel that polls forever. ``data`` is None when the source failed (then
+    nobody can tell, and the panel shows the source's message)."""
+    from wolt_jupyter.errors import NotFound
+
+    if state == "unknown" and data is not None and data.empty:
+        from wolt_jupyter.config import settings
+        from wolt_jupyter.revisions import RevisionStore
+
+        known = ", ".join(RevisionStore(settings().home).names()) or "none"
+        raise NotFound(f"no deployment named {name!r} (and no metrics for it); deployments: {known}")

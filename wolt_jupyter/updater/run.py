@@ -165,6 +165,11 @@ def _paths(deployment: str) -> tuple[Path, Path, Path]:
     return d / "service.json", d / "service.log", d / "policy.yaml"
 
 
+def policy_path(deployment: str) -> Path:
+    """The policy the deployment's service runs (or last ran) with."""
+    return _paths(deployment)[2]
+
+
 def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dict[str, Any]:
     """Start the service for ``policy`` as a supervised background process (restarted if it crashes, like a
     local runtime); returns its state. ``policy_text``: the YAML to run (kept 0600 beside its state)."""

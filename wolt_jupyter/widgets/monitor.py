@@ -8,8 +8,10 @@ matplotlib backend state to touch in the user's kernel.
 
 Auto-refresh is an asyncio task on the kernel's running loop. The slow parts (the source's queries and
 drawing the PNG) run in a worker thread, so the kernel keeps executing cells; only the widget updates run
-on the loop. ``stop()``/``close()`` — or closing the widget — cancel the task. Without a running loop (a
-plain script) the panel renders once and starts nothing.
+on the loop. The task stops — and the panel says why — when its stop button is pressed, ``stop()``/``close()``
+are called, the widget is closed, its output is cleared (the front end reports its views through
+``_view_count``), or its deployment is undeployed. Without a running loop (a plain script) the panel renders
+once and starts nothing. A deployment never made here that the source knows nothing about is an error.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.errors import InvalidArgument, WoltError
-from wolt_jupyter.responses.query import duration_seconds
+from wolt_jupyter.monitoring.sources import deployment_state, parse_duration, require_known
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,22 +35,10 @@ CSS = """<style>
 .wolt-monitor-header { font-weight: 600; }
 .wolt-monitor-message { padding: 4px 8px; border-left: 3px solid #d9a400; background: #fff8e1; }
 .wolt-monitor-error { border-left-color: #c62828; background: #ffebee; }
+.wolt-monitor-stopped { border-left-color: #607d8b; background: #eceff1; }
 .wolt-monitor-summary table { border-collapse: collapse; font-size: 12px; }
 .wolt-monitor-summary td, .wolt-monitor-summary th { padding: 2px 8px; text-align: right; }
 </style>"""
-
-
-def parse_duration(value: Any, name: str) -> float:
-    """Seconds from ``"15s"``, ``"30m"``, ``"1h"``… or a number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    if isinstance(value, str):
-        seconds = duration_seconds(value)
-        if seconds is not None and seconds > 0:
-            return seconds
-    raise InvalidArgument(
-        f'{name}={value!r} is not a duration; use e.g. "15s", "30m", "1h", "24h" or seconds'
-    )
 
 
 class MonitorPanel:
@@ -76,7 +66,10 @@ class MonitorPanel:
         self.png: bytes | None = None
         self.message: str | None = None
         self.refreshes = 0
+        self.stopped_because: str | None = None
+        self.state = "unknown"  # of the deployment when the panel opened: live, removed or unknown
         self.task: asyncio.Task | None = None
+        self.task_cancelled = False
         self._pending: asyncio.Task | None = None
         self._closed = False
         self._build_widgets(since)
@@ -93,6 +86,15 @@ class MonitorPanel:
         self.button = w.Button(description="refresh", icon="refresh", layout={"width": "100px"})
         self.button.add_class("wolt-monitor-refresh")
         self.button.on_click(lambda _b: self.refresh_soon())
+        self.stop_button = w.Button(
+            description="stop", icon="stop", tooltip="stop refreshing", layout={"width": "90px"}
+        )
+        self.stop_button.add_class("wolt-monitor-stop")
+        self.stop_button.on_click(lambda _b: self._toggle())
+        self.close_button = w.Button(description="close", icon="times", tooltip="stop and close the panel")
+        self.close_button.layout.width = "90px"
+        self.close_button.add_class("wolt-monitor-close")
+        self.close_button.on_click(lambda _b: self.close())
         self.header = w.HTML()
         self.header.add_class("wolt-monitor-header")
         self.message_box = w.HTML()
@@ -101,11 +103,15 @@ class MonitorPanel:
         self.summary_box.add_class("wolt-monitor-summary")
         self.image = w.Image(format="png")
         self.image.add_class("wolt-monitor-figure")
-        controls = w.HBox([self.range, self.button, self.header])
+        controls = w.HBox([self.range, self.button, self.stop_button, self.close_button, self.header])
         controls.add_class("wolt-monitor-controls")
         self.widget = w.VBox([w.HTML(CSS), controls, self.message_box, self.summary_box, self.image])
         self.widget.add_class("wolt-monitor")
         self.widget.observe(self._on_widget_closed, names="comm")
+        self.widget._view_count = (
+            0  # ask the front end to count its views: 0 again means the output was cleared
+        )
+        self.widget.observe(self._on_views, names="_view_count")
 
     def _on_range(self, change: dict[str, Any]) -> None:
         self.window = parse_duration(change["new"], "since")
@@ -114,6 +120,32 @@ class MonitorPanel:
     def _on_widget_closed(self, change: dict[str, Any]) -> None:
         if change["new"] is None:  # Widget.close() drops the comm: stop refreshing a panel nobody sees
             self.stop()
+
+    def _on_views(self, change: dict[str, Any]) -> None:
+        if (change["old"] or 0) > 0 and change["new"] == 0 and self.running:
+            self.stop("its output was cleared")
+
+    def _toggle(self) -> None:
+        if self.running:
+            self.stop("stopped from the panel")
+        else:
+            self.stopped_because = None
+            self.start()
+            self._show_state()
+
+    def _show_state(self) -> None:
+        """The stop button and the message say whether the panel refreshes, and why not."""
+        self.stop_button.description = "stop" if self.running else "resume"
+        self.stop_button.icon = "stop" if self.running else "play"
+        self.stop_button.disabled = self._closed or self.refresh_s <= 0 or self.state == "removed"
+        if self.stopped_because:
+            self.message = f"refresh stopped: {self.stopped_because}"
+            self.message_box.value = html.escape(self.message)
+            self.message_box.remove_class("wolt-monitor-error")
+            self.message_box.add_class("wolt-monitor-stopped")
+            self.message_box.layout.display = "block"
+        else:
+            self.message_box.remove_class("wolt-monitor-stopped")
 
     # -- one refresh ------------------------------------------------------------------------------------------
     @property
@@ -161,6 +193,7 @@ class MonitorPanel:
         auto = f", every {self.refresh_s:g}s" if self.running else ""
         self.header.value = html.escape(f"{self.name} · {self.source.name} · updated {stamp}{auto}")
         self.summary_box.value = _summary_html(data)
+        self._show_state()
 
     def refresh(self) -> MonitorData | None:
         """Refresh now, on the calling thread; the new data (None if the source failed)."""
@@ -188,7 +221,8 @@ class MonitorPanel:
     # -- auto-refresh -----------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self.task is not None and not self.task.done()
+        # a cancelled task is done only after the loop's next turn; the panel is stopped at once
+        return self.task is not None and not self.task.done() and not self.task_cancelled
 
     def start(self) -> bool:
         """Start auto-refresh on the running event loop (the kernel's); False where there is none."""
@@ -201,6 +235,7 @@ class MonitorPanel:
         except RuntimeError:
             return False  # a plain script: one render, no background work
         self.task = loop.create_task(self._auto(), name=f"wolt-monitor-{self.name}")
+        self.task_cancelled = False
         return True
 
     async def _auto(self) -> None:
@@ -209,15 +244,23 @@ class MonitorPanel:
         loop = asyncio.get_running_loop()
         while not self._closed:
             await asyncio.sleep(self.refresh_s)
+            if self.state == "live" and deployment_state(self.name) != "live":
+                self.stop(f"deployment {self.name!r} was undeployed")
+                return
             data, image, error = await loop.run_in_executor(None, self.fetch)
             if self._closed:
                 return
             self.show(data, image, error)
 
-    def stop(self) -> None:
-        """Cancel auto-refresh (the panel stays as it is)."""
+    def stop(self, reason: str | None = None) -> None:
+        """Cancel auto-refresh (the panel stays as it is); ``reason`` is shown in the panel."""
         if self.task is not None and not self.task.done():
             self.task.cancel()
+            self.task_cancelled = True
+        if reason:
+            self.stopped_because = reason
+        if not self._closed:
+            self._show_state()
 
     def close(self) -> None:
         """Stop refreshing and close the widgets (and the source's connections)."""
@@ -289,12 +332,24 @@ def monitor(
 ) -> MonitorPanel:
     """Live monitoring panel for deployment ``name``: renders once now, then every ``refresh`` seconds on
     the running kernel loop (0 or None: never). ``source`` defaults to Prometheus when
-    ``WOLT_PROMETHEUS_URL`` is configured, else the response log."""
+    ``WOLT_PROMETHEUS_URL`` is configured, else the response log. A name never deployed here that the
+    source has no data for raises :class:`NotFound`."""
     from wolt_jupyter.monitoring.sources import source_for
 
     panel = MonitorPanel(name, source or source_for(), since=since, step=step, refresh=refresh)
-    panel.refresh()
+    panel.state = deployment_state(name)
+    data = panel.refresh()
+    try:
+        require_known(name, panel.state, data)
+    except WoltError:
+        panel.close()
+        raise
+    if panel.state == "removed":
+        panel.stopped_because = f"deployment {name!r} was undeployed: its logged history, not refreshed"
+        panel._show_state()
+        return panel
     panel.start()
+    panel._show_state()
     if panel.running:  # say so in the header at once
         panel.header.value = panel.header.value + html.escape(f", every {panel.refresh_s:g}s")
     return panel

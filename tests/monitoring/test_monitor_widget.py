@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.monitoring.panel import MonitorPanel, monitor, parse_duration
-from wolt_jupyter.monitoring.sources import MetricSource, PrometheusSource, ResponseLogSource
+from wolt_jupyter.errors import InvalidArgument, NotFound
+from wolt_jupyter.monitoring.sources import MetricSource, PrometheusSource, ResponseLogSource, parse_duration
+from wolt_jupyter.widgets.monitor import MonitorPanel, monitor
 
 
 def _rows(now: float) -> list[dict]:
@@ -137,11 +137,75 @@ def test_unreachable_prometheus_is_a_message_not_a_traceback(closed_port_uri: st
         panel.close()
 
 
-def test_empty_log_is_a_message(tmp_path: Path) -> None:
+def _record(home: Path, name: str) -> None:
+    """Record ``name`` as deployed here, as ``deployments.deploy`` does before the backend starts it."""
+    from wolt_jupyter.revisions import DeploymentRecord, RevisionStore
+
+    RevisionStore(home).save_record(DeploymentRecord(name=name, target="local"))
+
+
+def test_empty_log_of_a_known_deployment_is_a_message(tmp_path: Path, wolt_home: Path) -> None:
+    _record(wolt_home, "ghost")
     panel = monitor("ghost", refresh=0, source=ResponseLogSource(f"sqlite:///{tmp_path / 'none.db'}"))
     assert panel.message and "no response log for 'ghost' yet" in panel.message
     assert "wolt-monitor-error" not in panel.message_box._dom_classes  # not an error, just nothing yet
     panel.close()
+
+
+def test_an_unknown_deployment_is_an_error_not_an_empty_panel(tmp_path: Path, wolt_home: Path) -> None:
+    _record(wolt_home, "eta")
+
+    async def scenario() -> None:
+        with pytest.raises(NotFound, match=r"no deployment named 'nosuch'.*deployments: eta"):
+            monitor("nosuch", refresh=0.2, source=ResponseLogSource(f"sqlite:///{tmp_path / 'none.db'}"))
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("wolt-monitor")]
+
+    asyncio.run(scenario())
+
+
+def test_stop_button_undeploy_and_cleared_output_stop_the_task(log_url: str, wolt_home: Path) -> None:
+    from wolt_jupyter.revisions import RevisionStore
+
+    _record(wolt_home, "eta")
+
+    async def scenario() -> None:
+        panel = monitor("eta", since="15m", refresh=0.1, source=ResponseLogSource(log_url))
+        assert panel.running and panel.stop_button.description == "stop"
+        panel.stop_button.click()  # what the front end sends when the button is pressed
+        assert not panel.running and panel.stop_button.description == "resume"
+        assert "stopped from the panel" in panel.message_box.value
+        await asyncio.sleep(0.3)
+        stopped_at = panel.refreshes
+        await asyncio.sleep(0.3)
+        assert panel.refreshes == stopped_at
+        panel.stop_button.click()  # resume
+        assert panel.running and panel.stop_button.description == "stop"
+
+        # the output is cleared: the front end reports its one view gone
+        panel.widget._view_count = 1
+        panel.widget._view_count = 0
+        assert not panel.running and "output was cleared" in panel.message
+
+        # undeployed while refreshing: the next tick sees it and says so
+        panel.stop_button.click()
+        assert panel.running
+        RevisionStore(wolt_home).remove("eta")  # what deployments.undeploy does to the record
+        deadline = time.monotonic() + 10
+        while panel.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not panel.running and "deployment 'eta' was undeployed" in panel.message
+        assert "wolt-monitor-stopped" in panel.message_box._dom_classes
+
+        # reopened after the undeploy: the logged history, once, with no task
+        again = monitor("eta", since="15m", refresh=0.1, source=ResponseLogSource(log_url))
+        assert not again.running and again.task is None and again.data.summary.loc["main", "requests"] == 60
+        assert "was undeployed" in again.message and again.stop_button.disabled
+
+        panel.close_button.click()
+        assert panel._closed and not panel.running
+        again.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 class Counting(MetricSource):
@@ -228,7 +292,7 @@ def test_modules_import_nothing_heavy() -> None:
     import sys
 
     code = (
-        "import sys, wolt_jupyter.monitoring.sources, wolt_jupyter.monitoring.panel\n"
+        "import sys, wolt_jupyter.monitoring.sources, wolt_jupyter.widgets.monitor\n"
         "print(sorted(m for m in ('pandas', 'matplotlib', 'ipywidgets', 'sqlalchemy', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
@@ -264,7 +328,7 @@ def test_in_a_real_kernel_it_refreshes_on_the_kernel_loop_and_leaves_a_png(log_u
     from nbclient import NotebookClient
 
     cells = [
-        "from wolt_jupyter.monitoring.panel import monitor\n"
+        "from wolt_jupyter.widgets.monitor import monitor\n"
         "from wolt_jupyter.monitoring.sources import ResponseLogSource\n"
         f"panel = monitor('eta', since='15m', refresh=0.3, source=ResponseLogSource({log_url!r}))\n"
         "panel",

@@ -1,0 +1,212 @@
+/**
+ * The main-area view of one deployment: live charts per variant from the server API (never a kernel), the
+ * summary table, and the automatic update service's rollout timeline. Refreshes only while visible.
+ */
+import { Notification } from '@jupyterlab/apputils';
+import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { Signal } from '@lumino/signaling';
+import React from 'react';
+
+import { WoltModel } from '../model';
+import { ApiError } from '../request';
+import { IDeployment, IMonitorData, IUpdateDecision } from '../tokens';
+import { LineChart } from './Chart';
+import { TrafficBar } from './TrafficBar';
+
+const RANGES = ['5m', '15m', '30m', '1h', '6h', '24h'];
+
+export class DeploymentView extends ReactWidget {
+  constructor(
+    readonly model: WoltModel,
+    readonly name: string
+  ) {
+    super();
+    this.addClass('wolt-deployment-view');
+    this.id = `wolt-deployment-${name}`;
+    this.title.label = `wolt: ${name}`;
+    this.title.closable = true;
+  }
+
+  range = '15m';
+  data: IMonitorData | null = null;
+  error: string | null = null;
+  decisions: IUpdateDecision[] | null = null;
+  updatesNote: string | null = null;
+
+  async refresh(): Promise<void> {
+    const step = this.range === '5m' || this.range === '15m' ? '5s' : '15s';
+    try {
+      this.data = await this.model.metrics(this.name, this.range, step);
+      this.error = null;
+    } catch (error: any) {
+      this.error = error.message;
+    }
+    try {
+      const updates = await this.model.updates(this.name);
+      this._notifyNew(updates.decisions);
+      this.decisions = updates.decisions;
+      this.updatesNote = null;
+    } catch (error: any) {
+      this.decisions = null;
+      this.updatesNote = error instanceof ApiError && error.status === 501 ? error.message : `updates: ${error.message}`;
+    }
+    this._changed.emit();
+  }
+
+  /** Promote and roll-back decisions of the update service also as notifications (once each). */
+  private _notifyNew(decisions: IUpdateDecision[]): void {
+    if (this.decisions !== null) {
+      for (const d of decisions.slice(this.decisions.length)) {
+        if (d.action === 'promote' || d.action === 'rollback') {
+          Notification.info(`${this.name}: ${d.action}${d.reason ? ` — ${d.reason}` : ''}`, { autoClose: 10000 });
+        }
+      }
+    }
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    void this.refresh();
+    this._timer = window.setInterval(() => void this.refresh(), Math.max(2, this.model.refreshInterval) * 1000);
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._stop();
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    this._stop();
+    super.onBeforeDetach(msg);
+  }
+
+  dispose(): void {
+    this._stop();
+    super.dispose();
+  }
+
+  private _stop(): void {
+    if (this._timer !== null) {
+      window.clearInterval(this._timer);
+      this._timer = null;
+    }
+  }
+
+  render(): JSX.Element {
+    return (
+      <UseSignal signal={this._changed}>
+        {() => <ViewBody view={this} deployment={this.model.deployments.find(d => d.name === this.name)} />}
+      </UseSignal>
+    );
+  }
+
+  private _changed = new Signal<DeploymentView, void>(this);
+  private _timer: number | null = null;
+}
+
+const ms = (v: number) => `${(v * 1000).toPrecision(3)} ms`;
+const pct = (v: number) => `${(v * 100).toPrecision(3)}%`;
+
+function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDeployment }): JSX.Element {
+  const data = view.data;
+  const names = deployment?.variants.map(v => v.name) ?? data?.summary.map(s => String(s.variant)) ?? [];
+  return (
+    <div className="wolt-view">
+      <div className="wolt-view-header">
+        <h2>{view.name}</h2>
+        {deployment && (
+          <span className="wolt-meta">
+            <span className={`wolt-status wolt-status-${deployment.status}`}>{deployment.status}</span> {deployment.target} · revision {deployment.revision}
+            {deployment.url ? ` · ${deployment.url}` : ''}
+          </span>
+        )}
+        <select
+          className="wolt-range"
+          value={view.range}
+          onChange={e => {
+            view.range = e.target.value;
+            void view.refresh();
+          }}
+        >
+          {RANGES.map(r => (
+            <option key={r}>{r}</option>
+          ))}
+        </select>
+        <button className="wolt-button" onClick={() => void view.refresh()}>
+          ↻
+        </button>
+      </div>
+      {deployment && <TrafficBar variants={deployment.variants} />}
+      {view.error && <div className="wolt-error">{view.error}</div>}
+      {data?.message && <div className="wolt-message">{data.message}</div>}
+      {data && (
+        <>
+          <div className="wolt-charts">
+            <LineChart title="requests/s" series={data.requests} names={names} />
+            <LineChart title="error rate" series={data.error_rate} names={names} format={pct} />
+            {Object.entries(data.latency).map(([q, s]) => (
+              <LineChart key={q} title={`latency ${q}`} series={s} names={names} format={ms} />
+            ))}
+            <LineChart title="shadow agreement" series={data.agreement} names={names} format={pct} />
+          </div>
+          <Summary data={data} />
+          <div className="wolt-meta">source: {data.source}</div>
+        </>
+      )}
+      <h3 className="wolt-section-title">Rollout timeline (automatic update service)</h3>
+      {view.updatesNote && <div className="wolt-message wolt-updates-note">{view.updatesNote}</div>}
+      {view.decisions && !view.decisions.length && <div className="wolt-empty">No decisions yet.</div>}
+      {view.decisions && view.decisions.length > 0 && (
+        <ol className="wolt-timeline">
+          {view.decisions.map((d, i) => (
+            <li key={i}>
+              <strong>{d.action ?? 'decision'}</strong> {d.time ? new Date(d.time).toLocaleString() : ''} {d.reason ?? ''}
+              <code>{JSON.stringify(Object.fromEntries(Object.entries(d).filter(([k]) => !['action', 'time', 'reason'].includes(k))))}</code>
+            </li>
+          ))}
+        </ol>
+      )}
+    </div>
+  );
+}
+
+function Summary({ data }: { data: IMonitorData }): JSX.Element | null {
+  if (!data.summary.length) {
+    return null;
+  }
+  const num = (v: unknown, f: (x: number) => string) => (typeof v === 'number' ? f(v) : '');
+  return (
+    <table className="wolt-summary">
+      <thead>
+        <tr>
+          <th>variant</th>
+          <th>requests</th>
+          <th>share</th>
+          <th>errors</th>
+          <th>p50</th>
+          <th>p95</th>
+          <th>p99</th>
+          <th>agreement</th>
+        </tr>
+      </thead>
+      <tbody>
+        {data.summary.map(s => (
+          <tr key={String(s.variant)} data-variant={String(s.variant)}>
+            <td>
+              {String(s.variant)}
+              {s.shadow ? ' (shadow)' : ''}
+            </td>
+            <td>{num(s.requests, v => v.toFixed(0))}</td>
+            <td>{num(s.share, pct)}</td>
+            <td>{num(s.error_rate, pct)}</td>
+            <td>{num(s.p50, ms)}</td>
+            <td>{num(s.p95, ms)}</td>
+            <td>{num(s.p99, ms)}</td>
+            <td>{num(s.agreement, pct)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}

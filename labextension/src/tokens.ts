@@ -1,0 +1,103 @@
+/**
+ * Shapes of the server extension's JSON (wolt_jupyter/server/openapi.yaml) and the command ids.
+ */
+
+export const PLUGIN_ID = 'wolt-jupyter:plugin';
+
+export namespace CommandIDs {
+  export const openSidebar = 'wolt:open-sidebar';
+  export const refresh = 'wolt:refresh';
+  export const deploy = 'wolt:deploy';
+  export const openDeployment = 'wolt:open-deployment';
+  export const insertSnippet = 'wolt:insert-snippet';
+}
+
+export interface IModelVersion {
+  version: string;
+  uri: string;
+  aliases: string[];
+  status: string;
+  run_id: string | null;
+  created: number | null;
+  source: string;
+}
+
+export interface IRegisteredModel {
+  name: string;
+  aliases: { [alias: string]: string };
+  versions: IModelVersion[];
+}
+
+export interface IVariant {
+  name: string;
+  model: string;
+  traffic: number | null;
+  shadow: boolean;
+}
+
+export interface IDeployment {
+  name: string;
+  target: string;
+  status: string;
+  url: string | null;
+  grpc_url?: string | null;
+  revision: number | null;
+  variants: IVariant[];
+  namespace?: string | null;
+  message?: string | null;
+  manifests?: object[] | null;
+  manifests_yaml?: string;
+  diff?: string | null;
+  restarts?: number | null;
+}
+
+export interface ISettings {
+  version: string;
+  targets: string[];
+  default_target: string;
+  namespace: string;
+  tracking_uri: string;
+  metrics_source: string;
+}
+
+export interface ISeries {
+  time: number[];
+  columns: { [column: string]: (number | null)[] };
+}
+
+export interface IMonitorData {
+  deployment: string;
+  since: number;
+  until: number;
+  step: number;
+  source: string;
+  message: string | null;
+  shadows: string[];
+  requests: ISeries;
+  error_rate: ISeries;
+  latency: { [quantile: string]: ISeries };
+  agreement: ISeries;
+  log_health: ISeries;
+  predictions: { edges: (number | null)[]; columns: { [variant: string]: (number | null)[] } };
+  summary: { [key: string]: string | number | boolean | null }[];
+}
+
+export interface IUpdateDecision {
+  time?: number;
+  action?: string;
+  reason?: string;
+  [key: string]: unknown;
+}
+
+/** What the deploy dialog sends: a DeploymentSpec mapping plus target and dry run. */
+export interface IDeployRequest {
+  name: string;
+  spec: {
+    name: string;
+    variants: { name: string; model: string; traffic?: number; shadow?: boolean }[];
+    routing?: { sticky_key?: string | null };
+  };
+  target?: string;
+  namespace?: string;
+  dry_run?: boolean;
+}

@@ -1,0 +1,179 @@
+"""The lab extension and the notebook widgets in a real browser against a real ``jupyter lab``: the sidebar,
+the deploy dialog (A/B + shadow, then routed over HTTP), a traffic change from the UI, the deployment view's
+charts, and the monitor panel's stop control. The tests run in order and build on each other's deployments."""
+
+from __future__ import annotations
+
+import time
+
+import nbformat
+import pandas as pd
+import pytest
+
+from wolt_jupyter import deployments
+
+ROWS = pd.DataFrame([[1.0, 2.0, 3.0]] * 40, columns=["f0", "f1", "f2"])
+
+
+def open_sidebar(page) -> object:
+    sidebar = page.locator("#wolt-sidebar")
+    if not sidebar.is_visible():  # the workspace may restore it open: a click would close it
+        page.locator('.jp-SideBar [data-id="wolt-sidebar"]').click()
+    sidebar.wait_for(state="visible")
+    return sidebar
+
+
+def ensure_deployed(name: str) -> None:
+    if name not in deployments._store().names():
+        deployments.deploy(name, "models:/eta@champion")
+
+
+def weights_of(name: str) -> dict[str, int | None]:
+    return {v["name"]: v["traffic"] for v in deployments.get(name).variants}
+
+
+def test_sidebar_lists_the_registry_and_a_live_deployment(page, lab, screenshots) -> None:
+    ensure_deployed("eta")
+    sidebar = open_sidebar(page)
+    model = sidebar.locator('.wolt-model[data-model="eta"]')
+    model.wait_for()
+    assert model.locator(".wolt-version").count() == 2
+    assert model.locator('.wolt-version[data-version="1"] .wolt-badge').inner_text() == "@champion"
+    item = sidebar.locator('.wolt-deployment[data-deployment="eta"]')
+    item.locator(".wolt-status-ready").wait_for()
+    assert "rev 1" in item.locator(".wolt-meta").inner_text()
+    assert item.locator('.wolt-traffic-segment[data-variant="main"]').get_attribute("style") == "width: 100%;"
+    sidebar.locator(".wolt-filter").fill("nomatch")
+    assert sidebar.locator(".wolt-model").count() == 0
+    sidebar.locator(".wolt-filter").fill("")
+    page.screenshot(path=screenshots / "sidebar.png")
+    # the extension is in the palette and the launcher too
+    assert page.locator('.jp-LauncherCard[title*="Deploy registered model versions"]').count() == 1
+
+
+def test_deploy_dialog_deploys_an_ab_and_shadow_split_that_routes(page, lab, screenshots) -> None:
+    sidebar = open_sidebar(page)
+    sidebar.locator(".wolt-button-primary").click()
+    dialog = page.locator(".jp-Dialog .wolt-deploy-dialog")
+    dialog.wait_for()
+    dialog.locator(".wolt-deploy-name").fill("abtest")
+    dialog.locator(".wolt-add-variant").click()
+    dialog.locator('.wolt-variant-row[data-row="1"] .wolt-variant-version').select_option("2")
+    dialog.locator('input[aria-label="percent for challenger"]').fill("30")
+    assert dialog.locator('input[aria-label="percent for main"]').input_value() == "70"  # the sum stays 100
+    dialog.locator(".wolt-add-shadow").click()
+    dialog.locator('.wolt-variant-row[data-row="2"] .wolt-variant-version').select_option("2")
+    snippet = dialog.locator(".wolt-snippet-preview").inner_text()
+    assert snippet == (
+        "%wolt_deploy abtest --model models:/eta@champion --ab challenger:models:/eta/2=30 "
+        "--shadow shadow:models:/eta/2"
+    )
+    dialog.locator(".wolt-preview-button").click()  # a dry run: what would run, nothing changes
+    dialog.locator(".wolt-preview", has_text="abtest").wait_for(timeout=60_000)
+    assert "error" not in dialog.locator(".wolt-preview").inner_text()[:10]
+    assert "abtest" not in deployments._store().names()
+    dialog.locator(".wolt-preview").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "deploy-dialog.png")
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    sidebar.locator('.wolt-deployment[data-deployment="abtest"] .wolt-status-ready').wait_for(timeout=120_000)
+    assert weights_of("abtest") == {"main": 70, "challenger": 30, "shadow": None}
+    answered = deployments.predict("abtest", ROWS, per_row=True)
+    assert set(answered["variant"]) == {"main", "challenger"}  # 40 rows at 70/30: both arms answer
+    log = deployments.responses("abtest")
+    assert "shadow" in set(log["variant"])  # the shadow saw copies
+    page.screenshot(path=screenshots / "sidebar-abtest.png")
+
+
+def test_changing_traffic_in_the_ui_changes_routing(page, lab, screenshots) -> None:
+    sidebar = open_sidebar(page)
+    item = sidebar.locator('.wolt-deployment[data-deployment="abtest"]')
+    item.locator("button", has_text="Traffic…").click()
+    page.locator('.jp-Dialog input[aria-label="percent for main"]').fill("0")
+    assert page.locator('.jp-Dialog input[aria-label="percent for challenger"]').input_value() == "100"
+    page.screenshot(path=screenshots / "traffic-dialog.png")
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    item.locator(".wolt-meta", has_text="rev 2").wait_for(timeout=120_000)
+    assert weights_of("abtest") == {"main": 0, "challenger": 100, "shadow": None}
+    answered = deployments.predict("abtest", ROWS, per_row=True)
+    assert set(answered["variant"]) == {"challenger"}
+
+
+def test_deployment_view_draws_series_after_traffic(page, lab, screenshots) -> None:
+    deployments.predict("abtest", ROWS, per_row=True)
+    sidebar = open_sidebar(page)
+    sidebar.locator('.wolt-deployment[data-deployment="abtest"] .wolt-deployment-name').click()
+    view = page.locator(".wolt-deployment-view")
+    view.wait_for()
+    line = view.locator('figure[data-chart="requests/s"] polyline[data-series="challenger"]')
+    deadline = time.monotonic() + 90
+    while line.count() == 0 and time.monotonic() < deadline:  # the view polls; the log is written in batches
+        view.locator(".wolt-view-header .wolt-button").click()
+        page.wait_for_timeout(2000)
+    assert line.count() == 1
+    assert len(line.get_attribute("points").split()) >= 2
+    assert view.locator('.wolt-summary tr[data-variant="challenger"]').count() == 1
+    assert "update service" in view.locator(".wolt-updates-note").inner_text()  # 501 until it lands
+    page.screenshot(path=screenshots / "deployment-view.png")
+
+
+def _notebook(lab, name: str, cells: list[str]) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, lab.root / name)
+
+
+def _run_cell(page, index: int) -> object:
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    return cell
+
+
+def _printed(cell) -> str:
+    out = cell.locator(".jp-OutputArea-output")
+    out.first.wait_for(timeout=60_000)
+    return out.first.inner_text().strip()
+
+
+def test_monitor_panel_stop_control_and_cleared_output_stop_its_task(page, lab, screenshots) -> None:
+    ensure_deployed("eta")
+    check = "print('running', panel.running, '|', panel.stopped_because)"
+    _notebook(
+        lab,
+        "monitor.ipynb",
+        [
+            "import wolt_jupyter\npanel = wolt_jupyter.monitor('eta', since='5m', refresh=1)\npanel",
+            check,
+            check,
+        ],
+    )
+    page.goto(lab.page_url("lab/tree/monitor.ipynb"))
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+    page.locator(".jp-StatusBar-TextItem", has_text="Idle").wait_for(timeout=60_000)  # the kernel is up
+    first = _run_cell(page, 0)
+    stop = first.locator(".wolt-monitor-stop")
+    stop.wait_for(timeout=60_000)
+    first.locator(".wolt-monitor-figure").wait_for()
+    page.screenshot(path=screenshots / "monitor-panel.png")
+    stop.click()
+    first.locator(".wolt-monitor-message", has_text="stopped from the panel").wait_for()
+    assert _printed(_run_cell(page, 1)) == "running False | stopped from the panel"
+
+    stop.click()  # resume, then clear every output: the front end drops the view, the kernel stops the task
+    first.locator(".wolt-monitor-stop", has_text="stop").wait_for()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("Clear Outputs of All Cells")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('.jp-Notebook .wolt-monitor').length === 0")
+    page.wait_for_timeout(1000)
+    assert _printed(_run_cell(page, 2)) == "running False | its output was cleared"
+    page.screenshot(path=screenshots / "monitor-cleared.png")
+
+
+@pytest.fixture(autouse=True)
+def _failure_screenshot(request, page, screenshots):
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        page.screenshot(path=screenshots / f"FAILED-{request.node.name}.png")

@@ -1,0 +1,92 @@
+"""Domain objects as the JSON the lab extension reads (and ``openapi.yaml`` describes).
+
+Times are epoch milliseconds, missing numbers ``null``: what a chart in the browser wants, without a second
+parsing step there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from wolt_jupyter.backends.base import Deployment
+    from wolt_jupyter.monitoring.data import MonitorData
+
+
+def number(value: Any) -> float | None:
+    """A float for JSON, ``None`` for NaN/None (JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def models(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``registry.models()`` rows (one per version) grouped per model, newest version first, with the alias map."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in frame.to_dict("records"):
+        model = out.setdefault(row["name"], {"name": row["name"], "aliases": {}, "versions": []})
+        aliases = [a for a in (row["aliases"] or "").split(", ") if a]
+        for alias in aliases:
+            model["aliases"][alias] = str(row["version"])
+        created = row["created"]
+        model["versions"].append(
+            {
+                "version": str(row["version"]),
+                "uri": f"models:/{row['name']}/{row['version']}",
+                "aliases": aliases,
+                "status": row["status"],
+                "run_id": row["run_id"],
+                "created": None if created is None else int(created.timestamp() * 1000),
+                "source": row["source"],
+            }
+        )
+    return list(out.values())
+
+
+def deployment(d: Deployment) -> dict[str, Any]:
+    """Every field of the core's ``Deployment`` (new fields, such as restarts, appear without a change here);
+    a dry run also as the YAML a reviewer reads."""
+    out = asdict(d)
+    if d.manifests is not None:
+        out["manifests_yaml"] = d.manifests_yaml
+    return out
+
+
+def _series(df: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "time": [int(t.timestamp() * 1000) for t in df.index],
+        "columns": {str(c): [number(v) for v in df[c].tolist()] for c in df.columns},
+    }
+
+
+def monitor_data(data: MonitorData) -> dict[str, Any]:
+    """The same series the notebook's monitoring panel draws, one refresh."""
+    summary = []
+    for variant, row in data.summary.iterrows():
+        item: dict[str, Any] = {"variant": str(variant), "shadow": bool(row["shadow"])}
+        item.update({k: number(v) for k, v in row.items() if k != "shadow"})
+        summary.append(item)
+    return {
+        "deployment": data.deployment,
+        "since": int(data.since * 1000),
+        "until": int(data.until * 1000),
+        "step": data.step,
+        "source": data.source,
+        "message": data.message,
+        "shadows": list(data.shadows),
+        "requests": _series(data.requests),
+        "error_rate": _series(data.error_rate),
+        "latency": {q: _series(df) for q, df in data.latency.items()},
+        "agreement": _series(data.agreement),
+        "log_health": _series(data.log_health),
+        "predictions": {
+            "edges": [number(e) for e in data.predictions.index],
+            "columns": {str(c): [number(v) for v in data.predictions[c]] for c in data.predictions.columns},
+        },
+        "summary": summary,
+    }
