@@ -41,16 +41,18 @@ def test_a_new_version_is_replayed_shadowed_canaried_and_promoted(models, wolt_h
     with Load(d.url, "upd", concurrency=3) as load:
         load.wait_for(80)  # logged traffic for the replay gate
         service = threading.Thread(
-            target=serve, args=(Policy.load(_policy()), stop), kwargs={"mlflow": False}
+            target=serve, args=(Policy.load(_policy()), stop), kwargs={"mlflow": False}, daemon=True
         )
         service.start()
-        deadline = time.monotonic() + 240
-        while client().get_registered_model("eta").aliases.get("champion") != "2":
-            assert time.monotonic() < deadline, wolt_jupyter.updates("upd").table.tail(10).to_string()
-            assert service.is_alive()
-            time.sleep(0.2)
-        stop.set()
-        service.join(60)
+        try:
+            deadline = time.monotonic() + 240
+            while str(client().get_registered_model("eta").aliases.get("champion")) != "2":
+                assert time.monotonic() < deadline, wolt_jupyter.updates("upd").table.tail(10).to_string()
+                assert service.is_alive()
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            service.join(60)
         n = len(load.outcomes)
         load.wait_for(n + 50)
     assert failures(load.outcomes) == []  # no client saw a failure across five revisions
