@@ -373,6 +373,12 @@ class LocalBackend(Backend):
             if progress:
                 progress(f"{spec.name}: not serving; restarting on port {port}")
             self._stop(running[0])
+        return self._launch(rec, spec, port, progress, wait)
+
+    def _launch(
+        self, rec: Any, spec: DeploymentSpec, port: int, progress: Progress | None, wait: bool = True
+    ) -> Deployment:
+        """Start the supervised runtime for ``spec`` on ``port``, record it, and (``wait``) until ready."""
         pid = self._start(spec, port)
         rec.extra = {
             **rec.extra,
@@ -459,23 +465,7 @@ class LocalBackend(Backend):
         port = int(rec.extra.get("port") or 0)
         if not port or not _port_free(port):
             port = free_port()
-        pid = self._start(spec, port)
-        rec.extra = {
-            **rec.extra,
-            "pid": pid,
-            "port": port,
-            "url": f"http://{HOST}:{port}",
-            "started": time.time(),
-        }
-        self.store.save_record(rec)
-        self.write_targets()
-        try:
-            self._wait_ready(spec, pid, port, progress, START_TIMEOUT_S)
-        except DeployFailed:
-            self._stop(pid, timeout=5)
-            self.write_targets(exclude={name})
-            raise
-        return self.status(name)
+        return self._launch(rec, spec, port, progress)
 
     def flush(self, name: str, timeout: float = 30.0, shadow_timeout: float | None = None) -> dict[str, Any]:
         """Ask the running runtime to write its response log (waiting at most ``shadow_timeout`` for queued
