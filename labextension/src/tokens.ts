@@ -83,6 +83,7 @@ export interface IMonitorData {
 }
 
 export interface IUpdateDecision {
+  /** epoch seconds, as the service records it */
   time?: number;
   action?: string;
   reason?: string;

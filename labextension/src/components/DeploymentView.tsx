@@ -161,7 +161,7 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
         <ol className="wolt-timeline">
           {view.decisions.map((d, i) => (
             <li key={i}>
-              <strong>{d.action ?? 'decision'}</strong> {d.time ? new Date(d.time).toLocaleString() : ''} {d.reason ?? ''}
+              <strong>{d.action ?? 'decision'}</strong> {d.time ? new Date(d.time * 1000).toLocaleString() : ''} {d.reason ?? ''}
               <code>{JSON.stringify(Object.fromEntries(Object.entries(d).filter(([k]) => !['action', 'time', 'reason'].includes(k))))}</code>
             </li>
           ))}
