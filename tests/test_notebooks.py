@@ -47,7 +47,7 @@ def test_deploy_notebook(wolt_home: Path) -> None:
     # the split answered with both live variants, and the log holds the shadow's copies
     counts = next(c for c in nb.cells if "value_counts" in c.source)["outputs"][0]["data"]["text/plain"]
     assert "main" in counts and "challenger" in counts
-    assert "deployment 'diabetes' removed" in text
+    assert "diabetes (local) removed" in text and "shadow" in text  # the undeploy card says what was logged
     from wolt_jupyter.responses import responses
 
     log = responses("diabetes")

@@ -49,16 +49,16 @@ def test_round_trip_through_yaml() -> None:
             {"resources": {"requests": {"cpu": 2}, "limits": {"cpu": "1"}}},
             "cpu request 2 is above its limit 1",
         ),
-        ({"resources": "lots"}, "resources must be a mapping"),
+        ({"resources": "lots"}, r"malformed deployment spec at resources: 'lots' is not of type"),
         (
             {"routing": {"sticky_key": "user id"}},
             "routing.sticky_key 'user id' must name a request parameter",
         ),
-        ({"logging": {"responses": "yes"}}, "logging.responses must be true or false, got 'yes'"),
-        ({"logging": {"sample": True}}, "logging.sample must be a number between 0 and 1, got True"),
+        ({"logging": {"responses": "yes"}}, r"at logging.responses: 'yes' is not of type 'boolean'"),
+        ({"logging": {"sample": True}}, r"at logging.sample: True is not of type 'number'"),
         (
             {"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "shadow": "no"}]},
-            "variant 'a': shadow must be true or false",
+            r"at variants\[0\].shadow: 'no' is not of type 'boolean'",
         ),
     ],
 )
