@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -85,6 +86,11 @@ def shell(wolt_home: Path) -> Iterator[object]:
     ip.run_line_magic("load_ext", "wolt_jupyter")
     yield ip
     _reset_session_state()
+    # IPython registers a reset per shell to run at interpreter exit, each with a full gc.collect: dozens of
+    # shells over a large heap kept pytest alive for many minutes after the last test. Nothing to keep here.
+    atexit.unregister(ip.atexit_operations)
+    if getattr(ip.history_manager, "save_thread", None) is not None:
+        ip.history_manager.save_thread.stop()
     InteractiveShell.clear_instance()
 
 
