@@ -5,7 +5,8 @@
 A throwaway state dir and embedded MLflow store; a 3-feature LinearRegression registered twice. Reports:
 
 - restart: SIGKILL of the runtime → ``/v2/health/ready`` answers 200 again (the supervisor's fork + model load
-  from the deployment's artifact cache), each kill and the median;
+  from the deployment's artifact cache), each kill and the median. Kills come 0.5 s apart, so from the second
+  on they include the supervisor's back-off for crashes in a row (0.2 s doubling);
 - redeploy: ``deploy`` to the other version while serving → returns ready (load beside + check + switch), and
   the switch itself as the runtime logs it (the step on the event loop);
 - first deploy: ``deploy`` of a new name → ready (cold start: interpreter, imports, load).

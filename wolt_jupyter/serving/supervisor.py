@@ -202,6 +202,7 @@ def _preload() -> None:
         "mlflow.pyfunc",
         "mlflow.sklearn",  # the flavor most models here use (saved with skops); others load on demand
         "skops.io",
+        "jsonschema",  # the spec's schema check; with rfc3987-syntax installed its import compiles a grammar (~1 s)
     ):
         with contextlib.suppress(Exception):
             importlib.import_module(module)
