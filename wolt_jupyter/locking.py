@@ -57,7 +57,9 @@ def deployment_lock(
 
     if timeout is None:
         timeout = float(os.environ.get("WOLT_LOCK_TIMEOUT", DEFAULT_TIMEOUT_S))
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    from wolt_jupyter.private import private_dir
+
+    private_dir(lock_dir)
     path = str(lock_dir / LOCK_FILE)
     key = (path, threading.get_ident())
     with _held_guard:
@@ -97,8 +99,9 @@ def deployment_lock(
         }
         holder_path = lock_dir / HOLDER_FILE
         with contextlib.suppress(OSError):
-            holder_path.write_text(json.dumps(holder))
-            os.chmod(holder_path, 0o600)
+            from wolt_jupyter.revisions import write_atomic
+
+            write_atomic(holder_path, json.dumps(holder))  # 0600
         with _held_guard:
             _held[key] = 1
         try:
@@ -110,20 +113,3 @@ def deployment_lock(
                 holder_path.unlink()
     finally:
         os.close(fd)  # closing the descriptor releases the flock
-
-
-def is_locked(lock_dir: Path) -> bool:
-    """Whether some process holds the deployment's lock now (a probe; it does not wait)."""
-    import fcntl
-
-    path = lock_dir / LOCK_FILE
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False

@@ -332,7 +332,7 @@ class WoltMagics(Magics):
         from wolt_jupyter.updater import run
 
         if args.stop:
-            stopped = run.stop(args.name)
+            stopped = run.stop_service(args.name)
             print(f"update service of {args.name!r} {'stopped' if stopped else 'was not running'}")
             return None
         if not args.policy:

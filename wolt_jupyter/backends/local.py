@@ -18,10 +18,8 @@ so one Prometheus scrape job follows them as they come and go.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -232,22 +230,9 @@ class LocalBackend(Backend):
 
     def _stop(self, pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM (the runtime flushes its response log), then SIGKILL if it does not go."""
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            proc = _STARTED.get(pid)
-            if proc is not None and proc.poll() is not None:
-                return
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        from wolt_jupyter.serving.supervisor import stop_process_group
+
+        stop_process_group(pid, timeout)
 
     def _exit_code(self, pid: int) -> int | None:
         proc = _STARTED.get(pid)

@@ -51,10 +51,9 @@ class Spool:
     def __init__(
         self, directory: Path, segment_bytes: int = SEGMENT_BYTES, fsync_interval: float | None = None
     ) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.chmod(self.dir, 0o700)
+        from wolt_jupyter.private import private_dir
+
+        self.dir = private_dir(Path(directory))
         self.segment_bytes = segment_bytes
         # an fsync lets a write to the page under writeback stall the event loop: once a second is the trade-off
         if fsync_interval is None:

@@ -284,7 +284,7 @@ def _autoupdate(name: str, enabled: Any, policy: Any = None) -> dict[str, Any]:
         raise InvalidArgument('"enabled" must be true or false')
     deployments.get(name)
     if not enabled:
-        run.stop(name)
+        run.stop_service(name)
         return {"deployment": name, "enabled": False}
     if policy is None:
         kept = run.policy_path(name)

@@ -44,6 +44,40 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited. A child of this process is reaped here: as a zombie it would still answer
+    ``kill(pid, 0)`` and look alive."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return True
+    except ChildProcessError:  # not our child: ask the kernel
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def stop_process_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group led by ``pid`` (a supervisor and its runtime flush and exit), then SIGKILL
+    if it has not gone within ``timeout`` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process_gone(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         import ctypes
@@ -73,10 +107,9 @@ class Supervisor:
         }
 
     def _save(self) -> None:
-        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(self.state))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.state_path)
+        from wolt_jupyter.revisions import write_atomic
+
+        write_atomic(self.state_path, json.dumps(self.state))  # 0600, never half-written
 
     def _spawn(self) -> int:
         """Start the runtime; its pid."""

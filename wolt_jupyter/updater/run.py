@@ -9,10 +9,7 @@ same rollback history — and shows in ``%wolt_deployments`` like any other.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument, NotFound, WoltError
+from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
 from wolt_jupyter.updater.policy import Policy, Step
 
 log = logging.getLogger(__name__)
@@ -219,33 +217,16 @@ def status(deployment: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {"running": False}
     pid = state.get("supervisor_pid")
-    running = False
-    if pid and state.get("status") != "stopped":
-        try:
-            os.kill(int(pid), 0)
-            running = True
-        except (ProcessLookupError, PermissionError):
-            pass
+    running = bool(pid) and state.get("status") != "stopped" and not process_gone(int(pid))
     return {**state, "running": running, "log": log_tail(log_path, 5)}
 
 
-def stop(deployment: str, timeout: float = 30.0) -> bool:
+def stop_service(deployment: str, timeout: float = 30.0) -> bool:
     """Stop the background service of ``deployment``; False if it was not running."""
     st = status(deployment)
     if not st.get("running"):
         return False
-    pid = int(st["supervisor_pid"])
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    stop_process_group(int(st["supervisor_pid"]), timeout)
     return True
 
 
@@ -253,7 +234,7 @@ def autoupdate(name: str, policy: Policy | str | dict | None = None, *, stop: bo
     """``wolt_jupyter.autoupdate("eta", "policy.yaml")`` starts the deployment's update service in the
     background; ``stop=True`` stops it; with neither, its status."""
     if stop:
-        return {"stopped": globals()["stop"](name)}
+        return {"stopped": stop_service(name)}
     if policy is None:
         return status(name)
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
