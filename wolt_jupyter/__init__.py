@@ -32,6 +32,8 @@ _LAZY = {
     "rollback": "wolt_jupyter.deployments",
     "undeploy": "wolt_jupyter.deployments",
     "predict": "wolt_jupyter.deployments",
+    "feedback": "wolt_jupyter.ground_truth",
+    "FeedbackResult": "wolt_jupyter.ground_truth",
     "compare": "wolt_jupyter.monitoring.reports",
     "drift": "wolt_jupyter.monitoring.reports",
     "monitor": "wolt_jupyter.widgets.monitor",
@@ -43,6 +45,7 @@ _RENAMED = {"get_deployment": "get", "list_deployments": "deployments"}
 
 __all__ = [
     "DeploymentSpec",
+    "FeedbackResult",
     "ModelVersionCard",
     "RunCard",
     "Settings",
@@ -53,6 +56,7 @@ __all__ = [
     "deploy",
     "drift",
     "experiment",
+    "feedback",
     "get_deployment",
     "last_run",
     "list_deployments",
@@ -76,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from wolt_jupyter.deployments import deploy, predict, promote, rollback, traffic, undeploy
     from wolt_jupyter.deployments import deployments as list_deployments
     from wolt_jupyter.deployments import get as get_deployment
+    from wolt_jupyter.ground_truth import FeedbackResult, feedback
     from wolt_jupyter.monitoring.reports import compare, drift
     from wolt_jupyter.registry import ModelVersionCard, models, register
     from wolt_jupyter.spec import DeploymentSpec, Variant

@@ -407,6 +407,33 @@ class WoltMagics(Magics):
         )
 
     @magic_arguments()
+    @argument("name", help="deployment name, or its runtime URL")
+    @argument(
+        "labels",
+        help="a Series of ground truth indexed by request id, or a DataFrame with an id and a label column",
+    )
+    @argument(
+        "--ids",
+        default=None,
+        metavar="VARIABLE",
+        help="the %%wolt_predict result the labels belong to (matched by index) or a list of request ids",
+    )
+    @argument("--id-column", dest="id_column", default=None, help="DataFrame column of request ids (default: id)")
+    @argument("--label-column", dest="label_column", default=None, help="DataFrame column of the labels")
+    @line_magic
+    @_usage_errors
+    def wolt_feedback(self, line: str) -> Any:
+        """Send ground truth for earlier requests (joined by request id) to a deployment's feedback endpoint."""
+        args = parse_argstring(self.wolt_feedback, line)
+        labels = self._variable(args.labels, "the labels")
+        ids = self._variable(args.ids, "--ids") if args.ids else None
+        from wolt_jupyter.ground_truth import feedback
+
+        return feedback(
+            args.name, labels, ids=ids, id_column=args.id_column, label_column=args.label_column
+        )
+
+    @magic_arguments()
     @argument("name")
     @argument("--since", default=None, help="e.g. 1h, 30m, 2d (default: everything)")
     @argument("--variant", default=None)

@@ -17,6 +17,11 @@ def add_feedback(url: str, items: Iterable[Mapping[str, Any]]) -> int:
     repeats an id, so the count is the number of distinct ids. An item may carry ``"time"`` (epoch seconds) for
     when the truth was observed; it defaults to now. The store and its tables are created if missing.
     """
+    if url.startswith(("http://", "https://")):  # a deployment's URL, not a database: say where it goes
+        raise InvalidArgument(
+            "add_feedback writes to a response store's database URL; to send labels to a deployment use "
+            "wolt_jupyter.feedback(NAME_OR_URL, labels) or %wolt_feedback NAME LABELS"
+        )
     from sqlalchemy import delete, insert
 
     from wolt_jupyter.responses.store import ensure_schema, make_engine, tables, to_json, translate_errors
