@@ -28,9 +28,15 @@ def _fmt(value: Any) -> str:
 
 
 def card_html(
-    title: str, rows: Iterable[tuple[str, Any]], *, css_class: str, links: dict[str, str] | None = None
+    title: str,
+    rows: Iterable[tuple[str, Any]],
+    *,
+    css_class: str,
+    links: dict[str, str] | None = None,
+    log: list[str] | None = None,
 ) -> str:
-    """A two-column table; ``links`` maps a row label to an href for its value (e.g. the MLflow UI)."""
+    """A two-column table; ``links`` maps a row label to an href for its value (e.g. the MLflow UI); ``log``
+    (the routine output captured while the card was made) follows as a collapsed section."""
     links = links or {}
     body = []
     for label, value in rows:
@@ -44,10 +50,24 @@ def card_html(
     return (
         f"<table class='wolt-card {escape(css_class)}'>"
         f"<caption style='text-align:left;font-weight:bold'>{escape(title)}</caption>{''.join(body)}</table>"
+        + log_html(log)
     )
 
 
-def card_text(title: str, rows: Iterable[tuple[str, Any]]) -> str:
+def log_html(log: list[str] | None) -> str:
+    """The captured log as a ``<details>`` block, closed: there when wanted, out of the way otherwise."""
+    if not log:
+        return ""
+    return (
+        f"<details class='wolt-log'><summary>log ({len(log)} line{'s' if len(log) != 1 else ''})</summary>"
+        f"<pre style='font-size:85%;white-space:pre-wrap'>{escape(chr(10).join(log))}</pre></details>"
+    )
+
+
+def card_text(title: str, rows: Iterable[tuple[str, Any]], log: list[str] | None = None) -> str:
     rows = list(rows)
     width = max((len(label) for label, _ in rows), default=0)
-    return "\n".join([title, *(f"  {label.ljust(width)}  {_fmt(value)}" for label, value in rows)])
+    lines = [title, *(f"  {label.ljust(width)}  {_fmt(value)}" for label, value in rows)]
+    if log:
+        lines.append(f"  {'log'.ljust(width)}  {len(log)} lines (.log)")
+    return "\n".join(lines)

@@ -68,6 +68,9 @@ def configure() -> Settings:
     s = settings()
     private_dir(s.home)  # the embedded mlflow.db and artifacts live here: the notebook user's alone
     if s.embedded:
+        from wolt_jupyter.mlflow_schema import seed
+
+        seed(s.home / "mlflow.db")  # the schema as one script, not MLflow's ~70 migrations
         private_file(s.home / "mlflow.db")
     if s.artifact_root.is_relative_to(s.home):
         private_dir(s.artifact_root)

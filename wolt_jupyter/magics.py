@@ -108,12 +108,19 @@ class WoltMagics(Magics):
     @argument("--run-name", dest="run_name", default=None, help="name of the run")
     @argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="run tag; repeatable")
     @argument(
-        "--no-autolog", dest="autolog", action="store_false", help="do not autolog sklearn/xgboost/lightgbm"
+        "--no-autolog", dest="autolog", action="store_false", help="no MLflow autologging (mlflow.autolog)"
+    )
+    @argument(
+        "--infer-requirements",
+        dest="infer_requirements",
+        action="store_true",
+        help="let MLflow infer logged models' pip requirements (a subprocess, ~4 s) instead of the flavor's",
     )
     @cell_magic
     @_usage_errors
     def wolt_experiment(self, line: str, cell: str) -> Any:
-        """Run the cell inside an MLflow run: autologging on, the cell saved as ``cell.py``, a run card returned.
+        """Run the cell inside an MLflow run: MLflow's autologging on, the cell saved as ``cell.py``, a run card
+        returned (MLflow's routine output in its collapsed log).
 
         An exception in the cell marks the run FAILED and is raised again.
         """
@@ -133,6 +140,7 @@ class WoltMagics(Magics):
             run_name=args.run_name,
             tags={k: str(v) for k, v in tags.items()},
             autolog=args.autolog,
+            infer_requirements=args.infer_requirements,
             source=cell,
             notebook=self._notebook_path(),
         ) as run:

@@ -59,6 +59,7 @@ class ModelVersionCard:
     signature_inputs: str | None = None
     signature_outputs: str | None = None
     ui_url: str | None = None
+    log: list[str] = field(default_factory=list)  # MLflow's routine output while the version was made
 
     @property
     def uri(self) -> str:
@@ -82,10 +83,12 @@ class ModelVersionCard:
 
     def _repr_html_(self) -> str:
         links = {"MLflow UI": self.ui_url} if self.ui_url else None
-        return card_html("Registered model version", self._rows(), css_class="wolt-model-card", links=links)
+        return card_html(
+            "Registered model version", self._rows(), css_class="wolt-model-card", links=links, log=self.log
+        )
 
     def __repr__(self) -> str:
-        return card_text("Registered model version", self._rows())
+        return card_text("Registered model version", self._rows(), self.log)
 
 
 def version_card(name: str, version: str | int, s: Settings | None = None) -> ModelVersionCard:
@@ -129,23 +132,59 @@ def _schema_text(schema: Any) -> str:
 
 
 # -- logging an estimator on the spot -------------------------------------------------------------------------
+# the package a model object's class comes from -> the MLflow flavor that logs it (mlflow.<flavor>.log_model)
+FLAVOR_OF_PACKAGE = {
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "catboost": "catboost",
+    "sklearn": "sklearn",
+    "torch": "pytorch",
+    "onnx": "onnx",
+    "statsmodels": "statsmodels",
+    "keras": "keras",
+    "tf_keras": "tensorflow",
+    "tensorflow": "tensorflow",
+    "spacy": "spacy",
+    "sentence_transformers": "sentence_transformers",
+    "transformers": "transformers",
+    "prophet": "prophet",
+    "pmdarima": "pmdarima",
+    "h2o": "h2o",
+    "paddle": "paddle",
+}
+# flavors whose models answer ``predict(X)`` in the notebook: the signature comes from that answer
+_PREDICTS = ("sklearn", "xgboost", "lightgbm", "catboost")
+
+
 def _flavor_of(model: Any) -> Any:
-    """The MLflow flavor module that can save ``model``, or an :class:`InvalidArgument` naming the options."""
+    """The MLflow flavor module that can log ``model``: the first class in its MRO whose package has an installed
+    MLflow flavor (so an XGBClassifier is XGBoost, a third-party scikit-learn estimator scikit-learn), or an
+    :class:`InvalidArgument` naming the flavors tried."""
     import importlib
+    import importlib.util
 
     from mlflow.pyfunc import PythonModel
 
     if isinstance(model, PythonModel):
         return importlib.import_module("mlflow.pyfunc")
-    package = type(model).__module__.split(".")[0]
-    modules = {"sklearn": "mlflow.sklearn", "xgboost": "mlflow.xgboost", "lightgbm": "mlflow.lightgbm"}
-    if package in modules:
-        return importlib.import_module(modules[package])
+    for cls in type(model).__mro__:
+        flavor = FLAVOR_OF_PACKAGE.get(cls.__module__.split(".")[0])
+        if flavor and importlib.util.find_spec(f"mlflow.{flavor}") is not None:
+            return importlib.import_module(f"mlflow.{flavor}")
+    installed = [p for p in FLAVOR_OF_PACKAGE if importlib.util.find_spec(p) is not None]
     raise InvalidArgument(
-        f"cannot log a {type(model).__module__}.{type(model).__name__}: pass a fitted scikit-learn, XGBoost or "
-        "LightGBM model or an mlflow.pyfunc.PythonModel, or log it yourself inside %%wolt_experiment and "
-        "register with --run RUN_ID"
+        f"cannot log a {type(model).__module__}.{type(model).__name__}: no MLflow flavor takes it. Tried the "
+        f"flavors for {', '.join(FLAVOR_OF_PACKAGE)} and mlflow.pyfunc.PythonModel (installed here: "
+        f"{', '.join(installed) or 'none'}); wrap it in an mlflow.pyfunc.PythonModel, or log it yourself inside "
+        "%%wolt_experiment and register with --run RUN_ID"
     )
+
+
+def _model_arg(flavor: Any) -> str:
+    """The name of ``log_model``'s model parameter (``sk_model``, ``pytorch_model``, ``onnx_model``, …)."""
+    import inspect
+
+    return next(iter(inspect.signature(flavor.log_model).parameters))
 
 
 def _check_fitted(model: Any) -> None:
@@ -168,11 +207,12 @@ def _log_estimator(model: Any, input_example: Any, experiment: str | None) -> st
     from mlflow.models import infer_signature
 
     flavor = _flavor_of(model)
+    short = flavor.__name__.rpartition(".")[2]
     _check_fitted(model)
     signature = None
-    if input_example is not None:
+    if input_example is not None and (short in _PREDICTS or short == "pyfunc"):
         try:
-            if flavor.__name__ == "mlflow.pyfunc":
+            if short == "pyfunc":
                 prediction = model.predict(None, input_example)
             else:
                 prediction = model.predict(input_example)
@@ -182,18 +222,19 @@ def _log_estimator(model: Any, input_example: Any, experiment: str | None) -> st
                 "like the training features"
             ) from None
         signature = infer_signature(input_example, prediction)
-    save_kwargs: dict[str, Any] = {
-        "name": MODEL_ARTIFACT,
-        "signature": signature,
-        "input_example": input_example,
-    }
-    if flavor.__name__ == "mlflow.pyfunc":
+    # other flavors: MLflow infers the signature from the example by running the logged model's pyfunc
+    save_kwargs: dict[str, Any] = {"name": MODEL_ARTIFACT, "input_example": input_example}
+    if signature is not None:
+        save_kwargs["signature"] = signature
+    if short == "pyfunc":
         save_kwargs["python_model"] = model
     else:
-        save_kwargs[_FIRST_ARG[flavor.__name__]] = model
-        # the flavor's own requirements are exact for a plain estimator; inferring them costs a subprocess
-        # that loads the model (~10 s on a busy machine)
-        save_kwargs["pip_requirements"] = flavor.get_default_pip_requirements()
+        save_kwargs[_model_arg(flavor)] = model
+        # the flavor's own requirements are exact for a plain model; inferring them costs a subprocess that
+        # loads the model (~10 s on a busy machine)
+        defaults = getattr(flavor, "get_default_pip_requirements", None)
+        if defaults is not None:
+            save_kwargs["pip_requirements"] = defaults()
 
     if mlflow.active_run() is not None:  # inside %%wolt_experiment: attach to that run
         return flavor.log_model(**save_kwargs).model_uri
@@ -201,8 +242,6 @@ def _log_estimator(model: Any, input_example: Any, experiment: str | None) -> st
         info = flavor.log_model(**save_kwargs)
     return info.model_uri
 
-
-_FIRST_ARG = {"mlflow.sklearn": "sk_model", "mlflow.xgboost": "xgb_model", "mlflow.lightgbm": "lgb_model"}
 
 
 def _model_of_run(run_id: str, s: Settings, c: MlflowClient) -> str:
@@ -242,8 +281,27 @@ def register(
     With ``model`` (a fitted estimator) it is logged first, its signature inferred from ``input_example``;
     otherwise the model logged by ``run_id`` (default: the last run this kernel started) is registered.
     ``reference`` (the training inputs, a DataFrame) is sampled and kept with the version, as the baseline
-    drift is measured against.
+    drift is measured against. MLflow's routine output ("Created version '2' …") goes to the card's log.
     """
+    from wolt_jupyter._quiet import quiet, stderr_into
+
+    captured: list[str] = []
+    with quiet(captured), stderr_into(captured):
+        card = _register(model, name, aliases, run_id, input_example, experiment, description, reference)
+    card.log = captured
+    return card
+
+
+def _register(
+    model: Any,
+    name: str,
+    aliases: Iterable[str],
+    run_id: str | None,
+    input_example: Any,
+    experiment: str | None,
+    description: str | None,
+    reference: Any,
+) -> ModelVersionCard:
     import mlflow
 
     check_model_name(name)

@@ -6,6 +6,7 @@ the magic only parses its arguments and hands the cell source in.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -25,11 +26,19 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CELL_ARTIFACT = "cell.py"
-# flavors autologged when their library is installed: (import name, mlflow module)
-AUTOLOG_FLAVORS = (
-    ("sklearn", "mlflow.sklearn"),
-    ("xgboost", "mlflow.xgboost"),
-    ("lightgbm", "mlflow.lightgbm"),
+# frameworks mlflow.autolog() covers (its own table, mlflow/tracking/fluent.py): named on the card when installed
+AUTOLOG_FRAMEWORKS = (
+    "sklearn",
+    "xgboost",
+    "lightgbm",
+    "statsmodels",
+    "tensorflow",
+    "keras",
+    "lightning",
+    "pytorch_lightning",
+    "transformers",
+    "setfit",
+    "pyspark",
 )
 
 
@@ -60,6 +69,7 @@ class RunCard:
     artifact_uri: str = ""
     tracking_uri: str = ""
     ui_url: str | None = None
+    log: list[str] = field(default_factory=list)  # MLflow's routine output while the run was made
 
     def _rows(self) -> list[tuple[str, Any]]:
         rows = [
@@ -77,10 +87,10 @@ class RunCard:
 
     def _repr_html_(self) -> str:
         links = {"MLflow UI": self.ui_url} if self.ui_url else None
-        return card_html("MLflow run", self._rows(), css_class="wolt-run-card", links=links)
+        return card_html("MLflow run", self._rows(), css_class="wolt-run-card", links=links, log=self.log)
 
     def __repr__(self) -> str:
-        return card_text("MLflow run", self._rows())
+        return card_text("MLflow run", self._rows(), self.log)
 
 
 def run_card(run_id: str, s: Settings | None = None) -> RunCard:
@@ -168,18 +178,38 @@ def source_tags(notebook: str | None) -> dict[str, str]:
 
 
 def _autolog(enable: bool) -> list[str]:
-    """Switch autologging on/off for the installed flavors only (so a missing xgboost is not an error)."""
-    enabled = []
-    for package, module in AUTOLOG_FLAVORS:
-        if importlib.util.find_spec(package) is None:
-            continue
-        flavor = importlib.import_module(module)
-        if enable:
-            flavor.autolog(silent=True, log_input_examples=False, log_model_signatures=True)
-        else:
-            flavor.autolog(disable=True, silent=True)
-        enabled.append(package)
-    return enabled
+    """MLflow's general autologging on/off: every framework it supports, including ones the cell imports
+    later (it hooks their import). Returns the installed frameworks it covers, for the card."""
+    import mlflow
+
+    if enable:
+        mlflow.autolog(silent=True, log_input_examples=False, log_model_signatures=True)
+    else:
+        mlflow.autolog(disable=True, silent=True)
+    return [name for name in AUTOLOG_FRAMEWORKS if importlib.util.find_spec(name) is not None]
+
+
+@contextmanager
+def flavor_requirements() -> Iterator[None]:
+    """Models logged in the block record their flavor's own pip requirements (e.g. scikit-learn and cloudpickle
+    at the installed versions) instead of MLflow's inferred list: inferring costs a subprocess that imports
+    MLflow and loads the model (~4 s here), most of an autologged ``fit``. MLflow's flavors call
+    ``mlflow.models.infer_pip_requirements(path, flavor, fallback=defaults)``; in the block it answers the
+    defaults."""
+    import mlflow.models
+
+    original = mlflow.models.infer_pip_requirements
+
+    def defaults(model_uri: Any, flavor: Any, fallback: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if fallback is None:  # a caller with no defaults to offer: MLflow's inference, as without the block
+            return original(model_uri, flavor, fallback, *args, **kwargs)
+        return fallback
+
+    mlflow.models.infer_pip_requirements = defaults
+    try:
+        yield
+    finally:
+        mlflow.models.infer_pip_requirements = original
 
 
 @dataclass
@@ -205,51 +235,65 @@ def experiment(
     autolog: bool = True,
     source: str | None = None,
     notebook: str | None = None,
+    infer_requirements: bool = False,
 ) -> Iterator[ExperimentRun]:
     """Run the block inside an MLflow run.
 
-    Autologging is on for the block only (sklearn, xgboost, lightgbm where installed); ``source`` (the cell's
-    code) is saved as the artifact ``cell.py``; ``notebook`` and the git commit become MLflow's source tags.
+    MLflow's autologging is on for the block only (every framework it supports that is installed);
+    ``source`` (the cell's code) is saved as the artifact ``cell.py``; ``notebook`` and the git commit become
+    MLflow's source tags. Models logged in the block record their flavor's pip requirements unless
+    ``infer_requirements`` (see :func:`flavor_requirements`). MLflow's routine output goes to the card's log.
     An exception in the block marks the run FAILED (KILLED for an interrupt) and propagates.
     """
-    import mlflow
+    from wolt_jupyter._quiet import quiet, stderr_into
 
-    s = configure()
-    name = name or _session.last_experiment or s.default_experiment
-    experiment_id = ensure_experiment(name, s)
-    all_tags = {**source_tags(notebook), **dict(tags or {})}
-    with translated_errors(s):
-        active = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=run_name,
-            tags=all_tags,
-            nested=mlflow.active_run() is not None,
-        )
-    run_id = active.info.run_id
-    _session.last_run_id, _session.last_experiment = run_id, name
-    handle = ExperimentRun(run_id=run_id, experiment_id=experiment_id, experiment_name=name)
-    status = "FINISHED"
-    try:
-        if source is not None:
-            mlflow.log_text(source, CELL_ARTIFACT)
-        if autolog:
-            handle.autologged = _autolog(True)
-        yield handle
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
-        raise
-    finally:
-        if handle.autologged:
-            _autolog(False)
-        mlflow.end_run(status)
+    captured: list[str] = []
+    with quiet(captured):
+        with stderr_into(captured):
+            import mlflow
+
+            s = configure()
+            name = name or _session.last_experiment or s.default_experiment
+            experiment_id = ensure_experiment(name, s)
+            all_tags = {**source_tags(notebook), **dict(tags or {})}
+            with translated_errors(s):
+                active = mlflow.start_run(
+                    experiment_id=experiment_id,
+                    run_name=run_name,
+                    tags=all_tags,
+                    nested=mlflow.active_run() is not None,
+                )
+        run_id = active.info.run_id
+        _session.last_run_id, _session.last_experiment = run_id, name
+        handle = ExperimentRun(run_id=run_id, experiment_id=experiment_id, experiment_name=name)
+        status = "FINISHED"
+        requirements = contextlib.nullcontext() if infer_requirements else flavor_requirements()
         try:
-            handle.card = run_card(run_id, s)
-        except Exception:
-            if status == "FINISHED":
-                raise  # otherwise the block's own exception is the one to see
+            with stderr_into(captured):
+                if source is not None:
+                    mlflow.log_text(source, CELL_ARTIFACT)
+                if autolog:
+                    handle.autologged = _autolog(True)
+            with requirements:
+                yield handle
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            with stderr_into(captured):
+                if autolog:
+                    _autolog(False)
+                mlflow.end_run(status)
+                try:
+                    handle.card = run_card(run_id, s)
+                except Exception:
+                    if status == "FINISHED":
+                        raise  # otherwise the block's own exception is the one to see
+    if handle.card is not None:
+        handle.card.log = captured
 
 
 def last_run() -> RunCard | None:
