@@ -43,7 +43,7 @@ def routine(w: warnings.WarningMessage) -> bool:
 
 class _ListHandler(logging.Handler):
     def __init__(self, lines: list[str]) -> None:
-        super().__init__(logging.INFO)
+        super().__init__()
         self.lines = lines
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
@@ -90,15 +90,15 @@ def stderr_into(lines: list[str]) -> Iterator[None]:
 def quiet(lines: list[str]) -> Iterator[None]:
     """MLflow's and alembic's logging and routine warnings into ``lines`` for the block; other warnings are
     shown once each when it ends. The user's own prints and stderr are left alone."""
+    import mlflow  # noqa: F401 - its import configures its loggers: done first, so they are restored as it left them
+
     handler = _ListHandler(lines)
     saved = []
     for name in ROUTINE_LOGGERS:
         logger = logging.getLogger(name)
-        saved.append((logger, logger.handlers[:], logger.propagate, logger.level))
-        logger.handlers = [handler]
+        saved.append((logger, logger.handlers[:], logger.propagate))
+        logger.handlers = [handler]  # levels stay as MLflow set them (alembic: WARNING)
         logger.propagate = False
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            logger.setLevel(logging.INFO)
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught_here:
@@ -108,9 +108,8 @@ def quiet(lines: list[str]) -> Iterator[None]:
             finally:
                 caught = list(caught_here)
     finally:
-        for logger, handlers, propagate, level in saved:
+        for logger, handlers, propagate in saved:
             logger.handlers, logger.propagate = handlers, propagate
-            logger.setLevel(level)
         _sort_warnings(caught, lines)
 
 

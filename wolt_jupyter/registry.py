@@ -180,6 +180,28 @@ def _flavor_of(model: Any) -> Any:
     )
 
 
+def _signature_via_pyfunc(flavor: Any, model: Any, input_example: Any) -> Any:
+    """The signature of a model whose object has no ``predict``: saved aside, loaded as the pyfunc the runtime
+    will serve, asked to predict the example."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "model")
+        try:
+            flavor.save_model(model, path)
+            prediction = mlflow.pyfunc.load_model(path).predict(input_example)
+        except Exception as exc:
+            raise InvalidArgument(
+                f"the {flavor.__name__} model cannot predict on the input example ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); pass rows shaped like its inputs"
+            ) from None
+    return infer_signature(input_example, prediction)
+
+
 def _model_arg(flavor: Any) -> str:
     """The name of ``log_model``'s model parameter (``sk_model``, ``pytorch_model``, ``onnx_model``, …)."""
     import inspect
@@ -222,7 +244,8 @@ def _log_estimator(model: Any, input_example: Any, experiment: str | None) -> st
                 "like the training features"
             ) from None
         signature = infer_signature(input_example, prediction)
-    # other flavors: MLflow infers the signature from the example by running the logged model's pyfunc
+    elif input_example is not None:  # no predict() in the notebook (torch, ONNX, ...): ask the flavor's pyfunc
+        signature = _signature_via_pyfunc(flavor, model, input_example)
     save_kwargs: dict[str, Any] = {"name": MODEL_ARTIFACT, "input_example": input_example}
     if signature is not None:
         save_kwargs["signature"] = signature
