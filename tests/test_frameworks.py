@@ -4,10 +4,9 @@ onnx's own helpers), infers the signature from --input-example, and the version 
 from __future__ import annotations
 
 import numpy as np
+import onnx  # a test extra (pyproject [test]: onnx, onnxruntime)
 import pytest
 from IPython.core.error import UsageError
-
-import onnx  # a test extra (pyproject [test]: onnx, onnxruntime)
 
 
 def linear_onnx(weights: np.ndarray):
