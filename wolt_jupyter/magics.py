@@ -498,14 +498,25 @@ class WoltMagics(Magics):
     )
     @argument("--since", default=None, help="e.g. 1h, 2d (default: the whole log)")
     @argument("--effect", type=float, default=None, help="smallest difference worth detecting")
+    @argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="regression shadows: |shadow - main| still counted as agreeing (default 10%% of main's s.d.)",
+    )
     @line_magic
     @_usage_errors
     def wolt_compare(self, line: str) -> Any:
-        """Compare a deployment's variants: intervals, significance vs main, sample size, shadow agreement."""
+        """Compare a deployment's variants: a compact summary (requests, share, errors, p99, metric with its
+        interval, verdict); ``.details`` and ``.shadow_table`` have every number."""
         args = parse_argstring(self.wolt_compare, line)
+        if args.tolerance is not None and args.tolerance < 0:
+            raise UsageError("--tolerance is a distance in the model's output units: 0 or more")
         from wolt_jupyter.monitoring import reports
 
-        return reports.compare(args.name, metric=args.metric, since=args.since, effect=args.effect)
+        return reports.compare(
+            args.name, metric=args.metric, since=args.since, effect=args.effect, tolerance=args.tolerance
+        )
 
     @magic_arguments()
     @argument("name")

@@ -145,3 +145,59 @@ def test_errors_latency_and_bad_input() -> None:
         compare(log.drop(columns=["ground_truth"]), metric="accuracy")
     with pytest.raises(InvalidArgument, match="empty"):
         compare(log.iloc[:0])
+
+
+def test_summary_table_is_compact_with_integer_counts_and_verdicts() -> None:
+    log = classification_log(np.random.default_rng(3), 800, 200, 0.8, 0.8, shadow_agree=0.9)
+    result = compare(log, metric="accuracy")
+    summary = result.summary
+    assert list(summary.columns) == ["requests", "share", "errors", "p99 ms", "accuracy (95% CI)", "verdict"]
+    assert list(summary.index) == ["main", "challenger", "shadow (shadow)"]
+    assert summary["requests"].dtype.kind == "i" and summary["errors"].dtype.kind == "i"
+    assert summary.loc["main", "requests"] == 800 and summary.loc["main", "share"] == "80.0%"
+    assert summary.loc["main", "verdict"] == "baseline"
+    low, high = result.table.loc["main", ["accuracy_ci_low", "accuracy_ci_high"]]
+    assert (
+        summary.loc["main", "accuracy (95% CI)"]
+        == f"{result.table.loc['main', 'accuracy']:.4g} [{low:.4g}, {high:.4g}]"
+    )
+    assert summary.loc["challenger", "verdict"].startswith(("no significant difference", "better", "worse"))
+    assert summary.loc["shadow (shadow)", "verdict"].startswith("agrees on ")
+    assert result.details is result.table and result.details.shape[1] > 12  # the rest, on demand
+    html = result._repr_html_()
+    # the summary first; every number inside a closed <details>
+    assert html.index("wolt-compare-summary") < html.index("<details class='wolt-compare-details'>")
+    assert "accuracy_p_value" not in html.split("<details")[0]
+    assert "73.0" not in repr(result) and ".details" in repr(result)
+
+
+def test_regression_shadow_reports_error_distribution_not_exact_agreement() -> None:
+    rng = np.random.default_rng(6)
+    rows = []
+    for i in range(1000):
+        main_answer = rng.normal(scale=10.0)
+        for variant, shadow, answer in (
+            ("main", False, main_answer),
+            ("shadow", True, main_answer + rng.normal(scale=0.5)),
+        ):
+            rows.append(
+                {
+                    "id": f"r{i}",
+                    "variant": variant,
+                    "shadow": shadow,
+                    "latency_ms": 1.0,
+                    "status": 200,
+                    "output.predict": answer,
+                }
+            )
+    result = compare(pd.DataFrame(rows))
+    shadow = result.shadow_table.loc["shadow"]
+    assert "agreement" not in result.shadow_table.columns  # no exact equality for real-valued answers
+    assert shadow["mean_abs_difference"] == pytest.approx(0.5 * np.sqrt(2 / np.pi), rel=0.1)
+    assert shadow["correlation"] > 0.99
+    assert shadow["tolerance"] == pytest.approx(1.0, rel=0.1)  # 10% of main's s.d. (10)
+    assert shadow["within_tolerance"] == pytest.approx(0.954, abs=0.03)  # |N(0, 0.5)| <= 1: 2 sigma
+    assert result.summary.loc["shadow (shadow)", "verdict"].startswith("MAE 0.4")
+    assert any("within ±" in n for n in result.notes)
+    given = compare(pd.DataFrame(rows), tolerance=0.5).shadow_table.loc["shadow"]
+    assert given["tolerance"] == 0.5 and given["within_tolerance"] == pytest.approx(0.683, abs=0.04)

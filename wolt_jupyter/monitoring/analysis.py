@@ -134,32 +134,114 @@ def auc_permutation_p(
 # -- the comparison --------------------------------------------------------------------------------------------
 @dataclass
 class Comparison:
-    """What ``%wolt_compare`` returns: ``table`` indexed by variant, and shadow-vs-main agreement."""
+    """What ``%wolt_compare`` returns. A notebook shows :attr:`summary` (one narrow row per variant: fits a
+    1,000 px notebook); :attr:`details` (= ``table``) has every number, and ``shadow_table`` the shadows
+    against main on the same requests."""
 
     table: pd.DataFrame
     metric: str | None
     main: str
     shadow_table: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    alpha: float = 0.05
+    tolerance: float | None = None  # regression shadows: |shadow - main| counted as agreeing up to this
+
+    @property
+    def details(self) -> pd.DataFrame:
+        """Every column: intervals, p-values, latency mean/p95/p99, labelled counts."""
+        return self.table
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """variant, requests, share, errors, p99 ms, the metric with its 95% interval, verdict."""
+        return summary_table(self)
 
     def _repr_html_(self) -> str:
         from html import escape
 
-        html = f"<div class='wolt-compare'><b>Variants vs {escape(self.main)}</b>{self.table.to_html(float_format=_fmt)}"
-        if self.shadow_table is not None and not self.shadow_table.empty:
-            html += f"<b>Shadows vs {escape(self.main)} on the same requests</b>{self.shadow_table.to_html(float_format=_fmt)}"
+        html = (
+            f"<div class='wolt-compare'><b>Variants vs {escape(self.main)}</b>"
+            f"{self.summary.to_html(na_rep='', border=0, classes='wolt-compare-summary')}"
+        )
         html += "".join(f"<p>{escape(n)}</p>" for n in self.notes)
-        return html + "</div>"
+        html += (
+            "<details class='wolt-compare-details'><summary>details (.details, .shadow_table)</summary>"
+            f"{self.table.to_html(float_format=_fmt, border=0)}"
+        )
+        if self.shadow_table is not None and not self.shadow_table.empty:
+            html += (
+                f"<b>Shadows vs {escape(self.main)} on the same requests</b>"
+                f"{self.shadow_table.to_html(float_format=_fmt, border=0)}"
+            )
+        return html + "</details></div>"
 
     def __repr__(self) -> str:
-        text = f"Variants vs {self.main}\n{self.table.to_string(float_format=_fmt)}"
-        if self.shadow_table is not None and not self.shadow_table.empty:
-            text += f"\n\nShadows vs {self.main} on the same requests\n{self.shadow_table.to_string(float_format=_fmt)}"
-        return "\n".join([text, *self.notes])
+        text = f"Variants vs {self.main}\n{self.summary.to_string(na_rep='')}"
+        return "\n".join([text, *self.notes, "(every number: .details; shadows vs main: .shadow_table)"])
 
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _interval_text(value: float, low: Any, high: Any) -> str:
+    if not math.isfinite(value):
+        return ""
+    if low is None or high is None or not (math.isfinite(float(low)) and math.isfinite(float(high))):
+        return f"{value:.4g}"
+    return f"{value:.4g} [{float(low):.4g}, {float(high):.4g}]"
+
+
+def summary_table(c: Comparison) -> pd.DataFrame:
+    """The compact view of a comparison: counts as integers, rates as percentages, one verdict per variant."""
+    import pandas as pd
+
+    t = c.table
+    live_total = int(t.loc[~t["shadow"].astype(bool), "requests"].sum())
+    metric = c.metric if c.metric and c.metric in t.columns else None
+    rows = []
+    for variant, r in t.iterrows():
+        shadow = bool(r["shadow"])
+        requests = int(r["requests"])
+        row: dict[str, Any] = {
+            "variant": f"{variant} (shadow)" if shadow else str(variant),
+            "requests": requests,
+            "share": "" if shadow else f"{100 * requests / live_total:.1f}%" if live_total else "",
+            "errors": int(r["errors"]),
+            "p99 ms": round(float(r["latency_ms_p99"]), 1) if math.isfinite(r["latency_ms_p99"]) else None,
+        }
+        if metric:
+            row[f"{metric} (95% CI)"] = _interval_text(
+                float(r[metric]), r.get(f"{metric}_ci_low"), r.get(f"{metric}_ci_high")
+            )
+        row["verdict"] = _verdict(c, str(variant), r, shadow)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def _verdict(c: Comparison, variant: str, r: Any, shadow: bool) -> str:
+    if variant == c.main:
+        return "baseline"
+    if shadow and c.shadow_table is not None and variant in c.shadow_table.index:
+        s = c.shadow_table.loc[variant]
+        if "agreement" in s and math.isfinite(s["agreement"]):
+            return f"agrees on {100 * s['agreement']:.1f}% of {int(s['paired_requests'])}"
+        if "within_tolerance" in s and math.isfinite(s["within_tolerance"]):
+            return (
+                f"MAE {s['mean_abs_difference']:.3g} vs main, {100 * s['within_tolerance']:.0f}% within "
+                f"±{s['tolerance']:.3g}"
+            )
+    name = c.metric if c.metric and f"{c.metric}_p_value" in r else "error_rate"
+    p = r.get(f"{name}_p_value", math.nan)
+    if p is None or not math.isfinite(p):
+        return "too few requests" if not shadow else ""
+    if p >= c.alpha:
+        return f"no significant difference (p={p:.2g})"
+    base = c.table.loc[c.main, name]
+    higher = HIGHER_IS_BETTER.get(name, False)
+    better = (r[name] > base) == higher
+    what = name.replace("_", " ")
+    return f"{'better' if better else 'worse'} {what} (p={p:.2g})"
 
 
 def _first_output(frame: pd.DataFrame) -> str | None:
@@ -197,12 +279,15 @@ def compare(
     main: str | None = None,
     effect: float | None = None,
     alpha: float = 0.05,
+    tolerance: float | None = None,
 ) -> Comparison:
     """Compare every variant in a response log against ``main`` (default: the variant named ``main``, else
     the one with most live requests).
 
     ``metric`` needs feedback (``ground_truth``); ``effect`` is the smallest difference worth detecting (in
     the metric's units; default 1 percentage point for rates, 5% of the main variant's value otherwise).
+    ``tolerance``: how far a regression shadow may answer from main and still count as agreeing (default
+    10% of the standard deviation of main's answers).
     """
     import numpy as np
     import pandas as pd
@@ -241,8 +326,10 @@ def compare(
             "variant": variant,
             "shadow": shadow,
             "requests": n,
+            "errors": errors,
             "latency_ms_mean": float(np.mean(lat)) if n else math.nan,
             "latency_ms_p95": float(np.percentile(lat, 95)) if n else math.nan,
+            "latency_ms_p99": float(np.percentile(lat, 99)) if n else math.nan,
             "latency_ms_ci_low": lat_lo,
             "latency_ms_ci_high": lat_hi,
             "error_rate": errors / n if n else math.nan,
@@ -265,8 +352,19 @@ def compare(
         pcol = f"{metric}_p_value"
         if pcol in table:
             table["significant"] = table[pcol] < alpha
+    shadows = shadow_agreement(log, main, output, tolerance=tolerance)
+    if shadows is not None and "tolerance" in shadows and shadows["tolerance"].notna().any():
+        tol = float(shadows["tolerance"].dropna().iloc[0])
+        how = "given" if tolerance is not None else "10% of the s.d. of main's answers"
+        notes.append(f"regression shadows: 'within' counts answers within ±{tol:.3g} of main's ({how})")
     return Comparison(
-        table=table, metric=metric, main=main, shadow_table=shadow_agreement(log, main, output), notes=notes
+        table=table,
+        metric=metric,
+        main=main,
+        shadow_table=shadows,
+        notes=notes,
+        alpha=alpha,
+        tolerance=tolerance,
     )
 
 
@@ -349,8 +447,15 @@ def _sample_size_notes(
     return notes
 
 
-def shadow_agreement(log: pd.DataFrame, main: str, output: str | None) -> pd.DataFrame | None:
-    """Each shadow against ``main`` on the requests both answered: agreement (classes) or differences."""
+TOLERANCE_OF_SD = 0.1  # default tolerance of a regression shadow: this fraction of main's answers' s.d.
+
+
+def shadow_agreement(
+    log: pd.DataFrame, main: str, output: str | None, *, tolerance: float | None = None
+) -> pd.DataFrame | None:
+    """Each shadow against ``main`` on the requests both answered: agreement (classes) or, for regressors, the
+    distribution of the differences: MAE, correlation, and the share within ``tolerance`` (default: 10% of
+    the standard deviation of main's answers) — exact equality says nothing about real-valued answers."""
     import numpy as np
     import pandas as pd
 
@@ -377,8 +482,14 @@ def shadow_agreement(log: pd.DataFrame, main: str, output: str | None) -> pd.Dat
             row["agreement_ci_low"], row["agreement_ci_high"] = wilson_interval(agree, len(a))
         elif len(a):
             diff = a - b
+            tol = tolerance if tolerance is not None else TOLERANCE_OF_SD * float(np.std(b))
             row["mean_difference"] = float(np.mean(diff))
             row["mean_abs_difference"] = float(np.mean(np.abs(diff)))
             row["p95_abs_difference"] = float(np.percentile(np.abs(diff), 95))
+            row["correlation"] = (
+                float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and np.std(a) > 0 and np.std(b) > 0 else math.nan
+            )
+            row["tolerance"] = tol
+            row["within_tolerance"] = float(np.mean(np.abs(diff) <= tol))
         rows.append(row)
     return pd.DataFrame(rows).set_index("variant")

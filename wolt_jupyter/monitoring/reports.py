@@ -20,9 +20,15 @@ INPUT_PREFIX = "input."
 
 
 def compare(
-    name: str, *, metric: str | None = None, since: Any = None, effect: float | None = None
+    name: str,
+    *,
+    metric: str | None = None,
+    since: Any = None,
+    effect: float | None = None,
+    tolerance: float | None = None,
 ) -> Comparison:
-    """A/B comparison of a deployment's variants from its response log (feedback joined for ``metric``)."""
+    """A/B comparison of a deployment's variants from its response log (feedback joined for ``metric``);
+    ``tolerance``: how far a regression shadow may answer from main and still count as agreeing."""
     from wolt_jupyter import deployments
     from wolt_jupyter.monitoring.analysis import METRICS
     from wolt_jupyter.monitoring.analysis import compare as analyse
@@ -32,7 +38,7 @@ def compare(
     log = deployments.responses(name, since=since)
     if log.empty:
         raise InvalidArgument(f"deployment {name!r} has logged no responses yet: send traffic first")
-    return analyse(log, metric=metric, effect=effect)
+    return analyse(log, metric=metric, effect=effect, tolerance=tolerance)
 
 
 @dataclass

@@ -319,7 +319,7 @@ def _display_summary(data: MonitorData | None) -> Any:
     for c in ("share", "error_rate", "agreement"):
         s[c] = (s[c] * 100).round(1)
     s = s.rename(columns={"share": "share %", "error_rate": "errors %", "agreement": "agreement %"})
-    s["requests"] = s["requests"].round(0)
+    s["requests"] = s["requests"].round(0).astype("Int64")  # a count reads "73", never "73.0"
     return s
 
 
