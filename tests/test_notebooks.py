@@ -37,6 +37,10 @@ def test_quickstart_notebook(wolt_home: Path) -> None:
     assert "champion" in text
     assert "champion accuracy on the test split: 0.9" in text
     assert (wolt_home / "mlflow.db").exists()  # the embedded store, in the fresh state dir
+    # MLflow's routine output is inside the cards' collapsed log, not in stderr boxes
+    stderr = [o for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, stderr
+    assert "<details class='wolt-log'>" in text
 
 
 def test_deploy_notebook(wolt_home: Path) -> None:
@@ -62,7 +66,10 @@ def test_monitoring_notebook_leaves_figures(wolt_home: Path) -> None:
     images = [o["data"]["image/png"] for o in panel["outputs"] if "image/png" in o.get("data", {})]
     assert images and base64.b64decode(images[0]).startswith(b"\x89PNG")  # static figures survive export
     text = outputs_text(nb)
-    assert "Variants vs main" in text and "rmse_p_value" in text
+    # feedback by deployment name: every one of the 221 live requests got its label
+    assert "221 request ids with ground truth" in text
+    assert "Variants vs main" in text and "rmse (95% CI)" in text and "rmse_p_value" in text
+    assert "within ±" in text  # the regression shadow: error distribution, not exact agreement
     drift = next(c for c in nb.cells if c.source.startswith("shifted ="))
     shown = "".join(o.get("data", {}).get("text/plain", "") for o in drift["outputs"])
     assert "drifted features: bmi" in shown
