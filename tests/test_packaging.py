@@ -43,6 +43,7 @@ def test_the_wheel_ships_the_lab_extension_and_enables_the_server_extension(tmp_
     assert lab + "schemas/wolt-jupyter/plugin.json" in names
     assert data + "etc/jupyter/jupyter_server_config.d/wolt_jupyter.json" in names
     assert "wolt_jupyter/server/openapi.yaml" in names
+    assert any(n.startswith("wolt_jupyter/mlflow_schema/") and n.endswith(".sql") for n in names)
 
 
 def test_the_extension_points_name_what_exists() -> None:
