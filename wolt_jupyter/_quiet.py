@@ -102,7 +102,7 @@ def quiet(lines: list[str]) -> Iterator[None]:
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught_here:
-            warnings.simplefilter("always")
+            warnings.simplefilter("default")  # each warning once per place: a loop of them stays one line
             try:
                 yield
             finally:

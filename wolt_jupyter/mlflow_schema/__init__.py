@@ -121,6 +121,9 @@ def seed(db: Path) -> bool:
             os.link(tmp, db)
         except FileExistsError:
             return False
+        except OSError as exc:  # a file system without hard links: MLflow's own path makes the store
+            log.debug("cannot link the new MLflow store into place: %s", exc)
+            return False
         return True
     finally:
         tmp.unlink(missing_ok=True)
