@@ -36,6 +36,14 @@ ISOLATED_ENV = (
 )
 
 
+def stop_server(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop a server started in its own session (SIGTERM to its group, SIGKILL after ``timeout``) and reap it."""
+    from wolt_jupyter.serving.supervisor import stop_process_group
+
+    stop_process_group(proc.pid, timeout)
+    proc.wait(5)
+
+
 def wait_http(
     url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
 ) -> None:

@@ -1,10 +1,16 @@
-"""Rendering of the rich results (cards) every magic returns: an HTML table and a plain-text fallback."""
+"""Rendering of the rich results (cards) every magic returns: an HTML table and a plain-text fallback.
+
+:class:`Card` is the one base of those results: a subclass names its title, CSS class and rows; the
+notebook's HTML, the plain text, and the plain data (``to_dict``, what the server extension's JSON and the
+MLflow plugin's dicts are made of) all come from it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from html import escape
-from typing import Any
+from typing import Any, ClassVar
 
 MAX_ITEMS = 12  # a card shows this many params/metrics; the object keeps them all
 MAX_VALUE = 60
@@ -51,3 +57,39 @@ def card_text(title: str, rows: Iterable[tuple[str, Any]]) -> str:
     rows = list(rows)
     width = max((len(label) for label, _ in rows), default=0)
     return "\n".join([title, *(f"  {label.ljust(width)}  {_fmt(value)}" for label, value in rows)])
+
+
+class Card:
+    """A result a notebook shows as a two-column card.
+
+    Subclasses set ``title`` and ``css_class`` and return their ``_rows()``; ``_links()`` makes a row's value
+    a link, ``_html_details()``/``_text_details()`` add what does not fit a row (a dry run's manifests).
+    Dataclass subclasses must be declared with ``@dataclass(repr=False)``: the dataclass ``__repr__``
+    would replace the card's text.
+    """
+
+    title: ClassVar[str]
+    css_class: ClassVar[str]
+
+    def _rows(self) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def _links(self) -> dict[str, str] | None:
+        return None
+
+    def _html_details(self) -> str:
+        return ""
+
+    def _text_details(self) -> str:
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain data (a dataclass's fields by default)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def _repr_html_(self) -> str:
+        html = card_html(self.title, self._rows(), css_class=self.css_class, links=self._links())
+        return html + self._html_details()
+
+    def __repr__(self) -> str:
+        return card_text(self.title, self._rows()) + self._text_details()
