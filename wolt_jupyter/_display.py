@@ -62,14 +62,19 @@ def card_text(title: str, rows: Iterable[tuple[str, Any]]) -> str:
 class Card:
     """A result a notebook shows as a two-column card.
 
-    Subclasses set ``title`` and ``css_class`` and return their ``_rows()``; ``_links()`` makes a row's value
-    a link, ``_html_details()``/``_text_details()`` add what does not fit a row (a dry run's manifests).
-    Dataclass subclasses must be declared with ``@dataclass(repr=False)``: the dataclass ``__repr__``
-    would replace the card's text.
+    Subclasses name their title and CSS class as class arguments (``class RunCard(Card, title="MLflow run",
+    css_class="wolt-run-card")``) and return their ``_rows()``; ``_links()`` makes a row's value a link,
+    ``_html_details()``/``_text_details()`` add what does not fit a row (a dry run's manifests). Dataclass
+    subclasses are declared with ``@dataclass(repr=False)``: the dataclass ``__repr__`` would replace the
+    card's text.
     """
 
     title: ClassVar[str]
     css_class: ClassVar[str]
+
+    def __init_subclass__(cls, *, title: str, css_class: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.title, cls.css_class = title, css_class
 
     def _rows(self) -> list[tuple[str, Any]]:
         raise NotImplementedError

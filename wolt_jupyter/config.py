@@ -13,7 +13,7 @@ import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,11 +102,8 @@ def mask_url(text: str | None) -> str | None:
 
 
 @dataclass(frozen=True, repr=False)
-class Settings(Card):
+class Settings(Card, title="wolt-jupyter settings", css_class="wolt-config"):
     """The effective settings. Build with :func:`settings`; values are plain strings and paths."""
-
-    title: ClassVar[str] = "wolt-jupyter settings"
-    css_class: ClassVar[str] = "wolt-config"
 
     home: Path
     tracking_uri: str

@@ -11,7 +11,7 @@ import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import Card
 from wolt_jupyter.backends.base import Backend, Deployment, Progress, backend_class
@@ -312,11 +312,8 @@ def rollback(name: str, *, wait: bool = True) -> Deployment:
 
 
 @dataclass(repr=False)
-class Undeployed(Card):
+class Undeployed(Card, title="Undeployed", css_class="wolt-deployment-card"):
     """What an undeploy stopped, and what the runtime could not finish before it went (counted, never silent)."""
-
-    title: ClassVar[str] = "Undeployed"
-    css_class: ClassVar[str] = "wolt-deployment-card"
 
     name: str
     target: str

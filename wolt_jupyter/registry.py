@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter import tracking
 from wolt_jupyter._display import Card
@@ -50,11 +50,8 @@ def check_alias(alias: str) -> str:
 
 
 @dataclass(repr=False)
-class ModelVersionCard(Card):
+class ModelVersionCard(Card, title="Registered model version", css_class="wolt-model-card"):
     """One registered model version, as a notebook shows it."""
-
-    title: ClassVar[str] = "Registered model version"
-    css_class: ClassVar[str] = "wolt-model-card"
 
     name: str
     version: str

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import Card
 from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors, ui_base
@@ -57,11 +57,8 @@ def forget_session() -> None:
 
 # -- the run card ---------------------------------------------------------------------------------------------
 @dataclass(repr=False)
-class RunCard(Card):
+class RunCard(Card, title="MLflow run", css_class="wolt-run-card"):
     """A finished (or running) MLflow run, as a notebook shows it."""
-
-    title: ClassVar[str] = "MLflow run"
-    css_class: ClassVar[str] = "wolt-run-card"
 
     run_id: str
     run_name: str

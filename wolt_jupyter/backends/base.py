@@ -28,11 +28,8 @@ class Plan:
 
 
 @dataclass(repr=False)
-class Deployment(Card):
+class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
     """A deployment as it runs (or would run, for a dry run)."""
-
-    title: ClassVar[str] = "Deployment"
-    css_class: ClassVar[str] = "wolt-deployment-card"
 
     name: str
     target: str
