@@ -90,5 +90,5 @@ def register_eta_models() -> dict[str, str]:
         wolt_jupyter.register(
             LinearRegression().fit(X, X.sum(axis=1) * scale), name="eta", input_example=X.head(3)
         )
-    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
+    wolt_jupyter.registry.mlflow_client().set_registered_model_alias("eta", "champion", "1")
     return {"champion": "models:/eta@champion", "v1": "models:/eta/1", "v2": "models:/eta/2"}
