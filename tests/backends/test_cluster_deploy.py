@@ -116,7 +116,7 @@ def test_unreachable_cluster_is_one_line(shell, models, unreachable_cluster, cap
     result = shell.run_cell(f"%wolt_deploy eta --model {models['champion']} --target kubernetes")
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert not result.success
-    assert last.startswith("ClusterError: cannot reach the Kubernetes API at")
+    assert last.startswith("ClusterUnreachable: cannot reach the Kubernetes API at")
     assert shell.run_line_magic("wolt_deployments", "").empty  # a failed first deploy leaves nothing behind
 
 
