@@ -34,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +47,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from _serving_peers import mlserver_settings  # noqa: E402
+
+from wolt_jupyter.serving.supervisor import stop_process_group  # noqa: E402
 
 N_FEATURES = 20
 
@@ -173,12 +174,8 @@ def start(
 
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_process_group(proc.pid, 30)
+        proc.wait(5)
 
 
 LUA = """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ISOLATED_ENV, free_port, wait_http
+from helpers import ISOLATED_ENV, free_port, stop_server, wait_http
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -36,11 +36,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_http(f"http://127.0.0.1:{port}/health", 60, proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+        stop_server(proc, 10)
 
 
 def _reset_session_state() -> None:
@@ -50,8 +46,7 @@ def _reset_session_state() -> None:
 
     while mlflow.active_run() is not None:
         mlflow.end_run()
-    tracking._session.last_run_id = None
-    tracking._session.last_experiment = None
+    tracking.forget_session()
 
 
 @pytest.fixture

@@ -36,6 +36,14 @@ ISOLATED_ENV = (
 )
 
 
+def stop_server(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop a server started in its own session (SIGTERM to its group, SIGKILL after ``timeout``) and reap it."""
+    from wolt_jupyter.serving.supervisor import stop_process_group
+
+    stop_process_group(proc.pid, timeout)
+    proc.wait(5)
+
+
 def wait_http(
     url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
 ) -> None:
@@ -82,5 +90,5 @@ def register_eta_models() -> dict[str, str]:
         wolt_jupyter.register(
             LinearRegression().fit(X, X.sum(axis=1) * scale), name="eta", input_example=X.head(3)
         )
-    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
+    wolt_jupyter.registry.mlflow_client().set_registered_model_alias("eta", "champion", "1")
     return {"champion": "models:/eta@champion", "v1": "models:/eta/1", "v2": "models:/eta/2"}

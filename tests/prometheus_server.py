@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from helpers import free_port, wait_http
+from helpers import free_port, stop_server, wait_http
 
 INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 
@@ -76,13 +74,7 @@ def prometheus_server(home: Path, *, interval: str = "1s", timeout: float = 30.0
             wait_http(f"{url}/-/ready", timeout, proc, log)
             yield url
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            stop_server(proc, 10)
 
 
 def query(url: str, promql: str) -> list[dict[str, Any]]:

@@ -56,3 +56,30 @@ def test_wolt_config_never_shows_a_secret(shell, monkeypatch: pytest.MonkeyPatch
     assert "very-secret" not in shown
     assert "MLFLOW_TRACKING_TOKEN" in shown and "****" in shown
     assert "postgresql://bob:****@db/x" in shown
+
+
+def test_one_targets_table_feeds_the_magic_the_plugin_the_settings_and_the_backends(
+    wolt_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from wolt_jupyter.backends.base import backend_class
+    from wolt_jupyter.config import TARGETS
+    from wolt_jupyter.errors import InvalidArgument
+    from wolt_jupyter.magics import WoltMagics
+    from wolt_jupyter.mlflow_plugin import WoltDeploymentClient
+
+    for target in TARGETS:
+        assert backend_class(target).target == target  # each name is a Backend subclass's own
+        assert WoltDeploymentClient(f"wolt-{target}").target == target
+    target_option = next(a for a in WoltMagics.wolt_deploy.parser._actions if "--target" in a.option_strings)
+    assert tuple(target_option.choices) == TARGETS
+    with pytest.raises(InvalidArgument, match="choose one of local, kubernetes, seldon, kserve"):
+        backend_class("docker")
+    with pytest.raises(
+        MlflowException, match="choose one of wolt-local, wolt-kubernetes, wolt-seldon, wolt-kserve"
+    ):
+        WoltDeploymentClient("wolt-docker")
+    monkeypatch.setenv("WOLT_DEFAULT_TARGET", "docker")
+    with pytest.raises(ConfigError, match="is not one of local, kubernetes, seldon, kserve"):
+        settings()

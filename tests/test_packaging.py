@@ -57,3 +57,14 @@ def test_the_extension_points_name_what_exists() -> None:
     (lab,) = wolt_jupyter._jupyter_labextension_paths()
     assert lab["dest"] == "wolt-jupyter"
     assert (Path(wolt_jupyter.__file__).parent / lab["src"] / "package.json").is_file()
+
+
+def test_the_mlflow_plugin_entry_points_are_the_targets_table() -> None:
+    """pyproject.toml cannot import the table: this keeps its ``wolt-<target>`` entry points in step with it."""
+    from wolt_jupyter.config import TARGETS
+    from wolt_jupyter.mlflow_plugin import PREFIX
+
+    text = (ROOT / "pyproject.toml").read_text()
+    section = text.split('[project.entry-points."mlflow.deployments"]', 1)[1].split("\n[", 1)[0]
+    names = [line.split("=", 1)[0].strip() for line in section.strip().splitlines() if "=" in line]
+    assert names == [PREFIX + t for t in TARGETS]

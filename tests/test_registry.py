@@ -101,7 +101,7 @@ def test_pin_resolves_aliases_and_latest_and_rejects_missing(wolt_home) -> None:
     X = np.arange(8, dtype=float).reshape(4, 2)
     for _ in range(2):
         wolt_jupyter.register(LinearRegression().fit(X, X[:, 0]), name="pinme")
-    wolt_jupyter.registry.client().set_registered_model_alias("pinme", "champion", "1")
+    wolt_jupyter.registry.mlflow_client().set_registered_model_alias("pinme", "champion", "1")
     assert pin("models:/pinme@champion") == "models:/pinme/1"
     assert pin("models:/pinme/latest") == "models:/pinme/2"
     assert pin("models:/pinme/2") == "models:/pinme/2"

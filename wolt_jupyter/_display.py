@@ -1,10 +1,16 @@
-"""Rendering of the rich results (cards) every magic returns: an HTML table and a plain-text fallback."""
+"""Rendering of the rich results (cards) every magic returns: an HTML table and a plain-text fallback.
+
+:class:`Card` is the one base of those results: a subclass names its title, CSS class and rows; the
+notebook's HTML, the plain text, and the plain data (``to_dict``, what the server extension's JSON and the
+MLflow plugin's dicts are made of) all come from it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from html import escape
-from typing import Any
+from typing import Any, ClassVar
 
 MAX_ITEMS = 12  # a card shows this many params/metrics; the object keeps them all
 MAX_VALUE = 60
@@ -71,3 +77,50 @@ def card_text(title: str, rows: Iterable[tuple[str, Any]], log: list[str] | None
     if log:
         lines.append(f"  {'log'.ljust(width)}  {len(log)} lines (.log)")
     return "\n".join(lines)
+
+
+class Card:
+    """A result a notebook shows as a two-column card.
+
+    Subclasses name their title and CSS class as class arguments (``class RunCard(Card, title="MLflow run",
+    css_class="wolt-run-card")``) and return their ``_rows()``; ``_links()`` makes a row's value a link,
+    ``_html_details()``/``_text_details()`` add what does not fit a row (a dry run's manifests). Dataclass
+    subclasses are declared with ``@dataclass(repr=False)``: the dataclass ``__repr__`` would replace the
+    card's text.
+    """
+
+    title: ClassVar[str]
+    css_class: ClassVar[str]
+
+    def __init_subclass__(cls, *, title: str, css_class: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.title, cls.css_class = title, css_class
+
+    def _rows(self) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def _links(self) -> dict[str, str] | None:
+        return None
+
+    def _log(self) -> list[str] | None:
+        """What the card captured from MLflow and libraries (a collapsed section), if it keeps any."""
+        return getattr(self, "log", None)
+
+    def _html_details(self) -> str:
+        return ""
+
+    def _text_details(self) -> str:
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain data (a dataclass's fields by default)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def _repr_html_(self) -> str:
+        html = card_html(
+            self.title, self._rows(), css_class=self.css_class, links=self._links(), log=self._log()
+        )
+        return html + self._html_details()
+
+    def __repr__(self) -> str:
+        return card_text(self.title, self._rows(), self._log()) + self._text_details()

@@ -80,11 +80,16 @@ def configure() -> Settings:
     return s
 
 
-def client(s: Settings | None = None) -> MlflowClient:
+def mlflow_client(s: Settings | None = None) -> MlflowClient:
+    """An MLflow client on the configured tracking and registry stores (not :mod:`wolt_jupyter.client`,
+    the V2 inference client)."""
     from mlflow import MlflowClient
 
     s = s or configure()
     return MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.registry_uri)
+
+
+client = mlflow_client  # the old name, kept while parallel branches still import it; remove after the merge
 
 
 @contextmanager
@@ -101,13 +106,29 @@ def translated_errors(s: Settings | None = None) -> Iterator[None]:
             raise NotFound(message) from None
         if code in ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"):
             raise InvalidArgument(message) from None
-        if s is not None and s.tracking_is_server and ("Max retries" in message or "onnection" in message):
+        if s is not None and s.tracking_is_server and _from_transport(exc):
             raise _unavailable(s, "connection failed") from None
         raise
     except OSError as exc:  # requests' ConnectionError is an OSError
         if s is not None and s.tracking_is_server:
             raise _unavailable(s, exc.__class__.__name__) from None
         raise
+
+
+def _from_transport(exc: BaseException) -> bool:
+    """Whether MLflow raised ``exc`` while handling a transport failure (requests' errors are OSErrors).
+
+    MLflow wraps a failed request in an MlflowException raised inside the ``except``: the cause is on the
+    chain, which is checked by type rather than by the wording of the message.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def ui_base(s: Settings) -> str | None:

@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.config import mask_url
-from wolt_jupyter.errors import InvalidArgument, WoltError
+from wolt_jupyter.errors import EndpointError, InvalidArgument
 from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
-
-class EndpointError(WoltError):
-    """The endpoint answered with an error (its ``{"error": ...}`` is the message) or did not answer."""
 
 
 def tensor(name: str, values: Any) -> dict[str, Any]:
@@ -58,11 +54,17 @@ def encode_frame(frame: pd.DataFrame | np.ndarray | Mapping[str, Any]) -> list[d
 
 
 @dataclass
-class InferResult:
+class Prediction:
+    """One V2 answer as the notebook side sees it (the runtime's own ``serving.app.InferResult`` is another
+    thing: the job result before encoding)."""
+
     id: str
     variant: str | None
     outputs: dict[str, np.ndarray]  # reshaped to each output's shape
     model_version: str | None = None
+
+
+InferResult = Prediction  # the old name, kept while parallel branches still use it; remove after the merge
 
 
 def feedback_token(deployment: str, home: Any = None) -> str:
@@ -93,23 +95,35 @@ def send_feedback(
     import requests
 
     token = token or feedback_token(deployment)
-    endpoint = f"{url.rstrip('/')}/v2/models/{deployment}/feedback"
+    doc, _ = _post_json(
+        requests.post,
+        url.rstrip("/"),
+        f"/v2/models/{deployment}/feedback",
+        json.dumps({"feedback": list(items)}, default=_plain),
+        {"content-type": "application/json", "authorization": f"Bearer {token}"},
+        timeout,
+    )
+    return int(doc["stored"])
+
+
+def _post_json(
+    post: Callable[..., Any], base: str, path: str, data: str, headers: dict[str, str], timeout: float
+) -> tuple[dict[str, Any], Mapping[str, str]]:
+    """POST to the runtime; its JSON answer and headers. Anything but a 200 is one EndpointError line (the
+    runtime's ``{"error": ...}``, or the start of a body that is not JSON)."""
+    import requests
+
     try:
-        resp = requests.post(
-            endpoint,
-            data=json.dumps({"feedback": list(items)}, default=_plain),
-            headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
+        resp = post(base + path, data=data, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
-        raise EndpointError(f"cannot reach {mask_url(url)}: {type(exc).__name__}") from None
+        raise EndpointError(f"cannot reach {mask_url(base)}: {type(exc).__name__}") from None
     try:
         doc = resp.json()
     except ValueError:
         doc = {"error": resp.text[:200]}
     if resp.status_code != 200:
-        raise EndpointError(f"{mask_url(endpoint)} answered {resp.status_code}: {doc.get('error', doc)}")
-    return int(doc["stored"])
+        raise EndpointError(f"{mask_url(base)}{path} answered {resp.status_code}: {doc.get('error', doc)}")
+    return doc, resp.headers
 
 
 def _plain(value: Any) -> Any:
@@ -142,9 +156,7 @@ class V2Client:
         route_key: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         request_id: str | None = None,
-    ) -> InferResult:
-        import requests
-
+    ) -> Prediction:
         path = f"/v2/models/{self.model}" + (f"/versions/{variant}" if variant else "") + "/infer"
         body: dict[str, Any] = {"id": request_id or uuid.uuid4().hex, "inputs": encode_frame(data)}
         if parameters:
@@ -152,20 +164,9 @@ class V2Client:
         headers = {"content-type": "application/json"}
         if route_key is not None:
             headers[ROUTE_KEY_HEADER] = str(route_key)
-        try:
-            resp = self._session.post(
-                self.url + path, data=json.dumps(body), headers=headers, timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise EndpointError(f"cannot reach {mask_url(self.url)}: {type(exc).__name__}") from None
-        try:
-            doc = resp.json()
-        except ValueError:
-            doc = {"error": resp.text[:200]}
-        if resp.status_code != 200:
-            raise EndpointError(
-                f"{mask_url(self.url)}{path} answered {resp.status_code}: {doc.get('error', doc)}"
-            )
+        doc, answer_headers = _post_json(
+            self._session.post, self.url, path, json.dumps(body), headers, self.timeout
+        )
         import numpy as np
 
         params = doc.get("parameters") or {}
@@ -176,9 +177,9 @@ class V2Client:
             outputs[out["name"]] = (
                 values.reshape(shape) if shape and values.size == int(np.prod(shape)) else values
             )
-        return InferResult(
+        return Prediction(
             id=doc.get("id", body["id"]),
-            variant=resp.headers.get(VARIANT_HEADER) or params.get("variant"),
+            variant=answer_headers.get(VARIANT_HEADER) or params.get("variant"),
             outputs=outputs,
             model_version=doc.get("model_version"),
         )

@@ -20,11 +20,28 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from wolt_jupyter._display import Card
 from wolt_jupyter.errors import ConfigError
 
 HOME_ENV = "WOLT_JUPYTER_HOME"
 CONFIG_FILE = "config.toml"
-TARGETS = ("local", "kubernetes", "seldon", "kserve")
+# The deploy targets: name -> the module whose Backend subclass registers that name. The one list: the magic's
+# --target choices, the MLflow plugin's target names (``wolt-<name>``), the settings' default_target check
+# and the backend lookup all derive from it (the plugin's entry points in pyproject.toml are checked against
+# it by tests/test_packaging.py).
+TARGET_MODULES = {
+    "local": "wolt_jupyter.backends.local",
+    "kubernetes": "wolt_jupyter.backends.kubernetes",
+    "seldon": "wolt_jupyter.backends.kubernetes",
+    "kserve": "wolt_jupyter.backends.kubernetes",
+}
+TARGETS = tuple(TARGET_MODULES)
+
+
+def unknown_target(target: str, *, prefix: str = "") -> str:
+    """The one line for a target name not in the table, listing the names that are."""
+    return f"unknown target {target!r}; choose one of {', '.join(prefix + t for t in TARGETS)}"
+
 
 # setting name -> environment variable that overrides it
 _ENV = {
@@ -84,8 +101,8 @@ def mask_url(text: str | None) -> str | None:
     return _KEY_VALUE.sub(lambda m: f"{m['key']}{_MASK}", text)
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, repr=False)
+class Settings(Card, title="wolt-jupyter settings", css_class="wolt-config"):
     """The effective settings. Build with :func:`settings`; values are plain strings and paths."""
 
     home: Path
@@ -133,20 +150,14 @@ class Settings:
                 out[name] = _MASK if masked else os.environ[name]
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        """What a card or the server shows: :meth:`as_dict`, masked."""
+        return self.as_dict()
+
     def _rows(self) -> list[tuple[str, object]]:
         return [
             (k, f"{v}  ({self.sources[k]})" if self.sources.get(k) else v) for k, v in self.as_dict().items()
         ]
-
-    def _repr_html_(self) -> str:
-        from wolt_jupyter._display import card_html
-
-        return card_html("wolt-jupyter settings", self._rows(), css_class="wolt-config")
-
-    def __repr__(self) -> str:
-        from wolt_jupyter._display import card_text
-
-        return card_text("wolt-jupyter settings", self._rows())
 
 
 def default_home() -> Path:

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from wolt_jupyter._display import card_html, card_text
+from wolt_jupyter._display import Card
 from wolt_jupyter.backends.base import Backend, Deployment, Progress, backend_class
-from wolt_jupyter.config import TARGETS, settings
+from wolt_jupyter.config import settings
 from wolt_jupyter.errors import InvalidArgument, WoltError
 from wolt_jupyter.revisions import DeploymentRecord, RevisionStore
 from wolt_jupyter.spec import DeploymentSpec, LoggingSpec, Routing, Variant, check_dns_label
@@ -145,10 +145,8 @@ def load_spec(source: DeploymentSpec | Mapping[str, Any] | str) -> DeploymentSpe
 
 # -- backends --------------------------------------------------------------------------------------------------
 def backend(target: str, *, namespace: str | None = None) -> Backend:
-    if target not in TARGETS:
-        raise InvalidArgument(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    cls = backend_class(target)  # an unknown name is refused first, naming the known ones
     s = settings()
-    cls = backend_class(target)
     return cls(settings=s, namespace=namespace or s.namespace)  # type: ignore[call-arg]
 
 
@@ -313,8 +311,8 @@ def rollback(name: str, *, wait: bool = True) -> Deployment:
         return _apply(rec, spec, wait=wait, progress=None)
 
 
-@dataclass
-class Undeployed:
+@dataclass(repr=False)
+class Undeployed(Card, title="Undeployed", css_class="wolt-deployment-card"):
     """What an undeploy stopped, and what the runtime could not finish before it went (counted, never silent)."""
 
     name: str
@@ -345,12 +343,6 @@ class Undeployed:
             )
         rows.append(("kept", "revisions and the response log stay readable"))
         return rows
-
-    def _repr_html_(self) -> str:
-        return card_html("Undeployed", self._rows(), css_class="wolt-deployment-card")
-
-    def __repr__(self) -> str:
-        return card_text("Undeployed", self._rows())
 
 
 def undeploy(name: str) -> Undeployed:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from wolt_jupyter.errors import WoltError
+from wolt_jupyter.errors import DeploymentBusy
 
 LOCK_FILE = "lock"
 HOLDER_FILE = "lock.holder"
@@ -28,10 +28,6 @@ DEFAULT_TIMEOUT_S = 60.0
 
 _held: dict[tuple[str, int], int] = {}  # (lock path, thread) -> depth
 _held_guard = threading.RLock()
-
-
-class DeploymentBusy(WoltError):
-    """Another process is changing the deployment; the message names it."""
 
 
 def _holder(lock_dir: Path) -> str:

@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from wolt_jupyter.config import TARGETS
 from wolt_jupyter.errors import InvalidArgument
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -247,7 +248,7 @@ class WoltMagics(Magics):
         metavar="FILE_OR_VARIABLE",
         help="a whole spec: YAML file or notebook variable",
     )
-    @argument("--target", default=None, choices=["local", "kubernetes", "seldon", "kserve"])
+    @argument("--target", default=None, choices=TARGETS)
     @argument("--namespace", default=None, help="Kubernetes namespace")
     @argument(
         "--dry-run", dest="dry_run", action="store_true", help="change nothing; show what would be applied"

@@ -8,12 +8,16 @@ driven through :mod:`wolt_jupyter.deployments` exactly as the magics drive them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.deployments import BaseDeploymentClient
 from mlflow.exceptions import MlflowException
 
+from wolt_jupyter.config import TARGETS, unknown_target
 from wolt_jupyter.errors import WoltError
+
+if TYPE_CHECKING:
+    from wolt_jupyter.backends.base import Deployment
 
 PREFIX = "wolt-"
 
@@ -21,10 +25,8 @@ PREFIX = "wolt-"
 def _target(target_uri: str) -> str:
     scheme = target_uri.split(":", 1)[0]
     target = scheme[len(PREFIX) :] if scheme.startswith(PREFIX) else scheme
-    if target not in ("local", "kubernetes", "seldon", "kserve"):
-        raise MlflowException(
-            f"unknown wolt-jupyter target {target_uri!r}; use wolt-local, wolt-kubernetes, wolt-seldon or wolt-kserve"
-        )
+    if target not in TARGETS:
+        raise MlflowException(unknown_target(target_uri, prefix=PREFIX))
     return target
 
 
@@ -49,15 +51,13 @@ def _translated(func):
     return wrapper
 
 
-def _as_dict(deployment: Any) -> dict[str, Any]:
-    return {
-        "name": deployment.name,
-        "target": deployment.target,
-        "status": deployment.status,
-        "url": deployment.url,
-        "revision": deployment.revision,
-        "variants": deployment.variants,
-    }
+# what MLflow's deployments CLI prints of a deployment: the card's data, without the dry-run extras
+_PLUGIN_FIELDS = ("name", "target", "status", "url", "revision", "variants")
+
+
+def _as_dict(deployment: Deployment) -> dict[str, Any]:
+    data = deployment.to_dict()
+    return {key: data[key] for key in _PLUGIN_FIELDS}
 
 
 class WoltDeploymentClient(BaseDeploymentClient):

@@ -6,20 +6,23 @@ Registry stages are gone in MLflow 3; aliases (``champion``, ``challenger``) are
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter import tracking
-from wolt_jupyter._display import card_html, card_text
-from wolt_jupyter._mlflow import client, configure, translated_errors, ui_base
+from wolt_jupyter._display import Card
+from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors, ui_base
 from wolt_jupyter.config import Settings, mask_url
-from wolt_jupyter.errors import InvalidArgument, NotFound
+from wolt_jupyter.errors import InvalidArgument, NotFound, one_line
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
 MODEL_COLUMNS = ["name", "version", "aliases", "status", "run_id", "created", "source"]
@@ -46,8 +49,8 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-@dataclass
-class ModelVersionCard:
+@dataclass(repr=False)
+class ModelVersionCard(Card, title="Registered model version", css_class="wolt-model-card"):
     """One registered model version, as a notebook shows it."""
 
     name: str
@@ -81,21 +84,15 @@ class ModelVersionCard:
             rows.append(("MLflow UI", self.ui_url))
         return rows
 
-    def _repr_html_(self) -> str:
-        links = {"MLflow UI": self.ui_url} if self.ui_url else None
-        return card_html(
-            "Registered model version", self._rows(), css_class="wolt-model-card", links=links, log=self.log
-        )
-
-    def __repr__(self) -> str:
-        return card_text("Registered model version", self._rows(), self.log)
+    def _links(self) -> dict[str, str] | None:
+        return {"MLflow UI": self.ui_url} if self.ui_url else None
 
 
 def version_card(name: str, version: str | int, s: Settings | None = None) -> ModelVersionCard:
     from mlflow.models import get_model_info
 
     s = s or configure()
-    c = client(s)
+    c = mlflow_client(s)
     with translated_errors(s):
         mv = c.get_model_version(name, str(version))
         aliases = sorted(
@@ -103,7 +100,8 @@ def version_card(name: str, version: str | int, s: Settings | None = None) -> Mo
         )
         try:
             sig = get_model_info(f"models:/{name}/{mv.version}").signature
-        except Exception:  # a model without an MLmodel file still deserves a card
+        except Exception as exc:  # a model without an MLmodel file still deserves a card, said so in the log
+            log.warning("models:/%s/%s: no signature shown (%s)", name, mv.version, one_line(exc))
             sig = None
     base = ui_base(s)
     return ModelVersionCard(
@@ -332,11 +330,11 @@ def _register(
     if model is not None and run_id is not None:
         raise InvalidArgument("give either a model variable or --run RUN_ID, not both")
     s = configure()
-    c = client(s)
+    c = mlflow_client(s)
     if model is not None:
         model_uri = _log_estimator(model, input_example, experiment)
     else:
-        run_id = run_id or tracking._session.last_run_id
+        run_id = run_id or tracking.last_run_id()
         if run_id is None:
             raise InvalidArgument(
                 "nothing to register: run a %%wolt_experiment cell that fits a model, pass --run RUN_ID, "
@@ -361,7 +359,7 @@ def models(name: str | None = None) -> pd.DataFrame:
     if name is not None:
         check_model_name(name)
     s = configure()
-    c = client(s)
+    c = mlflow_client(s)
     rows = []
     with translated_errors(s):
         registered = list(_all_registered(c))
@@ -422,7 +420,7 @@ def pin(uri: str) -> str:
         return uri
     name, version, alias = match["name"], match["version"], match["alias"]
     s = configure()
-    c = client(s)
+    c = mlflow_client(s)
     with translated_errors(s):
         try:
             if alias:
@@ -461,7 +459,7 @@ def download_uri(pinned: str) -> str:
         return pinned
     s = configure()
     with translated_errors(s):
-        return client(s).get_model_version_download_uri(*version)
+        return mlflow_client(s).get_model_version_download_uri(*version)
 
 
 # -- drift reference --------------------------------------------------------------------------------------------
@@ -483,7 +481,7 @@ def save_reference(name: str, version: str | int, data: Any, s: Settings | None 
         frame = frame.sample(REFERENCE_ROWS, random_state=0)
     frame.columns = [str(c) for c in frame.columns]
     s = s or configure()
-    c = client(s)
+    c = mlflow_client(s)
     with translated_errors(s):
         mv = c.get_model_version(name, str(version))
         import tempfile
@@ -510,7 +508,7 @@ def load_reference(name: str, version: str | int) -> pd.DataFrame:
 
     s = configure()
     with translated_errors(s):
-        mv = client(s).get_model_version(name, str(version))
+        mv = mlflow_client(s).get_model_version(name, str(version))
         uri = (mv.tags or {}).get(REFERENCE_TAG)
         if not uri:
             raise NotFound(

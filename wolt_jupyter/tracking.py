@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wolt_jupyter._display import card_html, card_text
-from wolt_jupyter._mlflow import client, configure, translated_errors, ui_base
+from wolt_jupyter._display import Card
+from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors, ui_base
 from wolt_jupyter.config import Settings, mask_url
 from wolt_jupyter.errors import InvalidArgument
 
@@ -53,9 +53,20 @@ class _Session:
 _session = _Session()
 
 
+def last_run_id() -> str | None:
+    """The run this kernel's last experiment cell made (what ``%wolt_register`` registers by default)."""
+    return _session.last_run_id
+
+
+def forget_session() -> None:
+    """Forget the last run and experiment, as a fresh kernel would (the tests start each case so)."""
+    _session.last_run_id = None
+    _session.last_experiment = None
+
+
 # -- the run card ---------------------------------------------------------------------------------------------
-@dataclass
-class RunCard:
+@dataclass(repr=False)
+class RunCard(Card, title="MLflow run", css_class="wolt-run-card"):
     """A finished (or running) MLflow run, as a notebook shows it."""
 
     run_id: str
@@ -85,19 +96,15 @@ class RunCard:
             rows.append(("MLflow UI", self.ui_url))
         return rows
 
-    def _repr_html_(self) -> str:
-        links = {"MLflow UI": self.ui_url} if self.ui_url else None
-        return card_html("MLflow run", self._rows(), css_class="wolt-run-card", links=links, log=self.log)
-
-    def __repr__(self) -> str:
-        return card_text("MLflow run", self._rows(), self.log)
+    def _links(self) -> dict[str, str] | None:
+        return {"MLflow UI": self.ui_url} if self.ui_url else None
 
 
 def run_card(run_id: str, s: Settings | None = None) -> RunCard:
     import mlflow
 
     s = s or configure()
-    c = client(s)
+    c = mlflow_client(s)
     with translated_errors(s):
         run = c.get_run(run_id)
         exp = c.get_experiment(run.info.experiment_id)
@@ -127,7 +134,7 @@ def ensure_experiment(name: str, s: Settings, c: MlflowClient | None = None) -> 
     """The id of experiment ``name``, created if needed (artifacts under the state dir on the embedded store)."""
     if not name or not name.strip():
         raise InvalidArgument("experiment name is empty: give one, e.g. %%wolt_experiment churn")
-    c = c or client(s)
+    c = c or mlflow_client(s)
     with translated_errors(s):
         exp = c.get_experiment_by_name(name)
         if exp is not None:
@@ -330,7 +337,7 @@ def log(
     run_id = run_id or (active.info.run_id if active else None) or _session.last_run_id
     if run_id is None:
         raise InvalidArgument("no run to log to: run a %%wolt_experiment cell first, or pass --run RUN_ID")
-    c = client(s)
+    c = mlflow_client(s)
     with translated_errors(s):
         for key, value in items.items():
             if _is_number(value):

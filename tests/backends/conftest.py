@@ -55,7 +55,7 @@ def models(wolt_home: Path) -> dict[str, str]:
         wolt_jupyter.register(
             LinearRegression().fit(X, X.sum(axis=1) * scale), name="eta", input_example=X.head(3)
         )
-    wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
+    wolt_jupyter.registry.mlflow_client().set_registered_model_alias("eta", "champion", "1")
     return {f"v{n}": f"models:/eta/{n}" for n in (1, 2, 3)} | {"champion": "models:/eta@champion"}
 
 

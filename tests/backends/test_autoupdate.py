@@ -31,12 +31,12 @@ def _policy(**over):
 def test_a_new_version_is_replayed_shadowed_canaried_and_promoted(models, wolt_home) -> None:
     import wolt_jupyter
     from wolt_jupyter import deployments
-    from wolt_jupyter.registry import client
+    from wolt_jupyter._mlflow import mlflow_client
     from wolt_jupyter.updater.policy import Policy
     from wolt_jupyter.updater.run import serve
 
     d = deployments.deploy("upd", model=models["v1"])
-    client().set_registered_model_alias("eta", "challenger", "2")  # the candidate: version 2, not 3
+    mlflow_client().set_registered_model_alias("eta", "challenger", "2")  # the candidate: version 2, not 3
     stop = threading.Event()
     with Load(d.url, "upd", concurrency=3) as load:
         load.wait_for(80)  # logged traffic for the replay gate
@@ -46,7 +46,7 @@ def test_a_new_version_is_replayed_shadowed_canaried_and_promoted(models, wolt_h
         service.start()
         try:
             deadline = time.monotonic() + 240
-            while str(client().get_registered_model("eta").aliases.get("champion")) != "2":
+            while str(mlflow_client().get_registered_model("eta").aliases.get("champion")) != "2":
                 assert time.monotonic() < deadline, wolt_jupyter.updates("upd").table.tail(10).to_string()
                 assert service.is_alive()
                 time.sleep(0.2)
@@ -74,13 +74,13 @@ def test_one_service_per_deployment_and_the_magic_starts_and_stops_it(
     import yaml
 
     from wolt_jupyter import deployments
+    from wolt_jupyter._mlflow import mlflow_client
     from wolt_jupyter.locking import DeploymentBusy
-    from wolt_jupyter.registry import client
     from wolt_jupyter.updater import run
     from wolt_jupyter.updater.policy import Policy
 
     deployments.deploy("upd", model=models["v1"])
-    client().set_registered_model_alias("eta", "challenger", "3")
+    mlflow_client().set_registered_model_alias("eta", "challenger", "3")
     path = tmp_path / "policy.yaml"
     path.write_text(
         yaml.safe_dump(

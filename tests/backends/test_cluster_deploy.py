@@ -116,7 +116,7 @@ def test_unreachable_cluster_is_one_line(shell, models, unreachable_cluster, cap
     result = shell.run_cell(f"%wolt_deploy eta --model {models['champion']} --target kubernetes")
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert not result.success
-    assert last.startswith("ClusterError: cannot reach the Kubernetes API at")
+    assert last.startswith("ClusterUnreachable: cannot reach the Kubernetes API at")
     assert shell.run_line_magic("wolt_deployments", "").empty  # a failed first deploy leaves nothing behind
 
 
@@ -187,3 +187,25 @@ def test_a_tracking_password_goes_into_a_secret_and_is_never_shown(
     for shown in (repr(d), d._repr_html_(), d.diff):
         assert "p@ss" not in shown and "w:rd" not in shown
     assert "eta-credentials" in repr(d) and "MLFLOW_TRACKING_URI: '****'" in repr(d)
+
+
+def test_status_and_wait_share_one_readiness_rule_per_kind(wolt_home) -> None:
+    """A Deployment whose old pods are still ready mid-rollout is not ready for the status either (the
+    rollout's wait and the backend's status read the same rule)."""
+    from wolt_jupyter.backends.kubeclient import READINESS
+    from wolt_jupyter.backends.kubernetes import KServeBackend, KubernetesBackend, SeldonBackend
+    from wolt_jupyter.config import settings
+
+    s = settings()
+    mid_rollout = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 1},
+    }
+    state, line = KubernetesBackend(s).readiness(mid_rollout)
+    assert (state, line) == ("waiting", "2/2 ready, 1/2 updated")
+    done = {**mid_rollout, "status": {**mid_rollout["status"], "updatedReplicas": 2}}
+    assert KubernetesBackend(s).readiness(done)[0] == "ready"
+    for backend in (KubernetesBackend, SeldonBackend, KServeBackend):
+        assert "readiness" not in vars(backend)  # no per-target copy of a rule: its main object's kind
+        assert backend.main_object[1] in READINESS

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ISOLATED_ENV, free_port, register_eta_models, wait_http
+from helpers import ISOLATED_ENV, free_port, register_eta_models, stop_server, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / "wolt_jupyter" / "labextension"
@@ -103,11 +103,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                     deployments.undeploy(name)
                 except Exception as exc:  # keep cleaning up the others
                     print(f"undeploy {name}: {exc}")
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+            stop_server(proc, 15)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wolt_jupyter.backends.kube import ClusterError, KubeCluster
+from wolt_jupyter.backends.kubeclient import ClusterError, KubeCluster
 from wolt_jupyter.errors import InvalidArgument, WoltError
 
 from .apiserver import NEVER_READY_LABEL, TestApiServer
@@ -247,7 +247,7 @@ def test_import_is_cheap():
     import subprocess
     import sys
 
-    code = "import sys, wolt_jupyter.backends.kube; print('kubernetes' in sys.modules)"
+    code = "import sys, wolt_jupyter.backends.kubeclient; print('kubernetes' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -353,6 +353,20 @@ def test_kubeconfig_credentials_are_sent_and_bad_ones_are_one_line(tmp_path: Pat
         assert _one_line(err) == (
             f"unauthorized: {server.url} rejected the credentials in the kubeconfig (Unauthorized)"
         )
+
+
+def test_crd_removed_after_discovery_is_the_missing_kind_line():
+    """The 404 of a path nobody serves (a Status naming no object) says which operator is missing, by type."""
+    with TestApiServer() as server, server.api_client() as api:
+        cluster = KubeCluster(api_client=api)
+        cluster.apply([seldon("eta")], namespace=NS)  # discovery now lists SeldonDeployment
+        server.types = [t for t in server.types if t.group != "machinelearning.seldon.io"]
+        with pytest.raises(ClusterError) as err:
+            cluster.apply([seldon("eta")], namespace=NS)
+        assert _one_line(err) == (
+            f"no kind SeldonDeployment in machinelearning.seldon.io/v1 at {server.url}: is Seldon Core installed?"
+        )
+        assert not cluster.serves("machinelearning.seldon.io/v1", "SeldonDeployment")  # discovery asked again
 
 
 def test_missing_namespace_is_one_line():

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
-from wolt_jupyter.backends.kube import KubeCluster
+from wolt_jupyter.backends.kubeclient import KubeCluster
 from wolt_jupyter.backends.render import ClusterContext, render_kubernetes
 from wolt_jupyter.spec import DeploymentSpec
 

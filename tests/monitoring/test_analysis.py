@@ -63,29 +63,27 @@ def test_wilson_and_two_proportion_basics() -> None:
     assert 3700 < sample_size_proportion(0.10, 0.02) < 3950
 
 
-def test_truly_better_challenger_is_detected_at_high_power() -> None:
-    rng = np.random.default_rng(1)
-    detected = sum(
+def _significant_calls(seed: int, n: int, accuracy: tuple[float, float], rounds: int) -> int:
+    """How many of ``rounds`` synthetic logs (main and challenger at ``accuracy``, ``n`` rows each) ``compare``
+    calls the challenger significantly different."""
+    rng = np.random.default_rng(seed)
+    return sum(
         bool(
-            compare(classification_log(rng, 1500, 1500, 0.70, 0.76), metric="accuracy").table.loc[
+            compare(classification_log(rng, n, n, *accuracy), metric="accuracy").table.loc[
                 "challenger", "significant"
             ]
         )
-        for _ in range(40)
+        for _ in range(rounds)
     )
+
+
+def test_truly_better_challenger_is_detected_at_high_power() -> None:
+    detected = _significant_calls(1, 1500, (0.70, 0.76), rounds=40)
     assert detected >= 36  # power for 6 points at n=1500/arm is ~0.98
 
 
 def test_truly_equal_challenger_is_rarely_called_significant() -> None:
-    rng = np.random.default_rng(2)
-    false_positives = sum(
-        bool(
-            compare(classification_log(rng, 600, 600, 0.75, 0.75), metric="accuracy").table.loc[
-                "challenger", "significant"
-            ]
-        )
-        for _ in range(200)
-    )
+    false_positives = _significant_calls(2, 600, (0.75, 0.75), rounds=200)
     assert false_positives <= 20  # alpha = 0.05 → about 10 of 200; 20 leaves room for chance
 
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from wolt_jupyter._mlflow import client
+from wolt_jupyter._mlflow import mlflow_client
 from wolt_jupyter.config import settings
 from wolt_jupyter.tracking import ensure_experiment
 from wolt_jupyter.updater.decide import ArmStats, LiveWindow, Observations, RolloutState, decide
@@ -77,7 +77,7 @@ def test_history_file_table_and_card(wolt_home) -> None:
 
 
 def test_record_in_mlflow(store: str) -> None:
-    c = client()
+    c = mlflow_client()
     model = unique("eta")
     c.create_registered_model(model)
     run = c.create_run(ensure_experiment(unique("eta-exp"), settings(), c))

@@ -13,7 +13,7 @@ import pytest
 from sklearn.linear_model import LinearRegression
 
 from wolt_jupyter import registry
-from wolt_jupyter._mlflow import client
+from wolt_jupyter._mlflow import mlflow_client
 from wolt_jupyter.responses import ResponseRecord, ResponseWriter, default_store_url
 from wolt_jupyter.updater.history import updates
 from wolt_jupyter.updater.observe import observe
@@ -83,7 +83,7 @@ def setup(wolt_home):
             train[FEATURES].assign(**{c: 0.0 for c in FEATURES if c not in cols}), train.y
         )
         registry.register(model, name=name, input_example=train[FEATURES].head(3))
-    client().set_registered_model_alias(name, "champion", "1")
+    mlflow_client().set_registered_model_alias(name, "champion", "1")
     policy = parse(
         {
             "deployment": "eta",
@@ -162,7 +162,7 @@ def test_better_version_goes_through_every_step_and_is_promoted_once(setup) -> N
         "promote",
         "reject",
     ]
-    mv = client().get_model_version(name, "2")
+    mv = mlflow_client().get_model_version(name, "2")
     assert mv.tags["wolt.update.action"] == "promote"
 
 

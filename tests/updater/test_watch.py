@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from wolt_jupyter._mlflow import client
+from wolt_jupyter._mlflow import mlflow_client
 from wolt_jupyter.config import settings
 from wolt_jupyter.errors import ConfigError, NotFound
 from wolt_jupyter.tracking import ensure_experiment
@@ -21,7 +21,7 @@ from helpers import unique
 @pytest.fixture
 def registry(store: str):
     """A real MLflow client on the store, and a helper that registers a version (no artifacts needed)."""
-    c = client()
+    c = mlflow_client()
     name = unique("watched")
     c.create_registered_model(name)
     run = c.create_run(ensure_experiment(unique("watch-exp"), settings(), c))

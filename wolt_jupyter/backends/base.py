@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from wolt_jupyter._display import card_html, card_text
+from wolt_jupyter._display import Card
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import DeploymentSpec
 
@@ -27,8 +27,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)  # e.g. model artifacts the cluster cannot read
 
 
-@dataclass
-class Deployment:
+@dataclass(repr=False)
+class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
     """A deployment as it runs (or would run, for a dry run)."""
 
     name: str
@@ -101,18 +101,18 @@ class Deployment:
         rows.extend(("checked", c) for c in self.checks)
         return rows
 
-    def _repr_html_(self) -> str:
+    def _html_details(self) -> str:
         from html import escape
 
-        html = card_html("Deployment", self._rows(), css_class="wolt-deployment-card")
+        html = ""
         if self.manifests is not None:
             html += f"<details open><summary>manifests</summary><pre>{escape(self.manifests_yaml)}</pre></details>"
         if self.diff:
             html += f"<details><summary>diff against what runs</summary><pre>{escape(self._shown_diff)}</pre></details>"
         return html
 
-    def __repr__(self) -> str:
-        text = card_text("Deployment", self._rows())
+    def _text_details(self) -> str:
+        text = ""
         if self.manifests is not None:
             text += "\n---\n" + self.manifests_yaml
         if self.diff:
@@ -159,17 +159,15 @@ class Backend(ABC):
 
 
 def backend_class(target: str) -> type[Backend]:
+    """The Backend subclass of ``target``, imported on first use (the cluster ones pull in heavier code)."""
     import importlib
 
-    module = {
-        "local": "local",
-        "kubernetes": "kubernetes",
-        "seldon": "kubernetes",
-        "kserve": "kubernetes",
-    }.get(target)
+    from wolt_jupyter.config import TARGET_MODULES, unknown_target
+
+    module = TARGET_MODULES.get(target)
     if module is None:
-        raise InvalidArgument(f"unknown target {target!r}; choose local, kubernetes, seldon or kserve")
-    importlib.import_module(f"wolt_jupyter.backends.{module}")
+        raise InvalidArgument(unknown_target(target))
+    importlib.import_module(module)
     return Backend.registry[target]
 
 

@@ -2,19 +2,20 @@
 
 :class:`ClusterBackend` holds what the three share: resolve the cluster-side context, render the pinned spec,
 run every pre-apply check (:meth:`ClusterBackend.plan`, the same for a dry run and an apply), server-side
-apply through :class:`~wolt_jupyter.backends.kube.KubeCluster` and wait. Each target is a subclass that
+apply through :class:`~wolt_jupyter.backends.kubeclient.KubeCluster` and wait. Each target is a subclass that
 declares its own pieces: the renderer, the kinds it creates, its main object (whose readiness rule, one per
-kind, lives in :mod:`~wolt_jupyter.backends.kube`), its URL, and any check that needs the cluster.
+kind, lives in :mod:`~wolt_jupyter.backends.kubeclient`), its URL, and any check that needs the cluster.
 """
 
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from wolt_jupyter.backends import kube
+from wolt_jupyter.backends import kubeclient
 from wolt_jupyter.backends.admission import admit
 from wolt_jupyter.backends.base import Backend, Deployment, Plan, Progress
 from wolt_jupyter.backends.render import (
@@ -59,12 +60,12 @@ class ClusterBackend(Backend):
     def __init__(self, settings: Settings, namespace: str | None = None) -> None:
         self.settings = settings
         self.namespace = check_dns_label(namespace or settings.namespace, "namespace")
-        self._cluster: kube.KubeCluster | None = None
+        self._cluster: kubeclient.KubeCluster | None = None
 
     @property
-    def cluster(self) -> kube.KubeCluster:
+    def cluster(self) -> kubeclient.KubeCluster:
         if self._cluster is None:
-            self._cluster = kube.KubeCluster(
+            self._cluster = kubeclient.KubeCluster(
                 kubeconfig=self.settings.kubeconfig, context=self.settings.kube_context
             )
         return self._cluster
@@ -99,7 +100,7 @@ class ClusterBackend(Backend):
         for describe, check in self.cluster_checks(spec, manifests, ctx):
             try:
                 check()
-            except kube.ClusterError as exc:  # unreachable, forbidden: a refusal is InvalidArgument
+            except kubeclient.ClusterError as exc:  # unreachable, forbidden: a refusal is InvalidArgument
                 if not dry_run:
                     raise
                 checks.append(f"{describe}: NOT RUN, needs the cluster ({exc})")
@@ -161,10 +162,8 @@ class ClusterBackend(Backend):
         if obj is None:
             status, message = "stopped", f"no {kind} {name} in namespace {self.namespace}"
         else:
-            rule = kube.readiness_rule(kind)
-            assert rule is not None  # every main object has a readiness rule
-            state, message = rule(obj)
-            status = {kube.READY: "ready", kube.FAILED: "failed"}.get(state, "starting")
+            state, message = self.readiness(obj)
+            status = {kubeclient.READY: "ready", kubeclient.FAILED: "failed"}.get(state, "starting")
         return Deployment(
             name=name,
             target=self.target,
@@ -176,9 +175,13 @@ class ClusterBackend(Backend):
             message=None if status == "ready" else message,
         )
 
+    def readiness(self, obj: dict[str, Any]) -> tuple[str, str]:
+        """The main object's (state, progress line): its kind's one rule, the same the apply's wait follows."""
+        return kubeclient.READINESS[self.main_object[1]](obj)
+
+    @abstractmethod
     def url(self, name: str, obj: dict[str, Any] | None) -> str | None:
         """The V2 REST base URL inside the cluster."""
-        raise NotImplementedError
 
     def grpc_url(self, name: str) -> str | None:
         return None

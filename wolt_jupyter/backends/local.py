@@ -29,7 +29,7 @@ from typing import Any
 
 from wolt_jupyter.backends.base import Backend, Deployment, Progress
 from wolt_jupyter.config import Settings
-from wolt_jupyter.errors import NotFound, WoltError
+from wolt_jupyter.errors import DeployFailed, NotFound
 from wolt_jupyter.private import open_private
 from wolt_jupyter.revisions import RevisionStore, write_atomic
 from wolt_jupyter.spec import DeploymentSpec
@@ -38,10 +38,6 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 TARGETS_FILE = Path("prometheus") / "targets.json"
-
-
-class DeployFailed(WoltError):
-    """The runtime did not come up; the message carries the reason and the tail of its log."""
 
 
 def free_port(host: str = HOST) -> int:

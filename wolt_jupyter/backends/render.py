@@ -13,7 +13,7 @@ Each cluster target renders the same pinned :class:`DeploymentSpec`:
   logging is on.
 
 What a target cannot honour is refused before rendering with one line naming the target that can
-(:func:`refuse_unsupported`), never dropped silently. The rendered custom resources are then checked
+(``refuse_for_<target>``), never dropped silently. The rendered custom resources are then checked
 against the operators' published schemas and admission rules (:mod:`wolt_jupyter.backends.admission`).
 
 What rendering needs beyond the spec (where artifacts live, the image, the tracking URI the pods see) comes
@@ -102,41 +102,54 @@ def _logger(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, str] | None:
     return {"mode": "all", **({"url": ctx.request_logger_url} if ctx.request_logger_url else {})}
 
 
-def refuse_unsupported(target: str, spec: DeploymentSpec) -> None:
-    """One line naming the target that can, for each spec feature ``target`` cannot honour."""
-    instead = "deploy with --target kubernetes (the project's router"
-    if target in ("seldon", "kserve"):
-        product = "Seldon Core" if target == "seldon" else "KServe"
-        if spec.routing.sticky_key:
-            raise InvalidArgument(
-                f"{product} splits traffic at random per request and cannot keep a "
-                f"{spec.routing.sticky_key!r} on one variant: drop --sticky-key, or {instead} honours it)"
-            )
-        if spec.logging.responses and spec.logging.sample < 1:
-            raise InvalidArgument(
-                f"{product}'s request logger logs every request and cannot sample {spec.logging.sample:g} of "
-                f"them: set logging.sample to 1, or {instead} samples)"
-            )
-    if target == "seldon" and len(spec.shadows) > 1:
+_INSTEAD = "deploy with --target kubernetes (the project's router"
+
+
+def _refuse_operator_limits(product: str, spec: DeploymentSpec) -> None:
+    """What Seldon Core and KServe alike cannot honour: sticky routing, sampled request logging."""
+    if spec.routing.sticky_key:
         raise InvalidArgument(
-            f"Seldon Core allows one shadow predictor, got {len(spec.shadows)} "
-            f"({', '.join(v.name for v in spec.shadows)}): keep one --shadow, or {instead} mirrors to any number)"
+            f"{product} splits traffic at random per request and cannot keep a "
+            f"{spec.routing.sticky_key!r} on one variant: drop --sticky-key, or {_INSTEAD} honours it)"
         )
-    if target == "kserve":
-        if spec.shadows:
-            raise InvalidArgument(
-                f"KServe cannot shadow traffic (variant {spec.shadows[0].name!r}): it has no mirror of requests; "
-                "drop --shadow, or deploy with --target seldon or --target kubernetes"
-            )
-        if len(spec.live) > 2:
-            raise InvalidArgument(
-                f"KServe splits traffic two ways only (previous and latest revision), got {len(spec.live)} "
-                "live variants; use --target seldon or --target kubernetes for an A/B/n split"
-            )
-    if target == "kubernetes" and len(spec.name) + len(_SUFFIX) > 63:
+    if spec.logging.responses and spec.logging.sample < 1:
+        raise InvalidArgument(
+            f"{product}'s request logger logs every request and cannot sample {spec.logging.sample:g} of "
+            f"them: set logging.sample to 1, or {_INSTEAD} samples)"
+        )
+
+
+def refuse_for_kubernetes(spec: DeploymentSpec) -> None:
+    """The project's runtime honours the whole spec; only the ConfigMap's suffixed name can be too long."""
+    if len(spec.name) + len(_SUFFIX) > 63:
         raise InvalidArgument(
             f"deployment name {spec.name!r} is too long for the kubernetes target: at most "
             f"{63 - len(_SUFFIX)} characters (its ConfigMap is named NAME{_SUFFIX})"
+        )
+
+
+def refuse_for_seldon(spec: DeploymentSpec) -> None:
+    """One line naming the target that can, for each spec feature Seldon Core cannot honour."""
+    _refuse_operator_limits("Seldon Core", spec)
+    if len(spec.shadows) > 1:
+        raise InvalidArgument(
+            f"Seldon Core allows one shadow predictor, got {len(spec.shadows)} "
+            f"({', '.join(v.name for v in spec.shadows)}): keep one --shadow, or {_INSTEAD} mirrors to any number)"
+        )
+
+
+def refuse_for_kserve(spec: DeploymentSpec) -> None:
+    """One line naming the target that can, for each spec feature KServe cannot honour."""
+    _refuse_operator_limits("KServe", spec)
+    if spec.shadows:
+        raise InvalidArgument(
+            f"KServe cannot shadow traffic (variant {spec.shadows[0].name!r}): it has no mirror of requests; "
+            "drop --shadow, or deploy with --target seldon or --target kubernetes"
+        )
+    if len(spec.live) > 2:
+        raise InvalidArgument(
+            f"KServe splits traffic two ways only (previous and latest revision), got {len(spec.live)} "
+            "live variants; use --target seldon or --target kubernetes for an A/B/n split"
         )
 
 
@@ -160,7 +173,7 @@ def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, 
 def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
     """ConfigMap (the pinned spec) + Deployment (the runtime) + Service (+ PodMonitor)."""
     spec.validate()
-    refuse_unsupported("kubernetes", spec)
+    refuse_for_kubernetes(spec)
     check_dns_label(ctx.namespace, "namespace")
     spec_yaml = spec.to_yaml()
     checksum = hashlib.sha256(spec_yaml.encode()).hexdigest()[:16]
@@ -273,7 +286,7 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
 def render_seldon(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
     """One SeldonDeployment: a predictor per variant, V2 protocol, MLflow server, request logger."""
     spec.validate()
-    refuse_unsupported("seldon", spec)
+    refuse_for_seldon(spec)
     check_dns_label(ctx.namespace, "namespace")
     logger = _logger(spec, ctx)
     predictors = []
@@ -318,7 +331,7 @@ def render_kserve(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, A
     already be serving: checked against the cluster before apply) the rest.
     """
     spec.validate()
-    refuse_unsupported("kserve", spec)
+    refuse_for_kserve(spec)
     check_dns_label(ctx.namespace, "namespace")
     live = spec.live
     if len(live) == 1:

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from wolt_jupyter.errors import WoltError
+from wolt_jupyter.errors import SourceError as SourceError  # re-exported: defined in the one error tree
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,10 +19,6 @@ if TYPE_CHECKING:
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 SUMMARY_COLUMNS = ("shadow", "requests", "share", "error_rate", "p50", "p95", "p99", "agreement")
 HEALTH_COLUMNS = ("queued", "written", "dropped")
-
-
-class SourceError(WoltError):
-    """A metric source cannot answer (unreachable, timed out, rejected the query); the message says why."""
 
 
 @dataclass

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.monitoring.data import MetricSource, MonitorData, SourceError
+from wolt_jupyter.errors import InvalidArgument, SourceError
+from wolt_jupyter.monitoring.data import MetricSource, MonitorData
 from wolt_jupyter.monitoring.prometheus import PrometheusSource, label_value
 from wolt_jupyter.monitoring.responselog import ResponseLogSource
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wolt_jupyter.errors import InvalidArgument, WoltError
+from wolt_jupyter.errors import InvalidArgument, ResponseStoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy import Engine, Table
@@ -26,10 +26,6 @@ ROLLUP_TABLE = "wolt_response_rollup"
 FEEDBACK_TABLE = "wolt_feedback"
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
-
-
-class ResponseStoreError(WoltError, ConnectionError):
-    """The response store cannot be opened or read (server down, bad credentials, corrupt file)."""
 
 
 def default_store_url(deployment: str, home: Path) -> str:

@@ -1,32 +1,16 @@
-"""The one mapping from domain errors to HTTP answers of the REST API.
+"""The REST API's error answers: status and message, both taken from the error itself.
 
 Every handler goes through :func:`http_status`, so the lab extension sees the same status for the same kind of
-failure everywhere: the caller's mistake is 400, something that does not exist 404, a store or cluster that
-cannot be reached 503, a feature this server does not have 501.
+failure everywhere. The status is the one each domain error declares in the tree of
+:mod:`wolt_jupyter.errors` (the caller's mistake 400, something that does not exist 404, a busy deployment
+409, a cluster or endpoint that refused 502, a store that cannot be reached 503); anything not raised on
+purpose is 500.
 """
 
 from __future__ import annotations
 
-from wolt_jupyter.errors import InvalidArgument, NotFound, TrackingUnavailable, WoltError
-
-
-class NotAvailable(WoltError):
-    """The server knows the route but not the feature behind it yet (answered with 501)."""
-
-
-def http_status(exc: BaseException) -> int:
-    """The HTTP status for ``exc``; 500 for anything not raised on purpose."""
-    from wolt_jupyter.monitoring.data import SourceError
-
-    if isinstance(exc, InvalidArgument):
-        return 400
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, NotAvailable):
-        return 501
-    if isinstance(exc, (TrackingUnavailable, SourceError, ConnectionError, TimeoutError)):
-        return 503
-    return 500  # includes ConfigError: the server's own settings are wrong, not the caller's request
+from wolt_jupyter.errors import WoltError
+from wolt_jupyter.errors import http_status as http_status  # re-exported: the handlers' one mapping
 
 
 def http_message(exc: BaseException) -> str:

@@ -7,7 +7,6 @@ parsing step there.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ def models(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def deployment(d: Deployment) -> dict[str, Any]:
     """Every field of the core's ``Deployment`` (new fields, such as restarts, appear without a change here);
     a dry run also as the YAML a reviewer reads."""
-    out = asdict(d)
+    out = d.to_dict()
     if d.manifests is not None:
         out["manifests_yaml"] = d.manifests_yaml
     return out

@@ -31,13 +31,6 @@ Nothing heavy is imported here: MLflow, pandas and numpy are imported by the sub
 
 from __future__ import annotations
 
+from wolt_jupyter.errors import ProtocolError  # one error tree: defined in wolt_jupyter.errors
+
 __all__ = ["ProtocolError"]
-
-
-class ProtocolError(Exception):
-    """A request the runtime refuses: ``status`` is the HTTP code, the message says what was expected."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message

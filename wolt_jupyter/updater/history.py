@@ -227,11 +227,11 @@ def record_in_mlflow(record: DecisionRecord, c: MlflowClient | None = None) -> s
     """
     from mlflow.entities import Metric, RunTag
 
-    from wolt_jupyter._mlflow import client, configure, translated_errors
+    from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors
     from wolt_jupyter.tracking import ensure_experiment
 
     s = configure()
-    c = c or client(s)
+    c = c or mlflow_client(s)
     with translated_errors(s):
         mv = c.get_model_version(record.model, record.candidate)
         run_id = (mv.tags or {}).get(f"{TAG_PREFIX}run_id")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.errors import InvalidArgument, PolicyError
 
 Direction = Literal["max", "min"]
 DIRECTIONS = ("max", "min")
@@ -62,10 +62,6 @@ METRIC_ALIASES: dict[str, tuple[str, Direction]] = {
     "log_loss": ("log_loss", "min"),
     "brier": ("brier_score_loss", "min"),
 }
-
-
-class PolicyError(InvalidArgument):
-    """A policy field is missing or malformed; the message names the field and what is accepted."""
 
 
 def _fail(path: str, problem: str) -> PolicyError:

@@ -96,10 +96,10 @@ class DeploymentActions:
         )
 
     def promote(self, version: str) -> None:
-        from wolt_jupyter.registry import client
+        from wolt_jupyter._mlflow import mlflow_client
         from wolt_jupyter.spec import Variant
 
-        client().set_registered_model_alias(self.model, self.champion_alias, version)
+        mlflow_client().set_registered_model_alias(self.model, self.champion_alias, version)
         spec = self._spec()
         name = next((v.name for v in spec.variants if not v.shadow and v.name != CANDIDATE), "main")
         main = Variant(name, f"models:/{self.model}/{version}", 100)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wolt_jupyter._mlflow import client, configure, translated_errors
+from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors
 from wolt_jupyter.errors import ConfigError
 from wolt_jupyter.registry import quote_filter_value
 from wolt_jupyter.revisions import write_atomic
@@ -110,7 +110,7 @@ class RegistryWatcher:
     def _c(self) -> MlflowClient:
         if self._client is None:
             self._settings = configure()
-            self._client = client(self._settings)
+            self._client = mlflow_client(self._settings)
         return self._client
 
     @property

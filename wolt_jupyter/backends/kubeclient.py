@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from wolt_jupyter.errors import InvalidArgument, WoltError
+from wolt_jupyter.errors import ClusterError, ClusterUnreachable, InvalidArgument
 from wolt_jupyter.spec import check_dns_label
 
-__all__ = ["FAILED", "READY", "WAITING", "ClusterError", "KubeCluster", "readiness_rule"]
+__all__ = ["FAILED", "READINESS", "READY", "WAITING", "ClusterError", "KubeCluster", "readiness_rule"]
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 # connect quickly, fail quickly: a wrong kubeconfig should say so in seconds, not after long retries
@@ -35,10 +35,6 @@ _INSTALLERS = {
 }
 # noise the server adds to every object: left out of diffs
 _SERVER_METADATA = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation")
-
-
-class ClusterError(WoltError):
-    """The cluster refused or could not be reached; the message is one line that says what and where."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +100,9 @@ class KubeCluster:
             path = resource.path(namespace, body["metadata"]["name"])
             try:
                 applied.append(self._request("PATCH", path, query, body, content_type=APPLY_CONTENT_TYPE))
-            except _Missing as exc:
-                # discovery listed the kind, yet its path is gone: the CRD was removed meanwhile
-                if "could not find the requested resource" not in str(exc):
-                    raise
+            except (
+                _PathGone
+            ):  # discovery listed the kind, yet its path is gone: the CRD was removed meanwhile
                 self._discovery.pop(resource.api_version, None)
                 raise ClusterError(_no_kind(resource.api_version, resource.kind, self.host)) from None
         return applied
@@ -224,8 +219,7 @@ class KubeCluster:
         on_progress: Callable[[str], None] | None,
     ) -> bool:
         """Follow one object with a watch (re-opened from the last resourceVersion) until ready or deadline."""
-        rule = readiness_rule(resource.kind)
-        assert rule is not None
+        rule = READINESS[resource.kind]  # callers pass workloads only
         last_line = None
 
         def report(obj: dict | None) -> bool:
@@ -401,7 +395,7 @@ class KubeCluster:
             raise _error_from(exc.status, exc.body, method, path, self.host) from None
         except Exception as exc:
             if _is_transport_error(exc):
-                raise ClusterError(
+                raise ClusterUnreachable(
                     f"cannot reach the Kubernetes API at {self.host}: {_reason(exc)}"
                 ) from None
             raise
@@ -413,6 +407,10 @@ class KubeCluster:
 
 class _Missing(ClusterError):
     """A 404: callers that expect absence (get, delete, discovery) turn it into None/False."""
+
+
+class _PathGone(_Missing):
+    """A 404 that names no object (its Status has no ``details.kind``): the API path itself is not served."""
 
 
 class _NoKind(ClusterError):
@@ -468,13 +466,17 @@ def _condition(status: dict, kind: str) -> dict | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
 
+# the one readiness rule of each workload kind: the wait follows it and the backends' status reads it
+READINESS: dict[str, Callable[[dict], tuple[str, str]]] = {
+    "Deployment": _deployment_ready,
+    "SeldonDeployment": _seldon_ready,
+    "InferenceService": _isvc_ready,
+}
+
+
 def readiness_rule(kind: str) -> Callable[[dict], tuple[str, str]] | None:
-    """The one readiness rule of a workload kind (the backends' status uses it too); None: ready once applied."""
-    return {
-        "Deployment": _deployment_ready,
-        "SeldonDeployment": _seldon_ready,
-        "InferenceService": _isvc_ready,
-    }.get(kind)
+    """The readiness rule of ``kind``; None: ready once applied (Service, ConfigMap, PodMonitor)."""
+    return READINESS.get(kind)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -602,7 +604,10 @@ def _error_from(status: int, body: Any, method: str, path: str, host: str) -> Cl
             f"unauthorized: {host} rejected the credentials in the kubeconfig ({message or 'no detail'})"
         )
     if status == 404:
-        return _Missing(f"not found: {message or path}")
+        # a missing object (or namespace) is named in the Status' details; a path nobody serves is not
+        details = doc.get("details") if isinstance(doc.get("details"), dict) else {}
+        missing = _Missing if details.get("kind") else _PathGone
+        return missing(f"not found: {message or path}")
     if status == 409:
         return ClusterError(f"conflict: {message}")
     if status == 422:
