@@ -30,6 +30,8 @@ def test_public_names_and_signatures():
         ("url", None),
         ("until", None),
         ("limit", None),
+        ("revision", None),  # keyword-only, added compatibly after the positional ones
+        ("columns", None),
     ]
     assert [p for p, _ in _params(r.default_store_url)] == ["deployment", "home"]
     assert [p for p, _ in _params(r.add_feedback)] == ["url", "items"]
@@ -46,6 +48,7 @@ def test_public_names_and_signatures():
         "latency_ms",
         "status",
         "error",
+        "revision",  # optional: records built before it existed still work
     ]
     assert [p for p, _ in _params(r.ResponseWriter.close)] == ["self", "timeout"]
     assert _params(r.ResponseWriter.close)[1][1] == 30

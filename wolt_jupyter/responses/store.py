@@ -21,7 +21,9 @@ from wolt_jupyter.errors import InvalidArgument, WoltError
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy import Engine, Table
 
-RESPONSES_TABLE = "wolt_responses"
+RESPONSES_TABLE = "wolt_responses"  # the first format: one row a record, JSON payloads (still read; migrated)
+CHUNKS_TABLE = "wolt_response_chunks"  # the current format: Parquet blobs of many records, indexed by time
+RETENTION_TABLE = "wolt_response_retention"  # what retention removed, per deployment
 ROLLUP_TABLE = "wolt_response_rollup"
 FEEDBACK_TABLE = "wolt_feedback"
 
@@ -112,6 +114,8 @@ def make_engine(url: str, options: dict[str, Any] | None = None, *, create_dir: 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:
+        # a new file returns the space retention frees to the OS (an existing one reuses it; no-op there)
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
     finally:
@@ -128,6 +132,7 @@ def tables() -> tuple[Table, Table]:
         Double,
         Index,
         Integer,
+        LargeBinary,
         MetaData,
         String,
         Table,
@@ -147,7 +152,7 @@ def tables() -> tuple[Table, Table]:
         Column("model_name", String(255), nullable=False),
         Column("model_version", String(255), nullable=False),
         Column("shadow", Boolean, nullable=False),
-        Column("inputs", Text, nullable=False),
+        Column("inputs", Text, nullable=False),  # the first format kept payloads as JSON text
         Column("outputs", Text, nullable=False),
         Column("latency_ms", Double, nullable=False),
         Column("status", Integer, nullable=False),
@@ -163,6 +168,36 @@ def tables() -> tuple[Table, Table]:
         Column("ground_truth", Text, nullable=False),
     )
     Table(
+        CHUNKS_TABLE,
+        meta,
+        # one row per written batch (or per compacted run of them): the records as one Parquet blob
+        # (wolt_jupyter.responses.columnar), with what reads and retention prune on
+        Column("chunk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("deployment", String(255), nullable=False),
+        Column("t_min", Double, nullable=False),
+        Column("t_max", Double, nullable=False),
+        Column("records", Integer, nullable=False),  # logged requests x variants
+        Column("rows", Integer, nullable=False),  # spread rows (one per input row)
+        Column("rev_min", Integer, nullable=True),
+        Column("rev_max", Integer, nullable=True),
+        Column("variants", Text, nullable=False),  # JSON list of the variant names inside
+        Column("bytes", BigInteger, nullable=False),
+        Column("data", LargeBinary, nullable=False),
+        Index(f"ix_{CHUNKS_TABLE}_deployment_t_min", "deployment", "t_min"),
+        Index(f"ix_{CHUNKS_TABLE}_deployment_t_max", "deployment", "t_max"),
+    )
+    Table(
+        RETENTION_TABLE,
+        meta,
+        Column("deployment", String(255), primary_key=True),
+        Column("removed_rows", BigInteger, nullable=False),  # logged records removed so far
+        Column("removed_bytes", BigInteger, nullable=False),
+        Column("by_age", BigInteger, nullable=False),
+        Column("by_size", BigInteger, nullable=False),
+        Column("cutoff", Double, nullable=True),  # rows older than this were removed by the last pass
+        Column("last_run", Double, nullable=True),
+    )
+    Table(
         ROLLUP_TABLE,
         meta,
         # per-second counts by latency bin, kept by the writer, so monitoring reads O(window) rows, not O(log)
@@ -175,6 +210,16 @@ def tables() -> tuple[Table, Table]:
         Column("errors", BigInteger, nullable=False),
     )
     return responses, feedback
+
+
+def chunks_table() -> Table:
+    """The compact log: Parquet blobs of records, one index row each (time range, revisions, variants)."""
+    return tables()[0].metadata.tables[CHUNKS_TABLE]
+
+
+def retention_table() -> Table:
+    """Per deployment: records and bytes retention removed, by age and by size."""
+    return tables()[0].metadata.tables[RETENTION_TABLE]
 
 
 def rollup_table() -> Table:
@@ -230,9 +275,47 @@ def add_to_rollup(conn: Any, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, rows)
 
 
+def chunk_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chunk table rows (one per deployment) holding ``rows`` (the writer's dicts), encoded."""
+    from wolt_jupyter.responses.columnar import spread
+
+    by_deployment: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_deployment.setdefault(r["deployment"], []).append(r)
+    out = []
+    for deployment, group in by_deployment.items():
+        group.sort(key=lambda r: r["time"])  # stable: insertion order within one time
+        out.append(chunk_of(deployment, spread(group)))
+    return out
+
+
+def chunk_of(deployment: str, table: Any) -> dict[str, Any]:
+    """The index row of a spread Arrow table (already in time order) and its Parquet bytes."""
+    import pyarrow.compute as pc
+
+    from wolt_jupyter.responses.columnar import encode
+
+    data = encode(table)
+    revs = pc.min_max(table["revision"]).as_py()
+    times = table["time"]
+    return {
+        "deployment": deployment,
+        "t_min": float(pc.min(times).as_py()),
+        "t_max": float(pc.max(times).as_py()),
+        "records": int(pc.sum(pc.equal(table["_row"], 0)).as_py() or 0),
+        "rows": table.num_rows,
+        "rev_min": revs["min"],
+        "rev_max": revs["max"],
+        "variants": json.dumps(sorted(set(pc.unique(table["variant"]).to_pylist()))),
+        "bytes": len(data),
+        "data": data,
+    }
+
+
 def insert_rows(conn: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert response rows and add them to the rollup, in the caller's transaction (together or not at all)."""
-    conn.execute(tables()[0].insert(), rows)
+    """Insert response rows (as one compact chunk) and add them to the rollup, in the caller's transaction
+    (together or not at all)."""
+    conn.execute(chunks_table().insert(), chunk_rows(rows))
     add_to_rollup(conn, rollup_rows(rows))
 
 

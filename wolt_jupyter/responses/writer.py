@@ -166,10 +166,8 @@ class ResponseWriter:
                 self._drop(1, f"cannot serialize record {getattr(r, 'id', r)!r}: {exc}", logging.ERROR)
         seg = None
         if self._spool is not None and rows:
-            import orjson
-
             try:
-                seg = self._spool.append(b"".join(orjson.dumps(row) + b"\n" for row in rows), len(rows))
+                seg = self._spool.append(b"".join(spool_line(row) for row in rows), len(rows))
             except (OSError, ValueError) as exc:  # disk full, or the spool closed under us
                 self._drop(len(rows), f"spool write failed: {exc}", logging.ERROR)
                 return 0
@@ -501,7 +499,8 @@ class ResponseWriter:
 
 
 def to_row(r: ResponseRecord) -> dict[str, Any]:
-    """The database row of a record: payloads as JSON text (orjson; numpy, bytes and dates converted)."""
+    """The stored fields of a record; payloads stay Python objects until the chunk encodes them."""
+    revision = getattr(r, "revision", None)
     return {
         "id": str(r.id),
         "time": float(r.time),
@@ -510,31 +509,36 @@ def to_row(r: ResponseRecord) -> dict[str, Any]:
         "model_name": str(r.model_name),
         "model_version": str(r.model_version),
         "shadow": bool(r.shadow),
-        "inputs": _dumps(r.inputs),
-        "outputs": _dumps(r.outputs),
+        "inputs": r.inputs,
+        "outputs": r.outputs,
         "latency_ms": float(r.latency_ms),
         "status": int(r.status),
         "error": None if r.error is None else str(r.error),
+        "revision": None if revision is None else int(revision),
     }
 
 
-def _dumps(value: Any) -> str:
+def spool_line(row: dict[str, Any]) -> bytes:
+    """A row as one JSON line for the spool (orjson; numpy, bytes and dates converted)."""
     import orjson
 
     from wolt_jupyter.responses.store import _json_default, to_json
 
     try:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return orjson.dumps(row, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
     except (TypeError, orjson.JSONEncodeError):  # e.g. integers beyond 64 bits: the stdlib encoder copes
-        return to_json(value)
+        return to_json(row).encode() + b"\n"
 
 
 def _is_data_error(exc: BaseException) -> bool:
-    """The database refuses the data itself (too long, wrong type, constraint): retrying cannot help."""
-    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+    """The database refuses the data itself (too long, wrong type, constraint), or encoding it failed:
+    retrying cannot help."""
+    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
     if isinstance(exc, (DataError, IntegrityError)):
         return True
+    if not isinstance(exc, (SQLAlchemyError, OSError)):
+        return True  # raised while encoding the chunk, before the database saw it
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
 
 

@@ -1,0 +1,161 @@
+"""The compact stored form: a batch of logged rows as one Parquet blob, one column a feature.
+
+Why: the log used to keep each payload as JSON text in its row (~600 bytes for 20 numbers). Here a batch of
+records is spread the way the reader shows it (one row per input row of a request, ``input.<name>`` and
+``output.<name>`` columns) and written as Parquet with zstd: numbers are stored as typed columns, repeated
+fields (variant, model version, status) as dictionaries, and reading back is ``read_table`` + ``to_pandas``
+with no per-row Python. A column whose values are not scalars (a list of another length, a dict) is kept as
+JSON text and marked as such, so nothing a client sends is refused.
+
+Spreading rule (the one the reader always had): a request carrying ``n`` rows gives ``n`` stored rows; an
+input or output list of length ``n`` is spread over them, any other value is repeated as is. ``_row`` (the
+position inside the request) and ``_rows`` (``n``) are kept so ground truth can be spread the same way and
+``limit`` counts logged requests, not rows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+# per logged record, repeated over its spread rows; "deployment" lives in the chunk's index row
+RECORD_COLUMNS = (
+    "id",
+    "time",
+    "variant",
+    "shadow",
+    "model_name",
+    "model_version",
+    "revision",
+    "latency_ms",
+    "status",
+    "error",
+)
+ROW_COLUMNS = ("_row", "_rows")
+JSON_MARK = b"wolt.json"  # field metadata: the column holds JSON text, decoded on read
+_NESTED = (list, dict, tuple, set, frozenset)
+
+
+def payload_columns(payload: Any, prefix: str) -> dict[str, Any]:
+    """``{"x": [..]}`` -> ``{"input.x": [..]}``; a bare (unnamed) payload keeps one column named ``prefix``."""
+    if isinstance(payload, str):  # a row from an older spool file: JSON text
+        payload = json.loads(payload)
+    if isinstance(payload, dict):
+        return {f"{prefix}.{k}": _plain(v) for k, v in payload.items()}
+    if payload is None:
+        return {}
+    return {prefix: _plain(payload)}
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars as Python values (what JSON would have made of them)."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist) and not isinstance(value, (str, bytes)):
+        return tolist()
+    return value
+
+
+def spread(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """Rows (the writer's dicts: record fields, ``inputs``/``outputs`` payloads) as one spread Arrow table."""
+    import pyarrow as pa
+
+    base: dict[str, list[Any]] = {c: [] for c in (*RECORD_COLUMNS, *ROW_COLUMNS)}
+    payload: dict[str, list[Any]] = {}
+    total = 0
+    for r in rows:
+        cols = {**payload_columns(r.get("inputs"), "input"), **payload_columns(r.get("outputs"), "output")}
+        n = max((len(v) for v in cols.values() if isinstance(v, list)), default=0) or 1
+        for c in RECORD_COLUMNS:
+            value = r.get(c)
+            base[c].extend([value] * n if n > 1 else [value])
+        base["_row"].extend(range(n))
+        base["_rows"].extend([n] * n)
+        for name, value in cols.items():
+            col = payload.get(name)
+            if col is None:
+                col = payload[name] = [None] * total
+            if isinstance(value, list) and len(value) == n:
+                col.extend(value)
+            else:
+                col.extend([value] * n)
+        total += n
+        for col in payload.values():
+            if len(col) < total:
+                col.extend([None] * (total - len(col)))
+    ins = sorted((c for c in payload if c.startswith("input")), key=list(payload).index)
+    outs = [c for c in payload if not c.startswith("input")]
+    fields, arrays = [], []
+    types = {
+        "id": pa.string(),
+        "time": pa.float64(),
+        "variant": pa.string(),
+        "shadow": pa.bool_(),
+        "model_name": pa.string(),
+        "model_version": pa.string(),
+        "revision": pa.int64(),
+        "latency_ms": pa.float64(),
+        "status": pa.int32(),
+        "error": pa.string(),
+        "_row": pa.int32(),
+        "_rows": pa.int32(),
+    }
+    for c, values in base.items():
+        fields.append(pa.field(c, types[c]))
+        arrays.append(pa.array(values, type=types[c]))
+    for c in (*ins, *outs):
+        array, is_json = _column(payload[c])
+        fields.append(pa.field(c, array.type, metadata={JSON_MARK: b"1"} if is_json else None))
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _column(values: list[Any]) -> tuple[pa.Array, bool]:
+    """A typed Arrow array when every value is a scalar of one kind, else JSON text (never refused)."""
+    import pyarrow as pa
+
+    if not any(isinstance(v, (*_NESTED, bytes, bytearray, memoryview)) for v in values):
+        try:
+            array = pa.array(values, from_pandas=False)
+            if not pa.types.is_null(array.type) or all(v is None for v in values):
+                return array, False
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            pass
+    from wolt_jupyter.responses.store import to_json
+
+    return pa.array([None if v is None else to_json(v) for v in values], type=pa.string()), True
+
+
+def encode(table: pa.Table) -> bytes:
+    """Parquet bytes: zstd, dictionaries for text, byte-stream-split for floats (their exponents compress)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    buf = io.BytesIO()
+    pq.write_table(
+        table,
+        buf,
+        compression="zstd",
+        use_dictionary=[f.name for f in table.schema if not pa.types.is_floating(f.type)],
+        use_byte_stream_split=floats or False,
+        write_statistics=["time", "variant", "revision", "shadow"],
+        row_group_size=1 << 20,
+    )
+    return buf.getvalue()
+
+
+def decode(data: bytes, columns: Iterable[str] | None = None) -> pa.Table:
+    """A chunk back as an Arrow table, reading only ``columns`` (those it has) when given."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    reader = pq.ParquetFile(pa.BufferReader(data))
+    if columns is not None:
+        have = set(reader.schema_arrow.names)
+        columns = [c for c in columns if c in have]
+    return reader.read(columns=columns)
