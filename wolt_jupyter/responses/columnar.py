@@ -150,12 +150,15 @@ def encode(table: pa.Table) -> bytes:
 
 
 def decode(data: bytes, columns: Iterable[str] | None = None) -> pa.Table:
-    """A chunk back as an Arrow table, reading only ``columns`` (those it has) when given."""
+    """A chunk back as an Arrow table, reading only ``columns`` (those it has; ``"output*"`` names every column
+    starting with ``output``) when given."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     reader = pq.ParquetFile(pa.BufferReader(data))
     if columns is not None:
-        have = set(reader.schema_arrow.names)
-        columns = [c for c in columns if c in have]
+        names = reader.schema_arrow.names
+        wanted = list(columns)
+        prefixes = tuple(c[:-1] for c in wanted if c.endswith("*"))
+        columns = [n for n in names if n in wanted or (prefixes and n.startswith(prefixes))]
     return reader.read(columns=columns)
