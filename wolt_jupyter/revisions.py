@@ -58,6 +58,19 @@ class DeploymentRecord:
     extra: dict[str, Any] = field(default_factory=dict)  # target-specific: pid, port, url, …
 
 
+def serving_revision(home: Path, name: str) -> int | None:
+    """The revision a runtime serving ``name`` is about to run: the record's, which the deploy saves before it
+    applies (so a switch reads the new number), or ``$WOLT_REVISION`` where there is no record (a cluster
+    pod). None if neither says; the response log then has no revision for its rows."""
+    try:
+        data = json.loads((deployment_dir(home, name) / RECORD).read_text())
+        return int(data["revision"])
+    except (OSError, ValueError, KeyError, TypeError, InvalidArgument):
+        pass
+    env = os.environ.get("WOLT_REVISION", "")
+    return int(env) if env.isdigit() else None
+
+
 class RevisionStore:
     """The deployment records under one state dir."""
 

@@ -82,6 +82,7 @@ def test_writer_used_as_documented(tmp_path):
         "sampled_out": 0,
         "deferred": 0,
         "replayed": 0,
+        "removed": 0,
     }
     assert r.add_feedback(url, [{"id": "abc", "ground_truth": [0, 1]}]) == 1
     df = r.responses("demo", since=1_600_000_000.0, url=url)

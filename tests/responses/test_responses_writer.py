@@ -37,6 +37,7 @@ def test_burst_from_threads_writes_every_record(store_url, make_record, count_ro
         "sampled_out": 0,
         "deferred": 0,
         "replayed": 0,
+        "removed": 0,
     }
     assert count_rows(store_url) == total
     assert count_rows(store_url, shadow=True) == 0
@@ -173,7 +174,15 @@ def test_database_error_is_retried_then_counted_and_logged(make_record, caplog):
         for i in range(25):
             assert w.submit(make_record(i))
         stats = w.close()
-    assert stats == {"queued": 0, "written": 0, "dropped": 25, "sampled_out": 0, "deferred": 0, "replayed": 0}
+    assert stats == {
+        "queued": 0,
+        "written": 0,
+        "dropped": 25,
+        "sampled_out": 0,
+        "deferred": 0,
+        "replayed": 0,
+        "removed": 0,
+    }
     assert "retry 2/2" in caplog.text
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and "database error after 2 retries" in errors[0].getMessage()
@@ -286,6 +295,7 @@ def test_postgres_outage_is_retried_without_loss(private_postgres, make_record, 
         "sampled_out": 0,
         "deferred": 0,
         "replayed": 0,
+        "removed": 0,
     }
     assert count_rows(server.url) == 200
 

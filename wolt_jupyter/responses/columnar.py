@@ -162,3 +162,36 @@ def decode(data: bytes, columns: Iterable[str] | None = None) -> pa.Table:
         prefixes = tuple(c[:-1] for c in wanted if c.endswith("*"))
         columns = [n for n in names if n in wanted or (prefixes and n.startswith(prefixes))]
     return reader.read(columns=columns)
+
+
+def concat(parts: list[Any], json_cols: set[str]) -> Any:
+    """One table from chunks whose schemas may differ (a column missing, int in one and float in another);
+    a column that is JSON text in any chunk becomes JSON text in all."""
+    import pyarrow as pa
+
+    from wolt_jupyter.responses.store import to_json
+
+    def as_json(table: Any) -> Any:
+        for name in json_cols & set(table.column_names):
+            field = table.schema.field(name)
+            if field.metadata and JSON_MARK in field.metadata:
+                continue
+            values = [None if v is None else to_json(v) for v in table[name].to_pylist()]
+            i = table.column_names.index(name)
+            table = table.set_column(i, pa.field(name, pa.string()), pa.array(values, type=pa.string()))
+        return table.replace_schema_metadata(None)
+
+    parts = [as_json(p) for p in parts] if json_cols else parts
+    if len(parts) == 1:
+        return parts[0]
+    try:
+        return pa.concat_tables(parts, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. text in one chunk, numbers in another
+        names = {n for p in parts for n in p.column_names}
+        types = {n: {p.schema.field(n).type for p in parts if n in p.column_names} for n in names}
+        json_cols |= {
+            n
+            for n, ts in types.items()
+            if len(ts) > 1 and not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in ts)
+        }
+        return pa.concat_tables([as_json(p) for p in parts], promote_options="permissive")

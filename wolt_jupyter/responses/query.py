@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.responses.columnar import JSON_MARK
+from wolt_jupyter.responses.columnar import JSON_MARK, concat
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -177,7 +177,7 @@ def read_table(
                 json_cols |= {f.name for f in table.schema if f.metadata and JSON_MARK in f.metadata}
             if not parts:
                 return None, set()
-            table = _concat(parts, json_cols)
+            table = concat(parts, json_cols)
             table = _filter(table, lo, hi, variants, revisions)
             table = _sorted(table)
             if limit is not None:
@@ -291,39 +291,6 @@ def _legacy(conn: Any, deployment: str, lo: Any, hi: Any, variants: Any, revisio
     for r in rows:
         r["inputs"], r["outputs"] = from_json(r["inputs"]), from_json(r["outputs"])
     return spread(rows)
-
-
-def _concat(parts: list[Any], json_cols: set[str]) -> Any:
-    """One table from chunks whose schemas may differ (a column missing, int in one and float in another);
-    a column that is JSON text in any chunk becomes JSON text in all."""
-    import pyarrow as pa
-
-    from wolt_jupyter.responses.store import to_json
-
-    def as_json(table: Any) -> Any:
-        for name in json_cols & set(table.column_names):
-            field = table.schema.field(name)
-            if field.metadata and JSON_MARK in field.metadata:
-                continue
-            values = [None if v is None else to_json(v) for v in table[name].to_pylist()]
-            i = table.column_names.index(name)
-            table = table.set_column(i, pa.field(name, pa.string()), pa.array(values, type=pa.string()))
-        return table.replace_schema_metadata(None)
-
-    parts = [as_json(p) for p in parts] if json_cols else parts
-    if len(parts) == 1:
-        return parts[0]
-    try:
-        return pa.concat_tables(parts, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. text in one chunk, numbers in another
-        names = {n for p in parts for n in p.column_names}
-        types = {n: {p.schema.field(n).type for p in parts if n in p.column_names} for n in names}
-        json_cols |= {
-            n
-            for n, ts in types.items()
-            if len(ts) > 1 and not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in ts)
-        }
-        return pa.concat_tables([as_json(p) for p in parts], promote_options="permissive")
 
 
 def _filter(table: Any, lo: Any, hi: Any, variants: Any, revisions: Any) -> Any:

@@ -319,6 +319,93 @@ def insert_rows(conn: Any, rows: list[dict[str, Any]]) -> None:
     add_to_rollup(conn, rollup_rows(rows))
 
 
+COMPACT_ROWS = 50_000  # spread rows a compacted chunk grows to (a few MB of Parquet for 20 numbers a row)
+SMALL_CHUNK_ROWS = 5_000  # chunks below this are merged with their neighbours once settled
+SETTLE_S = 10.0  # chunks newer than this may still get company from the writer: not compacted yet
+
+
+def compact(engine: Engine, deployment: str, now: float | None = None) -> int:
+    """Merge runs of small settled chunks into larger ones (fewer, better-compressed blobs); chunks merged.
+
+    A quiet deployment writes a chunk per flush with a handful of records; Parquet's per-file overhead then
+    dominates. Merging keeps bytes/row at the batch rate's level whatever the traffic."""
+    import time as _time
+
+    from sqlalchemy import delete, select
+
+    from wolt_jupyter.responses.columnar import JSON_MARK, concat, decode
+
+    now = _time.time() if now is None else now
+    c = chunks_table()
+    with engine.connect() as conn:
+        small = conn.execute(
+            select(c.c.chunk, c.c.rows)
+            .where(c.c.deployment == deployment, c.c.rows < SMALL_CHUNK_ROWS, c.c.t_max < now - SETTLE_S)
+            .order_by(c.c.t_min, c.c.chunk)
+        ).all()
+    runs: list[list[int]] = []
+    size = 0
+    for chunk, rows in small:
+        if not runs or size + rows > COMPACT_ROWS:
+            runs.append([])
+            size = 0
+        runs[-1].append(chunk)
+        size += rows
+    merged = 0
+    for run in runs:
+        if len(run) < 2:
+            continue
+        with engine.begin() as conn:
+            datas = conn.execute(
+                select(c.c.data).where(c.c.chunk.in_(run)).order_by(c.c.t_min, c.c.chunk)
+            ).all()
+            if len(datas) != len(run):  # retention or another compactor got there first
+                continue
+            parts = [decode(d) for (d,) in datas]
+            json_cols = {f.name for p in parts for f in p.schema if f.metadata and JSON_MARK in f.metadata}
+            table = concat(parts, json_cols)
+            import numpy as np
+
+            table = table.take(np.argsort(table["time"].to_numpy(), kind="stable"))
+            conn.execute(delete(c).where(c.c.chunk.in_(run)))
+            conn.execute(c.insert(), [chunk_of(deployment, table)])
+        merged += len(run)
+    return merged
+
+
+def migrate_legacy(engine: Engine, batch: int = 20_000) -> int:
+    """Move rows of the first format (JSON text per row) into chunks, oldest first; records moved.
+
+    Runs once per store, in the background, a batch per transaction: a store written by an older version
+    reads throughout (the reader takes both forms) and ends up in the compact one."""
+    from sqlalchemy import delete, inspect, select
+
+    from wolt_jupyter.responses.columnar import spread
+
+    t = tables()[0]
+    with engine.connect() as conn:
+        if t.name not in inspect(conn).get_table_names():
+            return 0
+    moved = 0
+    while True:
+        with engine.begin() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.seq).limit(batch))]
+            if not rows:
+                return moved
+            seqs = [r.pop("seq") for r in rows]
+            for r in rows:
+                r["inputs"], r["outputs"] = from_json(r["inputs"]), from_json(r["outputs"])
+                r.setdefault("revision", None)
+            by_deployment: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                by_deployment.setdefault(r["deployment"], []).append(r)
+            for deployment, group in by_deployment.items():
+                group.sort(key=lambda r: r["time"])
+                conn.execute(chunks_table().insert(), [chunk_of(deployment, spread(group))])
+            conn.execute(delete(t).where(t.c.seq >= seqs[0], t.c.seq <= seqs[-1]))
+        moved += len(rows)
+
+
 def ensure_schema(engine: Engine) -> None:
     """Create the tables and their indexes if missing (idempotent; safe to race: the loser retries)."""
     responses, _ = tables()
