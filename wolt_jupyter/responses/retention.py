@@ -173,33 +173,16 @@ def log_size(conn: Any, deployment: str) -> dict[str, Any]:
 
 def enforce(engine: Any, deployment: str, retention: Retention, now: float | None = None) -> Removed:
     """Remove what is older than the age limit, then the oldest rows until the log fits the size limit."""
-    from sqlalchemy import select
-
-    from wolt_jupyter.responses.store import chunks_table
-
     now = time.time() if now is None else now
-    c = chunks_table()
     removed = Removed()
     if retention.max_age is not None:
         _cut(engine, deployment, now - retention.max_age, removed, "age")
     if retention.max_bytes is not None:
-        with engine.connect() as conn:
-            index = conn.execute(
-                select(c.c.t_max, c.c.bytes)
-                .where(c.c.deployment == deployment)
-                .order_by(c.c.t_max, c.c.chunk)
-            ).all()
-        excess = sum(b for _, b in index) - retention.max_bytes
-        if excess > 0:
-            cut = None
-            for t_max, size in index:  # the oldest chunks that together make up the excess
-                excess -= size
-                cut = t_max
-                if excess <= 0:
-                    break
-            import math
-
-            _cut(engine, deployment, math.nextafter(cut, math.inf), removed, "size")
+        for _ in range(8):  # a rewritten chunk is a little larger than its share (Parquet's fixed overhead)
+            cut = _size_cut(engine, deployment, retention.max_bytes)
+            if cut is None:
+                break
+            _cut(engine, deployment, cut, removed, "size")
     if retention.rollup_max_age is not None:
         _cut_rollup(engine, deployment, now - retention.rollup_max_age)
     if removed.records:
@@ -215,6 +198,43 @@ def enforce(engine: Any, deployment: str, retention: Retention, now: float | Non
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(removed.cutoff or now)),
         )
     return removed
+
+
+def _size_cut(engine: Any, deployment: str, max_bytes: int) -> float | None:
+    """The time before which records must go for the log to fit ``max_bytes``: past the oldest chunks that
+    make up the excess, and inside the last one in proportion to the bytes still to free."""
+    import math
+
+    from sqlalchemy import select
+
+    from wolt_jupyter.responses.columnar import decode
+    from wolt_jupyter.responses.store import chunks_table
+
+    c = chunks_table()
+    with engine.connect() as conn:
+        index = conn.execute(
+            select(c.c.chunk, c.c.t_max, c.c.bytes)
+            .where(c.c.deployment == deployment)
+            .order_by(c.c.t_max, c.c.chunk)
+        ).all()
+        excess = sum(r.bytes for r in index) - max_bytes
+        if excess <= 0:
+            return None
+        for chunk, t_max, size in index:
+            if excess >= size:
+                excess -= size
+                if excess == 0:
+                    return math.nextafter(t_max, math.inf)
+                continue
+            (data,) = conn.execute(select(c.c.data).where(c.c.chunk == chunk)).one()
+            table = decode(data, ["time", "_row"])
+            times = sorted(
+                t for t, r in zip(table["time"].to_pylist(), table["_row"].to_pylist(), strict=True) if r == 0
+            )
+            # a rewritten chunk keeps some fixed overhead: free a little more than the plain share
+            k = min(len(times) - 1, math.ceil(len(times) * min(1.0, excess / size * 1.1)))
+            return math.nextafter(times[k - 1], math.inf) if k > 0 else times[0]
+    return None
 
 
 def _cut(engine: Any, deployment: str, cutoff: float, removed: Removed, why: str) -> None:
