@@ -195,7 +195,12 @@ class ResponseWriter:
             try:
                 seg = self._spool.append(b"".join(spool_line(row) for row in rows), len(rows))
             except (OSError, ValueError) as exc:  # disk full, or the spool closed under us
-                self._drop(len(rows), f"spool write failed: {self._explain(exc)}", logging.ERROR)
+                why = self._explain(exc)
+                self._drop(
+                    len(rows),
+                    f"spool write failed: {why}",
+                    logging.DEBUG if self._disk_full else logging.ERROR,
+                )
                 return 0
         queue = self._queue
         if len(queue) + len(rows) > self.queue_size:
@@ -350,8 +355,8 @@ class ResponseWriter:
             )
             if self._disk_full:
                 message = (
-                    f"the disk under {d['path']} is full ({human_bytes(d['free'])} free); "
-                    f"{self.stats()['dropped']} response-log record(s) dropped so far: free space or lower "
+                    f"the disk under {d['path']} is full ({human_bytes(d['free'])} free): response-log records are "
+                    "dropped and counted (wolt_response_log_dropped_total); free space or lower "
                     "logging.retention.max_bytes"
                 )
             if message != self.warning:
