@@ -31,6 +31,7 @@ from wolt_jupyter.config import mask_url
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.responses.record import ResponseRecord, sampled_in
 from wolt_jupyter.responses.retention import Retention
+from wolt_jupyter.responses.summary import DISK_WARN_FRACTION  # one threshold for the writer and the card
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ _CATCH_UP = 4  # batches per transaction while a backlog is waiting
 _MAX_BACKOFF = 5.0  # seconds between retries of one batch, at most
 _LIVE: weakref.WeakSet[ResponseWriter] = weakref.WeakSet()
 MAINTENANCE_INTERVAL_S = 60.0  # retention and compaction passes; a full disk triggers one at once
-DISK_WARN_FRACTION = 0.05  # warn when less than this share of the file system under the log is free
 
 
 class ResponseWriter:
