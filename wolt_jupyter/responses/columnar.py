@@ -46,7 +46,8 @@ def payload_columns(payload: Any, prefix: str) -> dict[str, Any]:
     if isinstance(payload, str):  # a row from an older spool file: JSON text
         payload = json.loads(payload)
     if isinstance(payload, dict):
-        return {f"{prefix}.{k}": _plain(v) for k, v in payload.items()}
+        # lists (what the runtime sends) as they are; numpy values converted
+        return {f"{prefix}.{k}": v if type(v) is list else _plain(v) for k, v in payload.items()}
     if payload is None:
         return {}
     return {prefix: _plain(payload)}
@@ -131,18 +132,18 @@ def _column(values: list[Any]) -> tuple[pa.Array, bool]:
 
 
 def encode(table: pa.Table) -> bytes:
-    """Parquet bytes: zstd, dictionaries for text, byte-stream-split for floats (their exponents compress)."""
+    """Parquet bytes: zstd, dictionaries for everything but floats. Floats stay plain: zstd then finds the
+    live and shadow copies of one request's inputs a few rows apart (measured: 99 vs 167 bytes/row with
+    byte-stream-split, which hides the repeats, for 20 random float64 features)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
     buf = io.BytesIO()
     pq.write_table(
         table,
         buf,
         compression="zstd",
         use_dictionary=[f.name for f in table.schema if not pa.types.is_floating(f.type)],
-        use_byte_stream_split=floats or False,
         write_statistics=["time", "variant", "revision", "shadow"],
         row_group_size=1 << 20,
     )

@@ -345,8 +345,12 @@ def _with_feedback(conn: Any, table: Any) -> Any:
     from wolt_jupyter.responses.store import from_json, tables, to_json
 
     fb = tables()[1]
-    ids = pc.unique(table["id"])
     truth: dict[str, Any] = {}
+    if conn.execute(select(fb.c.id).limit(1)).first() is None:  # no feedback at all: nothing to join
+        return table.append_column(
+            pa.field("ground_truth", pa.string()), pa.nulls(table.num_rows, pa.string())
+        )
+    ids = pc.unique(table["id"])
     if len(ids) <= 5000:
         values = ids.to_pylist()
         for start in range(0, len(values), 500):

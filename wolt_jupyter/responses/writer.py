@@ -303,6 +303,9 @@ class ResponseWriter:
                     done["compacted"] += compact(self._engine, deployment, now)
                     removed = enforce(self._engine, deployment, self.retention, now)
                     done["removed"] += removed.records
+                if (done["compacted"] or done["migrated"]) and self._engine.dialect.name == "sqlite":
+                    with self._engine.connect() as conn:  # merged chunks' old pages go back to the OS
+                        conn.exec_driver_sql("PRAGMA incremental_vacuum")
             except Exception as exc:
                 log.warning("response log %s: maintenance pass failed: %s", self._masked_url, _one_line(exc))
             with self._counts_lock:
