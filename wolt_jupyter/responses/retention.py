@@ -249,7 +249,9 @@ def _cut(engine: Any, deployment: str, cutoff: float, removed: Removed, why: str
     n = size = 0
     with engine.begin() as conn:
         old = conn.execute(
-            select(c.c.chunk, c.c.records, c.c.bytes).where(c.c.deployment == deployment, c.c.t_max < cutoff)
+            select(c.c.chunk, c.c.records, c.c.bytes)
+            .where(c.c.deployment == deployment, c.c.t_max < cutoff)
+            .with_for_update()  # PostgreSQL: two replicas' passes never count the same chunk twice
         ).all()
         if old:
             ids = [r.chunk for r in old]
@@ -258,9 +260,9 @@ def _cut(engine: Any, deployment: str, cutoff: float, removed: Removed, why: str
             n += sum(r.records for r in old)
             size += sum(r.bytes for r in old)
         across = conn.execute(
-            select(c.c.chunk, c.c.records, c.c.bytes, c.c.data).where(
-                c.c.deployment == deployment, c.c.t_min < cutoff, c.c.t_max >= cutoff
-            )
+            select(c.c.chunk, c.c.records, c.c.bytes, c.c.data)
+            .where(c.c.deployment == deployment, c.c.t_min < cutoff, c.c.t_max >= cutoff)
+            .with_for_update()
         ).all()
         for chunk in across:
             table = decode(chunk.data)

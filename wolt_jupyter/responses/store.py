@@ -355,20 +355,28 @@ def compact(engine: Engine, deployment: str, now: float | None = None) -> int:
     for run in runs:
         if len(run) < 2:
             continue
-        with engine.begin() as conn:
+        with (
+            engine.connect() as conn
+        ):  # decode and encode outside the write transaction: the writer waits less
             datas = conn.execute(
                 select(c.c.data).where(c.c.chunk.in_(run)).order_by(c.c.t_min, c.c.chunk)
             ).all()
-            if len(datas) != len(run):  # retention or another compactor got there first
-                continue
-            parts = [decode(d) for (d,) in datas]
-            json_cols = {f.name for p in parts for f in p.schema if f.metadata and JSON_MARK in f.metadata}
-            table = concat(parts, json_cols)
-            import numpy as np
+        if len(datas) != len(run):  # retention or another compactor got there first
+            continue
+        import numpy as np
 
-            table = table.take(np.argsort(table["time"].to_numpy(), kind="stable"))
+        parts = [decode(d) for (d,) in datas]
+        json_cols = {f.name for p in parts for f in p.schema if f.metadata and JSON_MARK in f.metadata}
+        table = concat(parts, json_cols)
+        table = table.take(np.argsort(table["time"].to_numpy(), kind="stable"))
+        row = chunk_of(deployment, table)
+        with engine.begin() as conn:
+            # FOR UPDATE (PostgreSQL): a second replica compacting the same run waits, then finds it gone
+            still = conn.execute(select(c.c.chunk).where(c.c.chunk.in_(run)).with_for_update()).all()
+            if len(still) != len(run):
+                continue
             conn.execute(delete(c).where(c.c.chunk.in_(run)))
-            conn.execute(c.insert(), [chunk_of(deployment, table)])
+            conn.execute(c.insert(), [row])
         merged += len(run)
     return merged
 
