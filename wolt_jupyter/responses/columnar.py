@@ -38,7 +38,6 @@ RECORD_COLUMNS = (
 )
 ROW_COLUMNS = ("_row", "_rows")
 JSON_MARK = b"wolt.json"  # field metadata: the column holds JSON text, decoded on read
-_NESTED = (list, dict, tuple, set, frozenset)
 
 
 def payload_columns(payload: Any, prefix: str) -> dict[str, Any]:
@@ -63,8 +62,36 @@ def _plain(value: Any) -> Any:
 
 def spread(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Rows (the writer's dicts: record fields, ``inputs``/``outputs`` payloads) as one spread Arrow table."""
-    import pyarrow as pa
+    table = _spread_single(rows)
+    return table if table is not None else _spread_any(rows)
 
+
+def _spread_single(rows: Sequence[dict[str, Any]]) -> pa.Table | None:
+    """The common case in C-speed comprehensions: every record carries one row (each payload value a
+    one-element list) under the same names. None when that is not so (the general path takes over)."""
+    if not rows:
+        return None
+    ins = [r.get("inputs") for r in rows]
+    outs = [r.get("outputs") for r in rows]
+    if set(map(type, ins)) != {dict} or set(map(type, outs)) != {dict}:
+        return None
+    in_keys, out_keys = tuple(ins[0]), tuple(outs[0])
+    if any(tuple(p) != in_keys for p in ins) or any(tuple(p) != out_keys for p in outs):
+        return None
+    payload: dict[str, list[Any]] = {}
+    for prefix, payloads, keys in (("input", ins, in_keys), ("output", outs, out_keys)):
+        for k in keys:
+            values = [p[k] for p in payloads]
+            if set(map(type, values)) != {list} or set(map(len, values)) != {1}:  # C loops, no genexpr
+                return None
+            payload[f"{prefix}.{k}"] = [v[0] for v in values]
+    base = {c: [r.get(c) for r in rows] for c in RECORD_COLUMNS}
+    base["_row"] = [0] * len(rows)
+    base["_rows"] = [1] * len(rows)
+    return _table(base, payload)
+
+
+def _spread_any(rows: Sequence[dict[str, Any]]) -> pa.Table:
     base: dict[str, list[Any]] = {c: [] for c in (*RECORD_COLUMNS, *ROW_COLUMNS)}
     payload: dict[str, list[Any]] = {}
     total = 0
@@ -88,23 +115,31 @@ def spread(rows: Sequence[dict[str, Any]]) -> pa.Table:
         for col in payload.values():
             if len(col) < total:
                 col.extend([None] * (total - len(col)))
-    ins = sorted((c for c in payload if c.startswith("input")), key=list(payload).index)
+    return _table(base, payload)
+
+
+_TYPES: dict[str, Any] = {}
+
+
+def _base_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    if not _TYPES:
+        _TYPES.update(
+            id=pa.string(), time=pa.float64(), variant=pa.string(), shadow=pa.bool_(), model_name=pa.string(),
+            model_version=pa.string(), revision=pa.int64(), latency_ms=pa.float64(), status=pa.int32(),
+            error=pa.string(), _row=pa.int32(), _rows=pa.int32(),
+        )  # fmt: skip
+    return _TYPES
+
+
+def _table(base: dict[str, list[Any]], payload: dict[str, list[Any]]) -> pa.Table:
+    import pyarrow as pa
+
+    types = _base_types()
+    ins = [c for c in payload if c.startswith("input")]
     outs = [c for c in payload if not c.startswith("input")]
     fields, arrays = [], []
-    types = {
-        "id": pa.string(),
-        "time": pa.float64(),
-        "variant": pa.string(),
-        "shadow": pa.bool_(),
-        "model_name": pa.string(),
-        "model_version": pa.string(),
-        "revision": pa.int64(),
-        "latency_ms": pa.float64(),
-        "status": pa.int32(),
-        "error": pa.string(),
-        "_row": pa.int32(),
-        "_rows": pa.int32(),
-    }
     for c, values in base.items():
         fields.append(pa.field(c, types[c]))
         arrays.append(pa.array(values, type=types[c]))
@@ -119,13 +154,17 @@ def _column(values: list[Any]) -> tuple[pa.Array, bool]:
     """A typed Arrow array when every value is a scalar of one kind, else JSON text (never refused)."""
     import pyarrow as pa
 
-    if not any(isinstance(v, (*_NESTED, bytes, bytearray, memoryview)) for v in values):
-        try:
-            array = pa.array(values, from_pandas=False)
-            if not pa.types.is_null(array.type) or all(v is None for v in values):
-                return array, False
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            pass
+    try:
+        array = pa.array(values, from_pandas=False)
+        kind = array.type
+        scalar = not (
+            pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+            or pa.types.is_fixed_size_binary(kind)
+        )  # fmt: skip
+        if scalar and (not pa.types.is_null(kind) or all(v is None for v in values)):
+            return array, False
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        pass
     from wolt_jupyter.responses.store import to_json
 
     return pa.array([None if v is None else to_json(v) for v in values], type=pa.string()), True
