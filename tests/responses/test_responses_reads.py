@@ -50,6 +50,9 @@ def test_each_filter_equals_the_full_read_filtered_in_pandas(logged):
     full = responses("dep", url=logged)
     assert len(full) == 2 * (300 + 43)  # live + shadow, 43 requests of two rows
     assert set(full["revision"]) == {1, 2, 3}
+    # oldest first across chunks that overlap in time (a batch's shadow copies land in the next chunk)
+    assert full["time"].is_monotonic_increasing
+    assert full.drop_duplicates(["id", "variant"]).shape[0] == 600
     secs = full["time"].map(lambda t: t.timestamp())
 
     lo, hi = T0 + 120, T0 + 180.5

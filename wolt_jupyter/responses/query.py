@@ -315,13 +315,30 @@ def _filter(table: Any, lo: Any, hi: Any, variants: Any, revisions: Any) -> Any:
 
 
 def _sorted(table: Any) -> Any:
-    """Oldest first; chunks are written in time order, so this sorts only after a replay wrote an old one."""
+    """Oldest first. Chunks are each in time order and overlap only where one batch's shadow copies land in
+    the next batch, so only those short stretches are reordered (a full gather of every column cost more
+    than decoding them)."""
     import numpy as np
+    import pyarrow as pa
 
     times = table["time"].to_numpy()
-    if len(times) < 2 or bool(np.all(times[1:] >= times[:-1])):
+    n = len(times)
+    if n < 2 or bool(np.all(times[1:] >= times[:-1])):
         return table
-    return table.take(np.argsort(times, kind="stable"))
+    order = np.argsort(times, kind="stable")
+    # segment ends: positions i where order[:i+1] is a permutation of 0..i (nothing crosses i)
+    ends = np.flatnonzero(np.maximum.accumulate(order) == np.arange(n))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    moved = ends > starts  # rows already in place form one-row segments: left where they are
+    pieces, run_start = [], 0
+    for a, b in zip(starts[moved].tolist(), ends[moved].tolist(), strict=True):
+        if run_start < a:
+            pieces.append(table.slice(run_start, a - run_start))
+        pieces.append(table.slice(a, b - a + 1).take(order[a : b + 1] - a))
+        run_start = b + 1
+    if run_start < n:
+        pieces.append(table.slice(run_start))
+    return pa.concat_tables(pieces)
 
 
 def _newest(table: Any, limit: int) -> Any:
@@ -416,7 +433,7 @@ def to_frame(
         df = _empty(pd)
         return df if columns is None else df.reindex(columns=list(columns))
     table = _public(table, deployment, columns)
-    df = table.to_pandas()
+    df = table.to_pandas(split_blocks=True)  # no consolidation copy of the numeric columns
     for c in json_cols | {"ground_truth"}:
         if c not in df.columns or df[c].dtype == "float64":
             continue
