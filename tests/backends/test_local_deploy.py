@@ -74,6 +74,17 @@ def test_ab_shadow_traffic_promote_rollback_undeploy(shell, models, rows, wolt_h
     assert set(shell.run_line_magic("wolt_responses", "eta")["revision"]) == {4}
     info = shell.run_line_magic("wolt_responses", "eta --info")
     assert info.records == 3 * 200 * 2 and info.bytes > 0 and "removed by retention" in info._repr_html_()
+    exported = shell.run_line_magic(
+        "wolt_responses", f"eta --revision all --export {wolt_home / 'eta.parquet'}"
+    )
+    assert exported.export["rows"] == len(log) and "exported" in repr(exported)
+    import pandas as pd
+
+    assert pd.read_parquet(wolt_home / "eta.parquet")["id"].tolist() == log["id"].tolist()
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="revision number"):
+        shell.run_line_magic("wolt_responses", "eta --revision latest")
     listed = shell.run_line_magic("wolt_deployments", "")
     assert listed.loc[0, "response_log"].startswith("1,200 rows")
 
