@@ -1,81 +1,217 @@
-"""Throughput numbers for the response writer (not a test; run ``python benchmarks/response_log.py``).
+"""Response-log numbers, before and after the compact format (not a test; ``python benchmarks/response_log.py``).
 
-Measures the cost of ``submit`` (timeit, queue large enough never to block) and the rows/s the background
-writer sustains into SQLite and into a private PostgreSQL (with fsync on, i.e. a durable server).
+The same synthetic traffic for every store: ``--requests`` requests to a 20-feature model (float64 features
+from a normal distribution, full precision, as a scaled tabular dataset gives), each logged twice (the live
+variant and a shadow), one float output, 2,000 requests/s. For each store it reports
+
+- bytes per logged row: SQLite, the whole database file (after a WAL checkpoint) / rows; PostgreSQL, the
+  log table with its indexes and TOAST (``pg_total_relation_size``) / rows;
+- read rows/s: ``responses(name)`` into a DataFrame, and (after) with ``columns=`` the 20 numeric inputs;
+- write rows/s through the background writer, and the cost of ``submit``.
+
+"before" is the previous format measured with the code of a git revision that still had it (``--before-ref``,
+default the last commit with JSON payloads), unpacked to a temporary directory and run in a subprocess, so
+both sides are the real code of their time on the same traffic.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import timeit
 from pathlib import Path
 
-from wolt_jupyter.responses import ResponseRecord, ResponseWriter
-
-_spec = importlib.util.spec_from_file_location(
-    "wolt_tests_pg_server", Path(__file__).parents[1] / "tests" / "pg_server.py"
-)
-assert _spec and _spec.loader
-_pg = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_pg)
-postgres_server = _pg.postgres_server
-
-N = 200_000
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE_REF = "12d8ef2"  # the last commit writing one SQL row per record with JSON payloads
+FEATURES = 20
+RATE = 2000.0  # requests/s the synthetic timestamps are spread at
 
 
-def record(i: int) -> ResponseRecord:
-    return ResponseRecord(
-        id=f"req-{i:08d}",
-        time=time.time(),
-        deployment="bench",
-        variant="a",
-        model_name="iris",
-        model_version="3",
-        shadow=False,
-        inputs={"x1": [5.1], "x2": [3.5], "x3": [1.4], "x4": [0.2]},
-        outputs={"predict": [0]},
-        latency_ms=1.7,
-        status=200,
-    )
+def _pg_module():
+    spec = importlib.util.spec_from_file_location("wolt_tests_pg_server", ROOT / "tests" / "pg_server.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def submit_cost(url: str) -> float:
-    """Median microseconds per submit over several timeit rounds (flush_interval long: pure enqueue)."""
-    rec = record(0)
-    with ResponseWriter(url, queue_size=10_000_000, batch_size=10_000_000, flush_interval=3600) as w:
+def traffic(n: int, seed: int = 1) -> list:
+    """The records of ``n`` requests (live + shadow each), as the runtime builds them."""
+    import numpy as np
+
+    from wolt_jupyter.responses import ResponseRecord
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, FEATURES))
+    live = rng.normal(size=n)
+    t0 = time.time() - n / RATE
+    extra = {"revision": 1} if "revision" in ResponseRecord.__dataclass_fields__ else {}
+    records = []
+    for i in range(n):
+        inputs = {f"x{j}": [float(x[i, j])] for j in range(FEATURES)}
+        for variant, shadow, version in (("main", False, "3"), ("shadow", True, "4")):
+            records.append(
+                ResponseRecord(
+                    id=f"{i:08x}-6f1c-4b7e-9a53-{i * 7919 % 10**12:012d}",  # a uuid-shaped request id
+                    time=t0 + i / RATE + (0.0015 if shadow else 0.0),
+                    deployment="bench",
+                    variant=variant,
+                    model_name="diabetes",
+                    model_version=version,
+                    shadow=shadow,
+                    inputs=inputs,
+                    outputs={"predict": [float(live[i]) * (1.01 if shadow else 1.0)]},
+                    latency_ms=float(0.4 + rng.gamma(2.0, 0.3)),
+                    status=200,
+                    **extra,
+                )
+            )
+    return records
+
+
+def measure(url: str, n: int, after: bool) -> dict:
+    """Write ``n`` requests' records to ``url``, then size and read them; runs with whichever package is
+    first on the path (this tree's, or the before-ref's in the subprocess)."""
+    from wolt_jupyter.responses import ResponseWriter, responses
+
+    records = traffic(n)
+    kwargs = {"maintenance_interval": 3600} if after else {}
+    w = ResponseWriter(url, queue_size=len(records) + 10, batch_size=500, **kwargs)
+    start = time.perf_counter()
+    for r in records:
+        w.submit(r)
+    assert w.flush(600)
+    write_s = time.perf_counter() - start
+    if after:
+        w.maintain(now=time.time() + 3600)  # what the background pass does: merge the batches' chunks
+    stats = w.close(timeout=600)
+    assert stats["written"] == len(records) and stats["dropped"] == 0, stats
+    out = {"rows": len(records), "write_rows_s": len(records) / write_s, "bytes": _size(url, after)}
+    out["bytes_per_row"] = out["bytes"] / len(records)
+    reads = []
+    for _ in range(3 if after else 1):  # the previous format takes long: once is enough
+        t = time.perf_counter()
+        df = responses("bench", url=url, **({"revision": "all"} if after else {}))
+        reads.append(time.perf_counter() - t)
+    assert len(df) == len(records), len(df)
+    out["read_rows_s"] = len(df) / min(reads)
+    if after:
+        cols = [f"input.x{j}" for j in range(FEATURES)]
+        reads = []
+        for _ in range(3):
+            t = time.perf_counter()
+            df = responses("bench", url=url, columns=cols, revision="all")
+            reads.append(time.perf_counter() - t)
+        out["read_numeric_rows_s"] = len(df) / min(reads)
+    return out
+
+
+def _size(url: str, after: bool) -> int:
+    from sqlalchemy import create_engine
+
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        engine.dispose()
+        return os.path.getsize(path)
+    table = "wolt_response_chunks" if after else "wolt_responses"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        # what the rows take once the space of merged chunks is reused (as the next writes do)
+        conn.exec_driver_sql(f"VACUUM FULL {table}")
+        size = conn.exec_driver_sql(f"SELECT pg_total_relation_size('{table}')").scalar_one()
+    engine.dispose()
+    return int(size)
+
+
+def submit_cost() -> float:
+    """Median microseconds per ``submit`` (pure enqueue: the writer thread sleeps meanwhile)."""
+    from wolt_jupyter.responses import ResponseWriter
+
+    rec = traffic(1)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        w = ResponseWriter(
+            f"sqlite:///{tmp}/cost.db", queue_size=10**7, batch_size=10**7, flush_interval=3600
+        )
         rounds = timeit.repeat(lambda: w.submit(rec), number=100_000, repeat=5)
-        sampled = ResponseWriter(url, sample=0.5, flush_interval=3600)
-        sample_rounds = timeit.repeat(lambda: sampled.submit(rec), number=100_000, repeat=5)
-        sampled.close()
-        w._queue.clear()  # the timing loop re-submitted one object; do not write 500k copies
-    print(f"submit (sample=0.5): {statistics.median(sample_rounds) / 100_000 * 1e6:.2f} us")
+        w._queue.clear()
+        w.close()
     return statistics.median(rounds) / 100_000 * 1e6
 
 
-def throughput(url: str, n: int = N) -> float:
-    """Rows/s from first submit until everything is committed (records built beforehand)."""
-    recs = [record(i) for i in range(n)]
-    w = ResponseWriter(url, queue_size=20_000, batch_size=500, on_full="wait")
-    w.submit(recs[0])
-    w.flush()  # create the tables outside the timing
-    start = time.perf_counter()
-    for r in recs[1:]:
-        w.submit(r)
-    stats = w.close(timeout=300)
-    took = time.perf_counter() - start
-    assert stats["written"] == n and stats["dropped"] == 0, stats
-    return (n - 1) / took
+def _before(url: str, n: int, ref: str, tmp: Path) -> dict:
+    """``measure`` with the package as it was at ``ref`` (git archive into ``tmp``), in a subprocess."""
+    src = tmp / f"before-{ref}"
+    if not src.exists():
+        src.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref, "wolt_jupyter"], check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT / 'benchmarks'}"}
+    code = f"import json, response_log as b; print(json.dumps(b.measure({url!r}, {n}, after=False)))"
+    # cwd elsewhere: "python -c" puts the working directory first on the path, which may hold this tree
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"before ({ref}) failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    tmp = Path(tempfile.mkdtemp())
-    print(f"submit: {submit_cost(f'sqlite:///{tmp}/cost.db'):.2f} us")
-    print(f"SQLite: {throughput(f'sqlite:///{tmp}/bench.db'):,.0f} rows/s")
-    with postgres_server(tmp, fast=False) as url:
-        print(f"PostgreSQL (fsync on): {throughput(url):,.0f} rows/s")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=50_000, help="requests (two logged rows each)")
+    p.add_argument("--before-ref", default=BEFORE_REF, help="git revision with the previous format")
+    p.add_argument("--no-before", action="store_true", help="skip the previous format")
+    p.add_argument("--no-postgres", action="store_true")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="wolt-bench-log-"))
+    print(f"traffic: {args.requests:,} requests x (live + shadow), {FEATURES} float64 features, 1 output")
+    print(f"submit: {submit_cost():.2f} us")
+    results: dict[str, dict] = {}
+
+    def run(store: str, url_before: str | None, url_after: str) -> None:
+        if url_before is not None:
+            results[f"{store} before"] = _before(url_before, args.requests, args.before_ref, tmp)
+        results[f"{store} after"] = measure(url_after, args.requests, after=True)
+
+    skip = args.no_before
+    run("SQLite", None if skip else f"sqlite:///{tmp}/before.db", f"sqlite:///{tmp}/after.db")
+    if not args.no_postgres:
+        pg = _pg_module()
+        with pg.postgres_server(tmp / "pg", fast=False) as base:
+            from sqlalchemy import create_engine
+
+            engine = create_engine(base, isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                for name in ("before_db", "after_db"):
+                    conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            engine.dispose()
+            root = base.rsplit("/", 1)[0]
+            run("PostgreSQL", None if skip else f"{root}/before_db", f"{root}/after_db")
+    print(f"{'store':<20}{'bytes/row':>11}{'write rows/s':>14}{'read rows/s':>13}{'numeric cols rows/s':>21}")
+    for name, r in results.items():
+        numeric = f"{r['read_numeric_rows_s']:,.0f}" if "read_numeric_rows_s" in r else "-"
+        print(
+            f"{name:<20}{r['bytes_per_row']:>11,.1f}{r['write_rows_s']:>14,.0f}{r['read_rows_s']:>13,.0f}{numeric:>21}"
+        )
+    for store in ("SQLite", "PostgreSQL"):
+        b, a = results.get(f"{store} before"), results.get(f"{store} after")
+        if a and b:
+            print(
+                f"{store}: {b['bytes_per_row'] / a['bytes_per_row']:.1f}x smaller, "
+                f"reads {a['read_rows_s'] / b['read_rows_s']:.1f}x faster"
+            )
 
 
 if __name__ == "__main__":

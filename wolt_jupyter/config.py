@@ -52,6 +52,9 @@ _ENV = {
     "namespace": "WOLT_NAMESPACE",
     "default_experiment": "WOLT_DEFAULT_EXPERIMENT",
     "response_store_url": "WOLT_RESPONSE_STORE_URL",
+    "response_max_age": "WOLT_RESPONSE_MAX_AGE",
+    "response_max_bytes": "WOLT_RESPONSE_MAX_BYTES",
+    "response_rollup_max_age": "WOLT_RESPONSE_ROLLUP_MAX_AGE",
     "kubeconfig": "KUBECONFIG",
     "kube_context": "WOLT_KUBE_CONTEXT",
     "runtime_image": "WOLT_RUNTIME_IMAGE",
@@ -114,6 +117,10 @@ class Settings(Card, title="wolt-jupyter settings", css_class="wolt-config"):
     prometheus_url: str | None = None
     namespace: str = "default"
     response_store_url: str | None = None
+    # response-log retention per deployment when its spec says nothing (logging.retention); "none": unbounded
+    response_max_age: str = "14d"
+    response_max_bytes: str = "5GB"
+    response_rollup_max_age: str = "90d"  # the panel's per-second counts outlive the log
     kubeconfig: str | None = None
     kube_context: str | None = None
     runtime_image: str | None = None  # default: the image the Dockerfile builds for this version

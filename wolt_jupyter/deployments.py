@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 _NAMED = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?):(?P<uri>(models:/|runs:/|file:|/).*)$")
 _URI_PREFIXES = ("models:/", "runs:/", "file:", "/")
-DEPLOYMENT_COLUMNS = ["name", "target", "status", "url", "revision", "restarts", "variants"]
+DEPLOYMENT_COLUMNS = ["name", "target", "status", "url", "revision", "restarts", "variants", "response_log"]
 
 
 # -- building a spec from magic-style arguments ---------------------------------------------------------------
@@ -185,7 +185,7 @@ def _apply(
         store.save_record(rec)
         raise
     deployment.revision = revision
-    return deployment
+    return _with_log(deployment)
 
 
 # -- public API -----------------------------------------------------------------------------------------------
@@ -280,6 +280,21 @@ def get(name: str) -> Deployment:
     be, rec = _backend_of(name)
     deployment = be.status(name)
     deployment.revision = rec.revision
+    return _with_log(deployment)
+
+
+def _with_log(deployment: Deployment) -> Deployment:
+    """A local deployment's card and row show its response log's size, and warn when the disk fills."""
+    if deployment.target != "local" or deployment.status == "dry-run":
+        return deployment
+    try:
+        log = log_summary(deployment.name)
+        deployment.response_log = log.short()
+        if log.warning:
+            deployment.warnings.append(log.warning)
+    except Exception as exc:  # an unreadable store must not hide the deployment
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        deployment.response_log = f"unreadable: {first}"
     return deployment
 
 
@@ -401,6 +416,47 @@ def predict(
     return predict_frame(deployment.url, name, data, per_row=per_row, route_key_column=route_key_column)
 
 
+def flush_log(name: str) -> None:
+    """Ask a running local deployment to write every request it answered (bounded wait), so a read right
+    after predicting sees them; warn about shadow copies still being predicted."""
+    import warnings
+
+    store = _store()
+    if not (store.exists(name) and store.record(name).target == "local"):
+        return
+    answer = backend("local").flush(  # type: ignore[attr-defined]
+        name, timeout=READ_FLUSH_S, shadow_timeout=READ_SHADOW_WAIT_S
+    )
+    queued = int(answer.get("shadow_queued") or 0)
+    if queued:
+        warnings.warn(
+            f"{name}: {queued} shadow copies are still being predicted and are not in this frame yet",
+            stacklevel=3,
+        )
+
+
+def default_revisions(name: str) -> list[int] | None:
+    """The revisions an analysis of ``name``'s log reads unless told otherwise: since the last deploy of other
+    models (traffic changes included); None (every row) for a deployment that is not recorded any more."""
+    store = _store()
+    if not store.exists(name):
+        return None
+    return store.same_models(name)
+
+
+def log_summary(name: str) -> Any:
+    """:class:`~wolt_jupyter.responses.summary.LogSummary` of the deployment's response log (its size, what
+    retention removed, the disk under it); the card of ``%wolt_responses NAME --info``."""
+    from wolt_jupyter.responses.retention import Retention
+    from wolt_jupyter.responses.summary import summary
+
+    store = _store()
+    retention = None
+    if store.exists(name) and store.revisions(name):
+        retention = Retention.of(store.spec(name).logging.retention)
+    return summary(name, retention=retention or Retention.of(None))
+
+
 READ_FLUSH_S = 10.0  # a read waits this long at most for the runtime to write what it answered
 READ_SHADOW_WAIT_S = 2.0  # … and this long for shadow copies still being predicted
 
@@ -409,25 +465,17 @@ def responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
     """The deployment's response log. One rule for ``wolt_jupyter.responses(...)`` and ``%wolt_responses``:
     a running local deployment is first asked to write every request it answered (bounded wait); shadow
     copies still being predicted are waited for at most 2 s, and a warning says how many are not in the frame
-    yet."""
-    import warnings
+    yet.
+
+    ``revision`` defaults to "since the last deploy" (:func:`default_revisions`): the current revision and
+    the ones before it that served the same models, so a rerun's analysis never mixes in an earlier deploy's
+    rows; ``revision="all"`` reads every row, ``revision=N`` one revision. A deployment no longer recorded
+    (undeployed) reads all its rows."""
 
     from wolt_jupyter.responses.query import responses as read
 
-    store = _store()
-    if (
-        filters.get("url") is None
-        and not args
-        and store.exists(name)
-        and store.record(name).target == "local"
-    ):
-        answer = backend("local").flush(  # type: ignore[attr-defined]
-            name, timeout=READ_FLUSH_S, shadow_timeout=READ_SHADOW_WAIT_S
-        )
-        queued = int(answer.get("shadow_queued") or 0)
-        if queued:
-            warnings.warn(
-                f"{name}: {queued} shadow copies are still being predicted and are not in this frame yet",
-                stacklevel=2,
-            )
+    if "revision" not in filters and not args:
+        filters["revision"] = default_revisions(name)
+    if filters.get("url") is None and not args:
+        flush_log(name)
     return read(name, *args, **filters)

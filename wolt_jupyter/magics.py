@@ -444,17 +444,43 @@ class WoltMagics(Magics):
 
     @magic_arguments()
     @argument("name")
-    @argument("--since", default=None, help="e.g. 1h, 30m, 2d (default: everything)")
+    @argument("--since", default=None, help="e.g. 1h, 30m, 2d, or an ISO time (default: no lower bound)")
+    @argument("--until", default=None, help="end of the window, exclusive (same forms as --since)")
     @argument("--variant", default=None)
-    @argument("--limit", type=int, default=None)
+    @argument("--limit", type=int, default=None, help="the newest N logged requests")
+    @argument("--revision", default=None, help='a revision number or "all" (default: since the last deploy)')
+    @argument("--columns", default=None, help="comma-separated columns to read, e.g. time,input.x1,output.y")
+    @argument("--export", default=None, metavar="PATH.parquet", help="write the rows to a Parquet file")
+    @argument("--info", action="store_true", help="the log's size, retention and disk space (a card)")
     @line_magic
     @_usage_errors
     def wolt_responses(self, line: str) -> Any:
-        """The response log of a deployment as a DataFrame (works after it stopped too)."""
+        """The response log of a deployment as a DataFrame (works after it stopped too); ``--export`` writes
+        it to Parquet for DuckDB/Spark, ``--info`` shows its size and what retention removed."""
         args = parse_argstring(self.wolt_responses, line)
         from wolt_jupyter import deployments
 
-        return deployments.responses(args.name, since=args.since, variant=args.variant, limit=args.limit)
+        filters: dict[str, Any] = {"since": args.since, "until": args.until, "variant": args.variant}
+        filters["limit"] = args.limit
+        if args.revision is not None:
+            rev = args.revision.strip()
+            if rev != "all" and not rev.isdigit():
+                raise UsageError(f'--revision takes a revision number or "all", not {rev!r}')
+            filters["revision"] = "all" if rev == "all" else int(rev)
+        if args.columns:
+            filters["columns"] = [c.strip() for c in args.columns.split(",") if c.strip()]
+        if args.export:
+            from wolt_jupyter.responses.query import export
+
+            deployments.flush_log(args.name)  # a running deployment writes what it answered first
+            if "revision" not in filters:
+                filters["revision"] = deployments.default_revisions(args.name)
+            card = deployments.log_summary(args.name)
+            card.export = export(args.name, args.export, **filters)
+            return card
+        if args.info:
+            return deployments.log_summary(args.name)
+        return deployments.responses(args.name, **filters)
 
     # -- monitoring -----------------------------------------------------------------------------------------
     @magic_arguments()

@@ -58,6 +58,19 @@ class DeploymentRecord:
     extra: dict[str, Any] = field(default_factory=dict)  # target-specific: pid, port, url, …
 
 
+def serving_revision(home: Path, name: str) -> int | None:
+    """The revision a runtime serving ``name`` is about to run: the record's, which the deploy saves before it
+    applies (so a switch reads the new number), or ``$WOLT_REVISION`` where there is no record (a cluster
+    pod). None if neither says; the response log then has no revision for its rows."""
+    try:
+        data = json.loads((deployment_dir(home, name) / RECORD).read_text())
+        return int(data["revision"])
+    except (OSError, ValueError, KeyError, TypeError, InvalidArgument):
+        pass
+    env = os.environ.get("WOLT_REVISION", "")
+    return int(env) if env.isdigit() else None
+
+
 class RevisionStore:
     """The deployment records under one state dir."""
 
@@ -128,6 +141,27 @@ class RevisionStore:
         if path.exists():
             (path.parent / "failed").mkdir(exist_ok=True)
             os.replace(path, path.parent / "failed" / path.name)
+
+    def same_models(self, name: str) -> list[int]:
+        """The current revision and the ones right before it that served the same models (variant -> model
+        URI): "since the last deploy". A traffic change keeps the models, so an A/B test spans it; a redeploy,
+        promotion or rollback to other models starts anew. What analyses of the response log default to."""
+        current = self.record(name).revision
+        earlier = [r for r in self.revisions(name) if r < current][::-1]
+
+        def models(revision: int) -> dict[str, str] | None:
+            try:
+                return {v.name: v.model for v in self.spec(name, revision).variants}
+            except (NotFound, InvalidArgument):
+                return None
+
+        now = models(current)
+        span = [current]
+        for r in earlier:
+            if now is None or models(r) != now:
+                break
+            span.append(r)
+        return sorted(span)
 
     def previous(self, name: str) -> int:
         """The revision a rollback returns to: the one applied before the current one."""

@@ -71,6 +71,13 @@ SPEC_SCHEMA: dict[str, Any] = {
             "properties": {
                 "responses": {"type": "boolean"},
                 "sample": {"type": "number", "minimum": 0, "maximum": 1},
+                # how long and how much of the response log to keep (default: the settings'
+                # response_max_age / response_max_bytes); e.g. {max_age: 14d, max_bytes: 5GB}
+                "retention": {
+                    "type": ["object", "null"],
+                    "additionalProperties": False,
+                    "properties": {"max_age": _NUMBER_OR_TEXT, "max_bytes": _NUMBER_OR_TEXT},
+                },
             },
         },
         "replicas": {"type": "integer", "minimum": 1},
@@ -245,12 +252,16 @@ class Routing:
 class LoggingSpec:
     responses: bool = True
     sample: float = 1.0
+    retention: Mapping[str, Any] = field(default_factory=dict)  # {max_age: 14d, max_bytes: 5GB}
 
     def validate(self) -> None:
         _check_type(self.responses, bool, "logging.responses", "true or false")
         _check_type(self.sample, (int, float), "logging.sample", "a number between 0 and 1")
         if not 0.0 <= float(self.sample) <= 1.0:
             raise InvalidArgument(f"logging.sample must be between 0 and 1, got {self.sample!r}")
+        from wolt_jupyter.responses.retention import check_retention
+
+        check_retention(self.retention or {})
 
 
 @dataclass(frozen=True)
@@ -345,6 +356,10 @@ class DeploymentSpec:
             for v in d["variants"]
         ]
         d["resources"] = dict(self.resources)
+        if d["logging"].get("retention"):
+            d["logging"]["retention"] = dict(self.logging.retention)
+        else:  # specs without a retention of their own read (and render) as before
+            d["logging"].pop("retention", None)
         if self.limits:
             d["limits"] = dict(self.limits)
         else:  # the common case: specs (and manifests) without limits read as before
@@ -369,7 +384,12 @@ class DeploymentSpec:
             name=data["name"],
             variants=tuple(Variant(**v) for v in data["variants"]),
             routing=Routing(**(data.get("routing") or {})),
-            logging=LoggingSpec(**(data.get("logging") or {})),
+            logging=LoggingSpec(
+                **{
+                    **(data.get("logging") or {}),
+                    "retention": dict((data.get("logging") or {}).get("retention") or {}),
+                }
+            ),
             replicas=data.get("replicas", 1),
             resources=dict(data.get("resources") or {}),
             limits=dict(data.get("limits") or {}),

@@ -62,10 +62,31 @@ def test_ab_shadow_traffic_promote_rollback_undeploy(shell, models, rows, wolt_h
     assert set(shell.run_line_magic("wolt_predict", "eta rows --per-row")["variant"]) == {"main"}
 
     # every request is logged, and the shadow saw a copy of each: 3 rounds of 200 rows, live + shadow
-    log = shell.run_line_magic("wolt_responses", "eta")
+    log = shell.run_line_magic("wolt_responses", "eta --revision all")
     assert len(log) == 3 * 200 * 2
     assert set(log.loc[log["shadow"], "variant"]) == {"shadow"} and log["shadow"].sum() == 600
     assert set(log.loc[~log["shadow"], "id"]) == set(log.loc[log["shadow"], "id"])
+    # each row carries the revision that served it and the registry version its variant ran
+    assert sorted(set(log["revision"])) == [1, 2, 4]  # rounds at revisions 1 (A/B), 2 (traffic), 4 (promoted)
+    versions = log.groupby("variant")["model_version"].unique().map(list).to_dict()
+    assert versions == {"main": ["1"], "challenger": ["2"], "shadow": ["2"]}
+    # by default an analysis reads since the last deploy of other models: the promoted revision only
+    assert set(shell.run_line_magic("wolt_responses", "eta")["revision"]) == {4}
+    info = shell.run_line_magic("wolt_responses", "eta --info")
+    assert info.records == 3 * 200 * 2 and info.bytes > 0 and "removed by retention" in info._repr_html_()
+    exported = shell.run_line_magic(
+        "wolt_responses", f"eta --revision all --export {wolt_home / 'eta.parquet'}"
+    )
+    assert exported.export["rows"] == len(log) and "exported" in repr(exported)
+    import pandas as pd
+
+    assert pd.read_parquet(wolt_home / "eta.parquet")["id"].tolist() == log["id"].tolist()
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="revision number"):
+        shell.run_line_magic("wolt_responses", "eta --revision latest")
+    listed = shell.run_line_magic("wolt_deployments", "")
+    assert listed.loc[0, "response_log"].startswith("1,200 rows")
 
     targets = json.loads((wolt_home / "prometheus" / "targets.json").read_text())
     assert targets[0]["labels"]["deployment_name"] == "eta"
@@ -77,6 +98,15 @@ def test_ab_shadow_traffic_promote_rollback_undeploy(shell, models, rows, wolt_h
     assert json.loads((wolt_home / "prometheus" / "targets.json").read_text()) == []
     assert shell.run_line_magic("wolt_deployments", "").empty
     assert len(shell.run_line_magic("wolt_responses", "eta")) == len(log)  # the log outlives the deployment
+
+    # a redeploy under the same name starts a new revision in the log; analyses follow it
+    d = shell.run_line_magic("wolt_deploy", f"eta --model {models['v2']}")
+    assert d.revision == 5 and "response log" in repr(d)
+    shell.run_line_magic("wolt_predict", "eta rows --per-row")
+    fresh = shell.run_line_magic("wolt_responses", "eta")
+    assert len(fresh) == 200 and set(fresh["revision"]) == {5} and set(fresh["model_version"]) == {"2"}
+    assert len(shell.run_line_magic("wolt_responses", "eta --revision all")) == len(log) + 200
+    shell.run_line_magic("wolt_undeploy", "eta")
 
 
 @pytest.mark.usefixtures("undeploy_all")

@@ -86,18 +86,32 @@ def make_record(
     return ResponseRecord(**fields)
 
 
-def count_rows(url: str, where: str = "") -> int:
-    """Count logged rows with plain SQL, independently of the code under test."""
+def count_rows(url: str, shadow: bool | None = None) -> int:
+    """Count logged records with plain SQL and pyarrow, independently of the code under test: rows of the
+    first format plus, in each Parquet chunk, the rows that start a record (``_row == 0``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from sqlalchemy import create_engine, inspect
 
     engine = create_engine(url)
+    total = 0
     try:
         with engine.connect() as conn:
-            if "wolt_responses" not in inspect(conn).get_table_names():
-                return 0
-            return conn.exec_driver_sql(f"SELECT COUNT(*) FROM wolt_responses {where}").scalar_one()
+            names = inspect(conn).get_table_names()
+            if "wolt_responses" in names:
+                where = "" if shadow is None else ("WHERE shadow" if shadow else "WHERE NOT shadow")
+                total += conn.exec_driver_sql(f"SELECT COUNT(*) FROM wolt_responses {where}").scalar_one()
+            if "wolt_response_chunks" in names:
+                for (data,) in conn.exec_driver_sql("SELECT data FROM wolt_response_chunks"):
+                    t = pq.read_table(pa.BufferReader(bytes(data)), columns=["_row", "shadow"]).to_pydict()
+                    total += sum(
+                        1
+                        for r, s in zip(t["_row"], t["shadow"], strict=True)
+                        if r == 0 and (shadow is None or s == shadow)
+                    )
     finally:
         engine.dispose()
+    return total
 
 
 @contextlib.contextmanager
@@ -120,7 +134,7 @@ def writes_blocked(url: str) -> Iterator[Callable[[], None]]:
         engine = create_engine(url)
         sa_conn = engine.connect()
         tx = sa_conn.begin()
-        sa_conn.exec_driver_sql("LOCK TABLE wolt_responses IN ACCESS EXCLUSIVE MODE")
+        sa_conn.exec_driver_sql("LOCK TABLE wolt_response_chunks IN ACCESS EXCLUSIVE MODE")
 
         def release() -> None:
             if not released.is_set():

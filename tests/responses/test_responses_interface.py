@@ -30,6 +30,8 @@ def test_public_names_and_signatures():
         ("url", None),
         ("until", None),
         ("limit", None),
+        ("revision", None),  # keyword-only, added compatibly after the positional ones
+        ("columns", None),
     ]
     assert [p for p, _ in _params(r.default_store_url)] == ["deployment", "home"]
     assert [p for p, _ in _params(r.add_feedback)] == ["url", "items"]
@@ -46,6 +48,7 @@ def test_public_names_and_signatures():
         "latency_ms",
         "status",
         "error",
+        "revision",  # optional: records built before it existed still work
     ]
     assert [p for p, _ in _params(r.ResponseWriter.close)] == ["self", "timeout"]
     assert _params(r.ResponseWriter.close)[1][1] == 30
@@ -79,6 +82,7 @@ def test_writer_used_as_documented(tmp_path):
         "sampled_out": 0,
         "deferred": 0,
         "replayed": 0,
+        "removed": 0,
     }
     assert r.add_feedback(url, [{"id": "abc", "ground_truth": [0, 1]}]) == 1
     df = r.responses("demo", since=1_600_000_000.0, url=url)

@@ -28,6 +28,7 @@ BASE = [
     "shadow",
     "model_name",
     "model_version",
+    "revision",
     "latency_ms",
     "status",
     "error",

@@ -5,32 +5,43 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy import create_engine, inspect
 
 from wolt_jupyter.responses import ResponseWriter
 from wolt_jupyter.responses.store import make_engine
 
 
-def test_tables_indexes_and_json_payloads(store_url, make_record):
+def test_tables_indexes_and_compact_chunks(store_url, make_record):
     with ResponseWriter(store_url) as w:
-        w.submit(make_record(1, inputs={"x1": [1.0, 2.0]}, outputs={"y": ["a", "b"]}))
-        w.submit(make_record(1, variant="b", shadow=True))
+        w.submit(make_record(1, inputs={"x1": [1.0, 2.0]}, outputs={"y": ["a", "b"]}, revision=4))
+        w.submit(make_record(1, variant="b", shadow=True, revision=4))
     engine = create_engine(store_url)
     try:
         with engine.connect() as conn:
             insp = inspect(conn)
-            assert {"wolt_responses", "wolt_feedback"} <= set(insp.get_table_names())
-            indexed = {tuple(ix["column_names"]) for ix in insp.get_indexes("wolt_responses")}
-            assert ("deployment", "time") in indexed and ("id",) in indexed
-            rows = conn.exec_driver_sql(
-                "SELECT id, variant, shadow, inputs, outputs FROM wolt_responses ORDER BY seq"
+            assert {"wolt_response_chunks", "wolt_feedback", "wolt_response_retention"} <= set(
+                insp.get_table_names()
+            )
+            indexed = {tuple(ix["column_names"]) for ix in insp.get_indexes("wolt_response_chunks")}
+            assert ("deployment", "t_min") in indexed and ("deployment", "t_max") in indexed
+            chunks = conn.exec_driver_sql(
+                "SELECT records, rows, rev_min, rev_max, variants, bytes, data FROM wolt_response_chunks"
             ).all()
     finally:
         engine.dispose()
-    # one row per variant, same request id; payloads are JSON text
-    assert [(r[0], r[1], bool(r[2])) for r in rows] == [("req-1", "a", False), ("req-1", "b", True)]
-    assert json.loads(rows[0][3]) == {"x1": [1.0, 2.0]}
-    assert json.loads(rows[0][4]) == {"y": ["a", "b"]}
+    assert len(chunks) == 1  # one batch, one chunk
+    records, rows, rev_min, rev_max, variants, size, data = chunks[0]
+    assert (records, rows, rev_min, rev_max) == (2, 3, 4, 4)  # the live record spreads over 2 rows
+    assert json.loads(variants) == ["a", "b"] and size == len(data)
+    # typed columns in a Parquet file, read with pyarrow alone
+    table = pq.read_table(pa.BufferReader(bytes(data)))
+    assert table.schema.field("input.x1").type == pa.float64()
+    assert table.schema.field("output.y").type == pa.string()
+    assert table.column("input.x1").to_pylist() == [1.0, 2.0, 1.0]
+    assert table.column("id").to_pylist() == ["req-1"] * 3
+    assert table.column("revision").to_pylist() == [4, 4, 4]
 
 
 def test_sqlite_uses_wal_and_synchronous_normal(tmp_path, make_record):

@@ -37,9 +37,10 @@ def test_burst_from_threads_writes_every_record(store_url, make_record, count_ro
         "sampled_out": 0,
         "deferred": 0,
         "replayed": 0,
+        "removed": 0,
     }
     assert count_rows(store_url) == total
-    assert count_rows(store_url, "WHERE shadow") == 0
+    assert count_rows(store_url, shadow=True) == 0
     # every id once: no batch was written twice by a retry or by close()
     df = responses("dep", url=store_url)
     assert len(df) == total and df["id"].is_unique
@@ -173,7 +174,15 @@ def test_database_error_is_retried_then_counted_and_logged(make_record, caplog):
         for i in range(25):
             assert w.submit(make_record(i))
         stats = w.close()
-    assert stats == {"queued": 0, "written": 0, "dropped": 25, "sampled_out": 0, "deferred": 0, "replayed": 0}
+    assert stats == {
+        "queued": 0,
+        "written": 0,
+        "dropped": 25,
+        "sampled_out": 0,
+        "deferred": 0,
+        "replayed": 0,
+        "removed": 0,
+    }
     assert "retry 2/2" in caplog.text
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and "database error after 2 retries" in errors[0].getMessage()
@@ -286,6 +295,7 @@ def test_postgres_outage_is_retried_without_loss(private_postgres, make_record, 
         "sampled_out": 0,
         "deferred": 0,
         "replayed": 0,
+        "removed": 0,
     }
     assert count_rows(server.url) == 200
 
@@ -329,9 +339,11 @@ def test_rollup_counts_equal_the_logged_rows(store_url, make_record) -> None:
     batches (from several threads) land in the same second and upsert the same rollup rows."""
     from collections import Counter
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from sqlalchemy import select
 
-    from wolt_jupyter.responses.store import latency_bin, make_engine, rollup_table, tables
+    from wolt_jupyter.responses.store import chunks_table, latency_bin, make_engine, rollup_table
 
     w = ResponseWriter(store_url, batch_size=7, flush_interval=0.001)
     t0 = float(int(time.time()))
@@ -355,9 +367,18 @@ def test_rollup_counts_equal_the_logged_rows(store_url, make_record) -> None:
         th.join()
     w.close()
     engine = make_engine(store_url)
-    log, rollup = tables()[0], rollup_table()
+    rollup = rollup_table()
     with engine.connect() as conn:
-        rows = conn.execute(select(log.c.time, log.c.variant, log.c.shadow, log.c.latency_ms)).all()
+        rows = []
+        for (data,) in conn.execute(select(chunks_table().c.data)):
+            t = pq.read_table(pa.BufferReader(bytes(data))).to_pydict()
+            rows += [
+                (tm, v, sh, lat)
+                for tm, v, sh, lat, r in zip(
+                    t["time"], t["variant"], t["shadow"], t["latency_ms"], t["_row"], strict=True
+                )
+                if r == 0
+            ]
         raw = Counter((int(t // 1), v, bool(sh), latency_bin(lat)) for t, v, sh, lat in rows)
         rolled = {(r.second, r.variant, bool(r.shadow), r.lbin): r.n for r in conn.execute(select(rollup))}
         errors = sum(r.errors for r in conn.execute(select(rollup)))

@@ -45,6 +45,7 @@ class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
     restarts: int | None = None  # local target: crashes the supervisor restarted the runtime after
     checks: list[str] = field(default_factory=list)  # dry run: the pre-apply checks and how each ran
     warnings: list[str] = field(default_factory=list)
+    response_log: str | None = None  # local target: "12,345 rows, 3.2 MB (…), N removed by retention"
 
     @classmethod
     def describe_variants(cls, spec: DeploymentSpec) -> list[dict[str, Any]]:
@@ -81,6 +82,7 @@ class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
                 f"{v['name']}={'shadow' if v['shadow'] else str(v['traffic']) + '%'} ({v['model']})"
                 for v in self.variants
             ),
+            "response_log": self.response_log,
         }
 
     def _rows(self) -> list[tuple[str, Any]]:
@@ -97,6 +99,8 @@ class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
         for v in self.variants:
             weight = "shadow" if v["shadow"] else f"{v['traffic']}%"
             rows.append((f"variant {v['name']}", f"{weight}  {v['model']}"))
+        if self.response_log:
+            rows.append(("response log", self.response_log))
         rows.extend(("warning", w) for w in self.warnings)
         rows.extend(("checked", c) for c in self.checks)
         return rows

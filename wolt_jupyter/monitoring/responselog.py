@@ -5,7 +5,8 @@ bin) in the database, so a million logged requests come back as a few thousand a
 are logarithmic (``LAT_BINS_PER_E`` per factor of e, about 13% wide) and quantiles are interpolated inside a
 bin, as ``histogram_quantile`` does over Prometheus buckets. Buckets that can no longer change are kept
 between refreshes, so an auto-refresh reads only the newest ones. Only the prediction distribution and
-shadow agreement need the JSON payloads; they come from the newest ``sample`` rows of the window.
+shadow agreement need the payloads; they come from the newest ``sample`` records of the window, reading only
+the output columns of the compact log.
 """
 
 from __future__ import annotations
@@ -130,12 +131,13 @@ class ResponseLogSource(MetricSource):
                         return None, []
 
                 def read(r: tuple[int, int]) -> tuple[tuple[int, int], list[Any]]:
+                    if not (float(step).is_integer() and step >= 1):  # finer than the rollup: from the log
+                        return r, _aggregate_log(url, deployment, r[0], r[1], step)
                     with engine.connect() as c:
                         return r, c.execute(_aggregate_query(log_t, deployment, r[0], r[1], step)).all()
 
                 def read_sample() -> list[Any]:
-                    with engine.connect() as c:
-                        return c.execute(_sample_query(log_t, deployment, since, until, self.sample)).all()
+                    return _sample(url, deployment, since, until, self.sample)
 
                 with ThreadPoolExecutor(max_workers=self.workers + 1) as pool:
                     sample_f = pool.submit(read_sample)
@@ -177,45 +179,62 @@ def _slices(runs: list[tuple[int, int]], parts: int) -> list[tuple[int, int]]:
 
 # -- SQL --------------------------------------------------------------------------------------------------------
 def _aggregate_query(t: Any, deployment: str, b_lo: int, b_hi: int, step: float) -> Any:
-    """Counts and 5xx counts by (bucket, variant, shadow, latency bin) for buckets ``[b_lo, b_hi)``.
+    """Counts and 5xx counts by (bucket, variant, shadow, latency bin) for buckets ``[b_lo, b_hi)``, from
+    the writer's per-second rollup (rows per window, not per request)."""
+    from sqlalchemy import Integer, cast, func, select
 
-    Whole-second steps read the writer's per-second rollup (rows per window, not per request); other steps
-    aggregate the raw log with the same binning.
-    """
-    from sqlalchemy import Integer, case, cast, func, select
+    from wolt_jupyter.responses.store import rollup_table
 
-    from wolt_jupyter.responses.store import MIN_LATENCY_MS, rollup_table
-
-    if float(step).is_integer() and step >= 1:
-        r, st = rollup_table(), int(step)
-        bucket = cast(func.floor(r.c.second / st), Integer).label("b")
-        return (
-            select(
-                bucket, r.c.variant, r.c.shadow, r.c.lbin, func.sum(r.c.n).label("n"), func.sum(r.c.errors)
-            )
-            .where(r.c.deployment == deployment, r.c.second >= b_lo * st, r.c.second < b_hi * st)
-            .group_by(bucket, r.c.variant, r.c.shadow, r.c.lbin)
-        )
-    bucket = cast(func.floor(t.c.time / step), Integer).label("b")
-    lat = case((t.c.latency_ms > MIN_LATENCY_MS, t.c.latency_ms), else_=MIN_LATENCY_MS)
-    lbin = cast(func.floor(func.ln(lat) * LAT_BINS_PER_E), Integer).label("lbin")
-    errors = func.sum(case((t.c.status >= 500, 1), else_=0)).label("errors")
+    r, st = rollup_table(), int(step)
+    bucket = cast(func.floor(r.c.second / st), Integer).label("b")
     return (
-        select(bucket, t.c.variant, t.c.shadow, lbin, func.count().label("n"), errors)
-        .where(t.c.deployment == deployment, t.c.time >= b_lo * step, t.c.time < b_hi * step)
-        .group_by(bucket, t.c.variant, t.c.shadow, lbin)
+        select(bucket, r.c.variant, r.c.shadow, r.c.lbin, func.sum(r.c.n).label("n"), func.sum(r.c.errors))
+        .where(r.c.deployment == deployment, r.c.second >= b_lo * st, r.c.second < b_hi * st)
+        .group_by(bucket, r.c.variant, r.c.shadow, r.c.lbin)
     )
 
 
-def _sample_query(t: Any, deployment: str, since: float, until: float, limit: int) -> Any:
-    from sqlalchemy import select
+def _aggregate_log(url: str, deployment: str, b_lo: int, b_hi: int, step: float) -> list[tuple]:
+    """The same aggregates for a step the per-second rollup cannot give, from the log's compact columns."""
+    import numpy as np
 
-    return (
-        select(t.c.id, t.c.time, t.c.variant, t.c.shadow, t.c.outputs)
-        .where(t.c.deployment == deployment, t.c.time >= since, t.c.time < until)
-        .order_by(t.c.time.desc())
-        .limit(limit)
-    )
+    from wolt_jupyter.responses.query import read_table
+    from wolt_jupyter.responses.store import MIN_LATENCY_MS
+
+    cols = ["time", "variant", "shadow", "latency_ms", "status", "_row"]
+    table, _ = read_table(deployment, b_lo * step, url=url, until=b_hi * step, columns=cols)
+    if table is None or not table.num_rows:
+        return []
+    d = table.filter(table["_row"].to_numpy() == 0).to_pydict()
+    counts: dict[tuple, list[int]] = {}
+    for t, v, sh, lat, status in zip(
+        d["time"], d["variant"], d["shadow"], d["latency_ms"], d["status"], strict=True
+    ):
+        key = (int(t // step), v, bool(sh), int(np.floor(np.log(max(lat, MIN_LATENCY_MS)) * LAT_BINS_PER_E)))
+        slot = counts.setdefault(key, [0, 0])
+        slot[0] += 1
+        slot[1] += status >= 500
+    return [(*k, n, e) for k, (n, e) in counts.items()]
+
+
+def _sample(url: str, deployment: str, since: float, until: float, limit: int) -> list[tuple]:
+    """(id, time, variant, shadow, outputs) of the newest ``limit`` records in the window, outputs as
+    ``{name: [value per row]}``: what the prediction histogram and shadow agreement need."""
+    from wolt_jupyter.responses.query import read_table
+
+    cols = ["id", "time", "variant", "shadow", "_row", "output*"]
+    table, _ = read_table(deployment, since, url=url, until=until, limit=limit, columns=cols)
+    if table is None or not table.num_rows:
+        return []
+    d = table.to_pydict()
+    outs = [c for c in d if c.startswith("output")]
+    sample: list[tuple] = []
+    for i, row in enumerate(d["_row"]):
+        if row == 0:
+            sample.append((d["id"][i], d["time"][i], d["variant"][i], d["shadow"][i], {c: [] for c in outs}))
+        for c in outs:
+            sample[-1][4][c].append(d[c][i])
+    return sample[::-1]  # newest first, as the panel expects
 
 
 # -- numbers ----------------------------------------------------------------------------------------------------
@@ -323,14 +342,17 @@ def _build(
     )
 
 
-def _first_values(outputs_json: str) -> list[float]:
-    """The first output's numbers (first column per row) from one logged ``outputs`` payload; [] if none."""
+def _first_values(outputs: Any) -> list[float]:
+    """The first output's numbers (first column per row) from one logged ``outputs`` payload (a dict, or its
+    JSON text); [] if none."""
     import orjson
 
-    try:
-        doc = orjson.loads(outputs_json)
-    except orjson.JSONDecodeError:
-        return []
+    doc = outputs
+    if isinstance(outputs, (str, bytes)):
+        try:
+            doc = orjson.loads(outputs)
+        except orjson.JSONDecodeError:
+            return []
     if not isinstance(doc, dict) or not doc:
         return []
     first = next(iter(doc.values()))

@@ -11,9 +11,11 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.responses.columnar import JSON_MARK, concat
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -26,6 +28,7 @@ BASE_COLUMNS = (
     "shadow",
     "model_name",
     "model_version",
+    "revision",
     "latency_ms",
     "status",
     "error",
@@ -74,6 +77,9 @@ def parse_time(value: Any, name: str = "since", now: float | None = None) -> flo
     raise InvalidArgument(f"{name}={value!r} is not a time; use {ACCEPTED_TIMES}")
 
 
+Revision = int | Sequence[int] | Literal["all"] | None
+
+
 def responses(
     deployment: str,
     since: Any = None,
@@ -81,6 +87,9 @@ def responses(
     url: str | None = None,
     until: Any = None,
     limit: int | None = None,
+    *,
+    revision: Revision = None,
+    columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The response log of ``deployment`` as a DataFrame, oldest first, feedback joined as ``ground_truth``.
 
@@ -88,20 +97,43 @@ def responses(
     (``inputs={"x": [1, 2, 3]}``) becomes three DataFrame rows sharing ``id``; an input or output list with
     one value per row is spread over them, any other value (a scalar, a list of another length, a dict) is
     repeated as is. The same rule spreads a list ``ground_truth``. Inputs become ``input.<name>`` columns,
-    outputs ``output.<name>``.
+    outputs ``output.<name>``; ``revision`` is the deployment revision that served the row (None for rows
+    logged before revisions were recorded) and ``model_version`` the registry version of the variant.
 
-    ``since`` (inclusive) and ``until`` (exclusive) take {ACCEPTED}. ``variant`` is a name or several.
-    ``limit`` keeps the newest ``limit`` logged rows (before spreading). ``url`` defaults to the configured
-    response store, else the deployment's SQLite file under the state dir. A store that does not exist yet
-    gives an empty DataFrame with the base columns.
+    Only what is asked is read: ``since`` (inclusive) and ``until`` (exclusive) take {ACCEPTED}; they and
+    ``revision`` (a number, several, or ``None``/``"all"`` for every revision) skip whole stored chunks by
+    their index. ``variant`` is a name or several. ``columns`` names the DataFrame columns wanted (e.g.
+    ``["time", "input.x1", "output.y"]``): only those are decoded and returned. ``limit`` keeps the newest
+    ``limit`` logged rows (before spreading). ``url`` defaults to the configured response store, else the
+    deployment's SQLite file under the state dir. A store that does not exist yet gives an empty DataFrame.
     """
     import pandas as pd
-    from sqlalchemy import inspect, select
+
+    table, json_cols = read_table(
+        deployment, since, variant, url, until, limit, revision=revision, columns=columns
+    )
+    return to_frame(table, json_cols, deployment, columns, pd)
+
+
+def read_table(
+    deployment: str,
+    since: Any = None,
+    variant: str | Sequence[str] | None = None,
+    url: str | None = None,
+    until: Any = None,
+    limit: int | None = None,
+    *,
+    revision: Revision = None,
+    columns: Sequence[str] | None = None,
+) -> tuple[Any, set[str]]:
+    """The log as one spread Arrow table (with feedback as ``ground_truth`` text) and the names of its JSON
+    text columns; :func:`responses` and the Parquet export share it. None when nothing is stored."""
+    from sqlalchemy import inspect
 
     from wolt_jupyter.config import settings
     from wolt_jupyter.responses.store import (
+        CHUNKS_TABLE,
         default_store_url,
-        from_json,
         make_engine,
         normalize_url,
         sqlite_path,
@@ -112,105 +144,321 @@ def responses(
     now = time.time()
     lo, hi = parse_time(since, "since", now), parse_time(until, "until", now)
     variants = [variant] if isinstance(variant, str) else (list(variant) if variant is not None else None)
+    revisions = _revisions(revision)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidArgument(f"limit must be a non-negative integer, not {limit!r}")
+    if columns is not None:
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise InvalidArgument(f"columns must be a list of column names, not {columns!r}")
+        columns = list(columns)
     if url is None:
         cfg = settings()
         url = cfg.response_store_url or default_store_url(deployment, cfg.home)
 
     path = sqlite_path(normalize_url(url))
     if path is not None and not path.is_file():
-        return _empty(pd)  # never create a file just by looking
+        return None, set()  # never create a file just by looking
     log_t, fb_t = tables()
     engine = make_engine(url, create_dir=False)
     try:
         with translate_errors(url, "read"), engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
-            if log_t.name not in present:
-                return _empty(pd)
-            cols = [log_t.c[c] for c in BASE_COLUMNS] + [log_t.c.inputs, log_t.c.outputs]
-            if fb_t.name in present:
-                query = select(*cols, fb_t.c.ground_truth).select_from(
-                    log_t.outerjoin(fb_t, fb_t.c.id == log_t.c.id)
-                )
-            else:
-                query = select(*cols)
-            query = query.where(log_t.c.deployment == deployment)
-            if lo is not None:
-                query = query.where(log_t.c.time >= lo)
-            if hi is not None:
-                query = query.where(log_t.c.time < hi)
-            if variants is not None:
-                query = query.where(log_t.c.variant.in_(variants))
+            needed = None if columns is None else _needed(columns, variants, revisions)
+            parts: list[Any] = []
+            json_cols: set[str] = set()
+            if log_t.name in present:
+                legacy = _legacy(conn, deployment, lo, hi, variants, revisions)
+                if legacy is not None:
+                    parts.append(legacy)
+            if CHUNKS_TABLE in present:
+                for table in _chunks(conn, deployment, lo, hi, revisions, needed):
+                    parts.append(table)
+            for table in parts:
+                json_cols |= {f.name for f in table.schema if f.metadata and JSON_MARK in f.metadata}
+            if not parts:
+                return None, set()
+            table = concat(parts, json_cols)
+            table = _filter(table, lo, hi, variants, revisions)
+            table = _sorted(table)
             if limit is not None:
-                query = query.order_by(log_t.c.time.desc(), log_t.c.seq.desc()).limit(limit)
-                rows = conn.execute(query).all()[::-1]
-            else:
-                rows = conn.execute(query.order_by(log_t.c.time, log_t.c.seq)).all()
+                table = _newest(table, limit)
+            if (columns is None or "ground_truth" in columns) and fb_t.name in present and table.num_rows:
+                table = _with_feedback(conn, table)
     finally:
         engine.dispose()
-    if not rows:
-        return _empty(pd)
+    return table, json_cols
 
-    records: list[dict[str, Any]] = []
-    nan = float("nan")
-    nbase = len(BASE_COLUMNS)
-    for row in rows:  # plain tuples: BASE_COLUMNS, inputs, outputs[, ground_truth]
-        inputs = _as_columns(from_json(row[nbase]), "input")
-        outputs = _as_columns(from_json(row[nbase + 1]), "output")
-        truth_text = row[nbase + 2] if len(row) > nbase + 2 else None
-        truth = nan if truth_text is None else from_json(truth_text)
-        n = _row_count(inputs) or _row_count(outputs) or 1
-        base = dict(zip(BASE_COLUMNS, row[:nbase], strict=True))
-        if n == 1:
-            base.update({k: _pick(v, 0, 1) for k, v in inputs.items()})
-            base.update({k: _pick(v, 0, 1) for k, v in outputs.items()})
-            base["ground_truth"] = _pick(truth, 0, 1)
-            records.append(base)
-            continue
-        for i in range(n):
-            rec = dict(base)
-            rec.update({k: _pick(v, i, n) for k, v in inputs.items()})
-            rec.update({k: _pick(v, i, n) for k, v in outputs.items()})
-            rec["ground_truth"] = _pick(truth, i, n)
-            records.append(rec)
-    df = pd.DataFrame.from_records(records)
-    extra = [c for c in df.columns if c not in BASE_COLUMNS and c != "ground_truth"]
-    ins = [c for c in extra if c.startswith("input")]
-    outs = [c for c in extra if not c.startswith("input")]
-    df = df[[*BASE_COLUMNS, *ins, *outs, "ground_truth"]]
-    return _typed(df, pd)
+
+def export(deployment: str, path: str | Path, **filters: Any) -> dict[str, Any]:
+    """Write the (filtered) log to a Parquet file for DuckDB, Spark or pandas elsewhere; what was written.
+
+    The file holds the DataFrame's columns with their stored types; JSON-text columns stay text, marked in
+    the field metadata (``wolt.json``). Takes :func:`responses`' filters."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = Path(path).expanduser()
+    if target.suffix.lower() != ".parquet":
+        raise InvalidArgument(
+            f"export path {str(path)!r} must end in .parquet (e.g. /tmp/{deployment}.parquet)"
+        )
+    if not target.parent.is_dir():
+        raise InvalidArgument(
+            f"cannot export to {str(target)!r}: the folder {str(target.parent)!r} does not exist"
+        )
+    table, _json = read_table(deployment, **filters)
+    if table is None:
+        table = pa.table({c: pa.array([], type=pa.string()) for c in BASE_COLUMNS})
+    else:
+        table = _public(table, deployment, filters.get("columns"))
+    pq.write_table(table, target, compression="zstd")
+    return {
+        "path": str(target),
+        "rows": table.num_rows,
+        "bytes": target.stat().st_size,
+        "columns": table.num_columns,
+    }
 
 
 _doc = responses.__doc__ or ""
 responses.__doc__ = _doc.replace("{ACCEPTED}", ACCEPTED_TIMES)
 
 
-def _as_columns(payload: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(payload, dict):
-        return {f"{prefix}.{k}": v for k, v in payload.items()}
-    if payload is None:
-        return {}
-    return {prefix: payload}  # an unnamed payload (a bare list) keeps one column
+def _revisions(revision: Revision) -> list[int] | None:
+    if revision is None or revision == "all":
+        return None
+    values = [revision] if isinstance(revision, int) else revision
+    try:
+        out = [int(v) for v in values if not isinstance(v, bool)]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        out = []
+    if isinstance(revision, bool) or not out or len(out) != len(list(values)):  # type: ignore[arg-type]
+        raise InvalidArgument(f'revision must be a revision number, several, or "all", not {revision!r}')
+    return out
 
 
-def _row_count(columns: dict[str, Any]) -> int:
-    return max((len(v) for v in columns.values() if isinstance(v, list)), default=0)
+def _needed(columns: list[str], variants: Any, revisions: Any) -> list[str]:
+    need = {c for c in columns if c not in ("deployment", "ground_truth")}
+    need |= {"time", "_row", "_rows"}
+    if variants is not None:
+        need.add("variant")
+    if revisions is not None:
+        need.add("revision")
+    if "ground_truth" in columns:
+        need.add("id")
+    return sorted(need)
 
 
-def _pick(value: Any, i: int, n: int) -> Any:
-    if isinstance(value, list) and len(value) == n:
-        return value[i]
-    return value
+def _chunks(conn: Any, deployment: str, lo: Any, hi: Any, revisions: Any, needed: Any) -> Any:
+    """Decoded chunks overlapping the window (and holding a wanted revision), oldest first."""
+    from sqlalchemy import or_, select
+
+    from wolt_jupyter.responses.columnar import decode
+    from wolt_jupyter.responses.store import chunks_table
+
+    c = chunks_table()
+    query = select(c.c.data).where(c.c.deployment == deployment)
+    if lo is not None:
+        query = query.where(c.c.t_max >= lo)
+    if hi is not None:
+        query = query.where(c.c.t_min < hi)
+    if revisions is not None:
+        query = query.where(or_(*[(c.c.rev_min <= r) & (c.c.rev_max >= r) for r in revisions]))
+    for (data,) in conn.execute(query.order_by(c.c.t_min, c.c.chunk)):
+        yield decode(data, needed)
+
+
+def _legacy(conn: Any, deployment: str, lo: Any, hi: Any, variants: Any, revisions: Any) -> Any:
+    """Rows of the first format (one SQL row a record, JSON payloads), spread like a chunk."""
+    from sqlalchemy import select
+
+    from wolt_jupyter.responses.columnar import spread
+    from wolt_jupyter.responses.store import from_json, tables
+
+    if revisions is not None:
+        return None  # written before revisions were recorded: never part of a revision
+    t = tables()[0]
+    query = select(t).where(t.c.deployment == deployment)
+    if lo is not None:
+        query = query.where(t.c.time >= lo)
+    if hi is not None:
+        query = query.where(t.c.time < hi)
+    if variants is not None:
+        query = query.where(t.c.variant.in_(variants))
+    rows = [dict(r._mapping) for r in conn.execute(query.order_by(t.c.time, t.c.seq))]
+    if not rows:
+        return None
+    for r in rows:
+        r["inputs"], r["outputs"] = from_json(r["inputs"]), from_json(r["outputs"])
+    return spread(rows)
+
+
+def _filter(table: Any, lo: Any, hi: Any, variants: Any, revisions: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mask = None
+
+    def both(m: Any) -> None:
+        nonlocal mask
+        mask = m if mask is None else pc.and_(mask, m)
+
+    if lo is not None:
+        both(pc.greater_equal(table["time"], lo))
+    if hi is not None:
+        both(pc.less(table["time"], hi))
+    if variants is not None:
+        both(pc.is_in(table["variant"], value_set=pa.array(variants, type=pa.string())))
+    if revisions is not None:
+        both(pc.fill_null(pc.is_in(table["revision"], value_set=pa.array(revisions, type=pa.int64())), False))
+    return table if mask is None else table.filter(mask)
+
+
+def _sorted(table: Any) -> Any:
+    """Oldest first. Chunks are each in time order and overlap only where one batch's shadow copies land in
+    the next batch, so only those short stretches are reordered (a full gather of every column cost more
+    than decoding them)."""
+    import numpy as np
+    import pyarrow as pa
+
+    times = table["time"].to_numpy()
+    n = len(times)
+    if n < 2 or bool(np.all(times[1:] >= times[:-1])):
+        return table
+    order = np.argsort(times, kind="stable")
+    # segment ends: positions i where order[:i+1] is a permutation of 0..i (nothing crosses i)
+    ends = np.flatnonzero(np.maximum.accumulate(order) == np.arange(n))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    moved = ends > starts  # rows already in place form one-row segments: left where they are
+    pieces, run_start = [], 0
+    for a, b in zip(starts[moved].tolist(), ends[moved].tolist(), strict=True):
+        if run_start < a:
+            pieces.append(table.slice(run_start, a - run_start))
+        pieces.append(table.slice(a, b - a + 1).take(order[a : b + 1] - a))
+        run_start = b + 1
+    if run_start < n:
+        pieces.append(table.slice(run_start))
+    return pa.concat_tables(pieces)
+
+
+def _newest(table: Any, limit: int) -> Any:
+    """The spread rows of the newest ``limit`` logged records."""
+    import numpy as np
+
+    starts = np.flatnonzero(table["_row"].to_numpy() == 0)
+    if limit >= len(starts):
+        return table
+    if limit == 0:
+        return table.slice(0, 0)
+    return table.slice(int(starts[len(starts) - limit]))
+
+
+def _with_feedback(conn: Any, table: Any) -> Any:
+    """``ground_truth`` (JSON text, or null) for each spread row, by request id."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from sqlalchemy import select
+
+    from wolt_jupyter.responses.store import from_json, tables, to_json
+
+    fb = tables()[1]
+    truth: dict[str, Any] = {}
+    if conn.execute(select(fb.c.id).limit(1)).first() is None:  # no feedback at all: nothing to join
+        return table.append_column(
+            pa.field("ground_truth", pa.string()), pa.nulls(table.num_rows, pa.string())
+        )
+    ids = pc.unique(table["id"])
+    if len(ids) <= 5000:
+        values = ids.to_pylist()
+        for start in range(0, len(values), 500):
+            q = select(fb.c.id, fb.c.ground_truth).where(fb.c.id.in_(values[start : start + 500]))
+            truth.update(conn.execute(q).all())
+    else:
+        truth.update(conn.execute(select(fb.c.id, fb.c.ground_truth)).all())
+    if not truth:
+        return table.append_column(
+            pa.field("ground_truth", pa.string()), pa.nulls(table.num_rows, pa.string())
+        )
+    keys = pa.array(list(truth), type=pa.string())
+    index = pc.index_in(table["id"], value_set=keys).to_pylist()
+    texts = list(truth.values())
+    decoded = [from_json(t) for t in texts]
+    rows, row = table["_rows"].to_pylist(), table["_row"].to_pylist()
+    out = []
+    for k, n, i in zip(index, rows, row, strict=True):
+        if k is None:
+            out.append(None)
+            continue
+        value = decoded[k]
+        out.append(to_json(value[i]) if isinstance(value, list) and len(value) == n else texts[k])
+    return table.append_column(
+        pa.field("ground_truth", pa.string(), metadata={JSON_MARK: b"1"}), pa.array(out, type=pa.string())
+    )
+
+
+def _public(table: Any, deployment: str, columns: Sequence[str] | None) -> Any:
+    """The DataFrame's columns, in its order: the base columns, inputs, outputs, ground truth."""
+    import pyarrow as pa
+
+    names = table.column_names
+    if "deployment" not in names:
+        table = table.append_column("deployment", pa.array([deployment] * table.num_rows, type=pa.string()))
+        names = table.column_names
+    if "ground_truth" not in names and (columns is None or "ground_truth" in columns):
+        table = table.append_column(
+            pa.field("ground_truth", pa.string()), pa.nulls(table.num_rows, pa.string())
+        )
+        names = table.column_names
+    if columns is not None:
+        missing = [c for c in columns if c not in names]
+        if missing:
+            known = [n for n in names if not n.startswith("_")]
+            raise InvalidArgument(
+                f"no column {', '.join(map(repr, missing))} in the response log of {deployment!r}; "
+                f"columns: {', '.join(known)}"
+            )
+        return table.select(list(columns))
+    ins = [n for n in names if n.startswith("input")]
+    outs = [n for n in names if n.startswith("output")]
+    return table.select([*BASE_COLUMNS, *ins, *outs, "ground_truth"])
+
+
+def to_frame(
+    table: Any, json_cols: set[str], deployment: str, columns: Sequence[str] | None, pd: Any
+) -> pd.DataFrame:
+    """The DataFrame :func:`responses` returns: typed columns, JSON text decoded to Python values."""
+    from wolt_jupyter.responses.store import from_json
+
+    if table is None:
+        df = _empty(pd)
+        return df if columns is None else df.reindex(columns=list(columns))
+    table = _public(table, deployment, columns)
+    df = table.to_pandas(split_blocks=True)  # no consolidation copy of the numeric columns
+    for c in json_cols | {"ground_truth"}:
+        if c not in df.columns or df[c].dtype == "float64":
+            continue
+        if not df[c].notna().any():
+            df[c] = float("nan")  # no value at all: a float column of NaN, as pandas makes of missing data
+            continue
+        nan = float("nan")
+        df[c] = pd.Series(
+            [from_json(v) if isinstance(v, str) else nan for v in df[c]], index=df.index, dtype=object
+        )
+    return _typed(df, pd)
 
 
 def _typed(df: pd.DataFrame, pd: Any) -> pd.DataFrame:
-    df["time"] = pd.to_datetime(df["time"].astype("float64"), unit="s", utc=True)
-    df["shadow"] = df["shadow"].astype(bool)
-    df["latency_ms"] = df["latency_ms"].astype("float64")
-    df["status"] = df["status"].astype("int64")
-    for c in ("id", "deployment", "variant", "model_name", "model_version", "error"):
-        df[c] = df[c].astype(object)
+    """The documented dtypes for whichever base columns were asked for."""
+    if "time" in df.columns:
+        df["time"] = pd.to_datetime(df["time"].astype("float64"), unit="s", utc=True)
+    if "shadow" in df.columns:
+        df["shadow"] = df["shadow"].astype(bool)
+    if "latency_ms" in df.columns:
+        df["latency_ms"] = df["latency_ms"].astype("float64")
+    if "status" in df.columns:
+        df["status"] = df["status"].astype("int64")
+    if "revision" in df.columns:
+        df["revision"] = df["revision"].astype("Int64")  # None for rows logged before revisions were kept
     return df.reset_index(drop=True)
 
 
@@ -220,5 +468,6 @@ def _empty(pd: Any) -> pd.DataFrame:
     df["shadow"] = pd.Series(dtype=bool)
     df["latency_ms"] = pd.Series(dtype="float64")
     df["status"] = pd.Series(dtype="int64")
+    df["revision"] = pd.Series(dtype="Int64")
     df["ground_truth"] = pd.Series(dtype="float64")
     return df

@@ -33,6 +33,7 @@ class ResponseRecord:
     latency_ms: float
     status: int
     error: str | None = None
+    revision: int | None = None
 
 
 def sampled_in(request_id: str, rate: float) -> bool:

@@ -185,14 +185,17 @@ def read_segment(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def missing_rows(conn: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows not yet in the responses table (matched by deployment, id, variant, shadow and time)."""
-    from sqlalchemy import and_, select
+    """The rows not yet in the log (matched by deployment, id, variant, shadow and time), looking in the
+    chunks overlapping their time range and in rows of the first format."""
+    from sqlalchemy import and_, inspect, select
 
-    from wolt_jupyter.responses.store import tables
+    from wolt_jupyter.responses.columnar import decode
+    from wolt_jupyter.responses.store import CHUNKS_TABLE, chunks_table, tables
 
     if not rows:
         return []
-    t = tables()[0]
+    t, c = tables()[0], chunks_table()
+    present = set(inspect(conn).get_table_names())
     have: set[tuple[Any, ...]] = set()
     by_deployment: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -200,10 +203,22 @@ def missing_rows(conn: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for deployment, group in by_deployment.items():
         lo = min(r["time"] for r in group)
         hi = max(r["time"] for r in group)
-        q = select(t.c.id, t.c.variant, t.c.shadow, t.c.time).where(
-            and_(t.c.deployment == deployment, t.c.time >= lo, t.c.time <= hi)
-        )
-        have.update((deployment, i, v, bool(s), float(tm)) for i, v, s, tm in conn.execute(q))
+        if t.name in present:
+            q = select(t.c.id, t.c.variant, t.c.shadow, t.c.time).where(
+                and_(t.c.deployment == deployment, t.c.time >= lo, t.c.time <= hi)
+            )
+            have.update((deployment, i, v, bool(s), float(tm)) for i, v, s, tm in conn.execute(q))
+        if CHUNKS_TABLE in present:
+            q = select(c.c.data).where(c.c.deployment == deployment, c.c.t_max >= lo, c.c.t_min <= hi)
+            for (data,) in conn.execute(q):
+                keys = decode(data, ["id", "variant", "shadow", "time", "_row"]).to_pydict()
+                have.update(
+                    (deployment, i, v, bool(s), float(tm))
+                    for i, v, s, tm, row in zip(
+                        keys["id"], keys["variant"], keys["shadow"], keys["time"], keys["_row"], strict=True
+                    )
+                    if row == 0
+                )
     return [
         r
         for r in rows

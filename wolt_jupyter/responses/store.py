@@ -21,7 +21,9 @@ from wolt_jupyter.errors import InvalidArgument, ResponseStoreError
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy import Engine, Table
 
-RESPONSES_TABLE = "wolt_responses"
+RESPONSES_TABLE = "wolt_responses"  # the first format: one row a record, JSON payloads (still read; migrated)
+CHUNKS_TABLE = "wolt_response_chunks"  # the current format: Parquet blobs of many records, indexed by time
+RETENTION_TABLE = "wolt_response_retention"  # what retention removed, per deployment
 ROLLUP_TABLE = "wolt_response_rollup"
 FEEDBACK_TABLE = "wolt_feedback"
 
@@ -108,6 +110,8 @@ def make_engine(url: str, options: dict[str, Any] | None = None, *, create_dir: 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:
+        # a new file returns the space retention frees to the OS (an existing one reuses it; no-op there)
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
     finally:
@@ -124,6 +128,7 @@ def tables() -> tuple[Table, Table]:
         Double,
         Index,
         Integer,
+        LargeBinary,
         MetaData,
         String,
         Table,
@@ -143,7 +148,7 @@ def tables() -> tuple[Table, Table]:
         Column("model_name", String(255), nullable=False),
         Column("model_version", String(255), nullable=False),
         Column("shadow", Boolean, nullable=False),
-        Column("inputs", Text, nullable=False),
+        Column("inputs", Text, nullable=False),  # the first format kept payloads as JSON text
         Column("outputs", Text, nullable=False),
         Column("latency_ms", Double, nullable=False),
         Column("status", Integer, nullable=False),
@@ -159,6 +164,36 @@ def tables() -> tuple[Table, Table]:
         Column("ground_truth", Text, nullable=False),
     )
     Table(
+        CHUNKS_TABLE,
+        meta,
+        # one row per written batch (or per compacted run of them): the records as one Parquet blob
+        # (wolt_jupyter.responses.columnar), with what reads and retention prune on
+        Column("chunk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("deployment", String(255), nullable=False),
+        Column("t_min", Double, nullable=False),
+        Column("t_max", Double, nullable=False),
+        Column("records", Integer, nullable=False),  # logged requests x variants
+        Column("rows", Integer, nullable=False),  # spread rows (one per input row)
+        Column("rev_min", Integer, nullable=True),
+        Column("rev_max", Integer, nullable=True),
+        Column("variants", Text, nullable=False),  # JSON list of the variant names inside
+        Column("bytes", BigInteger, nullable=False),
+        Column("data", LargeBinary, nullable=False),
+        Index(f"ix_{CHUNKS_TABLE}_deployment_t_min", "deployment", "t_min"),
+        Index(f"ix_{CHUNKS_TABLE}_deployment_t_max", "deployment", "t_max"),
+    )
+    Table(
+        RETENTION_TABLE,
+        meta,
+        Column("deployment", String(255), primary_key=True),
+        Column("removed_rows", BigInteger, nullable=False),  # logged records removed so far
+        Column("removed_bytes", BigInteger, nullable=False),
+        Column("by_age", BigInteger, nullable=False),
+        Column("by_size", BigInteger, nullable=False),
+        Column("cutoff", Double, nullable=True),  # rows older than this were removed by the last pass
+        Column("last_run", Double, nullable=True),
+    )
+    Table(
         ROLLUP_TABLE,
         meta,
         # per-second counts by latency bin, kept by the writer, so monitoring reads O(window) rows, not O(log)
@@ -171,6 +206,16 @@ def tables() -> tuple[Table, Table]:
         Column("errors", BigInteger, nullable=False),
     )
     return responses, feedback
+
+
+def chunks_table() -> Table:
+    """The compact log: Parquet blobs of records, one index row each (time range, revisions, variants)."""
+    return tables()[0].metadata.tables[CHUNKS_TABLE]
+
+
+def retention_table() -> Table:
+    """Per deployment: records and bytes retention removed, by age and by size."""
+    return tables()[0].metadata.tables[RETENTION_TABLE]
 
 
 def rollup_table() -> Table:
@@ -226,10 +271,143 @@ def add_to_rollup(conn: Any, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, rows)
 
 
+def chunk_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chunk table rows (one per deployment) holding ``rows`` (the writer's dicts), encoded."""
+    from wolt_jupyter.responses.columnar import spread
+
+    by_deployment: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_deployment.setdefault(r["deployment"], []).append(r)
+    out = []
+    for deployment, group in by_deployment.items():
+        group.sort(key=lambda r: r["time"])  # stable: insertion order within one time
+        out.append(chunk_of(deployment, spread(group)))
+    return out
+
+
+def chunk_of(deployment: str, table: Any) -> dict[str, Any]:
+    """The index row of a spread Arrow table (already in time order) and its Parquet bytes."""
+    import pyarrow.compute as pc
+
+    from wolt_jupyter.responses.columnar import encode
+
+    data = encode(table)
+    revs = pc.min_max(table["revision"]).as_py()
+    times = table["time"]
+    return {
+        "deployment": deployment,
+        "t_min": float(pc.min(times).as_py()),
+        "t_max": float(pc.max(times).as_py()),
+        "records": int(pc.sum(pc.equal(table["_row"], 0)).as_py() or 0),
+        "rows": table.num_rows,
+        "rev_min": revs["min"],
+        "rev_max": revs["max"],
+        "variants": json.dumps(sorted(set(pc.unique(table["variant"]).to_pylist()))),
+        "bytes": len(data),
+        "data": data,
+    }
+
+
 def insert_rows(conn: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert response rows and add them to the rollup, in the caller's transaction (together or not at all)."""
-    conn.execute(tables()[0].insert(), rows)
+    """Insert response rows (as one compact chunk) and add them to the rollup, in the caller's transaction
+    (together or not at all)."""
+    conn.execute(chunks_table().insert(), chunk_rows(rows))
     add_to_rollup(conn, rollup_rows(rows))
+
+
+COMPACT_ROWS = 50_000  # spread rows a compacted chunk grows to (a few MB of Parquet for 20 numbers a row)
+SMALL_CHUNK_ROWS = 5_000  # chunks below this are merged with their neighbours once settled
+SETTLE_S = 10.0  # chunks newer than this may still get company from the writer: not compacted yet
+
+
+def compact(engine: Engine, deployment: str, now: float | None = None) -> int:
+    """Merge runs of small settled chunks into larger ones (fewer, better-compressed blobs); chunks merged.
+
+    A quiet deployment writes a chunk per flush with a handful of records; Parquet's per-file overhead then
+    dominates. Merging keeps bytes/row at the batch rate's level whatever the traffic."""
+    import time as _time
+
+    from sqlalchemy import delete, select
+
+    from wolt_jupyter.responses.columnar import JSON_MARK, concat, decode
+
+    now = _time.time() if now is None else now
+    c = chunks_table()
+    with engine.connect() as conn:
+        small = conn.execute(
+            select(c.c.chunk, c.c.rows)
+            .where(c.c.deployment == deployment, c.c.rows < SMALL_CHUNK_ROWS, c.c.t_max < now - SETTLE_S)
+            .order_by(c.c.t_min, c.c.chunk)
+        ).all()
+    runs: list[list[int]] = []
+    size = 0
+    for chunk, rows in small:
+        if not runs or size + rows > COMPACT_ROWS:
+            runs.append([])
+            size = 0
+        runs[-1].append(chunk)
+        size += rows
+    merged = 0
+    for run in runs:
+        if len(run) < 2:
+            continue
+        with (
+            engine.connect() as conn
+        ):  # decode and encode outside the write transaction: the writer waits less
+            datas = conn.execute(
+                select(c.c.data).where(c.c.chunk.in_(run)).order_by(c.c.t_min, c.c.chunk)
+            ).all()
+        if len(datas) != len(run):  # retention or another compactor got there first
+            continue
+        import numpy as np
+
+        parts = [decode(d) for (d,) in datas]
+        json_cols = {f.name for p in parts for f in p.schema if f.metadata and JSON_MARK in f.metadata}
+        table = concat(parts, json_cols)
+        table = table.take(np.argsort(table["time"].to_numpy(), kind="stable"))
+        row = chunk_of(deployment, table)
+        with engine.begin() as conn:
+            # FOR UPDATE (PostgreSQL): a second replica compacting the same run waits, then finds it gone
+            still = conn.execute(select(c.c.chunk).where(c.c.chunk.in_(run)).with_for_update()).all()
+            if len(still) != len(run):
+                continue
+            conn.execute(delete(c).where(c.c.chunk.in_(run)))
+            conn.execute(c.insert(), [row])
+        merged += len(run)
+    return merged
+
+
+def migrate_legacy(engine: Engine, batch: int = 20_000) -> int:
+    """Move rows of the first format (JSON text per row) into chunks, oldest first; records moved.
+
+    Runs once per store, in the background, a batch per transaction: a store written by an older version
+    reads throughout (the reader takes both forms) and ends up in the compact one."""
+    from sqlalchemy import delete, inspect, select
+
+    from wolt_jupyter.responses.columnar import spread
+
+    t = tables()[0]
+    with engine.connect() as conn:
+        if t.name not in inspect(conn).get_table_names():
+            return 0
+    moved = 0
+    while True:
+        with engine.begin() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.seq).limit(batch))]
+            if not rows:
+                return moved
+            seqs = [r.pop("seq") for r in rows]
+            for r in rows:
+                r["inputs"], r["outputs"] = from_json(r["inputs"]), from_json(r["outputs"])
+                r.setdefault("revision", None)
+            by_deployment: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                by_deployment.setdefault(r["deployment"], []).append(r)
+            for deployment, group in by_deployment.items():
+                group.sort(key=lambda r: r["time"])
+                conn.execute(chunks_table().insert(), [chunk_of(deployment, spread(group))])
+            conn.execute(delete(t).where(t.c.seq >= seqs[0], t.c.seq <= seqs[-1]))
+        moved += len(rows)
 
 
 def ensure_schema(engine: Engine) -> None:

@@ -30,6 +30,8 @@ from typing import Any, Literal
 from wolt_jupyter.config import mask_url
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.responses.record import ResponseRecord, sampled_in
+from wolt_jupyter.responses.retention import Retention
+from wolt_jupyter.responses.summary import DISK_WARN_FRACTION  # one threshold for the writer and the card
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ OnFull = Literal["wait", "drop"]
 _CATCH_UP = 4  # batches per transaction while a backlog is waiting
 _MAX_BACKOFF = 5.0  # seconds between retries of one batch, at most
 _LIVE: weakref.WeakSet[ResponseWriter] = weakref.WeakSet()
+MAINTENANCE_INTERVAL_S = 60.0  # retention and compaction passes; a full disk triggers one at once
 
 
 class ResponseWriter:
@@ -48,6 +51,12 @@ class ResponseWriter:
     request ids. A failing batch is retried ``retries`` times with exponential backoff from ``retry_backoff``
     seconds. ``engine_options`` go to ``sqlalchemy.create_engine``. A transaction holds up to ``batch_size``
     records, or up to four times that while a backlog is waiting.
+
+    A second thread keeps the log bounded and compact every ``maintenance_interval`` seconds
+    (:meth:`maintain`): ``retention`` (default: the settings' ``response_max_age``/``response_max_bytes``),
+    merging of small chunks, migration of rows of the first format, and a check of the disk under the log
+    (:attr:`warning` below ``disk_warn_fraction`` free). A full disk never raises: records are dropped,
+    counted, and :attr:`warning` says where and what to do.
 
     ``submit`` is safe from any number of threads and costs well under a microsecond (a deque append; no lock
     unless sampling out or dropping). The length check before the append is not atomic with it, so the queue
@@ -68,6 +77,9 @@ class ResponseWriter:
         wait_timeout: float = 10.0,
         engine_options: dict[str, Any] | None = None,
         spool_dir: Path | None = None,
+        retention: Retention | None = None,
+        maintenance_interval: float = MAINTENANCE_INTERVAL_S,
+        disk_warn_fraction: float = DISK_WARN_FRACTION,
     ) -> None:
         if on_full not in ("wait", "drop"):
             raise InvalidArgument(f"on_full must be 'wait' or 'drop', not {on_full!r}")
@@ -117,9 +129,23 @@ class ResponseWriter:
         self._drained = False  # set by close() once nothing more will be written
         self._close_lock = threading.Lock()
         self._schema_ready = False
+        self.retention = retention if retention is not None else Retention.of(None)
+        self.maintenance_interval = maintenance_interval
+        self.disk_warn_fraction = disk_warn_fraction
+        self._removed = 0
+        self._disk_full = 0  # batches refused because the disk was full
+        self.warning: str | None = None  # the disk is (nearly) full: one readable line, for cards and logs
+        self._deployments: set[str] = set()  # written by this writer: the ones its maintenance looks after
+        self._maintain_now = threading.Event()
+        self._maintenance_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"wolt-response-writer[{self._masked_url}]")
         self._thread.daemon = True  # an atexit hook flushes; a daemon never blocks interpreter exit
         self._thread.start()
+        # retention, compaction and the disk check run beside the writer, never in its way
+        self._maintainer = threading.Thread(
+            target=self._maintain_loop, name=f"wolt-response-maintenance[{self._masked_url}]", daemon=True
+        )
+        self._maintainer.start()
         _LIVE.add(self)
 
     # -- hot path -------------------------------------------------------------------------------------------
@@ -166,12 +192,15 @@ class ResponseWriter:
                 self._drop(1, f"cannot serialize record {getattr(r, 'id', r)!r}: {exc}", logging.ERROR)
         seg = None
         if self._spool is not None and rows:
-            import orjson
-
             try:
-                seg = self._spool.append(b"".join(orjson.dumps(row) + b"\n" for row in rows), len(rows))
+                seg = self._spool.append(b"".join(spool_line(row) for row in rows), len(rows))
             except (OSError, ValueError) as exc:  # disk full, or the spool closed under us
-                self._drop(len(rows), f"spool write failed: {exc}", logging.ERROR)
+                why = self._explain(exc)
+                self._drop(
+                    len(rows),
+                    f"spool write failed: {why}",
+                    logging.DEBUG if self._disk_full else logging.ERROR,
+                )
                 return 0
         queue = self._queue
         if len(queue) + len(rows) > self.queue_size:
@@ -240,7 +269,8 @@ class ResponseWriter:
 
     def stats(self) -> dict[str, int]:
         """Counters: ``queued`` (waiting or being written), ``written``, ``dropped``, ``sampled_out``,
-        ``deferred`` (in the spool, left for a replay), ``replayed`` (rows a replay inserted)."""
+        ``deferred`` (in the spool, left for a replay), ``replayed`` (rows a replay inserted), ``removed``
+        (records retention removed while this writer ran)."""
         with self._counts_lock:
             return {
                 "queued": len(self._queue) + self._in_flight,
@@ -249,7 +279,114 @@ class ResponseWriter:
                 "sampled_out": self._sampled_out,
                 "deferred": self._deferred,
                 "replayed": self._replayed,
+                "removed": self._removed,
             }
+
+    # -- maintenance: retention, compaction, migration, disk space ---------------------------------------------
+
+    def maintain(self, now: float | None = None) -> dict[str, int]:
+        """One pass (the background thread runs one every ``maintenance_interval`` seconds): migrate rows of
+        the first format, merge small chunks, enforce retention, check the disk. Returns what it did; never
+        raises (a failing pass is logged and retried on the next one)."""
+        from wolt_jupyter.responses.retention import enforce
+        from wolt_jupyter.responses.store import compact, ensure_schema, migrate_legacy
+
+        done = {"migrated": 0, "compacted": 0, "removed": 0}
+        with self._maintenance_lock:
+            self._check_disk()
+            try:
+                if not self._schema_ready:
+                    ensure_schema(self._engine)
+                    self._schema_ready = True
+                done["migrated"] = migrate_legacy(self._engine)
+                for deployment in sorted(self._deployments):
+                    done["compacted"] += compact(self._engine, deployment, now)
+                    removed = enforce(self._engine, deployment, self.retention, now)
+                    done["removed"] += removed.records
+                if (done["compacted"] or done["migrated"]) and self._engine.dialect.name == "sqlite":
+                    with self._engine.connect() as conn:  # merged chunks' old pages go back to the OS
+                        conn.exec_driver_sql("PRAGMA incremental_vacuum")
+            except Exception as exc:
+                log.warning("response log %s: maintenance pass failed: %s", self._masked_url, _one_line(exc))
+            with self._counts_lock:
+                self._removed += done["removed"]
+            self._check_disk()
+        return done
+
+    def _maintain_loop(self) -> None:
+        while not self._closing:
+            self._maintain_now.wait(self.maintenance_interval)
+            self._maintain_now.clear()
+            if self._closing:
+                return
+            self.maintain()
+
+    def _disk_dir(self) -> Path | None:
+        from wolt_jupyter.responses.store import normalize_url, sqlite_path
+
+        path = sqlite_path(normalize_url(self.url))
+        if path is not None:
+            return path.parent
+        return self._spool.dir if self._spool is not None else None
+
+    def disk(self) -> dict[str, Any]:
+        """Free and total bytes of the file system under the log (SQLite file or spool), and the warning."""
+        import shutil
+
+        where = self._disk_dir()
+        if where is None:
+            return {"path": None, "free": None, "total": None, "warning": self.warning}
+        try:
+            usage = shutil.disk_usage(where)
+        except OSError:
+            return {"path": str(where), "free": None, "total": None, "warning": self.warning}
+        return {"path": str(where), "free": usage.free, "total": usage.total, "warning": self.warning}
+
+    def _check_disk(self) -> None:
+        """Warn (once per episode) when the disk under the log is nearly full, before writes fail."""
+        from wolt_jupyter.responses.retention import human_bytes
+
+        d = self.disk()
+        if d["free"] is None or not d["total"]:
+            return
+        low = d["free"] < self.disk_warn_fraction * d["total"]
+        if low:
+            message = (
+                f"the disk under {d['path']} is nearly full ({human_bytes(d['free'])} free of "
+                f"{human_bytes(d['total'])}); the response log will drop records (counted) when it is full: free "
+                "space or lower logging.retention.max_bytes"
+            )
+            if self._disk_full:
+                message = (
+                    f"the disk under {d['path']} is full ({human_bytes(d['free'])} free): response-log records are "
+                    "dropped and counted (wolt_response_log_dropped_total); free space or lower "
+                    "logging.retention.max_bytes"
+                )
+            if message != self.warning:
+                log.warning("response log %s: %s", self._masked_url, message)
+            self.warning = message
+        elif self.warning is not None:
+            log.info("response log %s: disk space recovered under %s", self._masked_url, d["path"])
+            self.warning = None
+            self._disk_full = 0
+
+    def _explain(self, exc: BaseException) -> str:
+        """One line for a write failure; a full disk says where and what to do (and is remembered)."""
+        import errno
+
+        text = _one_line(exc)
+        full = getattr(exc, "errno", None) == errno.ENOSPC or any(
+            s in text.lower() for s in ("disk is full", "no space left", "could not extend file", "disk full")
+        )
+        if not full:
+            return text
+        self._disk_full += 1
+        self._maintain_now.set()  # retention may make room
+        self._check_disk()
+        if self.warning is None:
+            where = self._disk_dir()
+            self.warning = f"the disk under {where or 'the response store'} is full: {text}"
+        return self.warning
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is written (or dropped); True if that happened in time."""
@@ -268,6 +405,7 @@ class ResponseWriter:
     def close(self, timeout: float = 30.0) -> dict[str, int]:
         """Write everything still queued, then stop the thread. Idempotent; returns the final :meth:`stats`."""
         self._closing = True
+        self._maintain_now.set()
         self._wake.set()
         with self._room:
             self._room.notify_all()
@@ -294,6 +432,7 @@ class ResponseWriter:
             if self._spool is not None:
                 self._replay.extend(self._spool.close())
                 self._replay_pending(force=True)
+            self._maintainer.join(max(0.1, timeout))  # a pass in progress finishes its transaction
             self._engine.dispose()
         _LIVE.discard(self)
         return self.stats()
@@ -411,10 +550,13 @@ class ResponseWriter:
                     )
                 if lost:
                     self._drop(
-                        lost, f"database error after {self.retries} retries: {_one_line(exc)}", logging.ERROR
+                        lost,
+                        f"database error after {self.retries} retries: {self._explain(exc)}",
+                        logging.ERROR,
                     )
                 return
             self._settle(pairs, written=True)
+            self._deployments.update(row["deployment"] for _, row in pairs)
             return
 
     def _settle(self, pairs: list[tuple[Any, dict[str, Any]]], written: bool) -> None:
@@ -501,7 +643,8 @@ class ResponseWriter:
 
 
 def to_row(r: ResponseRecord) -> dict[str, Any]:
-    """The database row of a record: payloads as JSON text (orjson; numpy, bytes and dates converted)."""
+    """The stored fields of a record; payloads stay Python objects until the chunk encodes them."""
+    revision = getattr(r, "revision", None)
     return {
         "id": str(r.id),
         "time": float(r.time),
@@ -510,31 +653,36 @@ def to_row(r: ResponseRecord) -> dict[str, Any]:
         "model_name": str(r.model_name),
         "model_version": str(r.model_version),
         "shadow": bool(r.shadow),
-        "inputs": _dumps(r.inputs),
-        "outputs": _dumps(r.outputs),
+        "inputs": r.inputs,
+        "outputs": r.outputs,
         "latency_ms": float(r.latency_ms),
         "status": int(r.status),
         "error": None if r.error is None else str(r.error),
+        "revision": None if revision is None else int(revision),
     }
 
 
-def _dumps(value: Any) -> str:
+def spool_line(row: dict[str, Any]) -> bytes:
+    """A row as one JSON line for the spool (orjson; numpy, bytes and dates converted)."""
     import orjson
 
     from wolt_jupyter.responses.store import _json_default, to_json
 
     try:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return orjson.dumps(row, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
     except (TypeError, orjson.JSONEncodeError):  # e.g. integers beyond 64 bits: the stdlib encoder copes
-        return to_json(value)
+        return to_json(row).encode() + b"\n"
 
 
 def _is_data_error(exc: BaseException) -> bool:
-    """The database refuses the data itself (too long, wrong type, constraint): retrying cannot help."""
-    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+    """The database refuses the data itself (too long, wrong type, constraint), or encoding it failed:
+    retrying cannot help."""
+    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
     if isinstance(exc, (DataError, IntegrityError)):
         return True
+    if not isinstance(exc, (SQLAlchemyError, OSError)):
+        return True  # raised while encoding the chunk, before the database saw it
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
 
 

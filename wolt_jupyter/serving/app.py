@@ -27,6 +27,7 @@ import numpy as np
 from wolt_jupyter import __version__
 from wolt_jupyter.config import mask_url
 from wolt_jupyter.errors import InvalidArgument, WoltError
+from wolt_jupyter.revisions import serving_revision
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, authorized, ensure_token
 from wolt_jupyter.serving.http import Request, Response, error_response
@@ -209,6 +210,7 @@ class Runtime:
         self._recent_inputs: Any = None  # the last live request's tensors: a new revision must answer them
         self.shadow_backlog_discarded = 0
         self._record_cls: Any = None
+        self.revision = serving_revision(self.state_dir, self.name)  # stamped on every logged row
         self._loop: Any = None
         self._init_metrics()
 
@@ -299,8 +301,7 @@ class Runtime:
             self._shadow_worker(v.name)
         if self.writer is None and spec.logging.responses and self._log_responses:
             self.writer = self._make_writer()
-        elif self.writer is not None:
-            self.writer.sample = float(spec.logging.sample)
+        self._new_revision(spec)
         if old_workers:
             import threading
 
@@ -310,8 +311,19 @@ class Runtime:
 
             threading.Thread(target=retire, name="wolt-retire-shadows", daemon=True).start()
 
+    def _new_revision(self, spec: DeploymentSpec) -> None:
+        """A switched or re-routed spec is a new revision: rows from now on carry its number; its logging
+        settings apply to the writer."""
+        self.revision = serving_revision(self.state_dir, self.name)
+        if self.writer is not None:
+            from wolt_jupyter.responses.retention import Retention
+
+            self.writer.sample = float(spec.logging.sample)
+            self.writer.retention = Retention.of(spec.logging.retention)
+
     def _make_writer(self) -> Any:
         from wolt_jupyter.responses import ResponseRecord, ResponseWriter, default_store_url
+        from wolt_jupyter.responses.retention import Retention
 
         self._record_cls = ResponseRecord
         url = self._store_url or default_store_url(self.name, self.state_dir)
@@ -324,6 +336,7 @@ class Runtime:
             url,
             on_full="drop",
             sample=float(spec.logging.sample),
+            retention=Retention.of(spec.logging.retention),
             spool_dir=None
             if os.environ.get("WOLT_RESPONSE_SPOOL", "1")
             == "0"  # memory only: for measuring the spool's cost
@@ -461,6 +474,7 @@ class Runtime:
             ("queued", "Response-log records waiting to be written"),
             ("written", "Response-log records written"),
             ("dropped", "Response-log records dropped"),
+            ("removed", "Response-log records removed by retention (logging.retention)"),
         ):
             r.add(
                 Gauge(
@@ -938,6 +952,7 @@ class Runtime:
             latency_ms=latency_ms,
             status=status,
             error=err,
+            revision=self.revision,
         )
 
     def _on_shadow_result(self, adapter: ModelAdapter, res: ShadowResult) -> None:
@@ -1167,6 +1182,7 @@ class Runtime:
                 have = loaded.uri if loaded else "nothing"
                 return f"variant {v.name!r} needs model {v.model!r} but this process has {have} loaded: restart it"
         self.router.replace(spec)
+        self._new_revision(spec)
         return None
 
     def _routing_doc(self) -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""Pushdown reads return exactly what a full read filtered in pandas returns; the first format still reads."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.responses import ResponseWriter, add_feedback, responses
+from wolt_jupyter.responses.query import export
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def logged(store_url, make_record):
+    """300 requests over 300 s, two variants and a shadow, revisions 1-3, some two-row requests, feedback."""
+    with ResponseWriter(store_url, batch_size=40, flush_interval=0.05, maintenance_interval=3600) as w:
+        for i in range(300):
+            rows = 2 if i % 7 == 0 else 1
+            inputs = {"x1": [float(i)] * rows, "x2": [i % 5] * rows}
+            w.submit(
+                make_record(
+                    i, t=T0 + i, variant="a" if i % 2 else "b", revision=1 + i // 100, inputs=inputs,
+                    outputs={"y": [i % 3] * rows},
+                )
+            )  # fmt: skip
+            w.submit(
+                make_record(
+                    i, t=T0 + i + 0.5, variant="s", shadow=True, revision=1 + i // 100, inputs=inputs,
+                    outputs={"y": [(i + 1) % 3] * rows},
+                )
+            )  # fmt: skip
+            if i % 50 == 49:
+                assert w.flush(30)
+    add_feedback(store_url, [{"id": f"req-{i}", "ground_truth": i % 3} for i in range(0, 300, 3)])
+    return store_url
+
+
+def _same(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    got, want = got.reset_index(drop=True), want.reset_index(drop=True)
+    assert list(got.columns) == list(want.columns)
+    assert len(got) == len(want)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_each_filter_equals_the_full_read_filtered_in_pandas(logged):
+    full = responses("dep", url=logged)
+    assert len(full) == 2 * (300 + 43)  # live + shadow, 43 requests of two rows
+    assert set(full["revision"]) == {1, 2, 3}
+    # oldest first across chunks that overlap in time (a batch's shadow copies land in the next chunk)
+    assert full["time"].is_monotonic_increasing
+    assert full.drop_duplicates(["id", "variant"]).shape[0] == 600
+    secs = full["time"].map(lambda t: t.timestamp())
+
+    lo, hi = T0 + 120, T0 + 180.5
+    _same(responses("dep", url=logged, since=lo), full[secs >= lo])
+    _same(responses("dep", url=logged, until=hi), full[secs < hi])
+    _same(responses("dep", url=logged, since=lo, until=hi), full[(secs >= lo) & (secs < hi)])
+    _same(responses("dep", url=logged, variant="a"), full[full["variant"] == "a"])
+    _same(responses("dep", url=logged, variant=["a", "s"]), full[full["variant"].isin(["a", "s"])])
+    _same(responses("dep", url=logged, revision=2), full[full["revision"] == 2])
+    _same(responses("dep", url=logged, revision=[1, 3]), full[full["revision"].isin([1, 3])])
+    _same(responses("dep", url=logged, revision="all"), full)
+    cols = ["time", "input.x1", "output.y", "ground_truth"]
+    _same(responses("dep", url=logged, columns=cols), full[cols])
+    # limit counts logged records (request x variant), newest first, before spreading
+    records = full.drop_duplicates(["id", "variant", "time"])
+    newest = records.tail(25)[["id", "variant"]].apply(tuple, axis=1)
+    want = full[full[["id", "variant"]].apply(tuple, axis=1).isin(set(newest))]
+    _same(responses("dep", url=logged, limit=25), want)
+    both = responses(
+        "dep", url=logged, since=lo, variant="s", revision=2, columns=["id", "input.x2"], limit=10
+    )
+    sub = full[(secs >= lo) & (full["variant"] == "s") & (full["revision"] == 2)]
+    keep = set(sub.drop_duplicates(["id", "variant", "time"]).tail(10)["id"])
+    _same(both, sub[sub["id"].isin(keep)][["id", "input.x2"]])
+    # feedback joined by id, spread over the rows of a two-row request
+    assert full.loc[full["id"] == "req-21", "ground_truth"].tolist() == [0, 0, 0, 0]
+    assert full.loc[full["id"] == "req-1", "ground_truth"].isna().all()
+
+
+def test_bad_filters_say_what_to_pass(logged):
+    with pytest.raises(InvalidArgument, match=r"no column 'input\.nope'"):
+        responses("dep", url=logged, columns=["input.nope"])
+    with pytest.raises(InvalidArgument, match="revision must be"):
+        responses("dep", url=logged, revision="latest")
+
+
+def test_export_writes_parquet_that_pandas_reads_back(logged, tmp_path):
+    path = tmp_path / "log.parquet"
+    info = export("dep", path, url=logged, since=T0 + 200)
+    back = pd.read_parquet(path)
+    want = responses("dep", url=logged, since=T0 + 200)
+    assert info["rows"] == len(back) == len(want) and info["bytes"] == path.stat().st_size
+    assert back["id"].tolist() == want["id"].tolist()
+    assert back["input.x1"].tolist() == want["input.x1"].tolist()
+    with pytest.raises(InvalidArgument, match=r"\.parquet"):
+        export("dep", tmp_path / "log.csv", url=logged)
+
+
+def test_a_store_of_the_first_format_reads_and_is_migrated_once(tmp_path, make_record, count_rows):
+    """Rows as the previous version wrote them (JSON text in wolt_responses) read as before, then move into
+    chunks on the writer's first maintenance pass; the frame is the same before and after."""
+    from sqlalchemy import create_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the first format's table, as its DDL was, filled with plain SQL
+        conn.exec_driver_sql(
+            "CREATE TABLE wolt_responses (seq INTEGER PRIMARY KEY AUTOINCREMENT, id VARCHAR(255) NOT NULL, "
+            "time FLOAT NOT NULL, deployment VARCHAR(255) NOT NULL, variant VARCHAR(255) NOT NULL, "
+            "model_name VARCHAR(255) NOT NULL, model_version VARCHAR(255) NOT NULL, shadow BOOLEAN NOT NULL, "
+            "inputs TEXT NOT NULL, outputs TEXT NOT NULL, latency_ms FLOAT NOT NULL, status INTEGER NOT NULL, "
+            "error TEXT)"
+        )
+        for i in range(30):
+            conn.exec_driver_sql(
+                "INSERT INTO wolt_responses (id, time, deployment, variant, model_name, model_version, shadow, "
+                "inputs, outputs, latency_ms, status, error) VALUES (?, ?, 'dep', 'a', 'm', '1', 0, ?, ?, 1.5, "
+                "200, NULL)",
+                (f"old-{i}", T0 + i, json.dumps({"x1": [float(i), 1.0]}), json.dumps({"y": [i, i]})),
+            )
+    engine.dispose()
+    before = responses("dep", url=url)
+    assert len(before) == 60 and before["revision"].isna().all()
+    assert responses("dep", url=url, revision=1).empty  # never part of a revision
+    with ResponseWriter(url, maintenance_interval=3600) as w:
+        w.submit(make_record("new-1", t=T0 + 100, revision=1))
+        assert w.flush(30)
+        assert w.maintain(now=T0 + 200)["migrated"] == 30
+        assert w.maintain(now=T0 + 200)["migrated"] == 0  # once
+    after = responses("dep", url=url)
+    _same(after[after["id"] != "new-1"][list(before.columns)], before)
+    assert count_rows(url) == 31
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM wolt_responses").scalar_one() == 0
+    engine.dispose()

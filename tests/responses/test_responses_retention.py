@@ -1,0 +1,116 @@
+"""Retention by age and by size: only the oldest records go, and what went is counted."""
+
+from __future__ import annotations
+
+import pytest
+
+from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.responses import ResponseWriter, responses
+from wolt_jupyter.responses.retention import Retention, log_size, parse_age, parse_bytes
+from wolt_jupyter.responses.store import make_engine
+
+T0 = 1_800_000_000.0  # a fixed clock: retention is given "now" explicitly
+
+
+def _fill(url, make_record, n=600, batch=50):
+    """``n`` records one second apart, written in batches (one chunk each), with two-row requests."""
+    with ResponseWriter(url, batch_size=batch, flush_interval=0.05, maintenance_interval=3600) as w:
+        for i in range(n):
+            w.submit(make_record(i, t=T0 + i, inputs={"x1": [float(i), -float(i)]}, outputs={"y": [i, i]}))
+            if i % batch == batch - 1:
+                assert w.flush(30)
+    return w
+
+
+def _state(url):
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return log_size(conn, "dep")
+    finally:
+        engine.dispose()
+
+
+def test_age_removes_exactly_the_records_older_than_the_limit(store_url, make_record, count_rows):
+    w = _fill(store_url, make_record)
+    assert count_rows(store_url) == 600
+    before = responses("dep", url=store_url)
+    # now = T0 + 1000, max age 500 s: records with time < T0 + 500 go (500 of them); one chunk straddles the cut
+    writer = ResponseWriter(store_url, retention=Retention(max_age=500.0), maintenance_interval=3600)
+    writer._deployments.add("dep")
+    done = writer.maintain(now=T0 + 1000.0)
+    writer.close()
+    after = responses("dep", url=store_url)
+    assert done["removed"] == 500 and writer.stats()["removed"] == 500
+    assert count_rows(store_url) == 100
+    assert after["time"].min().timestamp() == pytest.approx(T0 + 500)
+    # the rows kept are exactly the newest ones, unchanged
+    kept = before[before["time"].map(lambda t: t.timestamp()) >= T0 + 500].reset_index(drop=True)
+    assert after[["id", "input.x1", "output.y"]].equals(kept[["id", "input.x1", "output.y"]])
+    state = _state(store_url)
+    assert state["records"] == 100 and state["removed_records"] == 500
+    assert state["removed_by_age"] == 500 and state["removed_by_size"] == 0
+    assert state["records"] + state["removed_records"] == w.stats()["written"]
+
+
+def test_size_removes_the_oldest_until_the_log_fits(store_url, make_record, count_rows):
+    w = _fill(store_url, make_record, n=3000, batch=250)
+    compactor = ResponseWriter(store_url, retention=Retention(), maintenance_interval=3600)
+    compactor._deployments.add("dep")
+    assert compactor.maintain(now=T0 + 4000.0)["compacted"] == 12  # the 12 small chunks become one
+    compactor.close()
+    total = _state(store_url)["bytes"]
+    limit = total // 3  # inside the one chunk: it is rewritten without its oldest records
+    writer = ResponseWriter(store_url, retention=Retention(max_bytes=limit), maintenance_interval=3600)
+    writer._deployments.add("dep")
+    done = writer.maintain(now=T0 + 4000.0)
+    writer.close()
+    state = _state(store_url)
+    after = responses("dep", url=store_url)
+    assert 0 < state["bytes"] <= limit
+    assert (
+        done["removed"] > 0 and state["removed_by_size"] == done["removed"] and state["removed_by_age"] == 0
+    )
+    assert state["records"] + state["removed_records"] == w.stats()["written"] == 3000
+    assert count_rows(store_url) == state["records"] > 0
+    # only the oldest went: what is left is one contiguous run ending at the newest record
+    ids = sorted(int(i.split("-")[1]) for i in after["id"].unique())
+    assert ids == list(range(3000 - len(ids), 3000))
+
+
+def test_background_pass_runs_without_being_asked(tmp_path, make_record, count_rows):
+    import time
+
+    url = f"sqlite:///{tmp_path / 'bg.db'}"
+    now = time.time()
+    with ResponseWriter(url, retention=Retention(max_age=60.0), maintenance_interval=0.2) as w:
+        for i in range(20):
+            w.submit(make_record(i, t=now - 3600 + i))  # an hour old: beyond the limit
+        for i in range(20, 30):
+            w.submit(make_record(i, t=now))
+        deadline = time.monotonic() + 30
+        while w.stats()["removed"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert w.stats()["removed"] == 20
+    assert count_rows(url) == 10
+
+
+def test_spec_and_settings_parse_sizes_and_ages():
+    assert parse_bytes("5GB") == 5 * 10**9 and parse_bytes("2GiB") == 2 * 2**30 and parse_bytes(100) == 100
+    assert parse_age("14d") == 14 * 86400 and parse_age("30m") == 1800
+    r = Retention.of({"max_age": "1d", "max_bytes": "10MB"})
+    assert (r.max_age, r.max_bytes) == (86400.0, 10**7)
+    assert r.rollup_max_age >= r.max_age  # the panel's rollup is kept at least as long
+    with pytest.raises(InvalidArgument, match="max_bytes"):
+        Retention.of({"max_bytes": "lots"})
+    with pytest.raises(InvalidArgument, match=r"unknown logging\.retention"):
+        Retention.of({"keep": "1d"})
+
+
+def test_settings_default_applies_when_the_spec_says_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("WOLT_JUPYTER_HOME", str(tmp_path))
+    monkeypatch.setenv("WOLT_RESPONSE_MAX_AGE", "2h")
+    monkeypatch.setenv("WOLT_RESPONSE_MAX_BYTES", "none")
+    r = Retention.of(None)
+    assert r.max_age == 7200 and r.max_bytes is None
+    assert Retention.of({"max_bytes": "1GB"}).max_bytes == 10**9  # the spec wins

@@ -1,0 +1,161 @@
+"""How big a deployment's response log is, what retention removed, and whether the disk under it is filling.
+
+Read from the chunk index and the retention counters (no payload is decoded), so the deployment card and
+``%wolt_deployments`` can show it for every deployment at the cost of a few index sums.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DISK_WARN_FRACTION = 0.05  # the writer's threshold too: warn before writes fail
+
+
+@dataclass
+class LogSummary:
+    """One deployment's response log at a glance; ``_repr_html_`` is the ``%wolt_responses --info`` card."""
+
+    deployment: str
+    url: str
+    records: int = 0
+    bytes: int = 0
+    oldest: float | None = None
+    newest: float | None = None
+    removed_records: int = 0
+    removed_by_age: int = 0
+    removed_by_size: int = 0
+    retention: str | None = None
+    disk_path: str | None = None
+    disk_free: int | None = None
+    disk_total: int | None = None
+    export: dict[str, Any] | None = None  # set by --export: what was written where
+
+    @property
+    def warning(self) -> str | None:
+        """A readable line when the disk under the log is nearly full (before writes fail)."""
+        from wolt_jupyter.responses.retention import human_bytes
+
+        if self.disk_free is None or not self.disk_total:
+            return None
+        if self.disk_free >= DISK_WARN_FRACTION * self.disk_total:
+            return None
+        return (
+            f"the disk under {self.disk_path} is nearly full ({human_bytes(self.disk_free)} free of "
+            f"{human_bytes(self.disk_total)}): the response log drops records (counted) once it is full; free "
+            "space or lower logging.retention.max_bytes"
+        )
+
+    def short(self) -> str:
+        """``12,345 rows, 3.2 MB (48 B/row), 100 removed``: the deployment card's and list's cell."""
+        from wolt_jupyter.responses.retention import human_bytes
+
+        text = f"{self.records:,} rows, {human_bytes(self.bytes)}"
+        if self.records:
+            text += f" ({self.bytes / self.records:.0f} B/row)"
+        if self.removed_records:
+            text += f", {self.removed_records:,} removed by retention"
+        return text
+
+    def _rows(self) -> list[tuple[str, Any]]:
+        from wolt_jupyter.config import mask_url
+        from wolt_jupyter.responses.retention import human_bytes
+
+        def when(t: float | None) -> str | None:
+            return None if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+        rows: list[tuple[str, Any]] = [
+            ("store", mask_url(self.url)),
+            ("rows", f"{self.records:,}"),
+            (
+                "size",
+                f"{human_bytes(self.bytes)}"
+                + (f" ({self.bytes / self.records:.0f} B/row)" if self.records else ""),
+            ),
+            ("oldest", when(self.oldest)),
+            ("newest", when(self.newest)),
+            ("retention", self.retention),
+            (
+                "removed by retention",
+                f"{self.removed_records:,} ({self.removed_by_age:,} by age, {self.removed_by_size:,} by size)",
+            ),
+        ]
+        if self.disk_free is not None and self.disk_total:
+            rows.append(
+                (
+                    "disk free",
+                    f"{human_bytes(self.disk_free)} of {human_bytes(self.disk_total)} ({self.disk_path})",
+                )
+            )
+        if self.warning:
+            rows.append(("warning", self.warning))
+        if self.export:
+            rows.append(
+                (
+                    "exported",
+                    f"{self.export['rows']:,} rows to {self.export['path']} ({human_bytes(self.export['bytes'])})",
+                )
+            )
+        return rows
+
+    def _title(self) -> str:
+        return f"Response log of {self.deployment}"
+
+    def _repr_html_(self) -> str:
+        from wolt_jupyter._display import card_html
+
+        return card_html(self._title(), self._rows(), css_class="wolt-response-log-card")
+
+    def __repr__(self) -> str:
+        from wolt_jupyter._display import card_text
+
+        return card_text(self._title(), self._rows())
+
+
+def summary(deployment: str, url: str | None = None, retention: Any = None) -> LogSummary:
+    """The log's size, retention counters and disk space; an unreachable store raises ResponseStoreError."""
+    from sqlalchemy import inspect
+
+    from wolt_jupyter.config import settings
+    from wolt_jupyter.responses.retention import log_size
+    from wolt_jupyter.responses.store import (
+        default_store_url,
+        make_engine,
+        normalize_url,
+        sqlite_path,
+        translate_errors,
+    )
+
+    cfg = settings()
+    if url is None:
+        url = cfg.response_store_url or default_store_url(deployment, cfg.home)
+    out = LogSummary(deployment=deployment, url=url)
+    if retention is not None:
+        out.retention = retention.describe()
+    path = sqlite_path(normalize_url(url))
+    disk = path.parent if path is not None else Path(cfg.home)
+    while not disk.exists() and disk != disk.parent:
+        disk = disk.parent
+    try:
+        usage = shutil.disk_usage(disk)
+        out.disk_path, out.disk_free, out.disk_total = str(disk), usage.free, usage.total
+    except OSError:
+        pass
+    if path is not None and not path.is_file():
+        return out
+    engine = make_engine(url, create_dir=False)
+    try:
+        with translate_errors(url, "read"), engine.connect() as conn:
+            if not inspect(conn).get_table_names():
+                return out
+            size = log_size(conn, deployment)
+    finally:
+        engine.dispose()
+    out.records, out.bytes = size["records"], size["bytes"]
+    out.oldest, out.newest = size["oldest"], size["newest"]
+    out.removed_records = size["removed_records"]
+    out.removed_by_age, out.removed_by_size = size["removed_by_age"], size["removed_by_size"]
+    return out
