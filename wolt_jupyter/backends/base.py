@@ -75,6 +75,7 @@ class Deployment:
             "target": self.target,
             "status": self.status,
             "url": self.url,
+            "grpc": self.grpc_url,
             "revision": self.revision,
             "restarts": self.restarts,
             "variants": ", ".join(
