@@ -921,8 +921,6 @@ class DataPlane:
                     job.columns = _columns(job.routed.req)
                 status = wires[len(records)][0] if len(records) < len(wires) else res.status
                 err = res.error
-                if res.retried_from is not None and status == 200:
-                    err = f"answered for {res.retried_from!r}, which failed"
                 records.append(
                     self._record(
                         adapter, job.routed.req.id, job.columns, res.served if status == 200 else None,
