@@ -872,11 +872,8 @@ class DataPlane:
     def _observe_predictions(self, variant: str, shadow: str, first: np.ndarray) -> None:
         if first.dtype.kind not in "biuf" or first.size == 0:
             return
-        labels = (self.name, variant, shadow)
         col = first.reshape(first.shape[0], -1)[:, 0] if first.ndim else first.reshape(1)
-        observe = self.m_predictions.observe
-        for x in col.tolist():
-            observe(labels, float(x))
+        self.m_predictions.observe_many((self.name, variant, shadow), col)
 
     def _record(
         self,
