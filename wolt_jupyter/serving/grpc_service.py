@@ -421,10 +421,21 @@ class Servicer:
 
     def ModelStatistics(self, request: Any, context: Any) -> Any:
         """Triton's statistics extension; an empty name means every model (here: every variant)."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def read() -> None:  # on the event loop, which is the thread that updates the counters
+            try:
+                done.set_result(self.plane.statistics(request.name or None, request.version or None))
+            except ProtocolError as exc:
+                done.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(read)
         try:
-            doc = self.plane.statistics(request.name or None, request.version or None)
+            doc = done.result(self.timeout)
         except ProtocolError as exc:
             self._abort(context, exc.status, exc.message)
+        except concurrent.futures.TimeoutError:
+            self._abort(context, 503, "the runtime did not answer in time")
         return MESSAGES["ModelStatisticsResponse"](model_stats=doc["model_stats"])
 
     def _infer(self, request: Any, context: Any) -> tuple:
