@@ -653,8 +653,8 @@ class DataPlane:
         if explicit is None:
             key = None
             if table.sticky_key is not None:
-                key = req.parameters.get(table.sticky_key, route_key)
-                key = None if key is None else str(key)
+                key = req.parameters.get(table.sticky_key)
+                key = route_key if key is None else str(key)
             variant = table.choose(key)
         else:
             variant = explicit
@@ -664,18 +664,6 @@ class DataPlane:
     def submit(self, routed: Routed, reply: Reply) -> None:
         """Queue a routed request for its variant's next predict (call on the event loop thread)."""
         self._enqueue(_Job(routed, reply))
-
-    def infer(
-        self, model: str, version: str | None, req: InferRequest, route_key: str | None, reply: Reply
-    ) -> None:
-        """Route and queue (on the event loop); a refused request is answered through ``reply`` at once."""
-        t0 = time.perf_counter()
-        try:
-            routed = self.route(model, version, req, route_key, t0)
-        except ProtocolError as exc:
-            self.refuse(model, version, exc, reply, t0)
-            return
-        self.submit(routed, reply)
 
     def refuse(self, model: str, version: str | None, exc: ProtocolError, reply: Reply, t0: float) -> None:
         """Answer a request refused before it reached a model, and count it (by code, like Seldon's executor)."""
