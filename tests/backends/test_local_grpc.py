@@ -197,6 +197,9 @@ def test_failing_challenger_is_retried_on_the_champion_no_client_sees_it(
         if line.startswith("wolt_champion_retries_total{") and 'variant="challenger"' in line
     )
     assert retries > 10
+    with urllib.request.urlopen(f"{d.url}/v2/models/eta/versions/challenger/stats") as r:
+        (stats,) = json.loads(r.read())["model_stats"]
+    assert stats["inference_stats"]["fail"]["count"] == retries  # the challenger's failures stay its own
 
     log = shell.run_line_magic("wolt_responses", "eta")
     failed = log[(log["variant"] == "challenger") & (log["status"] == 500)]

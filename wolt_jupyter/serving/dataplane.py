@@ -749,8 +749,9 @@ class DataPlane:
             elif outputs is None:
                 self.m_model_errors.inc((self.name, variant))
                 champion = self._retry_target(job)
-                if champion is not None:
+                if champion is not None:  # the challenger's failure still counts as its own (statistics, log)
                     retry.append((job, err or "predict failed"))
+                    stat.done(False, t_done - job.routed.t0, time.time())
                     continue
                 res = InferResult(
                     500, None, f"model of variant {variant!r} failed: {err}", variant, adapter, job.routed.req
