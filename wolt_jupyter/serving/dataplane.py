@@ -56,7 +56,8 @@ EXTENSIONS = ("binary_tensor_data", "statistics")
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 MAX_BATCH = 64  # requests per live predict
 MAX_ID_LENGTH = 128  # request ids are stored (response log, feedback): longer ones are refused at the edge
-RETRY_PREFIX = "retried on the champion"  # starts the error of a challenger answer the champion replaced
+RETRY_PREFIX = "retried on the champion"
+FRAGMENT_MIN_VALUES = 64  # below this a list is cheaper to build and to encode than a pre-encoded fragment  # starts the error of a challenger answer the champion replaced
 
 
 def shown(text: str, limit: int = 120) -> str:
@@ -87,7 +88,7 @@ def log_value(arr: np.ndarray) -> Any:
     """One tensor's per-row values as handed to the response-log writer: numeric arrays already serialized
     (an ``orjson.Fragment``, written verbatim by the writer's orjson encoder: no per-value Python objects on the
     event loop), other arrays as JSON-safe lists."""
-    if _Fragment is not None and arr.dtype.kind in "biuf":
+    if _Fragment is not None and arr.dtype.kind in "biuf" and arr.size >= FRAGMENT_MIN_VALUES:
         try:
             return _Fragment(_orjson_dumps(arr, option=_NUMPY))
         except (TypeError, ValueError):  # e.g. a non-contiguous view: the list form below
@@ -765,13 +766,13 @@ class DataPlane:
         # reach the spool in one write before any of its replies is sent
         if self.writer is not None and (answered or retry):
             self._log_live(adapter, answered, wires, retry)
-        now = time.perf_counter()
+        now, wall = time.perf_counter(), time.time()
         for (job, res), (status, wire) in zip(answered, wires, strict=False):
             try:
                 job.reply.send(wire)
             except Exception:
                 log.exception("sending the reply to request %s failed", job.routed.req.id)
-            stat.done(status == 200, now - job.routed.t0, time.time())
+            stat.done(status == 200, now - job.routed.t0, wall)
             # -- after the reply: metrics and shadows (neither can delay or fail the answer) ---------------
             try:
                 self._after(adapter, job, res, status)

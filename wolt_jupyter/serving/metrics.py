@@ -135,13 +135,17 @@ class Histogram(_Metric):
         import numpy as np
 
         values = np.asarray(values, dtype=np.float64).ravel()
-        if values.size == 0:
+        if values.size < 32:  # numpy's per-call overhead is more than a few bisects
+            for v in values.tolist():
+                self.observe(labels, v)
             return
         s = self.series.get(labels)
         if s is None:
             s = self.series[labels] = [[0] * (len(self.buckets) + 1), 0.0]
         added = np.bincount(np.searchsorted(self.buckets, values), minlength=len(self.buckets) + 1)
-        s[0] = [a + int(b) for a, b in zip(s[0], added.tolist(), strict=True)]
+        counts = s[0]
+        for i in np.flatnonzero(added).tolist():
+            counts[i] += int(added[i])
         s[1] += float(values.sum())
 
     def count(self, labels: tuple[str, ...]) -> int:
