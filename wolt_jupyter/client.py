@@ -227,14 +227,14 @@ class GrpcClient:
     ) -> InferResult:
         import grpc
 
-        from wolt_jupyter.serving.grpc_service import _param_value, _set_param
+        from wolt_jupyter.serving.grpc_service import param_value, set_param
         from wolt_jupyter.serving.tensors import DTYPES, datatype_of, from_binary, to_binary
 
         request = self._messages["ModelInferRequest"](
             model_name=self.model, model_version=variant or "", id=request_id or uuid.uuid4().hex
         )
         for key, value in (parameters or {}).items():
-            _set_param(request.parameters[key], value)
+            set_param(request.parameters[key], value)
         for name, array in _arrays(data):
             datatype = datatype_of(array)
             request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
@@ -252,7 +252,7 @@ class GrpcClient:
             if out.datatype not in DTYPES:
                 raise EndpointError(f"{self.target} answered an unknown datatype {out.datatype!r}")
             outputs[out.name] = from_binary(out.name, out.datatype, tuple(out.shape), raw)
-        params = {k: _param_value(v) for k, v in response.parameters.items()}
+        params = {k: param_value(v) for k, v in response.parameters.items()}
         trailing = dict(call.trailing_metadata() or ())
         return InferResult(
             id=response.id or request.id,

@@ -266,12 +266,12 @@ def status_code(status: int) -> str:
     return _STATUS.get(status) or ("INVALID_ARGUMENT" if 400 <= status < 500 else "INTERNAL")
 
 
-def _param_value(p: Any) -> Any:
+def param_value(p: Any) -> Any:
     which = p.WhichOneof("parameter_choice")
     return getattr(p, which) if which else None
 
 
-def _set_param(p: Any, value: Any) -> None:
+def set_param(p: Any, value: Any) -> None:
     if isinstance(value, bool):
         p.bool_param = value
     elif isinstance(value, int):
@@ -320,9 +320,9 @@ def decode(request: Any) -> InferRequest:
                     400, f"input {name!r}: shape {list(shape)} needs {prod(shape)} elements, got {arr.size}"
                 )
             arr = arr.reshape(shape)
-        params = {k: _param_value(v) for k, v in t.parameters.items()}
+        params = {k: param_value(v) for k, v in t.parameters.items()}
         inputs.append(Tensor(name, datatype, shape, arr, params))
-    params = {k: _param_value(v) for k, v in request.parameters.items()}
+    params = {k: param_value(v) for k, v in request.parameters.items()}
     names = [o.name for o in request.outputs] or None
     return InferRequest(
         id=request.id or _new_id(), inputs=inputs, parameters=params, output_names=names, binary_outputs=set(),
@@ -363,7 +363,7 @@ class _GrpcReply:
             ("registered_model", adapter.model_name),
             ("registered_version", adapter.model_version),
         ):
-            _set_param(resp.parameters[key], value)
+            set_param(resp.parameters[key], value)
         for name, arr in result.outputs:
             datatype = datatype_of(arr)
             resp.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
