@@ -267,11 +267,13 @@ def status_code(status: int) -> str:
 
 
 def param_value(p: Any) -> Any:
+    """The Python value an ``InferParameter`` holds (whichever of its oneof is set), or None."""
     which = p.WhichOneof("parameter_choice")
     return getattr(p, which) if which else None
 
 
 def set_param(p: Any, value: Any) -> None:
+    """Store a Python value in an ``InferParameter`` (bool before int: a bool is an int in Python)."""
     if isinstance(value, bool):
         p.bool_param = value
     elif isinstance(value, int):
