@@ -55,7 +55,7 @@ def encode_frame(frame: pd.DataFrame | np.ndarray | Mapping[str, Any]) -> list[d
 
 @dataclass
 class Prediction:
-    """One V2 answer as the notebook side sees it (the runtime's own ``serving.app.InferResult`` is another
+    """One V2 answer as the notebook side sees it (the runtime's own ``serving.dataplane.InferResult`` is another
     thing: the job result before encoding)."""
 
     id: str
@@ -185,13 +185,98 @@ class V2Client:
         )
 
 
+def _arrays(data: Any) -> list[tuple[str, np.ndarray]]:
+    """(name, array) per input tensor, as :func:`encode_frame` names and shapes them."""
+    import numpy as np
+
+    arrays = []
+    for t in encode_frame(data):
+        array = np.asarray(t["data"], dtype=object if t["datatype"] == "BYTES" else None)
+        arrays.append((t["name"], array.reshape(t["shape"])))
+    return arrays
+
+
+class GrpcClient:
+    """The same ``infer`` as :class:`V2Client`, over the runtime's gRPC port (``host:port``, plaintext):
+    ``inference.GRPCInferenceService/ModelInfer`` with raw tensor contents, as tritonclient.grpc sends."""
+
+    def __init__(self, target: str, model: str, *, timeout: float = 30.0) -> None:
+        import grpc
+
+        from wolt_jupyter.serving.grpc_service import MESSAGES, SERVICE
+
+        self.target, self.model, self.timeout = target, model, timeout
+        self._messages = MESSAGES
+        self._channel = grpc.insecure_channel(target)
+        self._infer = self._channel.unary_unary(
+            f"/{SERVICE}/ModelInfer",
+            request_serializer=MESSAGES["ModelInferRequest"].SerializeToString,
+            response_deserializer=MESSAGES["ModelInferResponse"].FromString,
+        )
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def infer(
+        self,
+        data: Any,
+        *,
+        variant: str | None = None,
+        route_key: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> InferResult:
+        import grpc
+
+        from wolt_jupyter.serving.grpc_service import param_value, set_param
+        from wolt_jupyter.serving.tensors import DTYPES, datatype_of, from_binary, to_binary
+
+        request = self._messages["ModelInferRequest"](
+            model_name=self.model, model_version=variant or "", id=request_id or uuid.uuid4().hex
+        )
+        for key, value in (parameters or {}).items():
+            set_param(request.parameters[key], value)
+        for name, array in _arrays(data):
+            datatype = datatype_of(array)
+            request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
+            request.raw_input_contents.append(to_binary(array, datatype))
+        metadata = ((ROUTE_KEY_HEADER, str(route_key)),) if route_key is not None else None
+        try:
+            response, call = self._infer.with_call(request, timeout=self.timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            raise EndpointError(
+                f"{self.target} ModelInfer answered {getattr(code, 'name', code)}: {exc.details()}"
+            ) from None
+        outputs = {}
+        for out, raw in zip(response.outputs, response.raw_output_contents, strict=False):
+            if out.datatype not in DTYPES:
+                raise EndpointError(f"{self.target} answered an unknown datatype {out.datatype!r}")
+            outputs[out.name] = from_binary(out.name, out.datatype, tuple(out.shape), raw)
+        params = {k: param_value(v) for k, v in response.parameters.items()}
+        trailing = dict(call.trailing_metadata() or ())
+        return InferResult(
+            id=response.id or request.id,
+            variant=trailing.get(VARIANT_HEADER) or params.get("variant"),
+            outputs=outputs,
+            model_version=response.model_version or None,
+        )
+
+
 def predict_frame(
-    url: str, model: str, frame: Any, *, per_row: bool = False, route_key_column: str | None = None
+    url: str,
+    model: str,
+    frame: Any,
+    *,
+    per_row: bool = False,
+    route_key_column: str | None = None,
+    grpc: str | None = None,
 ) -> pd.DataFrame:
     """Send ``frame`` through the endpoint; predictions (one column per output) plus ``variant`` and ``id``.
 
     ``per_row`` sends each row as its own request, so the traffic split applies row by row as it would to
-    live traffic; otherwise the whole frame is one request answered by one variant.
+    live traffic; otherwise the whole frame is one request answered by one variant. ``grpc``: the
+    deployment's gRPC ``host:port``, to send over gRPC instead of REST.
     """
     import pandas as pd
 
@@ -212,7 +297,7 @@ def predict_frame(
         raise InvalidArgument(
             f"no column {route_key_column!r} to route by; columns: {', '.join(map(str, frame.columns))}"
         )
-    client = V2Client(url, model)
+    client: V2Client | GrpcClient = GrpcClient(grpc, model) if grpc else V2Client(url, model)
     rows: list[dict[str, Any]] = []
     try:
         chunks = [frame.iloc[[i]] for i in range(len(frame))] if per_row else [frame]

@@ -25,7 +25,17 @@ if TYPE_CHECKING:
 
 _NAMED = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?):(?P<uri>(models:/|runs:/|file:|/).*)$")
 _URI_PREFIXES = ("models:/", "runs:/", "file:", "/")
-DEPLOYMENT_COLUMNS = ["name", "target", "status", "url", "revision", "restarts", "variants", "response_log"]
+DEPLOYMENT_COLUMNS = [
+    "name",
+    "target",
+    "status",
+    "url",
+    "grpc",
+    "revision",
+    "restarts",
+    "variants",
+    "response_log",
+]
 
 
 # -- building a spec from magic-style arguments ---------------------------------------------------------------
@@ -405,15 +415,28 @@ def deployments() -> pd.DataFrame:
 
 
 def predict(
-    name: str, data: Any, *, per_row: bool = False, route_key_column: str | None = None
+    name: str,
+    data: Any,
+    *,
+    per_row: bool = False,
+    route_key_column: str | None = None,
+    protocol: str = "rest",
 ) -> pd.DataFrame:
-    """Send ``data`` through the deployment's endpoint; predictions with the answering variant."""
+    """Send ``data`` through the deployment's endpoint; predictions with the answering variant.
+    ``protocol="grpc"`` sends over the deployment's gRPC port instead of REST."""
     from wolt_jupyter.client import predict_frame
 
+    if protocol not in ("rest", "grpc"):
+        raise InvalidArgument(f"protocol must be 'rest' or 'grpc', got {protocol!r}")
     deployment = get(name)
     if deployment.status != "ready" or not deployment.url:
         raise InvalidArgument(f"deployment {name!r} is {deployment.status}, not ready: see %wolt_deployments")
-    return predict_frame(deployment.url, name, data, per_row=per_row, route_key_column=route_key_column)
+    if protocol == "grpc" and not deployment.grpc_url:
+        raise InvalidArgument(f"deployment {name!r} serves no gRPC: redeploy it to get a gRPC port")
+    return predict_frame(
+        deployment.url, name, data, per_row=per_row, route_key_column=route_key_column,
+        grpc=deployment.grpc_url if protocol == "grpc" else None,
+    )  # fmt: skip
 
 
 def flush_log(name: str) -> None:

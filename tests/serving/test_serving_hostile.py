@@ -268,16 +268,18 @@ def test_a_big_body_is_decoded_off_the_loop_and_answered(hostile, model_store) -
 
 
 def test_shutdown_answers_503_shutting_down_with_retry_after(tmp_path) -> None:
-    from wolt_jupyter.serving.app import Runtime
+    from wolt_jupyter.serving.dataplane import DataPlane
     from wolt_jupyter.serving.http import Request
+    from wolt_jupyter.serving.rest import RestApi
     from wolt_jupyter.spec import DeploymentSpec
 
     spec = DeploymentSpec.from_dict(
         {"name": "bye", "variants": [{"name": "main", "model": "models:/m/1", "traffic": 100}]}
     )
-    rt = Runtime(spec, tmp_path, log_responses=False)
-    rt.ready = True
-    rt.begin_shutdown()
+    plane = DataPlane(spec, tmp_path, log_responses=False)
+    plane.ready = True
+    plane.begin_shutdown()
+    rt = RestApi(plane)
     for method, path in (
         ("POST", "/v2/models/bye/infer"),
         ("GET", "/v2/health/ready"),

@@ -76,6 +76,7 @@ class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
             "target": self.target,
             "status": self.status,
             "url": self.url,
+            "grpc": self.grpc_url,
             "revision": self.revision,
             "restarts": self.restarts,
             "variants": ", ".join(

@@ -46,6 +46,14 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
+def _other_free_port(taken: int) -> int:
+    """A free port that is not ``taken`` (the REST port, chosen but not bound yet)."""
+    while True:
+        port = free_port()
+        if port != taken:
+            return port
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the runtime binds: TIME_WAIT is fine
@@ -141,22 +149,25 @@ class LocalBackend(Backend):
         except FileNotFoundError:  # the runtime creates it when it starts
             return None
 
-    def _command(self, spec_path: Path, port: int) -> list[str]:
+    def _command(self, spec_path: Path, port: int, grpc_port: int | str) -> list[str]:
         return [
             sys.executable, "-m", "wolt_jupyter.serving",
             "--spec", str(spec_path),
-            "--host", HOST, "--port", str(port),
+            "--host", HOST, "--port", str(port), "--grpc-port", str(grpc_port),
             "--state-dir", str(self.settings.home),
         ]  # fmt: skip
 
     def render(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
-        port = self._extra(spec.name).get("port", "<free port>")
+        extra = self._extra(spec.name)
+        port = extra.get("port", "<free port>")
+        grpc_port = extra.get("grpc_port", "<free port>")
         return [
             {
                 "kind": "LocalRuntime",
                 "name": spec.name,
-                "command": self._command(self._spec_path(spec.name), port),  # type: ignore[arg-type]
+                "command": self._command(self._spec_path(spec.name), port, grpc_port),  # type: ignore[arg-type]
                 "url": f"http://{HOST}:{port}",
+                "grpc_url": f"{HOST}:{grpc_port}",
                 "spec": spec.to_dict(),
             }
         ]
@@ -187,15 +198,15 @@ class LocalBackend(Backend):
             return int(pid), int(port)
         return None
 
-    def _supervised(self, name: str, spec_path: Path, port: int) -> list[str]:
+    def _supervised(self, name: str, spec_path: Path, port: int, grpc_port: int) -> list[str]:
         return [
             sys.executable, "-m", "wolt_jupyter.serving.supervisor",
             "--state", str(self._supervisor_state_path(name)),
             "--log", str(self._log_path(name)),
-            "--", *self._command(spec_path, port),
+            "--", *self._command(spec_path, port, grpc_port),
         ]  # fmt: skip
 
-    def _start(self, spec: DeploymentSpec, port: int) -> int:
+    def _start(self, spec: DeploymentSpec, port: int, grpc_port: int) -> int:
         spec_path = self._spec_path(spec.name)
         write_atomic(spec_path, spec.to_yaml(), mode=0o600)
         self._supervisor_state_path(spec.name).unlink(missing_ok=True)
@@ -213,7 +224,7 @@ class LocalBackend(Backend):
             )
             out.flush()
             proc = subprocess.Popen(  # detached: its own session, so it outlives the kernel
-                self._supervised(spec.name, spec_path, port),
+                self._supervised(spec.name, spec_path, port, grpc_port),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -350,22 +361,32 @@ class LocalBackend(Backend):
             self._stage(spec, running[1], progress)
             return self.status(spec.name)
         port = int(rec.extra.get("port") or free_port())
+        grpc_port = int(rec.extra.get("grpc_port") or _other_free_port(port))
         if running:  # started but not serving (crash-looping, still loading): nothing healthy to keep
             if progress:
                 progress(f"{spec.name}: not serving; restarting on port {port}")
             self._stop(running[0])
-        return self._launch(rec, spec, port, progress, wait)
+        return self._launch(rec, spec, port, grpc_port, progress, wait)
 
     def _launch(
-        self, rec: Any, spec: DeploymentSpec, port: int, progress: Progress | None, wait: bool = True
+        self,
+        rec: Any,
+        spec: DeploymentSpec,
+        port: int,
+        grpc_port: int,
+        progress: Progress | None,
+        wait: bool = True,
     ) -> Deployment:
-        """Start the supervised runtime for ``spec`` on ``port``, record it, and (``wait``) until ready."""
-        pid = self._start(spec, port)
+        """Start the supervised runtime for ``spec`` on ``port`` (REST) and ``grpc_port`` (gRPC), record it,
+        and (``wait``) until ready."""
+        pid = self._start(spec, port, grpc_port)
         rec.extra = {
             **rec.extra,
             "pid": pid,
             "port": port,
             "url": f"http://{HOST}:{port}",
+            "grpc_port": grpc_port,
+            "grpc_url": f"{HOST}:{grpc_port}",
             "started": time.time(),
         }
         self.store.save_record(rec)
@@ -411,6 +432,7 @@ class LocalBackend(Backend):
             target=self.target,
             status=status,
             url=url,
+            grpc_url=rec.extra.get("grpc_url"),
             revision=rec.revision,
             variants=Deployment.describe_variants(spec) if spec else [],
             message=message,
@@ -446,7 +468,10 @@ class LocalBackend(Backend):
         port = int(rec.extra.get("port") or 0)
         if not port or not _port_free(port):
             port = free_port()
-        return self._launch(rec, spec, port, progress)
+        grpc_port = int(rec.extra.get("grpc_port") or 0)
+        if not grpc_port or grpc_port == port or not _port_free(grpc_port):
+            grpc_port = _other_free_port(port)
+        return self._launch(rec, spec, port, grpc_port, progress)
 
     def flush(self, name: str, timeout: float = 30.0, shadow_timeout: float | None = None) -> dict[str, Any]:
         """Ask the running runtime to write its response log (waiting at most ``shadow_timeout`` for queued

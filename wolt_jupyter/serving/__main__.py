@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from wolt_jupyter.serving.app import MAX_BATCH, Runtime
+from wolt_jupyter.serving.dataplane import MAX_BATCH, DataPlane
 from wolt_jupyter.serving.http import Limits, serve
 
 log = logging.getLogger("wolt_jupyter.serving")
@@ -65,7 +65,7 @@ async def _main(args: argparse.Namespace) -> int:
         return EXIT_BAD_SPEC
     state_dir = Path(args.state_dir).expanduser().resolve() if args.state_dir else s.home
     limits = _limits(spec.limits, args)
-    runtime = Runtime(
+    runtime = DataPlane(
         spec,
         state_dir,
         max_body=limits.max_body,
@@ -76,7 +76,9 @@ async def _main(args: argparse.Namespace) -> int:
     )
     loop = asyncio.get_running_loop()
     runtime.bind_loop(loop)
-    server = await serve(runtime.handle, args.host, args.port, limits=limits)
+    from wolt_jupyter.serving.rest import RestApi
+
+    server = await serve(RestApi(runtime).handle, args.host, args.port, limits=limits)
     grpc_server = None
     if args.grpc_port is not None:
         from wolt_jupyter.serving.grpc_service import start_server

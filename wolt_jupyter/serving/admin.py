@@ -1,4 +1,4 @@
-"""The deployment's bearer tokens, kept in the state dir with mode 0600.
+"""The deployment's bearer tokens (kept in the state dir with mode 0600) and the admin routes that need them.
 
 ``admin.token``: the local backend, the CLI and the notebook read it to change traffic, promote or roll back a
 running deployment. ``feedback.token``: a separate, narrower credential that only lets its holder send ground
@@ -9,13 +9,18 @@ the machine gets 401.
 from __future__ import annotations
 
 import hmac
+import json
+import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from wolt_jupyter.private import private_dir
 
+log = logging.getLogger(__name__)
 TOKEN_FILE = "admin.token"
 FEEDBACK_TOKEN_FILE = "feedback.token"
 
@@ -58,3 +63,160 @@ def authorized(header: str | None, token: str) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
+
+
+class AdminApi:
+    """``/admin/*`` on the REST port (every route needs the admin token): ``GET routing``; ``POST traffic``,
+    ``promote``, ``rollback``, ``spec`` (routing only), ``stage`` (blue-green redeploy), ``flush``."""
+
+    def __init__(self, plane: Any) -> None:
+        self.plane = plane
+
+    def handle(self, request: Any, respond: Callable[[Any], None]) -> None:
+        if not authorized(request.headers.get("authorization"), self.plane.token):
+            return respond(unauthorized("admin", TOKEN_FILE))
+        if request.method == "POST" and self.plane.loop is not None:
+            if request.path == "/admin/flush":
+                return self._flush(request, respond)
+            if request.path == "/admin/stage":
+                return self._stage(request, respond)
+        return respond(self._routing(request))
+
+    def _routing(self, request: Any) -> Any:
+        from wolt_jupyter.errors import WoltError
+        from wolt_jupyter.serving.http import error_response
+        from wolt_jupyter.serving.rest import json_response
+
+        plane = self.plane
+        action = request.path[len("/admin/") :]
+        if request.method == "GET" and action == "routing":
+            return json_response(200, plane.routing_doc())
+        if request.method != "POST":
+            return error_response(405, f"use POST for /admin/{action}")
+        body = _json_object(request.body)
+        if body is None:
+            return error_response(400, "admin body must be a JSON object")
+        try:
+            if action == "traffic":
+                plane.router.set_traffic(body.get("weights", body))
+            elif action == "promote":
+                variant = body.get("variant")
+                if not isinstance(variant, str):
+                    return error_response(400, "promote needs {'variant': NAME}")
+                plane.router.promote(variant)
+            elif action == "rollback":
+                plane.router.rollback()
+            elif action == "spec":
+                conflict = plane.apply_spec(body.get("spec", body))
+                if conflict:
+                    return error_response(409, conflict)
+            else:
+                return error_response(
+                    404, f"no admin action {action!r}; use traffic, promote, rollback or routing"
+                )
+        except WoltError as exc:
+            return error_response(400, str(exc))
+        plane.ensure_shadow_workers()
+        return json_response(200, plane.routing_doc())
+
+    def _flush(self, request: Any, respond: Callable[[Any], None]) -> None:
+        """``POST /admin/flush``: answer once shadows and the response log have caught up (waits off-loop)."""
+        from wolt_jupyter.serving.http import error_response
+        from wolt_jupyter.serving.rest import json_response
+
+        plane = self.plane
+        try:
+            body = json.loads(request.body or b"{}")
+            timeout = float(body.get("timeout", 30.0))
+            shadow_timeout = body.get("shadow_timeout")
+            shadow_timeout = None if shadow_timeout is None else float(shadow_timeout)
+        except (ValueError, TypeError, AttributeError):
+            return respond(
+                error_response(400, 'flush body: {"timeout": S, "shadow_timeout": S} (both optional)')
+            )
+        future = plane.loop.run_in_executor(None, plane.drain, min(max(timeout, 0.0), 300.0), shadow_timeout)
+
+        def done(f: Any) -> None:
+            ok = not f.cancelled() and f.exception() is None and f.result()
+            stats = plane.writer.stats() if plane.writer is not None else {}
+            queued = sum(w.depth() for w in plane.shadow_workers.values())
+            respond(
+                json_response(
+                    200 if ok else 504,
+                    {"flushed": bool(ok), "response_log": stats, "shadow_queued": queued},
+                )
+            )
+
+        future.add_done_callback(done)
+        return None
+
+    def _stage(self, request: Any, respond: Callable[[Any], None]) -> None:
+        """``POST /admin/stage`` ``{"spec": ...}``: a blue-green redeploy inside this process.
+
+        The new revision's models load in a worker thread beside the serving ones and must answer the last
+        request served; then routing and models switch in one step on the event loop. On any failure the
+        answer is 422 with the reason and what served keeps serving, untouched."""
+        from wolt_jupyter.errors import WoltError
+        from wolt_jupyter.serving.http import error_response
+        from wolt_jupyter.serving.rest import json_response
+
+        plane = self.plane
+        body = _json_object(request.body)
+        if body is None:
+            return respond(error_response(400, "admin body must be a JSON object"))
+        if plane.staging:
+            return respond(error_response(409, "another revision is being loaded; try again when it is done"))
+        if not plane.ready:
+            return respond(
+                error_response(409, "the runtime is not ready; a revision can be staged once it is")
+            )
+        plane.staging = True
+        t0 = time.perf_counter()
+        future = plane.loop.run_in_executor(None, plane.stage, body.get("spec", body))
+
+        def done(f: Any) -> None:
+            plane.staging = False
+            exc = None if f.cancelled() else f.exception()
+            if f.cancelled() or exc is not None:
+                reason = (
+                    "cancelled"
+                    if exc is None
+                    else (str(exc) if isinstance(exc, WoltError) else f"{type(exc).__name__}: {exc}")
+                )
+                log.error("revision not switched, the current one keeps serving: %s", reason)
+                return respond(error_response(422, reason))
+            spec, models = f.result()
+            t1 = time.perf_counter()
+            plane.switch(spec, models)
+            log.info(
+                "switched to the new revision (loaded in %.2fs, switch %.1f us)",
+                t1 - t0,
+                (time.perf_counter() - t1) * 1e6,
+            )
+            doc = plane.routing_doc()
+            doc["load_seconds"] = t1 - t0
+            respond(json_response(200, doc))
+
+        future.add_done_callback(done)
+        return None
+
+
+def unauthorized(what: str, token_file: str) -> Any:
+    """401 naming the credential a route needs (never the token itself)."""
+    from wolt_jupyter.serving.http import Response
+
+    return Response(
+        401,
+        json.dumps(
+            {"error": f"{what} needs 'Authorization: Bearer <token>' (the deployment's {token_file})"}
+        ).encode(),
+        headers=(("www-authenticate", "Bearer"),),
+    )
+
+
+def _json_object(body: bytes) -> dict | None:
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -5,15 +5,19 @@ too. The message types are built here at import time from a descriptor written o
 V2 protocol definition, and served through grpcio's generic handlers. Standard clients (tritonclient.grpc)
 see the same wire format as from generated code.
 
-Requests are decoded in a grpcio worker thread, handed to the event loop (``Runtime.submit``: routing,
-micro-batching, shadows, response log, metrics), and the worker waits for the result and encodes it.
-Outputs go back as ``raw_output_contents``, as Triton does.
+A codec over the data plane (``dataplane.py``), like REST: a request is decoded and routed in a grpcio
+worker thread, queued on the event loop (``DataPlane.submit``: micro-batching, champion retry, shadows,
+response log, metrics, statistics), encoded there and handed back to the waiting worker. Outputs go back as
+``raw_output_contents``, as Triton does. Errors carry the status code of their class (``status_code``).
+Besides the six V2 RPCs: ``ModelStatistics`` (Triton's statistics extension) and ``ModelStreamInfer``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import time
 from math import prod
 from typing import Any
 
@@ -21,7 +25,8 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from wolt_jupyter.serving import ProtocolError
-from wolt_jupyter.serving.router import VARIANT_HEADER
+from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER
+from wolt_jupyter.serving.stats import DURATIONS
 from wolt_jupyter.serving.tensors import (
     DATATYPE_NAMES,
     DTYPES,
@@ -34,6 +39,7 @@ from wolt_jupyter.serving.tensors import (
     to_binary,
 )
 
+log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 _F = descriptor_pb2.FieldDescriptorProto
 _OPT, _REP = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
@@ -111,6 +117,32 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
         ("parameters", 4, "map:", True),
         ("contents", 5, ".inference.InferTensorContents", False),
     ],
+    "ModelStreamInferResponse": [
+        ("error_message", 1, "string", False),
+        ("infer_response", 2, ".inference.ModelInferResponse", False),
+    ],
+    "ModelStatisticsRequest": [("name", 1, "string", False), ("version", 2, "string", False)],
+    "StatisticDuration": [("count", 1, "uint64", False), ("ns", 2, "uint64", False)],
+    "InferStatistics": [
+        (name, number, ".inference.StatisticDuration", False)
+        for number, name in enumerate(DURATIONS, start=1)
+    ],
+    "InferBatchStatistics": [
+        ("batch_size", 1, "uint64", False),
+        ("compute_input", 2, ".inference.StatisticDuration", False),
+        ("compute_infer", 3, ".inference.StatisticDuration", False),
+        ("compute_output", 4, ".inference.StatisticDuration", False),
+    ],
+    "ModelStatistics": [
+        ("name", 1, "string", False),
+        ("version", 2, "string", False),
+        ("last_inference", 3, "uint64", False),
+        ("inference_count", 4, "uint64", False),
+        ("execution_count", 5, "uint64", False),
+        ("inference_stats", 6, ".inference.InferStatistics", False),
+        ("batch_stats", 7, ".inference.InferBatchStatistics", True),
+    ],
+    "ModelStatisticsResponse": [("model_stats", 1, ".inference.ModelStatistics", True)],
     "InferParameter": [  # one of these (oneof parameter_choice)
         ("bool_param", 1, "bool", False),
         ("int64_param", 2, "int64", False),
@@ -136,7 +168,9 @@ _RPCS = {
     "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
     "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
     "ModelInfer": ("ModelInferRequest", "ModelInferResponse"),
+    "ModelStatistics": ("ModelStatisticsRequest", "ModelStatisticsResponse"),
 }
+STREAM_RPC = ("ModelStreamInfer", "ModelInferRequest", "ModelStreamInferResponse")
 # V2 datatype -> the typed field of InferTensorContents that carries it
 _CONTENTS = {
     "BOOL": "bool_contents",
@@ -193,6 +227,14 @@ def _build() -> dict[str, Any]:
     service = fdp.service.add(name="GRPCInferenceService")
     for rpc, (req, resp) in _RPCS.items():
         service.method.add(name=rpc, input_type=f".inference.{req}", output_type=f".inference.{resp}")
+    rpc, req, resp = STREAM_RPC
+    service.method.add(
+        name=rpc,
+        input_type=f".inference.{req}",
+        output_type=f".inference.{resp}",
+        client_streaming=True,
+        server_streaming=True,
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     return {
@@ -202,24 +244,36 @@ def _build() -> dict[str, Any]:
 
 
 MESSAGES = _build()
+# HTTP status of a ProtocolError/InferResult -> gRPC status code name. What the client sent is never
+# UNKNOWN/INTERNAL: any other 4xx is INVALID_ARGUMENT; only the model's own failure (500) is INTERNAL.
 _STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
-    405: "INVALID_ARGUMENT",
     408: "DEADLINE_EXCEEDED",
     409: "FAILED_PRECONDITION",
     413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    501: "UNIMPLEMENTED",
     503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 
-def _param_value(p: Any) -> Any:
+def status_code(status: int) -> str:
+    """The gRPC status code name for an HTTP-style status."""
+    return _STATUS.get(status) or ("INVALID_ARGUMENT" if 400 <= status < 500 else "INTERNAL")
+
+
+def param_value(p: Any) -> Any:
+    """The Python value an ``InferParameter`` holds (whichever of its oneof is set), or None."""
     which = p.WhichOneof("parameter_choice")
     return getattr(p, which) if which else None
 
 
-def _set_param(p: Any, value: Any) -> None:
+def set_param(p: Any, value: Any) -> None:
+    """Store a Python value in an ``InferParameter`` (bool before int: a bool is an int in Python)."""
     if isinstance(value, bool):
         p.bool_param = value
     elif isinstance(value, int):
@@ -268,9 +322,9 @@ def decode(request: Any) -> InferRequest:
                     400, f"input {name!r}: shape {list(shape)} needs {prod(shape)} elements, got {arr.size}"
                 )
             arr = arr.reshape(shape)
-        params = {k: _param_value(v) for k, v in t.parameters.items()}
+        params = {k: param_value(v) for k, v in t.parameters.items()}
         inputs.append(Tensor(name, datatype, shape, arr, params))
-    params = {k: _param_value(v) for k, v in request.parameters.items()}
+    params = {k: param_value(v) for k, v in request.parameters.items()}
     names = [o.name for o in request.outputs] or None
     return InferRequest(
         id=request.id or _new_id(), inputs=inputs, parameters=params, output_names=names, binary_outputs=set(),
@@ -291,54 +345,71 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+class _GrpcReply:
+    """Encodes one request's result as a ModelInferResponse (on the event loop) and hands it to the waiting
+    grpcio worker through a future."""
+
+    __slots__ = ("future", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def encode(self, result: Any) -> tuple[int, Any]:
+        if result.status != 200:
+            return result.status, (result.status, result.error or "inference failed")
+        adapter, variant = result.adapter, result.variant
+        resp = MESSAGES["ModelInferResponse"](model_name=self.name, model_version=variant, id=result.req.id)
+        for key, value in (
+            ("variant", variant),
+            ("registered_model", adapter.model_name),
+            ("registered_version", adapter.model_version),
+        ):
+            set_param(resp.parameters[key], value)
+        for name, arr in result.outputs:
+            datatype = datatype_of(arr)
+            resp.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
+            resp.raw_output_contents.append(to_binary(arr, datatype))
+        return 200, (200, variant, resp)
+
+    def send(self, wire: Any) -> None:
+        self.future.set_result(wire)
+
+
 class Servicer:
-    """The six V2 RPCs over a :class:`~wolt_jupyter.serving.app.Runtime` running on ``loop``."""
+    """The V2 RPCs over a :class:`~wolt_jupyter.serving.dataplane.DataPlane` running on ``loop``: a codec
+    only — every answer comes from the data plane, as for REST."""
 
-    def __init__(self, runtime: Any, loop: asyncio.AbstractEventLoop, timeout: float = 60.0) -> None:
-        self.runtime, self.loop, self.timeout = runtime, loop, timeout
+    def __init__(self, plane: Any, loop: asyncio.AbstractEventLoop, timeout: float = 60.0) -> None:
+        self.plane, self.loop, self.timeout = plane, loop, timeout
 
-    def _abort(self, context: Any, status: int, message: str) -> None:
+    @staticmethod
+    def _abort(context: Any, status: int, message: str) -> None:
         import grpc
 
-        context.abort(getattr(grpc.StatusCode, _STATUS.get(status, "INTERNAL")), message)
+        context.abort(getattr(grpc.StatusCode, status_code(status)), message)
 
     def ServerLive(self, request: Any, context: Any) -> Any:
         return MESSAGES["ServerLiveResponse"](live=True)
 
     def ServerReady(self, request: Any, context: Any) -> Any:
-        return MESSAGES["ServerReadyResponse"](ready=self.runtime.ready)
+        return MESSAGES["ServerReadyResponse"](ready=self.plane.ready and not self.plane.stopping)
 
     def ServerMetadata(self, request: Any, context: Any) -> Any:
-        from wolt_jupyter.serving.app import SERVER_NAME, SERVER_VERSION
-
-        return MESSAGES["ServerMetadataResponse"](name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
-
-    def _http_json(self, path: str, context: Any) -> dict[str, Any]:
-        """Reuse the REST handlers for the metadata RPCs (one code path for names, versions, readiness)."""
-        import json
-
-        from wolt_jupyter.serving.http import Request
-
-        box: list[Any] = []
-        self.runtime.handle(Request("GET", path, "", {}, b""), box.append)
-        doc = json.loads(box[0].body)
-        if box[0].status not in (200, 503) or (box[0].status == 503 and "ready" not in doc):
-            self._abort(context, box[0].status, doc.get("error", "error"))
-        return doc
-
-    def _model_path(self, request: Any, context: Any) -> str:
-        """``/v2/models/{name}[/versions/{version}]``; NOT_FOUND for names no model can have (a "/")."""
-        for value in (request.name, request.version):
-            if "/" in value or "?" in value:
-                self._abort(context, 404, f"no model {value[:120]!r}: names hold no '/' or '?'")
-        return f"/v2/models/{request.name}" + (f"/versions/{request.version}" if request.version else "")
+        return MESSAGES["ServerMetadataResponse"](**self.plane.server_metadata())
 
     def ModelReady(self, request: Any, context: Any) -> Any:
-        path = self._model_path(request, context) + "/ready"
-        return MESSAGES["ModelReadyResponse"](ready=bool(self._http_json(path, context).get("ready")))
+        try:
+            _variant, ready = self.plane.model_ready(request.name, request.version or None)
+        except ProtocolError as exc:
+            self._abort(context, exc.status, exc.message)
+        return MESSAGES["ModelReadyResponse"](ready=ready)
 
     def ModelMetadata(self, request: Any, context: Any) -> Any:
-        doc = self._http_json(self._model_path(request, context), context)
+        try:
+            doc = self.plane.model_metadata(request.name, request.version or None)
+        except ProtocolError as exc:
+            self._abort(context, exc.status, exc.message)
         tm = MESSAGES["ModelMetadataResponse.TensorMetadata"]
         return MESSAGES["ModelMetadataResponse"](
             name=doc["name"],
@@ -350,63 +421,75 @@ class Servicer:
             ],
         )
 
-    def ModelInfer(self, request: Any, context: Any) -> Any:
+    def ModelStatistics(self, request: Any, context: Any) -> Any:
+        """Triton's statistics extension; an empty name means every model (here: every variant)."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def read() -> None:  # on the event loop, which is the thread that updates the counters
+            try:
+                done.set_result(self.plane.statistics(request.name or None, request.version or None))
+            except ProtocolError as exc:
+                done.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(read)
         try:
-            req = decode(request)
+            doc = done.result(self.timeout)
         except ProtocolError as exc:
             self._abort(context, exc.status, exc.message)
-        meta = dict(context.invocation_metadata() or ())
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self.loop.call_soon_threadsafe(
-            self.runtime.submit,
-            request.model_name,
-            request.model_version or None,
-            req,
-            meta.get("x-wolt-route-key"),
-            future.set_result,
-        )
-        try:
-            result = future.result(self.timeout)
         except concurrent.futures.TimeoutError:
-            self._abort(context, 408, f"no answer within {self.timeout:g} s")
-        if result.status != 200:
-            self._abort(context, result.status, result.error or "inference failed")
-        outputs = result.outputs
-        if req.output_names is not None:
-            by_name = dict(outputs)
-            missing = [n for n in req.output_names if n not in by_name]
-            if missing:
-                self._abort(
-                    context,
-                    400,
-                    f"unknown output(s) {', '.join(missing)}; the model returns {', '.join(by_name)}",
-                )
-            outputs = [(n, by_name[n]) for n in req.output_names]
-        adapter = result.adapter
-        resp = MESSAGES["ModelInferResponse"](
-            model_name=self.runtime.name, model_version=result.variant, id=req.id
-        )
-        for key, value in (
-            ("variant", result.variant),
-            ("registered_model", adapter.model_name),
-            ("registered_version", adapter.model_version),
-        ):
-            _set_param(resp.parameters[key], value)
-        for name, arr in outputs:
-            datatype = datatype_of(arr)
-            resp.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
-            resp.raw_output_contents.append(to_binary(arr, datatype))
-        context.set_trailing_metadata(((VARIANT_HEADER, result.variant),))
+            self._abort(context, 503, "the runtime did not answer in time")
+        return MESSAGES["ModelStatisticsResponse"](model_stats=doc["model_stats"])
+
+    def _infer(self, request: Any, context: Any) -> tuple:
+        """(200, variant, response) or (status, message): one request through the data plane."""
+        plane = self.plane
+        t0 = time.perf_counter()
+        model, version = request.model_name, request.model_version or None
+        try:
+            req = decode(request)
+            route_key = dict(context.invocation_metadata() or ()).get(ROUTE_KEY_HEADER)
+            routed = plane.route(model, version, req, route_key, t0)
+        except ProtocolError as exc:
+            plane.rejected(model, version, exc.status, t0)
+            return exc.status, exc.message
+        except Exception as exc:  # only the client's message was read: its fault, never UNKNOWN
+            log.exception("decoding a gRPC request failed")
+            plane.rejected(model, version, 400, t0)
+            return 400, f"cannot decode the request: {type(exc).__name__}: {str(exc)[:200]}"
+        reply = _GrpcReply(plane.name)
+        self.loop.call_soon_threadsafe(plane.submit, routed, reply)
+        remaining = context.time_remaining()
+        wait = self.timeout if remaining is None else max(0.0, min(self.timeout, remaining))
+        try:
+            return reply.future.result(wait)
+        except concurrent.futures.TimeoutError:
+            return 504, f"no answer within {wait:g} s"
+
+    def ModelInfer(self, request: Any, context: Any) -> Any:
+        answer = self._infer(request, context)
+        if answer[0] != 200:
+            self._abort(context, *answer)
+        _, variant, resp = answer
+        context.set_trailing_metadata(((VARIANT_HEADER, variant),))
         return resp
 
+    def ModelStreamInfer(self, requests: Any, context: Any) -> Any:
+        """Bidirectional streaming infer: one ModelStreamInferResponse per request, in order. A request that
+        fails gives a response with ``error_message`` (as Triton does); the stream goes on."""
+        stream_response = MESSAGES["ModelStreamInferResponse"]
+        for request in requests:
+            answer = self._infer(request, context)
+            if answer[0] != 200:
+                yield stream_response(error_message=f"{status_code(answer[0])}: {answer[1]}")
+            else:
+                yield stream_response(infer_response=answer[2])
 
-def start_server(
-    runtime: Any, loop: asyncio.AbstractEventLoop, host: str, port: int, workers: int = 8
-) -> Any:
+
+def start_server(plane: Any, loop: asyncio.AbstractEventLoop, host: str, port: int, workers: int = 8) -> Any:
     """Start a grpcio server on a thread pool; returns it (``stop(grace)`` on shutdown)."""
     import grpc
 
-    servicer = Servicer(runtime, loop)
+    servicer = Servicer(plane, loop)
     handlers = {
         rpc: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, rpc),
@@ -415,9 +498,15 @@ def start_server(
         )
         for rpc, (req, resp) in _RPCS.items()
     }
+    rpc, req, resp = STREAM_RPC
+    handlers[rpc] = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer,
+        request_deserializer=MESSAGES[req].FromString,
+        response_serializer=MESSAGES[resp].SerializeToString,
+    )
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wolt-grpc"),
-        options=[("grpc.max_receive_message_length", runtime.max_body)],
+        options=[("grpc.max_receive_message_length", plane.max_body)],
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     if server.add_insecure_port(f"{host}:{port}") == 0:

@@ -145,6 +145,12 @@ def document() -> dict[str, Any]:
     infer_responses = {"500": {"description": "the model failed on valid input", **_json(_ref("Error"))}}
     admin = {"security": _BEARER}
     routing = {"description": "the routing after the change", **_json(_ref("Routing"))}
+    stats = {
+        "description": "model_stats: per variant, rows, executions, success/fail/queue/compute durations",
+        **_json(
+            {"type": "object", "required": ["model_stats"], "properties": {"model_stats": {"type": "array"}}}
+        ),
+    }
     paths: dict[str, Any] = {
         "/v2": _get(
             "server metadata", {"description": "name, version, extensions", **_json({"type": "object"})}
@@ -161,6 +167,13 @@ def document() -> dict[str, Any]:
         ),
         "/v2/models/{model_name}/versions/{model_version}/ready": _get(
             "variant ready", ready, [_MODEL, _VERSION]
+        ),
+        "/v2/models/stats": _get("statistics of every variant (Triton's statistics extension)", stats),
+        "/v2/models/{model_name}/stats": _get("statistics of every variant", stats, [_MODEL]),
+        "/v2/models/{model_name}/versions/{model_version}/stats": _get(
+            "statistics of one variant (a variant name or the registry version it serves)",
+            stats,
+            [_MODEL, _VERSION],
         ),
         "/v2/models/{model_name}/infer": _post(
             "infer (routed by the traffic split)", _ref("InferenceRequest"), infer_ok, [_MODEL]

@@ -33,6 +33,7 @@ class ShadowItem:
     live_variant: str
     live_first: np.ndarray | None
     enqueued: float
+    columns: Any = None  # the inputs as the response log stores them, shared with the live record
 
 
 @dataclass

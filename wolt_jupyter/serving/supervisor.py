@@ -230,6 +230,9 @@ def _preload() -> None:
 
     for module in (
         "wolt_jupyter.serving.__main__",
+        "wolt_jupyter.serving.rest",
+        "wolt_jupyter.serving.grpc_service",  # every local deployment serves gRPC: grpcio + the descriptors
+        "grpc",
         "wolt_jupyter.responses.writer",
         "sqlalchemy",
         "mlflow.pyfunc",
