@@ -72,7 +72,9 @@ def _schema(db: Path) -> list[tuple]:
         ).fetchall()
         # a CHECK's IN list is rendered from a Python set by MLflow's migrations: its order follows the hash
         # seed, so each statement is compared as its sorted words
-        rows = [(kind, name, table, sorted(re.findall(r"[\w.']+", sql or ""))) for kind, name, table, sql in rows]
+        rows = [
+            (kind, name, table, sorted(re.findall(r"[\w.']+", sql or ""))) for kind, name, table, sql in rows
+        ]
         return rows + conn.execute("SELECT version_num FROM alembic_version").fetchall()
     finally:
         conn.close()
