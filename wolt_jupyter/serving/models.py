@@ -566,6 +566,16 @@ def load(variant: str, uri: str, cache_dir: Path | None = None) -> ModelAdapter:
     return ModelAdapter(variant, uri, model, time.perf_counter() - t0)
 
 
+def model_cache_dir(state_dir: Path, deployment: str) -> Path:
+    """Where a deployment's runtime keeps (and first looks for) its pinned models' files."""
+    return Path(state_dir) / "deployments" / deployment / "models"
+
+
+def prefetch(uri: str, cache_dir: Path) -> None:
+    """Download a pinned model into ``cache_dir`` now (what :func:`load` would do on first use)."""
+    _cached(uri, cache_dir)
+
+
 def _cached(uri: str, cache_dir: Path) -> Path | str:
     """The local copy of a pinned version's artifacts (downloaded on first use); other URIs as they are."""
     import re

@@ -230,15 +230,20 @@ def _preload() -> None:
 
     for module in (
         "wolt_jupyter.serving.__main__",
+        "wolt_jupyter.serving.models",
+        "uvloop",
         "wolt_jupyter.responses.writer",
         "sqlalchemy",
         "mlflow.pyfunc",
         "mlflow.sklearn",  # the flavor most models here use (saved with skops); others load on demand
         "skops.io",
-        "jsonschema",  # the spec's schema check; with rfc3987-syntax installed its import compiles a grammar (~1 s)
     ):
         with contextlib.suppress(Exception):
             importlib.import_module(module)
+    with contextlib.suppress(Exception):
+        from wolt_jupyter.spec import import_jsonschema
+
+        import_jsonschema()  # the spec's schema check (without the grammar compile it does not need)
 
 
 def main(argv: list[str] | None = None) -> int:
