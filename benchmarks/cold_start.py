@@ -45,6 +45,7 @@ DEPLOY = """
 import json, sys, time
 import mlflow.pyfunc, wolt_jupyter
 from wolt_jupyter import deployments
+wolt_jupyter.models("cold")  # a kernel that registered the model has the registry open
 variants = int(sys.argv[1])
 ab = ["models:/cold/2=10"] if variants == 3 else []
 shadow = ["models:/cold/3"] if variants == 3 else []
