@@ -13,6 +13,9 @@ dumped with joblib for MLServer). Scenarios, alternated within each round:
 - ``wolt-runtime-1``: ``python -m wolt_jupyter.serving --spec …`` started by hand, one variant, to ready:
   the same thing MLServer's number measures (a process start and one model load)
 - ``mlserver-1``: ``mlserver start DIR`` (mlserver-sklearn, the joblib file) to ``/v2/models/bench/ready``
+- ``mlserver-mlflow-1``: the same with mlserver-mlflow on the MLflow model directory of version 1 (the model
+  the wolt runtime loads; MLflow saves scikit-learn models with skops, whose import alone imports every
+  scikit-learn estimator), when that runtime is installed in the MLServer venv
 
 Targets (issue 11): wolt-3 <= 3 s; wolt-runtime-1 <= mlserver-1 in the same round. The machine is shared:
 each line says the 1-minute load average when it was measured, and ratios are quoted within a round.
@@ -85,7 +88,8 @@ def prepare(root: Path) -> dict[str, Any]:
             )  # fmt: skip
     mlflow.MlflowClient().set_registered_model_alias("cold", "champion", "1")
     joblib.dump(first, root / "model.joblib")
-    return {"uri": uri, "joblib": root / "model.joblib"}
+    local = mlflow.artifacts.download_artifacts("models:/cold/1", dst_path=str(root / "mlflow-model"))
+    return {"uri": uri, "joblib": root / "model.joblib", "model_dir": local}
 
 
 def load_average() -> float:
@@ -120,10 +124,13 @@ def measure(kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespac
         ]
         cmd += ["--state-dir", str(state), "--log-level", "WARNING"]
         ready = f"{base}/v2/health/ready"
-    else:  # mlserver-1
-        mdir = root / "mlserver"
+    else:  # mlserver-1, mlserver-mlflow-1
+        mdir = root / kind
         (mdir / "bench").mkdir(parents=True, exist_ok=True)
         conf = mlserver_settings(str(mdir), str(prep["joblib"]), port, free_port())
+        if kind == "mlserver-mlflow-1":  # the same MLflow model directory the wolt runtime loads
+            conf["model"]["implementation"] = "mlserver_mlflow.MLflowRuntime"
+            conf["model"]["parameters"] = {"uri": prep["model_dir"]}
         conf["settings"]["metrics_port"] = free_port()
         (mdir / "settings.json").write_text(json.dumps(conf["settings"]))
         (mdir / "bench" / "model-settings.json").write_text(json.dumps(conf["model"]))
@@ -163,17 +170,20 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--mlserver-venv", default=os.environ.get("MLSERVER_VENV"))
     p.add_argument(
-        "--only", nargs="*", default=None, help="subset of: wolt-3 wolt-1 wolt-runtime-1 mlserver-1"
+        "--only",
+        nargs="*",
+        default=None,
+        help="subset of: wolt-3 wolt-1 wolt-runtime-1 mlserver-1 mlserver-mlflow-1",
     )
     args = p.parse_args()
-    kinds = args.only or ["wolt-3", "wolt-1", "wolt-runtime-1", "mlserver-1"]
-    if "mlserver-1" in kinds and not (
-        args.mlserver_venv and (Path(args.mlserver_venv) / "bin" / "mlserver").exists()
-    ):
-        print(
-            "skipping mlserver-1: pass --mlserver-venv (a venv with mlserver==1.7.1 mlserver-sklearn==1.7.1)"
-        )
-        kinds.remove("mlserver-1")
+    kinds = args.only or ["wolt-3", "wolt-1", "wolt-runtime-1", "mlserver-1", "mlserver-mlflow-1"]
+    venv = Path(args.mlserver_venv) if args.mlserver_venv else None
+    if venv is None or not (venv / "bin" / "mlserver").exists():
+        print("skipping MLServer: pass --mlserver-venv (a venv with mlserver==1.7.1 mlserver-sklearn==1.7.1)")
+        kinds = [k for k in kinds if not k.startswith("mlserver")]
+    elif "mlserver-mlflow-1" in kinds and not list(venv.glob("lib/python*/site-packages/mlserver_mlflow")):
+        print("skipping mlserver-mlflow-1: install mlserver-mlflow==1.7.1 in the MLServer venv")
+        kinds.remove("mlserver-mlflow-1")
     root = Path(tempfile.mkdtemp(prefix="wolt-cold-"))
     try:
         prep = prepare(root)
@@ -193,6 +203,9 @@ def main() -> int:
                 )
             if "wolt-1" in by and "mlserver-1" in by:
                 parts.append(f"wolt-1/mlserver-1 {by['wolt-1'] / by['mlserver-1']:.2f}x")
+            if "wolt-runtime-1" in by and "mlserver-mlflow-1" in by:
+                ratio = by["wolt-runtime-1"] / by["mlserver-mlflow-1"]
+                parts.append(f"wolt-runtime-1/mlserver-mlflow-1 {ratio:.2f}x")
             print(f"round {r}  -> " + "; ".join(parts), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
