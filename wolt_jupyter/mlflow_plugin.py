@@ -111,7 +111,9 @@ class WoltDeploymentClient(BaseDeploymentClient):
         from wolt_jupyter.revisions import RevisionStore
 
         if RevisionStore(settings().home).exists(name):
-            raise DeploymentError(f"deployment {name!r} exists; use `mlflow deployments update`")
+            raise DeploymentError(
+                f"deployment {name!r} exists; use update_deployment (`mlflow deployments update`)"
+            )
         return self._deploy(name, model_uri, config)
 
     @_translated

@@ -72,7 +72,7 @@ def test_cli_round_trip_with_exit_codes(models, rows, wolt_home, tmp_path) -> No
     assert again.returncode == 1 and "Traceback" not in again.stderr
     assert (
         again.stderr.strip().splitlines()[-1]
-        == "Error: deployment 'eta' exists; use `mlflow deployments update`"
+        == "Error: deployment 'eta' exists; use update_deployment (`mlflow deployments update`)"
     )
     bad = _mlflow(wolt_home, "create", "-t", "wolt-local", "--name", "other", "-m", "models:/eta@nobody")
     assert (
