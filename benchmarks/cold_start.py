@@ -31,6 +31,10 @@ rounds (seconds):
     mlserver-mlflow-1     13.96     12.54
     -> wolt-3/mlserver-mlflow-1 0.90x / 1.09x; wolt-runtime-1/mlserver-1 3.04x / 2.62x
 
+At load average 3-4 (four rounds): wolt-3 3.52 / 7.51 / 6.17 / 6.76, wolt-1 3.35 / 5.54 / 7.39 / 6.78,
+wolt-runtime-1 5.99 / 5.61 / 8.52 / 5.66, mlserver-1 3.26 / 2.93 / 3.08 / 3.32, mlserver-mlflow-1
+5.49 / 4.92 / 6.25 / 6.89.
+
 Before this benchmark's fixes (same machine, same hour, load 11-14): wolt-3 28.9 s, wolt-1 25.9 s,
 wolt-runtime-1 25.4 s, mlserver-1 7.0 s. Neither target is met on this loaded machine: what is left is
 importing MLflow (~3 s of CPU here) and skops, which MLflow 3 saves scikit-learn models with and whose import
