@@ -220,6 +220,7 @@ def deploy(
     kept as a new revision. ``dry_run`` changes nothing and returns what would be applied.
     """
     from wolt_jupyter.registry import pin
+    from wolt_jupyter.serving.compatibility import check_variants_fit
 
     if spec is not None:
         if model is not None or ab or canary or shadow:
@@ -234,6 +235,7 @@ def deploy(
     else:
         the_spec = build_spec(name, model, ab=ab, canary=canary, shadow=shadow, sticky_key=sticky_key)
     pinned = the_spec.pinned(pin)
+    check_variants_fit(pinned)  # before anything changes: a variant that cannot read main's inputs is refused
     if dry_run:
         return _deploy(name, pinned, target, namespace, dry_run=True, wait=wait, progress=progress)
     with lock(name, "deploy"):

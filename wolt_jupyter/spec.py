@@ -96,9 +96,27 @@ SPEC_SCHEMA: dict[str, Any] = {
 }
 
 
+def import_jsonschema() -> Any:
+    """``jsonschema``, imported without ``rfc3987_syntax``: when that is installed, jsonschema's import builds
+    ~40 Lark grammars for its "iri" format checker (1 s on a quiet machine, 7 s on a busy one; it was most of
+    a deployment's cold start). We never check formats; where something imported jsonschema first, that
+    import is kept as it is."""
+    import sys
+
+    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # its import fails; jsonschema allows that
+        try:
+            import jsonschema
+        finally:
+            del sys.modules["rfc3987_syntax"]
+    import jsonschema
+
+    return jsonschema
+
+
 def schema_error(data: Any, schema: dict[str, Any], what: str) -> str | None:
     """The first way ``data`` breaks ``schema``, as one line naming the field (``variants[0].traffic``)."""
-    import jsonschema
+    jsonschema = import_jsonschema()
     from jsonschema.exceptions import best_match
 
     err = best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))

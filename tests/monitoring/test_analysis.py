@@ -199,3 +199,26 @@ def test_regression_shadow_reports_error_distribution_not_exact_agreement() -> N
     assert any("within ±" in n for n in result.notes)
     given = compare(pd.DataFrame(rows), tolerance=0.5).shadow_table.loc["shadow"]
     assert given["tolerance"] == 0.5 and given["within_tolerance"] == pytest.approx(0.683, abs=0.04)
+
+
+def test_shadow_with_differently_named_outputs_pairs_by_position() -> None:
+    """An ONNX shadow answers ``variable`` ([N,1] rows), the scikit-learn main ``predict``: still paired."""
+    rows = []
+    for i in range(50):
+        rows.append({"id": f"r{i}", "variant": "main", "shadow": False, "latency_ms": 1.0, "status": 200,
+                     "output.predict": float(i)})  # fmt: skip
+        rows.append({"id": f"r{i}", "variant": "onnx", "shadow": True, "latency_ms": 1.0, "status": 200,
+                     "output.variable": [float(i) + (0.5 if i < 10 else 0.0)]})  # fmt: skip
+    table = compare(pd.DataFrame(rows)).shadow_table
+    assert table.loc["onnx", "paired_requests"] == 50
+    assert table.loc["onnx", "mean_abs_difference"] == pytest.approx(10 * 0.5 / 50)
+
+
+def test_runtime_shadow_comparison_is_by_position_and_shape_tolerant() -> None:
+    from wolt_jupyter.serving.shadow import disagrees
+
+    live = np.array([1.0, 2.0, 3.0])
+    assert disagrees(live, live.reshape(-1, 1)) is False  # [N] and [N,1] hold the same values
+    assert disagrees(live, np.array([[1.0], [2.0], [4.0]])) is True
+    assert disagrees(live, np.array([1.0, 2.0])) is True
+    assert disagrees(None, live) is None

@@ -19,6 +19,7 @@ so one Prometheus scrape job follows them as they come and go.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -29,10 +30,12 @@ from typing import Any
 
 from wolt_jupyter.backends.base import Backend, Deployment, Progress
 from wolt_jupyter.config import Settings
-from wolt_jupyter.errors import DeployFailed, NotFound
+from wolt_jupyter.errors import DeployFailed, NotFound, one_line
 from wolt_jupyter.private import open_private
 from wolt_jupyter.revisions import RevisionStore, write_atomic
 from wolt_jupyter.spec import DeploymentSpec
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 300.0
@@ -286,7 +289,7 @@ class LocalBackend(Backend):
                 if vstatus == 200:
                     said.add(v.name)
                     say(f"variant {v.name} loaded ({v.model})")
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise DeployFailed(self._failure(spec.name, f"not ready after {timeout:.0f} s"))
 
     def _failure(self, name: str, reason: str) -> str:
@@ -380,6 +383,7 @@ class LocalBackend(Backend):
         """Start the supervised runtime for ``spec`` on ``port`` (REST) and ``grpc_port`` (gRPC), record it,
         and (``wait``) until ready."""
         pid = self._start(spec, port, grpc_port)
+        self._prefetch(spec)
         rec.extra = {
             **rec.extra,
             "pid": pid,
@@ -399,6 +403,20 @@ class LocalBackend(Backend):
                 self.write_targets(exclude={spec.name})
                 raise
         return self.status(spec.name)
+
+    def _prefetch(self, spec: DeploymentSpec) -> None:
+        """Put the models' files where the runtime looks first, while it is still importing: this process has
+        the registry open already (it just pinned the versions), the new one would spend a second or more
+        opening it. Best effort: whatever is not here by then, the runtime downloads itself."""
+        from wolt_jupyter._mlflow import configure
+        from wolt_jupyter.serving.models import model_cache_dir, prefetch
+
+        try:
+            configure()
+            for uri in dict.fromkeys(v.model for v in spec.variants):
+                prefetch(uri, model_cache_dir(self.settings.home, spec.name))
+        except Exception as exc:  # the runtime's own download reports any real problem
+            log.info("prefetching the models of %s: %s", spec.name, one_line(exc))
 
     def status(self, name: str) -> Deployment:
         rec = self.store.record(name)

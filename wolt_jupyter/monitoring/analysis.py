@@ -249,10 +249,19 @@ def _first_output(frame: pd.DataFrame) -> str | None:
     return cols[0] if cols else None
 
 
+def _first_output_of(rows: pd.DataFrame) -> str | None:
+    """The first output column these rows (one variant's) fill: its model's first output, whatever its name."""
+    for c in rows.columns:
+        if str(c).startswith("output.") and rows[c].notna().any():
+            return c
+    return None
+
+
 def _numeric(values: Any) -> np.ndarray:
     import numpy as np
     import pandas as pd
 
+    values = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]  # a [N,1] output's rows
     return (
         pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
         if len(values)
@@ -466,12 +475,17 @@ def shadow_agreement(
         return None
     main_rows = log[(log["variant"] == main) & ~log["shadow"].astype(bool)]
     key = ["id", "_row"]
+    main_out = _first_output_of(main_rows) or output
     main_rows = main_rows.assign(_row=main_rows.groupby("id").cumcount())
     rows = []
     for variant, group in shadows.groupby("variant"):
         group = group.assign(_row=group.groupby("id").cumcount())
-        joined = group[[*key, output]].merge(main_rows[[*key, output]], on=key, suffixes=("_shadow", "_main"))
-        a, b = _numeric(joined[f"{output}_shadow"].tolist()), _numeric(joined[f"{output}_main"].tolist())
+        # outputs pair by position: an ONNX shadow's "variable" against a scikit-learn main's "predict"
+        shadow_out = _first_output_of(group) or output
+        joined = group[[*key, shadow_out]].merge(
+            main_rows[[*key, main_out]].rename(columns={main_out: "_main"}), on=key
+        )
+        a, b = _numeric(joined[shadow_out].tolist()), _numeric(joined["_main"].tolist())
         ok = np.isfinite(a) & np.isfinite(b)
         a, b = a[ok], b[ok]
         row: dict[str, Any] = {"variant": variant, "paired_requests": len(a)}

@@ -227,17 +227,32 @@ class DataPlane:
         if loader is None:
             import functools
 
-            from wolt_jupyter.serving.models import load
+            from wolt_jupyter.serving.models import load, model_cache_dir
 
-            loader = functools.partial(load, cache_dir=self.state_dir / "deployments" / self.name / "models")
+            loader = functools.partial(load, cache_dir=model_cache_dir(self.state_dir, self.name))
         models: dict[str, ModelAdapter] = {}
+        # the first model loads alone (a flavor's first load imports its modules and opens the registry: never
+        # twice at once), the others side by side: downloads, unpickling and native code overlap
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        fresh = [v for v in spec.variants if getattr(self.models.get(v.name), "uri", None) != v.model]
+        loading: dict[str, Future] = {}
+        if fresh:
+            first: Future = Future()
+            try:
+                first.set_result(loader(fresh[0].name, fresh[0].model))
+            except Exception as exc:
+                first.set_exception(exc)
+            loading[fresh[0].name] = first
+        if len(fresh) > 1:
+            with ThreadPoolExecutor(max_workers=min(4, len(fresh) - 1), thread_name_prefix="wolt-load") as pool:
+                loading.update({v.name: pool.submit(loader, v.name, v.model) for v in fresh[1:]})
         for v in spec.variants:
-            current = self.models.get(v.name)
-            if current is not None and current.uri == v.model:
-                models[v.name] = current
+            if v.name not in loading:
+                models[v.name] = self.models[v.name]
                 continue
             try:
-                adapter = loader(v.name, v.model)
+                adapter = loading[v.name].result()
             except Exception as exc:
                 raise WoltError(
                     f"variant {v.name!r} ({v.model}) failed to load: {type(exc).__name__}: {exc}"

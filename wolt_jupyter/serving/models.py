@@ -10,10 +10,12 @@ signatures), so any pyfunc model stays correct.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import warnings
 from dataclasses import dataclass
+from math import prod
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,9 @@ _COLTYPES: dict[str, tuple[str, Any, tuple[str, ...]]] = {
     "datetime": ("BYTES", object, ("BYTES",)),
 }
 DEFAULT_OUTPUT = "predict"
+PROBE_ROWS = 2  # rows of the made-up probe input when a model has a signature but no input example
+
+log = logging.getLogger(__name__)
 
 
 class BatchMismatch(Exception):
@@ -69,7 +74,9 @@ def _mlflow_type_name(t: Any) -> str:
 class ModelAdapter:
     """One variant's model, with the signature-driven input mapping and a batched predict."""
 
-    def __init__(self, variant: str, uri: str, model: Any, load_seconds: float = 0.0) -> None:
+    def __init__(
+        self, variant: str, uri: str, model: Any, load_seconds: float = 0.0, *, probe: bool = True
+    ) -> None:
         self.variant = variant
         self.uri = uri
         self.model = model
@@ -105,9 +112,23 @@ class ModelAdapter:
         if sig is not None and sig.outputs is not None and not sig.outputs.is_tensor_spec():
             self.output_names = [str(c.name) for c in sig.outputs.inputs if c.name is not None]
         self.output_metadata = _output_metadata(sig)
+        # an unsigned model is described by its input example, and takes arrays where the example is one
+        example = getattr(model, "input_example", None)
+        self._unsigned_inputs: list[dict[str, Any]] = []
+        self._takes_arrays = isinstance(example, np.ndarray) or "onnx" in meta.flavors
+        if self.kind == "none" and example is not None:
+            for t in example_tensors(example, []) or []:
+                self._unsigned_inputs.append(
+                    {"name": t.name, "datatype": t.datatype, "shape": [-1, *t.shape[1:]]}
+                )
+        # what to_outputs renames (by position) and reshapes the model's outputs to: set by the probe
+        self._served: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
+        self.probe_error: str | None = None
         self._fast = self._fast_predict_fn()
         if self._fast is not None and not self._fast_path_agrees():
             self._fast = None
+        if probe:
+            self._settle_outputs(sig)
 
     # -- introspection -------------------------------------------------------------------------------------
     def _fast_predict_fn(self) -> Any:
@@ -149,6 +170,61 @@ class ModelAdapter:
             for (_, a), (_, b) in zip(slow, fast, strict=False)
         )
 
+    def probe_tensors(self) -> list[Tensor] | None:
+        """The request a client reading this model's metadata would send: the input example where the model
+        has one, else made-up values (zeros, empty strings) shaped as the signature says; None: no way to
+        know what the model takes."""
+        example = getattr(self.model, "input_example", None)
+        tensors = example_tensors(example, self.input_metadata()) if example is not None else None
+        if tensors is None and self.kind != "none":
+            tensors = synthetic_tensors(self.input_metadata())
+        return tensors
+
+    def _settle_outputs(self, sig: Any) -> None:
+        """Advertise what the model really returns: one prediction on :meth:`probe_tensors` gives the
+        outputs' count, order, datatypes and shapes. Names come from the signature where it names them,
+        else from the model (a dict key, a DataFrame column), else ``predict``; served outputs are renamed by
+        position to the advertised names, so a client asking for an advertised output by name gets it."""
+        probe = self.probe_tensors()
+        if probe is None:
+            return
+        try:
+            real = self.predict_prepared(self.prepare(probe))
+        except Exception as exc:  # a model that fails on its own example still loads; its requests say why
+            self.probe_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            log.warning("variant %s: one prediction on the input example failed (%s); outputs are described "
+                        "from the signature only", self.variant, self.probe_error)  # fmt: skip
+            return
+        declared = _declared_outputs(sig)
+        if declared and len(declared) != len(real):
+            log.warning(
+                "variant %s: the signature declares %d output(s) but the model returns %d (%s): advertising "
+                "what it returns", self.variant, len(declared), len(real), ", ".join(n for n, _ in real),
+            )  # fmt: skip
+            declared = []
+        served: list[tuple[str, tuple[int, ...] | None]] = []
+        metadata: list[dict[str, Any]] = []
+        for i, (real_name, arr) in enumerate(real):
+            name, shape = declared[i] if declared else (None, None)
+            name = name or real_name
+            rest = tuple(arr.shape[1:])
+            # a declared shape that holds the same values per row (e.g. [-1,1] for a model returning [N])
+            # is served as declared: the signature is the contract the model was logged with
+            target = None
+            if shape is not None and len(shape) >= 1 and all(d >= 0 for d in shape[1:]):
+                want = tuple(shape[1:])
+                if want != rest and prod(want) == prod(rest):
+                    target, rest = want, want
+            served.append((name, target))
+            metadata.append({"name": name, "datatype": datatype_of(arr), "shape": [-1, *rest]})
+        if len({n for n, _ in served}) != len(served):
+            log.warning("variant %s: output names %s repeat; serving the model's own", self.variant, served)
+            served = [(n, t) for (n, _), (_, t) in zip(real, served, strict=True)]
+            for m, (n, _) in zip(metadata, real, strict=True):
+                m["name"] = n
+        self._served = tuple(served)
+        self.output_metadata = metadata
+
     def input_metadata(self) -> list[dict[str, Any]]:
         if self.kind == "columns":
             return [{"name": c.name, "datatype": c.datatype, "shape": [-1, 1]} for c in self.columns]
@@ -161,7 +237,7 @@ class ModelAdapter:
                 }
                 for s in self.tensor_specs
             ]
-        return []
+        return self._unsigned_inputs
 
     # -- tensors -> model input ----------------------------------------------------------------------------
     def prepare(self, tensors: list[Tensor]) -> Prepared:
@@ -287,7 +363,7 @@ class ModelAdapter:
     def _prepare_unsigned(self, tensors: list[Tensor]) -> Prepared:
         if len(tensors) == 1 and tensors[0].array.ndim == 2:
             a = tensors[0].array
-            if self._fast is not None or "sklearn" in self.model.metadata.flavors:
+            if self._fast is not None or self._takes_arrays or "sklearn" in self.model.metadata.flavors:
                 return Prepared("tensor", a, a.shape[0], tensors)
             import pandas as pd
 
@@ -345,7 +421,17 @@ class ModelAdapter:
         return list(a.data.columns) == list(b.data.columns)
 
     def to_outputs(self, raw: Any) -> list[tuple[str, np.ndarray]]:
-        """Whatever pyfunc returned, as named arrays."""
+        """Whatever pyfunc returned, as named arrays, named and shaped as :attr:`output_metadata` says."""
+        outputs = self._named_outputs(raw)
+        served = self._served
+        if len(served) != len(outputs):
+            return outputs
+        return [
+            (name, arr if shape is None else arr.reshape((arr.shape[0], *shape)))
+            for (name, shape), (_, arr) in zip(served, outputs, strict=True)
+        ]
+
+    def _named_outputs(self, raw: Any) -> list[tuple[str, np.ndarray]]:
         import pandas as pd
 
         if isinstance(raw, pd.DataFrame):
@@ -392,6 +478,62 @@ def _output_metadata(sig: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _declared_outputs(sig: Any) -> list[tuple[str | None, tuple[int, ...] | None]]:
+    """(name or None, tensor shape or None) per output the signature declares; [] when it declares none."""
+    if sig is None or sig.outputs is None:
+        return []
+    if sig.outputs.is_tensor_spec():
+        return [(s.name or None, tuple(s.shape)) for s in sig.outputs.inputs]
+    return [(c.name if c.name is not None else None, None) for c in sig.outputs.inputs]
+
+
+def example_tensors(example: Any, inputs: list[dict[str, Any]]) -> list[Tensor] | None:
+    """An MLflow input example (DataFrame, array, dict of arrays) as the V2 tensors the metadata asks for;
+    None when it has another form."""
+    import pandas as pd
+
+    names = {m["name"]: m for m in inputs}
+    if isinstance(example, pd.DataFrame):
+        if inputs and len(inputs) == 1 and len(example.columns) > 1:  # a tensor model given a frame
+            return [_tensor(inputs[0]["name"], example.to_numpy(), inputs[0])]
+        return [_tensor(str(c), example[c].to_numpy(), names.get(str(c))) for c in example.columns]
+    if isinstance(example, np.ndarray):
+        name = inputs[0]["name"] if len(inputs) == 1 else "input-0"
+        if example.ndim == 1:
+            example = example.reshape(-1, 1) if len(inputs) != 1 or len(inputs[0]["shape"]) != 1 else example
+        return [_tensor(name, example, inputs[0] if len(inputs) == 1 else None)]
+    if isinstance(example, dict):
+        try:
+            return [_tensor(str(k), np.asarray(v), names.get(str(k))) for k, v in example.items()]
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def synthetic_tensors(inputs: list[dict[str, Any]], rows: int = PROBE_ROWS) -> list[Tensor]:
+    """Zeros (empty strings for BYTES) shaped as ``inputs`` (V2 metadata) say, ``-1`` taken as ``rows``."""
+    out = []
+    for m in inputs:
+        shape = tuple(rows if d == -1 else d for d in m["shape"])
+        if m["datatype"] == "BYTES":
+            arr = np.full(shape, "", dtype=object)
+        else:
+            from wolt_jupyter.serving.tensors import DTYPES
+
+            arr = np.zeros(shape, dtype=DTYPES[m["datatype"]])
+        out.append(Tensor(m["name"], m["datatype"], shape, arr))
+    return out
+
+
+def _tensor(name: str, arr: np.ndarray, meta: dict[str, Any] | None) -> Tensor:
+    """One tensor as a client would send it: column inputs as [N,1], strings as BYTES."""
+    if arr.dtype.kind in "OUSM":
+        arr = arr.astype(str).astype(object)
+    if meta is not None and len(meta["shape"]) == 2 and meta["shape"][1] == 1 and arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    return Tensor(name, datatype_of(arr), tuple(arr.shape), arr)
+
+
 def _name_version(uri: str) -> tuple[str, str]:
     """``models:/NAME/VERSION`` -> (NAME, VERSION); anything else -> (uri, "")."""
     if uri.startswith("models:/"):
@@ -422,6 +564,16 @@ def load(variant: str, uri: str, cache_dir: Path | None = None) -> ModelAdapter:
         str(_cached(uri, cache_dir)) if cache_dir else uri, suppress_warnings=True
     )
     return ModelAdapter(variant, uri, model, time.perf_counter() - t0)
+
+
+def model_cache_dir(state_dir: Path, deployment: str) -> Path:
+    """Where a deployment's runtime keeps (and first looks for) its pinned models' files."""
+    return Path(state_dir) / "deployments" / deployment / "models"
+
+
+def prefetch(uri: str, cache_dir: Path) -> None:
+    """Download a pinned model into ``cache_dir`` now (what :func:`load` would do on first use)."""
+    _cached(uri, cache_dir)
 
 
 def _cached(uri: str, cache_dir: Path) -> Path | str:

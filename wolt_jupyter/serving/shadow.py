@@ -183,11 +183,14 @@ class ShadowWorker:
 
 
 def disagrees(live: np.ndarray | None, shadow: np.ndarray | None) -> bool | None:
-    """Whether a shadow's first output differs from the live one (None: not comparable)."""
+    """Whether a shadow's first output differs from the live one (None: not comparable). Outputs pair by
+    position, whatever each model names them; ``[N]`` and ``[N,1]`` hold the same values."""
     if live is None or shadow is None:
         return None
     if live.shape != shadow.shape:
-        return True
+        if live.size != shadow.size or live.shape[:1] != shadow.shape[:1]:
+            return True
+        shadow = shadow.reshape(live.shape)
     if live.dtype.kind in "biuf" and shadow.dtype.kind in "biuf":
         return not bool(np.allclose(live, shadow, rtol=1e-6, atol=1e-9, equal_nan=True))
     return not bool(np.array_equal(live.astype(str), shadow.astype(str)))
