@@ -54,9 +54,9 @@ def check_schema(manifest: dict[str, Any]) -> str | None:
     key = (manifest.get("apiVersion"), manifest.get("kind"))
     if key not in SCHEMAS:
         return None
-    import jsonschema
+    from wolt_jupyter.spec import import_jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema(*key))
+    validator = import_jsonschema().Draft202012Validator(schema(*key))
     errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))
     what = f"{key[1]} {manifest.get('metadata', {}).get('name')}"
     if errors:
