@@ -84,3 +84,38 @@ def register_eta_models() -> dict[str, str]:
         )
     wolt_jupyter.registry.client().set_registered_model_alias("eta", "champion", "1")
     return {"champion": "models:/eta@champion", "v1": "models:/eta/1", "v2": "models:/eta/2"}
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that keeps every POST (headers, raw body) and answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.got: list[dict] = []
+        self.status = status
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.got.append({"headers": dict(self.headers), "body": body, "path": self.path})
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000/path-token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def messages(self) -> list[dict]:
+        import json
+
+        return [json.loads(m["body"]) for m in self.got]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
