@@ -31,7 +31,7 @@ CANARY_RETRY_ON_CHAMPION = os.environ.get("WOLT_TEST_CANARY_RETRY", "") == "1"
 
 # A pyfunc that answers like the champion (the sum of the features) on every row the offline data has, but raises
 # on a share of live traffic: the load sends f0 = 1.0 + 0.1 * (k % 7) and f1 = 0.2, so 1 request in 7 fails.
-FAILS_LIVE = '''
+FAILS_LIVE = """
 import mlflow.pyfunc
 import numpy as np
 
@@ -45,7 +45,7 @@ class FailsLive(mlflow.pyfunc.PythonModel):
 
 
 mlflow.models.set_model(FailsLive())
-'''
+"""
 
 
 def holdout(n: int = 200, seed: int = 5) -> pd.DataFrame:
