@@ -108,12 +108,14 @@ def _up(args: argparse.Namespace) -> int:
 
 def _updater_run(args: argparse.Namespace) -> int:
     import logging
+    from pathlib import Path
 
-    from wolt_jupyter.updater.policy import Policy
+    from wolt_jupyter.updater.policy import from_yaml_file
     from wolt_jupyter.updater.run import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(Policy.load(args.policy), stop=_stop_on_signals())
+    base = Path(args.base or Path(args.policy).expanduser().parent)
+    serve(from_yaml_file(args.policy, base), stop=_stop_on_signals(), workdir=base)
     return 0
 
 
@@ -174,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     usub = updater.add_subparsers(dest="updater_command", required=True, metavar="COMMAND")
     run = usub.add_parser("run", help="run the service of a policy in the foreground (SIGTERM stops it)")
     run.add_argument("--policy", required=True, help="policy YAML (see the README's policy reference)")
+    run.add_argument(
+        "--base",
+        help="folder relative paths of the policy (dataset, retraining) are in (default: the file's)",
+    )
     run.set_defaults(func=_updater_run)
     history = usub.add_parser("history", help="every decision of a deployment's service, with its numbers")
     history.add_argument("name")

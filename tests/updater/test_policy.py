@@ -28,7 +28,7 @@ guards:
   min_sample: 150
   step_deadline: 30m
 notify: {webhook: "http://127.0.0.1:9/hook", secret_env: WOLT_TEST_HOOK_SECRET, rate_limit: 3, per: 10m}
-retrain: {command: ["python", "train.py"], drift_threshold: 0.2, cooldown: 1h}
+retrain: {command: ["python", "train.py"], drift_threshold: 0.2, cooldown: 1h, window: 30m, metric: mse, check_every: 10s}
 """
 
 
@@ -55,6 +55,12 @@ def test_full_yaml_policy(tmp_path, monkeypatch) -> None:
     assert "s3cret-value" not in repr(p) and "s3cret-value" not in str(p.to_dict())
     assert p.to_dict()["notify"]["secret"] == "****"
     assert p.retrain is not None and p.retrain.command == ("python", "train.py")
+    assert (p.retrain.window, p.retrain.metric, p.retrain.check_every, p.retrain.min_labels) == (
+        1800,
+        "mse",
+        10,
+        50,
+    )
     assert [s.label for s in p.steps()] == [
         "offline",
         "replay",
@@ -206,6 +212,21 @@ def _with(path: str, value):
             "exactly one",
         ),
         (_with("retrain", {"command": "x"}), "retrain", "drift_threshold"),
+        (
+            _with("retrain", {"command": "x", "drift_threshold": 0.2, "metric": "auc"}),
+            "retrain.metric",
+            "mae",
+        ),
+        (
+            _with("retrain", {"command": "x", "drift_threshold": 0.2, "window": "soon"}),
+            "retrain.window",
+            "5m",
+        ),
+        (
+            _with("retrain", {"command": "x", "drift_threshold": 0.2, "min_labels": 0}),
+            "retrain.min_labels",
+            ">= 1",
+        ),
     ],
 )
 def test_every_bad_field_is_named_in_one_line(data, field: str, hint: str) -> None:

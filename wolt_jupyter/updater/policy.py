@@ -22,7 +22,7 @@ guards:
   min_sample: 200                               # per step; less is "hold"
   step_deadline: 1h                             # still too little data then -> roll back "no data"
 notify: {webhook: "https://hooks.example/x", secret_env: WOLT_WEBHOOK_SECRET, rate_limit: 5, per: 1h}
-retrain: {command: "python train.py", drift_threshold: 0.2, metric_decline: 0.1, cooldown: 6h}
+retrain: {command: "python train.py", drift_threshold: 0.2, metric_decline: 0.1, cooldown: 6h, window: 1h}
 ```
 
 Parsing is strict: an unknown key or a bad value raises :class:`PolicyError`, one line naming the field
@@ -347,14 +347,23 @@ class Notify:
 @dataclass(frozen=True)
 class Retrain:
     """Run ``command`` (argv or a shell line) or execute ``notebook`` headless when the champion drifts
-    (max PSI over ``drift_threshold``) or its live metric declines by ``metric_decline`` (relative) from its
-    baseline; not again within ``cooldown`` seconds."""
+    (max PSI of its inputs over the last ``window`` above ``drift_threshold``, judged from ``min_requests``)
+    or its live ``metric`` over the last ``window`` declines by ``metric_decline`` (relative) from its
+    baseline (the first window with ``min_labels`` labels the champion had); not again within ``cooldown``.
+    Looked at every ``check_every`` seconds while no candidate is in flight; a run over ``timeout`` is stopped.
+    The run registers a new version, which the watcher then picks up like any other."""
 
     command: str | tuple[str, ...] | None = None
     notebook: str | None = None
     drift_threshold: float | None = None
     metric_decline: float | None = None
     cooldown: float = 6 * 3600.0
+    metric: str | None = None  # mae | mse | accuracy; default: guards.live_metric's, else mae
+    window: float = 3600.0
+    min_requests: int = 100
+    min_labels: int = 50
+    check_every: float = 60.0
+    timeout: float = 2 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -435,7 +444,9 @@ def _plain(value: Any) -> Any:
 
 
 # -- parsing --------------------------------------------------------------------------------------------------
-def from_yaml_file(path: str | os.PathLike[str]) -> Policy:
+def from_yaml_file(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Policy:
+    """A policy from a YAML file; relative dataset and notebook paths are resolved against ``base`` (default:
+    the file's folder; the background service runs a private copy, with ``base`` the original's folder)."""
     import yaml
 
     p = Path(path).expanduser()
@@ -447,11 +458,15 @@ def from_yaml_file(path: str | os.PathLike[str]) -> Policy:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PolicyError(f"cannot read policy file {str(p)!r}: {first}") from None
     policy = parse(data or {})
+    folder = Path(base).expanduser() if base is not None else p.parent
     offline = policy.offline
     if offline is not None and isinstance(offline.dataset, str) and not _is_uri(offline.dataset):
         dataset = Path(offline.dataset).expanduser()
         if not dataset.is_absolute():  # relative to the policy file, not to wherever the service started
-            policy = replace(policy, offline=replace(offline, dataset=str(p.parent / dataset)))
+            policy = replace(policy, offline=replace(offline, dataset=str(folder / dataset)))
+    retrain = policy.retrain
+    if retrain is not None and retrain.notebook is not None and not Path(retrain.notebook).is_absolute():
+        policy = replace(policy, retrain=replace(retrain, notebook=str(folder / retrain.notebook)))
     return policy
 
 
@@ -743,7 +758,9 @@ def _notify(data: Any) -> Notify:
 
 
 def _retrain(data: Any) -> Retrain:
-    f = _Fields(data, "retrain", ("command", "notebook", "drift_threshold", "metric_decline", "cooldown"))
+    known = ("command", "notebook", "drift_threshold", "metric_decline", "cooldown", "metric", "window",
+             "min_requests", "min_labels", "check_every", "timeout")  # fmt: skip
+    f = _Fields(data, "retrain", known)
     command = f.raw("command")
     if command is not None:
         if isinstance(command, (list, tuple)) and command and all(isinstance(c, str) and c for c in command):
@@ -759,4 +776,20 @@ def _retrain(data: Any) -> Retrain:
     decline = f.fraction("metric_decline", None, open_zero=True)
     if drift is None and decline is None:
         raise _fail("retrain", "give drift_threshold and/or metric_decline: when to retrain")
-    return Retrain(command, notebook, drift, decline, f.duration("cooldown", 6 * 3600.0) or 6 * 3600.0)
+    metric = f.string("metric")
+    if metric is not None and metric not in LIVE_METRICS:
+        raise _fail("retrain.metric", f"must be one of {', '.join(LIVE_METRICS)}; got {metric!r}")
+    d = Retrain(command="")
+    return Retrain(
+        command,
+        notebook,
+        drift,
+        decline,
+        f.duration("cooldown", d.cooldown) or d.cooldown,
+        metric,
+        f.duration("window", d.window) or d.window,
+        f.count("min_requests", d.min_requests) or d.min_requests,
+        f.count("min_labels", d.min_labels) or d.min_labels,
+        f.duration("check_every", d.check_every) or d.check_every,
+        f.duration("timeout", d.timeout) or d.timeout,
+    )

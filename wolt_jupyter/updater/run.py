@@ -116,6 +116,15 @@ class DeploymentActions:
 
         deployments.rollback(self.name)
 
+    def champion_health(self, since: float) -> Any:
+        from wolt_jupyter.updater.retrain import champion_health, metric_of
+
+        retrain = self.policy.retrain
+        assert retrain is not None
+        metric = metric_of(retrain, self.policy.guards.live_metric)
+        main = self._main()
+        return champion_health(self.name, main.name, self.model, self.champion(), retrain, metric, since)
+
     def observe(self, version: str, step: Step, since: float) -> Any:
         from wolt_jupyter.updater.observe import observe
 
@@ -129,9 +138,16 @@ class DeploymentActions:
         )
 
 
-def serve(policy: Policy, stop: threading.Event | None = None, **service_options: Any) -> None:
+def serve(
+    policy: Policy,
+    stop: threading.Event | None = None,
+    *,
+    workdir: Path | None = None,
+    **service_options: Any,
+) -> None:
     """Run the service for ``policy`` in this process until ``stop`` (or SIGTERM/SIGINT). One service per
-    deployment: a second one fails at once, naming the first. Each look holds the deployment's lock."""
+    deployment: a second one fails at once, naming the first. Each look holds the deployment's lock; the
+    retraining job runs in ``workdir`` (default: this process's folder)."""
     from wolt_jupyter import deployments
     from wolt_jupyter.locking import deployment_lock
     from wolt_jupyter.updater.history import updater_dir
@@ -139,7 +155,7 @@ def serve(policy: Policy, stop: threading.Event | None = None, **service_options
 
     deployments._store().record(policy.deployment)  # NotFound: deploy it first
     stop = stop or threading.Event()
-    service = UpdateService(policy, DeploymentActions(policy), **service_options)
+    service = UpdateService(policy, DeploymentActions(policy), retrain_cwd=workdir, **service_options)
     with deployment_lock(updater_dir(policy.deployment), policy.deployment, "update service", timeout=0):
         log.info("update service for %s watching %s", policy.deployment, policy.watch.model)
         while not stop.is_set():
@@ -187,9 +203,14 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
 
             policy_text = yaml.safe_dump(pol.to_dict(), sort_keys=False)
     write_atomic(policy_path, policy_text, mode=0o600)
+    # relative paths in the policy (dataset, retraining command or notebook) mean what they meant where it was
+    # written: next to its file, or the notebook's folder for a dict or a variable
+    is_file = isinstance(policy, str) and Path(policy).expanduser().is_file()
+    base = Path(policy).expanduser().resolve().parent if is_file else Path.cwd()  # type: ignore[arg-type]
     command = [
         sys.executable, "-m", "wolt_jupyter.serving.supervisor", "--state", str(state_path), "--log", str(log_path),
         "--", sys.executable, "-m", "wolt_jupyter.cli", "updater", "run", "--policy", str(policy_path),
+        "--base", str(base),
     ]  # fmt: skip
     proc = subprocess.Popen(
         command,
@@ -197,7 +218,7 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        cwd=policy_path.parent,
+        cwd=base,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not state_path.exists():
