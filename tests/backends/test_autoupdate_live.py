@@ -5,7 +5,8 @@ deployments answering real clients, ground truth posted as feedback, a webhook r
   model version and the webhook say why;
 - a version fine offline that fails live (a pyfunc raising on a share of live rows) is rolled back; the time
   from its first failed request to the canary taken out is measured, and the failed client requests counted;
-- no traffic: the step holds, then rolls back as "no data" at its deadline.
+- no traffic: the step holds, then rolls back as "no data" at its deadline;
+- the champion's inputs drift: the retraining command runs, registers a new version, and the service takes it up.
 """
 
 from __future__ import annotations
@@ -66,9 +67,12 @@ def served(mlflow_server: str, wolt_home: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     name = unique("upd")
     X = holdout(60, 0)[FEATURES]
-    for scale in (1.0, 100.0):
+    for scale in (1.0, 100.0):  # v1 keeps its training inputs as the reference drift is measured against
         wolt_jupyter.register(
-            LinearRegression().fit(X, X.sum(axis=1) * scale), name=name, input_example=X.head(3)
+            LinearRegression().fit(X, X.sum(axis=1) * scale),
+            name=name,
+            input_example=X.head(3),
+            reference=X if scale == 1.0 else None,
         )
     code = tmp_path / "fails_live.py"
     code.write_text(FAILS_LIVE)
@@ -241,3 +245,69 @@ def test_no_traffic_holds_then_rolls_back_for_no_data(served) -> None:
     assert str(client().get_registered_model(name).aliases["champion"]) == "1"
     actions = [m["action"] for m in hook.messages()]
     assert actions == ["hold", "rollback"] and "no data" in hook.messages()[-1]["text"]
+
+
+TRAIN = """
+import os
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+
+import wolt_jupyter
+
+X = pd.DataFrame(np.random.default_rng(7).normal(1.2, 0.3, size=(80, 3)), columns=["f0", "f1", "f2"])
+card = wolt_jupyter.register(
+    LinearRegression().fit(X, X.sum(axis=1)), name=os.environ["WOLT_MODEL"], aliases=["challenger"],
+    input_example=X.head(3), reference=X,
+)
+print("retrained because", os.environ["WOLT_RETRAIN_REASON"])
+"""
+
+
+def test_drift_runs_the_retraining_command_and_its_version_is_taken_up(served, tmp_path) -> None:
+    import sys
+
+    import wolt_jupyter
+    from wolt_jupyter import deployments
+    from wolt_jupyter.registry import client
+
+    name, hook = served
+    (tmp_path / "train.py").write_text(TRAIN)
+    d = deployments.deploy("upd", model=f"models:/{name}/1")
+    policy = _policy(name, hook.url)
+    policy["notify"]["events"] = ["retrain", "reject", "promote", "rollback"]
+    policy["retrain"] = {"command": [sys.executable, "train.py"], "drift_threshold": 0.5, "window": "5m",
+                         "min_requests": 40, "check_every": "1s", "cooldown": "1h"}  # fmt: skip
+    from wolt_jupyter.updater.policy import Policy
+    from wolt_jupyter.updater.run import serve
+
+    stop = threading.Event()
+    service = threading.Thread(target=serve, args=(Policy.load(policy), stop), kwargs={"workdir": tmp_path})
+    # the load's inputs (f0 1.0..1.6, f1 0.2, f2 -0.3) are far from v1's reference (standard normal)
+    with Load(d.url, "upd", concurrency=2):
+        service.start()
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                table = wolt_jupyter.updates("upd").table
+                ended = table["reason"].str.startswith("retraining finished").any()
+                if ended and (table["candidate"] == "4").any():
+                    break
+                assert time.monotonic() < deadline, table.tail(10).to_string()
+                time.sleep(0.3)
+        finally:
+            stop.set()
+            service.join(60)
+    retrain = table[table["action"] == "retrain"]
+    started = retrain["reason"].str.startswith("retraining started: input drift PSI").to_numpy()
+    assert started.any(), retrain.to_string()
+    finished = retrain[retrain["reason"].str.startswith("retraining finished")]["reason"]
+    assert (
+        len(finished) == 1 and "exit code 0" in finished.iloc[0] and "retrained because" in finished.iloc[0]
+    )
+    # taken up after the run started it
+    assert table.index[table["candidate"] == "4"].min() > retrain.index[started].min()
+    assert str(client().get_registered_model(name).aliases["challenger"]) == "4"
+    told = [m["reason"] for m in hook.messages() if m["action"] == "retrain"]
+    assert told[0].startswith("retraining started: input drift") and told[1].startswith("retraining finished")

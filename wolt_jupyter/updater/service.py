@@ -133,6 +133,7 @@ class UpdateService:
     def tick(self) -> Decision | None:
         """Detect a candidate if none is in flight, make sure its step is in place, decide, act. None when there
         is nothing to do."""
+        self._report_retrain_end()
         st = ServiceState.read(self.state_path)
         rollout = st.state
         if rollout is None or rollout.outcome is not None:
@@ -233,9 +234,22 @@ class UpdateService:
         self.history.append(record)
 
     # -- retraining -----------------------------------------------------------------------------------------
+    def _report_retrain_end(self) -> None:
+        """A retraining run that ended goes to the history and the webhook once (its version may already be
+        a candidate by then)."""
+        ended = self._retrainer.ended() if self._retrainer is not None else None
+        if ended is None:
+            return
+        now = self.clock()
+        took = (ended.finished or now) - (ended.last_run or now)
+        code = "unknown (started before a restart)" if ended.exit_code is None else str(ended.exit_code)
+        tail = self._retrainer.log_tail(1) if self._retrainer is not None else ""
+        why = f"retraining finished after {took:.0f}s, exit code {code}: {tail or 'no output'}"
+        self._retrain_record(now, self.actions.champion(), why, [])
+
     def _watch_champion(self) -> None:
-        """With no candidate in flight: report a retraining run that ended; every ``check_every`` measure the
-        champion and, when :func:`should_retrain` says so, start the retraining job."""
+        """With no candidate in flight, every ``check_every``: measure the champion and, when
+        :func:`should_retrain` says so, start the retraining job."""
         from wolt_jupyter.updater.decide import should_retrain
         from wolt_jupyter.updater.retrain import metric_of
 
@@ -243,13 +257,7 @@ class UpdateService:
         if runner is None or retrain is None:
             return
         now = self.clock()
-        ended = runner.ended()
         champion = self.actions.champion()
-        if ended is not None:
-            took = (ended.finished or now) - (ended.last_run or now)
-            code = "unknown (started before a restart)" if ended.exit_code is None else str(ended.exit_code)
-            why = f"retraining finished after {took:.0f}s, exit code {code}: {runner.log_tail(1) or 'no output'}"
-            self._retrain_record(now, champion, why, [])
         if now - self._last_health_check < retrain.check_every:
             return
         self._last_health_check = now
