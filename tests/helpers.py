@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from wolt_jupyter.backends.local import free_port  # noqa: F401  # re-exported for the tests
+from wolt_jupyter.backends.local import free_port  # re-exported for the tests
 
 # settings a developer's own environment might carry into the tests
 ISOLATED_ENV = (
@@ -52,6 +54,37 @@ def wait_http(
             time.sleep(0.2)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
     pytest.fail(f"{url} did not become ready in {timeout}s\n{tail}")
+
+
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (SQL backend under ``root``, proxied artifacts, one worker, no job
+    runner), with ``env`` added to its environment; yields its URL."""
+    import os
+    import sys
+
+    venv_bin = Path(sys.executable).parent
+    port = free_port()
+    log = root / "server.log"
+    full = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    full["PATH"] = f"{venv_bin}{os.pathsep}{full.get('PATH', '')}"  # it runs uvicorn from the venv
+    cmd = [
+        str(venv_bin / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 60, proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
 
 
 def unique(prefix: str) -> str:

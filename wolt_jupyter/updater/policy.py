@@ -199,14 +199,27 @@ class _Fields:
 
 # -- the policy's parts --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class RegistryWebhook:
+    """Where the service receives MLflow's registry webhooks (each one triggers an immediate poll): ``host``
+    (127.0.0.1 unless told), ``port`` (0: any free one, logged), ``path``, and the webhook's ``secret``."""
+
+    secret: str = field(repr=False)
+    port: int = 0
+    host: str = "127.0.0.1"
+    path: str = "/mlflow-webhook"
+
+
+@dataclass(frozen=True)
 class Watch:
     """Which versions of ``model`` are candidates: every new READY version, or those carrying ``alias`` or
-    ``tag`` (``key`` or ``key=value``). ``poll_seconds`` is how often the registry is asked."""
+    ``tag`` (``key`` or ``key=value``). ``poll_seconds`` is how often the registry is asked; ``webhook``
+    makes MLflow's registry webhooks trigger a poll at once."""
 
     model: str
     alias: str | None = None
     tag: str | None = None
     poll_seconds: float = 5.0
+    webhook: RegistryWebhook | None = None
 
     def tag_match(self, tags: Mapping[str, str]) -> bool:
         if self.tag is None:
@@ -490,7 +503,7 @@ def parse(data: Mapping[str, Any]) -> Policy:
         raise _fail("deployment", str(exc)) from None
     if not top.has("watch"):
         raise _fail("watch", "is required: {model: NAME} (optionally alias: challenger or tag: KEY=VALUE)")
-    w = _Fields(top.raw("watch"), "watch", ("model", "alias", "tag", "poll_seconds"))
+    w = _Fields(top.raw("watch"), "watch", ("model", "alias", "tag", "poll_seconds", "webhook"))
     model = w.string("model", required=True)
     try:
         check_model_name(model)
@@ -502,7 +515,9 @@ def parse(data: Mapping[str, Any]) -> Policy:
     tag = w.string("tag")
     if alias is not None and tag is not None:
         raise _fail("watch.tag", "give alias or tag, not both")
-    watch = Watch(model, alias, tag, w.number("poll_seconds", 5.0, low=0.2, what="at least 0.2 (seconds)"))
+    poll = w.number("poll_seconds", 5.0, low=0.2, what="at least 0.2 (seconds)")
+    webhook = _registry_webhook(w.raw("webhook")) if w.has("webhook") else None
+    watch = Watch(model, alias, tag, poll or 5.0, webhook)
 
     return Policy(
         deployment=deployment,
@@ -514,6 +529,35 @@ def parse(data: Mapping[str, Any]) -> Policy:
         notify=_notify(top.raw("notify")) if top.has("notify") else None,
         retrain=_retrain(top.raw("retrain")) if top.has("retrain") else None,
     )
+
+
+def _secret(f: _Fields) -> str | None:
+    """``secret`` or ``secret_env`` (the name of an environment variable holding it), not both."""
+    secret = f.string("secret")
+    env = f.string("secret_env")
+    if secret is not None and env is not None:
+        raise _fail(f.at("secret_env"), "give secret or secret_env, not both")
+    if env is not None:
+        secret = os.environ.get(env) or None
+        if secret is None:
+            raise _fail(f.at("secret_env"), f"environment variable {env} is not set")
+    return secret
+
+
+def _registry_webhook(data: Any) -> RegistryWebhook:
+    f = _Fields(data, "watch.webhook", ("port", "host", "path", "secret", "secret_env"))
+    secret = _secret(f)
+    if secret is None:
+        raise _fail(
+            "watch.webhook.secret_env", "a secret is required (the one given to MLflow's create_webhook)"
+        )
+    port = f.count("port", 0, low=0)
+    if port is not None and port > 65535:
+        raise _fail("watch.webhook.port", f"must be a port 0..65535; got {port}")
+    path = f.string("path", "/mlflow-webhook") or "/mlflow-webhook"
+    if not path.startswith("/"):
+        raise _fail("watch.webhook.path", f"must start with /; got {path!r}")
+    return RegistryWebhook(secret, port or 0, f.string("host", "127.0.0.1") or "127.0.0.1", path)
 
 
 def _offline(data: Any) -> OfflineGate:
@@ -734,14 +778,7 @@ def _notify(data: Any) -> Notify:
     assert url is not None
     if not url.startswith(("http://", "https://")):
         raise _fail("notify.webhook", "must be an http:// or https:// URL")
-    secret = f.string("secret")
-    env = f.string("secret_env")
-    if secret is not None and env is not None:
-        raise _fail("notify.secret_env", "give secret or secret_env, not both")
-    if env is not None:
-        secret = os.environ.get(env) or None
-        if secret is None:
-            raise _fail("notify.secret_env", f"environment variable {env} is not set")
+    secret = _secret(f)
     events = f.raw("events", list(DEFAULT_EVENTS))
     if isinstance(events, str):
         events = [events]

@@ -9,6 +9,7 @@ same rollback history — and shows in ``%wolt_deployments`` like any other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -155,8 +156,20 @@ def serve(
 
     deployments._store().record(policy.deployment)  # NotFound: deploy it first
     stop = stop or threading.Event()
+    wake = threading.Event()  # set by a registry webhook: poll now
     service = UpdateService(policy, DeploymentActions(policy), retrain_cwd=workdir, **service_options)
-    with deployment_lock(updater_dir(policy.deployment), policy.deployment, "update service", timeout=0):
+    with contextlib.ExitStack() as running:
+        running.enter_context(
+            deployment_lock(updater_dir(policy.deployment), policy.deployment, "update service", timeout=0)
+        )
+        hook = policy.watch.webhook
+        if hook is not None:
+            from wolt_jupyter.updater.trigger import WebhookTrigger
+
+            trigger = WebhookTrigger(hook.secret, policy.watch.model, wake.set, host=hook.host, port=hook.port,
+                                     path=hook.path)  # fmt: skip
+            running.enter_context(trigger)
+            log.info("receiving MLflow registry webhooks at %s", trigger.url)
         log.info("update service for %s watching %s", policy.deployment, policy.watch.model)
         while not stop.is_set():
             try:
@@ -168,7 +181,15 @@ def serve(
                 log.error("update service %s: %s", policy.deployment, str(exc).splitlines()[0])
             except Exception as exc:  # one bad look must not end the service
                 log.exception("update service %s: %s", policy.deployment, exc)
-            stop.wait(policy.watch.poll_seconds)
+            _sleep(policy.watch.poll_seconds, stop, wake)
+
+
+def _sleep(seconds: float, stop: threading.Event, wake: threading.Event) -> None:
+    """Until the next look: ``seconds``, or sooner when stopped or woken by a webhook."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and not wake.is_set() and time.monotonic() < deadline:
+        wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+    wake.clear()
 
 
 # -- the background process a notebook starts ------------------------------------------------------------------
