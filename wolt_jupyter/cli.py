@@ -119,6 +119,14 @@ def _updater_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _updater_render(args: argparse.Namespace) -> int:
+    from wolt_jupyter.updater.manifests import render_for_cluster, to_yaml
+    from wolt_jupyter.updater.policy import Policy
+
+    print(to_yaml(render_for_cluster(Policy.load(args.policy), args.namespace)), end="")
+    return 0
+
+
 def _stop_on_signals() -> object:
     import signal
     import threading
@@ -181,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder relative paths of the policy (dataset, retraining) are in (default: the file's)",
     )
     run.set_defaults(func=_updater_run)
+    render = usub.add_parser(
+        "render",
+        help="the service's manifests for a cluster (kubectl apply -f -): RBAC, policy, state, Deployment",
+    )
+    render.add_argument("--policy", required=True, help="policy YAML")
+    render.add_argument("--target", required=True, choices=["kubernetes"])
+    render.add_argument("--namespace", help="default: the configured namespace")
+    render.set_defaults(func=_updater_render)
     history = usub.add_parser("history", help="every decision of a deployment's service, with its numbers")
     history.add_argument("name")
     history.set_defaults(func=_updates)
