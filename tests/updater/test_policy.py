@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import yaml
 
 from wolt_jupyter.updater.policy import CanaryStep, Policy, PolicyError, Step, parse
 
@@ -247,3 +248,22 @@ def test_files_that_cannot_be_read(tmp_path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(PolicyError, match="a Policy, a dict or a YAML file path"):
         Policy.load(42)  # type: ignore[arg-type]
+
+
+def test_the_background_copy_keeps_secrets_and_refuses_what_it_cannot_carry(wolt_home) -> None:
+    from wolt_jupyter.errors import InvalidArgument
+    from wolt_jupyter.updater.policy import without_unset
+    from wolt_jupyter.updater.run import start
+
+    data = {
+        "deployment": "eta",
+        "watch": {"model": "eta", "webhook": {"port": 8801, "secret": "hook-s3cret"}},
+        "notify": {"webhook": "http://127.0.0.1:9/hook", "secret": "notify-s3cret"},
+    }
+    p = parse(data)
+    copy = parse(yaml.safe_load(yaml.safe_dump(without_unset(p.to_dict(secrets=True)))))
+    assert copy == p and copy.notify.secret == "notify-s3cret" and copy.watch.webhook.secret == "hook-s3cret"
+    assert "s3cret" not in str(p.to_dict())  # shown, they stay masked
+    frame = {"dataset": pd.DataFrame({"x": [1.0], "y": [1.0]}), "target": "y", "metrics": {"rmse": "min"}}
+    with pytest.raises(InvalidArgument, match=r"DataFrame, which the background service cannot receive"):
+        start({**data, "offline": frame})

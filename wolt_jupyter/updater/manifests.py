@@ -26,7 +26,7 @@ from typing import Any
 from wolt_jupyter.backends.render import DEFAULT_IMAGE, MANAGED_BY, STATE_MOUNT, ClusterContext
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import check_dns_label
-from wolt_jupyter.updater.policy import Policy
+from wolt_jupyter.updater.policy import Policy, without_unset
 
 POLICY_MOUNT = "/etc/wolt-updater"
 WEBHOOK_PORT = 8090
@@ -99,15 +99,7 @@ def policy_document(
         watch["webhook"] = {"host": webhook_host, "port": WEBHOOK_PORT, "path": hook.path,
                             "secret_env": WEBHOOK_SECRET_ENV}  # fmt: skip
         secrets[WEBHOOK_SECRET_ENV] = hook.secret
-    return _without_none(doc), secrets
-
-
-def _without_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_none(v) for v in value]
-    return value
+    return without_unset(doc), secrets
 
 
 def render_updater(policy: Policy, ctx: ClusterContext) -> list[dict[str, Any]]:

@@ -413,9 +413,10 @@ class Policy:
         out.extend(Step("canary", c.weight, c.bake) for c in self.rollout.canary)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict (secrets shown only as set/unset; a DataFrame dataset and callables by type)."""
-        return _plain(self)
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """A plain dict (secrets shown only as set/unset unless ``secrets``, for a private copy; a DataFrame
+        dataset and callables by type)."""
+        return _plain(self, secrets)
 
 
 @dataclass(frozen=True)
@@ -435,25 +436,34 @@ class Step:
         return f"canary {self.weight}%" if self.kind == "canary" else self.kind
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, secrets: bool = False) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         out = {}
         for f in fields(value):
             v = getattr(value, f.name)
             if f.name == "secret":
-                out[f.name] = "****" if v else None
+                out[f.name] = (v if secrets else "****") if v else None
             elif f.name == "fn":
                 out[f.name] = None if v is None else getattr(v, "__name__", type(v).__name__)
             else:
-                out[f.name] = _plain(v)
+                out[f.name] = _plain(v, secrets)
         return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, secrets) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, Path):
         return str(value)
     return f"<{type(value).__name__}>"
+
+
+def without_unset(value: Any) -> Any:
+    """A :meth:`Policy.to_dict` as YAML a person would write: unset fields left out (the parser's defaults)."""
+    if isinstance(value, dict):
+        return {k: without_unset(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_unset(v) for v in value]
+    return value
 
 
 # -- parsing --------------------------------------------------------------------------------------------------

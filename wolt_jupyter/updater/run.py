@@ -20,7 +20,7 @@ from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument, NotFound, WoltError
 from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
-from wolt_jupyter.updater.policy import Policy, Step
+from wolt_jupyter.updater.policy import Policy, Step, without_unset
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,9 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
         else:
             import yaml
 
-            policy_text = yaml.safe_dump(pol.to_dict(), sort_keys=False)
+            _check_writable(pol)
+            # the private copy (0600) keeps the secrets: the background process has no other way to them
+            policy_text = yaml.safe_dump(without_unset(pol.to_dict(secrets=True)), sort_keys=False)
     write_atomic(policy_path, policy_text, mode=0o600)
     # relative paths in the policy (dataset, retraining command or notebook) mean what they meant where it was
     # written: next to its file, or the notebook's folder for a dict or a variable
@@ -245,6 +247,21 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
     while time.monotonic() < deadline and not state_path.exists():
         time.sleep(0.05)
     return {**status(pol.deployment), "pid": proc.pid}
+
+
+def _check_writable(policy: Policy) -> None:
+    """What a policy held in memory cannot hand to the background process, refused in one line."""
+    offline = policy.offline
+    if offline is not None and not isinstance(offline.dataset, (str, Path)):
+        raise InvalidArgument(
+            f"policy field 'offline.dataset' is a {type(offline.dataset).__name__}, which the background service "
+            "cannot receive: write it to a .parquet file (df.to_parquet('holdout.parquet')) and give the path"
+        )
+    if offline is not None and any(m.fn is not None for m in offline.metrics):
+        raise InvalidArgument(
+            "policy field 'offline.metrics' holds a Python callable, which the background service cannot "
+            "receive: use a scikit-learn metric name, or run the service in this process (updater.run.serve)"
+        )
 
 
 def status(deployment: str) -> dict[str, Any]:
