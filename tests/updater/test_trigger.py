@@ -120,7 +120,7 @@ def test_mlflow_itself_delivers_to_the_receiver(delivering_server, wolt_home, mo
     name = unique("hooked")
     woken = threading.Event()
     with WebhookTrigger(SECRET, name, woken.set) as trigger:
-        client = MlflowClient(delivering_server)
+        client = MlflowClient(delivering_server, registry_uri=delivering_server)  # not a registry set earlier
         hook = client.create_webhook(
             name=unique("wolt"),
             url=trigger.url,
@@ -157,7 +157,7 @@ def test_a_webhook_makes_the_service_take_a_challenger_up_at_once(
     X = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 2)), columns=["a", "b"])
     for scale in (1.0, 2.0):
         wolt_jupyter.register(LinearRegression().fit(X, X.a * scale), name=name, input_example=X.head(2))
-    client = MlflowClient(delivering_server)
+    client = MlflowClient(delivering_server, registry_uri=delivering_server)  # not a registry set earlier
     client.set_registered_model_alias(name, "champion", "1")
     port = free_port()
     hook = client.create_webhook(
