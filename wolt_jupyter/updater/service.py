@@ -237,14 +237,14 @@ class UpdateService:
     def _report_retrain_end(self) -> None:
         """A retraining run that ended goes to the history and the webhook once (its version may already be
         a candidate by then)."""
-        ended = self._retrainer.ended() if self._retrainer is not None else None
-        if ended is None:
+        runner = self._retrainer
+        ended = runner.ended() if runner is not None else None
+        if runner is None or ended is None:
             return
         now = self.clock()
         took = (ended.finished or now) - (ended.last_run or now)
         code = "unknown (started before a restart)" if ended.exit_code is None else str(ended.exit_code)
-        tail = self._retrainer.log_tail(1) if self._retrainer is not None else ""
-        why = f"retraining finished after {took:.0f}s, exit code {code}: {tail or 'no output'}"
+        why = f"retraining finished after {took:.0f}s, exit code {code}: {runner.log_tail(1) or 'no output'}"
         self._retrain_record(now, self.actions.champion(), why, [])
 
     def _watch_champion(self) -> None:
@@ -257,10 +257,10 @@ class UpdateService:
         if runner is None or retrain is None:
             return
         now = self.clock()
-        champion = self.actions.champion()
         if now - self._last_health_check < retrain.check_every:
             return
         self._last_health_check = now
+        champion = self.actions.champion()
         metric = metric_of(retrain, self.policy.guards.live_metric)
         health = self.actions.champion_health(now - retrain.window)
         baseline = runner.baseline(health.version, health.metric)
