@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import atexit
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import ISOLATED_ENV, free_port, stop_server, wait_http
-
-VENV_BIN = Path(sys.executable).parent
+from helpers import ISOLATED_ENV, free_port, running_mlflow_server
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 with a SQL backend and proxied artifacts."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = root / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # it runs uvicorn from the venv
-    cmd = [
-        str(VENV_BIN / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", 60, proc, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_server(proc, 10)
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
 
 
 def _reset_session_state() -> None:

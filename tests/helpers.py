@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from wolt_jupyter.backends.local import free_port  # noqa: F401  # re-exported for the tests
+from wolt_jupyter.backends.local import free_port  # re-exported for the tests
 
 # settings a developer's own environment might carry into the tests
 ISOLATED_ENV = (
@@ -62,6 +64,33 @@ def wait_http(
     pytest.fail(f"{url} did not become ready in {timeout}s\n{tail}")
 
 
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (SQL backend under ``root``, proxied artifacts, one worker, no job
+    runner), with ``env`` added to its environment; yields its URL."""
+    import os
+    import sys
+
+    venv_bin = Path(sys.executable).parent
+    port = free_port()
+    log = root / "server.log"
+    full = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    full["PATH"] = f"{venv_bin}{os.pathsep}{full.get('PATH', '')}"  # it runs uvicorn from the venv
+    cmd = [
+        str(venv_bin / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 60, proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc, 10)
+
+
 def unique(prefix: str) -> str:
     """A name no other test uses (the MLflow server is shared by the whole session)."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -92,3 +121,38 @@ def register_eta_models() -> dict[str, str]:
         )
     wolt_jupyter.registry.mlflow_client().set_registered_model_alias("eta", "champion", "1")
     return {"champion": "models:/eta@champion", "v1": "models:/eta/1", "v2": "models:/eta/2"}
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that keeps every POST (headers, raw body) and answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.got: list[dict] = []
+        self.status = status
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.got.append({"headers": dict(self.headers), "body": body, "path": self.path})
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000/path-token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def messages(self) -> list[dict]:
+        import json
+
+        return [json.loads(m["body"]) for m in self.got]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

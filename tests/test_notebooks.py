@@ -79,3 +79,26 @@ def test_monitoring_notebook_leaves_figures(wolt_home: Path) -> None:
     drift = next(c for c in nb.cells if c.source.startswith("shifted ="))
     shown = "".join(o.get("data", {}).get("text/plain", "") for o in drift["outputs"])
     assert "drifted features: bmi" in shown
+
+
+def test_automatic_updates_notebook_promotes_the_better_version(wolt_home: Path) -> None:
+    from wolt_jupyter import deployments
+    from wolt_jupyter.registry import client
+    from wolt_jupyter.updater.history import updates
+    from wolt_jupyter.updater.run import stop_service
+
+    try:
+        nb = execute("04-automatic-updates.ipynb")
+    finally:  # a failed cell must not leave the service or the deployment running
+        stop_service("diabetes-auto")
+        if "diabetes-auto" in deployments._store().names():
+            deployments.undeploy("diabetes-auto")
+    text = outputs_text(nb)
+    assert "the service decided: promote" in text
+    assert "main=100% (models:/diabetes-auto/2)" in text  # the promotion carried out, before the undeploy
+    assert str(client().get_registered_model("diabetes-auto").aliases["champion"]) == "2"
+    table = updates("diabetes-auto").table
+    assert list(table.drop_duplicates("step")["step"]) == ["offline", "shadow", "canary 50%", "canary 100%"]
+    live_mae = table[table["check"] == "mae vs champion"]
+    # the feedback labels reached the sequential test of the live MAE (n/a while there were too few)
+    assert (live_mae["verdict"] == "pass").any() and set(live_mae["verdict"]) <= {"pass", "n/a"}

@@ -108,12 +108,22 @@ def _up(args: argparse.Namespace) -> int:
 
 def _updater_run(args: argparse.Namespace) -> int:
     import logging
+    from pathlib import Path
 
-    from wolt_jupyter.updater.policy import Policy
+    from wolt_jupyter.updater.policy import from_yaml_file
     from wolt_jupyter.updater.run import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(Policy.load(args.policy), stop=_stop_on_signals())
+    base = Path(args.base or Path(args.policy).expanduser().parent)
+    serve(from_yaml_file(args.policy, base), stop=_stop_on_signals(), workdir=base)
+    return 0
+
+
+def _updater_render(args: argparse.Namespace) -> int:
+    from wolt_jupyter.updater.manifests import render_for_cluster, to_yaml
+    from wolt_jupyter.updater.policy import Policy
+
+    print(to_yaml(render_for_cluster(Policy.load(args.policy), args.namespace)), end="")
     return 0
 
 
@@ -174,7 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     usub = updater.add_subparsers(dest="updater_command", required=True, metavar="COMMAND")
     run = usub.add_parser("run", help="run the service of a policy in the foreground (SIGTERM stops it)")
     run.add_argument("--policy", required=True, help="policy YAML (see the README's policy reference)")
+    run.add_argument(
+        "--base",
+        help="folder relative paths of the policy (dataset, retraining) are in (default: the file's)",
+    )
     run.set_defaults(func=_updater_run)
+    render = usub.add_parser(
+        "render",
+        help="the service's manifests for a cluster (kubectl apply -f -): RBAC, policy, state, Deployment",
+    )
+    render.add_argument("--policy", required=True, help="policy YAML")
+    render.add_argument("--target", required=True, choices=["kubernetes"])
+    render.add_argument("--namespace", help="default: the configured namespace")
+    render.set_defaults(func=_updater_render)
     history = usub.add_parser("history", help="every decision of a deployment's service, with its numbers")
     history.add_argument("name")
     history.set_defaults(func=_updates)

@@ -423,6 +423,13 @@ def test_decide_aa_canary_rolls_back_rarely_and_a_broken_candidate_always() -> N
         ({"metric": 0.8, "baseline_metric": 1.0, "direction": "max"}, True, "20.0% worse"),
         ({"drift_psi": 0.3, "last_run": 1000.0 - 60}, False, "cooldown"),
         ({"drift_psi": 0.3, "last_run": 1000.0 - 4000}, True, "PSI"),
+        ({"drift_psi": 0.3, "running": True}, False, "still going"),
+        ({"drift_psi": 0.1, "running": True}, False, "no drift"),
+        ({"metric": 1.2, "baseline_metric": None}, False, "no drift"),
+        ({"metric": math.nan, "baseline_metric": 1.0}, False, "no drift"),
+        ({"metric": 1.2, "baseline_metric": 0.0}, False, "no drift"),
+        ({"drift_psi": 0.25, "metric": 1.5, "baseline_metric": 1.0}, True, ">= 0.2; live metric 1.5"),
+        ({"metric": 0.95, "baseline_metric": 1.0, "direction": "max"}, False, "no drift"),
     ],
 )
 def test_should_retrain(kwargs, run: bool, words: str) -> None:

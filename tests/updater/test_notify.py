@@ -4,43 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from wolt_jupyter.updater.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, Notifier, verify_signature
 from wolt_jupyter.updater.policy import Notify
 
-from helpers import free_port
+from helpers import WebhookReceiver, free_port
 
 SECRET = "hook-secret-4b1d"
 
 
 @pytest.fixture
 def receiver():
-    """A real HTTP server that keeps what it receives; answers with the status in ``reply``."""
-    got: list[dict] = []
-    reply = {"status": 200}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            got.append({"headers": dict(self.headers), "body": body})
-            self.send_response(reply["status"])
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    """A real HTTP server that keeps what it receives; answers with its ``status``."""
+    server = WebhookReceiver()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/path-token", got, reply
+        yield server
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 class Clock:
@@ -52,7 +34,7 @@ class Clock:
 
 
 def test_signed_slack_compatible_message(receiver) -> None:
-    url, got, _ = receiver
+    url, got = receiver.url, receiver.got
     clock = Clock()
     n = Notifier(Notify(webhook=url, secret=SECRET), clock=clock)
     sent = n.send("promote", "eta/7", "eta v7 promoted", {"deployment": "eta", "action": "promote"})
@@ -76,13 +58,13 @@ def test_signed_slack_compatible_message(receiver) -> None:
 
 
 def test_unsigned_without_secret(receiver) -> None:
-    url, got, _ = receiver
+    url, got = receiver.url, receiver.got
     Notifier(Notify(webhook=url)).send("rollback", "eta/8", "rolled back")
     assert SIGNATURE_HEADER.lower() not in {k.lower() for k in got[0]["headers"]}
 
 
 def test_a_flapping_candidate_is_rate_limited_across_restarts(receiver, tmp_path) -> None:
-    url, got, _ = receiver
+    url, got = receiver.url, receiver.got
     clock = Clock()
     state = tmp_path / "notify.json"
     policy = Notify(webhook=url, secret=SECRET, rate_limit=2, per=600, events=("rollback", "promote"))
@@ -102,8 +84,8 @@ def test_a_flapping_candidate_is_rate_limited_across_restarts(receiver, tmp_path
 
 
 def test_failures_are_one_line_and_never_show_the_secret(receiver, caplog) -> None:
-    url, _, reply = receiver
-    reply["status"] = 500
+    url = receiver.url
+    receiver.status = 500
     caplog.set_level(logging.WARNING)
     n = Notifier(Notify(webhook=url, secret=SECRET, timeout=2))
     bad = n.send("promote", "eta/7", "x")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import yaml
 
 from wolt_jupyter.updater.policy import CanaryStep, Policy, PolicyError, Step, parse
 
@@ -28,7 +29,7 @@ guards:
   min_sample: 150
   step_deadline: 30m
 notify: {webhook: "http://127.0.0.1:9/hook", secret_env: WOLT_TEST_HOOK_SECRET, rate_limit: 3, per: 10m}
-retrain: {command: ["python", "train.py"], drift_threshold: 0.2, cooldown: 1h}
+retrain: {command: ["python", "train.py"], drift_threshold: 0.2, cooldown: 1h, window: 30m, metric: mse, check_every: 10s}
 """
 
 
@@ -55,6 +56,12 @@ def test_full_yaml_policy(tmp_path, monkeypatch) -> None:
     assert "s3cret-value" not in repr(p) and "s3cret-value" not in str(p.to_dict())
     assert p.to_dict()["notify"]["secret"] == "****"
     assert p.retrain is not None and p.retrain.command == ("python", "train.py")
+    assert (p.retrain.window, p.retrain.metric, p.retrain.check_every, p.retrain.min_labels) == (
+        1800,
+        "mse",
+        10,
+        50,
+    )
     assert [s.label for s in p.steps()] == [
         "offline",
         "replay",
@@ -206,6 +213,21 @@ def _with(path: str, value):
             "exactly one",
         ),
         (_with("retrain", {"command": "x"}), "retrain", "drift_threshold"),
+        (
+            _with("retrain", {"command": "x", "drift_threshold": 0.2, "metric": "auc"}),
+            "retrain.metric",
+            "mae",
+        ),
+        (
+            _with("retrain", {"command": "x", "drift_threshold": 0.2, "window": "soon"}),
+            "retrain.window",
+            "5m",
+        ),
+        (
+            _with("retrain", {"command": "x", "drift_threshold": 0.2, "min_labels": 0}),
+            "retrain.min_labels",
+            ">= 1",
+        ),
     ],
 )
 def test_every_bad_field_is_named_in_one_line(data, field: str, hint: str) -> None:
@@ -226,3 +248,22 @@ def test_files_that_cannot_be_read(tmp_path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(PolicyError, match="a Policy, a dict or a YAML file path"):
         Policy.load(42)  # type: ignore[arg-type]
+
+
+def test_the_background_copy_keeps_secrets_and_refuses_what_it_cannot_carry(wolt_home) -> None:
+    from wolt_jupyter.errors import InvalidArgument
+    from wolt_jupyter.updater.policy import without_unset
+    from wolt_jupyter.updater.run import start
+
+    data = {
+        "deployment": "eta",
+        "watch": {"model": "eta", "webhook": {"port": 8801, "secret": "hook-s3cret"}},
+        "notify": {"webhook": "http://127.0.0.1:9/hook", "secret": "notify-s3cret"},
+    }
+    p = parse(data)
+    copy = parse(yaml.safe_load(yaml.safe_dump(without_unset(p.to_dict(secrets=True)))))
+    assert copy == p and copy.notify.secret == "notify-s3cret" and copy.watch.webhook.secret == "hook-s3cret"
+    assert "s3cret" not in str(p.to_dict())  # shown, they stay masked
+    frame = {"dataset": pd.DataFrame({"x": [1.0], "y": [1.0]}), "target": "y", "metrics": {"rmse": "min"}}
+    with pytest.raises(InvalidArgument, match=r"DataFrame, which the background service cannot receive"):
+        start({**data, "offline": frame})

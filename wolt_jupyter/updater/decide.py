@@ -566,9 +566,11 @@ def should_retrain(
     baseline_metric: float | None = None,
     direction: Direction = "min",
     last_run: float | None = None,
+    running: bool = False,
 ) -> RetrainDecision:
     """Whether the champion needs a new version: its inputs drifted (max PSI over the threshold) or its live
-    metric declined by ``metric_decline`` (relative to the baseline). Not twice within ``cooldown``."""
+    metric declined by ``metric_decline`` (relative to the baseline). Not twice within ``cooldown``, never
+    while a retraining run is still going. A missing or NaN measurement is no reason either way."""
     reasons = []
     if retrain.drift_threshold is not None and _finite(drift_psi) and drift_psi >= retrain.drift_threshold:  # type: ignore[operator]
         reasons.append(f"input drift PSI {drift_psi:.3g} >= {retrain.drift_threshold:.3g}")
@@ -587,6 +589,8 @@ def should_retrain(
             )
     if not reasons:
         return RetrainDecision(False, "no drift or decline over the thresholds")
+    if running:
+        return RetrainDecision(False, f"{'; '.join(reasons)}; but a retraining run is still going")
     if last_run is not None and now - last_run < retrain.cooldown:
         return RetrainDecision(
             False,

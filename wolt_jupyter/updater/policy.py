@@ -22,7 +22,7 @@ guards:
   min_sample: 200                               # per step; less is "hold"
   step_deadline: 1h                             # still too little data then -> roll back "no data"
 notify: {webhook: "https://hooks.example/x", secret_env: WOLT_WEBHOOK_SECRET, rate_limit: 5, per: 1h}
-retrain: {command: "python train.py", drift_threshold: 0.2, metric_decline: 0.1, cooldown: 6h}
+retrain: {command: "python train.py", drift_threshold: 0.2, metric_decline: 0.1, cooldown: 6h, window: 1h}
 ```
 
 Parsing is strict: an unknown key or a bad value raises :class:`PolicyError`, one line naming the field
@@ -195,14 +195,27 @@ class _Fields:
 
 # -- the policy's parts --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class RegistryWebhook:
+    """Where the service receives MLflow's registry webhooks (each one triggers an immediate poll): ``host``
+    (127.0.0.1 unless told), ``port`` (0: any free one, logged), ``path``, and the webhook's ``secret``."""
+
+    secret: str = field(repr=False)
+    port: int = 0
+    host: str = "127.0.0.1"
+    path: str = "/mlflow-webhook"
+
+
+@dataclass(frozen=True)
 class Watch:
     """Which versions of ``model`` are candidates: every new READY version, or those carrying ``alias`` or
-    ``tag`` (``key`` or ``key=value``). ``poll_seconds`` is how often the registry is asked."""
+    ``tag`` (``key`` or ``key=value``). ``poll_seconds`` is how often the registry is asked; ``webhook``
+    makes MLflow's registry webhooks trigger a poll at once."""
 
     model: str
     alias: str | None = None
     tag: str | None = None
     poll_seconds: float = 5.0
+    webhook: RegistryWebhook | None = None
 
     def tag_match(self, tags: Mapping[str, str]) -> bool:
         if self.tag is None:
@@ -343,14 +356,23 @@ class Notify:
 @dataclass(frozen=True)
 class Retrain:
     """Run ``command`` (argv or a shell line) or execute ``notebook`` headless when the champion drifts
-    (max PSI over ``drift_threshold``) or its live metric declines by ``metric_decline`` (relative) from its
-    baseline; not again within ``cooldown`` seconds."""
+    (max PSI of its inputs over the last ``window`` above ``drift_threshold``, judged from ``min_requests``)
+    or its live ``metric`` over the last ``window`` declines by ``metric_decline`` (relative) from its
+    baseline (the first window with ``min_labels`` labels the champion had); not again within ``cooldown``.
+    Looked at every ``check_every`` seconds while no candidate is in flight; a run over ``timeout`` is stopped.
+    The run registers a new version, which the watcher then picks up like any other."""
 
     command: str | tuple[str, ...] | None = None
     notebook: str | None = None
     drift_threshold: float | None = None
     metric_decline: float | None = None
     cooldown: float = 6 * 3600.0
+    metric: str | None = None  # mae | mse | accuracy; default: guards.live_metric's, else mae
+    window: float = 3600.0
+    min_requests: int = 100
+    min_labels: int = 50
+    check_every: float = 60.0
+    timeout: float = 2 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -387,9 +409,10 @@ class Policy:
         out.extend(Step("canary", c.weight, c.bake) for c in self.rollout.canary)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict (secrets shown only as set/unset; a DataFrame dataset and callables by type)."""
-        return _plain(self)
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """A plain dict (secrets shown only as set/unset unless ``secrets``, for a private copy; a DataFrame
+        dataset and callables by type)."""
+        return _plain(self, secrets)
 
 
 @dataclass(frozen=True)
@@ -409,20 +432,20 @@ class Step:
         return f"canary {self.weight}%" if self.kind == "canary" else self.kind
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, secrets: bool = False) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         out = {}
         for f in fields(value):
             v = getattr(value, f.name)
             if f.name == "secret":
-                out[f.name] = "****" if v else None
+                out[f.name] = (v if secrets else "****") if v else None
             elif f.name == "fn":
                 out[f.name] = None if v is None else getattr(v, "__name__", type(v).__name__)
             else:
-                out[f.name] = _plain(v)
+                out[f.name] = _plain(v, secrets)
         return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, secrets) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, Path):
@@ -430,8 +453,19 @@ def _plain(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
+def without_unset(value: Any) -> Any:
+    """A :meth:`Policy.to_dict` as YAML a person would write: unset fields left out (the parser's defaults)."""
+    if isinstance(value, dict):
+        return {k: without_unset(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_unset(v) for v in value]
+    return value
+
+
 # -- parsing --------------------------------------------------------------------------------------------------
-def from_yaml_file(path: str | os.PathLike[str]) -> Policy:
+def from_yaml_file(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Policy:
+    """A policy from a YAML file; relative dataset and notebook paths are resolved against ``base`` (default:
+    the file's folder; the background service runs a private copy, with ``base`` the original's folder)."""
     import yaml
 
     p = Path(path).expanduser()
@@ -443,11 +477,15 @@ def from_yaml_file(path: str | os.PathLike[str]) -> Policy:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PolicyError(f"cannot read policy file {str(p)!r}: {first}") from None
     policy = parse(data or {})
+    folder = Path(base).expanduser() if base is not None else p.parent
     offline = policy.offline
     if offline is not None and isinstance(offline.dataset, str) and not _is_uri(offline.dataset):
         dataset = Path(offline.dataset).expanduser()
         if not dataset.is_absolute():  # relative to the policy file, not to wherever the service started
-            policy = replace(policy, offline=replace(offline, dataset=str(p.parent / dataset)))
+            policy = replace(policy, offline=replace(offline, dataset=str(folder / dataset)))
+    retrain = policy.retrain
+    if retrain is not None and retrain.notebook is not None and not Path(retrain.notebook).is_absolute():
+        policy = replace(policy, retrain=replace(retrain, notebook=str(folder / retrain.notebook)))
     return policy
 
 
@@ -471,7 +509,7 @@ def parse(data: Mapping[str, Any]) -> Policy:
         raise _fail("deployment", str(exc)) from None
     if not top.has("watch"):
         raise _fail("watch", "is required: {model: NAME} (optionally alias: challenger or tag: KEY=VALUE)")
-    w = _Fields(top.raw("watch"), "watch", ("model", "alias", "tag", "poll_seconds"))
+    w = _Fields(top.raw("watch"), "watch", ("model", "alias", "tag", "poll_seconds", "webhook"))
     model = w.string("model", required=True)
     try:
         check_model_name(model)
@@ -483,7 +521,9 @@ def parse(data: Mapping[str, Any]) -> Policy:
     tag = w.string("tag")
     if alias is not None and tag is not None:
         raise _fail("watch.tag", "give alias or tag, not both")
-    watch = Watch(model, alias, tag, w.number("poll_seconds", 5.0, low=0.2, what="at least 0.2 (seconds)"))
+    poll = w.number("poll_seconds", 5.0, low=0.2, what="at least 0.2 (seconds)")
+    webhook = _registry_webhook(w.raw("webhook")) if w.has("webhook") else None
+    watch = Watch(model, alias, tag, poll or 5.0, webhook)
 
     return Policy(
         deployment=deployment,
@@ -495,6 +535,35 @@ def parse(data: Mapping[str, Any]) -> Policy:
         notify=_notify(top.raw("notify")) if top.has("notify") else None,
         retrain=_retrain(top.raw("retrain")) if top.has("retrain") else None,
     )
+
+
+def _secret(f: _Fields) -> str | None:
+    """``secret`` or ``secret_env`` (the name of an environment variable holding it), not both."""
+    secret = f.string("secret")
+    env = f.string("secret_env")
+    if secret is not None and env is not None:
+        raise _fail(f.at("secret_env"), "give secret or secret_env, not both")
+    if env is not None:
+        secret = os.environ.get(env) or None
+        if secret is None:
+            raise _fail(f.at("secret_env"), f"environment variable {env} is not set")
+    return secret
+
+
+def _registry_webhook(data: Any) -> RegistryWebhook:
+    f = _Fields(data, "watch.webhook", ("port", "host", "path", "secret", "secret_env"))
+    secret = _secret(f)
+    if secret is None:
+        raise _fail(
+            "watch.webhook.secret_env", "a secret is required (the one given to MLflow's create_webhook)"
+        )
+    port = f.count("port", 0, low=0)
+    if port is not None and port > 65535:
+        raise _fail("watch.webhook.port", f"must be a port 0..65535; got {port}")
+    path = f.string("path", "/mlflow-webhook") or "/mlflow-webhook"
+    if not path.startswith("/"):
+        raise _fail("watch.webhook.path", f"must start with /; got {path!r}")
+    return RegistryWebhook(secret, port or 0, f.string("host", "127.0.0.1") or "127.0.0.1", path)
 
 
 def _offline(data: Any) -> OfflineGate:
@@ -715,14 +784,7 @@ def _notify(data: Any) -> Notify:
     assert url is not None
     if not url.startswith(("http://", "https://")):
         raise _fail("notify.webhook", "must be an http:// or https:// URL")
-    secret = f.string("secret")
-    env = f.string("secret_env")
-    if secret is not None and env is not None:
-        raise _fail("notify.secret_env", "give secret or secret_env, not both")
-    if env is not None:
-        secret = os.environ.get(env) or None
-        if secret is None:
-            raise _fail("notify.secret_env", f"environment variable {env} is not set")
+    secret = _secret(f)
     events = f.raw("events", list(DEFAULT_EVENTS))
     if isinstance(events, str):
         events = [events]
@@ -739,7 +801,9 @@ def _notify(data: Any) -> Notify:
 
 
 def _retrain(data: Any) -> Retrain:
-    f = _Fields(data, "retrain", ("command", "notebook", "drift_threshold", "metric_decline", "cooldown"))
+    known = ("command", "notebook", "drift_threshold", "metric_decline", "cooldown", "metric", "window",
+             "min_requests", "min_labels", "check_every", "timeout")  # fmt: skip
+    f = _Fields(data, "retrain", known)
     command = f.raw("command")
     if command is not None:
         if isinstance(command, (list, tuple)) and command and all(isinstance(c, str) and c for c in command):
@@ -755,4 +819,20 @@ def _retrain(data: Any) -> Retrain:
     decline = f.fraction("metric_decline", None, open_zero=True)
     if drift is None and decline is None:
         raise _fail("retrain", "give drift_threshold and/or metric_decline: when to retrain")
-    return Retrain(command, notebook, drift, decline, f.duration("cooldown", 6 * 3600.0) or 6 * 3600.0)
+    metric = f.string("metric")
+    if metric is not None and metric not in LIVE_METRICS:
+        raise _fail("retrain.metric", f"must be one of {', '.join(LIVE_METRICS)}; got {metric!r}")
+    d = Retrain(command="")
+    return Retrain(
+        command,
+        notebook,
+        drift,
+        decline,
+        f.duration("cooldown", d.cooldown) or d.cooldown,
+        metric,
+        f.duration("window", d.window) or d.window,
+        f.count("min_requests", d.min_requests) or d.min_requests,
+        f.count("min_labels", d.min_labels) or d.min_labels,
+        f.duration("check_every", d.check_every) or d.check_every,
+        f.duration("timeout", d.timeout) or d.timeout,
+    )

@@ -9,6 +9,7 @@ same rollback history — and shows in ``%wolt_deployments`` like any other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument, NotFound, WoltError
 from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
-from wolt_jupyter.updater.policy import Policy, Step
+from wolt_jupyter.updater.policy import Policy, Step, without_unset
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,15 @@ class DeploymentActions:
 
         deployments.rollback(self.name)
 
+    def champion_health(self, since: float) -> Any:
+        from wolt_jupyter.updater.retrain import champion_health, metric_of
+
+        retrain = self.policy.retrain
+        assert retrain is not None
+        metric = metric_of(retrain, self.policy.guards.live_metric)
+        main = self._main()
+        return champion_health(self.name, main.name, self.model, self.champion(), retrain, metric, since)
+
     def observe(self, version: str, step: Step, since: float) -> Any:
         from wolt_jupyter.updater.observe import observe
 
@@ -129,9 +139,16 @@ class DeploymentActions:
         )
 
 
-def serve(policy: Policy, stop: threading.Event | None = None, **service_options: Any) -> None:
+def serve(
+    policy: Policy,
+    stop: threading.Event | None = None,
+    *,
+    workdir: Path | None = None,
+    **service_options: Any,
+) -> None:
     """Run the service for ``policy`` in this process until ``stop`` (or SIGTERM/SIGINT). One service per
-    deployment: a second one fails at once, naming the first. Each look holds the deployment's lock."""
+    deployment: a second one fails at once, naming the first. Each look holds the deployment's lock; the
+    retraining job runs in ``workdir`` (default: this process's folder)."""
     from wolt_jupyter import deployments
     from wolt_jupyter.locking import deployment_lock
     from wolt_jupyter.updater.history import updater_dir
@@ -139,8 +156,20 @@ def serve(policy: Policy, stop: threading.Event | None = None, **service_options
 
     deployments._store().record(policy.deployment)  # NotFound: deploy it first
     stop = stop or threading.Event()
-    service = UpdateService(policy, DeploymentActions(policy), **service_options)
-    with deployment_lock(updater_dir(policy.deployment), policy.deployment, "update service", timeout=0):
+    wake = threading.Event()  # set by a registry webhook: poll now
+    service = UpdateService(policy, DeploymentActions(policy), retrain_cwd=workdir, **service_options)
+    with contextlib.ExitStack() as running:
+        running.enter_context(
+            deployment_lock(updater_dir(policy.deployment), policy.deployment, "update service", timeout=0)
+        )
+        hook = policy.watch.webhook
+        if hook is not None:
+            from wolt_jupyter.updater.trigger import WebhookTrigger
+
+            trigger = WebhookTrigger(hook.secret, policy.watch.model, wake.set, host=hook.host, port=hook.port,
+                                     path=hook.path)  # fmt: skip
+            running.enter_context(trigger)
+            log.info("receiving MLflow registry webhooks at %s", trigger.url)
         log.info("update service for %s watching %s", policy.deployment, policy.watch.model)
         while not stop.is_set():
             try:
@@ -152,7 +181,15 @@ def serve(policy: Policy, stop: threading.Event | None = None, **service_options
                 log.error("update service %s: %s", policy.deployment, str(exc).splitlines()[0])
             except Exception as exc:  # one bad look must not end the service
                 log.exception("update service %s: %s", policy.deployment, exc)
-            stop.wait(policy.watch.poll_seconds)
+            _sleep(policy.watch.poll_seconds, stop, wake)
+
+
+def _sleep(seconds: float, stop: threading.Event, wake: threading.Event) -> None:
+    """Until the next look: ``seconds``, or sooner when stopped or woken by a webhook."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and not wake.is_set() and time.monotonic() < deadline:
+        wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+    wake.clear()
 
 
 # -- the background process a notebook starts ------------------------------------------------------------------
@@ -185,11 +222,18 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
         else:
             import yaml
 
-            policy_text = yaml.safe_dump(pol.to_dict(), sort_keys=False)
+            _check_writable(pol)
+            # the private copy (0600) keeps the secrets: the background process has no other way to them
+            policy_text = yaml.safe_dump(without_unset(pol.to_dict(secrets=True)), sort_keys=False)
     write_atomic(policy_path, policy_text, mode=0o600)
+    # relative paths in the policy (dataset, retraining command or notebook) mean what they meant where it was
+    # written: next to its file, or the notebook's folder for a dict or a variable
+    is_file = isinstance(policy, str) and Path(policy).expanduser().is_file()
+    base = Path(policy).expanduser().resolve().parent if is_file else Path.cwd()  # type: ignore[arg-type]
     command = [
         sys.executable, "-m", "wolt_jupyter.serving.supervisor", "--state", str(state_path), "--log", str(log_path),
         "--", sys.executable, "-m", "wolt_jupyter.cli", "updater", "run", "--policy", str(policy_path),
+        "--base", str(base),
     ]  # fmt: skip
     proc = subprocess.Popen(
         command,
@@ -197,12 +241,27 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        cwd=policy_path.parent,
+        cwd=base,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not state_path.exists():
         time.sleep(0.05)
     return {**status(pol.deployment), "pid": proc.pid}
+
+
+def _check_writable(policy: Policy) -> None:
+    """What a policy held in memory cannot hand to the background process, refused in one line."""
+    offline = policy.offline
+    if offline is not None and not isinstance(offline.dataset, (str, Path)):
+        raise InvalidArgument(
+            f"policy field 'offline.dataset' is a {type(offline.dataset).__name__}, which the background service "
+            "cannot receive: write it to a .parquet file (df.to_parquet('holdout.parquet')) and give the path"
+        )
+    if offline is not None and any(m.fn is not None for m in offline.metrics):
+        raise InvalidArgument(
+            "policy field 'offline.metrics' holds a Python callable, which the background service cannot "
+            "receive: use a scikit-learn metric name, or run the service in this process (updater.run.serve)"
+        )
 
 
 def status(deployment: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from wolt_jupyter.updater.decide import (
 from wolt_jupyter.updater.history import DecisionRecord, History, record_in_mlflow, updater_dir
 from wolt_jupyter.updater.notify import Notifier
 from wolt_jupyter.updater.policy import Policy, Step
+from wolt_jupyter.updater.retrain import ChampionHealth, RetrainRunner
 from wolt_jupyter.updater.watch import Candidate, RegistryWatcher
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,9 @@ class Actions(Protocol):
 
     def observe(self, version: str, step: Step, since: float) -> LiveWindow | None:
         """Candidate vs champion since ``since`` (see :func:`wolt_jupyter.updater.observe.observe`)."""
+
+    def champion_health(self, since: float) -> ChampionHealth:
+        """The champion's input drift and live metric since ``since`` (only asked with a retrain policy)."""
 
 
 @dataclass
@@ -99,12 +104,19 @@ class UpdateService:
     clock: Callable[[], float] = time.time
     mlflow: bool = True
     notifier: Notifier | None = None
+    retrain_cwd: Path | None = None  # where the retraining command runs (the policy file's folder)
     _dir: Path = field(init=False)
+    _retrainer: RetrainRunner | None = field(init=False, default=None)
+    _last_health_check: float = field(init=False, default=-math.inf)
 
     def __post_init__(self) -> None:
         self._dir = updater_dir(self.policy.deployment, self.home)
         if self.notifier is None and self.policy.notify is not None:
             self.notifier = Notifier(self.policy.notify, self._dir / "notify.json", clock=self.clock)
+        if self.policy.retrain is not None:
+            self._retrainer = RetrainRunner(
+                self.policy.retrain, self._dir, cwd=self.retrain_cwd, clock=self.clock
+            )
 
     @property
     def state_path(self) -> Path:
@@ -121,11 +133,13 @@ class UpdateService:
     def tick(self) -> Decision | None:
         """Detect a candidate if none is in flight, make sure its step is in place, decide, act. None when there
         is nothing to do."""
+        self._report_retrain_end()
         st = ServiceState.read(self.state_path)
         rollout = st.state
         if rollout is None or rollout.outcome is not None:
             st = self._next_candidate(st)
             if st is None:
+                self._watch_champion()
                 return None
             rollout = st.state
             assert rollout is not None
@@ -198,22 +212,89 @@ class UpdateService:
             st.last_hold_recorded = now
         record = DecisionRecord.of(decision, deployment=self.policy.deployment, model=candidate.model,
                                    candidate=candidate.version, champion=rollout.champion, now=now)  # fmt: skip
-        if self.notifier is not None:
-            text = (
-                f"{self.policy.deployment}: {candidate.model} version {candidate.version} — {decision.action} at "
-                f"{decision.step_label}: {decision.reason}"
-            )
-            fields = {"deployment": self.policy.deployment, "model": candidate.model, "version": candidate.version,
-                      "action": decision.action, "step": decision.step_label, "reason": decision.reason}  # fmt: skip
-            record.notified = self.notifier.send(
-                decision.action, f"{candidate.model}/{candidate.version}", text, fields
-            ).outcome
-        self.history.append(record)
+        self._tell_and_keep(record, f"{candidate.model}/{candidate.version}")
         if self.mlflow:
             try:
                 record_in_mlflow(record)
             except Exception as exc:  # MLflow down must not stop a rollout (or a rollback)
                 log.warning("recording the decision in MLflow failed: %s", one_line(exc))
+
+    def _tell_and_keep(self, record: DecisionRecord, key: str) -> None:
+        """Send the webhook message (when subscribed and within the rate limit), then append to the history."""
+        if self.notifier is not None:
+            version = f"version {record.candidate}" if record.candidate else f"champion {record.champion}"
+            text = (
+                f"{record.deployment}: {record.model} {version} — {record.action} at {record.step_label}: "
+                f"{record.reason}"
+            )
+            fields = {"deployment": record.deployment, "model": record.model, "version": record.candidate,
+                      "champion": record.champion, "action": record.action, "step": record.step_label,
+                      "reason": record.reason}  # fmt: skip
+            record.notified = self.notifier.send(record.action, key, text, fields).outcome
+        self.history.append(record)
+
+    # -- retraining -----------------------------------------------------------------------------------------
+    def _report_retrain_end(self) -> None:
+        """A retraining run that ended goes to the history and the webhook once (its version may already be
+        a candidate by then)."""
+        runner = self._retrainer
+        ended = runner.ended() if runner is not None else None
+        if runner is None or ended is None:
+            return
+        now = self.clock()
+        took = (ended.finished or now) - (ended.last_run or now)
+        code = "unknown (started before a restart)" if ended.exit_code is None else str(ended.exit_code)
+        why = f"retraining finished after {took:.0f}s, exit code {code}: {runner.log_tail(1) or 'no output'}"
+        self._retrain_record(now, self.actions.champion(), why, [])
+
+    def _watch_champion(self) -> None:
+        """With no candidate in flight, every ``check_every``: measure the champion and, when
+        :func:`should_retrain` says so, start the retraining job."""
+        from wolt_jupyter.updater.decide import should_retrain
+        from wolt_jupyter.updater.retrain import metric_of
+
+        runner, retrain = self._retrainer, self.policy.retrain
+        if runner is None or retrain is None:
+            return
+        now = self.clock()
+        if now - self._last_health_check < retrain.check_every:
+            return
+        self._last_health_check = now
+        champion = self.actions.champion()
+        metric = metric_of(retrain, self.policy.guards.live_metric)
+        health = self.actions.champion_health(now - retrain.window)
+        baseline = runner.baseline(health.version, health.metric)
+        verdict = should_retrain(
+            retrain,
+            now,
+            drift_psi=health.drift_psi,
+            metric=health.metric,
+            baseline_metric=baseline,
+            direction=metric.direction,
+            last_run=runner.state().last_run,
+            running=runner.running(),
+        )
+        log.debug("%s retraining: %s (%s)", self.policy.deployment, verdict.reason, health.note)
+        if not verdict.run:
+            return
+        checks = [
+            {"name": "input drift (max PSI)", "value": health.drift_psi, "threshold": retrain.drift_threshold,
+             "n": health.requests, "verdict": "fail" if verdict.reason.startswith("input drift") else "pass"},
+            {"name": f"champion {metric.name}", "value": health.metric, "baseline": baseline,
+             "threshold": retrain.metric_decline, "n": health.labels,
+             "verdict": "fail" if "live metric" in verdict.reason else "pass"},
+        ]  # fmt: skip
+        env = {"WOLT_DEPLOYMENT": self.policy.deployment, "WOLT_MODEL": self.policy.watch.model,
+               "WOLT_CHAMPION_VERSION": champion or ""}  # fmt: skip
+        self._retrain_record(now, champion, f"retraining started: {verdict.reason}", checks)
+        runner.start(verdict.reason, env)
+
+    def _retrain_record(
+        self, now: float, champion: str | None, reason: str, checks: list[dict[str, Any]]
+    ) -> None:
+        record = DecisionRecord(now, self.policy.deployment, self.policy.watch.model, "", champion, -1, "retrain",
+                                "retrain", reason, [{"why": "", **c} for c in checks])  # fmt: skip
+        self._tell_and_keep(record, f"{self.policy.watch.model}/retrain")
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:

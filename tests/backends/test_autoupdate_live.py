@@ -1,0 +1,313 @@
+"""The update service end to end on the real parts: a real `mlflow server` (registry, runs), real local
+deployments answering real clients, ground truth posted as feedback, a webhook receiver on 127.0.0.1.
+
+- a worse version is rejected offline: the alias does not move, the deployment is untouched, the history, the
+  model version and the webhook say why;
+- a version fine offline that fails live (a pyfunc raising on a share of live rows) is rolled back; the time
+  from its first failed request to the canary taken out is measured, and the failed client requests counted;
+- no traffic: the step holds, then rolls back as "no data" at its deadline;
+- the champion's inputs drift: the retraining command runs, registers a new version, and the service takes it up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backends_support import FEATURES, Load, failures
+from helpers import WebhookReceiver, unique
+
+pytestmark = pytest.mark.usefixtures("undeploy_all")
+
+# The runtime retries a canary request that failed on the champion before the client sees it (issue 9, done in
+# serving by the data plane). Until that lands, the failed requests are counted and reported, not asserted 0.
+CANARY_RETRY_ON_CHAMPION = os.environ.get("WOLT_TEST_CANARY_RETRY", "") == "1"
+
+# A pyfunc that answers like the champion (the sum of the features) on every row the offline data has, but raises
+# on a share of live traffic: the load sends f0 = 1.0 + 0.1 * (k % 7) and f1 = 0.2, so 1 request in 7 fails.
+FAILS_LIVE = """
+import mlflow.pyfunc
+import numpy as np
+
+
+class FailsLive(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        x = model_input[["f0", "f1", "f2"]].to_numpy(dtype=float)
+        if ((x[:, 0] > 1.55) & (np.abs(x[:, 1] - 0.2) < 1e-9)).any():
+            raise RuntimeError("feature f0 out of the range this version supports")
+        return x.sum(axis=1)
+
+
+mlflow.models.set_model(FailsLive())
+"""
+
+
+def holdout(n: int = 200, seed: int = 5) -> pd.DataFrame:
+    X = pd.DataFrame(np.random.default_rng(seed).normal(size=(n, 3)), columns=FEATURES)
+    return X.assign(y=X.sum(axis=1))
+
+
+@pytest.fixture
+def served(mlflow_server: str, wolt_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """On the shared MLflow server, a model of its own name: v1 the champion (the sum of the features), v2
+    worse (100 x the sum), v3 fine offline but failing on live rows. A webhook receiver listens."""
+    import mlflow
+    from sklearn.linear_model import LinearRegression
+
+    import wolt_jupyter
+    from wolt_jupyter.registry import client
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    name = unique("upd")
+    X = holdout(60, 0)[FEATURES]
+    for scale in (1.0, 100.0):  # v1 keeps its training inputs as the reference drift is measured against
+        wolt_jupyter.register(
+            LinearRegression().fit(X, X.sum(axis=1) * scale),
+            name=name,
+            input_example=X.head(3),
+            reference=X if scale == 1.0 else None,
+        )
+    code = tmp_path / "fails_live.py"
+    code.write_text(FAILS_LIVE)
+    mlflow.set_experiment(name)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="model", python_model=str(code), registered_model_name=name, input_example=X.head(3)
+        )
+    client().set_registered_model_alias(name, "champion", "1")
+    hook = WebhookReceiver()
+    try:
+        yield name, hook
+    finally:
+        hook.close()
+
+
+def _policy(model: str, hook: str, **over) -> dict:
+    policy = {
+        "deployment": "upd",
+        "watch": {"model": model, "alias": "challenger", "poll_seconds": 0.3},
+        "offline": {"dataset": holdout(), "target": "y", "metrics": {"rmse": "min"}},
+        "rollout": {"shadow": False, "canary": [{"weight": 50, "bake": "5m"}, {"weight": 100, "bake": "5m"}]},
+        "guards": {"min_sample": 20, "limit_min_requests": 10, "max_error_rate": 0.05, "step_deadline": "3m"},
+        "notify": {"webhook": hook, "events": ["promote", "rollback", "reject", "hold"], "rate_limit": 50},
+    }
+    policy.update(over)
+    return policy
+
+
+class Service:
+    """``serve`` in a thread of this process, stopped at exit."""
+
+    def __init__(self, policy: dict) -> None:
+        from wolt_jupyter.updater.policy import Policy
+        from wolt_jupyter.updater.run import serve
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=serve, args=(Policy.load(policy), self.stop), daemon=True)
+
+    def __enter__(self) -> Service:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+
+def wait_for_final(deployment: str, timeout: float = 180.0) -> pd.DataFrame:
+    """The history once a final decision (promote, rollback, reject) is in it."""
+    import wolt_jupyter
+
+    deadline = time.monotonic() + timeout
+    while True:
+        table = wolt_jupyter.updates(deployment).table
+        if not table.empty and table["action"].isin(["promote", "rollback", "reject"]).any():
+            return table
+        assert time.monotonic() < deadline, table.tail(10).to_string()
+        time.sleep(0.2)
+
+
+def test_a_worse_version_is_rejected_offline_and_nothing_moves(served) -> None:
+    from wolt_jupyter import deployments
+    from wolt_jupyter.registry import client
+
+    name, hook = served
+    d = deployments.deploy("upd", model=f"models:/{name}/1")
+    before = (deployments.get("upd").variants, len(deployments._store().revisions("upd")))
+    client().set_registered_model_alias(name, "challenger", "2")
+    with Load(d.url, "upd", concurrency=2) as load, Service(_policy(name, hook.url)):
+        table = wait_for_final("upd")
+        load.wait_for(len(load.outcomes) + 20)
+    final = table[table["action"] != "hold"]
+    assert list(final["action"].unique()) == ["reject"] and set(final["step"]) == {"offline"}
+    reason = final["reason"].iloc[0]
+    assert "rmse" in reason and "improvement" in reason and "champion" in reason
+    # the numbers behind it: the candidate's rmse is far above the champion's on the same rows
+    rmse = final[final["check"] == "rmse"].iloc[0]
+    assert rmse["value"] > 10 * max(rmse["baseline"], 1e-6) and rmse["verdict"] == "fail"
+    aliases = client().get_registered_model(name).aliases
+    assert str(aliases["champion"]) == "1" and str(aliases["challenger"]) == "2"
+    assert (deployments.get("upd").variants, len(deployments._store().revisions("upd"))) == before
+    assert failures(load.outcomes) == [] and all(abs(o.value - 1.2) < 0.7 for o in load.outcomes)
+    tags = client().get_model_version(name, "2").tags
+    assert tags["wolt.update.action"] == "reject" and "rmse" in tags["wolt.update.reason"], tags
+    told = [m for m in hook.messages() if m["action"] == "reject"]
+    assert len(told) == 1 and told[0]["version"] == "2" and "rmse" in told[0]["text"]
+
+
+def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
+    from wolt_jupyter import deployments
+    from wolt_jupyter.client import send_feedback
+    from wolt_jupyter.registry import client
+
+    name, hook = served
+    d = deployments.deploy("upd", model=f"models:/{name}/1")
+    client().set_registered_model_alias(name, "challenger", "3")
+    candidate_gone: float | None = None
+    with Load(d.url, "upd", concurrency=3) as load, Service(_policy(name, hook.url)):
+        deadline = time.monotonic() + 180
+        labelled = 0
+        while candidate_gone is None:
+            assert time.monotonic() < deadline, "the candidate was never taken out"
+            # ground truth for what was answered so far (the sum of the features the load sent)
+            done = [o for o in load.outcomes[labelled:] if o.status == 200]
+            labelled = len(load.outcomes)
+            if done:
+                items = [{"id": o.id, "ground_truth": round(o.value, 6)} for o in done]
+                send_feedback(d.url, "upd", items)
+            variants = [v["name"] for v in deployments.get("upd").variants]
+            history = deployments._store().revisions("upd")
+            if len(history) > 1 and "candidate" not in variants:
+                candidate_gone = time.monotonic()
+            time.sleep(0.1)
+        table = wait_for_final("upd")
+        n = len(load.outcomes)
+        load.wait_for(n + 60)
+    failed = failures(load.outcomes)
+    first_failure = min(o.t for o in failed) if failed else None
+    final = table[table["action"] != "hold"]
+    assert list(final["action"].unique())[-1] == "rollback", final.to_string()
+    assert set(final["action"]) <= {"advance", "rollback"}  # through the offline gate, then rolled back live
+    reason = final[final["action"] == "rollback"]["reason"].iloc[0]
+    assert "hard limit" in reason and "error rate" in reason
+    assert str(client().get_registered_model(name).aliases["champion"]) == "1"
+    assert [(v["name"], v["model"], v["traffic"]) for v in deployments.get("upd").variants] == [
+        ("main", f"models:/{name}/1", 100)
+    ]
+    after = [o for o in load.outcomes[n:] if o.status == 200]
+    assert after and all(o.variant == "main" for o in after)  # the champion serves everything again
+    told = [m for m in hook.messages() if m["action"] == "rollback"]
+    assert len(told) == 1 and "error rate" in told[0]["text"]
+    measured = {
+        "failed_client_requests": len(failed),
+        "requests": len(load.outcomes),
+        "first_failure_to_canary_out_s": None if first_failure is None else candidate_gone - first_failure,
+        "last_failure_after_canary_out_s": None if not failed else max(o.t for o in failed) - candidate_gone,
+    }
+    with capsys.disabled():
+        print(f"\nrollback on a live failure: {json.dumps(measured)}")
+    # without the runtime's retry some candidate requests fail before the breach; they stop with the canary
+    assert first_failure is not None and candidate_gone - first_failure < 60, measured
+    if CANARY_RETRY_ON_CHAMPION:
+        assert len(failed) == 0, measured
+
+
+def test_no_traffic_holds_then_rolls_back_for_no_data(served) -> None:
+    from wolt_jupyter import deployments
+    from wolt_jupyter.registry import client
+
+    name, hook = served
+    deployments.deploy("upd", model=f"models:/{name}/1")
+    client().set_registered_model_alias(name, "challenger", "3")
+    policy = _policy(
+        name,
+        hook.url,
+        offline=None,
+        rollout={"shadow": {"requests": 30}, "canary": [{"weight": 100, "bake": "1m"}]},
+        guards={"min_sample": 20, "limit_min_requests": 10, "step_deadline": "6s"},
+    )
+    del policy["offline"]
+    with Service(policy):
+        table = wait_for_final("upd", timeout=120)
+    decided = table.drop_duplicates(["time", "action"])
+    assert list(decided["action"]) == ["hold", "rollback"], decided.to_string()
+    assert "too little data" in decided["reason"].iloc[0] or "waiting" in decided["reason"].iloc[0]
+    assert decided["reason"].iloc[1].startswith("no data") and "deadline 6s" in decided["reason"].iloc[1]
+    assert set(decided["step"]) == {"shadow"}
+    assert [(v["name"], v["traffic"]) for v in deployments.get("upd").variants] == [("main", 100)]
+    assert str(client().get_registered_model(name).aliases["champion"]) == "1"
+    actions = [m["action"] for m in hook.messages()]
+    assert actions == ["hold", "rollback"] and "no data" in hook.messages()[-1]["text"]
+
+
+TRAIN = """
+import os
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+
+import wolt_jupyter
+
+X = pd.DataFrame(np.random.default_rng(7).normal(1.2, 0.3, size=(80, 3)), columns=["f0", "f1", "f2"])
+card = wolt_jupyter.register(
+    LinearRegression().fit(X, X.sum(axis=1)), name=os.environ["WOLT_MODEL"], aliases=["challenger"],
+    input_example=X.head(3), reference=X,
+)
+print("retrained because", os.environ["WOLT_RETRAIN_REASON"])
+"""
+
+
+def test_drift_runs_the_retraining_command_and_its_version_is_taken_up(served, tmp_path) -> None:
+    import sys
+
+    import wolt_jupyter
+    from wolt_jupyter import deployments
+    from wolt_jupyter.registry import client
+
+    name, hook = served
+    (tmp_path / "train.py").write_text(TRAIN)
+    d = deployments.deploy("upd", model=f"models:/{name}/1")
+    policy = _policy(name, hook.url)
+    policy["notify"]["events"] = ["retrain", "reject", "promote", "rollback"]
+    policy["retrain"] = {"command": [sys.executable, "train.py"], "drift_threshold": 0.5, "window": "5m",
+                         "min_requests": 40, "check_every": "1s", "cooldown": "1h"}  # fmt: skip
+    from wolt_jupyter.updater.policy import Policy
+    from wolt_jupyter.updater.run import serve
+
+    stop = threading.Event()
+    service = threading.Thread(target=serve, args=(Policy.load(policy), stop), kwargs={"workdir": tmp_path})
+    # the load's inputs (f0 1.0..1.6, f1 0.2, f2 -0.3) are far from v1's reference (standard normal)
+    with Load(d.url, "upd", concurrency=2):
+        service.start()
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                table = wolt_jupyter.updates("upd").table
+                ended = table["reason"].str.startswith("retraining finished").any()
+                if ended and (table["candidate"] == "4").any():
+                    break
+                assert time.monotonic() < deadline, table.tail(10).to_string()
+                time.sleep(0.3)
+        finally:
+            stop.set()
+            service.join(60)
+    retrain = table[table["action"] == "retrain"]
+    started = retrain["reason"].str.startswith("retraining started: input drift PSI").to_numpy()
+    assert started.any(), retrain.to_string()
+    finished = retrain[retrain["reason"].str.startswith("retraining finished")]["reason"]
+    assert (
+        len(finished) == 1 and "exit code 0" in finished.iloc[0] and "retrained because" in finished.iloc[0]
+    )
+    # taken up after the run started it
+    assert table.index[table["candidate"] == "4"].min() > retrain.index[started].min()
+    assert str(client().get_registered_model(name).aliases["challenger"]) == "4"
+    told = [m["reason"] for m in hook.messages() if m["action"] == "retrain"]
+    assert told[0].startswith("retraining started: input drift") and told[1].startswith("retraining finished")
