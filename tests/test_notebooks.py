@@ -83,7 +83,7 @@ def test_monitoring_notebook_leaves_figures(wolt_home: Path) -> None:
 
 def test_automatic_updates_notebook_promotes_the_better_version(wolt_home: Path) -> None:
     from wolt_jupyter import deployments
-    from wolt_jupyter.registry import client
+    from wolt_jupyter._mlflow import mlflow_client as client
     from wolt_jupyter.updater.history import updates
     from wolt_jupyter.updater.run import stop_service
 

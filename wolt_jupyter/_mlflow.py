@@ -89,7 +89,6 @@ def mlflow_client(s: Settings | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.registry_uri)
 
 
-client = mlflow_client  # the old name, kept while parallel branches still import it; remove after the merge
 
 
 @contextmanager

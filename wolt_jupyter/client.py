@@ -64,7 +64,6 @@ class Prediction:
     model_version: str | None = None
 
 
-InferResult = Prediction  # the old name, kept while parallel branches still use it; remove after the merge
 
 
 def feedback_token(deployment: str, home: Any = None) -> str:
@@ -225,7 +224,7 @@ class GrpcClient:
         route_key: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         request_id: str | None = None,
-    ) -> InferResult:
+    ) -> Prediction:
         import grpc
 
         from wolt_jupyter.serving.grpc_service import param_value, set_param
@@ -255,7 +254,7 @@ class GrpcClient:
             outputs[out.name] = from_binary(out.name, out.datatype, tuple(out.shape), raw)
         params = {k: param_value(v) for k, v in response.parameters.items()}
         trailing = dict(call.trailing_metadata() or ())
-        return InferResult(
+        return Prediction(
             id=response.id or request.id,
             variant=trailing.get(VARIANT_HEADER) or params.get("variant"),
             outputs=outputs,
