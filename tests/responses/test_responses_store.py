@@ -63,3 +63,32 @@ def test_bare_postgres_urls_use_psycopg(pg_url, make_record, count_rows):
     with ResponseWriter(bare) as w:
         w.submit(make_record(1))
     assert count_rows(pg_url) == 1
+
+
+def test_schema_creation_is_safe_to_race(tmp_path) -> None:
+    """The writer and a feedback request create the tables at once on a new deployment's first requests:
+    without a retry, one of them failed with "table ... already exists" (15 of 80 racers here)."""
+    import threading
+
+    from sqlalchemy import create_engine, inspect
+
+    from wolt_jupyter.responses.store import ensure_schema, tables
+
+    failures: list[str] = []
+    for trial in range(10):
+        url = f"sqlite:///{tmp_path / f'race-{trial}.db'}"
+        engines = [create_engine(url) for _ in range(4)]
+
+        def create(engine) -> None:
+            try:
+                ensure_schema(engine)
+            except Exception as exc:  # what the race test counts
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=create, args=(e,)) for e in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(tables()[0].metadata.tables) <= set(inspect(engines[0]).get_table_names())
+    assert failures == []

@@ -412,8 +412,18 @@ def migrate_legacy(engine: Engine, batch: int = 20_000) -> int:
 
 def ensure_schema(engine: Engine) -> None:
     """Create the tables and their indexes if missing (idempotent; safe to race: the loser retries)."""
+    from sqlalchemy.exc import DatabaseError
+
     responses, _ = tables()
-    responses.metadata.create_all(engine, checkfirst=True)
+    for attempt in range(3):
+        try:
+            responses.metadata.create_all(engine, checkfirst=True)
+            return
+        except DatabaseError:
+            # another process or thread (the writer, a feedback request) created a table between the check and
+            # the CREATE: the next pass sees it and creates only what is still missing
+            if attempt == 2:
+                raise
 
 
 def _json_default(obj: Any) -> Any:
