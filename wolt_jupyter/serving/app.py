@@ -30,7 +30,16 @@ from wolt_jupyter.errors import InvalidArgument, WoltError
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, authorized, ensure_token
 from wolt_jupyter.serving.http import Request, Response, error_response
-from wolt_jupyter.serving.metrics import BATCH_BUCKETS, VALUE_BUCKETS, Counter, Gauge, Histogram, Registry
+from wolt_jupyter.serving.metrics import (
+    BATCH_BUCKETS,
+    VALUE_BUCKETS,
+    Counter,
+    Gauge,
+    Histogram,
+    Registry,
+    add_shadow_latency,
+    prime_series,
+)
 from wolt_jupyter.serving.models import BatchMismatch, ModelAdapter, Prepared
 from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER, Router, RoutingTable
 from wolt_jupyter.serving.shadow import ShadowItem, ShadowResult, ShadowWorker, disagrees
@@ -211,6 +220,7 @@ class Runtime:
         self._record_cls: Any = None
         self._loop: Any = None
         self._init_metrics()
+        prime_series(self.registry, self.name, self.router.table.spec)  # scraped at 0 while models load
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def bind_loop(self, loop: Any) -> None:
@@ -223,6 +233,7 @@ class Runtime:
             self.writer = self._make_writer()
         for v in self.router.table.spec.shadows:
             self._shadow_worker(v.name)
+        prime_series(self.registry, self.name, self.router.table.spec, self.models)
         # MLflow, pandas and sklearn leave ~1M long-lived objects; a full collection over them stalls the loop
         # for 100+ ms (it was the p99 under load). Freeze them out of the collector once everything is loaded.
         gc.collect()
@@ -295,6 +306,7 @@ class Runtime:
             del self.shadow_workers[n]
         self.models = models
         self.router.replace(spec)
+        prime_series(self.registry, self.name, spec, models)
         for v in spec.shadows:
             self._shadow_worker(v.name)
         if self.writer is None and spec.logging.responses and self._log_responses:
@@ -418,6 +430,7 @@ class Runtime:
         self.m_shadow_errors = r.add(
             Counter("wolt_shadow_errors_total", "Shadow requests that failed", ("deployment", "variant"))
         )
+        self.m_shadow_seconds = add_shadow_latency(r)
         self.m_shadow_drops = r.add(
             Counter(
                 "wolt_shadow_dropped_total",
@@ -944,6 +957,10 @@ class Runtime:
         """Runs in a shadow worker thread."""
         item = res.item
         variant = adapter.variant
+        code = "200" if res.error is None else "500"
+        self.m_shadow_seconds.observe(
+            (self.name, variant, adapter.model_name, adapter.model_version, code), res.latency_ms / 1000.0
+        )
         if res.error is not None:
             self.m_shadow_errors.inc((self.name, variant))
         else:
@@ -1018,6 +1035,7 @@ class Runtime:
         for v in self.router.table.shadows:  # a variant that became a shadow needs a worker
             if v in self.models:
                 self._shadow_worker(v)
+        prime_series(self.registry, self.name, self.router.table.spec, self.models)
         return _json(200, self._routing_doc())
 
     def _feedback(self, request: Request, respond: Callable[[Response], None], model: str) -> None:
