@@ -148,35 +148,51 @@ class PrometheusSource(MetricSource):
         return out
 
     def scrape_interval(self, deployment: str) -> float:
-        """Seconds between two scrapes of ``deployment`` (its target's, from the targets API; else the
-        longest of any active target; else Prometheus's default). Remembered per deployment."""
+        """Seconds between two scrapes of ``deployment``: its target's (targets API), else the global
+        ``scrape_interval`` of the configuration, else Prometheus's default. Remembered per deployment."""
         if deployment not in self._scrape:
             self._scrape[deployment] = self._read_scrape_interval(deployment)
         return self._scrape[deployment]
 
     def _read_scrape_interval(self, deployment: str) -> float:
-        import urllib.request
-
         from wolt_jupyter.responses.query import duration_seconds
 
-        req = urllib.request.Request(self.url + "/api/v1/targets?state=active")
+        def seconds(value: object) -> float | None:
+            return duration_seconds(str(value)) or None
+
+        targets = (self._get("/api/v1/targets?state=active") or {}).get("activeTargets")
+        mine = [
+            seconds(t.get("scrapeInterval"))
+            for t in (targets if isinstance(targets, list) else [])
+            if isinstance(t, dict) and (t.get("labels") or {}).get("deployment_name") == deployment
+        ]
+        if any(mine):
+            return max(m for m in mine if m)
+        # not a target (yet): it would be scraped at the global interval
+        import yaml
+
+        config = (self._get("/api/v1/status/config") or {}).get("yaml")
+        try:
+            doc = yaml.safe_load(config) if isinstance(config, str) else None
+        except yaml.YAMLError:
+            doc = None
+        glob = doc.get("global") if isinstance(doc, dict) else None
+        return (seconds(glob.get("scrape_interval")) if isinstance(glob, dict) else None) or DEFAULT_SCRAPE_S
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        """``data`` of a GET on the HTTP API; None when it cannot be read (the caller has a default)."""
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path)
         token = os.environ.get(TOKEN_ENV)
         if token:
             req.add_header("authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                targets = json.loads(resp.read())["data"]["activeTargets"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return DEFAULT_SCRAPE_S
-        mine, every = [], []
-        for t in targets if isinstance(targets, list) else []:
-            seconds = duration_seconds(str(t.get("scrapeInterval", ""))) if isinstance(t, dict) else None
-            if not seconds:
-                continue
-            every.append(seconds)
-            if (t.get("labels") or {}).get("deployment_name") == deployment:
-                mine.append(seconds)
-        return max(mine or every or [DEFAULT_SCRAPE_S])
+                data = json.loads(resp.read()).get("data")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def run(self, query: Query) -> list[dict[str, Any]]:
         """Send one query; its ``data.result`` list. :class:`SourceError` with a readable reason otherwise."""
