@@ -27,7 +27,8 @@ RELATIVE_SLACK = 0.10  # what increase()'s extrapolation may add or take, beyond
 def reference_for(name: str, source: MetricSource, settings: Settings | None = None) -> MetricSource | None:
     """The response log to check ``source`` against: only when ``source`` is Prometheus and ``name`` is a
     deployment made here whose spec logs every live response (else the log is a sample and cannot be a
-    reference). None otherwise."""
+    reference) to a store this machine reads (a local deployment, or a configured shared store). None
+    otherwise."""
     from wolt_jupyter.monitoring.prometheus import PrometheusSource
     from wolt_jupyter.monitoring.responselog import ResponseLogSource
     from wolt_jupyter.revisions import RevisionStore
@@ -42,12 +43,14 @@ def reference_for(name: str, source: MetricSource, settings: Settings | None = N
     if not store.exists(name):
         return None
     try:
-        spec = store.spec(name)
+        spec, target = store.spec(name), store.record(name).target
     except Exception:  # an unreadable record: no check, the panel still shows Prometheus
         log.warning("cannot read the spec of %s to check Prometheus against its response log", name)
         return None
     if not spec.logging.responses or float(spec.logging.sample) < 1.0:
         return None
+    if target != "local" and not settings.response_store_url:
+        return None  # a cluster's runtimes log to their own store, not to this machine's files
     return ResponseLogSource(settings.response_store_url)
 
 

@@ -355,6 +355,10 @@ def _build(
             "agreement": 1.0 - disagreement.get(s, math.nan),
             **{k: shadow_latency[k].get(s, math.nan) for k in QUANTILES},
         }
+    # series exist at 0 from a runtime's start: a variant nothing reached in the window has no row, as in
+    # the response log (which has no row to show for it)
+    rows = {v: row for v, row in rows.items() if row["requests"] > 0}
+    shadow_names = [s for s in shadow_names if s in rows]
     summary = pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_COLUMNS))
     summary.index.name = "variant"
     summary = summary.sort_index().astype({"shadow": bool})
