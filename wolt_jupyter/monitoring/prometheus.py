@@ -179,14 +179,21 @@ class PrometheusSource(MetricSource):
         glob = doc.get("global") if isinstance(doc, dict) else None
         return (seconds(glob.get("scrape_interval")) if isinstance(glob, dict) else None) or DEFAULT_SCRAPE_S
 
+    def _request(self, path: str, body: bytes | None = None) -> Any:
+        """A request to the HTTP API at ``path`` (POST with ``body``), with ``WOLT_PROMETHEUS_TOKEN`` if set."""
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path, data=body, method="GET" if body is None else "POST")
+        token = os.environ.get(TOKEN_ENV)
+        if token:
+            req.add_header("authorization", f"Bearer {token}")
+        return req
+
     def _get(self, path: str) -> dict[str, Any] | None:
         """``data`` of a GET on the HTTP API; None when it cannot be read (the caller has a default)."""
         import urllib.request
 
-        req = urllib.request.Request(self.url + path)
-        token = os.environ.get(TOKEN_ENV)
-        if token:
-            req.add_header("authorization", f"Bearer {token}")
+        req = self._request(path)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 data = json.loads(resp.read()).get("data")
@@ -204,11 +211,8 @@ class PrometheusSource(MetricSource):
 
         path = "/api/v1/query_range" if query.kind == "range" else "/api/v1/query"
         body = urllib.parse.urlencode((("query", query.promql), *query.params)).encode()
-        req = urllib.request.Request(self.url + path, data=body, method="POST")
+        req = self._request(path, body)
         req.add_header("content-type", "application/x-www-form-urlencoded")
-        token = os.environ.get(TOKEN_ENV)
-        if token:
-            req.add_header("authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
