@@ -1,9 +1,9 @@
 """The live monitoring panel: ``monitor("eta")`` under the cell that deployed it.
 
 An ipywidgets ``VBox``: a header naming the source (and, for Prometheus, the response log it is checked
-against), a time-range selector, messages from the source (a disagreement between the two included), a per-variant summary
-table and one PNG of six plots (requests/s, error rate, latency quantiles, prediction distribution, shadow
-agreement, response-log health). Why a PNG inside the widget rather than an interactive canvas: the same
+against), a time-range selector, messages from the source (a disagreement between the two included), a
+per-variant summary table and one PNG of six plots (requests/s, error rate, latency quantiles, prediction
+distribution, shadow agreement, response-log health). Why a PNG inside the widget rather than an interactive canvas: the same
 bytes are the static fallback ``_repr_mimebundle_`` leaves for nbconvert/HTML export, and there is no
 matplotlib backend state to touch in the user's kernel.
 
