@@ -71,6 +71,8 @@ export interface IMonitorData {
   until: number;
   step: number;
   source: string;
+  /** the source ``source`` was checked against (the response log, for Prometheus), or null */
+  checked_against: string | null;
   message: string | null;
   shadows: string[];
   requests: ISeries;

@@ -137,6 +137,8 @@ async def test_deploy_change_monitor_and_remove_a_live_deployment(jp_fetch, regi
             await asyncio.sleep(0.5)
         assert sum(v or 0 for v in series["requests"]["columns"]["challenger"]) > 0
         assert {row["variant"] for row in series["summary"]} >= {"challenger", "shadow"}
+        # the view names its source; only Prometheus is checked against the response log
+        assert series["source"].startswith("response log") and series["checked_against"] is None
 
         code, data = await call(jp_fetch, "deployments", "eta", "updates")
         assert code == 200 and data["running"] is False and data["decisions"] == []

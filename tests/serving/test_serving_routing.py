@@ -274,3 +274,37 @@ def test_idle_and_stalled_connections_are_closed(drops) -> None:
         assert client.infer(drops.name, row_doc(ROW))[0] == 200  # new connections are fine
     finally:
         client.close()
+
+
+def test_a_routing_change_creates_the_new_series_at_zero(admin_rt) -> None:
+    """A shadow made live and a live variant made a shadow by ``/admin/spec``: their series in the new roles
+    exist (at 0) before any request reaches them, so a scrape sees the start of their first burst."""
+    seldon = "seldon_api_executor_server_requests_seconds_count"
+    live_shadow = dict(predictor_name="shadow", model_name="wolt-lr", model_version="2", code="200")
+    before = admin_rt.metrics()
+    assert 'predictor_name="shadow"' not in before  # a shadow is not live traffic
+    assert 'wolt_shadow_request_seconds_count{deployment="admin-test",variant="shadow"' in before
+    spec = json.loads(json.dumps(ADMIN))
+    spec["variants"] = [
+        {"name": "a", "model": "models:/wolt-lr/1", "traffic": 50},
+        {"name": "shadow", "model": "models:/wolt-lr/2", "traffic": 50},
+        {"name": "b", "model": "models:/wolt-lr/2", "shadow": True},
+    ]
+    status, doc = admin_rt.admin("spec", {"spec": spec})
+    assert status == 200 and doc["shadows"] == ["b"], doc
+    try:
+        text = admin_rt.metrics()
+        assert f"{seldon}{{" in text and metric(text, seldon, **live_shadow) == 0
+        assert re.search(r"^" + seldon + r'\{[^}]*predictor_name="shadow"[^}]*code="200"\} 0$', text, re.M)
+        for code in ("200", "500"):
+            assert re.search(
+                r'^wolt_shadow_request_seconds_count\{deployment="admin-test",variant="b",'
+                rf'model_name="wolt-lr",model_version="2",code="{code}"\}} 0$',
+                text,
+                re.M,
+            ), code
+        for live in ("a", "shadow"):
+            line = f'wolt_shadow_comparisons_total{{deployment="admin-test",shadow="b",live="{live}"}} 0'
+            assert line in text.splitlines()
+    finally:
+        assert admin_rt.admin("rollback")[0] == 200

@@ -35,7 +35,8 @@ class MonitorData:
 
     ``predictions`` is the distribution of the first output over the whole window: index = bin upper edge,
     a column per variant (shadows included, listed in ``shadows``), values = counts. ``summary`` is one row a
-    variant over the whole window (see :data:`SUMMARY_COLUMNS`). ``message`` says why something is empty.
+    variant over the whole window (see :data:`SUMMARY_COLUMNS`; shadows have their own requests, errors and
+    latency). ``message`` says why something is empty, or that two sources disagree.
     """
 
     deployment: str
@@ -53,6 +54,9 @@ class MonitorData:
     shadows: tuple[str, ...] = ()
     message: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: the source this one was checked against (the response log, for Prometheus), and whether they disagree
+    checked_against: str | None = None
+    disagrees: bool = False
 
     @property
     def empty(self) -> bool:

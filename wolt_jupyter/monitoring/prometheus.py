@@ -2,9 +2,13 @@
 
 Request counts, errors and latency come from ``seldon_api_executor_server_requests_seconds`` (labels
 ``deployment_name``, ``predictor_name`` = variant, ``code``), which both this project's runtime and Seldon
-Core's executor export, so one panel serves local and cluster deployments alike. Prediction values, shadow
-agreement and response-log health come from the runtime's own ``wolt_*`` metrics (absent on Seldon: those
-plots stay empty there). A refresh sends all its queries at once from a thread pool: its wall time is that
+Core's executor export, so one panel serves local and cluster deployments alike; they mean live traffic only.
+Shadow copies are counted and timed in ``wolt_shadow_request_seconds`` (labels ``variant`` = the shadow,
+``code``). Prediction values, shadow agreement and response-log health come from the runtime's own ``wolt_*``
+metrics too (absent on Seldon: those plots stay empty there).
+
+Totals over the window are :func:`grown`: ``increase()`` for series that existed when the window began, the
+whole value for a series born inside it (a deployment or a traffic change within the window). A refresh sends all its queries at once from a thread pool: its wall time is that
 of the slowest query, not the sum.
 """
 
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SELDON = "seldon_api_executor_server_requests_seconds"
+SHADOW = "wolt_shadow_request_seconds"
+DEFAULT_SCRAPE_S = 15.0  # Prometheus's own default, when the targets API does not say
 TOKEN_ENV = "WOLT_PROMETHEUS_TOKEN"
 MAX_POINTS = 11_000  # Prometheus refuses longer range queries
 
@@ -43,6 +49,17 @@ def label_value(value: str) -> str:
 def duration(seconds: float) -> str:
     """A PromQL duration in whole milliseconds (``1500ms``), at least 1 ms."""
     return f"{max(1, round(seconds * 1000))}ms"
+
+
+def grown(selector: str, window: str) -> str:
+    """PromQL for how much the counters of ``selector`` grew over ``window`` up to the query time.
+
+    ``increase()`` needs two samples of a series inside the window: a series first scraped after a burst (born
+    at its first request, or pre-created at 0 but not scraped before the traffic came) has the burst in its
+    first sample, and ``increase()`` would miss all of it. Such a series did not exist when the window began,
+    and counters start at 0 in the process that creates them, so its current value is its growth. The
+    metric name does not take part in ``or``'s matching, so each series is counted once."""
+    return f"(({selector} unless {selector} offset {window}) or increase({selector}[{window}]))"
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class PrometheusSource(MetricSource):
         from wolt_jupyter.config import mask_url
 
         self.name = f"Prometheus {mask_url(self.url)}"
+        self._scrape: dict[str, float] = {}
 
     # -- queries ----------------------------------------------------------------------------------------------
     def queries(self, deployment: str, *, since: float, until: float, step: float) -> dict[str, Query]:
@@ -72,16 +90,20 @@ class PrometheusSource(MetricSource):
         req = f'{SELDON}_count{{deployment_name={dep},predictor_name!=""}}'
         err = f'{SELDON}_count{{deployment_name={dep},predictor_name!="",code=~"5.."}}'
         bucket = f'{SELDON}_bucket{{deployment_name={dep},predictor_name!=""}}'
+        sh_req = f"{SHADOW}_count{{deployment={dep}}}"
+        sh_err = f'{SHADOW}_count{{deployment={dep},code=~"5.."}}'
+        sh_bucket = f"{SHADOW}_bucket{{deployment={dep}}}"
         cmp_ = f"wolt_shadow_comparisons_total{{deployment={dep}}}"
         dis = f"wolt_shadow_disagreements_total{{deployment={dep}}}"
         w = duration(max(self.rate_window, step))
         whole = duration(until - since)
-        by_v, by_s = "sum by (predictor_name)", "sum by (shadow, live)"
+        by_v, by_s, by_sh = "sum by (predictor_name)", "sum by (shadow, live)", "sum by (variant)"
 
         def ratio_missing_as_zero(by: str, fn: str, num: str, den: str, rng: str) -> str:
             n, d = f"{by} ({fn}({num}[{rng}]))", f"{by} ({fn}({den}[{rng}]))"
             return f"({n} or {d} * 0) / {d}"
 
+        total_cmp = f"sum by (shadow) ({grown(cmp_, whole)})"
         rng = (("start", repr(start)), ("end", repr(end)), ("step", repr(step)))
         at = (("time", repr(until)),)
         out = {
@@ -95,15 +117,19 @@ class PrometheusSource(MetricSource):
             "dropped": Query(
                 "range", f"sum(rate(wolt_response_log_dropped_total{{deployment={dep}}}[{w}]))", rng
             ),
-            "total_requests": Query("instant", f"{by_v} (increase({req}[{whole}]))", at),
-            "total_errors": Query("instant", f"{by_v} (increase({err}[{whole}]))", at),
-            "total_compared": Query("instant", f"sum by (shadow) (increase({cmp_}[{whole}]))", at),
+            "total_requests": Query("instant", f"{by_v} ({grown(req, whole)})", at),
+            "total_errors": Query("instant", f"{by_v} ({grown(err, whole)})", at),
+            "total_shadow_requests": Query("instant", f"{by_sh} ({grown(sh_req, whole)})", at),
+            "total_shadow_errors": Query("instant", f"{by_sh} ({grown(sh_err, whole)})", at),
+            "total_compared": Query("instant", f"sum by (shadow) ({grown(cmp_, whole)})", at),
             "total_disagreement": Query(
-                "instant", ratio_missing_as_zero("sum by (shadow)", "increase", dis, cmp_, whole), at
+                "instant",
+                f"(sum by (shadow) ({grown(dis, whole)}) or {total_cmp} * 0) / {total_cmp}",
+                at,
             ),
             "predictions": Query(
                 "instant",
-                f"sum by (variant, shadow, le) (increase(wolt_predictions_bucket{{deployment={dep}}}[{whole}]))",
+                f"sum by (variant, shadow, le) ({grown(f'wolt_predictions_bucket{{deployment={dep}}}', whole)})",
                 at,
             ),
         }
@@ -113,10 +139,67 @@ class PrometheusSource(MetricSource):
             )
             out[f"total_{k}"] = Query(
                 "instant",
-                f"histogram_quantile({q}, sum by (le, predictor_name) (increase({bucket}[{whole}])))",
+                f"histogram_quantile({q}, sum by (le, predictor_name) ({grown(bucket, whole)}))",
                 at,
             )
+            out[f"total_shadow_{k}"] = Query(
+                "instant", f"histogram_quantile({q}, sum by (le, variant) ({grown(sh_bucket, whole)}))", at
+            )
         return out
+
+    def scrape_interval(self, deployment: str) -> float:
+        """Seconds between two scrapes of ``deployment``: its target's (targets API), else the global
+        ``scrape_interval`` of the configuration, else Prometheus's default. Remembered per deployment."""
+        if deployment not in self._scrape:
+            self._scrape[deployment] = self._read_scrape_interval(deployment)
+        return self._scrape[deployment]
+
+    def _read_scrape_interval(self, deployment: str) -> float:
+        from wolt_jupyter.responses.query import duration_seconds
+
+        def seconds(value: object) -> float | None:
+            return duration_seconds(str(value)) or None
+
+        targets = (self._get("/api/v1/targets?state=active") or {}).get("activeTargets")
+        mine = [
+            seconds(t.get("scrapeInterval"))
+            for t in (targets if isinstance(targets, list) else [])
+            if isinstance(t, dict) and (t.get("labels") or {}).get("deployment_name") == deployment
+        ]
+        if any(mine):
+            return max(m for m in mine if m)
+        # not a target (yet): it would be scraped at the global interval
+        import yaml
+
+        config = (self._get("/api/v1/status/config") or {}).get("yaml")
+        try:
+            doc = yaml.safe_load(config) if isinstance(config, str) else None
+        except yaml.YAMLError:
+            doc = None
+        glob = doc.get("global") if isinstance(doc, dict) else None
+        return (seconds(glob.get("scrape_interval")) if isinstance(glob, dict) else None) or DEFAULT_SCRAPE_S
+
+    def _request(self, path: str, body: bytes | None = None) -> Any:
+        """A request to the HTTP API at ``path`` (POST with ``body``), with ``WOLT_PROMETHEUS_TOKEN`` if set."""
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path, data=body, method="GET" if body is None else "POST")
+        token = os.environ.get(TOKEN_ENV)
+        if token:
+            req.add_header("authorization", f"Bearer {token}")
+        return req
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        """``data`` of a GET on the HTTP API; None when it cannot be read (the caller has a default)."""
+        import urllib.request
+
+        req = self._request(path)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data = json.loads(resp.read()).get("data")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def run(self, query: Query) -> list[dict[str, Any]]:
         """Send one query; its ``data.result`` list. :class:`SourceError` with a readable reason otherwise."""
@@ -128,11 +211,8 @@ class PrometheusSource(MetricSource):
 
         path = "/api/v1/query_range" if query.kind == "range" else "/api/v1/query"
         body = urllib.parse.urlencode((("query", query.promql), *query.params)).encode()
-        req = urllib.request.Request(self.url + path, data=body, method="POST")
+        req = self._request(path, body)
         req.add_header("content-type", "application/x-www-form-urlencoded")
-        token = os.environ.get(TOKEN_ENV)
-        if token:
-            req.add_header("authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
@@ -264,16 +344,25 @@ def _build(
     compared = _vector(r["total_compared"], lambda m: m.get("shadow", ""))
     disagreement = _vector(r["total_disagreement"], lambda m: m.get("shadow", ""))
     predictions, shadows = _predictions(r["predictions"])
-    for s in sorted(set(compared) | set(shadows)):
-        n = compared.get(s, math.nan)
+    shadow_requests = _vector(r["total_shadow_requests"], lambda m: m.get("variant", ""))
+    shadow_errors = _vector(r["total_shadow_errors"], lambda m: m.get("variant", ""))
+    shadow_latency = {k: _vector(r[f"total_shadow_{k}"], lambda m: m.get("variant", "")) for k in QUANTILES}
+    shadow_names = sorted(set(compared) | set(shadows) | set(shadow_requests))
+    for s in shadow_names:
+        # copies the shadow answered (a runtime without wolt_shadow_request_seconds: the ones compared)
+        n = shadow_requests.get(s, compared.get(s, math.nan))
         rows[s] = {
             "shadow": True,
             "requests": n,
             "share": math.nan,
-            "error_rate": math.nan,
+            "error_rate": shadow_errors.get(s, 0.0) / n if s in shadow_requests and n else math.nan,
             "agreement": 1.0 - disagreement.get(s, math.nan),
-            **{k: math.nan for k in QUANTILES},
+            **{k: shadow_latency[k].get(s, math.nan) for k in QUANTILES},
         }
+    # series exist at 0 from a runtime's start: a variant nothing reached in the window has no row, as in
+    # the response log (which has no row to show for it)
+    rows = {v: row for v, row in rows.items() if row["requests"] > 0}
+    shadow_names = [s for s in shadow_names if s in rows]
     summary = pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_COLUMNS))
     summary.index.name = "variant"
     summary = summary.sort_index().astype({"shadow": bool})
@@ -290,7 +379,7 @@ def _build(
         agreement=agreement,
         log_health=log_health,
         summary=summary,
-        shadows=tuple(sorted(set(compared) | set(shadows))),
+        shadows=tuple(shadow_names),
     )
     if data.empty:
         data.message = (

@@ -5,6 +5,9 @@
 - :class:`ResponseLogSource` computes the same series from the response log: the embedded default, which
   needs no server at all.
 
+For a local deployment the panel checks Prometheus against the response log
+(:mod:`wolt_jupyter.monitoring.crosscheck`) and says when they disagree.
+
 Both return a :class:`MonitorData`; both raise :class:`SourceError` (a one-line :class:`WoltError`) when they
 cannot be read. Importing this module imports neither pandas nor SQLAlchemy.
 """

@@ -240,12 +240,20 @@ def _snapshot(name: str, since: str, step: str) -> dict[str, Any]:
 
     window, resolution = parse_duration(since, "since"), parse_duration(step, "step")
     state = deployment_state(name)
+    from wolt_jupyter.monitoring.crosscheck import checked_snapshot, reference_for
+
     source = source_for()
+    reference = reference_for(name, source)
     try:
         until = time.time()
-        data = source.snapshot(name, since=until - window, until=until, step=max(resolution, window / 720))
+        step = max(resolution, window / 720)
+        data = checked_snapshot(
+            source, name, since=until - window, until=until, step=step, reference=reference
+        )
     finally:
         source.close()
+        if reference is not None:
+            reference.close()
     require_known(name, state, data)
     return serialize.monitor_data(data)
 

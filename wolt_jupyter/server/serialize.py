@@ -76,6 +76,7 @@ def monitor_data(data: MonitorData) -> dict[str, Any]:
         "until": int(data.until * 1000),
         "step": data.step,
         "source": data.source,
+        "checked_against": data.checked_against,
         "message": data.message,
         "shadows": list(data.shadows),
         "requests": _series(data.requests),

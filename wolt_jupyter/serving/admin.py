@@ -117,6 +117,7 @@ class AdminApi:
         except WoltError as exc:
             return error_response(400, str(exc))
         plane.ensure_shadow_workers()
+        plane.prime_series()
         return json_response(200, plane.routing_doc())
 
     def _flush(self, request: Any, respond: Callable[[Any], None]) -> None:

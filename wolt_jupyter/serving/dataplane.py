@@ -33,7 +33,16 @@ from wolt_jupyter.errors import WoltError
 from wolt_jupyter.revisions import serving_revision
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, ensure_token
-from wolt_jupyter.serving.metrics import BATCH_BUCKETS, VALUE_BUCKETS, Counter, Gauge, Histogram, Registry
+from wolt_jupyter.serving.metrics import (
+    BATCH_BUCKETS,
+    VALUE_BUCKETS,
+    Counter,
+    Gauge,
+    Histogram,
+    Registry,
+    add_shadow_latency,
+    prime_series,
+)
 from wolt_jupyter.serving.models import BatchMismatch, ModelAdapter, Prepared
 from wolt_jupyter.serving.router import Router, RoutingTable
 from wolt_jupyter.serving.shadow import ShadowItem, ShadowResult, ShadowWorker, disagrees
@@ -202,6 +211,7 @@ class DataPlane:
         self.stats: dict[str, VariantStats] = {}
         self._stats_lock = threading.Lock()  # shadow workers and the loop both add statistics
         self._init_metrics()
+        prime_series(self.registry, self.name, self.router.table.spec)  # scraped at 0 while models load
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def bind_loop(self, loop: Any) -> None:
@@ -214,6 +224,7 @@ class DataPlane:
             self.writer = self._make_writer()
         for v in self.router.table.spec.shadows:
             self.shadow_worker(v.name)
+        self.prime_series()
         # MLflow, pandas and sklearn leave ~1M long-lived objects; a full collection over them stalls the loop
         # for 100+ ms (it was the p99 under load). Freeze them out of the collector once everything is loaded.
         gc.collect()
@@ -245,7 +256,9 @@ class DataPlane:
                 first.set_exception(exc)
             loading[fresh[0].name] = first
         if len(fresh) > 1:
-            with ThreadPoolExecutor(max_workers=min(4, len(fresh) - 1), thread_name_prefix="wolt-load") as pool:
+            with ThreadPoolExecutor(
+                max_workers=min(4, len(fresh) - 1), thread_name_prefix="wolt-load"
+            ) as pool:
                 loading.update({v.name: pool.submit(loader, v.name, v.model) for v in fresh[1:]})
         for v in spec.variants:
             if v.name not in loading:
@@ -301,6 +314,7 @@ class DataPlane:
             del self.shadow_workers[n]
         self.models = models
         self.router.replace(spec)
+        self.prime_series()
         for v in spec.shadows:
             self.shadow_worker(v.name)
         if self.writer is None and spec.logging.responses and self._log_responses:
@@ -341,6 +355,10 @@ class DataPlane:
 
             self.writer.sample = float(spec.logging.sample)
             self.writer.retention = Retention.of(spec.logging.retention)
+
+    def prime_series(self) -> None:
+        """Every series a request to the current routing can touch exists at 0 (a first burst is counted)."""
+        prime_series(self.registry, self.name, self.router.table.spec, self.models)
 
     def ensure_shadow_workers(self) -> None:
         """A variant that became a shadow (a traffic change, a promotion) needs a worker."""
@@ -490,6 +508,7 @@ class DataPlane:
         self.m_shadow_errors = r.add(
             Counter("wolt_shadow_errors_total", "Shadow requests that failed", ("deployment", "variant"))
         )
+        self.m_shadow_seconds = add_shadow_latency(r)
         self.m_shadow_drops = r.add(
             Counter(
                 "wolt_shadow_dropped_total",
@@ -955,6 +974,10 @@ class DataPlane:
         item = res.item
         variant = adapter.variant
         self._stat(variant).shadow(res.error is None, res.latency_ms / 1000.0, time.time())
+        code = "200" if res.error is None else "500"
+        self.m_shadow_seconds.observe(
+            (self.name, variant, adapter.model_name, adapter.model_version, code), res.latency_ms / 1000.0
+        )
         if res.error is not None:
             self.m_shadow_errors.inc((self.name, variant))
         else:

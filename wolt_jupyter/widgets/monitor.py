@@ -1,8 +1,9 @@
 """The live monitoring panel: ``monitor("eta")`` under the cell that deployed it.
 
-An ipywidgets ``VBox``: a header, a time-range selector, messages from the source, a per-variant summary
-table and one PNG of six plots (requests/s, error rate, latency quantiles, prediction distribution, shadow
-agreement, response-log health). Why a PNG inside the widget rather than an interactive canvas: the same
+An ipywidgets ``VBox``: a header naming the source (and, for Prometheus, the response log it is checked
+against), a time-range selector, messages from the source (a disagreement between the two included), a
+per-variant summary table and one PNG of six plots (requests/s, error rate, latency quantiles, prediction
+distribution, shadow agreement, response-log health). Why a PNG inside the widget rather than an interactive canvas: the same
 bytes are the static fallback ``_repr_mimebundle_`` leaves for nbconvert/HTML export, and there is no
 matplotlib backend state to touch in the user's kernel.
 
@@ -55,6 +56,8 @@ class MonitorPanel:
     ) -> None:
         self.name = name
         self.source = source
+        # the response log Prometheus is checked against (see monitoring.crosscheck); None: no check
+        self.reference: MetricSource | None = None
         self.window = parse_duration(since, "since")
         self.base_step = parse_duration(step, "step")
         self.refresh_s = float(refresh) if refresh else 0.0
@@ -158,12 +161,15 @@ class MonitorPanel:
         A source that cannot answer becomes a message, never an exception: the panel must keep running.
         """
         from wolt_jupyter.monitoring import figures
+        from wolt_jupyter.monitoring.crosscheck import checked_snapshot
         from wolt_jupyter.monitoring.data import MonitorData
 
         until = time.time()
         since = until - self.window
         try:
-            data = self.source.snapshot(self.name, since=since, until=until, step=self.step)
+            data = checked_snapshot(
+                self.source, self.name, since=since, until=until, step=self.step, reference=self.reference
+            )
             error = None
         except Exception as exc:  # WoltError says it all; anything else is named, never a traceback
             error = (
@@ -184,16 +190,23 @@ class MonitorPanel:
             self.image.value = image
         self.message = error or (data.message if data is not None else None)
         self.message_box.value = html.escape(self.message) if self.message else ""
-        if error:
+        if error or (data is not None and data.disagrees):
             self.message_box.add_class("wolt-monitor-error")
         else:
             self.message_box.remove_class("wolt-monitor-error")
         self.message_box.layout.display = "block" if self.message else "none"
         stamp = time.strftime("%H:%M:%S")
         auto = f", every {self.refresh_s:g}s" if self.running else ""
-        self.header.value = html.escape(f"{self.name} · {self.source.name} · updated {stamp}{auto}")
+        self.header.value = html.escape(f"{self.name} · {self.source_line()} · updated {stamp}{auto}")
         self.summary_box.value = _summary_html(data)
         self._show_state()
+
+    def source_line(self) -> str:
+        """Which source the numbers come from, and what it is checked against."""
+        line = f"source: {self.source.name}"
+        if self.reference is not None:
+            line += f" (checked against the {self.reference.name})"
+        return line
 
     def refresh(self) -> MonitorData | None:
         """Refresh now, on the calling thread; the new data (None if the source failed)."""
@@ -270,6 +283,8 @@ class MonitorPanel:
             child.close()
         self.widget.close()
         self.source.close()
+        if self.reference is not None:
+            self.reference.close()
 
     def _children(self) -> list[Any]:
         out, todo = [], list(getattr(self.widget, "children", ()))
@@ -291,7 +306,7 @@ class MonitorPanel:
         return bundle
 
     def _text(self) -> str:
-        lines = [f"wolt monitor: {self.name} ({self.source.name})"]
+        lines = [f"wolt monitor: {self.name} ({self.source_line()})"]
         if self.message:
             lines.append(self.message)
         summary = _display_summary(self.data)
@@ -334,10 +349,12 @@ def monitor(
     the running kernel loop (0 or None: never). ``source`` defaults to Prometheus when
     ``WOLT_PROMETHEUS_URL`` is configured, else the response log. A name never deployed here that the
     source has no data for raises :class:`NotFound`."""
+    from wolt_jupyter.monitoring.crosscheck import reference_for
     from wolt_jupyter.monitoring.sources import source_for
 
     panel = MonitorPanel(name, source or source_for(), since=since, step=step, refresh=refresh)
     panel.state = deployment_state(name)
+    panel.reference = reference_for(name, panel.source)
     data = panel.refresh()
     try:
         require_known(name, panel.state, data)

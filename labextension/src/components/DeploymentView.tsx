@@ -151,7 +151,10 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
             <LineChart title="shadow agreement" series={data.agreement} names={names} format={pct} />
           </div>
           <Summary data={data} />
-          <div className="wolt-meta">source: {data.source}</div>
+          <div className="wolt-meta">
+            source: {data.source}
+            {data.checked_against ? ` (checked against the ${data.checked_against})` : ''}
+          </div>
         </>
       )}
       <h3 className="wolt-section-title">Rollout timeline (automatic update service)</h3>
