@@ -115,7 +115,8 @@ def _updater_run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = Path(args.base or Path(args.policy).expanduser().parent)
-    serve(from_yaml_file(args.policy, base), stop=_stop_on_signals(), workdir=base)
+    adopt = Path(args.adopt) if args.adopt else None
+    serve(from_yaml_file(args.policy, base), stop=_stop_on_signals(), workdir=base, adopt=adopt)
     return 0
 
 
@@ -187,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--base",
         help="folder relative paths of the policy (dataset, retraining) are in (default: the file's)",
+    )
+    run.add_argument(
+        "--adopt",
+        help="a cluster deployment's adoption document (what `updater render` puts in the pod), recorded in "
+        "this state dir unless it has the deployment already",
     )
     run.set_defaults(func=_updater_run)
     render = usub.add_parser(

@@ -128,7 +128,24 @@ def test_what_a_pod_cannot_read_is_refused_in_one_line(over, words) -> None:
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
+def record_cluster_deployment(home, name: str = "eta", target: str = "kubernetes", namespace: str = "ml"):
+    """The record a ``--target kubernetes`` deploy leaves in the state dir (its spec as revision 1)."""
+    from wolt_jupyter.revisions import DeploymentRecord, RevisionStore
+    from wolt_jupyter.spec import DeploymentSpec
+
+    store = RevisionStore(home)
+    spec = DeploymentSpec.from_dict(
+        {"name": name, "variants": [{"name": "main", "model": "models:/eta/1", "traffic": 100},
+                                    {"name": "shadow", "model": "models:/eta/2", "shadow": True}]}
+    )  # fmt: skip
+    store.save_record(
+        DeploymentRecord(name=name, target=target, namespace=namespace, revision=store.add_revision(spec))
+    )
+    return spec
+
+
 def test_cli_prints_manifests_for_kubectl(tmp_path, wolt_home, capsys, monkeypatch) -> None:
+    record_cluster_deployment(wolt_home)
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump({"deployment": "eta", "watch": {"model": "eta", "alias": "challenger"}}))
     monkeypatch.setenv("WOLT_CLUSTER_TRACKING_URI", "http://mlflow.ml:5000")
@@ -141,3 +158,42 @@ def test_cli_prints_manifests_for_kubectl(tmp_path, wolt_home, capsys, monkeypat
     )
     for d in docs:
         assert strict_errors(d) is None
+
+
+def test_the_pod_adopts_the_cluster_deployment_once(tmp_path, wolt_home, monkeypatch) -> None:
+    """The pod's state volume starts empty: the ConfigMap carries the deployment (target, namespace, current
+    spec), ``updater run --adopt`` records it there, and a restarted pod keeps what its service changed."""
+    from wolt_jupyter.revisions import RevisionStore
+    from wolt_jupyter.updater.manifests import render_for_cluster
+    from wolt_jupyter.updater.run import adopt_deployment
+
+    spec = record_cluster_deployment(wolt_home)
+    policy = parse({"deployment": "eta", "watch": {"model": "eta", "alias": "challenger"}})
+    docs = kinds(render_for_cluster(policy))
+    assert docs["ConfigMap"]["metadata"]["namespace"] == "ml"  # beside the deployment, from its record
+    args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--adopt") + 1] == "/etc/wolt-updater/deployment.yaml"
+    document = tmp_path / "deployment.yaml"
+    document.write_text(docs["ConfigMap"]["data"]["deployment.yaml"])
+
+    pod_home = tmp_path / "pod-state"
+    monkeypatch.setenv("WOLT_JUPYTER_HOME", str(pod_home))
+    assert adopt_deployment("eta", document) is True
+    store = RevisionStore(pod_home)
+    rec = store.record("eta")
+    assert (rec.target, rec.namespace, rec.revision) == ("kubernetes", "ml", 1)
+    assert store.spec("eta").to_dict() == spec.to_dict()
+    assert adopt_deployment("eta", document) is False  # a restarted pod: its own record stays
+    with pytest.raises(InvalidArgument, match="does not describe the cluster deployment 'other'"):
+        adopt_deployment("other", document)
+
+
+def test_only_a_recorded_cluster_deployment_gets_a_pod(wolt_home) -> None:
+    from wolt_jupyter.updater.manifests import render_for_cluster
+
+    policy = parse({"deployment": "eta", "watch": {"model": "eta", "alias": "challenger"}})
+    with pytest.raises(InvalidArgument, match="deploy it with --target kubernetes"):
+        render_for_cluster(policy)
+    record_cluster_deployment(wolt_home, target="local", namespace=None)
+    with pytest.raises(InvalidArgument, match="a pod cannot update it"):
+        render_for_cluster(policy)

@@ -5,8 +5,11 @@
 - a **ServiceAccount** + **Role** + **RoleBinding**: the service changes the deployment it updates (its
   ConfigMap, Deployment, Service, credentials Secret — what ``--target kubernetes`` deploys) and nothing else,
   in its own namespace;
-- a **ConfigMap** with the policy (secrets replaced by ``secret_env`` names) and a **Secret** with the values
-  (the webhook secrets, a tracking URI carrying a password): never inlined in the Deployment;
+- a **ConfigMap** with the policy (secrets replaced by ``secret_env`` names) and the deployment it updates
+  (``deployment.yaml``: target, namespace and the spec of its current revision, which the pod adopts into its
+  empty state volume: the service there changes the cluster objects as the notebook's deployment would),
+  and a **Secret** with the values (the webhook secrets, a tracking URI carrying a password): never inlined in
+  the Deployment;
 - a **PersistentVolumeClaim** for its state (cursor, rollout state, history, rate-limit window): a pod
   rescheduled mid-rollout resumes at its step and acts on nothing twice — the local guarantees, kept;
 - a **Deployment** of one replica with the ``Recreate`` strategy (one service per deployment: two pods
@@ -14,7 +17,7 @@
 - with ``watch.webhook``, a **Service** for MLflow's registry webhooks (the receiver binds the pod network).
 
 What cannot cross into a pod is refused with one line: an offline dataset held in memory (a DataFrame) or on
-this machine's disk, a metric given as a Python callable.
+this machine's disk, a metric given as a Python callable, a deployment that is not on a cluster.
 """
 
 from __future__ import annotations
@@ -102,9 +105,17 @@ def policy_document(
     return without_unset(doc), secrets
 
 
-def render_updater(policy: Policy, ctx: ClusterContext) -> list[dict[str, Any]]:
-    """ServiceAccount, Role, RoleBinding, ConfigMap (policy), Secret (when there are secrets), PVC (state),
-    Deployment (+ Service for the registry webhook) for ``policy``'s update service in ``ctx.namespace``."""
+def adoption_document(target: str, namespace: str | None, spec: Any) -> dict[str, Any]:
+    """What a pod needs to take a cluster deployment over: where it runs and its current revision's spec."""
+    return {"target": target, "namespace": namespace, "spec": spec.to_dict()}
+
+
+def render_updater(
+    policy: Policy, ctx: ClusterContext, adopted: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """ServiceAccount, Role, RoleBinding, ConfigMap (policy; ``adopted``, an :func:`adoption_document`, as
+    ``deployment.yaml``), Secret (when there are secrets), PVC (state), Deployment (+ Service for the registry
+    webhook) for ``policy``'s update service in ``ctx.namespace``."""
     import yaml
 
     from wolt_jupyter.config import mask_url
@@ -127,7 +138,9 @@ def render_updater(policy: Policy, ctx: ClusterContext) -> list[dict[str, Any]]:
     ]
     policy_yaml = yaml.safe_dump(doc, sort_keys=False)
     # the pod template changes with the policy, so a changed policy rolls out (secret values stay out of it)
-    checksum = hashlib.sha256((policy_yaml + repr(sorted(secrets.keys()))).encode()).hexdigest()[:16]
+    checksum = hashlib.sha256(
+        (policy_yaml + repr(sorted(secrets.keys())) + repr(adopted)).encode()
+    ).hexdigest()[:16]
     selector = {"app.kubernetes.io/instance": deployment, "app.kubernetes.io/component": "updater"}
     ports = (
         [{"name": "webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"}]
@@ -148,6 +161,7 @@ def render_updater(policy: Policy, ctx: ClusterContext) -> list[dict[str, Any]]:
             f"{POLICY_MOUNT}/policy.yaml",
             "--base",
             STATE_MOUNT,
+            *(["--adopt", f"{POLICY_MOUNT}/deployment.yaml"] if adopted else []),
         ],
         "env": env,
         "resources": copy.deepcopy(RESOURCES),
@@ -168,7 +182,8 @@ def render_updater(policy: Policy, ctx: ClusterContext) -> list[dict[str, Any]]:
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ctx.namespace}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(f"{name}-policy", deployment, ctx),
-         "data": {"policy.yaml": policy_yaml}},
+         "data": {"policy.yaml": policy_yaml,
+                  **({"deployment.yaml": yaml.safe_dump(adopted, sort_keys=False)} if adopted else {})}},
     ]  # fmt: skip
     if secrets:
         manifests.append({"apiVersion": "v1", "kind": "Secret", "metadata": _metadata(secret_name, deployment, ctx),
@@ -213,16 +228,36 @@ def render_updater(policy: Policy, ctx: ClusterContext) -> list[dict[str, Any]]:
 
 def render_for_cluster(policy: Policy, namespace: str | None = None) -> list[dict[str, Any]]:
     """:func:`render_updater` with the cluster facts from the settings (image, namespace, the tracking URI the
-    pods reach), like the kubernetes target's deployments."""
+    pods reach), like the kubernetes target's deployments, and the deployment as recorded here (it must run on
+    a cluster: the pod adopts it)."""
     from wolt_jupyter.config import settings
+    from wolt_jupyter.revisions import RevisionStore
 
     s = settings()
+    store = RevisionStore(s.home)
+    if not store.exists(policy.deployment):
+        raise InvalidArgument(
+            f"no deployment named {policy.deployment!r} here: deploy it with --target kubernetes (or seldon, "
+            "kserve) first; its update service runs beside it"
+        )
+    rec = store.record(policy.deployment)
+    if rec.target == "local":
+        raise InvalidArgument(
+            f"deployment {policy.deployment!r} runs on this machine (target local): a pod cannot update it; run "
+            "`wolt-jupyter updater run` here, or deploy it to a cluster first"
+        )
+    if namespace and rec.namespace and namespace != rec.namespace:
+        raise InvalidArgument(
+            f"deployment {policy.deployment!r} runs in namespace {rec.namespace!r}, not {namespace!r}: its "
+            "update service must run beside it"
+        )
+    adopted = adoption_document(rec.target, rec.namespace, store.spec(policy.deployment))
     ctx = ClusterContext(
-        namespace=namespace or s.namespace,
+        namespace=namespace or rec.namespace or s.namespace,
         image=s.runtime_image or DEFAULT_IMAGE,
         tracking_uri=s.cluster_tracking_uri or (s.tracking_uri if s.tracking_is_server else None),
     )
-    return render_updater(policy, ctx)
+    return render_updater(policy, ctx, adopted)
 
 
 def to_yaml(manifests: list[dict[str, Any]]) -> str:

@@ -139,21 +139,55 @@ class DeploymentActions:
         )
 
 
+def adopt_deployment(name: str, document: Path) -> bool:
+    """Record the cluster deployment ``name`` from its adoption document unless this state dir already has it
+    (a restarted pod keeps what its service changed since). True if it was adopted now."""
+    import yaml
+
+    from wolt_jupyter import deployments
+    from wolt_jupyter.revisions import DeploymentRecord
+    from wolt_jupyter.spec import DeploymentSpec
+
+    store = deployments._store()
+    if store.exists(name):
+        return False
+    doc = yaml.safe_load(Path(document).read_text())
+    spec = DeploymentSpec.from_dict(doc["spec"])
+    if spec.name != name or doc.get("target") in (None, "local"):
+        raise InvalidArgument(f"{document} does not describe the cluster deployment {name!r}")
+    with deployments.lock(name, "adopt"):
+        if store.exists(name):
+            return False
+        revision = store.add_revision(spec)
+        store.save_record(
+            DeploymentRecord(
+                name=name, target=doc["target"], namespace=doc.get("namespace"), revision=revision
+            )
+        )
+    log.info("adopted %s deployment %s (revision %d of this state dir)", doc["target"], name, revision)
+    return True
+
+
 def serve(
     policy: Policy,
     stop: threading.Event | None = None,
     *,
     workdir: Path | None = None,
+    adopt: Path | None = None,
     **service_options: Any,
 ) -> None:
     """Run the service for ``policy`` in this process until ``stop`` (or SIGTERM/SIGINT). One service per
     deployment: a second one fails at once, naming the first. Each look holds the deployment's lock; the
-    retraining job runs in ``workdir`` (default: this process's folder)."""
+    retraining job runs in ``workdir`` (default: this process's folder). ``adopt``: a cluster deployment's
+    adoption document (:func:`~wolt_jupyter.updater.manifests.adoption_document`), recorded here if this state
+    dir has no record of it yet (a pod's first start)."""
     from wolt_jupyter import deployments
     from wolt_jupyter.locking import deployment_lock
     from wolt_jupyter.updater.history import updater_dir
     from wolt_jupyter.updater.service import UpdateService
 
+    if adopt is not None:
+        adopt_deployment(policy.deployment, adopt)
     deployments._store().record(policy.deployment)  # NotFound: deploy it first
     stop = stop or threading.Event()
     wake = threading.Event()  # set by a registry webhook: poll now
