@@ -156,3 +156,16 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def strict_errors(manifest: dict) -> str | None:
+    """What ``kubernetes-validate --strict`` (the release's OpenAPI schema; unknown fields are errors) finds
+    wrong with ``manifest``: the first error as one line, or None when it is valid."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import ValidationError
+
+    try:
+        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+    except ValidationError as err:
+        return f"{manifest['kind']} {'.'.join(map(str, err.path))}: {err.message}"
+    return None

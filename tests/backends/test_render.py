@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 
 import jsonschema
-import kubernetes_validate
 import pytest
-from kubernetes_validate.utils import ValidationError
 
 from wolt_jupyter.backends import admission
 from wolt_jupyter.backends.render import (
@@ -25,6 +23,8 @@ from wolt_jupyter.backends.render import (
 )
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import DeploymentSpec
+
+from helpers import strict_errors
 
 ARTIFACTS = {
     "main": "s3://models/eta/3/artifacts",
@@ -79,14 +79,6 @@ REFUSED = {
 
 def spec(shape: str = "ab+shadow", **changes) -> DeploymentSpec:
     return DeploymentSpec.from_dict({"name": "eta-predictor", "replicas": 2, **SPECS[shape], **changes})
-
-
-def strict_errors(manifest: dict) -> str | None:
-    try:
-        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
-    except ValidationError as err:
-        return f"{manifest['kind']} {'.'.join(map(str, err.path))}: {err.message}"
-    return None
 
 
 def by_kind(manifests: list[dict]) -> dict[str, dict]:

@@ -11,7 +11,7 @@ import copy
 
 import kubernetes_validate
 import pytest
-from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+from kubernetes_validate.utils import SchemaNotFoundError
 
 from wolt_jupyter.backends.kubeclient import KubeCluster
 from wolt_jupyter.backends.render import ClusterContext, render_kubernetes
@@ -19,18 +19,10 @@ from wolt_jupyter.spec import DeploymentSpec
 
 from .apiserver import TestApiServer
 from .manifests import kserve, runtime, seldon
+from helpers import strict_errors
 
 NS = "team-a"
 VERSION = kubernetes_validate.latest_version()
-
-
-def strict_errors(manifest: dict) -> str | None:
-    """The first schema error in strict mode (unknown fields are errors), or None."""
-    try:
-        kubernetes_validate.validate(manifest, VERSION, strict=True)
-    except ValidationError as err:
-        return f"{manifest['kind']} {'.'.join(map(str, err.path))}: {err.message}"
-    return None
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["ConfigMap", "Deployment", "Service"])

@@ -14,18 +14,7 @@ from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.updater.manifests import WEBHOOK_PORT, render_updater
 from wolt_jupyter.updater.policy import parse
 
-
-def strict_errors(manifest: dict) -> str | None:
-    """What ``kubernetes-validate --strict`` finds wrong with ``manifest`` (None: valid)."""
-    import kubernetes_validate
-    from kubernetes_validate.utils import ValidationError
-
-    try:
-        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
-    except ValidationError as err:
-        return f"{manifest['kind']} {'.'.join(map(str, err.path))}: {err.message}"
-    return None
-
+from helpers import strict_errors
 
 HOOK_SECRET = "mlflow-hook-5ec2e7"
 NOTIFY_SECRET = "slack-sign-88aa"

@@ -15,24 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.responses.columnar import JSON_MARK, concat
+from wolt_jupyter.responses.columnar import JSON_MARK, RECORD_COLUMNS, concat
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-BASE_COLUMNS = (
-    "id",
-    "time",
-    "deployment",
-    "variant",
-    "shadow",
-    "model_name",
-    "model_version",
-    "revision",
-    "latency_ms",
-    "status",
-    "error",
-)
+# a stored record's fields, with the deployment (kept once per chunk) after its id and time
+BASE_COLUMNS = (*RECORD_COLUMNS[:2], "deployment", *RECORD_COLUMNS[2:])
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 ACCEPTED_TIMES = (

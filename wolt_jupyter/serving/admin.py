@@ -19,15 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from wolt_jupyter.private import private_dir
+from wolt_jupyter.revisions import deployment_dir
 
 log = logging.getLogger(__name__)
 TOKEN_FILE = "admin.token"
 FEEDBACK_TOKEN_FILE = "feedback.token"
-
-
-def deployment_dir(state_dir: Path, deployment: str) -> Path:
-    """``<state_dir>/deployments/<name>``: the runtime's files for one deployment."""
-    return Path(state_dir) / "deployments" / deployment
 
 
 def token_path(state_dir: Path, deployment: str, file: str = TOKEN_FILE) -> Path:

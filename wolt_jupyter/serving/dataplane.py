@@ -30,7 +30,7 @@ import numpy as np
 
 from wolt_jupyter import __version__
 from wolt_jupyter.errors import WoltError
-from wolt_jupyter.revisions import serving_revision
+from wolt_jupyter.revisions import deployment_dir, serving_revision
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, ensure_token
 from wolt_jupyter.serving.metrics import (
@@ -395,7 +395,7 @@ class DataPlane:
             spool_dir=None
             if os.environ.get("WOLT_RESPONSE_SPOOL", "1")
             == "0"  # memory only: for measuring the spool's cost
-            else self.state_dir / "deployments" / self.name / "spool",
+            else deployment_dir(self.state_dir, self.name) / "spool",
         )
 
     def shadow_worker(self, variant: str) -> ShadowWorker:

@@ -568,7 +568,9 @@ def load(variant: str, uri: str, cache_dir: Path | None = None) -> ModelAdapter:
 
 def model_cache_dir(state_dir: Path, deployment: str) -> Path:
     """Where a deployment's runtime keeps (and first looks for) its pinned models' files."""
-    return Path(state_dir) / "deployments" / deployment / "models"
+    from wolt_jupyter.revisions import deployment_dir
+
+    return deployment_dir(Path(state_dir), deployment) / "models"
 
 
 def prefetch(uri: str, cache_dir: Path) -> None:

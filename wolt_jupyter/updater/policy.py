@@ -513,11 +513,14 @@ def parse(data: Mapping[str, Any]) -> Policy:
     model = w.string("model", required=True)
     try:
         check_model_name(model)
-        alias = w.string("alias")
+    except InvalidArgument as exc:
+        raise _fail("watch.model", str(exc)) from None
+    alias = w.string("alias")
+    try:
         if alias is not None:
             check_alias(alias)
     except InvalidArgument as exc:
-        raise _fail("watch.model" if "model name" in str(exc) else "watch.alias", str(exc)) from None
+        raise _fail("watch.alias", str(exc)) from None
     tag = w.string("tag")
     if alias is not None and tag is not None:
         raise _fail("watch.tag", "give alias or tag, not both")
