@@ -186,13 +186,13 @@ def test_panel_one_revision_and_an_empty_one(revised, wolt_home: Path) -> None:
         assert panel.data.summary.loc["main", "requests"] == sent[1] and "revision 1" in panel.data.source
     finally:
         panel.close()
-    # a redeploy not answered yet: the panel says so (and follows it at the next refresh)
-    _record(wolt_home, "eta", [{"main": "m/3"}])
+    # an open panel follows a redeploy: at its next refresh it reads the new revision (nothing answered yet)
     panel = monitor("eta", since="15m", step="30s", refresh=0, source=ResponseLogSource(url))
     try:
-        assert panel.data.empty and panel.message == (
-            "no requests of revision 4 logged for 'eta' in this window"
-        )
+        assert panel.data.summary.loc["main", "requests"] == sent[2] + sent[3]
+        _record(wolt_home, "eta", [{"main": "eta/3"}])
+        assert panel.refresh() is not None and panel.data.empty
+        assert panel.message == "no requests of revision 4 logged for 'eta' in this window"
     finally:
         panel.close()
 
