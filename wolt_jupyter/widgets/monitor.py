@@ -12,6 +12,11 @@ on the loop. The task stops — and the panel says why — when its stop button 
 are called, the widget is closed, its output is cleared (the front end reports its views through
 ``_view_count``), or its deployment is undeployed. Without a running loop (a plain script) the panel renders
 once and starts nothing. A deployment never made here that the source knows nothing about is an error.
+
+``monitor(..., revision=)`` chooses the revisions whose rows the response log shows: by default those since
+the last deploy, re-read at every refresh, so an open panel starts new series when the deployment is
+redeployed; a number, several, or ``"all"`` (a series per run of the same models). Each revision's start is
+marked on the time axis.
 """
 
 from __future__ import annotations
@@ -335,11 +340,7 @@ def monitor(
     """Live monitoring panel for deployment ``name``: renders once now, then every ``refresh`` seconds on
     the running kernel loop (0 or None: never). ``source`` defaults to Prometheus when
     ``WOLT_PROMETHEUS_URL`` is configured, else the response log. A name never deployed here that the
-    source has no data for raises :class:`NotFound`.
-
-    ``revision``: the revisions whose rows the response log shows: by default those since the last deploy,
-    re-read at every refresh, so an open panel starts new series when the deployment is redeployed; a
-    number, several, or ``"all"`` (a series per run of the same models, each revision's start marked)."""
+    source has no data for raises :class:`NotFound`."""
     from wolt_jupyter.monitoring.sources import source_for
 
     source = _reading_revisions(source or source_for(), name, revision)
