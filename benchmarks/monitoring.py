@@ -1,7 +1,9 @@
 """Monitoring refresh cost (not a test; run ``python benchmarks/monitoring.py [--prometheus]``).
 
-1. ``ResponseLogSource``: a response log of 1,000,000 rows (three live variants, one shadow, 30 minutes)
-   in a temp SQLite file; the median wall time of a full panel refresh over the whole window. Goal: <= 1 s.
+1. ``ResponseLogSource``: a response log of 1,000,000 rows (three live variants, one shadow, 30 minutes; a
+   redeploy halfway: revisions 1 and 2) in a temp SQLite file; the median wall time of a full panel refresh
+   over the whole window, revision-blind and revision-aware (series per revision, the redeploy marked).
+   Goal: <= 1 s.
 2. ``PrometheusSource`` (with ``--prometheus``, needs Debian's ``prometheus``): against a real server, the
    wall time of one refresh (all its queries) next to the sum of the same queries run one after another —
    concurrent issue means the wall time is near the slowest query, not the sum.
@@ -53,6 +55,7 @@ def build_log(path: Path, n: int = N_ROWS, now: float | None = None, deployment:
                 "latency_ms": float(latency[i]),
                 "status": int(status[i]),
                 "error": None,
+                "revision": 1 if times[i] < now - WINDOW_S / 2 else 2,  # redeployed halfway
             }
         )
         if i % 4 == 0:
@@ -114,6 +117,32 @@ def bench_response_log(rounds: int = 7) -> None:
             print(f"  {key}: median {statistics.median(p[key] for p in parts) * 1000:.0f} ms")
         print(data.summary.round(4).to_string())
         panel_refresh(source, now, rounds)
+        bench_revisions(f"sqlite:///{path}", now, rounds)
+
+
+def bench_revisions(url: str, now: float, rounds: int) -> None:
+    """The same window read revision-aware (``--revision all``): the chunk index is asked for each
+    revision's first and last time every refresh, and the rollup's rows are attributed by time."""
+    from wolt_jupyter.monitoring.responselog import ResponseLogSource
+
+    cold = []
+    for _ in range(3):
+        fresh = ResponseLogSource(url, revision="all")
+        t = time.perf_counter()
+        data = fresh.snapshot("bench", since=now - WINDOW_S, until=now + 1, step=15.0)
+        cold.append(time.perf_counter() - t)
+    source = ResponseLogSource(url, revision="all", settle=time.time() - now + 10)
+    source.snapshot("bench", since=now - WINDOW_S, until=now + 1, step=15.0)
+    walls = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        data = source.snapshot("bench", since=now - WINDOW_S, until=now + 1, step=15.0)
+        walls.append(time.perf_counter() - t)
+    print("revision-aware (revision='all': a series per revision, the redeploy marked):")
+    print(f"  cold refresh: median {statistics.median(cold) * 1000:.0f} ms")
+    print(f"  auto-refresh: median {statistics.median(walls) * 1000:.0f} ms")
+    print(f"  series: {', '.join(data.summary.index)}; marks: {[m for _, m in data.revision_marks]}")
+    panel_refresh(source, now, rounds)
 
 
 def panel_refresh(source: object, now: float, rounds: int) -> None:

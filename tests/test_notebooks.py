@@ -11,8 +11,11 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def execute(name: str) -> nbformat.NotebookNode:
+def execute(name: str, *, then: str | None = None) -> nbformat.NotebookNode:
+    """Run a shipped notebook in a real kernel; ``then``: one more cell run after it, in the same kernel."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    if then is not None:
+        nb.cells.append(nbformat.v4.new_code_cell(then))
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     ).execute()

@@ -17,7 +17,7 @@ from wolt_jupyter._display import Card
 from wolt_jupyter.backends.base import Backend, Deployment, Progress, backend_class
 from wolt_jupyter.config import settings
 from wolt_jupyter.errors import InvalidArgument, WoltError
-from wolt_jupyter.revisions import DeploymentRecord, RevisionStore
+from wolt_jupyter.revisions import SINCE_DEPLOY, DeploymentRecord, RevisionStore
 from wolt_jupyter.spec import DeploymentSpec, LoggingSpec, Routing, Variant, check_dns_label
 
 if TYPE_CHECKING:
@@ -462,11 +462,57 @@ def flush_log(name: str) -> None:
 
 def default_revisions(name: str) -> list[int] | None:
     """The revisions an analysis of ``name``'s log reads unless told otherwise: since the last deploy of other
-    models (traffic changes included); None (every row) for a deployment that is not recorded any more."""
+    models (traffic changes included, an undeploy ends it); None (every row) for a deployment that is not
+    recorded any more."""
     store = _store()
     if not store.exists(name):
         return None
     return store.same_models(name)
+
+
+def revisions_for(name: str, revision: Any = SINCE_DEPLOY) -> list[int] | None:
+    """The one rule for which revisions of ``name``'s response log an analysis reads (``responses``,
+    ``compare``, ``drift``, the monitoring panel): :data:`SINCE_DEPLOY` (their default) the current revision
+    and the ones before it that served the same models; a number or several, those (each must exist);
+    ``"all"`` or None every row (None is returned)."""
+    from wolt_jupyter.responses.query import revision_list
+
+    if isinstance(revision, str) and revision == SINCE_DEPLOY:
+        return default_revisions(name)
+    wanted = revision_list(revision)
+    if wanted is None:
+        return None
+    known = _store().revisions(name)
+    missing = [r for r in wanted if r not in known]
+    if known and missing:
+        raise InvalidArgument(
+            f"deployment {name!r} has no revision {missing[0]}; its revisions: {_ranges(known)} "
+            '(or revision="all")'
+        )
+    return sorted(set(wanted))
+
+
+def revisions_text(revisions: list[int] | None, asked: Any = None, *, short: bool = False) -> str:
+    """Which rows an analysis read, in words: ``of revision 2 (since the last deploy; ...)``; ``short``: the
+    panel's ``revision 2``."""
+    if revisions is None:
+        return "every revision" if short else "of every revision"
+    label = f"revision{'s' if len(revisions) > 1 else ''} {_ranges(revisions)}"
+    if short:
+        return label
+    since = isinstance(asked, str) and asked == SINCE_DEPLOY
+    return f"of {label} (since the last deploy; revision all for every row)" if since else f"of {label}"
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``1-4, 7`` for [1, 2, 3, 4, 7]."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def log_summary(name: str) -> Any:
@@ -492,15 +538,15 @@ def responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
     copies still being predicted are waited for at most 2 s, and a warning says how many are not in the frame
     yet.
 
-    ``revision`` defaults to "since the last deploy" (:func:`default_revisions`): the current revision and
+    ``revision`` defaults to "since the last deploy" (:func:`revisions_for`): the current revision and
     the ones before it that served the same models, so a rerun's analysis never mixes in an earlier deploy's
     rows; ``revision="all"`` reads every row, ``revision=N`` one revision. A deployment no longer recorded
     (undeployed) reads all its rows."""
 
     from wolt_jupyter.responses.query import responses as read
 
-    if "revision" not in filters and not args:
-        filters["revision"] = default_revisions(name)
+    if not args:
+        filters["revision"] = revisions_for(name, filters.get("revision", SINCE_DEPLOY))
     if filters.get("url") is None and not args:
         flush_log(name)
     return read(name, *args, **filters)

@@ -46,6 +46,32 @@ def parse_argstring(magic: Callable[..., Any], line: str) -> Any:
     return magic.parser.parse_args(argv)  # type: ignore[attr-defined]  # raises UsageError on bad arguments
 
 
+REVISION_HELP = (
+    'revisions of the response log to read: a number, several (3,4) or "all" (default: since the last deploy)'
+)
+
+
+def parse_revision(value: str | None) -> Any:
+    """The value of ``--revision`` in every magic that reads the response log: a revision number, several
+    (``3,4``) or ``all``; absent, the analyses' default (the revisions since the last deploy). Anything else is
+    a :class:`UsageError` that shows the forms."""
+    from wolt_jupyter.revisions import SINCE_DEPLOY
+
+    if value is None:
+        return SINCE_DEPLOY
+    text = value.strip().lower()
+    if text == "all":
+        return "all"
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise UsageError(
+            f"--revision takes a revision number (--revision 3), several (--revision 3,4) or all (every "
+            f"revision), not {value!r}; without it the revisions since the last deploy are read"
+        )
+    numbers = [int(p) for p in parts]
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
 @magics_class
 class WoltMagics(Magics):
     """The ``%wolt_*`` magics. ``%wolt_<name>?`` shows each one's arguments."""
@@ -448,7 +474,7 @@ class WoltMagics(Magics):
     @argument("--until", default=None, help="end of the window, exclusive (same forms as --since)")
     @argument("--variant", default=None)
     @argument("--limit", type=int, default=None, help="the newest N logged requests")
-    @argument("--revision", default=None, help='a revision number or "all" (default: since the last deploy)')
+    @argument("--revision", default=None, metavar="N|all", help=REVISION_HELP)
     @argument("--columns", default=None, help="comma-separated columns to read, e.g. time,input.x1,output.y")
     @argument("--export", default=None, metavar="PATH.parquet", help="write the rows to a Parquet file")
     @argument("--info", action="store_true", help="the log's size, retention and disk space (a card)")
@@ -462,19 +488,14 @@ class WoltMagics(Magics):
 
         filters: dict[str, Any] = {"since": args.since, "until": args.until, "variant": args.variant}
         filters["limit"] = args.limit
-        if args.revision is not None:
-            rev = args.revision.strip()
-            if rev != "all" and not rev.isdigit():
-                raise UsageError(f'--revision takes a revision number or "all", not {rev!r}')
-            filters["revision"] = "all" if rev == "all" else int(rev)
+        filters["revision"] = parse_revision(args.revision)
         if args.columns:
             filters["columns"] = [c.strip() for c in args.columns.split(",") if c.strip()]
         if args.export:
             from wolt_jupyter.responses.query import export
 
             deployments.flush_log(args.name)  # a running deployment writes what it answered first
-            if "revision" not in filters:
-                filters["revision"] = deployments.default_revisions(args.name)
+            filters["revision"] = deployments.revisions_for(args.name, filters["revision"])
             card = deployments.log_summary(args.name)
             card.export = export(args.name, args.export, **filters)
             return card
@@ -488,20 +509,25 @@ class WoltMagics(Magics):
     @argument("--since", default="30m", help="time range shown, e.g. 15m, 1h, 24h")
     @argument("--step", default="15s", help="resolution of the series")
     @argument("--refresh", type=float, default=10.0, help="seconds between refreshes; 0 renders once")
+    @argument("--revision", default=None, metavar="N|all", help=REVISION_HELP)
     @line_magic
     @_usage_errors
     def wolt_monitor(self, line: str) -> Any:
         """Live panel: requests/s, errors, latency, predictions per variant, shadow agreement, log health.
 
-        Reads Prometheus when WOLT_PROMETHEUS_URL is set, else the response log. Closing the panel stops
-        its refresh task; exported notebooks keep static PNG figures.
+        Reads Prometheus when WOLT_PROMETHEUS_URL is set, else the response log: there, the revisions since
+        the last deploy (``--revision``), a series a run of the same models, each revision change marked on
+        the time axis. Closing the panel stops its refresh task; exported notebooks keep static PNG figures.
         """
         args = parse_argstring(self.wolt_monitor, line)
         if args.refresh < 0:
             raise UsageError("--refresh is seconds between refreshes (0 renders once), not negative")
+        revision = parse_revision(args.revision)
         from wolt_jupyter.widgets.monitor import monitor
 
-        return monitor(args.name, since=args.since, step=args.step, refresh=args.refresh or None)
+        return monitor(
+            args.name, since=args.since, step=args.step, refresh=args.refresh or None, revision=revision
+        )
 
     @magic_arguments()
     @argument("name", nargs="?", default=None, help="show only models and deployments whose name contains it")
@@ -523,7 +549,8 @@ class WoltMagics(Magics):
         choices=["accuracy", "auc", "rmse", "mae", "error_rate"],
         help="model metric from feedback labels",
     )
-    @argument("--since", default=None, help="e.g. 1h, 2d (default: the whole log)")
+    @argument("--since", default=None, help="e.g. 1h, 2d (default: no lower bound)")
+    @argument("--revision", default=None, metavar="N|all", help=REVISION_HELP)
     @argument("--effect", type=float, default=None, help="smallest difference worth detecting")
     @argument(
         "--tolerance",
@@ -534,29 +561,43 @@ class WoltMagics(Magics):
     @line_magic
     @_usage_errors
     def wolt_compare(self, line: str) -> Any:
-        """Compare a deployment's variants: a compact summary (requests, share, errors, p99, metric with its
-        interval, verdict); ``.details`` and ``.shadow_table`` have every number."""
+        """Compare a deployment's variants over the revisions since the last deploy (``--revision``): a
+        compact summary (requests, share, errors, p99, metric with its interval, verdict); ``.details`` and
+        ``.shadow_table`` have every number."""
         args = parse_argstring(self.wolt_compare, line)
         if args.tolerance is not None and args.tolerance < 0:
             raise UsageError("--tolerance is a distance in the model's output units: 0 or more")
+        revision = parse_revision(args.revision)
         from wolt_jupyter.monitoring import reports
 
         return reports.compare(
-            args.name, metric=args.metric, since=args.since, effect=args.effect, tolerance=args.tolerance
+            args.name,
+            metric=args.metric,
+            since=args.since,
+            revision=revision,
+            effect=args.effect,
+            tolerance=args.tolerance,
         )
 
     @magic_arguments()
     @argument("name")
     @argument("--variant", default=None, help="default: the first live variant")
-    @argument("--since", default=None)
+    @argument("--since", default=None, help="e.g. 1h, 30m, or an ISO time (default: no lower bound)")
+    @argument("--revision", default=None, metavar="N|all", help=REVISION_HELP)
     @argument("--psi-threshold", dest="psi_threshold", type=float, default=0.2)
     @line_magic
     @_usage_errors
     def wolt_drift(self, line: str) -> Any:
-        """Input drift of a deployment's variant against its model version's training reference (PSI, KS)."""
+        """Input drift of a deployment's variant against its model version's training reference (PSI, KS),
+        over the rows that model version answered in the revisions read (default: since the last deploy)."""
         args = parse_argstring(self.wolt_drift, line)
+        revision = parse_revision(args.revision)
         from wolt_jupyter.monitoring import reports
 
         return reports.drift(
-            args.name, variant=args.variant, since=args.since, psi_threshold=args.psi_threshold
+            args.name,
+            variant=args.variant,
+            since=args.since,
+            revision=revision,
+            psi_threshold=args.psi_threshold,
         )

@@ -23,6 +23,9 @@ from wolt_jupyter.private import FILE_MODE, private_dir
 from wolt_jupyter.spec import DeploymentSpec, check_dns_label
 
 RECORD = "deployment.json"
+# what analyses of a response log read unless told otherwise: the revisions since the last deploy
+# (RevisionStore.same_models); deployments.revisions_for resolves it
+SINCE_DEPLOY = "since-deploy"
 
 
 def deployments_root(home: Path) -> Path:
@@ -145,23 +148,40 @@ class RevisionStore:
     def same_models(self, name: str) -> list[int]:
         """The current revision and the ones right before it that served the same models (variant -> model
         URI): "since the last deploy". A traffic change keeps the models, so an A/B test spans it; a redeploy,
-        promotion or rollback to other models starts anew. What analyses of the response log default to."""
+        promotion or rollback to other models, or an undeploy, starts anew. What analyses of the response log
+        default to."""
         current = self.record(name).revision
-        earlier = [r for r in self.revisions(name) if r < current][::-1]
+        runs = self.model_runs(name)
+        start = runs.get(current, current)
+        return sorted({current, *(r for r, s in runs.items() if s == start and r <= current)})
 
-        def models(revision: int) -> dict[str, str] | None:
+    def model_runs(self, name: str) -> dict[int, int]:
+        """Each stored revision -> the first revision of its run: consecutive revisions serving the same
+        models (variant -> model URI) with no undeploy between them. The monitoring panel draws one series a
+        run, so a traffic change continues a line and a redeploy starts a new one."""
+        ended = self.undeployed_at(name)
+        runs: dict[int, int] = {}
+        previous, previous_models = None, None
+        for r in self.revisions(name):
             try:
-                return {v.name: v.model for v in self.spec(name, revision).variants}
+                models: dict[str, str] | None = {v.name: v.model for v in self.spec(name, r).variants}
             except (NotFound, InvalidArgument):
-                return None
+                models = None
+            continues = previous is not None and previous not in ended and models == previous_models
+            runs[r] = runs[previous] if continues and models is not None else r  # type: ignore[index]
+            previous, previous_models = r, models
+        return runs
 
-        now = models(current)
-        span = [current]
-        for r in earlier:
-            if now is None or models(r) != now:
-                break
-            span.append(r)
-        return sorted(span)
+    def undeployed_at(self, name: str) -> set[int]:
+        """The revisions that were current when the deployment was undeployed (from the records kept under
+        ``removed/``): a deploy after one starts a new run even with the same models."""
+        out: set[int] = set()
+        for path in (self.dir(name) / "removed").glob(f"{RECORD}.*"):
+            try:
+                out.add(int(json.loads(path.read_text())["revision"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return out
 
     def previous(self, name: str) -> int:
         """The revision a rollback returns to: the one applied before the current one."""

@@ -52,6 +52,8 @@ class MonitorData:
     log_health: pd.DataFrame
     summary: pd.DataFrame
     shadows: tuple[str, ...] = ()
+    #: (epoch seconds, label) where a deployment revision began in the window (a revision-aware source)
+    revision_marks: tuple[tuple[float, str], ...] = ()
     message: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     #: the source this one was checked against (the response log, for Prometheus), and whether they disagree

@@ -122,12 +122,25 @@ def render(data: MonitorData, *, width: float = 11.0, height: float = 9.0) -> Fi
             if ax is not axes[1][1]:
                 _time_axis(ax)
                 ax.set_xlim(_naive(data.since), _naive(data.until))
+                _revision_marks(ax, data, label=ax is axes[0][0])
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="upper left")
     if data.message:
         fig.text(0.5, 0.5, data.message, ha="center", va="center", wrap=True, fontsize=11,
                  bbox={"facecolor": "lightyellow", "edgecolor": "0.7"})  # fmt: skip
     return fig
+
+
+def _revision_marks(ax: Any, data: MonitorData, *, label: bool) -> None:
+    """A vertical line where each revision began (a redeploy starts new series there); named on one plot."""
+    for t, text in data.revision_marks:
+        x = _naive(t)
+        ax.axvline(x, color="0.35", linestyle="-.", linewidth=1.0, zorder=0)
+        if label:
+            ax.annotate(
+                text, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                textcoords="offset points", fontsize=7, va="top", color="0.25",
+            )  # fmt: skip
 
 
 def _predictions(ax: Any, data: MonitorData, colors: dict[str, Any]) -> None:

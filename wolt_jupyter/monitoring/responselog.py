@@ -7,11 +7,18 @@ bin, as ``histogram_quantile`` does over Prometheus buckets. Buckets that can no
 between refreshes, so an auto-refresh reads only the newest ones. Only the prediction distribution and
 shadow agreement need the payloads; they come from the newest ``sample`` records of the window, reading only
 the output columns of the compact log.
+
+Revisions: a source made with ``revision=`` (the panel's) reads only the rows of those revisions and draws
+one series per run of the same models (``main (r2)`` once several runs are shown), with every revision's
+start marked on the time axis. The per-second rollup carries no revision, so its rows are attributed by
+time: from the second a revision logged its first row, until the next one's (a redeploy switches at once).
+Without ``revision`` (None) the source is revision-blind, as Prometheus is: the cross-check reads it so.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.config import mask_url
@@ -49,6 +56,7 @@ class ResponseLogSource(MetricSource):
         self,
         url: str | None = None,
         *,
+        revision: Any = None,
         sample: int = 20_000,
         settle: float = 10.0,
         workers: int | None = None,
@@ -58,12 +66,16 @@ class ResponseLogSource(MetricSource):
 
         self._lock = threading.Lock()  # a button click may race an auto-refresh over the cache
         self.url = url
+        #: which revisions' rows, as ``deployments.revisions_for`` takes it (SINCE_DEPLOY re-read each
+        #: refresh, so an open panel follows a redeploy); None: every row, one series a variant name
+        self.revision = revision
         self.sample = int(sample)
         self.settle = float(settle)
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.name = "response log"
-        # (url, deployment, step) -> {bucket: [(variant, shadow, lbin, n, errors), ...]}, settled buckets only
-        self._cache: dict[tuple[str, str, float], dict[int, list[tuple]]] = {}
+        # (url, deployment, step, revision starts) -> {bucket: [(revision, variant, shadow, lbin, n, errors)]},
+        # settled buckets only
+        self._cache: dict[tuple[str, str, float, tuple], dict[int, list[tuple]]] = {}
 
     def _url(self, deployment: str) -> str:
         from wolt_jupyter.config import settings
@@ -90,9 +102,12 @@ class ResponseLogSource(MetricSource):
             )
         t0 = time.perf_counter()
         b0, b1 = math.floor(since / step), math.ceil(until / step)  # buckets [b0, b1)
+        chosen = None if self.revision is None else _chosen(deployment, self.revision)
+        if chosen is not None:
+            label += f", {_revision_words(chosen)}"
         try:
             with self._lock:
-                buckets, sample = self._read(url, deployment, b0, b1, step, since, until)
+                buckets, sample, spans = self._read(url, deployment, b0, b1, step, since, until, chosen)
         except SourceError:
             raise
         except Exception as exc:  # ResponseStoreError, a locked or corrupt file: one readable line
@@ -102,42 +117,71 @@ class ResponseLogSource(MetricSource):
             return MonitorData.blank(
                 deployment, since, until, step, label, f"no response log for {deployment!r} yet"
             )
+        runs = _runs_of(deployment) if chosen is not None else {}
+        buckets, sample = _series(buckets, sample, chosen, runs)
         data = _build(deployment, b0, b1, step, label, buckets, sample)
+        if chosen is not None:
+            data.revision_marks = _marks(spans, runs, since, until)
+            if data.empty:
+                data.message = (
+                    f"no requests of {_revision_words(chosen)} logged for {deployment!r} in this window"
+                )
         data.since, data.until = since, until  # the window asked for (buckets are aligned around it)
         data.timings = {"read_s": t1 - t0, "build_s": time.perf_counter() - t1}
         return data
 
     def _read(
-        self, url: str, deployment: str, b0: int, b1: int, step: float, since: float, until: float
-    ) -> tuple[dict[int, list[tuple]] | None, list[Any]]:
+        self,
+        url: str,
+        deployment: str,
+        b0: int,
+        b1: int,
+        step: float,
+        since: float,
+        until: float,
+        chosen: _Chosen | None,
+    ) -> tuple[dict[int, list[tuple]] | None, list[Any], dict[int, tuple[float, float]]]:
+        """Aggregates by bucket (rows ``(revision, variant, shadow, lbin, n, errors)``), the payload sample,
+        and for a revision-aware read each revision's first and last logged time."""
         import time
         from concurrent.futures import ThreadPoolExecutor
 
         from sqlalchemy import inspect
 
-        from wolt_jupyter.responses.store import make_engine, tables, translate_errors
+        from wolt_jupyter.responses.store import CHUNKS_TABLE, make_engine, tables, translate_errors
 
         log_t, _ = tables()
-        cache = self._cache.setdefault((url, deployment, step), {})
-        for b in [b for b in cache if b < b0 or b >= b1]:  # keep only this window: memory stays bounded
-            del cache[b]
-        settled = math.floor((time.time() - self.settle) / step)  # buckets before this one are final
-        missing = [b for b in range(b0, b1) if b not in cache]
         engine = make_engine(url, create_dir=False)
         try:
             with translate_errors(url, "read"):
                 with engine.connect() as conn:
-                    if log_t.name not in inspect(conn).get_table_names():
-                        return None, []
+                    present = set(inspect(conn).get_table_names())
+                    if log_t.name not in present:
+                        return None, [], {}
+                    aware = chosen is not None and CHUNKS_TABLE in present
+                    spans = revision_spans(conn, deployment, until) if aware else {}
+                # the revisions that may have rows in the window, by start: the rollup's rows go to the
+                # newest one started by their second
+                starts = tuple(sorted((math.floor(lo), r) for r, (lo, hi) in spans.items() if hi >= since))
+                cache = self._cache.setdefault((url, deployment, step, starts), {})
+                for b in [b for b in cache if b < b0 or b >= b1]:  # keep only this window: bounded memory
+                    del cache[b]
+                for key in [k for k in self._cache if k[:3] == (url, deployment, step) and k[3] != starts]:
+                    del self._cache[key]  # a new revision started: the old attribution is stale
+                settled = math.floor((time.time() - self.settle) / step)  # buckets before this one are final
+                missing = [b for b in range(b0, b1) if b not in cache]
+                wanted = None if chosen is None else chosen.revisions
 
                 def read(r: tuple[int, int]) -> tuple[tuple[int, int], list[Any]]:
                     if not (float(step).is_integer() and step >= 1):  # finer than the rollup: from the log
                         return r, _aggregate_log(url, deployment, r[0], r[1], step)
                     with engine.connect() as c:
-                        return r, c.execute(_aggregate_query(log_t, deployment, r[0], r[1], step)).all()
+                        return r, c.execute(
+                            _aggregate_query(log_t, deployment, r[0], r[1], step, starts)
+                        ).all()
 
                 def read_sample() -> list[Any]:
-                    return _sample(url, deployment, since, until, self.sample)
+                    return _sample(url, deployment, since, until, self.sample, wanted)
 
                 with ThreadPoolExecutor(max_workers=self.workers + 1) as pool:
                     sample_f = pool.submit(read_sample)
@@ -149,14 +193,14 @@ class ResponseLogSource(MetricSource):
         for (lo, hi), rows in results:
             for b in range(lo, hi):
                 fresh[b] = []
-            for b, variant, shadow, lbin, n, errors in rows:
+            for b, rev, variant, shadow, lbin, n, errors in rows:
                 fresh.setdefault(int(b), []).append(
-                    (variant, bool(shadow), int(lbin), int(n), int(errors or 0))
+                    (rev, variant, bool(shadow), int(lbin), int(n), int(errors or 0))
                 )
         for b, rows in fresh.items():
             if b < settled:
                 cache[b] = rows
-        return {**cache, **fresh}, sample
+        return {**cache, **fresh}, sample, spans
 
 
 def _runs(buckets: list[int]) -> list[tuple[int, int]]:
@@ -178,63 +222,205 @@ def _slices(runs: list[tuple[int, int]], parts: int) -> list[tuple[int, int]]:
 
 
 # -- SQL --------------------------------------------------------------------------------------------------------
-def _aggregate_query(t: Any, deployment: str, b_lo: int, b_hi: int, step: float) -> Any:
-    """Counts and 5xx counts by (bucket, variant, shadow, latency bin) for buckets ``[b_lo, b_hi)``, from
-    the writer's per-second rollup (rows per window, not per request)."""
-    from sqlalchemy import Integer, cast, func, select
+def _aggregate_query(
+    t: Any, deployment: str, b_lo: int, b_hi: int, step: float, starts: tuple[tuple[int, int], ...] = ()
+) -> Any:
+    """Counts and 5xx counts by (bucket, revision, variant, shadow, latency bin) for buckets ``[b_lo, b_hi)``,
+    from the writer's per-second rollup (rows per window, not per request). The rollup has no revision: a
+    second belongs to the newest revision of ``starts`` ((first second, revision), oldest first) begun by
+    then, NULL before any (or without ``starts``)."""
+    from sqlalchemy import Integer, case, cast, func, literal_column, null, select
 
     from wolt_jupyter.responses.store import rollup_table
 
     r, st = rollup_table(), int(step)
     bucket = cast(func.floor(r.c.second / st), Integer).label("b")
+    keys = [bucket, r.c.variant, r.c.shadow, r.c.lbin]
+    if starts:  # integers inlined: the same expression in SELECT and GROUP BY (PostgreSQL compares them)
+        newest_first = [
+            (r.c.second >= literal_column(str(int(first))), literal_column(str(int(rev))))
+            for first, rev in reversed(starts)
+        ]
+        revision = case(*newest_first, else_=null())
+        keys.insert(1, revision)
+    else:
+        revision = null()
     return (
-        select(bucket, r.c.variant, r.c.shadow, r.c.lbin, func.sum(r.c.n).label("n"), func.sum(r.c.errors))
+        select(
+            bucket,
+            revision.label("rev"),
+            r.c.variant,
+            r.c.shadow,
+            r.c.lbin,
+            func.sum(r.c.n).label("n"),
+            func.sum(r.c.errors),
+        )
         .where(r.c.deployment == deployment, r.c.second >= b_lo * st, r.c.second < b_hi * st)
-        .group_by(bucket, r.c.variant, r.c.shadow, r.c.lbin)
+        .group_by(*keys)
     )
 
 
 def _aggregate_log(url: str, deployment: str, b_lo: int, b_hi: int, step: float) -> list[tuple]:
-    """The same aggregates for a step the per-second rollup cannot give, from the log's compact columns."""
+    """The same aggregates for a step the per-second rollup cannot give, from the log's compact columns
+    (each row's own revision)."""
     import numpy as np
 
     from wolt_jupyter.responses.query import read_table
     from wolt_jupyter.responses.store import MIN_LATENCY_MS
 
-    cols = ["time", "variant", "shadow", "latency_ms", "status", "_row"]
+    cols = ["time", "revision", "variant", "shadow", "latency_ms", "status", "_row"]
     table, _ = read_table(deployment, b_lo * step, url=url, until=b_hi * step, columns=cols)
     if table is None or not table.num_rows:
         return []
     d = table.filter(table["_row"].to_numpy() == 0).to_pydict()
+    revisions = d.get("revision") or [None] * len(d["time"])
     counts: dict[tuple, list[int]] = {}
-    for t, v, sh, lat, status in zip(
-        d["time"], d["variant"], d["shadow"], d["latency_ms"], d["status"], strict=True
+    for t, rev, v, sh, lat, status in zip(
+        d["time"], revisions, d["variant"], d["shadow"], d["latency_ms"], d["status"], strict=True
     ):
-        key = (int(t // step), v, bool(sh), int(np.floor(np.log(max(lat, MIN_LATENCY_MS)) * LAT_BINS_PER_E)))
-        slot = counts.setdefault(key, [0, 0])
+        lbin = int(np.floor(np.log(max(lat, MIN_LATENCY_MS)) * LAT_BINS_PER_E))
+        slot = counts.setdefault((int(t // step), rev, v, bool(sh), lbin), [0, 0])
         slot[0] += 1
         slot[1] += status >= 500
     return [(*k, n, e) for k, (n, e) in counts.items()]
 
 
-def _sample(url: str, deployment: str, since: float, until: float, limit: int) -> list[tuple]:
-    """(id, time, variant, shadow, outputs) of the newest ``limit`` records in the window, outputs as
-    ``{name: [value per row]}``: what the prediction histogram and shadow agreement need."""
+def _sample(
+    url: str, deployment: str, since: float, until: float, limit: int, revisions: list[int] | None = None
+) -> list[tuple]:
+    """(id, time, revision, variant, shadow, outputs) of the newest ``limit`` records in the window (of
+    ``revisions`` only, when given), outputs as ``{name: [value per row]}``: what the prediction histogram
+    and shadow agreement need."""
     from wolt_jupyter.responses.query import read_table
 
-    cols = ["id", "time", "variant", "shadow", "_row", "output*"]
-    table, _ = read_table(deployment, since, url=url, until=until, limit=limit, columns=cols)
+    cols = ["id", "time", "revision", "variant", "shadow", "_row", "output*"]
+    table, _ = read_table(
+        deployment, since, url=url, until=until, limit=limit, columns=cols, revision=revisions
+    )
     if table is None or not table.num_rows:
         return []
     d = table.to_pydict()
+    revs = d.get("revision") or [None] * table.num_rows
     outs = [c for c in d if c.startswith("output")]
     sample: list[tuple] = []
     for i, row in enumerate(d["_row"]):
         if row == 0:
-            sample.append((d["id"][i], d["time"][i], d["variant"][i], d["shadow"][i], {c: [] for c in outs}))
+            sample.append(
+                (d["id"][i], d["time"][i], revs[i], d["variant"][i], d["shadow"][i], {c: [] for c in outs})
+            )
         for c in outs:
-            sample[-1][4][c].append(d[c][i])
+            sample[-1][5][c].append(d[c][i])
     return sample[::-1]  # newest first, as the panel expects
+
+
+# -- revisions --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Chosen:
+    """The revisions a revision-aware read shows: ``revisions`` (None: every one) as the source was asked."""
+
+    revisions: list[int] | None
+    asked: Any
+
+
+def _chosen(deployment: str, revision: Any) -> _Chosen:
+    from wolt_jupyter.deployments import revisions_for
+
+    return _Chosen(revisions_for(deployment, revision), revision)
+
+
+def _revision_words(chosen: _Chosen) -> str:
+    from wolt_jupyter.deployments import revisions_text
+
+    return revisions_text(chosen.revisions, chosen.asked, short=True)
+
+
+def revision_spans(conn: Any, deployment: str, until: float) -> dict[int, tuple[float, float]]:
+    """First and last logged time of each revision with rows before ``until``, from the chunk index; only
+    chunks holding several revisions (a batch or a compaction across a redeploy) are decoded, and only their
+    ``time`` and ``revision`` columns."""
+    import pyarrow.compute as pc
+    from sqlalchemy import func, select
+
+    from wolt_jupyter.responses.columnar import decode
+    from wolt_jupyter.responses.store import chunks_table
+
+    c = chunks_table()
+    mine = (c.c.deployment == deployment) & (c.c.t_min < until) & c.c.rev_min.is_not(None)
+    spans: dict[int, tuple[float, float]] = {}
+
+    def add(rev: int, lo: float, hi: float) -> None:
+        old = spans.get(rev)
+        spans[rev] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+    single = select(c.c.rev_min, func.min(c.c.t_min), func.max(c.c.t_max)).where(
+        mine, c.c.rev_min == c.c.rev_max
+    )
+    for rev, lo, hi in conn.execute(single.group_by(c.c.rev_min)):
+        add(int(rev), float(lo), float(hi))
+    for (data,) in conn.execute(select(c.c.data).where(mine, c.c.rev_min != c.c.rev_max)):
+        table = decode(data, ["time", "revision"])
+        table = table.filter(pc.is_valid(table["revision"]))
+        for group in table.group_by("revision").aggregate([("time", "min"), ("time", "max")]).to_pylist():
+            add(int(group["revision"]), float(group["time_min"]), float(group["time_max"]))
+    return spans
+
+
+def _runs_of(deployment: str) -> dict[int, int]:
+    """Revision -> first revision of its run of the same models (:meth:`RevisionStore.model_runs`); empty
+    where this machine has no record of the deployment (a shared store): then each revision is its own."""
+    from wolt_jupyter.config import settings
+    from wolt_jupyter.revisions import RevisionStore
+
+    try:
+        return RevisionStore(settings().home).model_runs(deployment)
+    except Exception:  # an unreadable record must not take the panel down: one run per revision
+        return {}
+
+
+def _series(
+    buckets: dict[int, list[tuple]], sample: list[tuple], chosen: _Chosen | None, runs: dict[int, int]
+) -> tuple[dict[int, list[tuple]], list[tuple]]:
+    """The read rows with each (revision, variant) turned into its series name, rows of other revisions
+    dropped: the variant's name while one run is shown (or revision-blind), ``main (r2)`` once several are,
+    where r2 is the run's first revision."""
+    wanted = None if chosen is None or chosen.revisions is None else set(chosen.revisions)
+
+    def keep(rev: Any) -> bool:
+        return wanted is None or rev in wanted
+
+    shown = {runs.get(r[0], r[0]) for rows in buckets.values() for r in rows if keep(r[0])}
+    shown |= {runs.get(x[2], x[2]) for x in sample if keep(x[2])}
+    several = chosen is not None and len(shown) > 1
+
+    def name(rev: Any, variant: str) -> str:
+        if not several:
+            return variant
+        run = runs.get(rev, rev)
+        return f"{variant} (r{run})" if run is not None else f"{variant} (no revision)"
+
+    named: dict[int, list[tuple]] = {}
+    for b, rows in buckets.items():
+        merged: dict[tuple, list[int]] = {}
+        for rev, variant, shadow, lbin, n, errors in rows:
+            if keep(rev):
+                slot = merged.setdefault((name(rev, variant), shadow, lbin), [0, 0])
+                slot[0] += n
+                slot[1] += errors
+        named[b] = [(*k, n, e) for k, (n, e) in merged.items()]
+    picked = [(i, t, name(rev, v), sh, out) for i, t, rev, v, sh, out in sample if keep(rev)]
+    return named, picked
+
+
+def _marks(
+    spans: dict[int, tuple[float, float]], runs: dict[int, int], since: float, until: float
+) -> tuple[tuple[float, str], ...]:
+    """(time, label) of every revision that began inside the window: where its first row was logged."""
+    out = []
+    for rev, (first, _last) in sorted(spans.items(), key=lambda kv: kv[1][0]):
+        if since <= first < until:
+            same = runs.get(rev, rev) != rev
+            out.append((first, f"r{rev}" + (" (same models)" if same else "")))
+    return tuple(out)
 
 
 # -- numbers ----------------------------------------------------------------------------------------------------

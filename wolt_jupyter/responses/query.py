@@ -133,7 +133,7 @@ def read_table(
     now = time.time()
     lo, hi = parse_time(since, "since", now), parse_time(until, "until", now)
     variants = [variant] if isinstance(variant, str) else (list(variant) if variant is not None else None)
-    revisions = _revisions(revision)
+    revisions = revision_list(revision)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidArgument(f"limit must be a non-negative integer, not {limit!r}")
     if columns is not None:
@@ -213,13 +213,17 @@ _doc = responses.__doc__ or ""
 responses.__doc__ = _doc.replace("{ACCEPTED}", ACCEPTED_TIMES)
 
 
-def _revisions(revision: Revision) -> list[int] | None:
-    if revision is None or revision == "all":
+def revision_list(revision: Revision) -> list[int] | None:
+    """``revision`` as a list of numbers, or None for every revision (None or "all"); bad values are an
+    :class:`InvalidArgument`. The one check of a revision choice (the analyses resolve their default first)."""
+    import operator
+
+    if revision is None or (isinstance(revision, str) and revision == "all"):
         return None
-    values = [revision] if isinstance(revision, int) else revision
+    values = [revision] if isinstance(revision, (int, str)) else revision  # "12" is not [1, 2]
     try:
-        out = [int(v) for v in values if not isinstance(v, bool)]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
+        out = [operator.index(v) for v in values if not isinstance(v, (bool, str))]  # type: ignore[union-attr]
+    except TypeError:  # 2.5, None, an object
         out = []
     if isinstance(revision, bool) or not out or len(out) != len(list(values)):  # type: ignore[arg-type]
         raise InvalidArgument(f'revision must be a revision number, several, or "all", not {revision!r}')

@@ -13,6 +13,11 @@ on the loop. The task stops — and the panel says why — when its stop button 
 are called, the widget is closed, its output is cleared (the front end reports its views through
 ``_view_count``), or its deployment is undeployed. Without a running loop (a plain script) the panel renders
 once and starts nothing. A deployment never made here that the source knows nothing about is an error.
+
+``monitor(..., revision=)`` chooses the revisions whose rows the response log shows: by default those since
+the last deploy, re-read at every refresh, so an open panel starts new series when the deployment is
+redeployed; a number, several, or ``"all"`` (a series per run of the same models). Each revision's start is
+marked on the time axis.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.errors import InvalidArgument, WoltError
 from wolt_jupyter.monitoring.sources import deployment_state, parse_duration, require_known
+from wolt_jupyter.revisions import SINCE_DEPLOY
 
 if TYPE_CHECKING:
     import asyncio
@@ -344,6 +350,7 @@ def monitor(
     step: Any = "15s",
     refresh: float | None = 10.0,
     source: MetricSource | None = None,
+    revision: Any = SINCE_DEPLOY,
 ) -> MonitorPanel:
     """Live monitoring panel for deployment ``name``: renders once now, then every ``refresh`` seconds on
     the running kernel loop (0 or None: never). ``source`` defaults to Prometheus when
@@ -352,6 +359,7 @@ def monitor(
     from wolt_jupyter.monitoring.crosscheck import reference_for
     from wolt_jupyter.monitoring.sources import source_for
 
+    source = _reading_revisions(source or source_for(), name, revision)
     panel = MonitorPanel(name, source or source_for(), since=since, step=step, refresh=refresh)
     panel.state = deployment_state(name)
     panel.reference = reference_for(name, panel.source)
@@ -370,3 +378,21 @@ def monitor(
     if panel.running:  # say so in the header at once
         panel.header.value = panel.header.value + html.escape(f", every {panel.refresh_s:g}s")
     return panel
+
+
+def _reading_revisions(source: MetricSource, name: str, revision: Any) -> MetricSource:
+    """``source`` set to read ``revision`` (checked now: a wrong number is an error, not a message at every
+    refresh). Only the response log knows revisions: Prometheus's series carry none."""
+    from wolt_jupyter.deployments import revisions_for
+    from wolt_jupyter.monitoring.responselog import ResponseLogSource
+
+    revisions_for(name, revision)
+    if isinstance(source, ResponseLogSource):
+        if source.revision is None:  # a source made without a choice takes the panel's
+            source.revision = revision
+    elif not (isinstance(revision, str) and revision == SINCE_DEPLOY):
+        raise InvalidArgument(
+            f"revision={revision!r} needs the response log: {source.name}'s series carry no revision "
+            "(unset WOLT_PROMETHEUS_URL to read the log)"
+        )
+    return source
