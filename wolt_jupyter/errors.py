@@ -6,7 +6,8 @@ Every error wolt-jupyter raises on purpose is a :class:`WoltError`, and carries 
     WoltError (500)                        raised on purpose; the message says the fix
     ├── ConfigError (500)                  a setting is malformed: the server's own, not the caller's
     ├── InvalidArgument (400), ValueError  the caller asked for something that cannot be done as asked
-    │   └── PolicyError (400)              an update policy field is missing or malformed
+    │   ├── PolicyError (400)              an update policy field is missing or malformed
+    │   └── IncompatibleVariant (400)      a variant does not accept the main variant's inputs
     ├── NotFound (404), LookupError        a run, model, version, alias or deployment does not exist
     ├── DeploymentBusy (409)               another process holds the deployment's lock
     ├── ProtocolError (4xx, per instance)  the V2 runtime refuses a request
@@ -35,6 +36,7 @@ __all__ = [
     "DeployFailed",
     "DeploymentBusy",
     "EndpointError",
+    "IncompatibleVariant",
     "InvalidArgument",
     "NotFound",
     "PolicyError",
@@ -70,6 +72,10 @@ class InvalidArgument(WoltError, ValueError):
 
 class PolicyError(InvalidArgument):
     """A policy field is missing or malformed; the message names the field and what is accepted."""
+
+
+class IncompatibleVariant(InvalidArgument):
+    """A variant or shadow of a deployment cannot take the requests its main variant takes."""
 
 
 class NotFound(WoltError, LookupError):
@@ -147,6 +153,3 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:limit]
 
-
-class IncompatibleVariant(InvalidArgument):
-    """A variant or shadow of a deployment cannot take the requests its main variant takes."""
