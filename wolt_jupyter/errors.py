@@ -152,4 +152,3 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """``Type: first line of the message``, cut to ``limit`` characters: how a caught failure is reported."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:limit]
-
