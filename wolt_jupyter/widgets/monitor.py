@@ -357,9 +357,14 @@ def monitor(
     ``WOLT_PROMETHEUS_URL`` is configured, else the response log. A name never deployed here that the
     source has no data for raises :class:`NotFound`."""
     from wolt_jupyter.monitoring.crosscheck import reference_for
+    from wolt_jupyter.monitoring.responselog import ResponseLogSource
     from wolt_jupyter.monitoring.sources import source_for
 
     source = _reading_revisions(source or source_for(), name, revision)
+    if isinstance(source, ResponseLogSource):
+        from wolt_jupyter.deployments import flush_log
+
+        flush_log(name)  # the read rule of responses(): what was answered is in the first drawing
     panel = MonitorPanel(name, source or source_for(), since=since, step=step, refresh=refresh)
     panel.state = deployment_state(name)
     panel.reference = reference_for(name, panel.source)
