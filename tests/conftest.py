@@ -26,6 +26,11 @@ def _reset_session_state() -> None:
     while mlflow.active_run() is not None:
         mlflow.end_run()
     tracking.forget_session()
+    # MLflow's fluent API keeps the last experiment set in this process: a test on a fresh store would start
+    # its runs under another store's experiment id ("No Experiment with id=5 exists"). As a fresh kernel:
+    import mlflow.tracking.fluent
+
+    mlflow.tracking.fluent._active_experiment_id = None
 
 
 @pytest.fixture
