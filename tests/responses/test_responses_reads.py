@@ -139,3 +139,33 @@ def test_a_store_of_the_first_format_reads_and_is_migrated_once(tmp_path, make_r
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM wolt_responses").scalar_one() == 0
     engine.dispose()
+
+
+def test_feature_vectors_are_stored_typed_and_read_back_as_lists(store_url, make_record):
+    """A 2-D input (one feature vector per row) is a typed list column, not JSON text per row, and reads back
+    as the lists that were sent; a column of vectors of mixed kinds still falls back to JSON text."""
+    import pyarrow as pa
+    from sqlalchemy import create_engine, select
+
+    from wolt_jupyter.responses.columnar import JSON_MARK, decode
+    from wolt_jupyter.responses.store import chunks_table
+
+    sent = {i: [[float(i), 0.5, -1.0], [float(i) + 1, 2.0, 3.5]] for i in range(20)}
+    with ResponseWriter(store_url, batch_size=100, flush_interval=0.05, maintenance_interval=3600) as w:
+        for i, rows in sent.items():
+            w.submit(make_record(i, t=T0 + i, inputs={"x": rows}, outputs={"y": [[1], [0]]}))
+        assert w.flush(30)  # the mixed one in a chunk of its own
+        w.submit(make_record(99, t=T0 + 99, inputs={"x": [["a", 1]]}, outputs={"y": [[1]]}))
+        assert w.flush(30)
+    frame = responses("dep", url=store_url, revision="all")
+    for i, rows in sent.items():
+        got = frame[frame["id"] == f"req-{i}"]
+        assert got["input.x"].tolist() == rows and got["output.y"].tolist() == [[1], [0]]
+        assert all(type(v) is list for v in got["input.x"])
+    assert frame[frame["id"] == "req-99"]["input.x"].tolist() == [["a", 1]]
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        schemas = [decode(data).schema for (data,) in conn.execute(select(chunks_table().c.data))]
+    engine.dispose()
+    typed = [s.field("input.x") for s in schemas if not (s.field("input.x").metadata or {}).get(JSON_MARK)]
+    assert typed and all(pa.types.is_list(f.type) and pa.types.is_float64(f.type.value_type) for f in typed)

@@ -13,8 +13,9 @@ T0 = 1_800_000_000.0  # a fixed clock: retention is given "now" explicitly
 
 
 def _fill(url, make_record, n=600, batch=50):
-    """``n`` records one second apart, written in batches (one chunk each), with two-row requests."""
-    with ResponseWriter(url, batch_size=batch, flush_interval=0.05, maintenance_interval=3600) as w:
+    """``n`` records one second apart, written in batches (one chunk each: only a full batch or the explicit
+    flush writes, never the timer, which a slow machine would let cut a batch), with two-row requests."""
+    with ResponseWriter(url, batch_size=batch, flush_interval=60, maintenance_interval=3600) as w:
         for i in range(n):
             w.submit(make_record(i, t=T0 + i, inputs={"x1": [float(i), -float(i)]}, outputs={"y": [i, i]}))
             if i % batch == batch - 1:

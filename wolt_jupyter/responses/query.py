@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.responses.columnar import JSON_MARK, RECORD_COLUMNS, concat
+from wolt_jupyter.responses.columnar import JSON_MARK, RECORD_COLUMNS, concat, is_number_list
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -427,6 +427,9 @@ def to_frame(
         return df if columns is None else df.reindex(columns=list(columns))
     table = _public(table, deployment, columns)
     df = table.to_pandas(split_blocks=True)  # no consolidation copy of the numeric columns
+    for field in table.schema:
+        if is_number_list(field.type):  # a feature vector per row: Python lists, as a JSON column gives
+            df[field.name] = pd.Series(table[field.name].to_pylist(), index=df.index, dtype=object)
     for c in json_cols | {"ground_truth"}:
         if c not in df.columns or df[c].dtype == "float64":
             continue
