@@ -183,6 +183,11 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
                 candidate_gone = time.time()
             time.sleep(0.1)
         table = wait_for_final("upd")
+        # the record is saved before the runtime switches (so the switch reads the new revision): a request
+        # answered in between may still be the candidate's. The canary must be gone within 10 s.
+        settle = time.monotonic() + 10
+        while time.monotonic() < settle and any(o.variant != "main" for o in load.outcomes[-20:]):
+            time.sleep(0.1)
         n = len(load.outcomes)
         load.wait_for(n + 60)
     failed = failures(load.outcomes)
