@@ -51,7 +51,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from _serving_peers import mlserver_settings  # noqa: E402
-from serving import free_port, stop  # noqa: E402
+from serving import free_port, stop, wait_ready  # noqa: E402
 
 N_FEATURES = 20
 
@@ -163,26 +162,11 @@ def measure(kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespac
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=root
     )
     try:
-        wait_ready_fast(ready, proc)
+        wait_ready(ready, proc, poll=0.02)
         return time.perf_counter() - t0
     finally:
         stop(proc)
         log.close()
-
-
-def wait_ready_fast(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """serving.wait_ready polls every 0.2 s; a cold start is measured to 20 ms."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"{url} not ready in {timeout}s")
 
 
 def main() -> int:
