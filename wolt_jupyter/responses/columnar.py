@@ -41,15 +41,28 @@ JSON_MARK = b"wolt.json"  # field metadata: the column holds JSON text, decoded 
 
 
 def payload_columns(payload: Any, prefix: str) -> dict[str, Any]:
-    """``{"x": [..]}`` -> ``{"input.x": [..]}``; a bare (unnamed) payload keeps one column named ``prefix``."""
+    """``{"x": [..]}`` -> ``{"input.x": [..]}``; a bare (unnamed) payload keeps one column named ``prefix``.
+    Numeric numpy arrays stay arrays (the spread takes them whole); other numpy values become Python ones."""
     if isinstance(payload, str):  # a row from an older spool file: JSON text
         payload = json.loads(payload)
     if isinstance(payload, dict):
-        # lists (what the runtime sends) as they are; numpy values converted
-        return {f"{prefix}.{k}": v if type(v) is list else _plain(v) for k, v in payload.items()}
+        return {
+            f"{prefix}.{k}": v if type(v) is list or _is_numeric_array(v) else _plain(v)
+            for k, v in payload.items()
+        }
     if payload is None:
         return {}
-    return {prefix: _plain(payload)}
+    return {prefix: payload if _is_numeric_array(payload) else _plain(payload)}
+
+
+def _is_numeric_array(value: Any) -> bool:
+    """A numpy array of numbers or booleans with at least one dimension (what the runtime logs for large
+    tensors); 64-bit unsigned integers excepted (they may not fit the signed column)."""
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return (
+        kind is not None and kind in "biuf" and getattr(value, "ndim", 0) >= 1
+        and not (kind == "u" and value.dtype.itemsize >= 8)
+    )  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -58,6 +71,14 @@ def _plain(value: Any) -> Any:
     if callable(tolist) and not isinstance(value, (str, bytes)):
         return tolist()
     return value
+
+
+def _length(value: Any) -> int:
+    """How many rows a payload value spreads over (0: not a sequence, repeated on every row)."""
+    if type(value) is list:
+        return len(value)
+    shape = getattr(value, "shape", None)
+    return shape[0] if shape else 0
 
 
 def spread(rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -92,30 +113,78 @@ def _spread_single(rows: Sequence[dict[str, Any]]) -> pa.Table | None:
 
 
 def _spread_any(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    base: dict[str, list[Any]] = {c: [] for c in (*RECORD_COLUMNS, *ROW_COLUMNS)}
-    payload: dict[str, list[Any]] = {}
-    total = 0
-    for r in rows:
-        cols = {**payload_columns(r.get("inputs"), "input"), **payload_columns(r.get("outputs"), "output")}
-        n = max((len(v) for v in cols.values() if isinstance(v, list)), default=0) or 1
-        for c in RECORD_COLUMNS:
-            value = r.get(c)
-            base[c].extend([value] * n if n > 1 else [value])
-        base["_row"].extend(range(n))
-        base["_rows"].extend([n] * n)
-        for name, value in cols.items():
-            col = payload.get(name)
-            if col is None:
-                col = payload[name] = [None] * total
-            if isinstance(value, list) and len(value) == n:
-                col.extend(value)
-            else:
-                col.extend([value] * n)
-        total += n
-        for col in payload.values():
-            if len(col) < total:
-                col.extend([None] * (total - len(col)))
+    """Any mix of request sizes and payload shapes. Record fields are taken once per record and repeated by
+    Arrow; a column every record gives as a numeric array of its row count is concatenated by numpy (a
+    100-row request is one copy, not 2,000 Python floats); anything else goes value by value."""
+    import numpy as np
+    import pyarrow as pa
+
+    per_record = [
+        {**payload_columns(r.get("inputs"), "input"), **payload_columns(r.get("outputs"), "output")}
+        for r in rows
+    ]
+    counts = [max(map(_length, cols.values()), default=0) or 1 for cols in per_record]
+    n_counts = np.asarray(counts, dtype=np.int64)
+    total = int(n_counts.sum())
+    spread_rows = total != len(rows)
+    take = pa.array(np.repeat(np.arange(len(rows)), n_counts)) if spread_rows else None
+    types = _base_types()
+    base: dict[str, Any] = {}
+    for c in RECORD_COLUMNS:
+        array = pa.array([r.get(c) for r in rows], type=types[c])
+        base[c] = array.take(take) if take is not None else array
+    if spread_rows:
+        starts = np.repeat(np.cumsum(n_counts) - n_counts, n_counts)
+        base["_row"] = np.arange(total, dtype=np.int64) - starts
+        base["_rows"] = np.repeat(n_counts, n_counts)
+    else:
+        base["_row"], base["_rows"] = [0] * total, [1] * total
+    names: dict[str, None] = {}
+    for cols in per_record:
+        names.update(dict.fromkeys(cols))
+    payload: dict[str, Any] = {}
+    for name in names:
+        values = [cols.get(name) for cols in per_record]
+        payload[name] = _numeric_column(values, counts) or _python_column(values, counts)
     return _table(base, payload)
+
+
+def _numeric_column(values: list[Any], counts: list[int]) -> Any:
+    """The column as one Arrow array when every record gives a numeric array of its own row count with the
+    same kind and per-row shape (a scalar or a vector per row); None otherwise."""
+    import numpy as np
+    import pyarrow as pa
+
+    first = values[0]
+    if not _is_numeric_array(first) or first.ndim > 2 or 0 in first.shape[1:]:
+        return None
+    kind, inner = first.dtype.kind, first.shape[1:]
+    for value, n in zip(values, counts, strict=True):
+        if not _is_numeric_array(value) or value.shape[0] != n or value.shape[1:] != inner:
+            return None
+        if value.dtype.kind != kind and {value.dtype.kind, kind} - {"i", "u"}:
+            return None
+    dtype = np.bool_ if kind == "b" else np.float64 if kind == "f" else np.int64
+    flat = np.concatenate(values).astype(dtype, copy=False)
+    if not inner:
+        return pa.array(flat)
+    width = inner[0]
+    offsets = pa.array(np.arange(0, flat.shape[0] * width + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1)))
+
+
+def _python_column(values: list[Any], counts: list[int]) -> list[Any]:
+    """The spreading rule value by value: a list (or array) of the record's row count is spread over its
+    rows, any other value repeated on each; a record without the column gives nulls."""
+    out: list[Any] = []
+    for value, n in zip(values, counts, strict=True):
+        if _is_numeric_array(value):
+            value = value.tolist()
+        if isinstance(value, list) and len(value) == n:
+            out.extend(value)
+        else:
+            out.extend([value] * n)
+    return out
 
 
 _TYPES: dict[str, Any] = {}
@@ -133,7 +202,9 @@ def _base_types() -> dict[str, Any]:
     return _TYPES
 
 
-def _table(base: dict[str, list[Any]], payload: dict[str, list[Any]]) -> pa.Table:
+def _table(base: dict[str, Any], payload: dict[str, Any]) -> pa.Table:
+    """Record columns (lists, numpy arrays or Arrow arrays), then inputs, then outputs; a payload column
+    already built as Arrow is taken as it is."""
     import pyarrow as pa
 
     types = _base_types()
@@ -141,10 +212,12 @@ def _table(base: dict[str, list[Any]], payload: dict[str, list[Any]]) -> pa.Tabl
     outs = [c for c in payload if not c.startswith("input")]
     fields, arrays = [], []
     for c, values in base.items():
+        array = values if isinstance(values, pa.Array) else pa.array(values, type=types[c])
         fields.append(pa.field(c, types[c]))
-        arrays.append(pa.array(values, type=types[c]))
+        arrays.append(array)
     for c in (*ins, *outs):
-        array, is_json = _column(payload[c])
+        values = payload[c]
+        array, is_json = (values, False) if isinstance(values, pa.Array) else _column(values)
         fields.append(pa.field(c, array.type, metadata={JSON_MARK: b"1"} if is_json else None))
         arrays.append(array)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
