@@ -169,3 +169,19 @@ def strict_errors(manifest: dict) -> str | None:
     except ValidationError as err:
         return f"{manifest['kind']} {'.'.join(map(str, err.path))}: {err.message}"
     return None
+
+
+def read_chunk(data: bytes, columns: list[str] | None = None):
+    """A stored response-log chunk read with pyarrow alone (not the code under test): the writer's Arrow IPC
+    file or a compacted Parquet file."""
+    import pyarrow as pa
+
+    data = bytes(data)
+    if data[:6] == b"ARROW1":
+        import pyarrow.ipc as ipc
+
+        table = ipc.open_file(pa.BufferReader(data)).read_all()
+        return table.select(columns) if columns is not None else table
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(data), columns=columns)

@@ -89,8 +89,6 @@ def make_record(
 def count_rows(url: str, shadow: bool | None = None) -> int:
     """Count logged records with plain SQL and pyarrow, independently of the code under test: rows of the
     first format plus, in each Parquet chunk, the rows that start a record (``_row == 0``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from sqlalchemy import create_engine, inspect
 
     engine = create_engine(url)
@@ -102,8 +100,12 @@ def count_rows(url: str, shadow: bool | None = None) -> int:
                 where = "" if shadow is None else ("WHERE shadow" if shadow else "WHERE NOT shadow")
                 total += conn.exec_driver_sql(f"SELECT COUNT(*) FROM wolt_responses {where}").scalar_one()
             if "wolt_response_chunks" in names:
+                from helpers import (
+                    read_chunk,  # here: subprocesses import this module without tests/ on the path
+                )
+
                 for (data,) in conn.exec_driver_sql("SELECT data FROM wolt_response_chunks"):
-                    t = pq.read_table(pa.BufferReader(bytes(data)), columns=["_row", "shadow"]).to_pydict()
+                    t = read_chunk(data, ["_row", "shadow"]).to_pydict()
                     total += sum(
                         1
                         for r, s in zip(t["_row"], t["shadow"], strict=True)

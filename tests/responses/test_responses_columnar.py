@@ -62,3 +62,48 @@ def test_mixed_shapes_and_missing_columns_fall_back_to_values() -> None:
     assert fast.to_pylist() == slow.to_pylist()
     assert fast["input.x"].to_pylist()[-3:] == [None, None, None]
     assert fast["output.y"].to_pylist() == [1.0, 2.0, 0.5, 1.5, 1.0, 2.0, 3.0]
+
+
+def test_feature_vectors_are_stored_as_fixed_width_bytes_and_read_back_as_lists() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    rows = [
+        _row(i, {"x": rng.normal(size=(n, 5)), "k": rng.integers(0, 9, size=(n, 2))}, {})
+        for i, n in enumerate([4, 1, 7])
+    ]
+    rows.append(_row(3, {"x": [[1.0, 2.0]], "k": [[1, 2, 3]]}, {}))  # another width: stays a list column
+    table = spread(rows[:3])
+    stored = pq.read_table(pa.BufferReader(encode(table)))
+    assert pa.types.is_fixed_size_binary(stored.schema.field("input.x").type)
+    back = decode(encode(table))
+    assert (
+        back.schema.names == table.schema.names
+        and back.schema.field("input.x").type == table.schema.field("input.x").type
+    )
+    assert back["input.x"].to_pylist() == [list(v) for r in rows[:3] for v in r["inputs"]["x"]]
+    assert decode(encode(table), ["input.k"])["input.k"].to_pylist() == table["input.k"].to_pylist()
+    ragged = spread(rows)
+    stored = pq.read_table(pa.BufferReader(encode(ragged)))
+    assert pa.types.is_list(stored.schema.field("input.x").type)
+    assert decode(encode(ragged)).to_pylist() == ragged.to_pylist()
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_both_stored_forms_read_back_the_same_with_column_selection(quick: bool) -> None:
+    rng = np.random.default_rng(5)
+    rows = [
+        _row(i, {"x": rng.normal(size=(n, 3)), "s": ["a"] * n}, {"y": rng.random(n)})
+        for i, n in enumerate([2, 5])
+    ]
+    table = spread(rows)
+    shared = spread(rows, shared_text=True)  # the writer's form: text fields as dictionaries
+    assert str(shared.schema.field("id").type).startswith("dictionary")
+    data = encode(shared, quick=quick)
+    assert data[:4] == (b"ARRO" if quick else b"PAR1")
+    assert decode(data).schema == table.schema  # plain columns again
+    assert decode(data).to_pylist() == table.to_pylist()
+    part = decode(data, ["time", "id", "output*"])
+    assert part.column_names == ["id", "time", "output.y"]
+    assert part.to_pylist() == table.select(["id", "time", "output.y"]).to_pylist()

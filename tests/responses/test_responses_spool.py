@@ -118,3 +118,33 @@ def test_one_unstorable_record_costs_no_other(pg_url, tmp_path, make_record, cou
     assert count_rows(pg_url) == 40 and stats["written"] == 40 and stats["dropped"] == 1
     assert f"record '{bad_id}' cannot be stored" in caplog.text
     assert list((tmp_path / "spool").glob("*.jsonl")) == []
+
+
+def test_numeric_arrays_go_to_the_spool_as_bytes_and_come_back_equal(tmp_path) -> None:
+    import numpy as np
+
+    from wolt_jupyter.responses.spool import ARRAY_KEY, read_segment, spool_line
+
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    row = {
+        "id": "a",
+        "time": 1.0,
+        "inputs": {"x": x, "names": ["p", "q", "r"]},
+        "outputs": {"y": np.array([1, 0, 1])},
+    }
+    line = spool_line(row)
+    assert ARRAY_KEY.encode() in line and b"0." not in line  # bytes, not printed numbers
+    assert isinstance(row["inputs"]["x"], np.ndarray)  # the caller's row is not changed
+    path = tmp_path / "seg.jsonl"
+    path.write_bytes(
+        line
+        + b'{"id": "b", "inputs": {"x": {"'
+        + ARRAY_KEY.encode()
+        + b'": "<f8", "shape": [1], "b64": "!"}}}\n'
+    )
+    rows, bad = read_segment(path)
+    assert bad == 1  # a packed array that does not decode is counted, never raised
+    (back,) = rows
+    assert back["inputs"]["x"].dtype == np.float32 and np.array_equal(back["inputs"]["x"], x)
+    assert back["inputs"]["names"] == ["p", "q", "r"]
+    assert back["outputs"]["y"].tolist() == [1, 0, 1]

@@ -6,11 +6,12 @@ import json
 import sqlite3
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import create_engine, inspect
 
 from wolt_jupyter.responses import ResponseWriter
 from wolt_jupyter.responses.store import make_engine
+
+from helpers import read_chunk
 
 
 def test_tables_indexes_and_compact_chunks(store_url, make_record):
@@ -35,8 +36,8 @@ def test_tables_indexes_and_compact_chunks(store_url, make_record):
     records, rows, rev_min, rev_max, variants, size, data = chunks[0]
     assert (records, rows, rev_min, rev_max) == (2, 3, 4, 4)  # the live record spreads over 2 rows
     assert json.loads(variants) == ["a", "b"] and size == len(data)
-    # typed columns in a Parquet file, read with pyarrow alone
-    table = pq.read_table(pa.BufferReader(bytes(data)))
+    # typed columns in an Arrow IPC file, read with pyarrow alone
+    table = read_chunk(data)
     assert table.schema.field("input.x1").type == pa.float64()
     assert table.schema.field("output.y").type == pa.string()
     assert table.column("input.x1").to_pylist() == [1.0, 2.0, 1.0]

@@ -11,6 +11,8 @@ import pytest
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.responses import ResponseWriter, responses, sampled_in
 
+from helpers import read_chunk
+
 
 def test_burst_from_threads_writes_every_record(store_url, make_record, count_rows):
     threads, per_thread = 4, 5000
@@ -339,8 +341,6 @@ def test_rollup_counts_equal_the_logged_rows(store_url, make_record) -> None:
     batches (from several threads) land in the same second and upsert the same rollup rows."""
     from collections import Counter
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from sqlalchemy import select
 
     from wolt_jupyter.responses.store import chunks_table, latency_bin, make_engine, rollup_table
@@ -371,7 +371,7 @@ def test_rollup_counts_equal_the_logged_rows(store_url, make_record) -> None:
     with engine.connect() as conn:
         rows = []
         for (data,) in conn.execute(select(chunks_table().c.data)):
-            t = pq.read_table(pa.BufferReader(bytes(data))).to_pydict()
+            t = read_chunk(data).to_pydict()
             rows += [
                 (tm, v, sh, lat)
                 for tm, v, sh, lat, r in zip(

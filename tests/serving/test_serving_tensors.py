@@ -136,3 +136,24 @@ def test_any_body_parses_or_is_a_400(body: bytes, header_length: int | None) -> 
         assert exc.status == 400 and exc.message
     else:
         assert req.inputs and all(t.array.shape == t.shape for t in req.inputs)
+
+
+def test_request_ids_are_version_4_uuids_unique_across_a_fork() -> None:
+    import os
+    import uuid
+
+    from wolt_jupyter.serving.tensors import new_request_id
+
+    ids = {new_request_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in list(ids)[:100])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child must not repeat the parent's sequence
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read), os.close(write)
+    assert child != new_request_id()
+    assert uuid.UUID(child).version == 4

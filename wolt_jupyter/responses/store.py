@@ -281,17 +281,18 @@ def chunk_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for deployment, group in by_deployment.items():
         group.sort(key=lambda r: r["time"])  # stable: insertion order within one time
-        out.append(chunk_of(deployment, spread(group)))
+        out.append(chunk_of(deployment, spread(group, shared_text=True), quick=True))
     return out
 
 
-def chunk_of(deployment: str, table: Any) -> dict[str, Any]:
-    """The index row of a spread Arrow table (already in time order) and its Parquet bytes."""
+def chunk_of(deployment: str, table: Any, quick: bool = False) -> dict[str, Any]:
+    """The index row of a spread Arrow table (already in time order) and its bytes (``quick``: the writer's
+    cheap form, see :func:`~wolt_jupyter.responses.columnar.encode`)."""
     import pyarrow.compute as pc
 
     from wolt_jupyter.responses.columnar import encode
 
-    data = encode(table)
+    data = encode(table, quick=quick)
     revs = pc.min_max(table["revision"]).as_py()
     times = table["time"]
     return {

@@ -192,6 +192,8 @@ class ResponseWriter:
                 self._drop(1, f"cannot serialize record {getattr(r, 'id', r)!r}: {exc}", logging.ERROR)
         seg = None
         if self._spool is not None and rows:
+            from wolt_jupyter.responses.spool import spool_line
+
             try:
                 seg = self._spool.append(b"".join(spool_line(row) for row in rows), len(rows))
             except (OSError, ValueError) as exc:  # disk full, or the spool closed under us
@@ -493,9 +495,10 @@ class ResponseWriter:
     def _write_batch(self, batch: list[tuple[Any, Any]]) -> None:
         self._store(self._rows(batch))
 
-    def _store(self, pairs: list[tuple[Any, dict[str, Any]]]) -> None:
+    def _store(self, pairs: list[tuple[Any, dict[str, Any]]], replay: bool = False) -> None:
         """Insert ``pairs`` (spool segment, row) in one transaction; on a data error split until the bad row is
-        alone; on another error retry with backoff, then leave spooled rows to a replay and drop the rest."""
+        alone; on another error retry with backoff, then leave spooled rows to a replay and drop the rest
+        (``replay``: rows read from a spool file, which stays for a later replay: raises :class:`_Postponed`)."""
         from wolt_jupyter.responses.store import ensure_schema, insert_rows
 
         attempt = 0
@@ -510,8 +513,8 @@ class ResponseWriter:
                 if _is_data_error(exc):
                     if len(pairs) > 1:  # one bad record must not cost the others
                         mid = len(pairs) // 2
-                        self._store(pairs[:mid])
-                        self._store(pairs[mid:])
+                        self._store(pairs[:mid], replay)
+                        self._store(pairs[mid:], replay)
                         return
                     self._settle(pairs, written=False)
                     self._drop(
@@ -534,6 +537,10 @@ class ResponseWriter:
                     )
                     time.sleep(delay)
                     continue
+                if replay:  # still in their spool file: counted when first deferred, replayed later
+                    with self._counts_lock:
+                        self._in_flight -= len(pairs)
+                    raise _Postponed(_one_line(exc)) from exc
                 spooled = [p for p in pairs if p[0] is not None]
                 lost = len(pairs) - len(spooled)
                 for seg in {p[0] for p in spooled}:
@@ -597,7 +604,17 @@ class ResponseWriter:
             with self._counts_lock:
                 self._in_flight += len(missing)
                 before = self._written
-            self._store([(None, row) for row in missing])
+            try:
+                self._store([(None, row) for row in missing], replay=True)
+            except _Postponed as exc:
+                with (
+                    self._counts_lock
+                ):  # a part may be in (a data error split the batch): it counts as replayed
+                    self._replayed += self._written - before
+                    self._written = before
+                self._replay_after = time.monotonic() + 5.0
+                log.warning("response log %s: replay of %s postponed: %s", self._masked_url, path.name, exc)
+                return
             with self._counts_lock:
                 inserted = self._written - before
                 self._written = (
@@ -662,16 +679,8 @@ def to_row(r: ResponseRecord) -> dict[str, Any]:
     }
 
 
-def spool_line(row: dict[str, Any]) -> bytes:
-    """A row as one JSON line for the spool (orjson; numpy, bytes and dates converted)."""
-    import orjson
-
-    from wolt_jupyter.responses.store import _json_default, to_json
-
-    try:
-        return orjson.dumps(row, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-    except (TypeError, orjson.JSONEncodeError):  # e.g. integers beyond 64 bits: the stdlib encoder copes
-        return to_json(row).encode() + b"\n"
+class _Postponed(Exception):
+    """A replay's rows could not be written (after retries): their spool file stays for the next try."""
 
 
 def _is_data_error(exc: BaseException) -> bool:

@@ -36,6 +36,7 @@ from wolt_jupyter.serving.tensors import (
     checked_cast,
     datatype_of,
     from_binary,
+    new_request_id,
     to_binary,
 )
 
@@ -327,7 +328,7 @@ def decode(request: Any) -> InferRequest:
     params = {k: param_value(v) for k, v in request.parameters.items()}
     names = [o.name for o in request.outputs] or None
     return InferRequest(
-        id=request.id or _new_id(), inputs=inputs, parameters=params, output_names=names, binary_outputs=set(),
+        id=request.id or new_request_id(), inputs=inputs, parameters=params, output_names=names, binary_outputs=set(),
         binary_all=True,
     )  # fmt: skip
 
@@ -337,12 +338,6 @@ def _text(v: bytes) -> Any:
         return v.decode("utf-8")
     except UnicodeDecodeError:
         return v
-
-
-def _new_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 class _GrpcReply:

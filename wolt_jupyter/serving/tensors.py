@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import struct
-import uuid
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any
@@ -59,6 +59,23 @@ DTYPES: dict[str, np.dtype] = {
 DATATYPE_NAMES = ", ".join(DTYPES)
 # numpy kinds a JSON `data` list may hold for each datatype family (checked before casting)
 _ALLOWED_KINDS = {"BOOL": "b", "INT": "iu", "UINT": "iu", "FP": "iuf"}
+
+
+_ids = random.Random()  # seeded from os.urandom; a forked child re-seeds, so no two processes share ids
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_request_id() -> str:
+    """A random version-4 UUID string for a request that brought no id.
+
+    Not ``uuid.uuid4()``: its ``os.urandom`` is a syscall that releases the GIL, and on a busy runtime every
+    release lets a background thread hold the interpreter for a switch interval. Request ids name requests
+    (feedback joins on them; writing feedback needs a credential): they need to be unique, not secret."""
+    n = _ids.getrandbits(128)
+    n = (n & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
+    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _family(datatype: str) -> str:
@@ -232,7 +249,7 @@ def parse_request(body: bytes, header_length: int | None = None) -> InferRequest
         raise _bad("request needs 'inputs': a non-empty list of {name, shape, datatype, data} tensors")
     req_id = doc.get("id")
     if req_id is None:
-        req_id = str(uuid.uuid4())
+        req_id = new_request_id()
     elif not isinstance(req_id, str):
         raise _bad(f"'id' must be a string, got {type(req_id).__name__}")
     params = doc.get("parameters") or {}
