@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from wolt_jupyter.responses import ResponseWriter
+from wolt_jupyter.responses.spool import read_segment
 
 # a writer that is killed (os._exit: no flush, no atexit) right after its records are acknowledged
 _KILLED_WRITER = textwrap.dedent(
@@ -49,14 +50,14 @@ def test_records_of_a_killed_writer_are_replayed_exactly_once(
     spool = tmp_path / "spool"
     _killed_writer(store_url, spool, n=300, written_first=written_first)
     assert count_rows(store_url) == written_first  # the rest were only in the spool when it died
-    assert list(spool.glob("*.jsonl"))
+    assert list(spool.glob("*.spool"))
 
     with ResponseWriter(store_url, spool_dir=spool) as w:
         assert w.flush(30)
     stats = w.stats()
     assert count_rows(store_url) == 300 and stats["replayed"] == 300 - written_first
     assert count_rows(store_url, shadow=True) == 0
-    assert list(spool.glob("*.jsonl")) == []  # replayed files are removed
+    assert list(spool.glob("*.spool")) == []  # replayed files are removed
     # idempotent: the rollup the panel reads counts each row once too
     from sqlalchemy import create_engine
 
@@ -70,8 +71,8 @@ def test_replaying_the_same_file_twice_inserts_nothing_twice(tmp_path, count_row
     url = f"sqlite:///{tmp_path / 'log.db'}"
     spool = tmp_path / "spool"
     _killed_writer(url, spool, n=50)
-    leftover = next(spool.glob("*.jsonl"))
-    copy = leftover.with_name("0000000000000-1-000001.jsonl")
+    leftover = next(spool.glob("*.spool"))
+    copy = leftover.with_name("0000000000000-1-000001.spool")
     copy.write_bytes(leftover.read_bytes())  # as if a replay had been cut short before deleting its file
     with ResponseWriter(url, spool_dir=spool):
         pass
@@ -82,7 +83,7 @@ def test_a_torn_last_line_is_skipped_and_said(tmp_path, count_rows, caplog) -> N
     url = f"sqlite:///{tmp_path / 'log.db'}"
     spool = tmp_path / "spool"
     _killed_writer(url, spool, n=20)
-    seg = next(spool.glob("*.jsonl"))
+    seg = next(spool.glob("*.spool"))
     with seg.open("ab") as fh:
         fh.write(b'{"id": "half')  # a power cut in the middle of a write
     with ResponseWriter(url, spool_dir=spool):
@@ -96,13 +97,13 @@ def test_spooled_records_are_in_the_file_when_submit_returns(tmp_path, make_reco
     w = ResponseWriter(f"sqlite:///{tmp_path / 'log.db'}", spool_dir=spool, flush_interval=60)
     try:
         assert w.submit_many([make_record(i) for i in range(5)]) == 5
-        rows = [json.loads(line) for f in spool.glob("*.jsonl") for line in f.read_text().splitlines()]
+        rows = [row for f in spool.glob("*.spool") for row in read_segment(f)[0]]
         assert [r["id"] for r in rows] == [f"req-{i}" for i in range(5)]
         assert os.stat(spool).st_mode & 0o777 == 0o700
-        assert all(f.stat().st_mode & 0o777 == 0o600 for f in spool.glob("*.jsonl"))
+        assert all(f.stat().st_mode & 0o777 == 0o600 for f in spool.glob("*.spool"))
     finally:
         w.close()
-    assert list(spool.glob("*.jsonl")) == []  # everything reached the database: nothing left to replay
+    assert list(spool.glob("*.spool")) == []  # everything reached the database: nothing left to replay
 
 
 def test_one_unstorable_record_costs_no_other(pg_url, tmp_path, make_record, count_rows, caplog) -> None:
@@ -117,13 +118,13 @@ def test_one_unstorable_record_costs_no_other(pg_url, tmp_path, make_record, cou
     stats = w.stats()
     assert count_rows(pg_url) == 40 and stats["written"] == 40 and stats["dropped"] == 1
     assert f"record '{bad_id}' cannot be stored" in caplog.text
-    assert list((tmp_path / "spool").glob("*.jsonl")) == []
+    assert list((tmp_path / "spool").glob("*.spool")) == []
 
 
-def test_numeric_arrays_go_to_the_spool_as_bytes_and_come_back_equal(tmp_path) -> None:
+def test_numeric_arrays_go_to_the_spool_as_raw_bytes_and_come_back_equal(tmp_path) -> None:
     import numpy as np
 
-    from wolt_jupyter.responses.spool import ARRAY_KEY, read_segment, spool_line
+    from wolt_jupyter.responses.spool import ARRAY_KEY, spool_record
 
     x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
     row = {
@@ -132,19 +133,35 @@ def test_numeric_arrays_go_to_the_spool_as_bytes_and_come_back_equal(tmp_path) -
         "inputs": {"x": x, "names": ["p", "q", "r"]},
         "outputs": {"y": np.array([1, 0, 1])},
     }
-    line = spool_line(row)
-    assert ARRAY_KEY.encode() in line and b"0." not in line  # bytes, not printed numbers
+    record = spool_record(row)
+    header, _, rest = record.partition(b"\n")
+    assert ARRAY_KEY.encode() in header and rest == x.tobytes() + np.array([1, 0, 1]).tobytes()
     assert isinstance(row["inputs"]["x"], np.ndarray)  # the caller's row is not changed
-    path = tmp_path / "seg.jsonl"
-    path.write_bytes(
-        line
-        + b'{"id": "b", "inputs": {"x": {"'
-        + ARRAY_KEY.encode()
-        + b'": "<f8", "shape": [1], "b64": "!"}}}\n'
-    )
+    plain = spool_record({"id": "b", "time": 2.0, "inputs": {"x": [1.5]}, "outputs": {}})
+    path = tmp_path / "seg.spool"
+    path.write_bytes(record + plain + record + record[:-5])  # the last one torn by a power cut
     rows, bad = read_segment(path)
-    assert bad == 1  # a packed array that does not decode is counted, never raised
-    (back,) = rows
+    assert bad == 1  # the torn record is counted, never raised
+    assert [r["id"] for r in rows] == ["a", "b", "a"]
+    back = rows[0]
     assert back["inputs"]["x"].dtype == np.float32 and np.array_equal(back["inputs"]["x"], x)
     assert back["inputs"]["names"] == ["p", "q", "r"]
     assert back["outputs"]["y"].tolist() == [1, 0, 1]
+    assert rows[1]["inputs"] == {"x": [1.5]}
+
+
+def test_segments_of_the_json_lines_form_are_still_replayed(tmp_path, count_rows) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    lines = [
+        json.dumps({"id": f"old-{i}", "time": 100.0 + i, "deployment": "dep", "variant": "main", "model_name": "m",
+                    "model_version": "1", "shadow": False, "inputs": {"x": [float(i)]}, "outputs": {"y": [1]},
+                    "latency_ms": 1.0, "status": 200, "error": None, "revision": 1})
+        for i in range(7)
+    ]  # fmt: skip
+    (spool / "0000000000000-1-000001.jsonl").write_text("\n".join(lines) + "\n")
+    with ResponseWriter(url, spool_dir=spool):
+        pass
+    assert count_rows(url) == 7
+    assert not list(spool.iterdir())

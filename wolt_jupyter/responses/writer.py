@@ -192,10 +192,10 @@ class ResponseWriter:
                 self._drop(1, f"cannot serialize record {getattr(r, 'id', r)!r}: {exc}", logging.ERROR)
         seg = None
         if self._spool is not None and rows:
-            from wolt_jupyter.responses.spool import spool_line
+            from wolt_jupyter.responses.spool import spool_record
 
             try:
-                seg = self._spool.append(b"".join(spool_line(row) for row in rows), len(rows))
+                seg = self._spool.append(b"".join(spool_record(row) for row in rows), len(rows))
             except (OSError, ValueError) as exc:  # disk full, or the spool closed under us
                 why = self._explain(exc)
                 self._drop(

@@ -177,6 +177,8 @@ def checked_cast(name: str, datatype: str, arr: np.ndarray) -> np.ndarray:
     """``arr`` (numbers as decoded) as ``datatype``; 400 naming the input when a value does not fit it:
     an integer out of range, or a finite number that would become infinite (FP16 ``70000``, FP32 ``1e300``)."""
     dtype = DTYPES[datatype]
+    if arr.dtype == dtype:  # e.g. JSON numbers decoded as float64 for FP64 (the common case): nothing to check
+        return arr
     if arr.size and dtype.kind in "iu":
         info = np.iinfo(dtype)
         if arr.min() < info.min or arr.max() > info.max:
