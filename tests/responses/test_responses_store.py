@@ -93,3 +93,20 @@ def test_schema_creation_is_safe_to_race(tmp_path) -> None:
             t.join()
         assert set(tables()[0].metadata.tables) <= set(inspect(engines[0]).get_table_names())
     assert failures == []
+
+
+def test_a_new_sqlite_log_has_large_pages_for_its_chunks(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with ResponseWriter(url) as w:
+        w.submit_many([])
+    engine = make_engine(url)
+    try:
+        from wolt_jupyter.responses.store import ensure_schema
+
+        ensure_schema(engine)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar_one() == 65536
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("PRAGMA auto_vacuum").scalar_one() == 2  # incremental
+    finally:
+        engine.dispose()

@@ -110,7 +110,11 @@ def make_engine(url: str, options: dict[str, Any] | None = None, *, create_dir: 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:
-        # a new file returns the space retention frees to the OS (an existing one reuses it; no-op there)
+        # a new file gets 64 KiB pages (first: the other pragmas fix the page size): a chunk is a blob of a
+        # few MB, and writing it through 4 KiB overflow pages, then again at the WAL checkpoint, cost 4x the
+        # CPU (measured: 17 vs 4 ms per 4 MB chunk; ~80 us per 100-row request at full rate). No-op on an
+        # existing file, as is the next one: a new file returns the space retention frees to the OS.
+        cur.execute("PRAGMA page_size=65536")
         cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
