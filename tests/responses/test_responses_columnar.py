@@ -98,7 +98,7 @@ def test_both_stored_forms_read_back_the_same_with_column_selection(quick: bool)
         for i, n in enumerate([2, 5])
     ]
     table = spread(rows)
-    shared = spread(rows, shared_text=True)  # the writer's form: text fields as dictionaries
+    shared = spread(rows, shared=True)  # the writer's form: text fields as dictionaries
     assert str(shared.schema.field("id").type).startswith("dictionary")
     data = encode(shared, quick=quick)
     assert data[:4] == (b"ARRO" if quick else b"PAR1")
@@ -107,3 +107,24 @@ def test_both_stored_forms_read_back_the_same_with_column_selection(quick: bool)
     part = decode(data, ["time", "id", "output*"])
     assert part.column_names == ["id", "time", "output.y"]
     assert part.to_pylist() == table.select(["id", "time", "output.y"]).to_pylist()
+
+
+def test_inputs_a_live_and_a_shadow_record_share_are_stored_once() -> None:
+    rng = np.random.default_rng(11)
+    rows = []
+    for i, n in enumerate([300, 100, 1, 250]):  # more than lz4 can see at once (64 KiB)
+        x = {
+            "x": rng.normal(size=(n, 20)),
+            "k": rng.integers(0, 5, size=n),
+        }  # one dict: the runtime shares it
+        live, shadow = _row(2 * i, x, {"y": rng.random(n)}), _row(2 * i + 1, x, {"y": rng.random(n)})
+        shadow["id"], shadow["shadow"] = live["id"], True
+        rows += [live, shadow]
+    rows.sort(key=lambda r: r["shadow"])  # shadows answer later: their copies are far from the live ones
+    plain, shared = spread(rows), spread(rows, shared=True)
+    assert str(shared.schema.field("input.x").type).startswith("dictionary")
+    assert len(shared["input.x"].combine_chunks().dictionary) == 651  # each request's rows once
+    assert not str(shared.schema.field("output.y").type).startswith("dictionary")  # not shared: plain
+    stored = encode(shared, quick=True)
+    assert decode(stored).to_pylist() == plain.to_pylist()
+    assert len(stored) < 0.7 * len(encode(plain, quick=True))

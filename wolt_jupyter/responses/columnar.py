@@ -84,13 +84,15 @@ def _length(value: Any) -> int:
     return shape[0] if shape else 0
 
 
-def spread(rows: Sequence[dict[str, Any]], shared_text: bool = False) -> pa.Table:
+def spread(rows: Sequence[dict[str, Any]], shared: bool = False) -> pa.Table:
     """Rows (the writer's dicts: record fields, ``inputs``/``outputs`` payloads) as one spread Arrow table.
 
-    ``shared_text`` (for :func:`encode` only): a record's text fields repeated over its rows as a dictionary
-    (a reference per row, not a copy); :func:`decode` gives plain columns back."""
+    ``shared`` (for :func:`encode` only): what repeats is stored once and referenced (dictionary columns):
+    a record's text fields over its rows, and a payload array that several records hold (the live and the
+    shadow records of one request share their inputs: half the bytes to copy and compress).
+    :func:`decode` gives plain columns back."""
     table = _spread_single(rows)
-    return table if table is not None else _spread_any(rows, shared_text)
+    return table if table is not None else _spread_any(rows, shared)
 
 
 def _spread_single(rows: Sequence[dict[str, Any]]) -> pa.Table | None:
@@ -118,7 +120,7 @@ def _spread_single(rows: Sequence[dict[str, Any]]) -> pa.Table | None:
     return _table(base, payload)
 
 
-def _spread_any(rows: Sequence[dict[str, Any]], shared_text: bool = False) -> pa.Table:
+def _spread_any(rows: Sequence[dict[str, Any]], shared: bool = False) -> pa.Table:
     """Any mix of request sizes and payload shapes. Record fields are taken once per record and repeated by
     Arrow; a column every record gives as a numeric array of its row count is concatenated by numpy (a
     100-row request is one copy, not 2,000 Python floats); anything else goes value by value."""
@@ -140,31 +142,30 @@ def _spread_any(rows: Sequence[dict[str, Any]], shared_text: bool = False) -> pa
         array = pa.array([r.get(c) for r in rows], type=types[c])
         if take is None:
             base[c] = array
-        elif shared_text and pa.types.is_string(array.type) and not array.null_count:
+        elif shared and pa.types.is_string(array.type) and not array.null_count:
             # a reference per row, not a copy (Parquet takes no null inside a dictionary)
             base[c] = pa.DictionaryArray.from_arrays(take, array)
         else:
             base[c] = array.take(take)
-    if spread_rows:
-        n32 = n_counts.astype(np.int32)
-        starts = np.repeat(np.cumsum(n32, dtype=np.int32) - n32, n32)
-        base["_row"] = pa.array(np.arange(total, dtype=np.int32) - starts)
-        base["_rows"] = pa.array(np.repeat(n32, n32))
-    else:
-        base["_row"], base["_rows"] = [0] * total, [1] * total
+    n32 = n_counts.astype(np.int32)
+    within = np.arange(total, dtype=np.int32) - np.repeat(np.cumsum(n32, dtype=np.int32) - n32, n32)
+    base["_row"] = pa.array(within)
+    base["_rows"] = pa.array(np.repeat(n32, n32))
     names: dict[str, None] = {}
     for cols in per_record:
         names.update(dict.fromkeys(cols))
     payload: dict[str, Any] = {}
     for name in names:
         values = [cols.get(name) for cols in per_record]
-        payload[name] = _numeric_column(values, counts) or _python_column(values, counts)
+        column = _numeric_column(values, counts, within if shared else None)
+        payload[name] = column if column is not None else _python_column(values, counts)
     return _table(base, payload)
 
 
-def _numeric_column(values: list[Any], counts: list[int]) -> Any:
+def _numeric_column(values: list[Any], counts: list[int], within: Any = None) -> Any:
     """The column as one Arrow array when every record gives a numeric array of its own row count with the
-    same kind and per-row shape (a scalar or a vector per row); None otherwise."""
+    same kind and per-row shape (a scalar or a vector per row); None otherwise. With ``within`` (each
+    row's position in its record), an array several records hold is stored once: a dictionary column."""
     import numpy as np
     import pyarrow as pa
 
@@ -178,12 +179,28 @@ def _numeric_column(values: list[Any], counts: list[int]) -> Any:
         if value.dtype.kind != kind and {value.dtype.kind, kind} - {"i", "u"}:
             return None
     dtype = np.bool_ if kind == "b" else np.float64 if kind == "f" else np.int64
+    indices = None
+    if within is not None:
+        first_row: dict[int, int] = {}  # id(array) -> its first row in the dictionary
+        unique, starts, size = [], [], 0
+        for value in values:
+            start = first_row.get(id(value))
+            if start is None:
+                start = first_row[id(value)] = size
+                unique.append(value)
+                size += value.shape[0]
+            starts.append(start)
+        if len(unique) < len(values):
+            indices = np.repeat(np.asarray(starts, dtype=np.int32), counts) + within
+            values = unique
     flat = np.concatenate(values).astype(dtype, copy=False)
     if not inner:
-        return pa.array(flat)
-    width = inner[0]
-    offsets = pa.array(np.arange(0, flat.shape[0] * width + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1)))
+        array = pa.array(flat)
+    else:
+        width = inner[0]
+        offsets = pa.array(np.arange(0, flat.shape[0] * width + 1, width, dtype=np.int32))
+        array = pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1)))
+    return array if indices is None else pa.DictionaryArray.from_arrays(pa.array(indices), array)
 
 
 def _python_column(values: list[Any], counts: list[int]) -> list[Any]:

@@ -285,7 +285,7 @@ def chunk_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for deployment, group in by_deployment.items():
         group.sort(key=lambda r: r["time"])  # stable: insertion order within one time
-        out.append(chunk_of(deployment, spread(group, shared_text=True), quick=True))
+        out.append(chunk_of(deployment, spread(group, shared=True), quick=True))
     return out
 
 
