@@ -60,9 +60,9 @@ def test_deploy_notebook(wolt_home: Path) -> None:
     assert "main" in counts and "challenger" in counts
     assert "diabetes (local) removed" in text and "shadow" in text  # the undeploy card says what was logged
     assert not stderr_boxes(nb)
-    from wolt_jupyter.responses import responses
+    from wolt_jupyter.responses import read_frame
 
-    log = responses("diabetes")
+    log = read_frame("diabetes")
     assert log["shadow"].any() and len(log.loc[~log["shadow"]]) == 442  # every row of X, once live
 
 

@@ -471,7 +471,7 @@ def default_revisions(name: str) -> list[int] | None:
 
 
 def revisions_for(name: str, revision: Any = SINCE_DEPLOY) -> list[int] | None:
-    """The one rule for which revisions of ``name``'s response log an analysis reads (``responses``,
+    """The one rule for which revisions of ``name``'s response log an analysis reads (``read_responses``,
     ``compare``, ``drift``, the monitoring panel): :data:`SINCE_DEPLOY` (their default) the current revision
     and the ones before it that served the same models; a number or several, those (each must exist);
     ``"all"`` or None every row (None is returned)."""
@@ -532,8 +532,8 @@ READ_FLUSH_S = 10.0  # a read waits this long at most for the runtime to write w
 READ_SHADOW_WAIT_S = 2.0  # … and this long for shadow copies still being predicted
 
 
-def responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
-    """The deployment's response log. One rule for ``wolt_jupyter.responses(...)`` and ``%wolt_responses``:
+def read_responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
+    """The deployment's response log. One rule for ``wolt_jupyter.read_responses(...)`` and ``%wolt_responses``:
     a running local deployment is first asked to write every request it answered (bounded wait); shadow
     copies still being predicted are waited for at most 2 s, and a warning says how many are not in the frame
     yet.
@@ -543,10 +543,10 @@ def responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
     rows; ``revision="all"`` reads every row, ``revision=N`` one revision. A deployment no longer recorded
     (undeployed) reads all its rows."""
 
-    from wolt_jupyter.responses.query import responses as read
+    from wolt_jupyter.responses.query import read_frame
 
     if not args:
         filters["revision"] = revisions_for(name, filters.get("revision", SINCE_DEPLOY))
     if filters.get("url") is None and not args:
         flush_log(name)
-    return read(name, *args, **filters)
+    return read_frame(name, *args, **filters)

@@ -192,7 +192,7 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
         load.wait_for(n + 60)
     failed = failures(load.outcomes)
     # the candidate's failures, which the runtime retried on the champion: in the response log, not at the client
-    log = deployments.responses("upd", revision="all")
+    log = deployments.read_responses("upd", revision="all")
     attempts = log[(log["variant"] == "candidate") & (log["status"] == 500)]
     assert len(attempts) and attempts["error"].str.startswith("retried on the champion").all()
     first_failure = float(pd.to_datetime(attempts["time"]).min().timestamp())

@@ -106,7 +106,7 @@ def test_every_flavor_serves_what_it_advertises_and_shadows_pair_by_position(wol
 
     # the shadows saw every request; each is paired with main by position, whatever its outputs are called
     deployments.predict("zoo", X.iloc[:40])
-    log = deployments.responses("zoo")
+    log = deployments.read_responses("zoo")
     shadow_table = compare(log).shadow_table
     assert shadow_table is not None
     main_rows = int((~log["shadow"] & (log["variant"] == "main")).sum())
@@ -143,7 +143,7 @@ def test_tensor_signature_served_as_declared_with_an_onnx_shadow(wolt_home) -> N
     assert [o["name"] for o in onnx_meta["outputs"]] == ["variable"]
 
     deployments.predict("tens", x)
-    table = compare(deployments.responses("tens")).shadow_table
+    table = compare(deployments.read_responses("tens")).shadow_table
     assert table.loc["onnx", "paired_requests"] > 0 and table.loc["onnx", "mean_abs_difference"] < 1e-4
 
 

@@ -79,7 +79,7 @@ def test_deploy_dialog_deploys_an_ab_and_shadow_split_that_routes(page, lab, scr
     assert weights_of("abtest") == {"main": 70, "challenger": 30, "shadow": None}
     answered = deployments.predict("abtest", ROWS, per_row=True)
     assert set(answered["variant"]) == {"main", "challenger"}  # 40 rows at 70/30: both arms answer
-    log = deployments.responses("abtest")
+    log = deployments.read_responses("abtest")
     assert "shadow" in set(log["variant"])  # the shadow saw copies
     page.screenshot(path=screenshots / "sidebar-abtest.png")
 
