@@ -460,25 +460,17 @@ def flush_log(name: str) -> None:
         )
 
 
-def default_revisions(name: str) -> list[int] | None:
-    """The revisions an analysis of ``name``'s log reads unless told otherwise: since the last deploy of other
-    models (traffic changes included, an undeploy ends it); None (every row) for a deployment that is not
-    recorded any more."""
-    store = _store()
-    if not store.exists(name):
-        return None
-    return store.same_models(name)
-
-
 def revisions_for(name: str, revision: Any = SINCE_DEPLOY) -> list[int] | None:
     """The one rule for which revisions of ``name``'s response log an analysis reads (``read_responses``,
     ``compare``, ``drift``, the monitoring panel): :data:`SINCE_DEPLOY` (their default) the current revision
     and the ones before it that served the same models; a number or several, those (each must exist);
-    ``"all"`` or None every row (None is returned)."""
+    ``"all"`` or None every row (None is returned). A deployment that is not recorded any more (undeployed)
+    reads every row by default."""
     from wolt_jupyter.responses.query import revision_list
 
     if isinstance(revision, str) and revision == SINCE_DEPLOY:
-        return default_revisions(name)
+        store = _store()
+        return store.same_models(name) if store.exists(name) else None
     wanted = revision_list(revision)
     if wanted is None:
         return None
