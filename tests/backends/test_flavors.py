@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from flavor_models import register_flavors, training_data
 
-from backends_support import FEATURES, pid_of
+from deploy_support import pid_of
+from helpers import FEATURES
 
 
 def _call(url: str, body: Any = None) -> tuple[int, Any]:

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends_support import (
-    FEATURES,
+from deploy_support import (
     Load,
     failures,
     is_ready,
@@ -27,6 +26,7 @@ from backends_support import (
     runtime_pid,
     supervisor_state,
 )
+from helpers import FEATURES
 
 pytestmark = pytest.mark.usefixtures("undeploy_all")
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends_support import FEATURES, Load, failures
-from helpers import WebhookReceiver, unique
+from deploy_support import Load, failures
+from helpers import FEATURES, WebhookReceiver, unique
 
 pytestmark = pytest.mark.usefixtures("undeploy_all")
 

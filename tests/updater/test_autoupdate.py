@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from backends_support import Load, failures
+from deploy_support import Load, failures
 
 pytestmark = pytest.mark.usefixtures("undeploy_all")
 
