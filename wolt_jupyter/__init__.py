@@ -92,6 +92,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
+    if name == "responses":  # the response-log package (wolt_jupyter.responses.add_feedback), imported lazily
+        return import_module("wolt_jupyter.responses")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'wolt_jupyter' has no attribute {name!r}")
