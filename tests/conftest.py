@@ -105,7 +105,7 @@ def undeploy_all(wolt_home: Path):
     yield
     from wolt_jupyter import deployments
 
-    for name in deployments._store().names():
+    for name in deployments.revision_store().names():
         with contextlib.suppress(Exception):
             deployments.undeploy(name)
 

@@ -94,7 +94,7 @@ def test_automatic_updates_notebook_promotes_the_better_version(wolt_home: Path)
         nb = execute("04-automatic-updates.ipynb")
     finally:  # a failed cell must not leave the service or the deployment running
         stop_service("diabetes-auto")
-        if "diabetes-auto" in deployments._store().names():
+        if "diabetes-auto" in deployments.revision_store().names():
             deployments.undeploy("diabetes-auto")
     text = outputs_text(nb)
     assert "the service decided: promote" in text
