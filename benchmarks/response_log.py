@@ -6,7 +6,7 @@ variant and a shadow), one float output, 2,000 requests/s. For each store it rep
 
 - bytes per logged row: SQLite, the whole database file (after a WAL checkpoint) / rows; PostgreSQL, the
   log table with its indexes and TOAST (``pg_total_relation_size``) / rows;
-- read rows/s: ``responses(name)`` into a DataFrame, and (after) with ``columns=`` the 20 numeric inputs;
+- read rows/s: ``read_frame(name)`` into a DataFrame, and (after) with ``columns=`` the 20 numeric inputs;
 - write rows/s through the background writer, and the cost of ``submit``.
 
 "before" is the previous format measured with the code of a git revision that still had it (``--before-ref``,
@@ -79,7 +79,10 @@ def traffic(n: int, seed: int = 1) -> list:
 def measure(url: str, n: int, after: bool) -> dict:
     """Write ``n`` requests' records to ``url``, then size and read them; runs with whichever package is
     first on the path (this tree's, or the before-ref's in the subprocess)."""
-    from wolt_jupyter.responses import ResponseWriter, responses
+    import wolt_jupyter.responses as log
+    from wolt_jupyter.responses import ResponseWriter
+
+    read_frame = getattr(log, "read_frame", None) or log.responses  # the before-ref named it responses
 
     records = traffic(n)
     kwargs = {"maintenance_interval": 3600} if after else {}
@@ -98,7 +101,7 @@ def measure(url: str, n: int, after: bool) -> dict:
     reads = []
     for _ in range(3 if after else 1):  # the previous format takes long: once is enough
         t = time.perf_counter()
-        df = responses("bench", url=url, **({"revision": "all"} if after else {}))
+        df = read_frame("bench", url=url, **({"revision": "all"} if after else {}))
         reads.append(time.perf_counter() - t)
     assert len(df) == len(records), len(df)
     out["read_rows_s"] = len(df) / min(reads)
@@ -107,7 +110,7 @@ def measure(url: str, n: int, after: bool) -> dict:
         reads = []
         for _ in range(3):
             t = time.perf_counter()
-            df = responses("bench", url=url, columns=cols, revision="all")
+            df = read_frame("bench", url=url, columns=cols, revision="all")
             reads.append(time.perf_counter() - t)
         out["read_numeric_rows_s"] = len(df) / min(reads)
     return out

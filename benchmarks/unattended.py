@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "backends"))
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 
 def main() -> int:
@@ -42,7 +42,7 @@ def main() -> int:
     import wolt_jupyter
     from wolt_jupyter import deployments
 
-    from backends_support import is_ready, runtime_pid
+    from deploy_support import is_ready, runtime_pid
 
     X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=["f0", "f1", "f2"])
     for scale in (1.0, 100.0):

@@ -1,14 +1,18 @@
-"""Shared fixtures: a fresh state dir per test, a real `mlflow server`, a real IPython shell."""
+"""Shared fixtures: a fresh state dir per test, a real `mlflow server`, a real IPython shell, registered models
+that answer differently, rows for them, the clean-up of local deployments, and the test Kubernetes API server
+(kube/) with an official client pointing at it."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from helpers import ISOLATED_ENV, free_port, running_mlflow_server
+from helpers import FEATURES, ISOLATED_ENV, free_port, register_eta_models, running_mlflow_server
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +81,47 @@ def shell(wolt_home: Path) -> Iterator[object]:
 def closed_port_uri() -> str:
     """An http URI nothing listens on."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def models(wolt_home: Path) -> dict[str, str]:
+    """Three registered versions of one regression model that answer differently (the sum of the features
+    times 1, 100 and 3); ``champion`` points at version 1."""
+    return register_eta_models(scales=(1.0, 100.0, 3.0))
+
+
+@pytest.fixture
+def rows():
+    """200 rows of the models' three features."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame(np.random.default_rng(1).normal(size=(200, 3)), columns=FEATURES)
+
+
+@pytest.fixture
+def undeploy_all(wolt_home: Path):
+    """Undeploys every deployment the test left in its state dir."""
+    yield
+    from wolt_jupyter import deployments
+
+    for name in deployments.revision_store().names():
+        with contextlib.suppress(Exception):
+            deployments.undeploy(name)
+
+
+@pytest.fixture
+def apiserver() -> Iterator[Any]:
+    """A test API server on 127.0.0.1 with every CRD group served and the controller off."""
+    from kube.apiserver import TestApiServer
+
+    with TestApiServer() as server:
+        yield server
+
+
+@pytest.fixture
+def api_client(apiserver: Any) -> Iterator[Any]:
+    """An official `kubernetes` ApiClient talking real HTTP to `apiserver`."""
+    client = apiserver.api_client()
+    yield client
+    client.close()

@@ -105,9 +105,10 @@ def shown(capsys: pytest.CaptureFixture[str]) -> str:
 FEATURES = ["f0", "f1", "f2"]
 
 
-def register_eta_models() -> dict[str, str]:
-    """Two registered regression models named ``eta`` that answer differently (v2 = 100 × v1), ``champion``
-    on version 1, in whatever store the environment points at."""
+def register_eta_models(scales: tuple[float, ...] = (1.0, 100.0)) -> dict[str, str]:
+    """Registered versions of one regression model named ``eta`` that answer differently (version n answers
+    the sum of the features times ``scales[n - 1]``: by default v2 = 100 × v1), ``champion`` on version 1,
+    in whatever store the environment points at."""
     import numpy as np
     import pandas as pd
     from sklearn.linear_model import LinearRegression
@@ -115,12 +116,13 @@ def register_eta_models() -> dict[str, str]:
     import wolt_jupyter
 
     X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=FEATURES)
-    for scale in (1.0, 100.0):
+    for scale in scales:
         wolt_jupyter.register(
             LinearRegression().fit(X, X.sum(axis=1) * scale), name="eta", input_example=X.head(3)
         )
     wolt_jupyter.registry.mlflow_client().set_registered_model_alias("eta", "champion", "1")
-    return {"champion": "models:/eta@champion", "v1": "models:/eta/1", "v2": "models:/eta/2"}
+    versions = {f"v{n}": f"models:/eta/{n}" for n in range(1, len(scales) + 1)}
+    return {"champion": "models:/eta@champion", **versions}
 
 
 class WebhookReceiver:

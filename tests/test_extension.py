@@ -39,9 +39,12 @@ def test_public_api_is_lazy_but_complete() -> None:
         assert getattr(wolt_jupyter, name) is not None
 
 
-def test_response_log_reader_is_the_package_called(wolt_home) -> None:
+def test_response_log_reader_has_one_public_name(wolt_home) -> None:
     import wolt_jupyter
+    from wolt_jupyter import deployments
 
-    frame = wolt_jupyter.responses("never-deployed", since="1h")
+    frame = wolt_jupyter.read_responses("never-deployed", since="1h")
     assert frame.empty and {"id", "variant", "shadow", "latency_ms"} <= set(frame.columns)
-    assert wolt_jupyter.responses.ResponseWriter.__name__ == "ResponseWriter"
+    assert wolt_jupyter.read_responses is deployments.read_responses
+    assert wolt_jupyter.responses.__name__ == "wolt_jupyter.responses"  # the package: the response log
+    assert not callable(wolt_jupyter.responses) and callable(wolt_jupyter.responses.add_feedback)

@@ -57,7 +57,7 @@ def test_feedback_python_api_takes_a_series_by_id_a_frame_or_the_url(shell, depl
     assert out.stored == 1 and out.skipped_missing == 1
     url = wolt_jupyter.get_deployment("fb").url
     assert wolt_jupyter.feedback(url, pd.Series([5.0], index=answers["id"].iloc[4:5])).stored == 1
-    log = wolt_jupyter.responses("fb").set_index("id")["ground_truth"]
+    log = wolt_jupyter.read_responses("fb").set_index("id")["ground_truth"]
     assert log.loc[answers["id"].iloc[4]] == 5.0 and log.loc[answers["id"].iloc[0]] == 1.0
     # the whole 6-row request as one: one id, one label per row
     shell.user_ns["rows"] = X.head(3)

@@ -60,9 +60,9 @@ def test_deploy_notebook(wolt_home: Path) -> None:
     assert "main" in counts and "challenger" in counts
     assert "diabetes (local) removed" in text and "shadow" in text  # the undeploy card says what was logged
     assert not stderr_boxes(nb)
-    from wolt_jupyter.responses import responses
+    from wolt_jupyter.responses import read_frame
 
-    log = responses("diabetes")
+    log = read_frame("diabetes")
     assert log["shadow"].any() and len(log.loc[~log["shadow"]]) == 442  # every row of X, once live
 
 
@@ -94,7 +94,7 @@ def test_automatic_updates_notebook_promotes_the_better_version(wolt_home: Path)
         nb = execute("04-automatic-updates.ipynb")
     finally:  # a failed cell must not leave the service or the deployment running
         stop_service("diabetes-auto")
-        if "diabetes-auto" in deployments._store().names():
+        if "diabetes-auto" in deployments.revision_store().names():
             deployments.undeploy("diabetes-auto")
     text = outputs_text(nb)
     assert "the service decided: promote" in text

@@ -32,6 +32,7 @@ _LAZY = {
     "rollback": "wolt_jupyter.deployments",
     "undeploy": "wolt_jupyter.deployments",
     "predict": "wolt_jupyter.deployments",
+    "read_responses": "wolt_jupyter.deployments",
     "feedback": "wolt_jupyter.ground_truth",
     "FeedbackResult": "wolt_jupyter.ground_truth",
     "compare": "wolt_jupyter.monitoring.reports",
@@ -66,6 +67,7 @@ __all__ = [
     "monitor",
     "predict",
     "promote",
+    "read_responses",
     "register",
     "rollback",
     "settings",
@@ -77,7 +79,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from wolt_jupyter.config import Settings, settings
-    from wolt_jupyter.deployments import deploy, predict, promote, rollback, traffic, undeploy
+    from wolt_jupyter.deployments import deploy, predict, promote, read_responses, rollback, traffic, undeploy
     from wolt_jupyter.deployments import deployments as list_deployments
     from wolt_jupyter.deployments import get as get_deployment
     from wolt_jupyter.ground_truth import FeedbackResult, feedback
@@ -90,7 +92,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
-    if name == "responses":  # the response-log package, callable as the reader: wolt_jupyter.responses("eta")
+    if name == "responses":  # the response-log package (wolt_jupyter.responses.add_feedback), imported lazily
         return import_module("wolt_jupyter.responses")
     module = _LAZY.get(name)
     if module is None:

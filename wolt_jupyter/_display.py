@@ -99,6 +99,10 @@ class Card:
     def _rows(self) -> list[tuple[str, Any]]:
         raise NotImplementedError
 
+    def _title(self) -> str:
+        """The card's heading: the class's title, or one naming the instance (a response log's deployment)."""
+        return self.title
+
     def _links(self) -> dict[str, str] | None:
         return None
 
@@ -118,9 +122,9 @@ class Card:
 
     def _repr_html_(self) -> str:
         html = card_html(
-            self.title, self._rows(), css_class=self.css_class, links=self._links(), log=self._log()
+            self._title(), self._rows(), css_class=self.css_class, links=self._links(), log=self._log()
         )
         return html + self._html_details()
 
     def __repr__(self) -> str:
-        return card_text(self.title, self._rows(), self._log()) + self._text_details()
+        return card_text(self._title(), self._rows(), self._log()) + self._text_details()

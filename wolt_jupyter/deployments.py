@@ -160,7 +160,9 @@ def backend(target: str, *, namespace: str | None = None) -> Backend:
     return cls(settings=s, namespace=namespace or s.namespace)  # type: ignore[call-arg]
 
 
-def _store() -> RevisionStore:
+def revision_store() -> RevisionStore:
+    """The deployment records and spec revisions under the state dir (what the updater, the ground-truth
+    lookup and tests read besides this module)."""
     return RevisionStore(settings().home)
 
 
@@ -168,11 +170,11 @@ def lock(name: str, operation: str, timeout: float | None = None) -> contextlib.
     """The deployment's exclusive lock (see :mod:`wolt_jupyter.locking`); every state change holds it."""
     from wolt_jupyter.locking import deployment_lock
 
-    return deployment_lock(_store().dir(name), name, operation, timeout)
+    return deployment_lock(revision_store().dir(name), name, operation, timeout)
 
 
 def _backend_of(name: str) -> tuple[Backend, DeploymentRecord]:
-    rec = _store().record(name)
+    rec = revision_store().record(name)
     return backend(rec.target, namespace=rec.namespace), rec
 
 
@@ -180,7 +182,7 @@ def _apply(
     rec: DeploymentRecord, spec: DeploymentSpec, *, wait: bool, progress: Progress | None
 ) -> Deployment:
     """Record ``spec`` as the next revision and apply it; a failed apply leaves the record where it was."""
-    store = _store()
+    store = revision_store()
     be = backend(rec.target, namespace=rec.namespace)
     revision = store.add_revision(spec)
     before = rec.revision
@@ -253,7 +255,7 @@ def _deploy(
     progress: Progress | None,
 ) -> Deployment:
     s = settings()
-    store = _store()
+    store = revision_store()
     existing = store.record(name) if store.exists(name) else None
     target = target or (existing.target if existing else s.default_target)
     if existing and existing.target != target:
@@ -312,27 +314,27 @@ def _with_log(deployment: Deployment) -> Deployment:
 
 def traffic(name: str, weights: Mapping[str, int], *, wait: bool = True) -> Deployment:
     """New weights for the live variants (the ones not named get 0); shadows are unchanged."""
-    _store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    revision_store().record(name)  # NotFound before a lock dir is made for a name that does not exist
     with lock(name, "traffic"):
-        rec = _store().record(name)
-        spec = _store().spec(name).with_traffic(weights)
+        rec = revision_store().record(name)
+        spec = revision_store().spec(name).with_traffic(weights)
         return _apply(rec, spec, wait=wait, progress=None)
 
 
 def promote(name: str, variant: str, *, wait: bool = True) -> Deployment:
     """``variant`` takes all the traffic; other live variants are dropped, shadows kept."""
-    _store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    revision_store().record(name)  # NotFound before a lock dir is made for a name that does not exist
     with lock(name, "promote"):
-        rec = _store().record(name)
-        spec = _store().spec(name).promoted(variant)
+        rec = revision_store().record(name)
+        spec = revision_store().spec(name).promoted(variant)
         return _apply(rec, spec, wait=wait, progress=None)
 
 
 def rollback(name: str, *, wait: bool = True) -> Deployment:
     """Apply the revision before the current one again (as a new revision, like ``kubectl rollout undo``)."""
-    _store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    revision_store().record(name)  # NotFound before a lock dir is made for a name that does not exist
     with lock(name, "rollback"):
-        store = _store()
+        store = revision_store()
         rec = store.record(name)
         spec = store.spec(name, store.previous(name))
         return _apply(rec, spec, wait=wait, progress=None)
@@ -374,11 +376,11 @@ class Undeployed(Card, title="Undeployed", css_class="wolt-deployment-card"):
 
 def undeploy(name: str) -> Undeployed:
     """Stop ``name``; its revisions and response log stay. The result says what was not logged."""
-    _store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    revision_store().record(name)  # NotFound before a lock dir is made for a name that does not exist
     with lock(name, "undeploy"):
         be, rec = _backend_of(name)
         summary = be.delete(name) or {}
-        _store().remove(name)
+        revision_store().remove(name)
     return Undeployed(name, rec.target, dict(summary))
 
 
@@ -386,8 +388,8 @@ def up(progress: Progress | None = None) -> list[Deployment]:
     """Start every local deployment recorded as running whose process is gone (after a reboot, a kill of the
     supervisor): the same revision, on the same port when it is free. Cluster deployments run by themselves."""
     results = []
-    for name in _store().names():
-        rec = _store().record(name)
+    for name in revision_store().names():
+        rec = revision_store().record(name)
         if rec.target != "local":
             continue
         with lock(name, "up"):
@@ -406,7 +408,7 @@ def deployments() -> pd.DataFrame:
     import pandas as pd
 
     rows = []
-    for name in _store().names():
+    for name in revision_store().names():
         try:
             rows.append(get(name).as_row())
         except Exception as exc:  # one broken record must not hide the others
@@ -446,7 +448,7 @@ def flush_log(name: str) -> None:
     after predicting sees them; warn about shadow copies still being predicted."""
     import warnings
 
-    store = _store()
+    store = revision_store()
     if not (store.exists(name) and store.record(name).target == "local"):
         return
     answer = backend("local").flush(  # type: ignore[attr-defined]
@@ -460,29 +462,21 @@ def flush_log(name: str) -> None:
         )
 
 
-def default_revisions(name: str) -> list[int] | None:
-    """The revisions an analysis of ``name``'s log reads unless told otherwise: since the last deploy of other
-    models (traffic changes included, an undeploy ends it); None (every row) for a deployment that is not
-    recorded any more."""
-    store = _store()
-    if not store.exists(name):
-        return None
-    return store.same_models(name)
-
-
 def revisions_for(name: str, revision: Any = SINCE_DEPLOY) -> list[int] | None:
-    """The one rule for which revisions of ``name``'s response log an analysis reads (``responses``,
+    """The one rule for which revisions of ``name``'s response log an analysis reads (``read_responses``,
     ``compare``, ``drift``, the monitoring panel): :data:`SINCE_DEPLOY` (their default) the current revision
     and the ones before it that served the same models; a number or several, those (each must exist);
-    ``"all"`` or None every row (None is returned)."""
+    ``"all"`` or None every row (None is returned). A deployment that is not recorded any more (undeployed)
+    reads every row by default."""
     from wolt_jupyter.responses.query import revision_list
 
     if isinstance(revision, str) and revision == SINCE_DEPLOY:
-        return default_revisions(name)
+        store = revision_store()
+        return store.same_models(name) if store.exists(name) else None
     wanted = revision_list(revision)
     if wanted is None:
         return None
-    known = _store().revisions(name)
+    known = revision_store().revisions(name)
     missing = [r for r in wanted if r not in known]
     if known and missing:
         raise InvalidArgument(
@@ -521,7 +515,7 @@ def log_summary(name: str) -> Any:
     from wolt_jupyter.responses.retention import Retention
     from wolt_jupyter.responses.summary import summary
 
-    store = _store()
+    store = revision_store()
     retention = None
     if store.exists(name) and store.revisions(name):
         retention = Retention.of(store.spec(name).logging.retention)
@@ -532,8 +526,8 @@ READ_FLUSH_S = 10.0  # a read waits this long at most for the runtime to write w
 READ_SHADOW_WAIT_S = 2.0  # … and this long for shadow copies still being predicted
 
 
-def responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
-    """The deployment's response log. One rule for ``wolt_jupyter.responses(...)`` and ``%wolt_responses``:
+def read_responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
+    """The deployment's response log. One rule for ``wolt_jupyter.read_responses(...)`` and ``%wolt_responses``:
     a running local deployment is first asked to write every request it answered (bounded wait); shadow
     copies still being predicted are waited for at most 2 s, and a warning says how many are not in the frame
     yet.
@@ -543,10 +537,10 @@ def responses(name: str, *args: Any, **filters: Any) -> pd.DataFrame:
     rows; ``revision="all"`` reads every row, ``revision=N`` one revision. A deployment no longer recorded
     (undeployed) reads all its rows."""
 
-    from wolt_jupyter.responses.query import responses as read
+    from wolt_jupyter.responses.query import read_frame
 
     if not args:
         filters["revision"] = revisions_for(name, filters.get("revision", SINCE_DEPLOY))
     if filters.get("url") is None and not args:
         flush_log(name)
-    return read(name, *args, **filters)
+    return read_frame(name, *args, **filters)

@@ -186,7 +186,7 @@ def _deployment_at(url: str) -> str:
     """The recorded deployment a runtime URL belongs to."""
     from wolt_jupyter import deployments
 
-    for name in deployments._store().names():
+    for name in deployments.revision_store().names():
         try:
             if (deployments.get(name).url or "").rstrip("/") == url.rstrip("/"):
                 return name

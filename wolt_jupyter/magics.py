@@ -501,7 +501,7 @@ class WoltMagics(Magics):
             return card
         if args.info:
             return deployments.log_summary(args.name)
-        return deployments.responses(args.name, **filters)
+        return deployments.read_responses(args.name, **filters)
 
     # -- monitoring -----------------------------------------------------------------------------------------
     @magic_arguments()

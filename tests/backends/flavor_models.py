@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backends_support import FEATURES
+from helpers import FEATURES
 
 
 def training_data() -> tuple[pd.DataFrame, pd.Series]:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from flavor_models import register_flavors, training_data
 
-from backends_support import FEATURES, pid_of
+from deploy_support import pid_of
+from helpers import FEATURES
 
 
 def _call(url: str, body: Any = None) -> tuple[int, Any]:
@@ -106,7 +107,7 @@ def test_every_flavor_serves_what_it_advertises_and_shadows_pair_by_position(wol
 
     # the shadows saw every request; each is paired with main by position, whatever its outputs are called
     deployments.predict("zoo", X.iloc[:40])
-    log = deployments.responses("zoo")
+    log = deployments.read_responses("zoo")
     shadow_table = compare(log).shadow_table
     assert shadow_table is not None
     main_rows = int((~log["shadow"] & (log["variant"] == "main")).sum())
@@ -143,7 +144,7 @@ def test_tensor_signature_served_as_declared_with_an_onnx_shadow(wolt_home) -> N
     assert [o["name"] for o in onnx_meta["outputs"]] == ["variable"]
 
     deployments.predict("tens", x)
-    table = compare(deployments.responses("tens")).shadow_table
+    table = compare(deployments.read_responses("tens")).shadow_table
     assert table.loc["onnx", "paired_requests"] > 0 and table.loc["onnx", "mean_abs_difference"] < 1e-4
 
 

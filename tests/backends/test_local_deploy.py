@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from backends_support import pid_of
+from deploy_support import pid_of
 
 
 @pytest.mark.usefixtures("undeploy_all")

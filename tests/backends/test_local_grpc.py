@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from backends_support import FEATURES
+from helpers import FEATURES
 
 
 def _input(rows: pd.DataFrame) -> list:

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends_support import (
-    FEATURES,
+from deploy_support import (
     Load,
     failures,
     is_ready,
@@ -27,6 +26,7 @@ from backends_support import (
     runtime_pid,
     supervisor_state,
 )
+from helpers import FEATURES
 
 pytestmark = pytest.mark.usefixtures("undeploy_all")
 
@@ -167,7 +167,7 @@ def test_sigkill_under_load_restarts_and_loses_no_acknowledged_row(models, wolt_
         n = len(load.outcomes)
         load.wait_for(n + 300)
     acked = {o.id for o in load.outcomes if o.status == 200}
-    log = deployments.responses("crash")
+    log = deployments.read_responses("crash")
     missing = acked - set(log["id"])
     print(
         f"restart: ready again {back:.2f} s after SIGKILL; {len(acked)} acknowledged, {len(missing)} missing"
@@ -245,11 +245,11 @@ def test_undeploy_counts_the_shadow_rows_it_could_not_log(wolt_home, monkeypatch
     # warning says what is not in the frame yet (one rule for the magic and the function)
     t0 = time.monotonic()
     with pytest.warns(UserWarning, match="shadow copies are still being predicted"):
-        early = wolt_jupyter.responses("drain")
+        early = wolt_jupyter.read_responses("drain")
     assert time.monotonic() - t0 < 20
     assert set(early.loc[~early["shadow"], "id"]) == sent
     gone = deployments.undeploy("drain")
-    log = wolt_jupyter.responses("drain")
+    log = wolt_jupyter.read_responses("drain")
     shadow_logged = int(log["shadow"].sum())
     assert gone.shadow_not_logged > 0 and f"{gone.shadow_not_logged} shadow rows not logged" in repr(gone)
     # every copy is accounted for: predicted and logged, or counted as not logged (none dropped on a full queue)

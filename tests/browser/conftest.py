@@ -98,7 +98,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         finally:
             from wolt_jupyter import deployments
 
-            for name in deployments._store().names():
+            for name in deployments.revision_store().names():
                 try:
                     deployments.undeploy(name)
                 except Exception as exc:  # keep cleaning up the others

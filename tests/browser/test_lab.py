@@ -24,7 +24,7 @@ def open_sidebar(page) -> object:
 
 
 def ensure_deployed(name: str) -> None:
-    if name not in deployments._store().names():
+    if name not in deployments.revision_store().names():
         deployments.deploy(name, "models:/eta@champion")
 
 
@@ -71,7 +71,7 @@ def test_deploy_dialog_deploys_an_ab_and_shadow_split_that_routes(page, lab, scr
     dialog.locator(".wolt-preview-button").click()  # a dry run: what would run, nothing changes
     dialog.locator(".wolt-preview", has_text="abtest").wait_for(timeout=60_000)
     assert "error" not in dialog.locator(".wolt-preview").inner_text()[:10]
-    assert "abtest" not in deployments._store().names()
+    assert "abtest" not in deployments.revision_store().names()
     dialog.locator(".wolt-preview").scroll_into_view_if_needed()
     page.screenshot(path=screenshots / "deploy-dialog.png")
     page.locator(".jp-Dialog .jp-mod-accept").click()
@@ -79,7 +79,7 @@ def test_deploy_dialog_deploys_an_ab_and_shadow_split_that_routes(page, lab, scr
     assert weights_of("abtest") == {"main": 70, "challenger": 30, "shadow": None}
     answered = deployments.predict("abtest", ROWS, per_row=True)
     assert set(answered["variant"]) == {"main", "challenger"}  # 40 rows at 70/30: both arms answer
-    log = deployments.responses("abtest")
+    log = deployments.read_responses("abtest")
     assert "shadow" in set(log["variant"])  # the shadow saw copies
     page.screenshot(path=screenshots / "sidebar-abtest.png")
 

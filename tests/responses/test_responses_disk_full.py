@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wolt_jupyter.responses import ResponseWriter, responses
+from wolt_jupyter.responses import ResponseWriter, read_frame
 
 
 @pytest.fixture
@@ -59,4 +59,4 @@ def test_full_disk_counts_drops_and_says_so(small_disk, make_record, caplog):
     assert "disk under" in caplog.text and "Traceback" not in caplog.text
     assert caplog.text.count("is full") < 10  # said once per episode, not once per dropped batch
     # what was written reads back
-    assert responses("dep", url=url, columns=["id"])["id"].nunique() == stats["written"]
+    assert read_frame("dep", url=url, columns=["id"])["id"].nunique() == stats["written"]

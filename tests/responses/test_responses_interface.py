@@ -12,7 +12,7 @@ def _params(fn):
 
 
 def test_public_names_and_signatures():
-    assert {"ResponseRecord", "ResponseWriter", "default_store_url", "add_feedback", "responses"} <= set(
+    assert {"ResponseRecord", "ResponseWriter", "default_store_url", "add_feedback", "read_frame"} <= set(
         r.__all__
     )
     assert _params(r.ResponseWriter)[:6] == [
@@ -23,7 +23,7 @@ def test_public_names_and_signatures():
         ("on_full", "wait"),
         ("sample", 1.0),
     ]
-    assert _params(r.responses) == [
+    assert _params(r.read_frame) == [
         ("deployment", inspect.Parameter.empty),
         ("since", None),
         ("variant", None),
@@ -85,5 +85,5 @@ def test_writer_used_as_documented(tmp_path):
         "removed": 0,
     }
     assert r.add_feedback(url, [{"id": "abc", "ground_truth": [0, 1]}]) == 1
-    df = r.responses("demo", since=1_600_000_000.0, url=url)
+    df = r.read_frame("demo", since=1_600_000_000.0, url=url)
     assert df[["input.col", "output.out", "ground_truth"]].values.tolist() == [[1, 0.1, 0], [2, 0.9, 1]]

@@ -17,7 +17,7 @@ from wolt_jupyter.responses import (
     add_feedback,
     default_store_url,
     parse_time,
-    responses,
+    read_frame,
 )
 
 BASE = [
@@ -60,7 +60,7 @@ def test_dataframe_columns_types_and_row_expansion(store_url, make_record):
             make_record(2, t=now - 1, status=500, error="boom", outputs={}),
         ],
     )
-    df = responses("dep", url=store_url)
+    df = read_frame("dep", url=store_url)
     assert list(df.columns) == [*BASE, "input.x1", "input.x2", "output.y", "ground_truth"]
     # 3 + 3 rows for the two variants of request 1, one row for request 2
     assert len(df) == 7
@@ -97,7 +97,7 @@ def test_feedback_joins_by_request_id_and_later_replaces_earlier(store_url, make
     assert (
         add_feedback(store_url, [{"id": "req-1", "ground_truth": 5}, {"id": "req-1", "ground_truth": 7}]) == 1
     )
-    df = responses("dep", url=store_url)
+    df = read_frame("dep", url=store_url)
     truth = df.groupby(["id", "shadow"])["ground_truth"].apply(list).to_dict()
     assert truth[("req-1", False)] == [7] and truth[("req-1", True)] == [7]
     assert truth[("req-2", False)] == [1, 1]
@@ -107,9 +107,9 @@ def test_feedback_joins_by_request_id_and_later_replaces_earlier(store_url, make
 def test_feedback_before_any_response_and_rich_values(tmp_path, make_record):
     url = f"sqlite:///{tmp_path / 'new' / 'r.db'}"
     assert add_feedback(url, [{"id": "req-9", "ground_truth": {"label": "cat", "score": 0.9}}]) == 1
-    assert responses("dep", url=url).empty  # the store exists now, but holds no responses
+    assert read_frame("dep", url=url).empty  # the store exists now, but holds no responses
     _log(url, [make_record(9)])
-    assert responses("dep", url=url)["ground_truth"].tolist() == [{"label": "cat", "score": 0.9}]
+    assert read_frame("dep", url=url)["ground_truth"].tolist() == [{"label": "cat", "score": 0.9}]
 
 
 @pytest.mark.parametrize(
@@ -134,21 +134,21 @@ def test_since_until_variant_and_limit_filters(store_url, make_record):
         ],
     )
     ids = lambda df: sorted(set(df["id"]))  # noqa: E731
-    assert ids(responses("dep", url=store_url)) == ["req-1", "req-2", "req-3"]
-    assert ids(responses("dep", since="1h", url=store_url)) == ["req-2", "req-3"]
-    assert ids(responses("dep", since="45m", until="20m", url=store_url)) == ["req-2"]
-    assert ids(responses("dep", since=now - 60, url=store_url)) == ["req-3"]
+    assert ids(read_frame("dep", url=store_url)) == ["req-1", "req-2", "req-3"]
+    assert ids(read_frame("dep", since="1h", url=store_url)) == ["req-2", "req-3"]
+    assert ids(read_frame("dep", since="45m", until="20m", url=store_url)) == ["req-2"]
+    assert ids(read_frame("dep", since=now - 60, url=store_url)) == ["req-3"]
     since_dt = dt.datetime.fromtimestamp(now - 7200, tz=dt.timezone.utc)
-    assert ids(responses("dep", since=since_dt, url=store_url)) == ["req-2", "req-3"]
-    assert ids(responses("dep", until=dt.timedelta(hours=2), url=store_url)) == ["req-1"]
-    by_variant = responses("dep", variant="b", url=store_url)
+    assert ids(read_frame("dep", since=since_dt, url=store_url)) == ["req-2", "req-3"]
+    assert ids(read_frame("dep", until=dt.timedelta(hours=2), url=store_url)) == ["req-1"]
+    by_variant = read_frame("dep", variant="b", url=store_url)
     assert len(by_variant) == 1 and by_variant["shadow"].all()
-    assert len(responses("dep", variant=["a", "b"], url=store_url)) == 4
-    assert responses("dep", variant="zzz", url=store_url).empty
-    newest = responses("dep", limit=2, url=store_url)
+    assert len(read_frame("dep", variant=["a", "b"], url=store_url)) == 4
+    assert read_frame("dep", variant="zzz", url=store_url).empty
+    newest = read_frame("dep", limit=2, url=store_url)
     assert newest["id"].tolist()[-1] == "req-3" and len(newest) == 2
     assert newest["time"].is_monotonic_increasing
-    assert ids(responses("other", url=store_url)) == ["req-4"]
+    assert ids(read_frame("other", url=store_url)) == ["req-4"]
 
 
 @pytest.mark.parametrize(
@@ -195,21 +195,21 @@ def test_duration_roundtrip(value, unit):
 def test_bad_filters_raise_before_touching_the_store(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     with pytest.raises(InvalidArgument, match="since"):
-        responses("dep", since="recently", url=url)
+        read_frame("dep", since="recently", url=url)
     with pytest.raises(InvalidArgument, match="limit"):
-        responses("dep", limit=-1, url=url)
+        read_frame("dep", limit=-1, url=url)
 
 
 def test_missing_store_gives_empty_frame_and_creates_nothing(tmp_path):
     path = tmp_path / "nope" / "r.db"
-    df = responses("dep", url=f"sqlite:///{path}")
+    df = read_frame("dep", url=f"sqlite:///{path}")
     assert df.empty and list(df.columns) == [*BASE, "ground_truth"]
     assert str(df["time"].dtype) == "datetime64[ns, UTC]"
     assert not path.exists() and not path.parent.exists()
 
 
 def test_empty_postgres_database_gives_empty_frame(pg_url):
-    assert responses("dep", url=pg_url).empty
+    assert read_frame("dep", url=pg_url).empty
 
 
 def test_reading_after_the_writer_is_gone_with_default_url(tmp_path, monkeypatch, make_record):
@@ -222,14 +222,14 @@ def test_reading_after_the_writer_is_gone_with_default_url(tmp_path, monkeypatch
         w.submit(make_record(i))
     w.close()
     del w  # the "server" is gone; only the file remains
-    df = responses("dep")
+    df = read_frame("dep")
     assert len(df) == 50 and set(df["deployment"]) == {"dep"}
 
 
 def test_configured_store_url_is_the_default(pg_url, monkeypatch, make_record):
     monkeypatch.setenv("WOLT_RESPONSE_STORE_URL", pg_url)
     _log(pg_url, [make_record(1)])
-    assert responses("dep")["id"].tolist() == ["req-1"]
+    assert read_frame("dep")["id"].tolist() == ["req-1"]
 
 
 def test_default_store_url_sanitizes_names(tmp_path):
@@ -249,7 +249,7 @@ def test_unreachable_store_is_one_readable_error():
     with pytest.raises(
         ResponseStoreError, match=r"cannot read response store postgresql://postgres:\*\*\*\*@127"
     ) as info:
-        responses("dep", url=f"postgresql://postgres:secret@127.0.0.1:{port}/x")
+        read_frame("dep", url=f"postgresql://postgres:secret@127.0.0.1:{port}/x")
     assert "secret" not in str(info.value)
 
 
@@ -259,7 +259,7 @@ def test_corrupt_sqlite_file_is_one_readable_error(tmp_path):
     path = tmp_path / "r.db"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ResponseStoreError, match="cannot read response store"):
-        responses("dep", url=f"sqlite:///{path}")
+        read_frame("dep", url=f"sqlite:///{path}")
 
 
 def test_reading_while_the_writer_writes(store_url, make_record):
@@ -268,10 +268,10 @@ def test_reading_while_the_writer_writes(store_url, make_record):
     for i in range(2000):
         w.submit(make_record(i))
         if i % 400 == 0:
-            seen.append(len(responses("dep", url=store_url)))
+            seen.append(len(read_frame("dep", url=store_url)))
     w.close()
     assert seen == sorted(seen)  # the reader sees a growing, committed prefix and never fails
-    assert len(responses("dep", url=store_url)) == 2000
+    assert len(read_frame("dep", url=store_url)) == 2000
 
 
 def test_import_is_light():

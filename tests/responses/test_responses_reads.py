@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.responses import ResponseWriter, add_feedback, responses
+from wolt_jupyter.responses import ResponseWriter, add_feedback, read_frame
 from wolt_jupyter.responses.query import export
 
 T0 = 1_800_000_000.0
@@ -47,7 +47,7 @@ def _same(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 
 def test_each_filter_equals_the_full_read_filtered_in_pandas(logged):
-    full = responses("dep", url=logged)
+    full = read_frame("dep", url=logged)
     assert len(full) == 2 * (300 + 43)  # live + shadow, 43 requests of two rows
     assert set(full["revision"]) == {1, 2, 3}
     # oldest first across chunks that overlap in time (a batch's shadow copies land in the next chunk)
@@ -56,22 +56,22 @@ def test_each_filter_equals_the_full_read_filtered_in_pandas(logged):
     secs = full["time"].map(lambda t: t.timestamp())
 
     lo, hi = T0 + 120, T0 + 180.5
-    _same(responses("dep", url=logged, since=lo), full[secs >= lo])
-    _same(responses("dep", url=logged, until=hi), full[secs < hi])
-    _same(responses("dep", url=logged, since=lo, until=hi), full[(secs >= lo) & (secs < hi)])
-    _same(responses("dep", url=logged, variant="a"), full[full["variant"] == "a"])
-    _same(responses("dep", url=logged, variant=["a", "s"]), full[full["variant"].isin(["a", "s"])])
-    _same(responses("dep", url=logged, revision=2), full[full["revision"] == 2])
-    _same(responses("dep", url=logged, revision=[1, 3]), full[full["revision"].isin([1, 3])])
-    _same(responses("dep", url=logged, revision="all"), full)
+    _same(read_frame("dep", url=logged, since=lo), full[secs >= lo])
+    _same(read_frame("dep", url=logged, until=hi), full[secs < hi])
+    _same(read_frame("dep", url=logged, since=lo, until=hi), full[(secs >= lo) & (secs < hi)])
+    _same(read_frame("dep", url=logged, variant="a"), full[full["variant"] == "a"])
+    _same(read_frame("dep", url=logged, variant=["a", "s"]), full[full["variant"].isin(["a", "s"])])
+    _same(read_frame("dep", url=logged, revision=2), full[full["revision"] == 2])
+    _same(read_frame("dep", url=logged, revision=[1, 3]), full[full["revision"].isin([1, 3])])
+    _same(read_frame("dep", url=logged, revision="all"), full)
     cols = ["time", "input.x1", "output.y", "ground_truth"]
-    _same(responses("dep", url=logged, columns=cols), full[cols])
+    _same(read_frame("dep", url=logged, columns=cols), full[cols])
     # limit counts logged records (request x variant), newest first, before spreading
     records = full.drop_duplicates(["id", "variant", "time"])
     newest = records.tail(25)[["id", "variant"]].apply(tuple, axis=1)
     want = full[full[["id", "variant"]].apply(tuple, axis=1).isin(set(newest))]
-    _same(responses("dep", url=logged, limit=25), want)
-    both = responses(
+    _same(read_frame("dep", url=logged, limit=25), want)
+    both = read_frame(
         "dep", url=logged, since=lo, variant="s", revision=2, columns=["id", "input.x2"], limit=10
     )
     sub = full[(secs >= lo) & (full["variant"] == "s") & (full["revision"] == 2)]
@@ -84,16 +84,16 @@ def test_each_filter_equals_the_full_read_filtered_in_pandas(logged):
 
 def test_bad_filters_say_what_to_pass(logged):
     with pytest.raises(InvalidArgument, match=r"no column 'input\.nope'"):
-        responses("dep", url=logged, columns=["input.nope"])
+        read_frame("dep", url=logged, columns=["input.nope"])
     with pytest.raises(InvalidArgument, match="revision must be"):
-        responses("dep", url=logged, revision="latest")
+        read_frame("dep", url=logged, revision="latest")
 
 
 def test_export_writes_parquet_that_pandas_reads_back(logged, tmp_path):
     path = tmp_path / "log.parquet"
     info = export("dep", path, url=logged, since=T0 + 200)
     back = pd.read_parquet(path)
-    want = responses("dep", url=logged, since=T0 + 200)
+    want = read_frame("dep", url=logged, since=T0 + 200)
     assert info["rows"] == len(back) == len(want) and info["bytes"] == path.stat().st_size
     assert back["id"].tolist() == want["id"].tolist()
     assert back["input.x1"].tolist() == want["input.x1"].tolist()
@@ -124,15 +124,15 @@ def test_a_store_of_the_first_format_reads_and_is_migrated_once(tmp_path, make_r
                 (f"old-{i}", T0 + i, json.dumps({"x1": [float(i), 1.0]}), json.dumps({"y": [i, i]})),
             )
     engine.dispose()
-    before = responses("dep", url=url)
+    before = read_frame("dep", url=url)
     assert len(before) == 60 and before["revision"].isna().all()
-    assert responses("dep", url=url, revision=1).empty  # never part of a revision
+    assert read_frame("dep", url=url, revision=1).empty  # never part of a revision
     with ResponseWriter(url, maintenance_interval=3600) as w:
         w.submit(make_record("new-1", t=T0 + 100, revision=1))
         assert w.flush(30)
         assert w.maintain(now=T0 + 200)["migrated"] == 30
         assert w.maintain(now=T0 + 200)["migrated"] == 0  # once
-    after = responses("dep", url=url)
+    after = read_frame("dep", url=url)
     _same(after[after["id"] != "new-1"][list(before.columns)], before)
     assert count_rows(url) == 31
     engine = create_engine(url)
@@ -157,7 +157,7 @@ def test_feature_vectors_are_stored_typed_and_read_back_as_lists(store_url, make
         assert w.flush(30)  # the mixed one in a chunk of its own
         w.submit(make_record(99, t=T0 + 99, inputs={"x": [["a", 1]]}, outputs={"y": [[1]]}))
         assert w.flush(30)
-    frame = responses("dep", url=store_url, revision="all")
+    frame = read_frame("dep", url=store_url, revision="all")
     for i, rows in sent.items():
         got = frame[frame["id"] == f"req-{i}"]
         assert got["input.x"].tolist() == rows and got["output.y"].tolist() == [[1], [0]]

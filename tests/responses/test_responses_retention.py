@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.responses import ResponseWriter, responses
+from wolt_jupyter.responses import ResponseWriter, read_frame
 from wolt_jupyter.responses.retention import Retention, log_size, parse_age, parse_bytes
 from wolt_jupyter.responses.store import make_engine
 
@@ -35,13 +35,13 @@ def _state(url):
 def test_age_removes_exactly_the_records_older_than_the_limit(store_url, make_record, count_rows):
     w = _fill(store_url, make_record)
     assert count_rows(store_url) == 600
-    before = responses("dep", url=store_url)
+    before = read_frame("dep", url=store_url)
     # now = T0 + 1000, max age 500 s: records with time < T0 + 500 go (500 of them); one chunk straddles the cut
     writer = ResponseWriter(store_url, retention=Retention(max_age=500.0), maintenance_interval=3600)
     writer._deployments.add("dep")
     done = writer.maintain(now=T0 + 1000.0)
     writer.close()
-    after = responses("dep", url=store_url)
+    after = read_frame("dep", url=store_url)
     assert done["removed"] == 500 and writer.stats()["removed"] == 500
     assert count_rows(store_url) == 100
     assert after["time"].min().timestamp() == pytest.approx(T0 + 500)
@@ -67,7 +67,7 @@ def test_size_removes_the_oldest_until_the_log_fits(store_url, make_record, coun
     done = writer.maintain(now=T0 + 4000.0)
     writer.close()
     state = _state(store_url)
-    after = responses("dep", url=store_url)
+    after = read_frame("dep", url=store_url)
     assert 0 < state["bytes"] <= limit
     assert (
         done["removed"] > 0 and state["removed_by_size"] == done["removed"] and state["removed_by_age"] == 0

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from wolt_jupyter.errors import InvalidArgument
-from wolt_jupyter.responses import ResponseWriter, responses, sampled_in
+from wolt_jupyter.responses import ResponseWriter, read_frame, sampled_in
 
 from helpers import read_chunk
 
@@ -44,7 +44,7 @@ def test_burst_from_threads_writes_every_record(store_url, make_record, count_ro
     assert count_rows(store_url) == total
     assert count_rows(store_url, shadow=True) == 0
     # every id once: no batch was written twice by a retry or by close()
-    df = responses("dep", url=store_url)
+    df = read_frame("dep", url=store_url)
     assert len(df) == total and df["id"].is_unique
 
 
@@ -148,7 +148,7 @@ def test_sampling_keeps_the_rate_and_live_with_shadow(store_url, make_record):
     assert abs(kept_live / n - rate) < 0.03
     assert stats["sampled_out"] == 2 * (n - kept_live)
     assert stats["written"] == 2 * kept_live
-    df = responses("dep", url=store_url)
+    df = read_frame("dep", url=store_url)
     per_id = df.groupby("id")["shadow"].agg(["count", "sum"])
     assert (per_id["count"] == 2).all() and (per_id["sum"] == 1).all()
     # deterministic: the same ids are kept by any other writer or process
@@ -232,7 +232,7 @@ def test_payloads_with_numpy_and_bytes_are_stored(tmp_path, make_record):
                 1, inputs={"x": np.array([1.5, 2.5]), "b": [b"hi", b"\xff"]}, outputs={"y": np.int64(3)}
             )
         )
-    df = responses("dep", url=url)
+    df = read_frame("dep", url=url)
     assert df["input.x"].tolist() == [1.5, 2.5]
     assert df["input.b"].tolist() == ["hi", {"b64": "/w=="}]
     assert df["output.y"].tolist() == [3, 3]

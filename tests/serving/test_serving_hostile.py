@@ -567,6 +567,6 @@ def test_feedback_beside_the_writer_keeps_read_your_writes(hostile) -> None:
     for rid in after:
         assert hostile.infer(row_doc([[0.1, 0.2, 0.3, 0.4]], id=rid))[0] == 200
     assert hostile.admin("flush")[0] == 200
-    df = responses.responses(hostile.name, url=url)
+    df = responses.read_frame(hostile.name, url=url)
     live = set(df[~df["shadow"].astype(bool)]["id"])
     assert set(before + after) <= live

@@ -34,7 +34,7 @@ def test_ready_after_load_and_sigterm_flushes_the_response_log(model_store, tmp_
         code = stop_runtime(rt)
     assert code == 0, rt.log.read_text()[-2000:]
     url = responses.default_store_url("flush-test", rt.state_dir)
-    df = responses.responses("flush-test", url=url)
+    df = responses.read_frame("flush-test", url=url)
     live = df[~df["shadow"].astype(bool)]
     shadow = df[df["shadow"].astype(bool)]
     assert sorted(live["id"]) == sorted(ids)  # every answer logged, flushed at shutdown
@@ -65,7 +65,7 @@ def test_admin_flush_gives_read_your_writes(ab) -> None:
     assert ab.admin("flush", token="wrong")[0] == 401
     status, doc = ab.admin("flush")
     assert status == 200 and doc["flushed"] is True and doc["response_log"]["written"] >= 2 * len(ids)
-    df = responses.responses(ab.name, url=responses.default_store_url(ab.name, ab.state_dir))
+    df = responses.read_frame(ab.name, url=responses.default_store_url(ab.name, ab.state_dir))
     logged = df[df["id"].isin(ids)]
     assert sorted(logged[~logged["shadow"].astype(bool)]["id"]) == sorted(ids)
     assert sorted(logged[logged["shadow"].astype(bool)]["id"]) == sorted(ids)  # shadow copies too

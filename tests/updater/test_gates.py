@@ -16,7 +16,7 @@ from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score, root_m
 
 from wolt_jupyter import registry, tracking
 from wolt_jupyter._mlflow import configure
-from wolt_jupyter.responses import ResponseRecord, ResponseWriter, add_feedback, default_store_url, responses
+from wolt_jupyter.responses import ResponseRecord, ResponseWriter, add_feedback, default_store_url, read_frame
 from wolt_jupyter.updater.decide import Observations, RolloutState, decide
 from wolt_jupyter.updater.gates import load_dataset, offline_gate, replay_gate
 from wolt_jupyter.updater.policy import parse
@@ -224,7 +224,7 @@ def test_replay_gate_against_the_logged_answers(models) -> None:
     assert res.latency_p99_ms is not None and res.latency_p99_ms > 0
 
     # what the gate compared: the candidate's answers and the champion's logged answers, same rows
-    log = responses(deployment, variant="main")
+    log = read_frame(deployment, variant="main")
     log = log[log.status == 200]
     last = list(dict.fromkeys(log.id))[-100:]
     rows = log[log.id.isin(last)]

@@ -41,7 +41,7 @@ def compare(
     if metric is not None and metric not in METRICS:
         raise InvalidArgument(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     revisions = deployments.revisions_for(name, revision)
-    log = deployments.responses(name, since=since, revision=revisions)
+    log = deployments.read_responses(name, since=since, revision=revisions)
     if log.empty:
         raise InvalidArgument(
             f"deployment {name!r} has logged no responses yet: send traffic first (read: the rows "
@@ -139,7 +139,7 @@ def drift(
             f"variant {chosen.name!r} serves {chosen.model}, not a registered version: no reference"
         )
     reference = load_reference(*version)
-    log = deployments.responses(name, since=since, variant=chosen.name, revision=revisions)
+    log = deployments.read_responses(name, since=since, variant=chosen.name, revision=revisions)
     if not log.empty:  # the rows that version answered: not another version under the same variant name
         log = log[(log["model_name"] == version[0]) & (log["model_version"].astype(str) == version[1])]
     inputs = log[[c for c in log.columns if str(c).startswith(INPUT_PREFIX)]]

@@ -69,7 +69,7 @@ def parse_time(value: Any, name: str = "since", now: float | None = None) -> flo
 Revision = int | Sequence[int] | Literal["all"] | None
 
 
-def responses(
+def read_frame(
     deployment: str,
     since: Any = None,
     variant: str | Sequence[str] | None = None,
@@ -116,7 +116,7 @@ def read_table(
     columns: Sequence[str] | None = None,
 ) -> tuple[Any, set[str]]:
     """The log as one spread Arrow table (with feedback as ``ground_truth`` text) and the names of its JSON
-    text columns; :func:`responses` and the Parquet export share it. None when nothing is stored."""
+    text columns; :func:`read_frame` and the Parquet export share it. None when nothing is stored."""
     from sqlalchemy import inspect
 
     from wolt_jupyter.config import settings
@@ -182,7 +182,7 @@ def export(deployment: str, path: str | Path, **filters: Any) -> dict[str, Any]:
     """Write the (filtered) log to a Parquet file for DuckDB, Spark or pandas elsewhere; what was written.
 
     The file holds the DataFrame's columns with their stored types; JSON-text columns stay text, marked in
-    the field metadata (``wolt.json``). Takes :func:`responses`' filters."""
+    the field metadata (``wolt.json``). Takes :func:`read_frame`'s filters."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -209,8 +209,8 @@ def export(deployment: str, path: str | Path, **filters: Any) -> dict[str, Any]:
     }
 
 
-_doc = responses.__doc__ or ""
-responses.__doc__ = _doc.replace("{ACCEPTED}", ACCEPTED_TIMES)
+_doc = read_frame.__doc__ or ""
+read_frame.__doc__ = _doc.replace("{ACCEPTED}", ACCEPTED_TIMES)
 
 
 def revision_list(revision: Revision) -> list[int] | None:
@@ -419,7 +419,7 @@ def _public(table: Any, deployment: str, columns: Sequence[str] | None) -> Any:
 def to_frame(
     table: Any, json_cols: set[str], deployment: str, columns: Sequence[str] | None, pd: Any
 ) -> pd.DataFrame:
-    """The DataFrame :func:`responses` returns: typed columns, JSON text decoded to Python values."""
+    """The DataFrame :func:`read_frame` returns: typed columns, JSON text decoded to Python values."""
     from wolt_jupyter.responses.store import from_json
 
     if table is None:

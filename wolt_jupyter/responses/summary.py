@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wolt_jupyter._display import Card
+
 DISK_WARN_FRACTION = 0.05  # the writer's threshold too: warn before writes fail
 
 
-@dataclass
-class LogSummary:
-    """One deployment's response log at a glance; ``_repr_html_`` is the ``%wolt_responses --info`` card."""
+@dataclass(repr=False)
+class LogSummary(Card, title="Response log", css_class="wolt-response-log-card"):
+    """One deployment's response log at a glance; its card is the ``%wolt_responses --info`` card."""
 
     deployment: str
     url: str
@@ -103,16 +105,6 @@ class LogSummary:
 
     def _title(self) -> str:
         return f"Response log of {self.deployment}"
-
-    def _repr_html_(self) -> str:
-        from wolt_jupyter._display import card_html
-
-        return card_html(self._title(), self._rows(), css_class="wolt-response-log-card")
-
-    def __repr__(self) -> str:
-        from wolt_jupyter._display import card_text
-
-        return card_text(self._title(), self._rows())
 
 
 def summary(deployment: str, url: str | None = None, retention: Any = None) -> LogSummary:

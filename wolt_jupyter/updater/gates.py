@@ -190,10 +190,10 @@ def logged_requests(
 ) -> pd.DataFrame:
     """The last ``requests`` live (not shadow) requests the deployment answered successfully, one row per input
     row, oldest first. ``variant``: only those the champion's variant answered."""
-    from wolt_jupyter.responses import responses
+    from wolt_jupyter.responses import read_frame
 
     # shadow copies share the window: read twice the rows, keep the live ones
-    log = responses(deployment, variant=variant, url=url, limit=2 * requests)
+    log = read_frame(deployment, variant=variant, url=url, limit=2 * requests)
     if log.empty:
         return log
     log = log[~log["shadow"] & (log["status"] == 200)]

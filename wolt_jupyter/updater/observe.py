@@ -107,9 +107,9 @@ def observe(
     url: str | None = None,
 ) -> LiveWindow:
     """The window since ``since`` (epoch seconds: the step's start) read from the deployment's response log."""
-    from wolt_jupyter.responses import responses
+    from wolt_jupyter.responses import read_frame
 
-    log = responses(deployment, since=since, variant=[candidate, champion], url=url)
+    log = read_frame(deployment, since=since, variant=[candidate, champion], url=url)
     return window_from_log(
         log, candidate=candidate, champion=champion, shadow=shadow, live_metric=live_metric
     )

@@ -65,10 +65,10 @@ def champion_health(
     from wolt_jupyter.monitoring.drift import drift_table
     from wolt_jupyter.monitoring.reports import INPUT_PREFIX
     from wolt_jupyter.registry import load_reference
-    from wolt_jupyter.responses import responses
+    from wolt_jupyter.responses import read_frame
     from wolt_jupyter.updater.observe import window_from_log
 
-    log = responses(deployment, since=since, variant=variant)
+    log = read_frame(deployment, since=since, variant=variant)
     if log.empty:
         return ChampionHealth(version, note="no requests in the window")
     log = log[~log["shadow"].astype(bool)]

@@ -38,9 +38,9 @@ class DeploymentActions:
 
     # -- reading what runs ----------------------------------------------------------------------------------
     def _spec(self) -> Any:
-        from wolt_jupyter.deployments import _store
+        from wolt_jupyter.deployments import revision_store
 
-        return _store().spec(self.name)
+        return revision_store().spec(self.name)
 
     def _main(self) -> Any:
         """The champion's variant: the live variant that is not the candidate, with the most traffic."""
@@ -148,7 +148,7 @@ def adopt_deployment(name: str, document: Path) -> bool:
     from wolt_jupyter.revisions import DeploymentRecord
     from wolt_jupyter.spec import DeploymentSpec
 
-    store = deployments._store()
+    store = deployments.revision_store()
     if store.exists(name):
         return False
     doc = yaml.safe_load(Path(document).read_text())
@@ -188,7 +188,7 @@ def serve(
 
     if adopt is not None:
         adopt_deployment(policy.deployment, adopt)
-    deployments._store().record(policy.deployment)  # NotFound: deploy it first
+    deployments.revision_store().record(policy.deployment)  # NotFound: deploy it first
     stop = stop or threading.Event()
     wake = threading.Event()  # set by a registry webhook: poll now
     service = UpdateService(policy, DeploymentActions(policy), retrain_cwd=workdir, **service_options)

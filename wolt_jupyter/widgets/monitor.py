@@ -364,7 +364,7 @@ def monitor(
     if isinstance(source, ResponseLogSource):
         from wolt_jupyter.deployments import flush_log
 
-        flush_log(name)  # the read rule of responses(): what was answered is in the first drawing
+        flush_log(name)  # the read rule of read_responses(): what was answered is in the first drawing
     panel = MonitorPanel(name, source or source_for(), since=since, step=step, refresh=refresh)
     panel.state = deployment_state(name)
     panel.reference = reference_for(name, panel.source)

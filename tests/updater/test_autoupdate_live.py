@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends_support import FEATURES, Load, failures
-from helpers import WebhookReceiver, unique
+from deploy_support import Load, failures
+from helpers import FEATURES, WebhookReceiver, unique
 
 pytestmark = pytest.mark.usefixtures("undeploy_all")
 
@@ -135,7 +135,7 @@ def test_a_worse_version_is_rejected_offline_and_nothing_moves(served) -> None:
 
     name, hook = served
     d = deployments.deploy("upd", model=f"models:/{name}/1")
-    before = (deployments.get("upd").variants, len(deployments._store().revisions("upd")))
+    before = (deployments.get("upd").variants, len(deployments.revision_store().revisions("upd")))
     client().set_registered_model_alias(name, "challenger", "2")
     with Load(d.url, "upd", concurrency=2) as load, Service(_policy(name, hook.url)):
         table = wait_for_final("upd")
@@ -149,7 +149,7 @@ def test_a_worse_version_is_rejected_offline_and_nothing_moves(served) -> None:
     assert rmse["value"] > 10 * max(rmse["baseline"], 1e-6) and rmse["verdict"] == "fail"
     aliases = client().get_registered_model(name).aliases
     assert str(aliases["champion"]) == "1" and str(aliases["challenger"]) == "2"
-    assert (deployments.get("upd").variants, len(deployments._store().revisions("upd"))) == before
+    assert (deployments.get("upd").variants, len(deployments.revision_store().revisions("upd"))) == before
     assert failures(load.outcomes) == [] and all(abs(o.value - 1.2) < 0.7 for o in load.outcomes)
     tags = client().get_model_version(name, "2").tags
     assert tags["wolt.update.action"] == "reject" and "rmse" in tags["wolt.update.reason"], tags
@@ -178,7 +178,7 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
                 items = [{"id": o.id, "ground_truth": round(o.value, 6)} for o in done]
                 send_feedback(d.url, "upd", items)
             variants = [v["name"] for v in deployments.get("upd").variants]
-            history = deployments._store().revisions("upd")
+            history = deployments.revision_store().revisions("upd")
             if len(history) > 1 and "candidate" not in variants:
                 candidate_gone = time.time()
             time.sleep(0.1)
@@ -192,7 +192,7 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
         load.wait_for(n + 60)
     failed = failures(load.outcomes)
     # the candidate's failures, which the runtime retried on the champion: in the response log, not at the client
-    log = deployments.responses("upd", revision="all")
+    log = deployments.read_responses("upd", revision="all")
     attempts = log[(log["variant"] == "candidate") & (log["status"] == 500)]
     assert len(attempts) and attempts["error"].str.startswith("retried on the champion").all()
     first_failure = float(pd.to_datetime(attempts["time"]).min().timestamp())

@@ -63,7 +63,7 @@ def test_panel_deploys_changes_traffic_and_undeploys(shell, registered) -> None:
         yes = panel.confirm_box.children[0]
         assert yes.description == "yes, undeploy eta"
         yes.click()
-        assert panel.deployments == [] and "eta" not in deployments._store().names()
+        assert panel.deployments == [] and "eta" not in deployments.revision_store().names()
     finally:
         with contextlib.suppress(Exception):
             deployments.undeploy("eta")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from backends_support import Load, failures
+from deploy_support import Load, failures
 
 pytestmark = pytest.mark.usefixtures("undeploy_all")
 
@@ -64,7 +64,7 @@ def test_a_new_version_is_replayed_shadowed_canaried_and_promoted(models, wolt_h
     assert actions[-1] == "promote" and "advance" in actions
     steps = set(history["step"])
     assert {"replay", "shadow"} <= steps and any("50" in s for s in steps)
-    revisions = deployments._store().revisions("upd")
+    revisions = deployments.revision_store().revisions("upd")
     assert len(revisions) >= 4  # shadow, canary 50, canary 100, promote: each one an ordinary revision
 
 

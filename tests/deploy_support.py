@@ -1,4 +1,4 @@
-"""Helpers of the deploy tests: the record's pids, the processes serving a deployment, and a load generator
+"""Helpers of the tests that deploy (backends/, updater/): the record's pids, the processes serving a deployment, and a load generator
 that keeps real clients busy while a deployment is changed or killed."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FEATURES = ["f0", "f1", "f2"]
+from helpers import FEATURES
 
 
 def pid_of(home: Path, name: str) -> int:

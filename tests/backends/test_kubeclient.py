@@ -11,14 +11,14 @@ import pytest
 from wolt_jupyter.backends.kubeclient import ClusterError, KubeCluster
 from wolt_jupyter.errors import InvalidArgument, WoltError
 
-from .apiserver import NEVER_READY_LABEL, TestApiServer
-from .manifests import kserve, pod_monitor, runtime, seldon
+from kube.apiserver import NEVER_READY_LABEL, TestApiServer
+from kube.manifests import kserve, pod_monitor, runtime, seldon
 
 NS = "team-a"
 
 
 @pytest.fixture
-def cluster(api_client) -> KubeCluster:
+def kube_cluster(api_client) -> KubeCluster:
     return KubeCluster(api_client=api_client)
 
 
@@ -28,8 +28,8 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     return text
 
 
-def test_apply_runtime_manifests_returns_server_objects(apiserver, cluster):
-    applied = cluster.apply(runtime("eta"), namespace=NS)
+def test_apply_runtime_manifests_returns_server_objects(apiserver, kube_cluster):
+    applied = kube_cluster.apply(runtime("eta"), namespace=NS)
     assert [o["kind"] for o in applied] == ["ConfigMap", "Deployment", "Service"]
     for obj in applied:
         meta = obj["metadata"]
@@ -45,13 +45,13 @@ def test_apply_runtime_manifests_returns_server_objects(apiserver, cluster):
     assert len(patches) == 3 and all("fieldManager=wolt-jupyter" in p and "force=true" in p for p in patches)
 
 
-def test_reapply_is_a_noop_and_a_change_bumps_generation(cluster):
-    first = cluster.apply(runtime("eta"), namespace=NS)
-    again = cluster.apply(runtime("eta"), namespace=NS)
+def test_reapply_is_a_noop_and_a_change_bumps_generation(kube_cluster):
+    first = kube_cluster.apply(runtime("eta"), namespace=NS)
+    again = kube_cluster.apply(runtime("eta"), namespace=NS)
     assert [o["metadata"]["resourceVersion"] for o in again] == [
         o["metadata"]["resourceVersion"] for o in first
     ]
-    changed = cluster.apply(runtime("eta", image="ghcr.io/wolt-jupyter/runtime:0.2.0"), namespace=NS)
+    changed = kube_cluster.apply(runtime("eta", image="ghcr.io/wolt-jupyter/runtime:0.2.0"), namespace=NS)
     dep_before, dep_after = first[1], changed[1]
     assert dep_after["metadata"]["generation"] == dep_before["metadata"]["generation"] + 1
     assert int(dep_after["metadata"]["resourceVersion"]) > int(dep_before["metadata"]["resourceVersion"])
@@ -60,8 +60,8 @@ def test_reapply_is_a_noop_and_a_change_bumps_generation(cluster):
     assert changed[2]["metadata"]["resourceVersion"] == first[2]["metadata"]["resourceVersion"]
 
 
-def test_apply_custom_resources(apiserver, cluster):
-    applied = cluster.apply([seldon("eta"), kserve("eta-ks"), pod_monitor("eta")], namespace=NS)
+def test_apply_custom_resources(apiserver, kube_cluster):
+    applied = kube_cluster.apply([seldon("eta"), kserve("eta-ks"), pod_monitor("eta")], namespace=NS)
     assert [o["kind"] for o in applied] == ["SeldonDeployment", "InferenceService", "PodMonitor"]
     live = apiserver.get_object("machinelearning.seldon.io/v1", "SeldonDeployment", NS, "eta")
     assert [p["traffic"] for p in live["spec"]["predictors"]] == [90, 10]
@@ -69,50 +69,50 @@ def test_apply_custom_resources(apiserver, cluster):
     shrunk = seldon("eta")
     shrunk["spec"]["predictors"] = shrunk["spec"]["predictors"][:1]
     shrunk["spec"]["predictors"][0]["traffic"] = 100
-    [after] = cluster.apply([shrunk], namespace=NS)
+    [after] = kube_cluster.apply([shrunk], namespace=NS)
     assert [p["name"] for p in after["spec"]["predictors"]] == ["main"] and after["metadata"][
         "generation"
     ] == 2
-    assert cluster.get("serving.kserve.io/v1beta1", "InferenceService", "eta-ks", namespace=NS)["spec"][
+    assert kube_cluster.get("serving.kserve.io/v1beta1", "InferenceService", "eta-ks", namespace=NS)["spec"][
         "predictor"
     ]
 
 
-def test_get_list_delete(cluster):
-    cluster.apply([*runtime("eta"), *runtime("other")], namespace=NS)
-    assert cluster.get("apps/v1", "Deployment", "missing", namespace=NS) is None
-    names = [o["metadata"]["name"] for o in cluster.list("apps/v1", "Deployment", namespace=NS)]
+def test_get_list_delete(kube_cluster):
+    kube_cluster.apply([*runtime("eta"), *runtime("other")], namespace=NS)
+    assert kube_cluster.get("apps/v1", "Deployment", "missing", namespace=NS) is None
+    names = [o["metadata"]["name"] for o in kube_cluster.list("apps/v1", "Deployment", namespace=NS)]
     assert names == ["eta", "other"]
-    selected = cluster.list(
+    selected = kube_cluster.list(
         "v1", "ConfigMap", namespace=NS, label_selector="app.kubernetes.io/instance in (eta)"
     )
     assert [(o["kind"], o["metadata"]["name"]) for o in selected] == [("ConfigMap", "eta-spec")]
-    assert cluster.delete("apps/v1", "Deployment", "eta", namespace=NS) is True
-    assert cluster.delete("apps/v1", "Deployment", "eta", namespace=NS) is False
-    assert cluster.get("apps/v1", "Deployment", "eta", namespace=NS) is None
+    assert kube_cluster.delete("apps/v1", "Deployment", "eta", namespace=NS) is True
+    assert kube_cluster.delete("apps/v1", "Deployment", "eta", namespace=NS) is False
+    assert kube_cluster.get("apps/v1", "Deployment", "eta", namespace=NS) is None
 
 
-def test_names_are_checked_before_anything_is_sent(apiserver, cluster):
+def test_names_are_checked_before_anything_is_sent(apiserver, kube_cluster):
     bad = runtime("eta")
     bad[1]["metadata"]["name"] = "Eta_Predictor"
     with pytest.raises(InvalidArgument, match="DNS-1123"):
-        cluster.apply(bad, namespace=NS)
+        kube_cluster.apply(bad, namespace=NS)
     with pytest.raises(InvalidArgument, match="namespace"):
-        cluster.apply(runtime("eta"), namespace="Team A")
+        kube_cluster.apply(runtime("eta"), namespace="Team A")
     with pytest.raises(InvalidArgument, match="apiVersion/kind"):
-        cluster.apply([{"metadata": {"name": "x"}}], namespace=NS)
+        kube_cluster.apply([{"metadata": {"name": "x"}}], namespace=NS)
     assert not [r for r in apiserver.requests if r[0] != "GET"]
 
 
 def test_wait_ready_follows_a_watch_until_the_controller_is_done():
     # steps slow enough that the 1/2 state is still current when the waiter first looks
     with TestApiServer(controller=True, ready_delay=0.3) as server, server.api_client() as api:
-        cluster = KubeCluster(api_client=api)
+        kube_cluster = KubeCluster(api_client=api)
         manifests = [*runtime("eta", replicas=2), seldon("eta-sd"), kserve("eta-ks")]
-        cluster.apply(manifests, namespace=NS)
+        kube_cluster.apply(manifests, namespace=NS)
         progress: list[str] = []
         started = time.monotonic()
-        cluster.wait_ready(manifests, namespace=NS, timeout=10, on_progress=progress.append)
+        kube_cluster.wait_ready(manifests, namespace=NS, timeout=10, on_progress=progress.append)
         assert time.monotonic() - started < 5
         assert "eta: 1/2 ready" in progress and progress.index("eta: 1/2 ready") < progress.index(
             "eta: 2/2 ready"
@@ -125,26 +125,26 @@ def test_wait_ready_follows_a_watch_until_the_controller_is_done():
 
 def test_wait_ready_returns_at_once_when_already_ready():
     with TestApiServer(controller=True, ready_delay=0.01) as server, server.api_client() as api:
-        cluster = KubeCluster(api_client=api)
+        kube_cluster = KubeCluster(api_client=api)
         manifests = runtime("eta", replicas=1)
-        cluster.apply(manifests, namespace=NS)
+        kube_cluster.apply(manifests, namespace=NS)
         time.sleep(0.3)
         before = len(server.requests)
-        cluster.wait_ready(manifests, namespace=NS, timeout=5)
+        kube_cluster.wait_ready(manifests, namespace=NS, timeout=5)
         assert not [p for m, p in server.requests[before:] if "watch=true" in p]
 
 
 def test_wait_ready_times_out_naming_what_is_not_ready_and_why():
     with TestApiServer(controller=True, ready_delay=0.05) as server, server.api_client() as api:
-        cluster = KubeCluster(api_client=api)
+        kube_cluster = KubeCluster(api_client=api)
         manifests = runtime("eta", replicas=2)
         manifests[1]["metadata"]["labels"][NEVER_READY_LABEL] = "true"
         server.never_ready.add("eta-ks")
         manifests.append(kserve("eta-ks"))
-        cluster.apply(manifests, namespace=NS)
+        kube_cluster.apply(manifests, namespace=NS)
         started = time.monotonic()
         with pytest.raises(ClusterError) as err:
-            cluster.wait_ready(manifests, namespace=NS, timeout=1.5)
+            kube_cluster.wait_ready(manifests, namespace=NS, timeout=1.5)
         elapsed = time.monotonic() - started
         assert 1.4 <= elapsed < 4, elapsed
         message = _one_line(err)
@@ -160,38 +160,38 @@ def test_wait_ready_times_out_naming_what_is_not_ready_and_why():
 
 def test_missing_crd_group_is_one_readable_line():
     with TestApiServer(crd_groups=["machinelearning.seldon.io"]) as server, server.api_client() as api:
-        cluster = KubeCluster(api_client=api)
+        kube_cluster = KubeCluster(api_client=api)
         with pytest.raises(ClusterError) as err:
-            cluster.apply([*runtime("eta"), kserve("eta")], namespace=NS)
+            kube_cluster.apply([*runtime("eta"), kserve("eta")], namespace=NS)
         assert _one_line(err) == (
             f"no kind InferenceService in serving.kserve.io/v1beta1 at {server.url}: is KServe installed?"
         )
         assert not [r for r in server.requests if r[0] == "PATCH"]  # nothing half-applied
-        cluster.apply([seldon("eta")], namespace=NS)  # the installed group still works
-        assert cluster.serves("machinelearning.seldon.io/v1", "SeldonDeployment")
-        assert not cluster.serves("serving.kserve.io/v1beta1", "InferenceService")
-        assert not cluster.serves("monitoring.coreos.com/v1", "PodMonitor")
+        kube_cluster.apply([seldon("eta")], namespace=NS)  # the installed group still works
+        assert kube_cluster.serves("machinelearning.seldon.io/v1", "SeldonDeployment")
+        assert not kube_cluster.serves("serving.kserve.io/v1beta1", "InferenceService")
+        assert not kube_cluster.serves("monitoring.coreos.com/v1", "PodMonitor")
 
 
-def test_forbidden_is_one_readable_line(apiserver, cluster):
+def test_forbidden_is_one_readable_line(apiserver, kube_cluster):
     apiserver.forbid("patch", "deployments", NS)
     with pytest.raises(ClusterError) as err:
-        cluster.apply(runtime("eta"), namespace=NS)
+        kube_cluster.apply(runtime("eta"), namespace=NS)
     assert _one_line(err) == (
         "forbidden: serviceaccount default:wolt-jupyter cannot patch deployments.apps in namespace team-a"
     )
 
 
-def test_conflict_without_force_is_one_readable_line(cluster):
-    cluster.apply(runtime("eta"), namespace=NS)
+def test_conflict_without_force_is_one_readable_line(kube_cluster):
+    kube_cluster.apply(runtime("eta"), namespace=NS)
     scaled = runtime("eta", replicas=5)[1:2]
-    cluster.apply(scaled, namespace=NS, field_manager="hpa")
+    kube_cluster.apply(scaled, namespace=NS, field_manager="hpa")
     with pytest.raises(ClusterError) as err:
-        cluster.apply(runtime("eta"), namespace=NS, force=False)
+        kube_cluster.apply(runtime("eta"), namespace=NS, force=False)
     assert _one_line(err) == (
         'conflict: Apply failed with 1 conflict: conflict with "hpa" using apps/v1: .spec.replicas'
     )
-    forced = cluster.apply(runtime("eta"), namespace=NS)
+    forced = kube_cluster.apply(runtime("eta"), namespace=NS)
     assert forced[1]["spec"]["replicas"] == 2
 
 
@@ -201,22 +201,22 @@ def test_unreachable_server_fails_fast_with_one_line():
     # the server is gone: nothing listens on that port any more
     from kubernetes import client
 
-    cluster = KubeCluster(api_client=client.ApiClient(client.Configuration(host=url)))
+    kube_cluster = KubeCluster(api_client=client.ApiClient(client.Configuration(host=url)))
     started = time.monotonic()
     with pytest.raises(ClusterError) as err:
-        cluster.apply(runtime("eta"), namespace=NS)
+        kube_cluster.apply(runtime("eta"), namespace=NS)
     assert time.monotonic() - started < 3
     assert _one_line(err) == f"cannot reach the Kubernetes API at {url}: connection refused"
 
 
-def test_diff_shows_what_would_change(cluster):
+def test_diff_shows_what_would_change(kube_cluster):
     manifests = runtime("eta")
-    new = cluster.diff(manifests, namespace=NS)
+    new = kube_cluster.diff(manifests, namespace=NS)
     assert "+++ applied/Deployment/eta" in new and "--- /dev/null" in new
-    assert cluster.list("apps/v1", "Deployment", namespace=NS) == []  # diff is a dry run
-    cluster.apply(manifests, namespace=NS)
-    assert cluster.diff(manifests, namespace=NS) == ""
-    changed = cluster.diff(runtime("eta", replicas=3, image="runtime:0.2.0"), namespace=NS)
+    assert kube_cluster.list("apps/v1", "Deployment", namespace=NS) == []  # diff is a dry run
+    kube_cluster.apply(manifests, namespace=NS)
+    assert kube_cluster.diff(manifests, namespace=NS) == ""
+    changed = kube_cluster.diff(runtime("eta", replicas=3, image="runtime:0.2.0"), namespace=NS)
     assert "--- live/Deployment/eta" in changed
     assert re.search(r"^-  replicas: 2$", changed, re.M) and re.search(r"^\+  replicas: 3$", changed, re.M)
     assert re.search(r"^\+ +image: runtime:0.2.0$", changed, re.M)
@@ -225,9 +225,9 @@ def test_diff_shows_what_would_change(cluster):
 
 def test_kubeconfig_and_context_are_loaded(apiserver, tmp_path: Path, monkeypatch):
     path = apiserver.write_kubeconfig(tmp_path / "config", context="lab")
-    cluster = KubeCluster(kubeconfig=str(path), context="lab")
-    assert cluster.host == apiserver.url
-    cluster.apply(runtime("eta")[:1], namespace=NS)
+    kube_cluster = KubeCluster(kubeconfig=str(path), context="lab")
+    assert kube_cluster.host == apiserver.url
+    kube_cluster.apply(runtime("eta")[:1], namespace=NS)
     monkeypatch.setenv("KUBECONFIG", str(path))
     assert KubeCluster().get("v1", "ConfigMap", "eta-spec", namespace=NS) is not None
     with pytest.raises(ClusterError) as err:
@@ -255,10 +255,10 @@ def test_import_is_cheap():
 def test_wait_ready_reopens_watches_the_server_ends():
     with TestApiServer(controller=True, ready_delay=0.4) as server, server.api_client() as api:
         server.watch_cap = 0.15  # the server ends each watch early, as real ones do after a while
-        cluster = KubeCluster(api_client=api)
+        kube_cluster = KubeCluster(api_client=api)
         manifests = runtime("eta", replicas=1)
-        cluster.apply(manifests, namespace=NS)
-        cluster.wait_ready(manifests, namespace=NS, timeout=10)
+        kube_cluster.apply(manifests, namespace=NS)
+        kube_cluster.wait_ready(manifests, namespace=NS, timeout=10)
         watches = [p for m, p in server.requests if "watch=true" in p]
         assert len(watches) >= 2
         assert all(re.search(r"resourceVersion=\d+", p) for p in watches)  # each resumes where the last ended
@@ -268,14 +268,14 @@ def test_wait_ready_recovers_from_an_expired_resource_version(apiserver, api_cli
     import threading
 
     apiserver.watch_cap = 0.2
-    cluster = KubeCluster(api_client=api_client)
+    kube_cluster = KubeCluster(api_client=api_client)
     manifests = runtime("eta", replicas=1)[1:2]
-    cluster.apply(manifests, namespace=NS)
+    kube_cluster.apply(manifests, namespace=NS)
     errors: list[BaseException] = []
 
     def wait() -> None:
         try:
-            cluster.wait_ready(manifests, namespace=NS, timeout=10)
+            kube_cluster.wait_ready(manifests, namespace=NS, timeout=10)
         except BaseException as exc:
             errors.append(exc)
 
@@ -285,7 +285,7 @@ def test_wait_ready_recovers_from_an_expired_resource_version(apiserver, api_cli
         if any("watch=true" in p for _, p in apiserver.requests):
             break
         time.sleep(0.05)
-    cluster.apply(runtime("other")[:1], namespace=NS)  # history moves on ...
+    kube_cluster.apply(runtime("other")[:1], namespace=NS)  # history moves on ...
     apiserver.compact()  # ... and is compacted: the waiter's resourceVersion is now too old
     time.sleep(0.6)
     ready = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
@@ -310,10 +310,10 @@ def test_silent_server_times_out_quickly(tmp_path: Path):
             "users: [{name: u, user: {token: t}}]\n"
             "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
         )
-        cluster = KubeCluster(kubeconfig=str(kubeconfig), request_timeout=0.5)
+        kube_cluster = KubeCluster(kubeconfig=str(kubeconfig), request_timeout=0.5)
         started = time.monotonic()
         with pytest.raises(ClusterError) as err:
-            cluster.get("v1", "ConfigMap", "x", namespace=NS)
+            kube_cluster.get("v1", "ConfigMap", "x", namespace=NS)
         assert time.monotonic() - started < 2.5
     assert _one_line(err) == f"cannot reach the Kubernetes API at {url}: timed out"
 
@@ -333,11 +333,11 @@ def test_silent_server_times_out_quickly(tmp_path: Path):
 def test_wait_ready_fails_fast_on_a_failed_rollout(manifest, expected):
     with TestApiServer(controller=True, ready_delay=0.05) as server, server.api_client() as api:
         server.failing.add("eta")
-        cluster = KubeCluster(api_client=api)
-        cluster.apply([manifest], namespace=NS)
+        kube_cluster = KubeCluster(api_client=api)
+        kube_cluster.apply([manifest], namespace=NS)
         started = time.monotonic()
         with pytest.raises(ClusterError) as err:
-            cluster.wait_ready([manifest], namespace=NS, timeout=30)
+            kube_cluster.wait_ready([manifest], namespace=NS, timeout=30)
         assert time.monotonic() - started < 3  # not the 30 s timeout
         assert _one_line(err).startswith(expected)
 
@@ -358,24 +358,26 @@ def test_kubeconfig_credentials_are_sent_and_bad_ones_are_one_line(tmp_path: Pat
 def test_crd_removed_after_discovery_is_the_missing_kind_line():
     """The 404 of a path nobody serves (a Status naming no object) says which operator is missing, by type."""
     with TestApiServer() as server, server.api_client() as api:
-        cluster = KubeCluster(api_client=api)
-        cluster.apply([seldon("eta")], namespace=NS)  # discovery now lists SeldonDeployment
+        kube_cluster = KubeCluster(api_client=api)
+        kube_cluster.apply([seldon("eta")], namespace=NS)  # discovery now lists SeldonDeployment
         server.types = [t for t in server.types if t.group != "machinelearning.seldon.io"]
         with pytest.raises(ClusterError) as err:
-            cluster.apply([seldon("eta")], namespace=NS)
+            kube_cluster.apply([seldon("eta")], namespace=NS)
         assert _one_line(err) == (
             f"no kind SeldonDeployment in machinelearning.seldon.io/v1 at {server.url}: is Seldon Core installed?"
         )
-        assert not cluster.serves("machinelearning.seldon.io/v1", "SeldonDeployment")  # discovery asked again
+        assert not kube_cluster.serves(
+            "machinelearning.seldon.io/v1", "SeldonDeployment"
+        )  # discovery asked again
 
 
 def test_missing_namespace_is_one_line():
     with TestApiServer(strict_namespaces=True) as server, server.api_client() as api:
-        cluster = KubeCluster(api_client=api)
+        kube_cluster = KubeCluster(api_client=api)
         with pytest.raises(ClusterError) as err:
-            cluster.apply(runtime("eta"), namespace="team-b")
+            kube_cluster.apply(runtime("eta"), namespace="team-b")
         assert _one_line(err) == 'not found: namespaces "team-b" not found'
-        cluster.apply(
+        kube_cluster.apply(
             [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}}], namespace="team-b"
         )
-        assert len(cluster.apply(runtime("eta"), namespace="team-b")) == 3
+        assert len(kube_cluster.apply(runtime("eta"), namespace="team-b")) == 3
