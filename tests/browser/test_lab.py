@@ -130,20 +130,35 @@ def test_deployment_view_draws_series_after_traffic(page, lab, screenshots) -> N
     page.screenshot(path=screenshots / "deployment-view.png")
 
 
-def _points(line) -> list[tuple[float, float]]:
-    return [tuple(map(float, p.split(","))) for p in (line.get_attribute("points") or "").split()]
+# one render of a chart, read in one go: the view re-renders at every poll and its time axis moves with it
+CHART_STATE = """figure => {
+  const zero = Number(figure.querySelector('line.wolt-axis').getAttribute('y1'));
+  const marks = {};
+  for (const g of figure.querySelectorAll('.wolt-revision-mark')) {
+    marks[g.dataset.revision] = { x: Number(g.querySelector('line').getAttribute('x1')), cls: g.getAttribute('class') };
+  }
+  const lines = {};
+  for (const l of figure.querySelectorAll('polyline')) {
+    const points = l.getAttribute('points').trim().split(/\\s+/).map(p => p.split(',').map(Number));
+    lines[l.dataset.series] = { points, cls: l.getAttribute('class') };
+  }
+  return { zero, marks, lines };
+}"""
 
 
-def _answered(chart, line) -> list[float]:
-    """The x of each point of a chart's line above zero (buckets where the series answered requests)."""
-    zero = float(chart.locator("line.wolt-axis").first.get_attribute("y1"))  # the x axis is at y(0)
-    return [px for px, y in _points(line) if y < zero - 0.05]
+def _chart(chart) -> dict:
+    return chart.evaluate(CHART_STATE)
 
 
-def _bucket_px(line) -> float:
+def _answered(state: dict, series: str) -> list[float]:
+    """The x of each point of a line above zero (buckets where the series answered requests)."""
+    return [x for x, y in state["lines"][series]["points"] if y < state["zero"] - 0.05]
+
+
+def _bucket_px(state: dict, series: str) -> float:
     """The width of one time bucket on the chart (the median spacing: the window's edges clip theirs): a
     point sits at its bucket's start, up to this before anything that happened inside it."""
-    xs = sorted(px for px, _ in _points(line))
+    xs = sorted(x for x, _ in state["lines"][series]["points"])
     return statistics.median(b - a for a, b in itertools.pairwise(xs)) + 0.5
 
 
@@ -167,16 +182,17 @@ def test_deployment_view_marks_a_redeploy_and_starts_new_series(page, lab, scree
         view.locator(".wolt-view-header .wolt-button").click()
         page.wait_for_timeout(2000)
     # since the last deploy: r3 alone, one series under the variant's own name
-    assert [p.get_attribute("data-series") for p in chart.locator("polyline").all()] == ["main"]
+    state = _chart(chart)
+    assert list(state["lines"]) == ["main"]
     assert view.locator(".wolt-current-revision").get_attribute("data-revision") == "3"
     assert view.locator(".wolt-revision-shown").inner_text() == "showing revision 3 (since the last deploy)"
-    marks = {m.get_attribute("data-revision"): m for m in chart.locator(".wolt-revision-mark").all()}
+    marks = state["marks"]
     assert {"2", "3"} <= set(marks) <= {"1", "2", "3"}  # r1 began a few minutes ago: maybe before the window
-    assert "wolt-revision-mark-same" in marks["2"].get_attribute("class")  # a traffic change: same series
-    assert "wolt-revision-mark-same" not in marks["3"].get_attribute("class")  # a redeploy: new series
-    x = {r: float(m.locator("line").get_attribute("x1")) for r, m in marks.items()}
-    assert x.get("1", 0) < x["2"] < x["3"]
-    assert min(_answered(chart, line)) >= x["3"] - _bucket_px(line)  # r3's requests begin at its mark
+    assert "wolt-revision-mark-same" in marks["2"]["cls"]  # a traffic change: the same series continue
+    assert "wolt-revision-mark-same" not in marks["3"]["cls"]  # a redeploy: new series
+    assert marks.get("1", {"x": 0})["x"] < marks["2"]["x"] < marks["3"]["x"]
+    # r3's requests begin at its mark
+    assert min(_answered(state, "main")) >= marks["3"]["x"] - _bucket_px(state, "main")
     chips = {c.split()[0]: c for c in view.locator(".wolt-revision-chip").all_inner_texts()}
     assert list(chips) == [f"r{r}" for r in sorted(marks)] and "same models" in chips["r2"]
     # the view saw a revision the sidebar's list did not know: both now show what r3 serves
@@ -186,16 +202,17 @@ def test_deployment_view_marks_a_redeploy_and_starts_new_series(page, lab, scree
 
     view.locator(".wolt-revision-select").select_option("all")
     chart.locator('polyline[data-series="main (r3)"]').wait_for(timeout=30_000)
-    series = {p.get_attribute("data-series"): p for p in chart.locator("polyline").all()}
+    state = _chart(chart)
+    series, r3 = state["lines"], state["marks"]["3"]["x"]
     assert set(series) == {"main (r1)", "challenger (r1)", "main (r3)"}
-    assert "wolt-line-earlier" in series["challenger (r1)"].get_attribute("class")  # ended runs are dashed
-    assert "wolt-line-earlier" not in series["main (r3)"].get_attribute("class")
+    assert "wolt-line-earlier" in series["challenger (r1)"]["cls"]  # ended runs are dashed
+    assert "wolt-line-earlier" not in series["main (r3)"]["cls"]
     # a variant keeps its colour in every run, also one the current revision no longer serves
-    stroke = {n: re.search(r"wolt-stroke-\d", line.get_attribute("class"))[0] for n, line in series.items()}
+    stroke = {n: re.search(r"wolt-stroke-\d", line["cls"])[0] for n, line in series.items()}
     assert stroke["main (r1)"] == stroke["main (r3)"] != stroke["challenger (r1)"]
-    before = _answered(chart, series["main (r1)"])
-    assert before and max(before) < x["3"]  # r1's main answered nothing after the redeploy: r3's are apart
-    assert min(_answered(chart, series["main (r3)"])) >= x["3"] - _bucket_px(series["main (r3)"])
+    before = _answered(state, "main (r1)")
+    assert before and max(before) < r3  # r1's main answered nothing after the redeploy: r3's are apart
+    assert min(_answered(state, "main (r3)")) >= r3 - _bucket_px(state, "main (r3)")
     assert view.locator(".wolt-revision-shown").inner_text().startswith("showing every revision")
     assert {row.get_attribute("data-variant") for row in view.locator(".wolt-summary tbody tr").all()} >= {
         "main (r1)",

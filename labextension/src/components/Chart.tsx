@@ -50,10 +50,17 @@ export function LineChart(props: {
   const y = (v: number) => H - PAD.bottom - (v / yMax) * (H - PAD.top - PAD.bottom);
   const clock = (t: number) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   const marks = (props.marks ?? []).filter(m => m.time >= tMin && m.time <= tMax);
-  // labels of marks closer than a label's width go on a second row instead of over each other
-  const labelRow: number[] = [];
-  marks.forEach((m, i) => {
-    labelRow.push(i > 0 && x(m.time) - x(marks[i - 1].time) < 16 && labelRow[i - 1] === 0 ? 1 : 0);
+  // a mark's label sits right of its line (left of it near the right edge), on the first of three rows where
+  // it does not cover a neighbour's label
+  const LABEL_W = 14;
+  const leftOfLine = (m: IRevisionMark) => x(m.time) > W - PAD.right - LABEL_W;
+  const rowEnds = [-Infinity, -Infinity, -Infinity];
+  const labelRow = marks.map(m => {
+    const start = leftOfLine(m) ? x(m.time) - LABEL_W : x(m.time);
+    const free = rowEnds.findIndex(end => start >= end);
+    const row = free >= 0 ? free : rowEnds.indexOf(Math.min(...rowEnds));
+    rowEnds[row] = start + LABEL_W;
+    return row;
   });
   // the newest run is drawn solid, earlier runs dashed: after a redeploy the old line visibly ends
   const runs = columns.map(c => seriesRun(c).run).filter((r): r is number => r !== null);
@@ -92,7 +99,12 @@ export function LineChart(props: {
           >
             <title>{`${m.label} began ${new Date(m.time).toLocaleTimeString()}`}</title>
             <line x1={x(m.time)} y1={PAD.top - 2} x2={x(m.time)} y2={H - PAD.bottom} />
-            <text x={x(m.time) + 2} y={PAD.top - 4 + labelRow[i] * 10} className="wolt-revision-label">
+            <text
+              x={leftOfLine(m) ? x(m.time) - 2 : x(m.time) + 2}
+              textAnchor={leftOfLine(m) ? 'end' : 'start'}
+              y={PAD.top - 4 + labelRow[i] * 9}
+              className="wolt-revision-label"
+            >
               r{m.revision}
             </text>
           </g>
