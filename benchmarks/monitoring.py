@@ -141,7 +141,7 @@ def bench_revisions(url: str, now: float, rounds: int) -> None:
     print("revision-aware (revision='all': a series per revision, the redeploy marked):")
     print(f"  cold refresh: median {statistics.median(cold) * 1000:.0f} ms")
     print(f"  auto-refresh: median {statistics.median(walls) * 1000:.0f} ms")
-    print(f"  series: {', '.join(data.summary.index)}; marks: {[m for _, m in data.revision_marks]}")
+    print(f"  series: {', '.join(data.summary.index)}; marks: {[m.label for m in data.revision_marks]}")
     panel_refresh(source, now, rounds)
 
 

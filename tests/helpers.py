@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from wolt_jupyter.backends.local import free_port  # re-exported for the tests
+from wolt_jupyter.revisions import DeploymentRecord, RevisionStore
+from wolt_jupyter.spec import DeploymentSpec
 
 # settings a developer's own environment might carry into the tests
 ISOLATED_ENV = (
@@ -187,3 +189,61 @@ def read_chunk(data: bytes, columns: list[str] | None = None):
     import pyarrow.parquet as pq
 
     return pq.read_table(pa.BufferReader(data), columns=columns)
+
+
+# -- revisions (issue 13): records as deploys leave them and a response log across a redeploy ---------------
+def record_revisions(home: Path, name: str, models: list[dict[str, str]], current: int | None = None) -> None:
+    """Revision records as deploys leave them: one pinned spec per revision (a variant named ``shadow`` is
+    one), the record at ``current`` (default: the last one added)."""
+    store = RevisionStore(home)
+    added = []
+    for variants in models:
+        spec = DeploymentSpec.from_dict(
+            {
+                "name": name,
+                "variants": [
+                    {
+                        "name": v,
+                        "model": f"models:/{m}",
+                        **({"shadow": True} if v == "shadow" else {"traffic": 100}),
+                    }
+                    for v, m in variants.items()
+                ],
+            }
+        )
+        added.append(store.add_revision(spec))
+    store.save_record(DeploymentRecord(name, "local", revision=current or added[-1]))
+
+
+def write_revised_log(url: str, now: float) -> dict[int, int]:
+    """The response log at ``url`` of 'eta' over the last 5 minutes: revision 1 (main on m/1) 40 requests, then
+    a redeploy — revision 2 (main on m/2, slower) 30 requests — and a traffic change, revision 3 (same
+    models), 20 requests. Each main request has a shadow copy. Returns the live requests per revision."""
+    from wolt_jupyter.responses.store import ensure_schema, insert_rows, make_engine
+
+    plan = [(1, now - 280, 40, "1"), (2, now - 150, 30, "2"), (3, now - 60, 20, "2")]
+    rows = []
+    for revision, start, count, version in plan:
+        for i in range(count):
+            base = {
+                "id": f"r{revision}-{i}",
+                "time": start + 2 * i,
+                "deployment": "eta",
+                "model_name": "eta",
+                "model_version": version,
+                "inputs": '{"f0":[1.0]}',
+                "outputs": f'{{"y":[{revision}.0]}}',
+                "error": None,
+                "revision": revision,
+                "status": 200,
+            }
+            rows.append({**base, "variant": "main", "shadow": False, "latency_ms": 2.0 * revision})
+            rows.append({**base, "time": base["time"] + 0.01, "variant": "shadow", "shadow": True,
+                         "latency_ms": 1.0})  # fmt: skip
+    engine = make_engine(url)
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        insert_rows(conn, rows[: 2 * 50])  # one chunk across the redeploy: its two revisions are decoded
+        insert_rows(conn, rows[2 * 50 :])
+    engine.dispose()
+    return {revision: count for revision, _, count, _ in plan}

@@ -18,7 +18,7 @@ print("PROBE " + json.dumps({
     "sent": {str(k): int(v) for k, v in answers["variant"].value_counts().items()},
     "compared": {str(k): int(v) for k, v in result.table["requests"].items()},
     "panel": {str(k): int(v) for k, v in panels[-1].data.summary["requests"].items()},
-    "marks": [label for _, label in panels[-1].data.revision_marks],
+    "marks": [m.label for m in panels[-1].data.revision_marks],
     "calm": [(r.current_rows, r.drifted) for r in outs if type(r).__name__ == "DriftReport"][0],
 }))
 """

@@ -52,24 +52,15 @@ REVISION_HELP = (
 
 
 def parse_revision(value: str | None) -> Any:
-    """The value of ``--revision`` in every magic that reads the response log: a revision number, several
-    (``3,4``) or ``all``; absent, the analyses' default (the revisions since the last deploy). Anything else is
-    a :class:`UsageError` that shows the forms."""
-    from wolt_jupyter.revisions import SINCE_DEPLOY
+    """The value of ``--revision`` in every magic that reads the response log (:func:`revisions.parse_revision`:
+    a number, several or ``all``; absent, since the last deploy); anything else a :class:`UsageError` that
+    shows the forms."""
+    from wolt_jupyter.revisions import parse_revision as parse
 
-    if value is None:
-        return SINCE_DEPLOY
-    text = value.strip().lower()
-    if text == "all":
-        return "all"
-    parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() for p in parts):
-        raise UsageError(
-            f"--revision takes a revision number (--revision 3), several (--revision 3,4) or all (every "
-            f"revision), not {value!r}; without it the revisions since the last deploy are read"
-        )
-    numbers = [int(p) for p in parts]
-    return numbers[0] if len(numbers) == 1 else numbers
+    try:
+        return parse(value)
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
 
 
 @magics_class

@@ -28,6 +28,26 @@ RECORD = "deployment.json"
 SINCE_DEPLOY = "since-deploy"
 
 
+def parse_revision(value: str | None, example: str = "--revision {}") -> Any:
+    """Which revisions to read, from text (a magic's ``--revision``, the lab view's ``?revision=``): a number,
+    several (``3,4``) or ``all``; absent, :data:`SINCE_DEPLOY`. Anything else is an :class:`InvalidArgument`
+    that shows the forms as ``example`` writes them (``"revision={}"`` for a URL)."""
+    if value is None:
+        return SINCE_DEPLOY
+    text = value.strip().lower()
+    if text == "all":
+        return "all"
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        option = example.format("").strip(" =")
+        raise InvalidArgument(
+            f"{option} takes a revision number ({example.format(3)}), several ({example.format('3,4')}) or "
+            f"all (every revision), not {value!r}; without it the revisions since the last deploy are read"
+        )
+    numbers = [int(p) for p in parts]
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
 def deployments_root(home: Path) -> Path:
     return Path(home) / "deployments"
 

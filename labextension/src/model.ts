@@ -125,8 +125,13 @@ export class WoltModel {
     await this._after(requestAPI<void>(`deployments/${name}`, json('DELETE')));
   }
 
-  metrics(name: string, since: string, step: string): Promise<IMonitorData> {
-    return requestAPI<IMonitorData>(`deployments/${name}/metrics?since=${since}&step=${step}`);
+  /** One refresh of a deployment's series; ``revision`` as the server takes it ('' or absent: since the last deploy). */
+  metrics(name: string, since: string, step: string, revision = ''): Promise<IMonitorData> {
+    const query = new URLSearchParams({ since, step });
+    if (revision) {
+      query.set('revision', revision);
+    }
+    return requestAPI<IMonitorData>(`deployments/${name}/metrics?${query}`);
   }
 
   updates(name: string): Promise<{ deployment: string; decisions: IUpdateDecision[] }> {

@@ -65,6 +65,28 @@ export interface ISeries {
   columns: { [column: string]: (number | null)[] };
 }
 
+/** Where a deployment revision began in the window: its first logged row. */
+export interface IRevisionMark {
+  /** epoch ms */
+  time: number;
+  revision: number;
+  /** ``r3``, or ``r3 (same models)`` for a change that kept the models (its series continue) */
+  label: string;
+}
+
+/** Which revisions a metrics answer read, and which ones the deployment has. */
+export interface IRevisions {
+  /** the ``revision`` parameter as the server read it: "since-deploy", "all", a number or several */
+  asked: string | number | number[];
+  /** false for a source whose series carry no revision (Prometheus): nothing to choose */
+  follows: boolean;
+  /** the revisions read; null: every one */
+  read: number[] | null;
+  /** null once undeployed */
+  current: number | null;
+  known: number[];
+}
+
 export interface IMonitorData {
   deployment: string;
   since: number;
@@ -75,6 +97,8 @@ export interface IMonitorData {
   checked_against: string | null;
   message: string | null;
   shadows: string[];
+  revision_marks: IRevisionMark[];
+  revisions: IRevisions;
   requests: ISeries;
   error_rate: ISeries;
   latency: { [quantile: string]: ISeries };

@@ -1,9 +1,12 @@
 """The lab extension and the notebook widgets in a real browser against a real ``jupyter lab``: the sidebar,
 the deploy dialog (A/B + shadow, then routed over HTTP), a traffic change from the UI, the deployment view's
-charts, and the monitor panel's stop control. The tests run in order and build on each other's deployments."""
+charts and their revision marks after a redeploy, and the monitor panel's stop control. The tests run in order and build on each other's deployments."""
 
 from __future__ import annotations
 
+import itertools
+import re
+import statistics
 import time
 
 import nbformat
@@ -16,9 +19,19 @@ ROWS = pd.DataFrame([[1.0, 2.0, 3.0]] * 40, columns=["f0", "f1", "f2"])
 
 
 def open_sidebar(page) -> object:
+    """The tab toggles the sidebar, and the workspace may restore it open just after a look found it closed
+    (a click then closes it): look again after each click."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     sidebar = page.locator("#wolt-sidebar")
-    if not sidebar.is_visible():  # the workspace may restore it open: a click would close it
+    for _ in range(4):
+        if sidebar.is_visible():
+            break
         page.locator('.jp-SideBar [data-id="wolt-sidebar"]').click()
+        try:
+            sidebar.wait_for(state="visible", timeout=5_000)
+        except PlaywrightTimeout:
+            continue
     sidebar.wait_for(state="visible")
     return sidebar
 
@@ -115,6 +128,97 @@ def test_deployment_view_draws_series_after_traffic(page, lab, screenshots) -> N
     # the timeline reads the update service's history through the server (no service started here)
     view.locator(".wolt-empty", has_text="No decisions yet").wait_for(timeout=30_000)
     page.screenshot(path=screenshots / "deployment-view.png")
+
+
+# one render of a chart, read in one go: the view re-renders at every poll and its time axis moves with it
+CHART_STATE = """figure => {
+  const zero = Number(figure.querySelector('line.wolt-axis').getAttribute('y1'));
+  const marks = {};
+  for (const g of figure.querySelectorAll('.wolt-revision-mark')) {
+    marks[g.dataset.revision] = { x: Number(g.querySelector('line').getAttribute('x1')), cls: g.getAttribute('class') };
+  }
+  const lines = {};
+  for (const l of figure.querySelectorAll('polyline')) {
+    const points = l.getAttribute('points').trim().split(/\\s+/).map(p => p.split(',').map(Number));
+    lines[l.dataset.series] = { points, cls: l.getAttribute('class') };
+  }
+  return { zero, marks, lines };
+}"""
+
+
+def _chart(chart) -> dict:
+    return chart.evaluate(CHART_STATE)
+
+
+def _answered(state: dict, series: str) -> list[float]:
+    """The x of each point of a line above zero (buckets where the series answered requests)."""
+    return [x for x, y in state["lines"][series]["points"] if y < state["zero"] - 0.05]
+
+
+def _bucket_px(state: dict, series: str) -> float:
+    """The width of one time bucket on the chart (the median spacing: the window's edges clip theirs): a
+    point sits at its bucket's start, up to this before anything that happened inside it."""
+    xs = sorted(x for x, _ in state["lines"][series]["points"])
+    return statistics.median(b - a for a, b in itertools.pairwise(xs)) + 0.5
+
+
+def test_deployment_view_marks_a_redeploy_and_starts_new_series(page, lab, screenshots) -> None:
+    """abtest so far: r1 the A/B split (main 70 / challenger 30, shadow), r2 its traffic change (same models).
+    Redeployed with main alone (other models) it is r3: the view shows r3's series by default, marks every
+    revision's start on the time axis (r2 lighter: it only changed traffic), names the current revision, and
+    with "all revisions" draws a series per run that ends or begins at the redeploy."""
+    deployments.deploy("abtest", "models:/eta/1")
+    assert deployments.get("abtest").revision == 3
+    deployments.predict("abtest", ROWS, per_row=True)
+    sidebar = open_sidebar(page)
+    sidebar.locator('.wolt-deployment[data-deployment="abtest"] .wolt-deployment-name').click()
+    view = page.locator(".wolt-deployment-view")
+    view.wait_for()
+    view.locator(".wolt-range").select_option("5m")
+    chart = view.locator('figure[data-chart="requests/s"]')
+    line = chart.locator('polyline[data-series="main"]')
+    deadline = time.monotonic() + 90
+    while line.count() == 0 and time.monotonic() < deadline:  # the runtime writes its log in batches
+        view.locator(".wolt-view-header .wolt-button").click()
+        page.wait_for_timeout(2000)
+    # since the last deploy: r3 alone, one series under the variant's own name
+    state = _chart(chart)
+    assert list(state["lines"]) == ["main"]
+    assert view.locator(".wolt-current-revision").get_attribute("data-revision") == "3"
+    assert view.locator(".wolt-revision-shown").inner_text() == "showing revision 3 (since the last deploy)"
+    marks = state["marks"]
+    assert {"2", "3"} <= set(marks) <= {"1", "2", "3"}  # r1 began a few minutes ago: maybe before the window
+    assert "wolt-revision-mark-same" in marks["2"]["cls"]  # a traffic change: the same series continue
+    assert "wolt-revision-mark-same" not in marks["3"]["cls"]  # a redeploy: new series
+    assert marks.get("1", {"x": 0})["x"] < marks["2"]["x"] < marks["3"]["x"]
+    # r3's requests begin at its mark
+    assert min(_answered(state, "main")) >= marks["3"]["x"] - _bucket_px(state, "main")
+    chips = {c.split()[0]: c for c in view.locator(".wolt-revision-chip").all_inner_texts()}
+    assert list(chips) == [f"r{r}" for r in sorted(marks)] and "same models" in chips["r2"]
+    # the view saw a revision the sidebar's list did not know: both now show what r3 serves
+    view.locator('.wolt-traffic-segment[data-variant="main"][style="width: 100%;"]').wait_for(timeout=30_000)
+    sidebar.locator('.wolt-deployment[data-deployment="abtest"] .wolt-meta', has_text="rev 3").wait_for()
+    page.screenshot(path=screenshots / "deployment-view-redeploy.png")
+
+    view.locator(".wolt-revision-select").select_option("all")
+    chart.locator('polyline[data-series="main (r3)"]').wait_for(timeout=30_000)
+    state = _chart(chart)
+    series, r3 = state["lines"], state["marks"]["3"]["x"]
+    assert set(series) == {"main (r1)", "challenger (r1)", "main (r3)"}
+    assert "wolt-line-earlier" in series["challenger (r1)"]["cls"]  # ended runs are dashed
+    assert "wolt-line-earlier" not in series["main (r3)"]["cls"]
+    # a variant keeps its colour in every run, also one the current revision no longer serves
+    stroke = {n: re.search(r"wolt-stroke-\d", line["cls"])[0] for n, line in series.items()}
+    assert stroke["main (r1)"] == stroke["main (r3)"] != stroke["challenger (r1)"]
+    before = _answered(state, "main (r1)")
+    assert before and max(before) < r3  # r1's main answered nothing after the redeploy: r3's are apart
+    assert min(_answered(state, "main (r3)")) >= r3 - _bucket_px(state, "main (r3)")
+    assert view.locator(".wolt-revision-shown").inner_text().startswith("showing every revision")
+    assert {row.get_attribute("data-variant") for row in view.locator(".wolt-summary tbody tr").all()} >= {
+        "main (r1)",
+        "main (r3)",
+    }
+    page.screenshot(path=screenshots / "deployment-view-all-revisions.png")
 
 
 def _notebook(lab, name: str, cells: list[str]) -> None:

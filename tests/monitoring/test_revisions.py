@@ -21,6 +21,8 @@ from wolt_jupyter.revisions import SINCE_DEPLOY, DeploymentRecord, RevisionStore
 from wolt_jupyter.spec import DeploymentSpec
 from wolt_jupyter.widgets.monitor import monitor
 
+from helpers import record_revisions, write_revised_log
+
 FEATURES = ["f0", "f1", "f2"]
 
 
@@ -37,7 +39,7 @@ def test_parse_revision_forms() -> None:
 
 @pytest.mark.parametrize("magic", ["wolt_monitor", "wolt_compare", "wolt_drift", "wolt_responses"])
 def test_every_magic_rejects_a_bad_revision_with_the_fix(shell, wolt_home: Path, magic: str) -> None:
-    _record(wolt_home, "eta", [{"main": "eta/1"}, {"main": "eta/2"}])
+    record_revisions(wolt_home, "eta", [{"main": "eta/1"}, {"main": "eta/2"}])
     with pytest.raises(UsageError, match=r"several .--revision 3,4. or all"):
         shell.run_line_magic(magic, "eta --revision latest")
     # a number the deployment never had names the ones it has
@@ -50,7 +52,7 @@ def test_revisions_for_resolves_the_default_and_checks_numbers(wolt_home: Path) 
     from wolt_jupyter.errors import InvalidArgument
 
     # r1 A; r2 B; r3 B with other traffic (same models); undeployed at r3; r4 B again: a new run
-    _record(wolt_home, "eta", [{"main": "m/1"}, {"main": "m/2"}, {"main": "m/2"}])
+    record_revisions(wolt_home, "eta", [{"main": "m/1"}, {"main": "m/2"}, {"main": "m/2"}])
     store = RevisionStore(wolt_home)
     assert revisions_for("eta") == [2, 3] and revisions_for("eta", "all") is None
     assert revisions_for("eta", 1) == [1] and revisions_for("eta", [3, 1]) == [1, 3]
@@ -68,70 +70,13 @@ def test_revisions_for_resolves_the_default_and_checks_numbers(wolt_home: Path) 
 
 
 # -- the panel ------------------------------------------------------------------------------------------------
-def _record(home: Path, name: str, models: list[dict[str, str]], current: int | None = None) -> None:
-    """Revision records as deploys leave them: one pinned spec per revision (a variant named ``shadow`` is
-    one), the record at ``current`` (default: the last one added)."""
-    store = RevisionStore(home)
-    added = []
-    for variants in models:
-        spec = DeploymentSpec.from_dict(
-            {
-                "name": name,
-                "variants": [
-                    {
-                        "name": v,
-                        "model": f"models:/{m}",
-                        **({"shadow": True} if v == "shadow" else {"traffic": 100}),
-                    }
-                    for v, m in variants.items()
-                ],
-            }
-        )
-        added.append(store.add_revision(spec))
-    store.save_record(DeploymentRecord(name, "local", revision=current or added[-1]))
-
-
-def _log(url: str, now: float) -> dict[int, int]:
-    """'eta' over the last 5 minutes: revision 1 (main on m/1) 40 requests, then a redeploy — revision 2
-    (main on m/2, slower) 30 requests — and a traffic change, revision 3 (same models), 20 requests. Each
-    main request has a shadow copy. Returns the live requests per revision."""
-    from wolt_jupyter.responses.store import ensure_schema, insert_rows, make_engine
-
-    plan = [(1, now - 280, 40, "1"), (2, now - 150, 30, "2"), (3, now - 60, 20, "2")]
-    rows = []
-    for revision, start, count, version in plan:
-        for i in range(count):
-            base = {
-                "id": f"r{revision}-{i}",
-                "time": start + 2 * i,
-                "deployment": "eta",
-                "model_name": "eta",
-                "model_version": version,
-                "inputs": '{"f0":[1.0]}',
-                "outputs": f'{{"y":[{revision}.0]}}',
-                "error": None,
-                "revision": revision,
-                "status": 200,
-            }
-            rows.append({**base, "variant": "main", "shadow": False, "latency_ms": 2.0 * revision})
-            rows.append({**base, "time": base["time"] + 0.01, "variant": "shadow", "shadow": True,
-                         "latency_ms": 1.0})  # fmt: skip
-    engine = make_engine(url)
-    ensure_schema(engine)
-    with engine.begin() as conn:
-        insert_rows(conn, rows[: 2 * 50])  # one chunk across the redeploy: its two revisions are decoded
-        insert_rows(conn, rows[2 * 50 :])
-    engine.dispose()
-    return {revision: count for revision, _, count, _ in plan}
-
-
 @pytest.fixture
 def revised(tmp_path: Path, wolt_home: Path) -> tuple[str, dict[int, int], float]:
-    _record(wolt_home, "eta", [{"main": "m/1", "shadow": "m/1"}, {"main": "m/2", "shadow": "m/1"},
+    record_revisions(wolt_home, "eta", [{"main": "m/1", "shadow": "m/1"}, {"main": "m/2", "shadow": "m/1"},
                                {"main": "m/2", "shadow": "m/1"}])  # fmt: skip
     url = f"sqlite:///{tmp_path / 'eta.db'}"
     now = time.time()
-    return url, _log(url, now), now
+    return url, write_revised_log(url, now), now
 
 
 @pytest.mark.parametrize("step", ["30s", "0.5s"])  # from the per-second rollup; finer: from the log's rows
@@ -145,8 +90,8 @@ def test_panel_default_shows_the_run_since_the_last_deploy(revised, step: str) -
         assert list(s.index) == ["main", "shadow"]
         assert s.loc["main", "requests"] == sent[2] + sent[3] == s.loc["shadow", "requests"]
         assert s.loc["main", "p50"] == pytest.approx(0.004, rel=0.2)  # revision 2's latency, not r1's 2 ms
-        assert [label for _, label in panel.data.revision_marks] == ["r1", "r2", "r3 (same models)"]
-        assert panel.data.revision_marks[1][0] == pytest.approx(now - 150, abs=0.01)
+        assert [m.label for m in panel.data.revision_marks] == ["r1", "r2", "r3 (same models)"]
+        assert panel.data.revision_marks[1].time == pytest.approx(now - 150, abs=0.01)
         assert "revisions 2-3" in panel.data.source and panel.message is None
     finally:
         panel.close()
@@ -190,7 +135,7 @@ def test_panel_one_revision_and_an_empty_one(revised, wolt_home: Path) -> None:
     panel = monitor("eta", since="15m", step="30s", refresh=0, source=ResponseLogSource(url))
     try:
         assert panel.data.summary.loc["main", "requests"] == sent[2] + sent[3]
-        _record(wolt_home, "eta", [{"main": "eta/3"}])
+        record_revisions(wolt_home, "eta", [{"main": "eta/3"}])
         assert panel.refresh() is not None and panel.data.empty
         assert panel.message == "no requests of revision 4 logged for 'eta' in this window"
     finally:
@@ -208,7 +153,7 @@ def test_prometheus_panel_refuses_a_revision(wolt_home: Path) -> None:
     from wolt_jupyter.errors import InvalidArgument
     from wolt_jupyter.monitoring.prometheus import PrometheusSource
 
-    _record(wolt_home, "eta", [{"main": "m/1"}])
+    record_revisions(wolt_home, "eta", [{"main": "m/1"}])
     with pytest.raises(InvalidArgument, match="needs the response log"):
         monitor("eta", refresh=0, source=PrometheusSource("http://127.0.0.1:9"), revision=1)
 

@@ -7,12 +7,16 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from wolt_jupyter.server import handlers
+
+from helpers import record_revisions, write_revised_log
 
 API = "wolt-jupyter/api"
 OPENAPI = Path(handlers.__file__).with_name("openapi.yaml")
@@ -162,6 +166,56 @@ async def test_deploy_change_monitor_and_remove_a_live_deployment(jp_fetch, regi
     finally:
         with contextlib.suppress(Exception):
             deployments.undeploy("eta")
+
+
+async def test_metrics_follow_the_revision_and_mark_each_redeploy(jp_fetch, wolt_home) -> None:
+    """The lab view's series come from the notebook panel's revision rule: since the last deploy by default
+    (a traffic change continues the run), a series per run with ``revision=all``, and every revision's start
+    as a mark with its time and number."""
+    from wolt_jupyter.responses.store import default_store_url
+
+    record_revisions(wolt_home, "eta", [{"main": "m/1", "shadow": "m/1"}, {"main": "m/2", "shadow": "m/1"},
+                                        {"main": "m/2", "shadow": "m/1"}])  # fmt: skip
+    now = time.time()
+    sent = write_revised_log(default_store_url("eta", wolt_home), now)
+
+    code, data = await call(jp_fetch, "deployments", "eta", "metrics", since="15m", step="30s")
+    assert code == 200, data
+    marks = data["revision_marks"]
+    assert [(m["revision"], m["label"]) for m in marks] == [(1, "r1"), (2, "r2"), (3, "r3 (same models)")]
+    assert [m["time"] / 1000 for m in marks] == pytest.approx([now - 280, now - 150, now - 60], abs=0.01)
+    assert data["revisions"] == {"asked": "since-deploy", "follows": True, "read": [2, 3], "current": 3,
+                                 "known": [1, 2, 3]}  # fmt: skip
+    summary = {row["variant"]: row for row in data["summary"]}
+    assert set(summary) == {"main", "shadow"} and summary["main"]["requests"] == sent[2] + sent[3]
+    assert "revisions 2-3" in data["source"]
+
+    code, every = await call(
+        jp_fetch, "deployments", "eta", "metrics", since="15m", step="30s", revision="all"
+    )
+    assert code == 200 and every["revisions"]["read"] is None and every["revision_marks"] == marks
+    columns, times = every["requests"]["columns"], every["requests"]["time"]
+    assert set(columns) == {"main (r1)", "main (r2)"}  # live requests; shadows have their own summary rows
+    assert {row["variant"] for row in every["summary"]} == {
+        "main (r1)",
+        "main (r2)",
+        "shadow (r1)",
+        "shadow (r2)",
+    }
+    r2_start = marks[1]["time"]
+    # a series per run: r1's line ends at the redeploy, r2's begins there (30 s buckets around the mark)
+    assert all(not v for t, v in zip(times, columns["main (r1)"], strict=True) if t > r2_start + 30_000)
+    assert all(not v for t, v in zip(times, columns["main (r2)"], strict=True) if t < r2_start - 30_000)
+    assert {row["variant"]: row["requests"] for row in every["summary"]}["main (r1)"] == sent[1]
+
+    code, one = await call(jp_fetch, "deployments", "eta", "metrics", since="15m", step="30s", revision="1")
+    assert code == 200 and one["revisions"]["read"] == [1]
+    assert {row["variant"]: row["requests"] for row in one["summary"]}["main"] == sent[1]
+
+    code, bad = await call(jp_fetch, "deployments", "eta", "metrics", revision="latest")
+    assert code == 400 and "revision=3" in bad["error"] and "latest" in bad["error"]
+    code, bad = await call(jp_fetch, "deployments", "eta", "metrics", revision="7")
+    assert code == 400 and "has no revision 7; its revisions: 1-3" in bad["error"]
 
 
 # (method, path, body, status, a word the message must contain): one server for all, it takes seconds to start

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from wolt_jupyter.errors import SourceError as SourceError  # re-exported: defined in the one error tree
 
@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 SUMMARY_COLUMNS = ("shadow", "requests", "share", "error_rate", "p50", "p95", "p99", "agreement")
 HEALTH_COLUMNS = ("queued", "written", "dropped")
+
+
+class RevisionMark(NamedTuple):
+    """Where a deployment revision began in a window: its first logged row (epoch seconds), its number, and
+    the label the charts print (``r3``, ``r3 (same models)`` for a change that kept the models)."""
+
+    time: float
+    label: str
+    revision: int
 
 
 @dataclass
@@ -52,8 +61,8 @@ class MonitorData:
     log_health: pd.DataFrame
     summary: pd.DataFrame
     shadows: tuple[str, ...] = ()
-    #: (epoch seconds, label) where a deployment revision began in the window (a revision-aware source)
-    revision_marks: tuple[tuple[float, str], ...] = ()
+    #: where each deployment revision began in the window (a revision-aware source), oldest first
+    revision_marks: tuple[RevisionMark, ...] = ()
     message: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     #: the source this one was checked against (the response log, for Prometheus), and whether they disagree

@@ -133,12 +133,12 @@ def render(data: MonitorData, *, width: float = 11.0, height: float = 9.0) -> Fi
 
 def _revision_marks(ax: Any, data: MonitorData, *, label: bool) -> None:
     """A vertical line where each revision began (a redeploy starts new series there); named on one plot."""
-    for t, text in data.revision_marks:
-        x = _naive(t)
+    for mark in data.revision_marks:
+        x = _naive(mark.time)
         ax.axvline(x, color="0.35", linestyle="-.", linewidth=1.0, zorder=0)
         if label:
             ax.annotate(
-                text, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                mark.label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
                 textcoords="offset points", fontsize=7, va="top", color="0.25",
             )  # fmt: skip
 

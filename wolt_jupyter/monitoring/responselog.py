@@ -28,6 +28,7 @@ from wolt_jupyter.monitoring.data import (
     SUMMARY_COLUMNS,
     MetricSource,
     MonitorData,
+    RevisionMark,
     SourceError,
     frame,
     time_index,
@@ -413,13 +414,13 @@ def _series(
 
 def _marks(
     spans: dict[int, tuple[float, float]], runs: dict[int, int], since: float, until: float
-) -> tuple[tuple[float, str], ...]:
-    """(time, label) of every revision that began inside the window: where its first row was logged."""
+) -> tuple[RevisionMark, ...]:
+    """Every revision that began inside the window, marked where its first row was logged."""
     out = []
     for rev, (first, _last) in sorted(spans.items(), key=lambda kv: kv[1][0]):
         if since <= first < until:
             same = runs.get(rev, rev) != rev
-            out.append((first, f"r{rev}" + (" (same models)" if same else "")))
+            out.append(RevisionMark(first, f"r{rev}" + (" (same models)" if same else ""), rev))
     return tuple(out)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "deployment_state",
     "label_value",
     "parse_duration",
+    "reading_revisions",
     "require_known",
     "source_for",
 ]
@@ -48,6 +49,25 @@ def source_for(settings: Settings | None = None) -> MetricSource:
     if settings.prometheus_url:
         return PrometheusSource(settings.prometheus_url)
     return ResponseLogSource(settings.response_store_url)
+
+
+def reading_revisions(source: MetricSource, name: str, revision: Any) -> MetricSource:
+    """``source`` set to read ``revision`` (as ``deployments.revisions_for`` takes it), checked now: a wrong
+    number is an error, not a message at every refresh. The notebook panel and the lab view both read so.
+    Only the response log knows revisions: Prometheus's series carry none."""
+    from wolt_jupyter.deployments import revisions_for
+    from wolt_jupyter.revisions import SINCE_DEPLOY
+
+    revisions_for(name, revision)
+    if isinstance(source, ResponseLogSource):
+        if source.revision is None:  # a source made without a choice takes the caller's
+            source.revision = revision
+    elif not (isinstance(revision, str) and revision == SINCE_DEPLOY):
+        raise InvalidArgument(
+            f"revision={revision!r} needs the response log: {source.name}'s series carry no revision "
+            "(unset WOLT_PROMETHEUS_URL to read the log)"
+        )
+    return source
 
 
 def parse_duration(value: Any, name: str) -> float:

@@ -235,27 +235,61 @@ class RollbackHandler(WoltHandler):
 
 
 # -- monitoring ------------------------------------------------------------------------------------------------
-def _snapshot(name: str, since: str, step: str) -> dict[str, Any]:
-    from wolt_jupyter.monitoring.sources import deployment_state, parse_duration, require_known, source_for
+def _snapshot(name: str, since: str, step: str, revision_text: str | None) -> dict[str, Any]:
+    """One refresh of the lab's deployment view: the notebook panel's series (the same source, revision
+    choice and cross-check as ``monitor()``), the revision marks, and which revisions were read."""
+    from wolt_jupyter.monitoring.crosscheck import checked_snapshot, reference_for
+    from wolt_jupyter.monitoring.sources import (
+        deployment_state,
+        parse_duration,
+        reading_revisions,
+        require_known,
+        source_for,
+    )
+    from wolt_jupyter.revisions import parse_revision
 
     window, resolution = parse_duration(since, "since"), parse_duration(step, "step")
+    revision = parse_revision(revision_text, "revision={}")
     state = deployment_state(name)
-    from wolt_jupyter.monitoring.crosscheck import checked_snapshot, reference_for
-
     source = source_for()
-    reference = reference_for(name, source)
+    reference = None
     try:
+        reading_revisions(source, name, revision)
+        reference = reference_for(name, source)
         until = time.time()
-        step = max(resolution, window / 720)
         data = checked_snapshot(
-            source, name, since=until - window, until=until, step=step, reference=reference
+            source,
+            name,
+            since=until - window,
+            until=until,
+            step=max(resolution, window / 720),
+            reference=reference,
         )
     finally:
         source.close()
         if reference is not None:
             reference.close()
     require_known(name, state, data)
-    return serialize.monitor_data(data)
+    return {**serialize.monitor_data(data), "revisions": _revisions(name, revision, source)}
+
+
+def _revisions(name: str, asked: Any, source: Any) -> dict[str, Any]:
+    """What the view's revision selector needs: what was asked, the revisions read (None: every one, or a
+    revision-blind source), the current one and every stored one."""
+    from wolt_jupyter.config import settings
+    from wolt_jupyter.deployments import revisions_for
+    from wolt_jupyter.monitoring.responselog import ResponseLogSource
+    from wolt_jupyter.revisions import RevisionStore
+
+    store = RevisionStore(settings().home)
+    follows = isinstance(source, ResponseLogSource)
+    return {
+        "asked": asked,
+        "follows": follows,
+        "read": revisions_for(name, asked) if follows else None,
+        "current": store.record(name).revision if store.exists(name) else None,
+        "known": store.revisions(name),
+    }
 
 
 class MetricsHandler(WoltHandler):
@@ -263,7 +297,8 @@ class MetricsHandler(WoltHandler):
     async def get(self, name: str) -> None:
         since = self.get_query_argument("since", "30m")
         step = self.get_query_argument("step", "15s")
-        self.answer(await self.call(_snapshot, name, since, step))
+        revision = self.get_query_argument("revision", None)
+        self.answer(await self.call(_snapshot, name, since, step, revision))
 
 
 # -- the automatic update service ------------------------------------------------------------------------------

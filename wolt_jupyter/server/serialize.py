@@ -79,6 +79,10 @@ def monitor_data(data: MonitorData) -> dict[str, Any]:
         "checked_against": data.checked_against,
         "message": data.message,
         "shadows": list(data.shadows),
+        "revision_marks": [
+            {"time": int(m.time * 1000), "revision": m.revision, "label": m.label}
+            for m in data.revision_marks
+        ],
         "requests": _series(data.requests),
         "error_rate": _series(data.error_rate),
         "latency": {q: _series(df) for q, df in data.latency.items()},

@@ -358,9 +358,9 @@ def monitor(
     source has no data for raises :class:`NotFound`."""
     from wolt_jupyter.monitoring.crosscheck import reference_for
     from wolt_jupyter.monitoring.responselog import ResponseLogSource
-    from wolt_jupyter.monitoring.sources import source_for
+    from wolt_jupyter.monitoring.sources import reading_revisions, source_for
 
-    source = _reading_revisions(source or source_for(), name, revision)
+    source = reading_revisions(source or source_for(), name, revision)
     if isinstance(source, ResponseLogSource):
         from wolt_jupyter.deployments import flush_log
 
@@ -383,21 +383,3 @@ def monitor(
     if panel.running:  # say so in the header at once
         panel.header.value = panel.header.value + html.escape(f", every {panel.refresh_s:g}s")
     return panel
-
-
-def _reading_revisions(source: MetricSource, name: str, revision: Any) -> MetricSource:
-    """``source`` set to read ``revision`` (checked now: a wrong number is an error, not a message at every
-    refresh). Only the response log knows revisions: Prometheus's series carry none."""
-    from wolt_jupyter.deployments import revisions_for
-    from wolt_jupyter.monitoring.responselog import ResponseLogSource
-
-    revisions_for(name, revision)
-    if isinstance(source, ResponseLogSource):
-        if source.revision is None:  # a source made without a choice takes the panel's
-            source.revision = revision
-    elif not (isinstance(revision, str) and revision == SINCE_DEPLOY):
-        raise InvalidArgument(
-            f"revision={revision!r} needs the response log: {source.name}'s series carry no revision "
-            "(unset WOLT_PROMETHEUS_URL to read the log)"
-        )
-    return source

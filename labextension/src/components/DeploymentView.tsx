@@ -1,6 +1,10 @@
 /**
  * The main-area view of one deployment: live charts per variant from the server API (never a kernel), the
  * summary table, and the automatic update service's rollout timeline. Refreshes only while visible.
+ *
+ * The charts follow the deployment revision as the notebook panel does: by default the revisions since the
+ * last deploy (so a redeploy under the same name starts new series at the next refresh), or every revision
+ * as a series per run, each revision's start marked on the time axis.
  */
 import { Notification } from '@jupyterlab/apputils';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
@@ -11,7 +15,8 @@ import React from 'react';
 import { WoltModel } from '../model';
 import { ApiError } from '../request';
 import { IDeployment, IMonitorData, IUpdateDecision } from '../tokens';
-import { LineChart } from './Chart';
+import { LineChart, seriesRun } from './Chart';
+import { RevisionLine, RevisionSelect, SINCE_DEPLOY } from './Revisions';
 import { TrafficBar } from './TrafficBar';
 
 const RANGES = ['5m', '15m', '30m', '1h', '6h', '24h'];
@@ -29,6 +34,8 @@ export class DeploymentView extends ReactWidget {
   }
 
   range = '15m';
+  /** the server's ``revision`` parameter: SINCE_DEPLOY (its default), 'all' or a number */
+  revision = SINCE_DEPLOY;
   data: IMonitorData | null = null;
   error: string | null = null;
   decisions: IUpdateDecision[] | null = null;
@@ -37,8 +44,9 @@ export class DeploymentView extends ReactWidget {
   async refresh(): Promise<void> {
     const step = this.range === '5m' || this.range === '15m' ? '5s' : '15s';
     try {
-      this.data = await this.model.metrics(this.name, this.range, step);
+      this.data = await this.model.metrics(this.name, this.range, step, this.revision);
       this.error = null;
+      this._followRevision(this.data.revisions.current);
     } catch (error: any) {
       this.error = error.message;
     }
@@ -52,6 +60,15 @@ export class DeploymentView extends ReactWidget {
       this.updatesNote = error instanceof ApiError && error.status === 501 ? error.message : `updates: ${error.message}`;
     }
     this._changed.emit();
+  }
+
+  /** A revision the sidebar's list does not know yet (a redeploy from a notebook): refresh the list, so the
+   * traffic bar here and the sidebar show the variants the new revision serves. */
+  private _followRevision(current: number | null): void {
+    const listed = this.model.deployments.find(d => d.name === this.name);
+    if (current !== null && listed && listed.revision !== current && !this.model.loading) {
+      void this.model.refresh().then(() => this._changed.emit());
+    }
   }
 
   /** Promote and roll-back decisions of the update service also as notifications (once each). */
@@ -110,14 +127,26 @@ const pct = (v: number) => `${(v * 100).toPrecision(3)}%`;
 
 function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDeployment }): JSX.Element {
   const data = view.data;
-  const names = deployment?.variants.map(v => v.name) ?? data?.summary.map(s => String(s.variant)) ?? [];
+  // colours by variant: the current revision's first, then those only earlier revisions served (``challenger (r1)``)
+  const names = [
+    ...new Set([
+      ...(deployment?.variants.map(v => v.name) ?? []),
+      ...(data?.summary.map(s => seriesRun(String(s.variant)).variant) ?? [])
+    ])
+  ];
+  // the metrics answer is read at every refresh of this view, the sidebar's list only while it polls
+  const current = data?.revisions.current ?? deployment?.revision ?? null;
+  const time = data ? { window: [data.since, data.until] as [number, number], marks: data.revision_marks } : {};
   return (
     <div className="wolt-view">
       <div className="wolt-view-header">
         <h2>{view.name}</h2>
         {deployment && (
           <span className="wolt-meta">
-            <span className={`wolt-status wolt-status-${deployment.status}`}>{deployment.status}</span> {deployment.target} · revision {deployment.revision}
+            <span className={`wolt-status wolt-status-${deployment.status}`}>{deployment.status}</span> {deployment.target} ·{' '}
+            <span className="wolt-current-revision" data-revision={current ?? ''}>
+              revision {current ?? '–'}
+            </span>
             {deployment.url ? ` · ${deployment.url}` : ''}
           </span>
         )}
@@ -133,6 +162,14 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
             <option key={r}>{r}</option>
           ))}
         </select>
+        <RevisionSelect
+          value={view.revision}
+          revisions={data?.revisions ?? null}
+          onChange={value => {
+            view.revision = value;
+            void view.refresh();
+          }}
+        />
         <button className="wolt-button" onClick={() => void view.refresh()}>
           ↻
         </button>
@@ -142,13 +179,14 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
       {data?.message && <div className="wolt-message">{data.message}</div>}
       {data && (
         <>
+          <RevisionLine revisions={data.revisions} marks={data.revision_marks} />
           <div className="wolt-charts">
-            <LineChart title="requests/s" series={data.requests} names={names} />
-            <LineChart title="error rate" series={data.error_rate} names={names} format={pct} />
+            <LineChart title="requests/s" series={data.requests} names={names} {...time} />
+            <LineChart title="error rate" series={data.error_rate} names={names} format={pct} {...time} />
             {Object.entries(data.latency).map(([q, s]) => (
-              <LineChart key={q} title={`latency ${q}`} series={s} names={names} format={ms} />
+              <LineChart key={q} title={`latency ${q}`} series={s} names={names} format={ms} {...time} />
             ))}
-            <LineChart title="shadow agreement" series={data.agreement} names={names} format={pct} />
+            <LineChart title="shadow agreement" series={data.agreement} names={names} format={pct} {...time} />
           </div>
           <Summary data={data} />
           <div className="wolt-meta">
