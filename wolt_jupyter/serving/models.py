@@ -554,16 +554,30 @@ def load(variant: str, uri: str, cache_dir: Path | None = None) -> ModelAdapter:
     With ``cache_dir``, a pinned ``models:/NAME/VERSION`` is downloaded there once and loaded from there ever
     after: a version's artifacts never change, and a restart then touches neither the registry nor the
     artifact store (which is what made a restart after a crash take seconds)."""
-    import mlflow.pyfunc
-
     # sklearn warns on every array predict for a model fitted on a DataFrame: silence it once, process-wide.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     t0 = time.perf_counter()
+    where = str(_cached(uri, cache_dir)) if cache_dir else uri
+    direct = _load_direct(where)
+    if direct is not None:
+        adapter = ModelAdapter(variant, uri, direct, time.perf_counter() - t0)
+        if adapter._fast is not None:  # every request takes the array path: the same as MLflow's model
+            return adapter
+        log.info("variant %s: %s needs MLflow's loader (its array predict differs)", variant, uri)
+    import mlflow.pyfunc
+
     # suppress_warnings skips MLflow's pip-requirements comparison: it only warns, and costs ~1 s per load
-    model = mlflow.pyfunc.load_model(
-        str(_cached(uri, cache_dir)) if cache_dir else uri, suppress_warnings=True
-    )
+    model = mlflow.pyfunc.load_model(where, suppress_warnings=True)
     return ModelAdapter(variant, uri, model, time.perf_counter() - t0)
+
+
+def _load_direct(where: str) -> Any:
+    """A scikit-learn model loaded without importing MLflow (:mod:`wolt_jupyter.serving.flavors`), or None."""
+    if "://" in where or where.startswith("models:/") or not os.path.isdir(where):
+        return None
+    from wolt_jupyter.serving.flavors import load_direct
+
+    return load_direct(Path(where))
 
 
 def model_cache_dir(state_dir: Path, deployment: str) -> Path:
@@ -578,14 +592,34 @@ def prefetch(uri: str, cache_dir: Path) -> None:
     _cached(uri, cache_dir)
 
 
-def _cached(uri: str, cache_dir: Path) -> Path | str:
-    """The local copy of a pinned version's artifacts (downloaded on first use); other URIs as they are."""
+def known_to_need_mlflow(uri: str, cache_dir: Path) -> bool:
+    """Whether the model of ``uri``, already on disk (in ``cache_dir`` or a local path), is one :func:`load`
+    hands to MLflow; False when it is not on disk yet (nothing is downloaded to find out)."""
+    from wolt_jupyter.serving.flavors import direct_loadable
+
+    local = _cache_path(uri, cache_dir)
+    if local is None:
+        local = Path(uri) if "://" not in uri and not uri.startswith("models:/") else None
+    if local is None or not (local / "MLmodel").is_file():
+        return False
+    return not direct_loadable(local)
+
+
+def _cache_path(uri: str, cache_dir: Path) -> Path | None:
+    """Where a pinned ``models:/NAME/VERSION`` is kept in ``cache_dir``; None for other URIs."""
     import re
 
     name, version = _name_version(uri)
     if not uri.startswith("models:/") or not version.isdigit():
+        return None
+    return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{version}"
+
+
+def _cached(uri: str, cache_dir: Path) -> Path | str:
+    """The local copy of a pinned version's artifacts (downloaded on first use); other URIs as they are."""
+    local = _cache_path(uri, cache_dir)
+    if local is None:
         return uri
-    local = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{version}"
     if (local / "MLmodel").is_file():
         return local
     import shutil
