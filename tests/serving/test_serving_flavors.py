@@ -160,7 +160,8 @@ from wolt_jupyter.serving.tensors import Tensor
 adapter = load("main", sys.argv[1], cache_dir=Path(sys.argv[2]))
 x = np.array(json.loads(sys.argv[3]))
 out = adapter.predict_prepared(adapter.prepare([Tensor("x", "FP64", x.shape, x)]))
-print(json.dumps({"mlflow_imported": "mlflow" in sys.modules, "model": type(adapter.model).__name__,
+print(json.dumps({"mlflow_imported": "mlflow" in sys.modules, "skops_imported": "skops.io" in sys.modules,
+                  "model": type(adapter.model).__name__,
                   "output": out[0][1].tolist()}))
 """
 
@@ -186,6 +187,7 @@ def test_registered_version_served_without_importing_mlflow(model_store: Store, 
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["model"] == "DirectModel"
     assert got["mlflow_imported"] is False
+    assert got["skops_imported"] is False  # a plain estimator: our reader of the skops file
     expected = _mlflow_predict(local, pd.DataFrame(x, columns=["f0", "f1", "f2", "f3"]))
     assert got["output"] == expected.tolist()
     np.testing.assert_array_equal(
@@ -195,21 +197,22 @@ def test_registered_version_served_without_importing_mlflow(model_store: Store, 
 
 PRELOAD = """
 import sys
-from wolt_jupyter.serving.supervisor import _preload_mlflow_if_needed
-_preload_mlflow_if_needed(sys.argv[1:])
-print("mlflow.pyfunc" in sys.modules)
+from wolt_jupyter.serving.supervisor import _preload_for_models
+_preload_for_models(sys.argv[1:])
+print("mlflow.pyfunc" in sys.modules, "sklearn.base" in sys.modules)
 """
 
 
 def test_supervisor_preloads_mlflow_only_for_models_that_need_it(
     fitted: dict[str, Any], tmp_path: Path
 ) -> None:
-    """Before forking a runtime, the supervisor imports MLflow only when a model already in the deployment's
-    cache needs MLflow's loader (so a restart skips the import); a first start never waits for it."""
+    """Before forking a runtime, the supervisor imports what the models already in the deployment's cache
+    need (MLflow only for a model that needs MLflow's loader), so a restart skips the import; a first start
+    never waits for it."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from wolt_jupyter.serving.models import _cache_path, known_to_need_mlflow, model_cache_dir
+    from wolt_jupyter.serving.models import _cache_path, model_cache_dir, preload_modules
 
     x, clf = fitted["x"], fitted["clf"]
     cache = model_cache_dir(tmp_path, "pre")
@@ -217,19 +220,95 @@ def test_supervisor_preloads_mlflow_only_for_models_that_need_it(
     arr = x.to_numpy()
     tensor_dir = _cache_path("models:/tensor/1", cache)
     mlflow.sklearn.save_model(clf, str(tensor_dir), signature=infer_signature(arr, clf.predict(arr)))
-    assert not known_to_need_mlflow("models:/direct/1", cache)
-    assert known_to_need_mlflow("models:/tensor/1", cache)
-    assert not known_to_need_mlflow("models:/absent/1", cache)  # not downloaded yet: nothing to say
+    assert preload_modules("models:/direct/1", cache) == ("sklearn.base",)
+    assert preload_modules("models:/tensor/1", cache) == ("mlflow.pyfunc",)
+    assert preload_modules("models:/absent/1", cache) == ()  # not downloaded yet: nothing to say
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for model, expect in (
-        ("models:/direct/1", "False"),
-        ("models:/absent/1", "False"),
-        ("models:/tensor/1", "True"),
-    ):
+    imported = {}
+    for model in ("models:/direct/1", "models:/absent/1", "models:/tensor/1"):
         spec = tmp_path / f"{model.split('/')[1]}.yaml"
         spec.write_text(f"name: pre\nvariants:\n- name: main\n  model: {model}\n  traffic: 100\n")
         args = ["--spec", str(spec), "--state-dir", str(tmp_path)]
         done = subprocess.run(
             [sys.executable, "-c", PRELOAD, *args], env=env, capture_output=True, text=True, check=True
         )
-        assert done.stdout.strip().splitlines()[-1] == expect, (model, done.stderr[-2000:])
+        imported[model] = done.stdout.strip().splitlines()[-1]
+    assert imported["models:/direct/1"] == "False True"  # scikit-learn, no MLflow
+    assert imported["models:/absent/1"] == "False False"
+    assert imported["models:/tensor/1"].startswith("True")
+
+
+def _same_object(a: Any, b: Any, where: str = "model") -> None:
+    """Deep equality of two loaded estimators: same types, same attributes, arrays equal in dtype and value."""
+    assert type(a) is type(b), where
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            _same_object(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same_object(x, y, f"{where}[{i}]")
+    elif hasattr(a, "__dict__") and not isinstance(a, type):
+        _same_object(vars(a), vars(b), where)
+    else:
+        assert a == b or (a != a and b != b), where
+
+
+def test_skops_reader_builds_what_skops_builds(fitted: dict[str, Any], tmp_path: Path) -> None:
+    """The estimators MLflow saves with skops most often are read by our reader into the same objects as
+    ``skops.io.load`` (every attribute, every array's dtype and values)."""
+    import skops.io
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.svm import SVC
+
+    from wolt_jupyter.serving import skops_format
+
+    x = fitted["x"]
+    y = (x["a"] > 0).astype("int64")
+    for model in (fitted["clf"], fitted["pipe"], fitted["reg"], SVC().fit(x, y), GaussianNB().fit(x, y)):
+        path = tmp_path / f"{type(model).__name__}.skops"
+        skops.io.dump(model, path)
+        ours = skops_format.load(path)
+        _same_object(ours, skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path)))
+        np.testing.assert_array_equal(ours.predict(x), model.predict(x))
+
+
+def test_skops_reader_leaves_the_rest_to_skops(fitted: dict[str, Any], tmp_path: Path) -> None:
+    """Node kinds it does not read (a tree), classes that are not public estimators (a private one, a class
+    outside scikit-learn): NotPlain, before anything is built, and skops.io decides (and refuses what it
+    does not trust)."""
+    import zipfile
+
+    import skops.io
+    from sklearn.ensemble import RandomForestClassifier
+
+    from wolt_jupyter.serving import skops_format
+
+    x = fitted["x"]
+    forest = tmp_path / "forest.skops"
+    skops.io.dump(RandomForestClassifier(n_estimators=2, random_state=0).fit(x, x["a"] > 0), forest)
+    with pytest.raises(skops_format.NotPlain, match="TreeNode"):
+        skops_format.load(forest)
+    for module, name in (
+        ("subprocess", "Popen"),
+        ("sklearn.neighbors._kd_tree", "KDTree"),
+        ("sklearn.base", "BaseEstimator"),
+    ):
+        crafted = tmp_path / f"{name}.skops"
+        schema = {
+            "__class__": name,
+            "__module__": module,
+            "__loader__": "ObjectNode",
+            "protocol": 2,
+            "__id__": 1,
+        }
+        with zipfile.ZipFile(crafted, "w") as zf:
+            zf.writestr("schema.json", json.dumps(schema))
+        with pytest.raises(skops_format.NotPlain, match=name):
+            skops_format.load(crafted)
+        with pytest.raises(Exception, match=r"[Uu]ntrusted"):
+            skops.io.load(crafted)  # what the direct loader falls back to refuses it as well

@@ -2,8 +2,9 @@
 
 Why: importing MLflow costs the runtime about a second of CPU (more on a busy machine) before it can load
 anything, and a model saved by ``mlflow.sklearn`` needs none of it to predict. :func:`load_direct` reads the
-``MLmodel`` file, deserializes the estimator exactly as ``mlflow.sklearn``'s loader does (skops with the
-model's trusted types, pickle or cloudpickle, honouring ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``) and reads the
+``MLmodel`` file, deserializes the estimator as ``mlflow.sklearn``'s loader does (skops with the model's
+trusted types -- plain estimators read by :mod:`~wolt_jupyter.serving.skops_format` without importing
+``skops.io`` --, pickle or cloudpickle, honouring ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``) and reads the
 signature and input example into the few attributes :class:`~wolt_jupyter.serving.models.ModelAdapter`
 uses. It says ``None`` -- load it with ``mlflow.pyfunc`` -- for anything it does not reproduce exactly: other
 flavors, code paths, model params, a signature that is not all required numeric columns (those requests go
@@ -181,6 +182,12 @@ def _pickle_allowed() -> bool:
 def _deserialize(path: Path, sk: dict[str, Any]) -> Any:
     fmt = sk.get("serialization_format", "pickle")
     if fmt == "skops":
+        from wolt_jupyter.serving import skops_format
+
+        try:  # plain estimators without importing skops.io (its import imports all of scikit-learn)
+            return skops_format.load(path)
+        except skops_format.NotPlain:
+            pass
         import skops.io
 
         return skops.io.load(path, trusted=sk.get("skops_trusted_types"))

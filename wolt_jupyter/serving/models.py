@@ -592,17 +592,18 @@ def prefetch(uri: str, cache_dir: Path) -> None:
     _cached(uri, cache_dir)
 
 
-def known_to_need_mlflow(uri: str, cache_dir: Path) -> bool:
-    """Whether the model of ``uri``, already on disk (in ``cache_dir`` or a local path), is one :func:`load`
-    hands to MLflow; False when it is not on disk yet (nothing is downloaded to find out)."""
+def preload_modules(uri: str, cache_dir: Path) -> tuple[str, ...]:
+    """What :func:`load` imports for the model of ``uri`` when it is already on disk (in ``cache_dir`` or a
+    local path): scikit-learn for a model loaded directly, MLflow's pyfunc loader for any other; nothing
+    when it is not on disk yet (nothing is downloaded to find out)."""
     from wolt_jupyter.serving.flavors import direct_loadable
 
     local = _cache_path(uri, cache_dir)
     if local is None:
         local = Path(uri) if "://" not in uri and not uri.startswith("models:/") else None
     if local is None or not (local / "MLmodel").is_file():
-        return False
-    return not direct_loadable(local)
+        return ()
+    return ("sklearn.base",) if direct_loadable(local) else ("mlflow.pyfunc",)
 
 
 def _cache_path(uri: str, cache_dir: Path) -> Path | None:

@@ -115,7 +115,7 @@ class Supervisor:
     def _spawn(self) -> int:
         """Start the runtime; its pid."""
         if self.runtime_args is not None:
-            _preload_mlflow_if_needed(self.runtime_args)
+            _preload_for_models(self.runtime_args)
             return self._fork()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
@@ -240,9 +240,8 @@ def _preload() -> None:
         "wolt_jupyter.responses.writer",
         "sqlalchemy",
         "pandas",
-        # scikit-learn models load without MLflow (serving.flavors); MLflow 3 saves them with skops, whose
-        # import imports every estimator. MLflow itself is preloaded only for models that need it (restarts)
-        "skops.io",
+        # no MLflow, scikit-learn or skops here: scikit-learn models load without them (serving.flavors), and
+        # what a deployment's models need is preloaded before a restart (_preload_for_models)
     ):
         with contextlib.suppress(Exception):
             importlib.import_module(module)
@@ -258,24 +257,25 @@ def _preload() -> None:
     gc.freeze()
 
 
-def _preload_mlflow_if_needed(runtime_args: list[str]) -> None:
-    """Import MLflow's pyfunc loader before a fork when a model the runtime serves needs it (another flavor
-    than scikit-learn with numeric columns): a restart then costs the model load, not MLflow's import. Only
-    models already on disk count, so a first start never waits for an import its models may not need."""
-    if "mlflow.pyfunc" in sys.modules:
-        return
+def _preload_for_models(runtime_args: list[str]) -> None:
+    """Import, before a fork, what the deployment's models need to load (scikit-learn, or MLflow's pyfunc
+    loader for other flavors): a restart then costs the model load, not the import. Only models already on
+    disk count, so a first start never waits for an import its models may not need."""
     try:
+        import importlib
+
         from wolt_jupyter.config import settings
         from wolt_jupyter.serving.__main__ import _parse
-        from wolt_jupyter.serving.models import known_to_need_mlflow, model_cache_dir
+        from wolt_jupyter.serving.models import model_cache_dir, preload_modules
         from wolt_jupyter.spec import DeploymentSpec
 
         args = _parse(runtime_args)
         spec = DeploymentSpec.from_yaml(Path(args.spec).read_text())
         state_dir = Path(args.state_dir).expanduser().resolve() if args.state_dir else settings().home
         cache = model_cache_dir(state_dir, spec.name)
-        if any(known_to_need_mlflow(v.model, cache) for v in spec.variants):
-            import mlflow.pyfunc  # noqa: F401
+        for module in dict.fromkeys(m for v in spec.variants for m in preload_modules(v.model, cache)):
+            if module not in sys.modules:
+                importlib.import_module(module)
     except Exception:  # the runtime reports an unreadable spec or model itself
         return
 
