@@ -10,8 +10,9 @@ dumped with joblib for MLServer). Scenarios, alternated within each round:
   imported wolt_jupyter and MLflow (as a notebook kernel has); includes pinning aliases, the variants-fit
   check, the revision record, starting the supervisor and the runtime, loading the three models
 - ``wolt-1``: the same with one variant
-- ``wolt-runtime-1``: ``python -m wolt_jupyter.serving --spec …`` started by hand, one variant, to ready:
-  the same thing MLServer's number measures (a process start and one model load)
+- ``wolt-runtime-1``: ``python -m wolt_jupyter.serving --spec …`` started by hand, one variant (the MLflow
+  model directory of version 1 on disk, as MLServer is given its model's files), to ready: the same thing
+  MLServer's number measures (a process start and one model load)
 - ``mlserver-1``: ``mlserver start DIR`` (mlserver-sklearn, the joblib file) to ``/v2/models/bench/ready``
 - ``mlserver-mlflow-1``: the same with mlserver-mlflow on the MLflow model directory of version 1 (the model
   the wolt runtime loads; MLflow saves scikit-learn models with skops, whose import alone imports every
@@ -128,7 +129,10 @@ def measure(kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespac
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     if kind == "wolt-runtime-1":
-        spec = {"name": "cold", "variants": [{"name": "main", "model": "models:/cold/1", "traffic": 100}]}
+        # the MLflow model directory of version 1, as MLServer is given its files and as a deploy hands the
+        # runtime the pinned version (the kernel copies it into the runtime's model cache)
+        model = str(prep["model_dir"])
+        spec = {"name": "cold", "variants": [{"name": "main", "model": model, "traffic": 100}]}
         (root / "spec.json").write_text(json.dumps(spec))
         state = root / "state-runtime"
         shutil.rmtree(state, ignore_errors=True)

@@ -277,7 +277,9 @@ class LocalBackend(Backend):
             if status == 200:
                 say(f"{spec.name} ready: {', '.join(v.name for v in spec.variants)}")
                 return
-            for v in spec.variants:
+            # each variant's progress only for someone watching: every request takes the loading runtime's
+            # interpreter lock away from the model loads for a moment
+            for v in spec.variants if progress is not None else ():
                 if v.name in said:
                     continue
                 try:
@@ -409,12 +411,14 @@ class LocalBackend(Backend):
         the registry open already (it just pinned the versions), the new one would spend a second or more
         opening it. Best effort: whatever is not here by then, the runtime downloads itself."""
         from wolt_jupyter._mlflow import configure
+        from wolt_jupyter.registry import download_uri
         from wolt_jupyter.serving.models import model_cache_dir, prefetch
 
         try:
             configure()
             for uri in dict.fromkeys(v.model for v in spec.variants):
-                prefetch(uri, model_cache_dir(self.settings.home, spec.name))
+                # download_uri: the registry was asked where the version is when the variants were checked
+                prefetch(uri, model_cache_dir(self.settings.home, spec.name), download_uri(uri))
         except Exception as exc:  # the runtime's own download reports any real problem
             log.info("prefetching the models of %s: %s", spec.name, one_line(exc))
 

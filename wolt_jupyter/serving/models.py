@@ -587,9 +587,10 @@ def model_cache_dir(state_dir: Path, deployment: str) -> Path:
     return deployment_dir(Path(state_dir), deployment) / "models"
 
 
-def prefetch(uri: str, cache_dir: Path) -> None:
-    """Download a pinned model into ``cache_dir`` now (what :func:`load` would do on first use)."""
-    _cached(uri, cache_dir)
+def prefetch(uri: str, cache_dir: Path, source: str | None = None) -> None:
+    """Download a pinned model into ``cache_dir`` now (what :func:`load` would do on first use), from
+    ``source`` (where the registry keeps the version's files) when the caller knows it already."""
+    _cached(uri, cache_dir, source)
 
 
 def preload_modules(uri: str, cache_dir: Path) -> tuple[str, ...]:
@@ -616,7 +617,7 @@ def _cache_path(uri: str, cache_dir: Path) -> Path | None:
     return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{version}"
 
 
-def _cached(uri: str, cache_dir: Path) -> Path | str:
+def _cached(uri: str, cache_dir: Path, source: str | None = None) -> Path | str:
     """The local copy of a pinned version's artifacts (downloaded on first use); other URIs as they are."""
     local = _cache_path(uri, cache_dir)
     if local is None:
@@ -631,7 +632,7 @@ def _cached(uri: str, cache_dir: Path) -> Path | str:
     Path(cache_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
     try:
-        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source or uri, dst_path=str(tmp)))
         if not (got / "MLmodel").is_file():  # not a model directory: load it the ordinary way
             return uri
         with contextlib.suppress(OSError):  # OSError: another process cached it meanwhile
