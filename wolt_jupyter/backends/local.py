@@ -384,8 +384,8 @@ class LocalBackend(Backend):
     ) -> Deployment:
         """Start the supervised runtime for ``spec`` on ``port`` (REST) and ``grpc_port`` (gRPC), record it,
         and (``wait``) until ready."""
-        pid = self._start(spec, port, grpc_port)
         self._prefetch(spec)
+        pid = self._start(spec, port, grpc_port)
         rec.extra = {
             **rec.extra,
             "pid": pid,
@@ -407,9 +407,10 @@ class LocalBackend(Backend):
         return self.status(spec.name)
 
     def _prefetch(self, spec: DeploymentSpec) -> None:
-        """Put the models' files where the runtime looks first, while it is still importing: this process has
-        the registry open already (it just pinned the versions), the new one would spend a second or more
-        opening it. Best effort: whatever is not here by then, the runtime downloads itself."""
+        """Put the models' files where the runtime looks first, before it starts: this process has the
+        registry open already (it just pinned the versions and asked where their files are), the runtime would
+        import MLflow (a second or more) to download them, and with them on disk its supervisor preloads what
+        they need. Best effort: whatever is not here, the runtime downloads itself."""
         from wolt_jupyter._mlflow import configure
         from wolt_jupyter.registry import download_uri
         from wolt_jupyter.serving.models import model_cache_dir, prefetch
