@@ -220,7 +220,7 @@ def test_supervisor_preloads_mlflow_only_for_models_that_need_it(
     arr = x.to_numpy()
     tensor_dir = _cache_path("models:/tensor/1", cache)
     mlflow.sklearn.save_model(clf, str(tensor_dir), signature=infer_signature(arr, clf.predict(arr)))
-    assert preload_modules("models:/direct/1", cache) == ("sklearn.base",)
+    assert preload_modules("models:/direct/1", cache) == ("sklearn.base", "sklearn.linear_model._logistic")
     assert preload_modules("models:/tensor/1", cache) == ("mlflow.pyfunc",)
     assert preload_modules("models:/absent/1", cache) == ()  # not downloaded yet: nothing to say
     env = {**os.environ, "PYTHONPATH": str(REPO)}

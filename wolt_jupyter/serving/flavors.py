@@ -140,6 +140,40 @@ def direct_loadable(model_dir: Path) -> bool:
         return False
 
 
+def estimator_modules(model_dir: Path) -> list[str]:
+    """The scikit-learn modules a skops-saved model's classes live in (read from its schema, nothing built):
+    what a supervisor imports before forking a restart. Empty for other formats or an unreadable file."""
+    import zipfile
+
+    try:
+        sk = sklearn_conf(read_mlmodel(model_dir)) or {}
+        if sk.get("serialization_format") != "skops":
+            return []
+        with zipfile.ZipFile(Path(model_dir) / sk["pickled_model"]) as zf:
+            schema = json.loads(zf.read("schema.json"))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return []
+    found: dict[str, None] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            module = node.get("__module__")
+            if (
+                node.get("__loader__") == "ObjectNode"
+                and isinstance(module, str)
+                and module.startswith("sklearn.")
+            ):
+                found[module] = None
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return list(found)
+
+
 def load_direct(model_dir: Path) -> DirectModel | None:
     """The model in ``model_dir`` loaded as ``mlflow.sklearn`` would, or None: load it with MLflow."""
     model_dir = Path(model_dir)

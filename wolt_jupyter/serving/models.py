@@ -595,16 +595,18 @@ def prefetch(uri: str, cache_dir: Path, source: str | None = None) -> None:
 
 def preload_modules(uri: str, cache_dir: Path) -> tuple[str, ...]:
     """What :func:`load` imports for the model of ``uri`` when it is already on disk (in ``cache_dir`` or a
-    local path): scikit-learn for a model loaded directly, MLflow's pyfunc loader for any other; nothing
-    when it is not on disk yet (nothing is downloaded to find out)."""
-    from wolt_jupyter.serving.flavors import direct_loadable
+    local path): scikit-learn (and the estimators' modules) for a model loaded directly, MLflow's pyfunc
+    loader for any other; nothing when it is not on disk yet (nothing is downloaded to find out)."""
+    from wolt_jupyter.serving.flavors import direct_loadable, estimator_modules
 
     local = _cache_path(uri, cache_dir)
     if local is None:
         local = Path(uri) if "://" not in uri and not uri.startswith("models:/") else None
     if local is None or not (local / "MLmodel").is_file():
         return ()
-    return ("sklearn.base",) if direct_loadable(local) else ("mlflow.pyfunc",)
+    if not direct_loadable(local):
+        return ("mlflow.pyfunc",)
+    return ("sklearn.base", *estimator_modules(local))
 
 
 def _cache_path(uri: str, cache_dir: Path) -> Path | None:

@@ -275,7 +275,8 @@ def _preload_for_models(runtime_args: list[str]) -> None:
         cache = model_cache_dir(state_dir, spec.name)
         for module in dict.fromkeys(m for v in spec.variants for m in preload_modules(v.model, cache)):
             if module not in sys.modules:
-                importlib.import_module(module)
+                with contextlib.suppress(Exception):  # a name the model file got wrong: the load says so
+                    importlib.import_module(module)
     except Exception:  # the runtime reports an unreadable spec or model itself
         return
 
