@@ -412,14 +412,13 @@ class LocalBackend(Backend):
         import MLflow (a second or more) to download them, and with them on disk its supervisor preloads what
         they need. Best effort: whatever is not here, the runtime downloads itself."""
         from wolt_jupyter._mlflow import configure
-        from wolt_jupyter.registry import download_uri
-        from wolt_jupyter.serving.models import model_cache_dir, prefetch
+        from wolt_jupyter.serving.models import artifact_location, model_cache_dir, prefetch
 
         try:
             configure()
             for uri in dict.fromkeys(v.model for v in spec.variants):
-                # download_uri: the registry was asked where the version is when the variants were checked
-                prefetch(uri, model_cache_dir(self.settings.home, spec.name), download_uri(uri))
+                # the registry was asked where the version is when the variants were checked
+                prefetch(uri, model_cache_dir(self.settings.home, spec.name), artifact_location(uri))
         except Exception as exc:  # the runtime's own download reports any real problem
             log.info("prefetching the models of %s: %s", spec.name, one_line(exc))
 

@@ -384,7 +384,9 @@ class ModelAdapter:
 
     # -- predict -------------------------------------------------------------------------------------------
     def predict_prepared(self, p: Prepared) -> list[tuple[str, np.ndarray]]:
-        raw = self._fast(p.data) if p.kind == "array" else self.model.predict(p.data)
+        # column-major, as scikit-learn gets a DataFrame's values through pyfunc: the same BLAS summation
+        # order, so the same last bits (a row-major array differs in the last place for linear models)
+        raw = self._fast(np.asfortranarray(p.data)) if p.kind == "array" else self.model.predict(p.data)
         return self.to_outputs(raw)
 
     def predict_batch(self, batch: list[Prepared]) -> list[list[tuple[str, np.ndarray]]]:
@@ -585,6 +587,22 @@ def model_cache_dir(state_dir: Path, deployment: str) -> Path:
     from wolt_jupyter.revisions import deployment_dir
 
     return deployment_dir(Path(state_dir), deployment) / "models"
+
+
+def artifact_location(uri: str) -> str:
+    """Where the registry keeps a pinned ``models:/NAME/VERSION``'s files (a local path for ``file://``,
+    which MLflow's ``Model.load`` does not take), asked once per process; ``uri`` itself for other URIs or
+    when the registry cannot say (whoever reads it then reports why)."""
+    from urllib.parse import unquote, urlparse
+
+    from wolt_jupyter.registry import download_uri
+
+    try:
+        where = download_uri(uri)
+    except Exception:
+        return uri
+    parsed = urlparse(where)
+    return unquote(parsed.path) if parsed.scheme == "file" and parsed.netloc in ("", "localhost") else where
 
 
 def prefetch(uri: str, cache_dir: Path, source: str | None = None) -> None:
