@@ -58,6 +58,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from _proc import tree_cpu  # noqa: E402
 from _serving_peers import mlserver_settings  # noqa: E402
 from serving import free_port, stop, wait_ready  # noqa: E402
 
@@ -68,16 +69,20 @@ DEPLOY = """
 import json, sys, time
 import mlflow.pyfunc, wolt_jupyter
 from wolt_jupyter import deployments
+from wolt_jupyter.deployments import _store
+sys.path.insert(0, sys.argv[2])
+from _proc import tree_cpu
 wolt_jupyter.models("cold")  # a kernel that registered the model has the registry open
 variants = int(sys.argv[1])
 ab = ["models:/cold/2=10"] if variants == 3 else []
 shadow = ["models:/cold/3"] if variants == 3 else []
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 d = deployments.deploy("cold", "models:/cold@champion", ab=ab, shadow=shadow)
-took = time.perf_counter() - t0
+took, kernel = time.perf_counter() - t0, time.process_time() - c0
 assert d.status == "ready", d.status
+cpu = kernel + tree_cpu(int(_store().record("cold").extra["pid"]))  # + the supervisor and its runtime
 deployments.undeploy("cold")
-print(json.dumps({"seconds": took}))
+print(json.dumps({"seconds": took, "cpu": cpu}))
 """
 
 
@@ -116,16 +121,19 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def measure(kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespace) -> float:
+def measure(kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespace) -> tuple[float, float]:
+    """(seconds to ready, CPU seconds the start used)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": prep["uri"], "PYTHONPATH": str(REPO)}
     env["WOLT_JUPYTER_HOME"] = str(root / f"home-{kind}")
     if kind in ("wolt-3", "wolt-1"):
         out = subprocess.run(
-            [sys.executable, "-c", DEPLOY, kind[-1]], env=env, capture_output=True, text=True, cwd=root
-        )
+            [sys.executable, "-c", DEPLOY, kind[-1], str(HERE)], env=env, capture_output=True, text=True,
+            cwd=root,
+        )  # fmt: skip
         if out.returncode != 0:
             raise RuntimeError(f"{kind} failed:\n{out.stderr[-3000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        return got["seconds"], got["cpu"]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     if kind == "wolt-runtime-1":
@@ -167,7 +175,7 @@ def measure(kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespac
     )
     try:
         wait_ready(ready, proc, poll=0.02)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, tree_cpu(proc.pid)
     finally:
         stop(proc)
         log.close()
@@ -197,11 +205,15 @@ def main() -> int:
         prep = prepare(root)
         for r in range(args.rounds):
             by: dict[str, float] = {}
+            cpu: dict[str, float] = {}
             order = kinds if r % 2 == 0 else list(reversed(kinds))
             for kind in order:
                 la = load_average()
-                by[kind] = measure(kind, root, prep, args)
-                print(f"round {r}  {kind:15s} {by[kind]:6.2f} s   (load average {la:.1f})", flush=True)
+                by[kind], cpu[kind] = measure(kind, root, prep, args)
+                print(
+                    f"round {r}  {kind:17s} {by[kind]:6.2f} s  cpu {cpu[kind]:5.2f} s  (load average {la:.1f})",
+                    flush=True,
+                )
             parts = []
             if "wolt-3" in by:
                 parts.append(f"wolt-3 {by['wolt-3']:.2f} s (target <= 3)")
@@ -215,6 +227,11 @@ def main() -> int:
                 if wolt in by and "mlserver-mlflow-1" in by:
                     parts.append(f"{wolt}/mlserver-mlflow-1 {by[wolt] / by['mlserver-mlflow-1']:.2f}x")
             print(f"round {r}  -> " + "; ".join(parts), flush=True)
+            if "mlserver-1" in cpu:
+                cpu_parts = [
+                    f"{k}/mlserver-1 {cpu[k] / cpu['mlserver-1']:.2f}x" for k in cpu if k != "mlserver-1"
+                ]
+                print(f"round {r}  -> CPU: " + "; ".join(cpu_parts), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
