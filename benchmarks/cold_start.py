@@ -19,27 +19,28 @@ dumped with joblib for MLServer). Scenarios, alternated within each round:
   scikit-learn estimator), when that runtime is installed in the MLServer venv
 
 Targets (issue 11): wolt-3 <= 3 s; wolt-runtime-1 <= mlserver-1 in the same round. The machine is shared:
-each line says the 1-minute load average when it was measured, and ratios are quoted within a round.
+each line says the 1-minute load average when it was measured and the CPU seconds the start used (the
+process tree at ready; for a deploy, the kernel's part too), which a busy machine does not inflate; ratios
+are quoted within a round.
 
-Measured 2026-11-30 19:30 UTC, 2 cores shared with six other engineers' test runs (load average 9-13), two
-rounds (seconds):
+Measured 2026-11-30 22:38-22:43 UTC, 2 cores shared with five other engineers' test runs (load average
+7-13), three rounds (seconds to ready / CPU seconds):
 
-    scenario            round 0   round 1
-    wolt-3                12.50     13.63
-    wolt-1                13.14     12.25
-    wolt-runtime-1        17.65     15.54
-    mlserver-1             5.80      5.94
-    mlserver-mlflow-1     13.96     12.54
-    -> wolt-3/mlserver-mlflow-1 0.90x / 1.09x; wolt-runtime-1/mlserver-1 3.04x / 2.62x
+    scenario            round 0        round 1        round 2
+    wolt-3              9.98 / 2.39    2.35 / 1.95    3.81 / 2.15
+    wolt-1              7.06 / 2.45    2.30 / 1.96    2.47 / 2.04
+    wolt-runtime-1      4.09 / 2.34    2.16 / 1.86    4.44 / 2.10
+    mlserver-1          6.20 / 2.33    8.79 / 2.37    7.37 / 2.49
+    mlserver-mlflow-1  17.27 / 4.65   21.51 / 4.89    9.90 / 4.53
+    -> wolt-runtime-1/mlserver-1 0.66x / 0.25x / 0.60x (CPU 1.00x / 0.78x / 0.84x)
 
-At load average 3-4 (four rounds): wolt-3 3.52 / 7.51 / 6.17 / 6.76, wolt-1 3.35 / 5.54 / 7.39 / 6.78,
-wolt-runtime-1 5.99 / 5.61 / 8.52 / 5.66, mlserver-1 3.26 / 2.93 / 3.08 / 3.32, mlserver-mlflow-1
-5.49 / 4.92 / 6.25 / 6.89.
+What made the difference (README, "Cold start"): scikit-learn models load without MLflow
+(``serving.flavors``) and plain estimators' skops files without ``skops.io`` (``serving.skops_format``);
+the kernel copies the pinned versions into the runtime's model cache before starting it.
 
-Before this benchmark's fixes (same machine, same hour, load 11-14): wolt-3 28.9 s, wolt-1 25.9 s,
-wolt-runtime-1 25.4 s, mlserver-1 7.0 s. Neither target is met on this loaded machine: what is left is
-importing MLflow (~3 s of CPU here) and skops, which MLflow 3 saves scikit-learn models with and whose import
-imports every scikit-learn estimator (~4 s); MLServer's scikit-learn runtime loads a joblib file with neither.
+Before those (21:55 UTC, load 1-3): wolt-3 8.09 / 5.16 s, wolt-runtime-1 (then on models:/cold/1, opening the
+registry) 2.14x / 3.33x mlserver-1; on the model directory the runtime used 4.3 s of CPU, MLServer 2.3 s.
+Earlier still (19:30 UTC, load 9-13): wolt-3 12.5 / 13.6 s, wolt-runtime-1 3.04x / 2.62x mlserver-1.
 """
 
 from __future__ import annotations
