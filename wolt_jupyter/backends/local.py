@@ -305,6 +305,7 @@ class LocalBackend(Backend):
         say = progress or (lambda _msg: None)
         say(f"{spec.name}: loading the new revision beside the serving one")
         t0 = time.monotonic()
+        self._prefetch(spec)  # the runtime then loads from its cache, without importing MLflow to download
         try:
             status, doc = _http(
                 "POST",
