@@ -452,14 +452,22 @@ def pinned_version(uri: str) -> tuple[str, str] | None:
     return match["name"], match["version"]
 
 
+_DOWNLOAD_URIS: dict[tuple[str, str, str], str] = {}
+
+
 def download_uri(pinned: str) -> str:
-    """Where a pinned version's artifacts are stored (what Seldon's and KServe's initializers download)."""
+    """Where a pinned version's artifacts are stored (what Seldon's and KServe's initializers download, what
+    a local deploy reads the MLmodel from and copies). Asked once per registry and version in a process: a
+    version's artifacts never move, and each question costs two registry queries."""
     version = pinned_version(pinned)
     if version is None:
         return pinned
     s = configure()
-    with translated_errors(s):
-        return mlflow_client(s).get_model_version_download_uri(*version)
+    key = (s.registry_uri, *version)
+    if key not in _DOWNLOAD_URIS:
+        with translated_errors(s):
+            _DOWNLOAD_URIS[key] = mlflow_client(s).get_model_version_download_uri(*version)
+    return _DOWNLOAD_URIS[key]
 
 
 # -- drift reference --------------------------------------------------------------------------------------------

@@ -277,7 +277,9 @@ class LocalBackend(Backend):
             if status == 200:
                 say(f"{spec.name} ready: {', '.join(v.name for v in spec.variants)}")
                 return
-            for v in spec.variants:
+            # each variant's progress only for someone watching: every request takes the loading runtime's
+            # interpreter lock away from the model loads for a moment
+            for v in spec.variants if progress is not None else ():
                 if v.name in said:
                     continue
                 try:
@@ -303,6 +305,7 @@ class LocalBackend(Backend):
         say = progress or (lambda _msg: None)
         say(f"{spec.name}: loading the new revision beside the serving one")
         t0 = time.monotonic()
+        self._prefetch(spec)  # the runtime then loads from its cache, without importing MLflow to download
         try:
             status, doc = _http(
                 "POST",
@@ -382,8 +385,8 @@ class LocalBackend(Backend):
     ) -> Deployment:
         """Start the supervised runtime for ``spec`` on ``port`` (REST) and ``grpc_port`` (gRPC), record it,
         and (``wait``) until ready."""
-        pid = self._start(spec, port, grpc_port)
         self._prefetch(spec)
+        pid = self._start(spec, port, grpc_port)
         rec.extra = {
             **rec.extra,
             "pid": pid,
@@ -405,16 +408,18 @@ class LocalBackend(Backend):
         return self.status(spec.name)
 
     def _prefetch(self, spec: DeploymentSpec) -> None:
-        """Put the models' files where the runtime looks first, while it is still importing: this process has
-        the registry open already (it just pinned the versions), the new one would spend a second or more
-        opening it. Best effort: whatever is not here by then, the runtime downloads itself."""
+        """Put the models' files where the runtime looks first, before it starts: this process has the
+        registry open already (it just pinned the versions and asked where their files are), the runtime would
+        import MLflow (a second or more) to download them, and with them on disk its supervisor preloads what
+        they need. Best effort: whatever is not here, the runtime downloads itself."""
         from wolt_jupyter._mlflow import configure
-        from wolt_jupyter.serving.models import model_cache_dir, prefetch
+        from wolt_jupyter.serving.models import artifact_location, model_cache_dir, prefetch
 
         try:
             configure()
             for uri in dict.fromkeys(v.model for v in spec.variants):
-                prefetch(uri, model_cache_dir(self.settings.home, spec.name))
+                # the registry was asked where the version is when the variants were checked
+                prefetch(uri, model_cache_dir(self.settings.home, spec.name), artifact_location(uri))
         except Exception as exc:  # the runtime's own download reports any real problem
             log.info("prefetching the models of %s: %s", spec.name, one_line(exc))
 

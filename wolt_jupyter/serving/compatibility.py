@@ -51,11 +51,16 @@ def check_variants_fit(spec: DeploymentSpec) -> None:
     from mlflow.models import Model
 
     from wolt_jupyter.serving import ProtocolError
-    from wolt_jupyter.serving.models import ModelAdapter, example_tensors, synthetic_tensors
+    from wolt_jupyter.serving.models import (
+        ModelAdapter,
+        artifact_location,
+        example_tensors,
+        synthetic_tensors,
+    )
 
     def describe(uri: str) -> Any | None:
-        try:
-            return Model.load(uri)
+        try:  # from where the version's files are (the registry asked once: the deploy copies them next)
+            return Model.load(artifact_location(uri))
         except Exception as exc:  # unreadable here: the runtime's load will say why, in its own words
             log.info("cannot read the MLmodel of %s (%s): compatibility not checked", uri, one_line(exc))
             return None
@@ -64,7 +69,7 @@ def check_variants_fit(spec: DeploymentSpec) -> None:
     if main_meta is None:
         return
     main_adapter = ModelAdapter(main.name, main.model, _Described(main_meta), probe=False)
-    example = _input_example(main_meta, main.model)
+    example = _input_example(main_meta, artifact_location(main.model))
     request = None
     if example is not None:
         request = example_tensors(example, main_adapter.input_metadata())

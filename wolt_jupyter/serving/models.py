@@ -384,7 +384,9 @@ class ModelAdapter:
 
     # -- predict -------------------------------------------------------------------------------------------
     def predict_prepared(self, p: Prepared) -> list[tuple[str, np.ndarray]]:
-        raw = self._fast(p.data) if p.kind == "array" else self.model.predict(p.data)
+        # column-major, as scikit-learn gets a DataFrame's values through pyfunc: the same BLAS summation
+        # order, so the same last bits (a row-major array differs in the last place for linear models)
+        raw = self._fast(np.asfortranarray(p.data)) if p.kind == "array" else self.model.predict(p.data)
         return self.to_outputs(raw)
 
     def predict_batch(self, batch: list[Prepared]) -> list[list[tuple[str, np.ndarray]]]:
@@ -554,16 +556,30 @@ def load(variant: str, uri: str, cache_dir: Path | None = None) -> ModelAdapter:
     With ``cache_dir``, a pinned ``models:/NAME/VERSION`` is downloaded there once and loaded from there ever
     after: a version's artifacts never change, and a restart then touches neither the registry nor the
     artifact store (which is what made a restart after a crash take seconds)."""
-    import mlflow.pyfunc
-
     # sklearn warns on every array predict for a model fitted on a DataFrame: silence it once, process-wide.
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     t0 = time.perf_counter()
+    where = str(_cached(uri, cache_dir)) if cache_dir else uri
+    direct = _load_direct(where)
+    if direct is not None:
+        adapter = ModelAdapter(variant, uri, direct, time.perf_counter() - t0)
+        if adapter._fast is not None:  # every request takes the array path: the same as MLflow's model
+            return adapter
+        log.info("variant %s: %s needs MLflow's loader (its array predict differs)", variant, uri)
+    import mlflow.pyfunc
+
     # suppress_warnings skips MLflow's pip-requirements comparison: it only warns, and costs ~1 s per load
-    model = mlflow.pyfunc.load_model(
-        str(_cached(uri, cache_dir)) if cache_dir else uri, suppress_warnings=True
-    )
+    model = mlflow.pyfunc.load_model(where, suppress_warnings=True)
     return ModelAdapter(variant, uri, model, time.perf_counter() - t0)
+
+
+def _load_direct(where: str) -> Any:
+    """A scikit-learn model loaded without importing MLflow (:mod:`wolt_jupyter.serving.flavors`), or None."""
+    if "://" in where or where.startswith("models:/") or not os.path.isdir(where):
+        return None
+    from wolt_jupyter.serving.flavors import load_direct
+
+    return load_direct(Path(where))
 
 
 def model_cache_dir(state_dir: Path, deployment: str) -> Path:
@@ -573,19 +589,59 @@ def model_cache_dir(state_dir: Path, deployment: str) -> Path:
     return deployment_dir(Path(state_dir), deployment) / "models"
 
 
-def prefetch(uri: str, cache_dir: Path) -> None:
-    """Download a pinned model into ``cache_dir`` now (what :func:`load` would do on first use)."""
-    _cached(uri, cache_dir)
+def artifact_location(uri: str) -> str:
+    """Where the registry keeps a pinned ``models:/NAME/VERSION``'s files (a local path for ``file://``,
+    which MLflow's ``Model.load`` does not take), asked once per process; ``uri`` itself for other URIs or
+    when the registry cannot say (whoever reads it then reports why)."""
+    from urllib.parse import unquote, urlparse
+
+    from wolt_jupyter.registry import download_uri
+
+    try:
+        where = download_uri(uri)
+    except Exception:
+        return uri
+    parsed = urlparse(where)
+    return unquote(parsed.path) if parsed.scheme == "file" and parsed.netloc in ("", "localhost") else where
 
 
-def _cached(uri: str, cache_dir: Path) -> Path | str:
-    """The local copy of a pinned version's artifacts (downloaded on first use); other URIs as they are."""
+def prefetch(uri: str, cache_dir: Path, source: str | None = None) -> None:
+    """Download a pinned model into ``cache_dir`` now (what :func:`load` would do on first use), from
+    ``source`` (where the registry keeps the version's files) when the caller knows it already."""
+    _cached(uri, cache_dir, source)
+
+
+def preload_modules(uri: str, cache_dir: Path) -> tuple[str, ...]:
+    """What :func:`load` imports for the model of ``uri`` when it is already on disk (in ``cache_dir`` or a
+    local path): scikit-learn (and the estimators' modules) for a model loaded directly, MLflow's pyfunc
+    loader for any other; nothing when it is not on disk yet (nothing is downloaded to find out)."""
+    from wolt_jupyter.serving.flavors import direct_loadable, estimator_modules
+
+    local = _cache_path(uri, cache_dir)
+    if local is None:
+        local = Path(uri) if "://" not in uri and not uri.startswith("models:/") else None
+    if local is None or not (local / "MLmodel").is_file():
+        return ()
+    if not direct_loadable(local):
+        return ("mlflow.pyfunc",)
+    return ("sklearn.base", *estimator_modules(local))
+
+
+def _cache_path(uri: str, cache_dir: Path) -> Path | None:
+    """Where a pinned ``models:/NAME/VERSION`` is kept in ``cache_dir``; None for other URIs."""
     import re
 
     name, version = _name_version(uri)
     if not uri.startswith("models:/") or not version.isdigit():
+        return None
+    return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{version}"
+
+
+def _cached(uri: str, cache_dir: Path, source: str | None = None) -> Path | str:
+    """The local copy of a pinned version's artifacts (downloaded on first use); other URIs as they are."""
+    local = _cache_path(uri, cache_dir)
+    if local is None:
         return uri
-    local = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{version}"
     if (local / "MLmodel").is_file():
         return local
     import shutil
@@ -596,7 +652,7 @@ def _cached(uri: str, cache_dir: Path) -> Path | str:
     Path(cache_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
     try:
-        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source or uri, dst_path=str(tmp)))
         if not (got / "MLmodel").is_file():  # not a model directory: load it the ordinary way
             return uri
         with contextlib.suppress(OSError):  # OSError: another process cached it meanwhile

@@ -10,9 +10,10 @@ The supervisor is the process the local backend records; the runtime is its chil
 (so stopping the group stops both) and gets SIGTERM if the supervisor itself dies (``PR_SET_PDEATHSIG``).
 Its state (runtime pid, restarts, last exits, status) is a JSON file the backend reads for cards and lists.
 
-Restarts are fast because the supervisor is a fork server for our own runtime: it imports the runtime and
-MLflow once, and each start is a ``fork`` that runs the runtime's ``main`` — a restart costs the model load,
-not the seconds of interpreter start and imports. Any other command is started with ``exec`` as usual.
+Restarts are fast because the supervisor is a fork server for our own runtime: it imports the runtime (and
+scikit-learn, and MLflow once a model on disk needs it) once, and each start is a ``fork`` that runs the
+runtime's ``main`` — a restart costs the model load, not the seconds of interpreter start and imports. Any
+other command is started with ``exec`` as usual.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class Supervisor:
     def _spawn(self) -> int:
         """Start the runtime; its pid."""
         if self.runtime_args is not None:
+            _preload_for_models(self.runtime_args)
             return self._fork()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
@@ -237,9 +239,9 @@ def _preload() -> None:
         "uvloop",
         "wolt_jupyter.responses.writer",
         "sqlalchemy",
-        "mlflow.pyfunc",
-        "mlflow.sklearn",  # the flavor most models here use (saved with skops); others load on demand
-        "skops.io",
+        "pandas",
+        # no MLflow, scikit-learn or skops here: scikit-learn models load without them (serving.flavors), and
+        # what a deployment's models need is preloaded before a restart (_preload_for_models)
     ):
         with contextlib.suppress(Exception):
             importlib.import_module(module)
@@ -253,6 +255,30 @@ def _preload() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def _preload_for_models(runtime_args: list[str]) -> None:
+    """Import, before a fork, what the deployment's models need to load (scikit-learn, or MLflow's pyfunc
+    loader for other flavors): a restart then costs the model load, not the import. Only models already on
+    disk count, so a first start never waits for an import its models may not need."""
+    try:
+        import importlib
+
+        from wolt_jupyter.config import settings
+        from wolt_jupyter.serving.__main__ import _parse
+        from wolt_jupyter.serving.models import model_cache_dir, preload_modules
+        from wolt_jupyter.spec import DeploymentSpec
+
+        args = _parse(runtime_args)
+        spec = DeploymentSpec.from_yaml(Path(args.spec).read_text())
+        state_dir = Path(args.state_dir).expanduser().resolve() if args.state_dir else settings().home
+        cache = model_cache_dir(state_dir, spec.name)
+        for module in dict.fromkeys(m for v in spec.variants for m in preload_modules(v.model, cache)):
+            if module not in sys.modules:
+                with contextlib.suppress(Exception):  # a name the model file got wrong: the load says so
+                    importlib.import_module(module)
+    except Exception:  # the runtime reports an unreadable spec or model itself
+        return
 
 
 def main(argv: list[str] | None = None) -> int:
