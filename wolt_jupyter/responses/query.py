@@ -89,9 +89,10 @@ def responses(
     outputs ``output.<name>``; ``revision`` is the deployment revision that served the row (None for rows
     logged before revisions were recorded) and ``model_version`` the registry version of the variant.
 
-    Only what is asked is read: ``since`` (inclusive) and ``until`` (exclusive) take {ACCEPTED}; they and
-    ``revision`` (a number, several, or ``None``/``"all"`` for every revision) skip whole stored chunks by
-    their index. ``variant`` is a name or several. ``columns`` names the DataFrame columns wanted (e.g.
+    Only what is asked is read: ``since`` (inclusive) and ``until`` (exclusive) take {ACCEPTED}; they,
+    ``revision`` (a number, several, or ``None``/``"all"`` for every revision) and ``variant`` (a name or
+    several) skip whole stored chunks by their index (the frame has the input/output columns of the chunks
+    read). ``columns`` names the DataFrame columns wanted (e.g.
     ``["time", "input.x1", "output.y"]``): only those are decoded and returned. ``limit`` keeps the newest
     ``limit`` logged rows (before spreading). ``url`` defaults to the configured response store, else the
     deployment's SQLite file under the state dir. A store that does not exist yet gives an empty DataFrame.
@@ -160,14 +161,13 @@ def read_table(
                 if legacy is not None:
                     parts.append(legacy)
             if CHUNKS_TABLE in present:
-                for table in _chunks(conn, deployment, lo, hi, revisions, needed):
-                    parts.append(table)
+                parts.extend(_chunks(conn, deployment, lo, hi, variants, revisions, needed))
             for table in parts:
                 json_cols |= {f.name for f in table.schema if f.metadata and JSON_MARK in f.metadata}
             if not parts:
                 return None, set()
-            table = concat(parts, json_cols)
-            table = _filter(table, lo, hi, variants, revisions)
+            # each chunk filtered on its own: a chunk wholly inside the window is kept as it is (no copy)
+            table = concat([_filter(p, lo, hi, variants, revisions) for p in parts], json_cols)
             table = _sorted(table)
             if limit is not None:
                 table = _newest(table, limit)
@@ -242,12 +242,19 @@ def _needed(columns: list[str], variants: Any, revisions: Any) -> list[str]:
     return sorted(need)
 
 
-def _chunks(conn: Any, deployment: str, lo: Any, hi: Any, revisions: Any, needed: Any) -> Any:
-    """Decoded chunks overlapping the window (and holding a wanted revision), oldest first."""
+def _chunks(
+    conn: Any, deployment: str, lo: Any, hi: Any, variants: Any, revisions: Any, needed: Any
+) -> list[Any]:
+    """Decoded chunks overlapping the window and holding a wanted revision and variant, oldest first.
+
+    The blobs are fetched in one query (PostgreSQL: in binary, not as hex text) and decoded on a few threads:
+    pyarrow releases the GIL while it decompresses."""
+    import json
+
     from sqlalchemy import or_, select
 
-    from wolt_jupyter.responses.columnar import decode
-    from wolt_jupyter.responses.store import chunks_table
+    from wolt_jupyter.responses.columnar import decode_all
+    from wolt_jupyter.responses.store import chunks_table, fetch_blobs
 
     c = chunks_table()
     query = select(c.c.data).where(c.c.deployment == deployment)
@@ -257,8 +264,11 @@ def _chunks(conn: Any, deployment: str, lo: Any, hi: Any, revisions: Any, needed
         query = query.where(c.c.t_min < hi)
     if revisions is not None:
         query = query.where(or_(*[(c.c.rev_min <= r) & (c.c.rev_max >= r) for r in revisions]))
-    for (data,) in conn.execute(query.order_by(c.c.t_min, c.c.chunk)):
-        yield decode(data, needed)
+    if variants is not None:
+        # the index keeps json.dumps(sorted names): a chunk holding a wanted variant holds its JSON string
+        # (a false match only costs a decode: rows are filtered by value afterwards)
+        query = query.where(or_(*[c.c.variants.contains(json.dumps(v), autoescape=True) for v in variants]))
+    return decode_all(fetch_blobs(conn, query.order_by(c.c.t_min, c.c.chunk)), needed)
 
 
 def _legacy(conn: Any, deployment: str, lo: Any, hi: Any, variants: Any, revisions: Any) -> Any:
@@ -304,7 +314,9 @@ def _filter(table: Any, lo: Any, hi: Any, variants: Any, revisions: Any) -> Any:
         both(pc.is_in(table["variant"], value_set=pa.array(variants, type=pa.string())))
     if revisions is not None:
         both(pc.fill_null(pc.is_in(table["revision"], value_set=pa.array(revisions, type=pa.int64())), False))
-    return table if mask is None else table.filter(mask)
+    if mask is None or pc.all(pc.fill_null(mask, False)).as_py() is not False:
+        return table  # every row wanted (or no row there): no copy
+    return table.filter(mask)
 
 
 def _sorted(table: Any) -> Any:
@@ -394,8 +406,10 @@ def _public(table: Any, deployment: str, columns: Sequence[str] | None) -> Any:
     import pyarrow as pa
 
     names = table.column_names
-    if "deployment" not in names:
-        table = table.append_column("deployment", pa.array([deployment] * table.num_rows, type=pa.string()))
+    if "deployment" not in names and (columns is None or "deployment" in columns):
+        table = table.append_column(
+            "deployment", pa.repeat(pa.scalar(deployment, pa.string()), table.num_rows)
+        )
         names = table.column_names
     if "ground_truth" not in names and (columns is None or "ground_truth" in columns):
         table = table.append_column(
@@ -405,7 +419,8 @@ def _public(table: Any, deployment: str, columns: Sequence[str] | None) -> Any:
     if columns is not None:
         missing = [c for c in columns if c not in names]
         if missing:
-            known = [n for n in names if not n.startswith("_")]
+            known = [n for n in [*names, "deployment"] if not n.startswith("_")]
+            known = list(dict.fromkeys(known))
             raise InvalidArgument(
                 f"no column {', '.join(map(repr, missing))} in the response log of {deployment!r}; "
                 f"columns: {', '.join(known)}"

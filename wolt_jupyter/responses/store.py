@@ -110,8 +110,10 @@ def make_engine(url: str, options: dict[str, Any] | None = None, *, create_dir: 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:
-        # a new file returns the space retention frees to the OS (an existing one reuses it; no-op there)
-        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        # a new file returns the space retention frees to the OS (an existing one reuses it). Only on a new
+        # file: on an existing one the pragma changes nothing but still writes the header (16 ms a read, fsync)
+        if cur.execute("PRAGMA page_count").fetchone()[0] == 0:
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
     finally:
@@ -306,6 +308,42 @@ def chunk_of(deployment: str, table: Any) -> dict[str, Any]:
         "bytes": len(data),
         "data": data,
     }
+
+
+def fetch_blobs(conn: Any, query: Any) -> list[bytes]:
+    """The chunk blobs ``query`` (a select of ``chunks_table().c.data``, filtered and ordered) names, as bytes,
+    by each database's fastest way: SQLite's incremental blob reads (a row fetch of a multi-MB blob walks its
+    overflow pages 5x slower), PostgreSQL's binary protocol (the default text one sends ``bytea`` as hex: twice
+    the bytes, and decoding it cost 4x the fetch)."""
+    name = conn.dialect.name
+    raw = conn.connection.driver_connection
+    if name == "sqlite" and hasattr(raw, "blobopen"):  # Python >= 3.11
+        return _sqlite_blobs(conn, raw, query)
+    if name == "postgresql":
+        compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        with raw.cursor(binary=True) as cur:
+            cur.execute(str(compiled), compiled.params)
+            return [row[0] for row in cur.fetchall()]
+    return [row[0] for row in conn.execute(query)]
+
+
+def _sqlite_blobs(conn: Any, raw: Any, query: Any) -> list[bytes]:
+    """The chunk ids first, then each blob read whole; one read transaction around both, so a compaction or
+    retention pass committing in between cannot take a chunk away (WAL: the snapshot stays readable)."""
+    c = chunks_table()
+    own = not raw.in_transaction
+    if own:
+        raw.execute("BEGIN")
+    try:
+        ids = [row[0] for row in conn.execute(query.with_only_columns(c.c.chunk))]
+        blobs = []
+        for chunk in ids:
+            with raw.blobopen(CHUNKS_TABLE, "data", chunk, readonly=True) as blob:
+                blobs.append(blob.read())
+        return blobs
+    finally:
+        if own:
+            raw.execute("COMMIT")
 
 
 def insert_rows(conn: Any, rows: list[dict[str, Any]]) -> None:
