@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_REF = "12d8ef2"  # the last commit writing one SQL row per record with JSON payloads
+READ_REF = "12a2b04"  # the last commit before the read path's rework (per-row fetch, hex bytea, one thread)
 FEATURES = 20
 RATE = 2000.0  # requests/s the synthetic timestamps are spread at
 
@@ -113,6 +114,38 @@ def measure(url: str, n: int, after: bool) -> dict:
     return out
 
 
+def read_speed(url: str, reps: int = 3) -> dict:
+    """Best wall and CPU (all threads) rows/s of ``responses(name)`` and of the 20 numeric input columns, read
+    with whichever package is first on the path; what ``--read-ref`` compares in alternating subprocesses."""
+    from wolt_jupyter.responses import responses
+
+    out = {}
+    for label, kw in (("read", {}), ("numeric", {"columns": [f"input.x{j}" for j in range(FEATURES)]})):
+        responses("bench", url=url, revision="all", **kw)  # imports and caches warm
+        walls, cpus = [], []
+        for _ in range(reps):
+            t, c = time.perf_counter(), time.process_time()
+            rows = len(responses("bench", url=url, revision="all", **kw))
+            walls.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
+        out[f"{label}_rows_s"], out[f"{label}_cpu_rows_s"] = rows / min(walls), rows / min(cpus)
+    return out
+
+
+def compare_reads(url: str, ref: str, tmp: Path, rounds: int) -> dict[str, dict]:
+    """``read_speed`` with this tree and with the read code of ``ref``, on the same store, alternating
+    subprocesses ``rounds`` times (a loaded machine shifts both alike); the best of each, and the load."""
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for side, src in ((ref, _tree(ref, tmp)), ("now", ROOT)):
+            got = _in_subprocess(src, f"b.read_speed({url!r})", tmp)
+            mine = best.setdefault(side, {})
+            for key, value in got.items():
+                mine[key] = max(mine.get(key, 0.0), value)
+    best["load"] = {"load_1m": os.getloadavg()[0]}
+    return best
+
+
 def _size(url: str, after: bool) -> int:
     from sqlalchemy import create_engine
 
@@ -148,24 +181,34 @@ def submit_cost() -> float:
     return statistics.median(rounds) / 100_000 * 1e6
 
 
-def _before(url: str, n: int, ref: str, tmp: Path) -> dict:
-    """``measure`` with the package as it was at ``ref`` (git archive into ``tmp``), in a subprocess."""
-    src = tmp / f"before-{ref}"
+def _tree(ref: str, tmp: Path) -> Path:
+    """The package as it was at ``ref`` (git archive into ``tmp``, once)."""
+    src = tmp / f"tree-{ref}"
     if not src.exists():
         src.mkdir(parents=True)
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", ref, "wolt_jupyter"], check=True, capture_output=True
         )
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    return src
+
+
+def _in_subprocess(src: Path, call: str, tmp: Path) -> dict:
+    """``call`` (an expression over this module as ``b``) run with the package at ``src``; its JSON result."""
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT / 'benchmarks'}"}
-    code = f"import json, response_log as b; print(json.dumps(b.measure({url!r}, {n}, after=False)))"
+    code = f"import json, response_log as b; print(json.dumps({call}))"
     # cwd elsewhere: "python -c" puts the working directory first on the path, which may hold this tree
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=tmp, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"before ({ref}) failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"{call} with {src} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _before(url: str, n: int, ref: str, tmp: Path) -> dict:
+    """``measure`` with the package as it was at ``ref``, in a subprocess."""
+    return _in_subprocess(_tree(ref, tmp), f"b.measure({url!r}, {n}, after=False)", tmp)
 
 
 def main() -> None:
@@ -174,16 +217,21 @@ def main() -> None:
     p.add_argument("--before-ref", default=BEFORE_REF, help="git revision with the previous format")
     p.add_argument("--no-before", action="store_true", help="skip the previous format")
     p.add_argument("--no-postgres", action="store_true")
+    p.add_argument("--read-ref", default=READ_REF, help="git revision whose read code reads the same store")
+    p.add_argument("--read-rounds", type=int, default=3, help="alternating rounds of that comparison")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wolt-bench-log-"))
     print(f"traffic: {args.requests:,} requests x (live + shadow), {FEATURES} float64 features, 1 output")
     print(f"submit: {submit_cost():.2f} us")
     results: dict[str, dict] = {}
+    reads: dict[str, dict[str, dict]] = {}
 
     def run(store: str, url_before: str | None, url_after: str) -> None:
         if url_before is not None:
             results[f"{store} before"] = _before(url_before, args.requests, args.before_ref, tmp)
         results[f"{store} after"] = measure(url_after, args.requests, after=True)
+        if args.read_rounds:
+            reads[store] = compare_reads(url_after, args.read_ref, tmp, args.read_rounds)
 
     skip = args.no_before
     run("SQLite", None if skip else f"sqlite:///{tmp}/before.db", f"sqlite:///{tmp}/after.db")
@@ -204,6 +252,24 @@ def main() -> None:
         numeric = f"{r['read_numeric_rows_s']:,.0f}" if "read_numeric_rows_s" in r else "-"
         print(
             f"{name:<20}{r['bytes_per_row']:>11,.1f}{r['write_rows_s']:>14,.0f}{r['read_rows_s']:>13,.0f}{numeric:>21}"
+        )
+    if reads:
+        print(f"\nreads of the same store, read code of {args.read_ref} vs now, alternating subprocesses")
+        print(f"{'store':<12}{'code':<10}{'read rows/s':>13}{'(CPU)':>12}{'numeric rows/s':>16}{'(CPU)':>12}")
+    for store, sides in reads.items():
+        for side in (args.read_ref, "now"):
+            r = sides[side]
+            print(
+                f"{store:<12}{side:<10}{r['read_rows_s']:>13,.0f}{r['read_cpu_rows_s']:>12,.0f}"
+                f"{r['numeric_rows_s']:>16,.0f}{r['numeric_cpu_rows_s']:>12,.0f}"
+            )
+        o, n = sides[args.read_ref], sides["now"]
+        print(
+            f"{store}: now/{args.read_ref} read {n['read_rows_s'] / o['read_rows_s']:.2f}x "
+            f"(CPU {n['read_cpu_rows_s'] / o['read_cpu_rows_s']:.2f}x), numeric "
+            f"{n['numeric_rows_s'] / o['numeric_rows_s']:.2f}x "
+            f"(CPU {n['numeric_cpu_rows_s'] / o['numeric_cpu_rows_s']:.2f}x), "
+            f"load average {sides['load']['load_1m']:.1f}"
         )
     for store in ("SQLite", "PostgreSQL"):
         b, a = results.get(f"{store} before"), results.get(f"{store} after")

@@ -227,3 +227,25 @@ def test_chunks_decoded_on_threads_keep_their_order(store_url, make_record):
         assert same == [True] * len(blobs)
     assert decode_all(blobs[:1], ["time"])[0].column_names == ["time"]
     assert decode_all([], None) == []
+
+
+def test_vectors_and_json_values_read_back_row_by_row(store_url, make_record):
+    """Vectors of one width (numpy's fast path), of several widths and missing ones (Arrow's) read back as the
+    lists sent; a JSON value is decoded once per distinct text, but a dict or list is each row's own object."""
+    with ResponseWriter(store_url, batch_size=100, flush_interval=0.05, maintenance_interval=3600) as w:
+        for i in range(12):
+            inputs = {"v": [[float(i), 1.0]], "o": [{"k": i % 2}], "s": [i % 3 or "text"]}
+            if i >= 8:
+                inputs["w"] = [[i] * (i - 7)]  # ragged, and absent from the first eight records
+            w.submit(make_record(i, t=T0 + i, inputs=inputs))
+        assert w.flush(30)
+        w.submit(make_record(20, t=T0 + 20, inputs={"v": [[True, False]]}))  # a chunk of its own
+    frame = responses("dep", url=store_url, revision="all").set_index("id")
+    assert frame.loc["req-3", "input.v"] == [3.0, 1.0] and type(frame.loc["req-3", "input.v"]) is list
+    assert frame.loc["req-20", "input.v"] == [True, False]
+    assert frame["input.w"].iloc[:8].isna().all()
+    assert [frame.loc[f"req-{i}", "input.w"] for i in range(8, 12)] == [[i] * (i - 7) for i in range(8, 12)]
+    assert frame["input.o"].iloc[:12].tolist() == [{"k": i % 2} for i in range(12)]
+    dicts = frame["input.o"].iloc[:12].tolist()
+    assert len({id(d) for d in dicts}) == 12  # the same text, yet a dict of its own in each row
+    assert frame["input.s"].iloc[:12].tolist() == [i % 3 or "text" for i in range(12)]
