@@ -12,6 +12,26 @@ variant and a shadow), one float output, 2,000 requests/s. For each store it rep
 "before" is the previous format measured with the code of a git revision that still had it (``--before-ref``,
 default the last commit with JSON payloads), unpacked to a temporary directory and run in a subprocess, so
 both sides are the real code of their time on the same traffic.
+
+The read path alone: ``--read-ref`` (default the last commit before the read rework) reads the same "after"
+store with that revision's read code and with this tree's, in subprocesses taking turns ``--read-rounds``
+times, and reports the best wall and CPU (all threads) rows/s of each with the load average: on a shared
+machine only same-run ratios mean something, and CPU rows/s move least with the load.
+
+Measured 2026-11-30, 100,000 requests (200,000 rows), 2 cores shared with other engineers' test runs,
+``python benchmarks/response_log.py --requests 100000 --no-before --read-rounds 3`` (then 5):
+
+    bytes/row: SQLite 103.7, PostgreSQL 102.3 (unchanged: the write side is not touched)
+    reads (rows/s, wall / CPU)          12a2b04                now                  load
+    SQLite      responses(name)         0.27M / 1.48M  ->  0.84M / 1.60M         7.9
+                20 numeric columns      1.06M / 2.31M  ->  1.13M / 2.51M
+    PostgreSQL  responses(name)         0.46M / 1.06M  ->  1.14M / 1.53M         7.6
+                20 numeric columns      0.92M / 1.50M  ->  1.59M / 2.23M
+    second run:
+    SQLite      responses(name)         1.70M / 1.65M  ->  1.70M / 1.78M         6.0
+                20 numeric columns      2.65M / 2.60M  ->  2.73M / 2.76M
+    PostgreSQL  responses(name)         0.28M / 1.08M  ->  0.35M / 1.57M         8.6
+                20 numeric columns      0.36M / 1.44M  ->  0.65M / 2.26M
 """
 
 from __future__ import annotations
