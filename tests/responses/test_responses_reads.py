@@ -222,7 +222,7 @@ def test_chunks_decoded_on_threads_keep_their_order(store_url, make_record):
     assert len(blobs) >= 3
     for columns in (None, ["time", "input.x1"], ["input*", "_row"]):
         got = decode_all(blobs, columns)
-        want = [decode(b, columns, use_threads=False) for b in blobs]
+        want = [decode(b, columns) for b in blobs]
         same = [t.equals(w, check_metadata=True) for t, w in zip(got, want, strict=True)]
         assert same == [True] * len(blobs)
     assert decode_all(blobs[:1], ["time"])[0].column_names == ["time"]

@@ -276,7 +276,7 @@ def encode(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def decode(data: bytes, columns: Iterable[str] | None = None, *, use_threads: bool = True) -> pa.Table:
+def decode(data: bytes, columns: Iterable[str] | None = None) -> pa.Table:
     """A chunk back as an Arrow table, reading only ``columns`` (those it has; ``"output*"`` names every column
     starting with ``output``) when given."""
     import pyarrow as pa
@@ -288,23 +288,7 @@ def decode(data: bytes, columns: Iterable[str] | None = None, *, use_threads: bo
         wanted = list(columns)
         prefixes = tuple(c[:-1] for c in wanted if c.endswith("*"))
         columns = [n for n in names if n in wanted or (prefixes and n.startswith(prefixes))]
-    return reader.read(columns=columns, use_threads=use_threads)
-
-
-def decode_all(blobs: Sequence[bytes], columns: Iterable[str] | None = None) -> list[pa.Table]:
-    """Several chunks decoded, in order. One thread per core, each decoding whole chunks (pyarrow releases
-    the GIL while it decompresses): with many chunks that keeps every core busy where splitting one chunk's
-    columns over threads does not; a single chunk uses pyarrow's own threads."""
-    import pyarrow as pa
-
-    wanted = None if columns is None else list(columns)
-    workers = min(len(blobs), pa.cpu_count())
-    if workers < 2:
-        return [decode(b, wanted) for b in blobs]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="wolt-decode") as pool:
-        return list(pool.map(lambda b: decode(b, wanted, use_threads=False), blobs))
+    return reader.read(columns=columns)
 
 
 def concat(parts: list[Any], json_cols: set[str]) -> Any:
@@ -338,3 +322,19 @@ def concat(parts: list[Any], json_cols: set[str]) -> Any:
             if len(ts) > 1 and not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in ts)
         }
         return pa.concat_tables([as_json(p) for p in parts], promote_options="permissive")
+
+
+def decode_all(blobs: Sequence[bytes], columns: Iterable[str] | None = None) -> list[pa.Table]:
+    """Several chunks decoded by :func:`decode`, in order, on a thread per core (pyarrow releases the GIL
+    while it decompresses): with many chunks every core stays busy, where one chunk's columns alone are
+    too few to share out."""
+    import pyarrow as pa
+
+    wanted = None if columns is None else list(columns)
+    workers = min(len(blobs), pa.cpu_count())
+    if workers < 2:
+        return [decode(b, wanted) for b in blobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="wolt-decode") as pool:
+        return list(pool.map(lambda b: decode(b, wanted), blobs))
