@@ -137,15 +137,16 @@ def measure(url: str, n: int, after: bool) -> dict:
 def read_speed(url: str, reps: int = 3) -> dict:
     """Best wall and CPU (all threads) rows/s of ``responses(name)`` and of the 20 numeric input columns, read
     with whichever package is first on the path; what ``--read-ref`` compares in alternating subprocesses."""
-    from wolt_jupyter.responses import responses
+    import wolt_jupyter.responses as log
 
+    read = getattr(log, "read_frame", None) or log.responses  # renamed read_frame later; the ref's name
     out = {}
     for label, kw in (("read", {}), ("numeric", {"columns": [f"input.x{j}" for j in range(FEATURES)]})):
-        responses("bench", url=url, revision="all", **kw)  # imports and caches warm
+        read("bench", url=url, revision="all", **kw)  # imports and caches warm
         walls, cpus = [], []
         for _ in range(reps):
             t, c = time.perf_counter(), time.process_time()
-            rows = len(responses("bench", url=url, revision="all", **kw))
+            rows = len(read("bench", url=url, revision="all", **kw))
             walls.append(time.perf_counter() - t)
             cpus.append(time.process_time() - c)
         out[f"{label}_rows_s"], out[f"{label}_cpu_rows_s"] = rows / min(walls), rows / min(cpus)
