@@ -32,7 +32,7 @@ Measured 2026-11-30, 100,000 requests (200,000 rows), 2 cores shared with other 
                 20 numeric columns      2.65M / 2.60M  ->  2.73M / 2.76M
     PostgreSQL  responses(name)         0.28M / 1.08M  ->  0.35M / 1.57M         8.6
                 20 numeric columns      0.36M / 1.44M  ->  0.65M / 2.26M
-    a trial merge with main's format (Arrow IPC writer chunks), --read-ref main (09a8739):
+    a trial merge with main's format (Arrow IPC writer chunks), --read-ref main (3cc4aa3):
     SQLite      responses(name)         1.67M / 1.76M  ->  1.63M / 1.85M         7.5
                 20 numeric columns      2.21M / 2.75M  ->  2.40M / 3.06M
     PostgreSQL  responses(name)         0.82M / 1.21M  ->  1.16M / 1.73M         6.0
