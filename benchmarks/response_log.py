@@ -12,6 +12,31 @@ variant and a shadow), one float output, 2,000 requests/s. For each store it rep
 "before" is the previous format measured with the code of a git revision that still had it (``--before-ref``,
 default the last commit with JSON payloads), unpacked to a temporary directory and run in a subprocess, so
 both sides are the real code of their time on the same traffic.
+
+The read path alone: ``--read-ref`` (default the last commit before the read rework) reads the same "after"
+store with that revision's read code and with this tree's, in subprocesses taking turns ``--read-rounds``
+times, and reports the best wall and CPU (all threads) rows/s of each with the load average: on a shared
+machine only same-run ratios mean something, and CPU rows/s move least with the load.
+
+Measured 2026-11-30, 100,000 requests (200,000 rows), 2 cores shared with other engineers' test runs,
+``python benchmarks/response_log.py --requests 100000 --no-before --read-rounds 3`` (then 5):
+
+    bytes/row: SQLite 103.7, PostgreSQL 102.3 (unchanged: the write side is not touched)
+    reads (rows/s, wall / CPU)          12a2b04                now                  load
+    SQLite      responses(name)         0.27M / 1.48M  ->  0.84M / 1.60M         7.9
+                20 numeric columns      1.06M / 2.31M  ->  1.13M / 2.51M
+    PostgreSQL  responses(name)         0.46M / 1.06M  ->  1.14M / 1.53M         7.6
+                20 numeric columns      0.92M / 1.50M  ->  1.59M / 2.23M
+    second run:
+    SQLite      responses(name)         1.70M / 1.65M  ->  1.70M / 1.78M         6.0
+                20 numeric columns      2.65M / 2.60M  ->  2.73M / 2.76M
+    PostgreSQL  responses(name)         0.28M / 1.08M  ->  0.35M / 1.57M         8.6
+                20 numeric columns      0.36M / 1.44M  ->  0.65M / 2.26M
+    a trial merge with main's format (Arrow IPC writer chunks), --read-ref main (3cc4aa3):
+    SQLite      responses(name)         1.67M / 1.76M  ->  1.63M / 1.85M         7.5
+                20 numeric columns      2.21M / 2.75M  ->  2.40M / 3.06M
+    PostgreSQL  responses(name)         0.82M / 1.21M  ->  1.16M / 1.73M         6.0
+                20 numeric columns      1.03M / 1.56M  ->  1.49M / 2.38M
 """
 
 from __future__ import annotations
@@ -30,6 +55,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_REF = "12d8ef2"  # the last commit writing one SQL row per record with JSON payloads
+READ_REF = "12a2b04"  # the last commit before the read path's rework (per-row fetch, hex bytea, one thread)
 FEATURES = 20
 RATE = 2000.0  # requests/s the synthetic timestamps are spread at
 
@@ -116,6 +142,39 @@ def measure(url: str, n: int, after: bool) -> dict:
     return out
 
 
+def read_speed(url: str, reps: int = 3) -> dict:
+    """Best wall and CPU (all threads) rows/s of ``responses(name)`` and of the 20 numeric input columns, read
+    with whichever package is first on the path; what ``--read-ref`` compares in alternating subprocesses."""
+    import wolt_jupyter.responses as log
+
+    read = getattr(log, "read_frame", None) or log.responses  # renamed read_frame later; the ref's name
+    out = {}
+    for label, kw in (("read", {}), ("numeric", {"columns": [f"input.x{j}" for j in range(FEATURES)]})):
+        read("bench", url=url, revision="all", **kw)  # imports and caches warm
+        walls, cpus = [], []
+        for _ in range(reps):
+            t, c = time.perf_counter(), time.process_time()
+            rows = len(read("bench", url=url, revision="all", **kw))
+            walls.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
+        out[f"{label}_rows_s"], out[f"{label}_cpu_rows_s"] = rows / min(walls), rows / min(cpus)
+    return out
+
+
+def compare_reads(url: str, ref: str, tmp: Path, rounds: int) -> dict[str, dict]:
+    """``read_speed`` with this tree and with the read code of ``ref``, on the same store, alternating
+    subprocesses ``rounds`` times (a loaded machine shifts both alike); the best of each, and the load."""
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for side, src in ((ref, _tree(ref, tmp)), ("now", ROOT)):
+            got = _in_subprocess(src, f"b.read_speed({url!r})", tmp)
+            mine = best.setdefault(side, {})
+            for key, value in got.items():
+                mine[key] = max(mine.get(key, 0.0), value)
+    best["load"] = {"load_1m": os.getloadavg()[0]}
+    return best
+
+
 def _size(url: str, after: bool) -> int:
     from sqlalchemy import create_engine
 
@@ -151,24 +210,34 @@ def submit_cost() -> float:
     return statistics.median(rounds) / 100_000 * 1e6
 
 
-def _before(url: str, n: int, ref: str, tmp: Path) -> dict:
-    """``measure`` with the package as it was at ``ref`` (git archive into ``tmp``), in a subprocess."""
-    src = tmp / f"before-{ref}"
+def _tree(ref: str, tmp: Path) -> Path:
+    """The package as it was at ``ref`` (git archive into ``tmp``, once)."""
+    src = tmp / f"tree-{ref}"
     if not src.exists():
         src.mkdir(parents=True)
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", ref, "wolt_jupyter"], check=True, capture_output=True
         )
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    return src
+
+
+def _in_subprocess(src: Path, call: str, tmp: Path) -> dict:
+    """``call`` (an expression over this module as ``b``) run with the package at ``src``; its JSON result."""
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT / 'benchmarks'}"}
-    code = f"import json, response_log as b; print(json.dumps(b.measure({url!r}, {n}, after=False)))"
+    code = f"import json, response_log as b; print(json.dumps({call}))"
     # cwd elsewhere: "python -c" puts the working directory first on the path, which may hold this tree
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=tmp, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"before ({ref}) failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"{call} with {src} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _before(url: str, n: int, ref: str, tmp: Path) -> dict:
+    """``measure`` with the package as it was at ``ref``, in a subprocess."""
+    return _in_subprocess(_tree(ref, tmp), f"b.measure({url!r}, {n}, after=False)", tmp)
 
 
 def main() -> None:
@@ -177,16 +246,21 @@ def main() -> None:
     p.add_argument("--before-ref", default=BEFORE_REF, help="git revision with the previous format")
     p.add_argument("--no-before", action="store_true", help="skip the previous format")
     p.add_argument("--no-postgres", action="store_true")
+    p.add_argument("--read-ref", default=READ_REF, help="git revision whose read code reads the same store")
+    p.add_argument("--read-rounds", type=int, default=3, help="alternating rounds of that comparison")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wolt-bench-log-"))
     print(f"traffic: {args.requests:,} requests x (live + shadow), {FEATURES} float64 features, 1 output")
     print(f"submit: {submit_cost():.2f} us")
     results: dict[str, dict] = {}
+    reads: dict[str, dict[str, dict]] = {}
 
     def run(store: str, url_before: str | None, url_after: str) -> None:
         if url_before is not None:
             results[f"{store} before"] = _before(url_before, args.requests, args.before_ref, tmp)
         results[f"{store} after"] = measure(url_after, args.requests, after=True)
+        if args.read_rounds:
+            reads[store] = compare_reads(url_after, args.read_ref, tmp, args.read_rounds)
 
     skip = args.no_before
     run("SQLite", None if skip else f"sqlite:///{tmp}/before.db", f"sqlite:///{tmp}/after.db")
@@ -207,6 +281,24 @@ def main() -> None:
         numeric = f"{r['read_numeric_rows_s']:,.0f}" if "read_numeric_rows_s" in r else "-"
         print(
             f"{name:<20}{r['bytes_per_row']:>11,.1f}{r['write_rows_s']:>14,.0f}{r['read_rows_s']:>13,.0f}{numeric:>21}"
+        )
+    if reads:
+        print(f"\nreads of the same store, read code of {args.read_ref} vs now, alternating subprocesses")
+        print(f"{'store':<12}{'code':<10}{'read rows/s':>13}{'(CPU)':>12}{'numeric rows/s':>16}{'(CPU)':>12}")
+    for store, sides in reads.items():
+        for side in (args.read_ref, "now"):
+            r = sides[side]
+            print(
+                f"{store:<12}{side:<10}{r['read_rows_s']:>13,.0f}{r['read_cpu_rows_s']:>12,.0f}"
+                f"{r['numeric_rows_s']:>16,.0f}{r['numeric_cpu_rows_s']:>12,.0f}"
+            )
+        o, n = sides[args.read_ref], sides["now"]
+        print(
+            f"{store}: now/{args.read_ref} read {n['read_rows_s'] / o['read_rows_s']:.2f}x "
+            f"(CPU {n['read_cpu_rows_s'] / o['read_cpu_rows_s']:.2f}x), numeric "
+            f"{n['numeric_rows_s'] / o['numeric_rows_s']:.2f}x "
+            f"(CPU {n['numeric_cpu_rows_s'] / o['numeric_cpu_rows_s']:.2f}x), "
+            f"load average {sides['load']['load_1m']:.1f}"
         )
     for store in ("SQLite", "PostgreSQL"):
         b, a = results.get(f"{store} before"), results.get(f"{store} after")

@@ -169,3 +169,83 @@ def test_feature_vectors_are_stored_typed_and_read_back_as_lists(store_url, make
     engine.dispose()
     typed = [s.field("input.x") for s in schemas if not (s.field("input.x").metadata or {}).get(JSON_MARK)]
     assert typed and all(pa.types.is_list(f.type) and pa.types.is_float64(f.type.value_type) for f in typed)
+
+
+def test_variant_reads_skip_chunks_without_that_variant(store_url, make_record):
+    """The chunk index pushes ``variant=`` down: a chunk holding only other variants is never fetched (here:
+    its blob is overwritten with garbage, which a full read fails on)."""
+    import pyarrow as pa
+    from sqlalchemy import create_engine, update
+
+    from wolt_jupyter.responses.store import chunks_table
+
+    with ResponseWriter(store_url, flush_interval=0.05, maintenance_interval=3600) as w:
+        for i in range(5):
+            w.submit(make_record(i, t=T0 + i, variant="a_b"))
+        assert w.flush(30)
+        for i in range(5, 9):
+            w.submit(make_record(i, t=T0 + i, variant="b"))
+        assert w.flush(30)
+        for i in range(9, 12):
+            w.submit(make_record(i, t=T0 + i, variant="a_b"))
+            w.submit(make_record(i, t=T0 + i + 0.5, variant="axb"))
+    full = read_frame("dep", url=store_url)
+    _same(read_frame("dep", url=store_url, variant="a_b"), full[full["variant"] == "a_b"])
+    engine = create_engine(store_url)
+    with engine.begin() as conn:  # the chunk holding only "b": unreadable from now on
+        c = chunks_table()
+        n = conn.execute(update(c).where(c.c.variants == '["b"]').values(data=b"not parquet")).rowcount
+    engine.dispose()
+    assert n == 1
+    with pytest.raises(pa.ArrowInvalid, match="Parquet"):
+        read_frame("dep", url=store_url)
+    got = read_frame("dep", url=store_url, variant="a_b")
+    _same(got, full[full["variant"] == "a_b"])  # "a_b" as a LIKE pattern would also match "axb"
+    assert len(read_frame("dep", url=store_url, variant=["a_b", "axb"])) == 11
+    assert read_frame("dep", url=store_url, variant="zz").empty
+
+
+def test_chunks_decoded_on_threads_keep_their_order(store_url, make_record):
+    """decode_all spreads chunks over a thread pool; the tables come back in the blobs' order, each equal to
+    a single-threaded decode, with only the asked columns."""
+    from sqlalchemy import create_engine
+
+    from wolt_jupyter.responses.columnar import decode, decode_all
+
+    with ResponseWriter(store_url, batch_size=7, flush_interval=0.05, maintenance_interval=3600) as w:
+        for i in range(60):
+            w.submit(make_record(i, t=T0 + i, inputs={"x1": [float(i)], "v": [[1.0, float(i)]]}))
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        blobs = [bytes(d) for (d,) in conn.exec_driver_sql("SELECT data FROM wolt_response_chunks")]
+    engine.dispose()
+    assert len(blobs) >= 3
+    for columns in (None, ["time", "input.x1"], ["input*", "_row"]):
+        got = decode_all(blobs, columns)
+        want = [decode(b, columns) for b in blobs]
+        same = [t.equals(w, check_metadata=True) for t, w in zip(got, want, strict=True)]
+        assert same == [True] * len(blobs)
+    assert decode_all(blobs[:1], ["time"])[0].column_names == ["time"]
+    assert decode_all([], None) == []
+
+
+def test_vectors_and_json_values_read_back_row_by_row(store_url, make_record):
+    """Vectors of one width (numpy's fast path), of several widths and missing ones (Arrow's) read back as the
+    lists sent; a JSON value is decoded once per distinct text, but a dict or list is each row's own object."""
+    with ResponseWriter(store_url, batch_size=100, flush_interval=0.05, maintenance_interval=3600) as w:
+        for i in range(12):
+            inputs = {"v": [[float(i), 1.0]], "o": [{"k": i % 2}], "s": [i % 3 or "text"]}
+            if i >= 8:
+                inputs["w"] = [[i] * (i - 7)]  # ragged, and absent from the first eight records
+            w.submit(make_record(i, t=T0 + i, inputs=inputs))
+        assert w.flush(30)
+        w.submit(make_record(20, t=T0 + 20, inputs={"v": [[True, False]]}))  # a chunk of its own
+    frame = read_frame("dep", url=store_url, revision="all").set_index("id")
+    assert frame.loc["req-3", "input.v"] == [3.0, 1.0] and type(frame.loc["req-3", "input.v"]) is list
+    assert frame.loc["req-20", "input.v"] == [True, False]
+    assert frame["input.w"].iloc[:8].isna().all()
+    assert [frame.loc[f"req-{i}", "input.w"] for i in range(8, 12)] == [[i] * (i - 7) for i in range(8, 12)]
+    assert frame["input.o"].iloc[:12].tolist() == [{"k": i % 2} for i in range(12)]
+    dicts = frame["input.o"].iloc[:12].tolist()
+    assert len({id(d) for d in dicts}) == 12  # the same text, yet a dict of its own in each row
+    assert frame["input.s"].iloc[:12].tolist() == [i % 3 or "text" for i in range(12)]

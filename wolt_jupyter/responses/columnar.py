@@ -460,3 +460,19 @@ def concat(parts: list[Any], json_cols: set[str]) -> Any:
             if len(ts) > 1 and not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in ts)
         }
         return pa.concat_tables([as_json(p) for p in parts], promote_options="permissive")
+
+
+def decode_all(blobs: Sequence[bytes], columns: Iterable[str] | None = None) -> list[pa.Table]:
+    """Several chunks decoded by :func:`decode`, in order, on a thread per core (pyarrow releases the GIL
+    while it decompresses): with many chunks every core stays busy, where one chunk's columns alone are
+    too few to share out."""
+    import pyarrow as pa
+
+    wanted = None if columns is None else list(columns)
+    workers = min(len(blobs), pa.cpu_count())
+    if workers < 2:
+        return [decode(b, wanted) for b in blobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="wolt-decode") as pool:
+        return list(pool.map(lambda b: decode(b, wanted), blobs))
