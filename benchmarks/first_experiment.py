@@ -48,13 +48,24 @@ for n in range(3):
     card = timed(f"experiment_{n + 1}", lambda: ip.run_cell_magic("wolt_experiment", "bench " + flags, CELL))
     assert card.status == "FINISHED" and card.models, card
 timed("register", lambda: ip.run_line_magic("wolt_register", "--name bench"))
+try:  # the classifier plots drawn by the helper process (absent before it existed)
+    from wolt_jupyter.autolog_plots import _Helper, wait_for_plots
+except ImportError:
+    pass
+else:
+    timed("plots_wait", wait_for_plots)
+    if _Helper.proc is not None:
+        _Helper.finish(_Helper.proc)
+import resource
+helper = resource.getrusage(resource.RUSAGE_CHILDREN)  # the plot helper, git, MLflow's subprocesses
+times["children"] = (0.0, helper.ru_utime + helper.ru_stime)
 print(json.dumps(times))
 """
 
 
-def one_round(flags: str) -> dict[str, list[float]]:
+def one_round(flags: str, source: Path) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "WOLT_JUPYTER_HOME": home}
+        env = {**os.environ, "WOLT_JUPYTER_HOME": home, "PYTHONPATH": str(source)}
         env.pop("MLFLOW_TRACKING_URI", None)
         code = f"CELL = {CELL!r}\n{ROUND}"
         out = subprocess.run(
@@ -63,26 +74,54 @@ def one_round(flags: str) -> dict[str, list[float]]:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def summary(label: str, rounds: list[dict[str, list[float]]]) -> dict[str, tuple[float, float]]:
+    """Print the medians of ``rounds`` under ``label``; return them by key as (wall, cpu)."""
+    medians = {}
+    print(label)
+    for key in dict.fromkeys(k for r in rounds for k in r):
+        wall = [r[key][0] for r in rounds if key in r]
+        cpu = [r[key][1] for r in rounds if key in r]
+        medians[key] = (statistics.median(wall), statistics.median(cpu))
+        print(
+            f"  {key:14s} wall median {medians[key][0]:6.2f} s ({', '.join(f'{v:.2f}' for v in wall)})"
+            f"   cpu median {medians[key][1]:6.2f} s"
+        )
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--infer-requirements", action="store_true", help="MLflow's requirement inference")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="source tree of an earlier version (git archive COMMIT | tar -x -C DIR): rounds alternate with it",
+    )
     args = parser.parse_args()
     flags = "--infer-requirements" if args.infer_requirements else ""
-    rounds = [one_round(flags) for _ in range(args.rounds)]
-    load = os.getloadavg()[0]
-    print(f"{args.rounds} rounds, load average {load:.1f} on {os.cpu_count()} cores, {flags or 'defaults'}")
-    for key in rounds[0]:
-        wall = [r[key][0] for r in rounds]
-        cpu = [r[key][1] for r in rounds]
-        print(
-            f"  {key:14s} wall median {statistics.median(wall):6.2f} s ({', '.join(f'{v:.2f}' for v in wall)})"
-            f"   cpu median {statistics.median(cpu):6.2f} s"
-        )
+    here = Path(__file__).resolve().parent.parent
+    rounds, baseline = [], []
+    for _ in range(args.rounds):
+        if args.baseline:
+            baseline.append(one_round(flags, args.baseline))
+        rounds.append(one_round(flags, here))
+    load = os.getloadavg()
+    print(
+        f"{args.rounds} rounds, load average {load[0]:.1f} (15 min: {load[2]:.1f}) on {os.cpu_count()} cores, "
+        f"{flags or 'defaults'}"
+    )
+    now = summary(str(here), rounds)
+    if args.baseline:
+        before = summary(f"baseline {args.baseline}", baseline)
+        for key in ("experiment_1", "experiment_2", "experiment_3"):
+            print(
+                f"  {key}: wall {now[key][0] / before[key][0]:.2f}x, cpu {now[key][1] / before[key][1]:.2f}x"
+                " of the baseline's"
+            )
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from wolt_jupyter.autolog_plots import wait_for_plots
+
 from helpers import shown, unique
 
 TRAIN = """
@@ -39,8 +41,11 @@ def test_experiment_cell_logs_params_metrics_model_and_the_cell(shell, store: st
 
     run = client(store).get_run(card.run_id)
     assert run.data.tags["team"] == "search"
+    # three classes: the confusion matrix only, drawn by the plot helper after the cell
+    assert wait_for_plots() == []
     artifacts = [a.path for a in client(store).list_artifacts(card.run_id)]
     assert "cell.py" in artifacts
+    assert "training_confusion_matrix.png" in artifacts and "training_roc_curve.png" not in artifacts
     local = client(store).download_artifacts(card.run_id, "cell.py")
     assert "LogisticRegression(max_iter=321)" in Path(local).read_text()
     # card renders both ways; long parameter lists are cut on the card, kept whole on the object

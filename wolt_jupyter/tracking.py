@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import Card
 from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors, ui_base
+from wolt_jupyter.autolog_plots import PlotJob, draw_later, plots_after_the_block
 from wolt_jupyter.config import Settings, mask_url
 from wolt_jupyter.errors import InvalidArgument
 
@@ -302,13 +303,14 @@ def experiment(
         handle = ExperimentRun(run_id=run_id, experiment_id=experiment_id, experiment_name=name)
         status = "FINISHED"
         requirements = contextlib.nullcontext() if infer_requirements else flavor_requirements()
+        plots: list[PlotJob] = []
         try:
             with stderr_into(captured):
                 if source is not None:
                     mlflow.log_text(source, CELL_ARTIFACT)
                 if autolog:
                     handle.autologged = _autolog(True)
-            with requirements:
+            with requirements, _plots_after(autolog) as plots:
                 yield handle
         except KeyboardInterrupt:
             status = "KILLED"
@@ -326,8 +328,29 @@ def experiment(
                 except Exception:
                     if status == "FINISHED":
                         raise  # otherwise the block's own exception is the one to see
+                finally:
+                    _draw_later(plots, active.info, s, captured)
     if handle.card is not None:
         handle.card.log = captured
+
+
+def _plots_after(autolog: bool) -> contextlib.AbstractContextManager[list[PlotJob]]:
+    """Autologged classifiers' plots drawn after the block (see :mod:`wolt_jupyter.autolog_plots`)."""
+    return plots_after_the_block() if autolog else contextlib.nullcontext([])
+
+
+def _draw_later(plots: list[PlotJob], run: Any, s: Settings, log_lines: list[str]) -> None:
+    """Hand the block's plots to the helper; a failure is a line of the card's log, not the cell's error."""
+    if not plots:
+        return
+    try:
+        uris = {run.run_id: run.artifact_uri}
+        for job in plots:  # a fit may log to another run (e.g. a search's child run)
+            if job.run_id not in uris:
+                uris[job.run_id] = mlflow_client(s).get_run(job.run_id).info.artifact_uri
+        draw_later(plots, uris, s.tracking_uri, s.home)
+    except Exception as exc:
+        log_lines.append(f"WARNING {__name__}: autologged plots not drawn: {type(exc).__name__}: {exc}")
 
 
 def last_run() -> RunCard | None:
