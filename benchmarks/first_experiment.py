@@ -4,9 +4,27 @@ Each round is a new Python process with a real IPython shell and an empty ``WOLT
 extension, runs the quickstart's experiment cell (imports scikit-learn, fits a small pipeline, autologged), then
 the same cell twice more, then registers the model. Times are wall-clock from the cell's start to its card,
 and the CPU time of the kernel process (which a busy machine inflates far less than the wall-clock time;
-MLflow's requirement inference runs in a subprocess, so its CPU is not in the kernel's).
+MLflow's requirement inference runs in a subprocess, so its CPU is not in the kernel's; ``children`` is the CPU
+of the kernel's subprocesses: the plot helper, git). ``plots_wait`` is how long the plots of the three runs
+still took after the registration.
 
-    python benchmarks/first_experiment.py [--rounds 3] [--infer-requirements]
+    python benchmarks/first_experiment.py [--rounds 3] [--infer-requirements] [--baseline DIR]
+
+``--baseline DIR``: a source tree of an earlier version (``git archive COMMIT | tar -x -C DIR``); its rounds
+alternate with this checkout's, so both see the same load, and the ratios are printed.
+
+Measured 2026-11-30 on the shared 2-core development machine, load average 7.1 (15 min 7.6), 4 rounds each,
+medians, against 12a2b04 (before the plot helper and the requirement check's skip):
+
+    experiment    wall now / before          kernel CPU now / before
+    first         10.72 s / 14.64 s (0.73x)  4.04 s / 5.49 s (0.74x)
+    second         2.41 s /  1.54 s (1.57x)  0.33 s / 0.77 s (0.42x)
+    third          3.37 s /  2.48 s (1.36x)  0.60 s / 0.77 s (0.78x)
+    plot helper   1.73 s of CPU in all (drawing three runs' plots), 1.25 s still to wait after registering
+
+Under that load the later experiments' wall time is the helper drawing the previous run's plots on the other
+(busy) core. Earlier, nearly idle (load 0.5-1.5, 2 rounds, the version before): the first experiment 4.7 and
+6.6 s wall for 4.8 s CPU, later ones 0.6-1.4 s.
 """
 
 from __future__ import annotations
@@ -69,7 +87,12 @@ def one_round(flags: str, source: Path) -> dict[str, list[float]]:
         env.pop("MLFLOW_TRACKING_URI", None)
         code = f"CELL = {CELL!r}\n{ROUND}"
         out = subprocess.run(
-            [sys.executable, "-c", code, flags], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", code, flags],
+            env=env,
+            cwd=home,  # not this checkout: `python -c` imports from its working directory first
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
 

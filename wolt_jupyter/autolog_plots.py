@@ -361,6 +361,9 @@ def serve(lines: Iterator[str], answer: Callable[[str], None]) -> None:
 
 
 def main() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # background work: the kernel's cells go first
+        os.nice(10)
+
     def answer(text: str) -> None:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
