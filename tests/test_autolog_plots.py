@@ -75,3 +75,26 @@ def test_the_helper_reports_a_plot_it_could_not_store(tmp_path: Path) -> None:
     assert first["sync"] == "t1" and len(first["errors"]) == 1 and str(blocker) in first["errors"][0]
     assert second == {"sync": "t2", "errors": []}  # each error is reported once
     assert not good.exists() and not bad.exists()
+
+
+def test_a_helper_that_died_is_reported_and_replaced(wolt_home: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from wolt_jupyter.autolog_plots import LOG_NAME, _Helper, draw_later, wait_for_plots
+
+    wolt_home.mkdir(parents=True, exist_ok=True)
+    job = PlotJob(run_id="r", prefix="training_", labels=["a", "b"], confusion=np.eye(2))
+    draw_later([job], {"r": (tmp_path / "run1").as_uri()}, "", wolt_home)
+    assert wait_for_plots() == []
+    assert (tmp_path / "run1" / "training_confusion_matrix.png").is_file()
+    assert (
+        oct((wolt_home / LOG_NAME).stat().st_mode & 0o777) == "0o600"
+    )  # its stderr: private, not the cell's
+    assert _Helper.proc is not None
+    _Helper.proc.kill()
+    _Helper.proc.wait()
+    [error] = wait_for_plots()
+    assert "the plot helper ended" in error and LOG_NAME in error
+    draw_later([job], {"r": (tmp_path / "run2").as_uri()}, "", wolt_home)  # a new helper takes the job
+    assert wait_for_plots() == []
+    assert (tmp_path / "run2" / "training_confusion_matrix.png").is_file()

@@ -52,6 +52,7 @@ _EXPECTED = (
     "dataset",
 )
 DPI = 175  # MLflow's savefig.dpi for these plots
+LOG_NAME = "autolog-plots.log"  # the helper's stderr, in the state dir
 FIGSIZE = (6.0, 4.0)
 
 
@@ -183,22 +184,30 @@ def plots_after_the_block() -> Iterator[list[PlotJob]]:
 
 
 class _Helper:
-    """The helper process of this kernel: started on the first job, restarted if it has died."""
+    """The helper process of this kernel: started on the first job, restarted if it has died. Its stderr
+    goes to a file in the state dir: in a Jupyter kernel, output on the kernel's own descriptors would show
+    up in whichever cell runs at the time."""
 
     proc: subprocess.Popen[str] | None = None
+    log: Path | None = None
 
     @classmethod
-    def running(cls) -> subprocess.Popen[str]:
+    def running(cls, home: Path) -> subprocess.Popen[str]:
         if cls.proc is None or cls.proc.poll() is not None:
+            from wolt_jupyter.private import private_file
+
             package_root = str(Path(__file__).resolve().parent.parent)
             path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-            cls.proc = subprocess.Popen(
-                [sys.executable, "-m", "wolt_jupyter.autolog_plots"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg"},
-            )
+            cls.log = private_file(home / LOG_NAME)
+            with cls.log.open("a") as stderr:
+                cls.proc = subprocess.Popen(
+                    [sys.executable, "-m", "wolt_jupyter.autolog_plots"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg"},
+                )
             atexit.register(cls.finish, cls.proc)
         return cls.proc
 
@@ -212,20 +221,19 @@ class _Helper:
             proc.wait(timeout)
             proc.stdout.close()
 
+    @staticmethod
+    def write(proc: subprocess.Popen[str], message: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(message) + "\n")
+        proc.stdin.flush()
+
     @classmethod
-    def send(cls, message: dict[str, Any]) -> subprocess.Popen[str]:
-        for attempt in (1, 2):
-            proc = cls.running()
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(message) + "\n")
-                proc.stdin.flush()
-                return proc
-            except (BrokenPipeError, OSError):
-                if attempt == 2:
-                    raise
-                cls.proc = None
-        raise AssertionError("unreachable")
+    def send(cls, message: dict[str, Any], home: Path) -> None:
+        try:
+            cls.write(cls.running(home), message)
+        except OSError:  # it ended since the last job (BrokenPipeError): once more with a new one
+            cls.proc = None
+            cls.write(cls.running(home), message)
 
 
 def draw_later(jobs: list[PlotJob], artifact_uris: dict[str, str], tracking_uri: str, home: Path) -> None:
@@ -233,25 +241,31 @@ def draw_later(jobs: list[PlotJob], artifact_uris: dict[str, str], tracking_uri:
     for job in jobs:
         directory = Path(tempfile.mkdtemp(prefix="plots-", dir=home))  # private: the state dir is 0700
         job.save(directory)
-        _Helper.send(
-            {"dir": str(directory), "artifact_uri": artifact_uris[job.run_id], "tracking_uri": tracking_uri}
-        )
+        message = {
+            "dir": str(directory),
+            "artifact_uri": artifact_uris[job.run_id],
+            "tracking_uri": tracking_uri,
+        }
+        _Helper.send(message, home)
 
 
 def wait_for_plots(timeout: float = 120.0) -> list[str]:
     """Wait until the helper has stored every plot sent so far; returns its errors since the last wait."""
     proc = _Helper.proc
-    if proc is None or proc.poll() is not None:
+    if proc is None:
         return []
     token = uuid.uuid4().hex
-    _Helper.send({"sync": token})
+    try:
+        _Helper.write(proc, {"sync": token})
+    except OSError:
+        return [f"the plot helper ended (exit code {proc.poll()}); its messages are in {_Helper.log}"]
     assert proc.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         while selector.select(timeout):
             line = proc.stdout.readline()
             if not line:
-                break  # the helper ended
+                return [f"the plot helper ended (exit code {proc.wait()}); its messages are in {_Helper.log}"]
             answer = json.loads(line)
             if answer.get("sync") == token:
                 return list(answer.get("errors", []))
