@@ -13,18 +13,23 @@ still took after the registration.
 ``--baseline DIR``: a source tree of an earlier version (``git archive COMMIT | tar -x -C DIR``); its rounds
 alternate with this checkout's, so both see the same load, and the ratios are printed.
 
-Measured 2026-11-30 on the shared 2-core development machine, load average 7.1 (15 min 7.6), 4 rounds each,
-medians, against 12a2b04 (before the plot helper and the requirement check's skip):
+Measured 2026-11-30 on the shared 2-core development machine, medians, against 12a2b04 (before the plot
+helper and the requirement check's skip), wall now / before and kernel CPU now / before:
 
-    experiment    wall now / before          kernel CPU now / before
-    first         10.72 s / 14.64 s (0.73x)  4.04 s / 5.49 s (0.74x)
-    second         2.41 s /  1.54 s (1.57x)  0.33 s / 0.77 s (0.42x)
-    third          3.37 s /  2.48 s (1.36x)  0.60 s / 0.77 s (0.78x)
-    plot helper   1.73 s of CPU in all (drawing three runs' plots), 1.25 s still to wait after registering
+    load average 1.1-2.0, 3 rounds each
+    first         3.76 s /  4.83 s (0.78x)   3.43 s / 4.53 s (0.76x)
+    second        0.70 s /  0.68 s (1.03x)   0.35 s / 0.67 s (0.52x)
+    third         1.14 s /  0.75 s (1.51x)   0.53 s / 0.67 s (0.79x)
+    plot helper   1.48 s of CPU in all (three runs' plots); 0.64 s still to wait after registering
 
-Under that load the later experiments' wall time is the helper drawing the previous run's plots on the other
-(busy) core. Earlier, nearly idle (load 0.5-1.5, 2 rounds, the version before): the first experiment 4.7 and
-6.6 s wall for 4.8 s CPU, later ones 0.6-1.4 s.
+    load average 7.1 (15 min 7.6), 4 rounds each
+    first        10.72 s / 14.64 s (0.73x)   4.04 s / 5.49 s (0.74x)
+    second        2.41 s /  1.54 s (1.57x)   0.33 s / 0.77 s (0.42x)
+    third         3.37 s /  2.48 s (1.36x)   0.60 s / 0.77 s (0.78x)
+    plot helper   1.73 s of CPU in all; 1.25 s still to wait after registering
+
+The later experiments' wall time is longer than before when the helper, drawing the previous run's plots,
+competes with the kernel for the two cores; their kernel CPU is lower.
 """
 
 from __future__ import annotations
