@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from wolt_jupyter.autolog_plots import wait_for_plots
+
 from helpers import shown, unique
 
 TRAIN = """
@@ -39,8 +41,11 @@ def test_experiment_cell_logs_params_metrics_model_and_the_cell(shell, store: st
 
     run = client(store).get_run(card.run_id)
     assert run.data.tags["team"] == "search"
+    # three classes: the confusion matrix only, drawn by the plot helper after the cell
+    assert wait_for_plots() == []
     artifacts = [a.path for a in client(store).list_artifacts(card.run_id)]
     assert "cell.py" in artifacts
+    assert "training_confusion_matrix.png" in artifacts and "training_roc_curve.png" not in artifacts
     local = client(store).download_artifacts(card.run_id, "cell.py")
     assert "LogisticRegression(max_iter=321)" in Path(local).read_text()
     # card renders both ways; long parameter lists are cut on the card, kept whole on the object
@@ -57,6 +62,55 @@ def test_no_autolog_logs_no_model(shell, store: str) -> None:
     result = shell.run_cell(f"%%wolt_experiment {unique('exp')} --no-autolog\n{TRAIN.format(max_iter=100)}")
     assert result.success
     assert result.result.models == [] and result.result.params == {}
+
+
+def _requirements(card, name: str | None = None) -> list[str]:
+    import mlflow
+
+    model_id = next(m for m in card.models if name is None or m.startswith(f"{name} "))
+    model_id = model_id.rsplit("(", 1)[1].rstrip(")")
+    location = mlflow.get_logged_model(model_id).artifact_location
+    path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/requirements.txt")
+    return Path(path).read_text().split()
+
+
+def test_models_record_the_flavors_pins_and_other_requirements_are_still_checked(shell) -> None:
+    from importlib.metadata import version
+
+    # autologged: the flavor's own pins of the installed versions, no inference, no mismatch warning
+    result = shell.run_cell(f"%%wolt_experiment {unique('exp')}\n{TRAIN.format(max_iter=200)}")
+    card = result.result
+    assert _requirements(card) == [
+        f"mlflow=={version('mlflow')}",
+        f"cloudpickle=={version('cloudpickle')}",
+        f"scikit-learn=={version('scikit-learn')}",
+    ]
+    assert not [line for line in card.log if "mismatches" in line]
+    # a requirement the cell names that the environment does not satisfy still gets MLflow's warning
+    logged = "import mlflow.sklearn\nmlflow.sklearn.log_model(clf, name='pinned', pip_requirements=['scikit-learn==0.0.1'])"
+    card = shell.run_cell(f"%%wolt_experiment {unique('exp')}\n{TRAIN.format(max_iter=200)}\n{logged}").result
+    assert "scikit-learn==0.0.1" in _requirements(card, "pinned")
+    assert [line for line in card.log if "mismatches" in line and "scikit-learn" in line]
+
+
+@pytest.mark.parametrize(
+    ("requirement", "pins"),
+    [
+        ("scikit-learn=={sklearn}", True),
+        (" scikit-learn == {sklearn} ", True),
+        ("scikit-learn==0.0.1", False),
+        ("scikit-learn>={sklearn}", False),
+        ("scikit-learn[extra]=={sklearn}", False),
+        ("no-such-distribution-here==1.0", False),
+        ("-r requirements.txt", False),
+    ],
+)
+def test_only_pins_of_installed_versions_skip_mlflows_check(requirement: str, pins: bool) -> None:
+    from importlib.metadata import version
+
+    from wolt_jupyter.tracking import pins_installed
+
+    assert pins_installed(requirement.format(sklearn=version("scikit-learn"))) is pins
 
 
 def test_exception_marks_run_failed_and_reraises(shell, store: str) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import math
 import os
+import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import Card
 from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors, ui_base
+from wolt_jupyter.autolog_plots import PlotJob, draw_later, plots_after_the_block
 from wolt_jupyter.config import Settings, mask_url
 from wolt_jupyter.errors import InvalidArgument
 
@@ -202,21 +204,47 @@ def flavor_requirements() -> Iterator[None]:
     at the installed versions) instead of MLflow's inferred list: inferring costs a subprocess that imports
     MLflow and loads the model (~4 s here), most of an autologged ``fit``. MLflow's flavors call
     ``mlflow.models.infer_pip_requirements(path, flavor, fallback=defaults)``; in the block it answers the
-    defaults."""
+    defaults. Those pin the installed versions, so MLflow's check of the requirements against the
+    environment is skipped for them (see :func:`pins_installed`)."""
     import mlflow.models
+    import mlflow.utils.environment as environment
 
     original = mlflow.models.infer_pip_requirements
+    check_original = environment.warn_dependency_requirement_mismatches
 
     def defaults(model_uri: Any, flavor: Any, fallback: Any = None, *args: Any, **kwargs: Any) -> Any:
         if fallback is None:  # a caller with no defaults to offer: MLflow's inference, as without the block
             return original(model_uri, flavor, fallback, *args, **kwargs)
         return fallback
 
+    def check_unpinned(requirements: list[str]) -> None:
+        # MLflow checks each requirement against the environment through a map of every installed
+        # distribution's files (~0.4 s of CPU, once per kernel); pins of the installed versions (the flavor's
+        # defaults, and MLflow's own pin) are satisfied by construction, so only the others go to its check
+        rest = [r for r in requirements if not pins_installed(r)]
+        if rest:
+            check_original(rest)
+
     mlflow.models.infer_pip_requirements = defaults
+    environment.warn_dependency_requirement_mismatches = check_unpinned
     try:
         yield
     finally:
         mlflow.models.infer_pip_requirements = original
+        environment.warn_dependency_requirement_mismatches = check_original
+
+
+def pins_installed(requirement: str) -> bool:
+    """Whether ``requirement`` is ``name==version`` with exactly the installed distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    name, sep, pinned = (part.strip() for part in requirement.partition("=="))
+    if not sep or not pinned or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        return False
+    try:
+        return version(name) == pinned
+    except PackageNotFoundError:
+        return False
 
 
 @dataclass
@@ -275,13 +303,14 @@ def experiment(
         handle = ExperimentRun(run_id=run_id, experiment_id=experiment_id, experiment_name=name)
         status = "FINISHED"
         requirements = contextlib.nullcontext() if infer_requirements else flavor_requirements()
+        plots: list[PlotJob] = []
         try:
             with stderr_into(captured):
                 if source is not None:
                     mlflow.log_text(source, CELL_ARTIFACT)
                 if autolog:
                     handle.autologged = _autolog(True)
-            with requirements:
+            with requirements, _plots_after(autolog) as plots:
                 yield handle
         except KeyboardInterrupt:
             status = "KILLED"
@@ -299,8 +328,29 @@ def experiment(
                 except Exception:
                     if status == "FINISHED":
                         raise  # otherwise the block's own exception is the one to see
+                finally:
+                    _draw_later(plots, active.info, s, captured)
     if handle.card is not None:
         handle.card.log = captured
+
+
+def _plots_after(autolog: bool) -> contextlib.AbstractContextManager[list[PlotJob]]:
+    """Autologged classifiers' plots drawn after the block (see :mod:`wolt_jupyter.autolog_plots`)."""
+    return plots_after_the_block() if autolog else contextlib.nullcontext([])
+
+
+def _draw_later(plots: list[PlotJob], run: Any, s: Settings, log_lines: list[str]) -> None:
+    """Hand the block's plots to the helper; a failure is a line of the card's log, not the cell's error."""
+    if not plots:
+        return
+    try:
+        uris = {run.run_id: run.artifact_uri}
+        for job in plots:  # a fit may log to another run (e.g. a search's child run)
+            if job.run_id not in uris:
+                uris[job.run_id] = mlflow_client(s).get_run(job.run_id).info.artifact_uri
+        draw_later(plots, uris, s.tracking_uri, s.home)
+    except Exception as exc:
+        log_lines.append(f"WARNING {__name__}: autologged plots not drawn: {type(exc).__name__}: {exc}")
 
 
 def last_run() -> RunCard | None:
