@@ -24,6 +24,11 @@ Measured here (2026-11-29, 2 cores shared with other work, 10 s per server, two 
     mlserver      1624 / 1513     116.0 / 109.7
     -> wolt-ab/mlserver 2.89x / 2.47x rps, p99 0.11x / 0.14x; wolt-single/raw 2.79x / 2.86x
 
+Measured 2026-11-30 23:22 (quiet, load average 1.1-1.9), ``--rows 100 --only wolt-ab mlserver --rounds 3``
+(rows/s): wolt-ab 303,541 / 308,306 / 287,762 against MLServer 136,307 / 134,913 / 121,932 -> 2.23x / 2.29x /
+2.36x, p99 0.13-0.14x (issue 11's goal: >= 2x). The same build at ``--rows 1``, two rounds: wolt-ab 6,817 /
+6,655 rps against MLServer 2,153 / 2,047 (3.17x / 3.25x), wolt-single/raw 3.25x / 3.51x.
+
 The wolt runtime beats the raw server because concurrent requests are micro-batched into one predict.
 """
 
