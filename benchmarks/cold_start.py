@@ -80,7 +80,7 @@ DEPLOY = """
 import json, sys, time
 import mlflow.pyfunc, wolt_jupyter
 from wolt_jupyter import deployments
-from wolt_jupyter.deployments import _store
+from wolt_jupyter.deployments import revision_store
 sys.path.insert(0, sys.argv[2])
 from _proc import tree_cpu
 wolt_jupyter.models("cold")  # a kernel that registered the model has the registry open
@@ -91,7 +91,7 @@ t0, c0 = time.perf_counter(), time.process_time()
 d = deployments.deploy("cold", "models:/cold@champion", ab=ab, shadow=shadow)
 took, kernel = time.perf_counter() - t0, time.process_time() - c0
 assert d.status == "ready", d.status
-cpu = kernel + tree_cpu(int(_store().record("cold").extra["pid"]))  # + the supervisor and its runtime
+cpu = kernel + tree_cpu(int(revision_store().record("cold").extra["pid"]))  # + the supervisor and its runtime
 deployments.undeploy("cold")
 print(json.dumps({"seconds": took, "cpu": cpu}))
 """
