@@ -166,7 +166,9 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
     d = deployments.deploy("upd", model=f"models:/{name}/1")
     client().set_registered_model_alias(name, "challenger", "3")
     candidate_gone: float | None = None
-    # the name's history outlives an undeploy (the earlier tests deployed "upd" too): count from this deploy
+    # the canary's revision is stored before the runtime serves it: with revisions [1, 2] and the runtime still
+    # staging the candidate, "not in variants" is not "taken out" (the full CI run measured -5 s so). Gone
+    # means a third revision, the rollback, and the candidate no longer served
     deployed = len(deployments.revision_store().revisions("upd"))
     with Load(d.url, "upd", concurrency=3) as load, Service(_policy(name, hook.url)):
         deadline = time.monotonic() + 180
@@ -181,7 +183,7 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
                 send_feedback(d.url, "upd", items)
             variants = [v["name"] for v in deployments.get("upd").variants]
             history = deployments.revision_store().revisions("upd")
-            if len(history) > deployed + 1 and "candidate" not in variants:  # added, then taken out
+            if len(history) > deployed + 1 and "candidate" not in variants:
                 candidate_gone = time.time()
             time.sleep(0.1)
         table = wait_for_final("upd")
