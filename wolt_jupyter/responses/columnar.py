@@ -400,12 +400,12 @@ def decode(data: bytes, columns: Iterable[str] | None = None) -> pa.Table:
     if data[:6] == IPC_MAGIC:
         import pyarrow.ipc as ipc
 
-        names = ipc.open_file(pa.BufferReader(data)).schema.names
-        keep = wanted(names)
-        options = (
-            ipc.IpcReadOptions(included_fields=[names.index(n) for n in keep]) if keep is not None else None
-        )
-        return _plain_columns(ipc.open_file(pa.BufferReader(data), options=options).read_all())
+        reader = ipc.open_file(pa.BufferReader(data))
+        keep = wanted(reader.schema.names)
+        if keep is not None:  # the selection is an option of the reader: a second one, on the same bytes
+            options = ipc.IpcReadOptions(included_fields=[reader.schema.names.index(n) for n in keep])
+            reader = ipc.open_file(pa.BufferReader(data), options=options)
+        return _plain_columns(reader.read_all())
     import pyarrow.parquet as pq
 
     reader = pq.ParquetFile(pa.BufferReader(data))

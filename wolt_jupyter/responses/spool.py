@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from wolt_jupyter.responses.store import _json_default, to_json
+
 log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 4 * 1024 * 1024
@@ -174,10 +178,6 @@ BYTES_KEY = "wolt.bytes"
 def spool_record(row: dict[str, Any]) -> bytes:
     """A row as the spool stores it: one JSON line (orjson; numpy values, bytes and dates converted), then
     the raw bytes of its numeric arrays (see the module's docstring)."""
-    import orjson
-
-    from wolt_jupyter.responses.store import _json_default, to_json
-
     raw: list[Any] = []
     for key in ("inputs", "outputs"):
         payload = row.get(key)
@@ -222,10 +222,8 @@ def _unpack(payload: Any, data: bytes, pos: int) -> tuple[Any, int]:
             n = int(v["nbytes"])
             if pos + n > len(data):
                 raise ValueError("array bytes cut short")
-            v = np.frombuffer(
-                data, dtype=np.dtype(v[ARRAY_KEY]), count=n // np.dtype(v[ARRAY_KEY]).itemsize, offset=pos
-            )
-            v = v.reshape(payload[k]["shape"])
+            dtype = np.dtype(v[ARRAY_KEY])
+            v = np.frombuffer(data, dtype=dtype, count=n // dtype.itemsize, offset=pos).reshape(v["shape"])
             pos += n
         out[k] = v
     return out, pos

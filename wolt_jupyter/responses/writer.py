@@ -31,6 +31,7 @@ from wolt_jupyter.config import mask_url
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.responses.record import ResponseRecord, sampled_in
 from wolt_jupyter.responses.retention import Retention
+from wolt_jupyter.responses.spool import Spool, missing_rows, read_segment, spool_record
 from wolt_jupyter.responses.summary import DISK_WARN_FRACTION  # one threshold for the writer and the card
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,6 @@ class ResponseWriter:
         self._replay: list[Path] = []
         self._replay_after = 0.0
         if spool_dir is not None:
-            from wolt_jupyter.responses.spool import Spool
-
             self._spool = Spool(Path(spool_dir))
             self._replay = list(self._spool.leftovers)
         self._in_flight = 0  # records popped from the queue but not yet written or dropped
@@ -192,8 +191,6 @@ class ResponseWriter:
                 self._drop(1, f"cannot serialize record {getattr(r, 'id', r)!r}: {exc}", logging.ERROR)
         seg = None
         if self._spool is not None and rows:
-            from wolt_jupyter.responses.spool import spool_record
-
             try:
                 seg = self._spool.append(b"".join(spool_record(row) for row in rows), len(rows))
             except (OSError, ValueError) as exc:  # disk full, or the spool closed under us
@@ -581,7 +578,6 @@ class ResponseWriter:
 
     def _replay_pending(self, force: bool = False) -> None:
         """Insert what the database misses from spool files (earlier processes', or dirty segments)."""
-        from wolt_jupyter.responses.spool import missing_rows, read_segment
         from wolt_jupyter.responses.store import ensure_schema
 
         if not self._replay or (not force and time.monotonic() < self._replay_after):

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 try:
+    import orjson
     import simdjson
-except ImportError:  # optional: the general path serves without it
+except ImportError:  # optional: the general path serves without them
     simdjson = None
 
 # the V2 datatypes read exactly through a float64 ("d") or int64 ("i") buffer; the cast to the wire type
@@ -55,8 +56,6 @@ def decode(body: bytes) -> dict[str, Any] | None:
     if decoded is None:
         return None
     out, items, data_brackets, arrays = decoded
-    import orjson
-
     # every "[" of the body is one the decode accounted for: the other fields' (as orjson writes them back,
     # the inputs list's own included) and the data lists' (one, or one per row and the outer one)
     others = orjson.dumps(out) + orjson.dumps(items)
