@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LABEXT := wolt_jupyter/labextension/package.json
 LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/src/*/*.tsx labextension/style/* labextension/schema/*) labextension/package.json labextension/yarn.lock
 
-.PHONY: demo test lint system-deps labextension bench clean
+.PHONY: demo test lint system-deps labextension bench clean cluster-up cluster-down cluster-images
 
 # SKIP_JUPYTER_BUILDER: the demo needs no front end, so no Node build here; `make labextension` builds it.
 $(STAMP): pyproject.toml
@@ -33,9 +33,26 @@ demo: $(STAMP)
 
 # System packages the tests' real servers and browser need (PostgreSQL, Prometheus, Chromium, Node), the
 # lab extension, then lint and the whole suite (browser tests included).
+# The cluster tier runs too: `cluster-up` first (cached builds: a warm start takes seconds), down at the end
+# whatever pytest said.
 test: $(STAMP) system-deps $(LABEXT)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(MAKE) cluster-up
+	status=0; $(BIN)/python -m pytest || status=$$?; $(MAKE) cluster-down; exit $$status
+
+# A real single-node Kubernetes (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy built
+# from upstream at pinned versions through the Go module proxy; containerd + runc + CNI from Debian) with the
+# runtime image built here from the Dockerfile. Needs root. Prints `export KUBECONFIG=...` last.
+cluster-up:
+	bash scripts/cluster/install-deps.sh
+	python3 scripts/cluster/cluster.py up
+
+cluster-down:
+	python3 scripts/cluster/cluster.py down
+
+# rebuild the images from this checkout (cached by content) and import them into the running cluster
+cluster-images:
+	python3 scripts/cluster/cluster.py images
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -67,9 +67,12 @@ def wait_http(
 
 
 @contextlib.contextmanager
-def running_mlflow_server(root: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 (SQL backend under ``root``, proxied artifacts, one worker, no job
-    runner), with ``env`` added to its environment; yields its URL."""
+def running_mlflow_server(
+    root: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1"
+) -> Iterator[str]:
+    """A real `mlflow server` on ``host`` (SQL backend under ``root``, proxied artifacts, one worker, no job
+    runner), with ``env`` added to its environment; yields its URL. ``host`` other than loopback only for the
+    test cluster's bridge address, which its pods reach."""
     import os
     import sys
 
@@ -82,13 +85,13 @@ def running_mlflow_server(root: Path, env: dict[str, str] | None = None) -> Iter
         str(venv_bin / "mlflow"), "server",
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full, start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", 60, proc, log)
-        yield f"http://127.0.0.1:{port}"
+        wait_http(f"http://{host}:{port}/health", 60, proc, log)
+        yield f"http://{host}:{port}"
     finally:
         stop_server(proc, 10)
 

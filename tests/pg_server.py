@@ -81,7 +81,17 @@ def _owned_dir(tmpdir: Path) -> Path:
 class PostgresServer:
     """One private cluster: ``start``/``stop`` may be called repeatedly (same port), e.g. to test an outage."""
 
-    def __init__(self, tmpdir: Path | str, *, dbname: str = "wolt_test", fast: bool = True) -> None:
+    def __init__(
+        self,
+        tmpdir: Path | str,
+        *,
+        dbname: str = "wolt_test",
+        fast: bool = True,
+        also_listen: str | None = None,
+        password_from: str | None = None,
+    ) -> None:
+        """``also_listen``: a second address (the test cluster's bridge), where clients from
+        ``password_from`` (a CIDR: the pods) must log in with a password (``self.password``)."""
         self.bindir = find_bindir()
         self.root = _owned_dir(Path(tmpdir))
         self.data, self.sockets, self.logfile = self.root / "data", self.root / "s", self.root / "server.log"
@@ -89,7 +99,10 @@ class PostgresServer:
         self.dbname = dbname
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
         self.running = False
-        self._opts = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
+        listen = "127.0.0.1" + (f",{also_listen}" if also_listen else "")
+        self.also_listen, self.password_from = also_listen, password_from
+        self.password = f"pw-{os.urandom(8).hex()}" if password_from else None
+        self._opts = f"-p {self.port} -k {self.sockets} -c listen_addresses={listen}"
         if fast:  # durability is irrelevant for a test cluster
             self._opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
@@ -106,6 +119,17 @@ class PostgresServer:
             [*psql, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{self.dbname}"'],
             "createdb",
         )
+        if self.password_from:
+            sql = f"ALTER USER postgres PASSWORD '{self.password}'"
+            _run([*psql, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql], "set password")
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.password_from} scram-sha-256\n")
+            _run(_as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.data), "reload"]), "pg_ctl reload")
+
+    def url_for(self, host: str) -> str:
+        """The URL as a client at ``host``'s side sees it: with the password when it needs one."""
+        auth = f"postgres:{self.password}" if self.password and host != "127.0.0.1" else "postgres"
+        return f"postgresql+psycopg://{auth}@{host}:{self.port}/{self.dbname}"
 
     def start(self) -> None:
         pg_ctl = [

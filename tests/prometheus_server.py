@@ -47,8 +47,11 @@ def prometheus_binary() -> str:
 
 
 @contextlib.contextmanager
-def prometheus_server(home: Path, *, interval: str = "1s", timeout: float = 30.0) -> Iterator[str]:
-    """Run Prometheus scraping ``<home>/prometheus/targets.json`` every ``interval``; yield its base URL."""
+def prometheus_server(
+    home: Path, *, interval: str = "1s", timeout: float = 30.0, extra_jobs: str = ""
+) -> Iterator[str]:
+    """Run Prometheus scraping ``<home>/prometheus/targets.json`` every ``interval`` (and ``extra_jobs``: more
+    ``scrape_configs`` entries, as YAML list items); yield its base URL."""
     binary = prometheus_binary()
     targets = Path(home) / "prometheus" / "targets.json"
     targets.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +60,7 @@ def prometheus_server(home: Path, *, interval: str = "1s", timeout: float = 30.0
     with tempfile.TemporaryDirectory(prefix="wolt-prometheus-") as tmp:
         root = Path(tmp)
         config = root / "prometheus.yml"
-        config.write_text(CONFIG.format(interval=interval, targets=targets))
+        config.write_text(CONFIG.format(interval=interval, targets=targets) + extra_jobs)
         port = free_port()
         log = root / "prometheus.log"
         cmd = [
@@ -75,6 +78,41 @@ def prometheus_server(home: Path, *, interval: str = "1s", timeout: float = 30.0
             yield url
         finally:
             stop_server(proc, 10)
+
+
+def kubernetes_pods_job(api_server: str, pki: Path, namespace: str, interval: str = "1s") -> str:
+    """A scrape job that finds pods through the Kubernetes API (service discovery, role pod) in ``namespace``
+    and scrapes those annotated ``prometheus.io/scrape: "true"`` at their annotated port and path, as a
+    cluster's Prometheus does; the runtime's own labels (deployment, variant) are kept."""
+    tls = f"""
+      tls_config:
+        ca_file: {pki / "ca.crt"}
+        cert_file: {pki / "admin.crt"}
+        key_file: {pki / "admin.key"}"""
+    return f"""
+  - job_name: wolt-kubernetes-pods
+    honor_labels: true
+    scrape_interval: {interval}
+    scrape_timeout: {interval}
+    kubernetes_sd_configs:
+      - role: pod
+        api_server: {api_server}{tls.replace(chr(10) + "      ", chr(10) + "        ")}
+        namespaces:
+          names: ["{namespace}"]
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
+        regex: "true"
+        action: keep
+      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
+        regex: "(.+);(.+)"
+        replacement: "$1:$2"
+        target_label: __address__
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
+        regex: "(.+)"
+        target_label: __metrics_path__
+      - source_labels: [__meta_kubernetes_pod_name]
+        target_label: pod
+"""
 
 
 def query(url: str, promql: str) -> list[dict[str, Any]]:

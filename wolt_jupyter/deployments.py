@@ -8,6 +8,7 @@ backend that runs the deployment.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from wolt_jupyter.spec import DeploymentSpec, LoggingSpec, Routing, Variant, che
 if TYPE_CHECKING:
     import pandas as pd
 
+log = logging.getLogger(__name__)
 _NAMED = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?):(?P<uri>(models:/|runs:/|file:|/).*)$")
 _URI_PREFIXES = ("models:/", "runs:/", "file:", "/")
 DEPLOYMENT_COLUMNS = [
@@ -190,7 +192,12 @@ def _apply(
     store.save_record(rec)
     try:
         deployment = be.apply(spec, revision, wait=wait, progress=progress)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, WoltError):  # not on Ctrl-C: the user interrupted a wait, not a failed change
+            try:
+                be.revert(spec.name, store.spec(spec.name, before) if before else None)
+            except WoltError as again:
+                log.warning("could not put back what served before the failed change: %s", again)
         store.discard_revision(spec.name, revision)  # a rollback must never land on a revision that never ran
         rec = store.record(spec.name)
         rec.revision = before

@@ -165,7 +165,12 @@ def test_kubernetes_manifests_carry_the_spec_probes_ports_and_scraping() -> None
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
     assert pod["spec"]["serviceAccountName"] == "models-reader"
-    assert container["args"][-2:] == ["--grpc-port", "8081"]
+    args = container["args"]
+    assert args[args.index("--grpc-port") + 1] == "8081"
+    # a replaced pod leaves the endpoints during the preStop pause, then drains its connections at SIGTERM
+    assert args[args.index("--drain-seconds") + 1] == "5"
+    assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+    assert deployment["spec"]["progressDeadlineSeconds"] == 300
     assert [p["name"] for p in kinds["Service"]["spec"]["ports"]] == ["http", "grpc"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.ml:5000"} in container["env"]

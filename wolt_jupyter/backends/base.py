@@ -154,6 +154,10 @@ class Backend(ABC):
     def delete(self, name: str) -> None:
         """Stop and remove it; not an error when it is already gone."""
 
+    def revert(self, name: str, previous: DeploymentSpec | None) -> None:  # noqa: B027 - a default no-op
+        """After a failed apply: put back what served before (``previous``), or remove what a failed first
+        deploy left (None). The local target needs nothing: its new revision never replaced the old one."""
+
     def plan(self, spec: DeploymentSpec, *, dry_run: bool = False) -> Plan:
         """Render ``spec`` and run every check an apply would run first (what a dry run shows)."""
         return Plan(self.render(spec))

@@ -27,6 +27,8 @@ __all__ = ["FAILED", "READINESS", "READY", "WAITING", "ClusterError", "KubeClust
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 # connect quickly, fail quickly: a wrong kubeconfig should say so in seconds, not after long retries
 _CONNECT_TIMEOUT = 5.0
+_POD_CHECK_PERIOD_S = 2.0  # while a Deployment rolls out, its new pods are looked at this often
+_LOG_TAIL_LINES = 12  # of a failed container's log, in the error that says why
 # products that install the custom kinds we deploy, for "is X installed?" hints
 _INSTALLERS = {
     "serving.kserve.io": "KServe",
@@ -92,7 +94,11 @@ class KubeCluster:
         """
         check_dns_label(namespace, "namespace")
         prepared = [(self._resource_of(m), self._prepare(m, namespace)) for m in _checked(manifests)]
-        query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
+        query = [
+            ("fieldManager", field_manager),
+            ("force", "true" if force else "false"),
+            ("fieldValidation", "Strict"),  # an unknown or duplicated field is an error, not silently dropped
+        ]
         if dry_run:
             query.append(("dryRun", "All"))
         applied = []
@@ -147,6 +153,31 @@ class KubeCluster:
         except _Missing:
             return False
         return True
+
+    def log_tail(
+        self,
+        pod: str,
+        container: str,
+        *,
+        namespace: str,
+        previous: bool = False,
+        lines: int = _LOG_TAIL_LINES,
+    ) -> str:
+        """The last lines a container wrote (the crashed instance's with ``previous``), as one line; "" if none."""
+        check_dns_label(namespace, "namespace")
+        query = [("container", container), ("tailLines", str(lines))]
+        if previous:
+            query.append(("previous", "true"))
+        try:
+            raw = self._send(
+                "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log", query, None, "application/json",
+                self._timeout,
+            )  # fmt: skip
+            raw.read()
+        except ClusterError:
+            return ""
+        text = (raw.data or b"").decode(errors="replace").strip()
+        return _one_line(text[-2000:])
 
     def wait_ready(
         self,
@@ -221,6 +252,7 @@ class KubeCluster:
         """Follow one object with a watch (re-opened from the last resourceVersion) until ready or deadline."""
         rule = READINESS[resource.kind]  # callers pass workloads only
         last_line = None
+        pods_failed = _POD_CHECKS.get(resource.kind)
 
         def report(obj: dict | None) -> bool:
             nonlocal last_line
@@ -240,16 +272,23 @@ class KubeCluster:
         if report(items[0] if items else None):
             return True
         since = listing.get("metadata", {}).get("resourceVersion", "")
+        current = items[0] if items else None
         while (remaining := deadline - time.monotonic()) > 0:
+            if pods_failed is not None and current is not None:
+                # a pod that cannot start never changes the workload's status: look at the pods themselves
+                why = pods_failed(self, current, namespace)
+                if why:
+                    raise ClusterError(f"{resource.kind} {name} in namespace {namespace} failed: {why}")
+            watch_for = remaining if pods_failed is None else min(remaining, _POD_CHECK_PERIOD_S)
             query = [
                 ("watch", "true"),
                 ("fieldSelector", f"metadata.name={name}"),
                 ("resourceVersion", since),
-                ("timeoutSeconds", str(max(1, int(remaining + 0.999)))),
+                ("timeoutSeconds", str(max(1, int(watch_for + 0.999)))),
                 ("allowWatchBookmarks", "true"),
             ]
             opened, events = time.monotonic(), 0
-            for event in self._stream(resource.path(namespace), query, remaining):
+            for event in self._stream(resource.path(namespace), query, watch_for):
                 events += 1
                 obj = event.get("object") or {}
                 if event.get("type") == "ERROR":  # e.g. 410 Gone: our resourceVersion is too old
@@ -258,11 +297,12 @@ class KubeCluster:
                 since = obj.get("metadata", {}).get("resourceVersion", since)
                 if event.get("type") == "BOOKMARK":
                     continue
-                if report(None if event.get("type") == "DELETED" else obj):
+                current = None if event.get("type") == "DELETED" else obj
+                if report(current):
                     return True
                 if time.monotonic() >= deadline:
                     return False
-            if not events and time.monotonic() - opened < 1:
+            if not events and time.monotonic() - opened < min(1, watch_for):
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))  # no hot loop on a failing server
         return False
 
@@ -465,6 +505,60 @@ def _isvc_ready(obj: dict) -> tuple[str, str]:
 def _condition(status: dict, kind: str) -> dict | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
+
+# a container waiting for one of these will not start by waiting longer
+_HOPELESS = {
+    "CrashLoopBackOff",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+# the runtime's own exit codes for an unreadable spec (2) and a model that cannot load (3): not transient
+_FATAL_EXIT = {2: "the spec is unreadable", 3: "a model cannot be loaded"}
+
+
+def _deployment_pods_failed(cluster: KubeCluster, obj: dict, namespace: str) -> str | None:
+    """Why the pods of the Deployment's current template cannot become ready (their own reason, the last
+    lines of the failed container's log), or None while they may still come up."""
+    spec = obj.get("spec") or {}
+    selector = ",".join(
+        f"{k}={v}" for k, v in ((spec.get("selector") or {}).get("matchLabels") or {}).items()
+    )
+    template = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    checksum = template.get("wolt-jupyter/spec-checksum")
+    if not selector:
+        return None
+    for pod in cluster.list("v1", "Pod", namespace=namespace, label_selector=selector):
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        if checksum and annotations.get("wolt-jupyter/spec-checksum") != checksum:
+            continue  # an old replica, still serving: its state is not this rollout's
+        pod_name = pod["metadata"]["name"]
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            last = (status.get("lastState") or {}).get("terminated") or {}
+            reason = None
+            if waiting.get("reason") in _HOPELESS:
+                reason = waiting["reason"] + (f": {waiting['message']}" if waiting.get("message") else "")
+            elif last.get("exitCode") in _FATAL_EXIT:
+                reason = f"exited with code {last['exitCode']} ({_FATAL_EXIT[last['exitCode']]})"
+            if reason is None:
+                continue
+            tail = cluster.log_tail(pod_name, status["name"], namespace=namespace, previous=bool(last))
+            where = f"pod {pod_name} container {status['name']}"
+            return f"{where}: {reason}" + (f"; log: {tail}" if tail else "")
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("message"):
+                return f"pod {pod_name} cannot be scheduled: {_one_line(cond['message'])}"
+    return None
+
+
+_POD_CHECKS: dict[str, Callable[[KubeCluster, dict, str], str | None]] = {
+    "Deployment": _deployment_pods_failed,
+}
 
 # the one readiness rule of each workload kind: the wait follows it and the backends' status reads it
 READINESS: dict[str, Callable[[dict], tuple[str, str]]] = {

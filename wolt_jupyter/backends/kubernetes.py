@@ -152,6 +152,14 @@ class ClusterBackend(Backend):
         deployment.warnings = plan.warnings
         return deployment
 
+    def revert(self, name: str, previous: DeploymentSpec | None) -> None:
+        """A rollout that failed is undone by applying the revision that served (its pods never left: the
+        rollout keeps every old replica until a new one is ready); a failed first deploy is removed."""
+        if previous is None:
+            self.delete(name)
+            return
+        self.cluster.apply(self.render(previous), namespace=self.namespace)
+
     def status(self, name: str) -> Deployment:
         from wolt_jupyter.revisions import RevisionStore
 

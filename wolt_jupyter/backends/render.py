@@ -39,9 +39,15 @@ STATE_MOUNT = "/var/lib/wolt-jupyter"
 DEFAULT_IMAGE = f"wolt-jupyter-runtime:{__version__}"
 MANAGED_BY = "wolt-jupyter"
 # the container binds all interfaces (the pod network), unlike the local target's 127.0.0.1
+# A pod being replaced leaves the Service's endpoints while the preStop pause runs; then SIGTERM drains its
+# open connections (each closed after its next answer), so clients reconnect to a serving replica.
+PRESTOP_PAUSE_S = 5
+PROGRESS_DEADLINE_S = 300
+DRAIN_S = 5
 RUNTIME_ARGS = [
     *("python", "-m", "wolt_jupyter.serving", "--spec", f"{SPEC_MOUNT}/spec.yaml"),
     *("--host", "0.0.0.0", "--port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)),
+    *("--drain-seconds", str(DRAIN_S)),
 ]
 DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
 # the longest suffix the kubernetes target adds to the deployment name ("NAME-spec", the ConfigMap)
@@ -205,6 +211,7 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
             "initialDelaySeconds": 10,
             "failureThreshold": 6,
         },
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_PAUSE_S}}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
         "volumeMounts": [
             {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
@@ -237,6 +244,9 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
             "spec": {
                 "replicas": spec.replicas,
                 "selector": {"matchLabels": selector},
+                # a rollout that stops progressing this long is failed (a pod that cannot start fails sooner:
+                # the wait reads the pods' own reasons)
+                "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
                     "metadata": {

@@ -48,6 +48,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--max-batch", type=int, default=MAX_BATCH, help="requests per live predict (1: no micro-batching)"
     )
     p.add_argument("--shadow-queue-size", type=int, default=10_000, help="copies a shadow may lag behind")
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="at SIGTERM, keep answering open connections this long, each closed after its next answer "
+        "(behind a load balancer: clients reconnect to another replica); 0: answer 503 at once",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -102,6 +109,11 @@ async def _main(args: argparse.Namespace) -> int:
     elif loader in done:
         log.info("deployment %s ready", spec.name)
         await stop.wait()
+    if status == 0 and args.drain_seconds > 0:
+        from wolt_jupyter.serving.http import drain
+
+        left = await drain(server, args.drain_seconds)
+        log.info("deployment %s drained (%d connections still open)", spec.name, left)
     runtime.begin_shutdown()  # requests on open connections now get 503 "shutting down" + Retry-After
     server.close()
     if grpc_server is not None:

@@ -106,6 +106,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pending: deque[_Slot] = deque()
         self.paused = False
         self.closing = False
+        self.draining = False
         self._linger = False
         self._reset()
 
@@ -204,7 +205,8 @@ class HttpProtocol(asyncio.Protocol):
         self.header_started = self.body_started = None
         if self.closing:
             return
-        slot = _Slot(bool(self.parser.should_keep_alive()))
+        # draining (shutting down behind a load balancer): answer, then close, so the client reconnects elsewhere
+        slot = _Slot(bool(self.parser.should_keep_alive()) and not self.draining)
         self.pending.append(slot)
         if self._too_large:
             slot.keep_alive = False  # the rest of an oversized stream is not worth reading
@@ -318,4 +320,32 @@ async def serve(
     )
     task = asyncio.ensure_future(_sweep(connections, limits))
     _SWEEPERS.add(task)  # a reference, so the task is not garbage-collected while the loop runs
+    server.wolt_connections = connections  # for drain()
     return server
+
+
+async def drain(server: Any, seconds: float) -> int:
+    """Stop accepting, then let open connections finish: each one's next answer says ``connection: close``
+    and closes it; idle ones are closed once their keep-alive has been quiet past a short grace. Returns
+    the connections still open after ``seconds`` (the caller closes them with everything else).
+
+    Behind a Service, the pod is taken out of the endpoints before SIGTERM (the manifest's preStop pause), so
+    a client whose connection closes here reconnects to another replica instead of getting a 503.
+    """
+    server.close()
+    connections: set[HttpProtocol] = getattr(server, "wolt_connections", set())
+    for conn in connections:
+        conn.draining = True
+    deadline = time.monotonic() + seconds
+    grace = min(1.0, seconds / 2)
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        for conn in list(connections):
+            idle = not conn.pending and conn.header_started is None and conn.body_started is None
+            if idle and conn.transport is not None and now - conn.last_active > grace:
+                conn.closing = True
+                conn.transport.close()
+        if not [c for c in connections if c.transport is not None]:
+            return 0
+        await asyncio.sleep(0.05)
+    return len([c for c in connections if c.transport is not None])

@@ -1,0 +1,262 @@
+"""The `kubernetes` target on a real cluster: upstream's control plane and kubelet, containerd + runc, the runtime
+image built here. From a cell (`%wolt_deploy ... --target kubernetes`) to pods that answer V2 over REST and
+gRPC through their Service, changes under load, a redeploy that cannot load, a killed pod, three replicas, and
+an undeploy that leaves nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from cluster_support import events, pods, service_url
+
+from deploy_support import Load, failures
+from helpers import FEATURES, register_eta_models
+
+pytestmark = pytest.mark.cluster
+
+
+def _rows(n: int = 7) -> pd.DataFrame:
+    return pd.DataFrame(np.random.default_rng(7).normal(size=(n, 3)), columns=FEATURES)
+
+
+def _wait(what: str, ok, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def _leftovers(kube_api: Any, namespace: str, name: str) -> list[str]:
+    """Every object of the deployment still in the namespace, by kind."""
+    selector = f"app.kubernetes.io/instance={name}"
+    found = []
+    for kind, lister in [
+        ("Deployment", kube_api.apps.list_namespaced_deployment),
+        ("ReplicaSet", kube_api.apps.list_namespaced_replica_set),
+        ("Pod", kube_api.core.list_namespaced_pod),
+        ("Service", kube_api.core.list_namespaced_service),
+        ("ConfigMap", kube_api.core.list_namespaced_config_map),
+        ("Secret", kube_api.core.list_namespaced_secret),
+    ]:
+        found += [f"{kind}/{o.metadata.name}" for o in lister(namespace, label_selector=selector).items]
+    return found
+
+
+def test_ab_and_shadow_serve_what_the_local_target_serves(
+    shell: Any, on_cluster: dict[str, str], kube_api: Any, kube_namespace: str, undeploy_all: None
+) -> None:
+    models = register_eta_models(scales=(1.0, 100.0, 3.0))
+    t0 = time.monotonic()
+    d = shell.run_line_magic(
+        "wolt_deploy",
+        f"eta --model {models['champion']} --ab {models['v2']}=10 --shadow {models['v3']} --target kubernetes",
+    )
+    ready_s = time.monotonic() - t0
+    print(f"\nkubernetes A/B + shadow deploy to Ready: {ready_s:.1f} s")
+    assert d.status == "ready" and d.target == "kubernetes", (
+        d.status,
+        d.message,
+        events(kube_api, kube_namespace),
+    )
+    running = pods(kube_api, kube_namespace, "eta")
+    assert len(running) == 1 and all(c.ready for c in running[0].status.container_statuses)
+    # the pod runs as the manifest says: non-root, read-only root file system
+    container = running[0].spec.containers[0]
+    assert container.security_context.read_only_root_filesystem is True
+    assert running[0].spec.security_context.run_as_user == 1000
+
+    rows = _rows()
+    url = service_url(kube_api, kube_namespace, "eta")
+    from wolt_jupyter.client import predict_frame
+
+    rest = predict_frame(url, "eta", rows, per_row=True)
+    grpc = predict_frame(
+        url, "eta", rows, per_row=True, grpc=service_url(kube_api, kube_namespace, "eta", "grpc")
+    )
+
+    local = shell.run_line_magic(
+        "wolt_deploy",
+        f"eta-local --model {models['champion']} --ab {models['v2']}=10 --shadow {models['v3']} --target local",
+    )
+    assert local.status == "ready"
+    from wolt_jupyter.client import V2Client
+
+    # each variant answers every row exactly as the same variant of the local target does
+    local_client = V2Client(local.url, "eta-local")
+    try:
+        for answered in (rest, grpc):
+            assert set(answered.variant) <= {"main", "challenger"}
+            outputs = [c for c in answered.columns if c not in ("variant", "id")]
+            for i, row in answered.iterrows():
+                want = local_client.infer(rows.loc[[i]], variant=row.variant)
+                assert list(want.outputs) == outputs
+                for name in outputs:
+                    assert np.asarray(row[name]).tolist() == want.outputs[name].reshape(-1).tolist()
+    finally:
+        local_client.close()
+
+    shell.run_line_magic("wolt_undeploy", "eta")
+    _wait("every object of eta gone", lambda: not _leftovers(kube_api, kube_namespace, "eta"), 60)
+
+
+def test_traffic_promote_rollback_under_load_fail_no_request(
+    shell: Any, on_cluster: dict[str, str], kube_api: Any, kube_namespace: str, undeploy_all: None
+) -> None:
+    models = register_eta_models(scales=(1.0, 100.0))
+    d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=10")
+    assert d.status == "ready", d.message
+    url = service_url(kube_api, kube_namespace, "eta")
+    with Load(url, "eta", concurrency=4, limit=5_000) as load:
+        load.wait_for(50)
+        times = {}
+        for line in (
+            "wolt_traffic eta main=50 challenger=50",
+            "wolt_promote eta challenger",
+            "wolt_rollback eta",
+        ):
+            magic, args = line.split(" ", 1)
+            t = time.monotonic()
+            out = shell.run_line_magic(magic, args)
+            times[magic] = time.monotonic() - t
+            assert out.status == "ready", (line, out.message)
+            n = len(load.outcomes)
+            load.wait_for(n + 40)
+    outcomes = load.outcomes
+    print(f"\nunder load: {len(outcomes)} requests, change times {times}")
+    assert len(outcomes) > 200
+    assert failures(outcomes) == [], failures(outcomes)[:5]
+    seen = {o.variant for o in outcomes}
+    assert seen == {"main", "challenger"}
+
+
+class _FailsInThePod:
+    """A model whose code is not in the runtime image: it loads here, the pod cannot import it."""
+
+
+def test_redeploy_that_cannot_load_keeps_serving_and_fails_with_the_pods_reason(
+    shell: Any, on_cluster: dict[str, str], kube_api: Any, kube_namespace: str, undeploy_all: None
+) -> None:
+    import mlflow.pyfunc
+
+    import wolt_jupyter
+
+    models = register_eta_models(scales=(1.0,))
+
+    class Broken(mlflow.pyfunc.PythonModel):  # defined in this test module: pickled by reference
+        def predict(self, context, model_input, params=None):
+            return model_input.sum(axis=1)
+
+    wolt_jupyter.register(Broken(), name="eta", input_example=_rows(3))
+    d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']}")
+    assert d.status == "ready", d.message
+    url = service_url(kube_api, kube_namespace, "eta")
+    before = {p.metadata.name for p in pods(kube_api, kube_namespace, "eta")}
+    from wolt_jupyter import deployments
+    from wolt_jupyter.errors import WoltError
+
+    with Load(url, "eta", concurrency=2, limit=5_000) as load:
+        load.wait_for(20)
+        t = time.monotonic()
+        with pytest.raises(WoltError) as failed:
+            deployments.deploy("eta", "models:/eta/2")
+        took = time.monotonic() - t
+        n = len(load.outcomes)
+        load.wait_for(n + 20)
+    message = str(failed.value)
+    print(f"\nfailed redeploy reported in {took:.1f} s: {message[:300]}")
+    assert took < 120
+    assert "exited with code 3" in message or "CrashLoopBackOff" in message, message
+    assert "log:" in message  # the pod's own words
+    assert failures(load.outcomes) == [], failures(load.outcomes)[:5]
+    # the old pod never left, and the Deployment is back on the revision that serves
+    _wait(
+        "the failed rollout undone",
+        lambda: {p.metadata.name for p in pods(kube_api, kube_namespace, "eta")} == before,
+        60,
+    )
+    assert deployments.get("eta").revision == 1
+
+
+def test_a_deleted_pod_is_replaced_and_three_replicas_serve_and_log(
+    shell: Any, on_cluster: dict[str, str], kube_api: Any, kube_namespace: str, undeploy_all: None
+) -> None:
+    import yaml
+
+    from wolt_jupyter import deployments
+
+    models = register_eta_models(scales=(1.0,))
+    spec = {
+        "name": "eta",
+        "replicas": 3,
+        "variants": [{"name": "main", "model": models["champion"], "traffic": 100}],
+    }
+    d = deployments.deploy("eta", spec=yaml.safe_dump(spec))
+    assert d.status == "ready", d.message
+    url = service_url(kube_api, kube_namespace, "eta")
+    first = pods(kube_api, kube_namespace, "eta")
+    assert len(first) == 3
+    with Load(url, "eta", concurrency=6, limit=3_000) as load:
+        load.wait_for(100)
+        victim = first[0].metadata.name
+        t = time.monotonic()
+        kube_api.core.delete_namespaced_pod(victim, kube_namespace)
+        _wait(
+            "a replacement pod Ready",
+            lambda: (
+                sum(
+                    1
+                    for p in pods(kube_api, kube_namespace, "eta")
+                    if p.metadata.name != victim
+                    and p.metadata.deletion_timestamp is None
+                    and all(c.ready for c in (p.status.container_statuses or []))
+                    and p.status.container_statuses
+                )
+                == 3
+            ),
+            120,
+        )
+        replaced_s = time.monotonic() - t
+        n = len(load.outcomes)
+        load.wait_for(n + 100)
+    outcomes = load.outcomes
+    print(f"\npod deleted under load: replaced in {replaced_s:.1f} s, {len(outcomes)} requests")
+    assert failures(outcomes) == [], failures(outcomes)[:5]
+    # every replica served: each pod's own request counter
+    import urllib.request
+
+    served = {}
+    for p in pods(kube_api, kube_namespace, "eta"):
+        if p.metadata.deletion_timestamp is None and p.status.pod_ip:
+            text = urllib.request.urlopen(f"http://{p.status.pod_ip}:8080/metrics", timeout=5).read().decode()
+            served[p.metadata.name] = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("wolt_requests_total{") and 'variant="main"' in line
+            )
+    assert len(served) == 3 and all(
+        v > 0 for k, v in served.items() if k in {p.metadata.name for p in first}
+    ), served
+    # one response log for the cluster: every acknowledged request is in it, once
+    ids = {o.id for o in outcomes if o.status == 200}
+
+    def logged() -> set[str]:
+        frame = wolt_jupyter_read("eta")
+        return set(frame["id"]) if len(frame) else set()
+
+    _wait("every acknowledged request in the cluster's response log", lambda: ids <= logged(), 60)
+    frame = wolt_jupyter_read("eta")
+    assert (
+        frame["id"].isin(ids).sum() == len(ids) and not frame["id"][frame["id"].isin(ids)].duplicated().any()
+    )
+
+
+def wolt_jupyter_read(name: str) -> pd.DataFrame:
+    import wolt_jupyter
+
+    return wolt_jupyter.read_responses(name, revision="all")
