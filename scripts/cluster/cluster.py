@@ -79,7 +79,8 @@ def log(msg: str) -> None:
 
 
 def sh(*args: str, check: bool = True, quiet: bool = False, **kw) -> subprocess.CompletedProcess:
-    out = subprocess.run(list(args), text=True, capture_output=True, **kw)
+    kw.setdefault("capture_output", True)
+    out = subprocess.run(list(args), text=True, **kw)
     if check and out.returncode:
         raise SystemExit(f"cluster: {' '.join(args)} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
     if not quiet and out.returncode and not check:
@@ -191,14 +192,17 @@ def write_kubeconfig(path: Path, user: str) -> None:
 
 # -- processes ---------------------------------------------------------------------------------------------------
 def pid_of(name: str) -> int | None:
+    """The component's pid while it runs (not a zombie, still the program we started), else None."""
     f = PIDS / f"{name}.pid"
     try:
         pid = int(f.read_text())
-        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-    return pid if os.path.basename(cmd) == name else None
+    if stat.rsplit(") ", 1)[1][:1] in ("Z", "X"):
+        return None
+    return pid if name.encode() in cmdline else None
 
 
 def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -377,14 +381,17 @@ state = "{RUN / "state"}"
   sandbox_image = "{SANDBOX_IMAGE}"
   enable_selinux = false
   disable_apparmor = true
-  restrict_oom_score_adj = false
+  # this machine's root lacks CAP_SYS_RESOURCE: lowering a process's OOM score (the kubelet asks -998 for a
+  # sandbox) is refused, so scores are clamped to containerd's own
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{shutil.which("runc") or "/usr/sbin/runc"}"
+        Root = "{RUN / "runc"}"
+        BinaryName = "{os.environ.get("WOLT_CLUSTER_RUNC") or shutil.which("runc") or "/usr/sbin/runc"}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
@@ -560,7 +567,7 @@ def up(args: argparse.Namespace) -> None:
             *("--service-account-key-file", str(PKI / "sa.pub")),
             *("--service-account-signing-key-file", str(PKI / "sa.key")),
             *("--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction"),
-            *("--allow-privileged", "true", "--profiling", "false", "--v", "1"),
+            *("--allow-privileged=true", "--profiling=false", "--v", "1"),
             *("--kubelet-preferred-address-types", "InternalIP"),
             *("--endpoint-reconciler-type", "lease"),
         ],
@@ -573,7 +580,7 @@ def up(args: argparse.Namespace) -> None:
             *("--kubeconfig", str(DIR / "controller-manager.kubeconfig")),
             *("--authentication-kubeconfig", str(DIR / "controller-manager.kubeconfig")),
             *("--authorization-kubeconfig", str(DIR / "controller-manager.kubeconfig")),
-            *("--bind-address", "127.0.0.1", "--leader-elect", "false", "--use-service-account-credentials"),
+            *("--bind-address", "127.0.0.1", "--leader-elect=false", "--use-service-account-credentials"),
             *(
                 "--service-account-private-key-file",
                 str(PKI / "sa.key"),
@@ -596,7 +603,7 @@ def up(args: argparse.Namespace) -> None:
             *("--kubeconfig", str(DIR / "scheduler.kubeconfig")),
             *("--authentication-kubeconfig", str(DIR / "scheduler.kubeconfig")),
             *("--authorization-kubeconfig", str(DIR / "scheduler.kubeconfig")),
-            *("--bind-address", "127.0.0.1", "--leader-elect", "false", "--v", "1"),
+            *("--bind-address", "127.0.0.1", "--leader-elect=false", "--v", "1"),
         ],
     )
     start("kube-proxy", [k8s_bin("kube-proxy"), "--config", str(kube_proxy_config()), "--v", "1"])
