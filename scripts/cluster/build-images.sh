@@ -193,7 +193,12 @@ build_runtime() {
   runtime_archive=$archive
   if [ -s "$archive" ]; then
     # the archive is the truth; the image in buildah's storage is put back from it if it is another content
-    [ "$(image_key "localhost/$runtime_name")" = "$key" ] || buildah rmi --force "localhost/$runtime_name" > /dev/null 2>&1 || true
+    if [ "$(image_key "localhost/$runtime_name")" != "$key" ]; then
+      local id
+      id=$(buildah images --quiet --no-trunc --filter "label=wolt.cache-key=$key" 2> /dev/null | head -1)
+      buildah untag "localhost/$runtime_name" > /dev/null 2>&1 || true
+      [ -z "$id" ] || buildah tag "$id" "localhost/$runtime_name"
+    fi
     restore_image "localhost/$runtime_name" "$archive"
     log "runtime: cache hit ($archive)"
     return
@@ -203,7 +208,7 @@ build_runtime() {
   log "runtime: buildah bud (base $base_name, isolation $isolation, key $key)"
   # --layers: the dependency layer is reused while requirements.txt and the constraints are unchanged;
   # --format docker keeps the HEALTHCHECK (OCI has none); --pull=never: the base is local, there is no registry
-  nice -n 10 buildah bud --quiet --layers --format docker --pull=never --isolation "$isolation" \
+  nice -n 10 buildah bud --layers --format docker --pull=never --isolation "$isolation" \
     --build-arg "BASE_IMAGE=$base_name" "${secret[@]}" --label "wolt.cache-key=$key" \
     -t "$runtime_name" -f "$ctxdir/Dockerfile" "$ctxdir" > "$cache/runtime-build.log" 2>&1 \
     || { tail -30 "$cache/runtime-build.log" >&2; echo "runtime: build failed; log: $cache/runtime-build.log" >&2; exit 1; }
