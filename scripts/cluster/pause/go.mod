@@ -1,0 +1,3 @@
+module wolt-jupyter/pause
+
+go 1.19
