@@ -165,10 +165,11 @@ class PostgresServer:
 
 @contextlib.contextmanager
 def running_postgres(
-    tmpdir: Path | str, *, dbname: str = "wolt_test", fast: bool = True
+    tmpdir: Path | str, *, dbname: str = "wolt_test", fast: bool = True, **options: str
 ) -> Iterator[PostgresServer]:
-    """Like :func:`postgres_server` but yields the :class:`PostgresServer` (for stop/start)."""
-    server = PostgresServer(tmpdir, dbname=dbname, fast=fast)
+    """Like :func:`postgres_server` but yields the :class:`PostgresServer` (for stop/start); ``options`` as
+    the server takes them (``also_listen``, ``password_from``)."""
+    server = PostgresServer(tmpdir, dbname=dbname, fast=fast, **options)
     try:
         server.create()
         yield server

@@ -471,9 +471,8 @@ def build_images() -> list[str]:
     sys.stdout.write(out.stdout)
     if out.returncode:
         raise SystemExit(f"cluster: scripts/cluster/build-images.sh failed ({out.returncode})")
-    return [
-        line.split(":", 1)[1].strip() for line in out.stdout.splitlines() if line.startswith("image-archive:")
-    ]
+    # "image-archive: NAME PATH" lines
+    return [line.split()[-1] for line in out.stdout.splitlines() if line.startswith("image-archive:")]
 
 
 def import_images(archives: list[str]) -> None:

@@ -24,6 +24,7 @@ import httptools
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 MAX_PENDING = 64  # pipelined requests per connection before reading pauses
 _SWEEPERS: set[asyncio.Future] = set()
+_OPEN: dict[int, set[HttpProtocol]] = {}  # id(server) -> its open connections
 LINGER_S = 2.0  # how long a refused upload is drained before its connection closes
 
 
@@ -320,7 +321,7 @@ async def serve(
     )
     task = asyncio.ensure_future(_sweep(connections, limits))
     _SWEEPERS.add(task)  # a reference, so the task is not garbage-collected while the loop runs
-    server.wolt_connections = connections  # for drain()
+    _OPEN[id(server)] = connections  # for drain(): uvloop's Server takes no attributes
     return server
 
 
@@ -333,7 +334,7 @@ async def drain(server: Any, seconds: float) -> int:
     a client whose connection closes here reconnects to another replica instead of getting a 503.
     """
     server.close()
-    connections: set[HttpProtocol] = getattr(server, "wolt_connections", set())
+    connections: set[HttpProtocol] = _OPEN.pop(id(server), set())
     for conn in connections:
         conn.draining = True
     deadline = time.monotonic() + seconds
