@@ -112,7 +112,7 @@ def test_traffic_promote_rollback_under_load_fail_no_request(
     d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=10")
     assert d.status == "ready", d.message
     url = service_url(kube_api, kube_namespace, "eta")
-    with Load(url, "eta", concurrency=4, limit=5_000) as load:
+    with Load(url, "eta", concurrency=4, limit=100_000) as load:
         load.wait_for(50)
         times = {}
         for line in (
@@ -127,7 +127,9 @@ def test_traffic_promote_rollback_under_load_fail_no_request(
             assert out.status == "ready", (line, out.message)
             n = len(load.outcomes)
             load.wait_for(n + 40)
+        changed = time.monotonic()
     outcomes = load.outcomes
+    assert outcomes[-1].t > changed  # the load ran through every change
     print(f"\nunder load: {len(outcomes)} requests, change times {times}")
     assert len(outcomes) > 200
     assert failures(outcomes) == [], failures(outcomes)[:5]
@@ -135,24 +137,28 @@ def test_traffic_promote_rollback_under_load_fail_no_request(
     assert seen == {"main", "challenger"}
 
 
-class _FailsInThePod:
-    """A model whose code is not in the runtime image: it loads here, the pod cannot import it."""
+def _model_the_image_cannot_import() -> Any:
+    """A pyfunc whose class lives in this test module: pickled by reference, it loads here, where the module is
+    importable, and cannot load in the pod (the image holds no tests): a model whose code is not in the image."""
+    import mlflow.pyfunc
+
+    class FailsInThePod(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input.sum(axis=1)
+
+    FailsInThePod.__module__ = __name__
+    FailsInThePod.__qualname__ = "FailsInThePod"
+    globals()["FailsInThePod"] = FailsInThePod  # importable by reference from here, and only here
+    return FailsInThePod()
 
 
 def test_redeploy_that_cannot_load_keeps_serving_and_fails_with_the_pods_reason(
     shell: Any, on_cluster: dict[str, str], kube_api: Any, kube_namespace: str, undeploy_all: None
 ) -> None:
-    import mlflow.pyfunc
-
     import wolt_jupyter
 
     models = register_eta_models(scales=(1.0,))
-
-    class Broken(mlflow.pyfunc.PythonModel):  # defined in this test module: pickled by reference
-        def predict(self, context, model_input, params=None):
-            return model_input.sum(axis=1)
-
-    wolt_jupyter.register(Broken(), name="eta", input_example=_rows(3))
+    wolt_jupyter.register(_model_the_image_cannot_import(), name="eta", input_example=_rows(3))
     d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']}")
     assert d.status == "ready", d.message
     url = service_url(kube_api, kube_namespace, "eta")
