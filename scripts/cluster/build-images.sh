@@ -34,8 +34,9 @@ mkdir -p "$cache"
 suite=${WOLT_DEBIAN_SUITE:-bookworm}
 isolation=${WOLT_BUILDAH_ISOLATION:-chroot}
 export BUILDAH_ISOLATION=$isolation
-# no systemd here: buildah/podman must not try to talk to it for cgroups
-export BUILDAH_CGROUP_MANAGER=cgroupfs 2> /dev/null || true
+# Storage: buildah's default (overlay on /var/lib/containers/storage; CONTAINERS_STORAGE_CONF overrides it).
+# chroot isolation uses no cgroup, so cgroup v1 without systemd needs nothing; with
+# WOLT_BUILDAH_ISOLATION=oci, set cgroup_manager = "cgroupfs" in containers.conf (there is no systemd).
 
 elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 log() { printf '[build-images %6ss] %s\n' "$(elapsed "$t_start")" "$*" >&2; }
