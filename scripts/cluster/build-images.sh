@@ -23,7 +23,7 @@
 # Output: for each image, a line `image-archive: NAME PATH` (the last lines), plus sizes and timings.
 set -euo pipefail
 
-t_start=$(date +%s.%N)
+t_start=$EPOCHREALTIME
 what=${1:-all}
 case "$what" in all | base | runtime | pause) ;; *) echo "usage: $0 [all|base|runtime|pause]" >&2; exit 2 ;; esac
 
@@ -34,18 +34,18 @@ mkdir -p "$cache"
 suite=${WOLT_DEBIAN_SUITE:-bookworm}
 isolation=${WOLT_BUILDAH_ISOLATION:-chroot}
 export BUILDAH_ISOLATION=$isolation
-# no systemd here: buildah/podman must not try to talk to it for cgroups
-export BUILDAH_CGROUP_MANAGER=cgroupfs 2> /dev/null || true
+# Storage: buildah's default (overlay on /var/lib/containers/storage; CONTAINERS_STORAGE_CONF overrides it).
+# chroot isolation uses no cgroup, so cgroup v1 without systemd needs nothing; with
+# WOLT_BUILDAH_ISOLATION=oci, set cgroup_manager = "cgroupfs" in containers.conf (there is no systemd).
 
-log() { printf '[build-images %6.1fs] %s\n' "$(echo "$(date +%s.%N) - $t_start" | bc)" "$*" >&2; }
-elapsed() { echo "$(date +%s.%N) - $1" | bc | xargs printf '%.1f'; }
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+log() { printf '[build-images %6ss] %s\n' "$(elapsed "$t_start")" "$*" >&2; }
 
 # -- Debian packages this script needs -------------------------------------------------------------------
 need=()
 command -v buildah > /dev/null || need+=(buildah)
 command -v debootstrap > /dev/null || need+=(debootstrap)
 command -v go > /dev/null || need+=(golang-go)
-command -v bc > /dev/null || need+=(bc)
 command -v git > /dev/null || need+=(git)
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 if [ ${#need[@]} -gt 0 ]; then
@@ -55,6 +55,13 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" > /dev/null
 fi
 [ "$(id -u)" -eq 0 ] || { echo "build-images.sh needs root (debootstrap, buildah storage)" >&2; exit 1; }
+
+# One build at a time per cache (two checkouts may build at once: they share the context dir and the tag)
+exec 9> "$cache/.lock"
+if ! flock -n 9; then
+  log "waiting for another build-images.sh on $cache"
+  flock 9
+fi
 
 # Hash of files (paths relative to $2.. and contents), stable across machines.
 hash_files() { # hash_files DIR FILE...
@@ -127,7 +134,7 @@ build_base() {
     return
   fi
   local t0 root ctr mnt rootfs
-  t0=$(date +%s.%N)
+  t0=$EPOCHREALTIME
   rootfs=$cache/wolt-debian-base-$suite-$base_key.rootfs.tar
   if [ ! -s "$rootfs" ]; then
     root=$(mktemp -d "$cache/debootstrap.XXXXXX")
@@ -183,7 +190,7 @@ make_context() {
 
 build_runtime() {
   local t0 key archive
-  t0=$(date +%s.%N)
+  t0=$EPOCHREALTIME
   make_context
   key=$(cd "$ctxdir" && find . -type f -print | LC_ALL=C sort | tr '\n' '\0' | xargs -0 -n1 sh -c \
     'printf "%s\0" "$0"; sha256sum < "$0"' | sha256sum | cut -c1-16)
@@ -229,7 +236,7 @@ build_pause() {
     return
   fi
   local t0 tmp ctr
-  t0=$(date +%s.%N)
+  t0=$EPOCHREALTIME
   tmp=$(mktemp -d "$cache/pause.XXXXXX")
   tmpdirs+=("$tmp")
   (cd "$here/pause" && CGO_ENABLED=0 GOFLAGS=-mod=mod GOOS=linux GOARCH=amd64 \
