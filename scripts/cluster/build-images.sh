@@ -159,7 +159,8 @@ build_base() {
 
 # -- 2. the runtime image --------------------------------------------------------------------------------
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/pyproject.toml" | head -1)
-runtime_name=wolt-jupyter-runtime:$version
+# WOLT_RUNTIME_TAG: another name (e.g. a branch's image beside main's in one cluster; then WOLT_RUNTIME_IMAGE)
+runtime_name=${WOLT_RUNTIME_TAG:-wolt-jupyter-runtime:$version}
 venv=${WOLT_VENV:-$repo/.venv}
 if [ -z "${WOLT_VENV:-}" ] && [ ! -x "$venv/bin/python" ]; then # a git worktree: the main checkout's venv
   common=$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2> /dev/null || true)
@@ -195,7 +196,7 @@ build_runtime() {
   key=$(cd "$ctxdir" && find . -type f -print | LC_ALL=C sort | tr '\n' '\0' | xargs -0 -n1 sh -c \
     'printf "%s\0" "$0"; sha256sum < "$0"' | sha256sum | cut -c1-16)
   # the base's cache key is part of this one: a new base is a new runtime image
-  key=$(printf '%s %s\n' "$key" "$base_key" | sha256sum | cut -c1-16)
+  key=$(printf '%s %s %s\n' "$key" "$base_key" "$runtime_name" | sha256sum | cut -c1-16)
   archive=$cache/wolt-jupyter-runtime-$version-$key.tar
   runtime_archive=$archive
   if [ -s "$archive" ]; then

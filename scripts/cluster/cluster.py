@@ -471,8 +471,9 @@ def build_images() -> list[str]:
     sys.stdout.write(out.stdout)
     if out.returncode:
         raise SystemExit(f"cluster: scripts/cluster/build-images.sh failed ({out.returncode})")
-    # "image-archive: NAME PATH" lines
-    return [line.split()[-1] for line in out.stdout.splitlines() if line.startswith("image-archive:")]
+    # "image-archive: NAME PATH" lines; the base image is only built on, never run
+    lines = [line.split() for line in out.stdout.splitlines() if line.startswith("image-archive:")]
+    return [words[-1] for words in lines if "wolt-debian-base" not in words[1]]
 
 
 def import_images(archives: list[str]) -> None:
