@@ -477,7 +477,8 @@ def migrate_legacy(engine: Engine, batch: int = 20_000) -> int:
             for deployment, group in by_deployment.items():
                 group.sort(key=lambda r: r["time"])
                 conn.execute(chunks_table().insert(), [chunk_of(deployment, spread(group))])
-            conn.execute(delete(t).where(t.c.seq.in_(seqs)))  # exactly the rows moved (another may hold a gap)
+            # exactly the rows moved: another writer may hold some in between
+            conn.execute(delete(t).where(t.c.seq.in_(seqs)))
         moved += len(rows)
 
 
