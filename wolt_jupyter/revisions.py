@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,8 @@ class RevisionStore:
         except FileNotFoundError:
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"no deployment named {name!r}; deployments: {known}") from None
-        return DeploymentRecord(**data)
+        known = {f.name for f in fields(DeploymentRecord)}  # a newer version's fields: kept out, not fatal
+        return DeploymentRecord(**{k: v for k, v in data.items() if k in known})
 
     def response_store(self, name: str) -> str | None:
         """The response store ``name``'s record names: the current record's, else (undeployed) the last one

@@ -214,22 +214,22 @@ def test_status_and_wait_share_one_readiness_rule_per_kind(wolt_home) -> None:
 
 
 def test_replicas_log_to_the_store_the_record_names_through_a_secret(
-    shell, cluster, models, monkeypatch, wolt_home
+    shell, cluster, models, monkeypatch, wolt_home, cluster_store
 ) -> None:
     """Every pod writes to the one store of the deployment record: its URL (as pods reach it) in the
     ``<name>-credentials`` Secret, read by ``secretKeyRef``; never in clear in any structure; the notebook's
     readers take the record's (notebook-side) URL."""
     import json
+    import os
 
     from wolt_jupyter.responses.store import store_url
     from wolt_jupyter.server.serialize import deployment as as_json
 
-    from conftest import NOTEBOOK_STORE, POD_STORE
-
+    notebook_store = os.environ["WOLT_RESPONSE_STORE_URL"]
     d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes")
     assert d.status == "ready" and d.response_store == "postgresql://wolt:****@127.0.0.1:55432/wolt"
     secret = cluster.get_object("v1", "Secret", "default", "eta-credentials")
-    assert secret["stringData"]["WOLT_RESPONSE_STORE_URL"] == POD_STORE
+    assert secret["stringData"]["WOLT_RESPONSE_STORE_URL"] == cluster_store
     pod = cluster.get_object("apps/v1", "Deployment", "default", "eta")["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["WOLT_RESPONSE_STORE_URL"] == {
@@ -241,7 +241,7 @@ def test_replicas_log_to_the_store_the_record_names_through_a_secret(
 
     # the record names the store; a shell with other settings still reads (and redeploys to) that one
     monkeypatch.setenv("WOLT_RESPONSE_STORE_URL", "postgresql://other@db.elsewhere/x")
-    assert store_url("eta") == NOTEBOOK_STORE
+    assert store_url("eta") == notebook_store
     dry = shell.run_line_magic(
         "wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=10 --dry-run"
     )
@@ -256,7 +256,7 @@ def test_replicas_log_to_the_store_the_record_names_through_a_secret(
     assert dry.manifests[0]["stringData"] == {"WOLT_RESPONSE_STORE_URL": "****"}
     assert "WOLT_RESPONSE_STORE_URL: '****'" in repr(dry)
     shell.run_line_magic("wolt_undeploy", "eta")
-    assert store_url("eta") == NOTEBOOK_STORE  # an undeployed deployment's log is still found
+    assert store_url("eta") == notebook_store  # an undeployed deployment's log is still found
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import json
 import signal
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,16 +34,9 @@ TERM_AT_S = 2.0
 @pytest.fixture
 def shared_store(tmp_path: Path) -> Iterator[str]:
     """A PostgreSQL server of this test's own, with one empty database: the cluster's response store."""
-    from sqlalchemy import create_engine
-
     try:
         with pg_server.postgres_server(tmp_path) as url:
-            name = f"t_{uuid.uuid4().hex[:12]}"
-            engine = create_engine(url, isolation_level="AUTOCOMMIT")
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f"CREATE DATABASE {name}")
-            engine.dispose()
-            yield url.rsplit("/", 1)[0] + "/" + name
+            yield pg_server.new_database(url)
     except pg_server.PostgresUnavailable as exc:
         pytest.fail(f"PostgreSQL test server unavailable: {exc}", pytrace=False)
 
