@@ -63,7 +63,9 @@ def test_strict_field_validation_refuses_unknown_fields(real: KubeCluster, kube_
     with pytest.raises(ClusterError) as err:
         real.apply([deployment], namespace=kube_namespace)
     line = _one_line(err)
-    assert line == f"invalid: {kube_namespace}/eta: unknown field .spec.replica (not in the kind's schema)", line
+    assert line == f"invalid: {kube_namespace}/eta: unknown field .spec.replica (not in the kind's schema)", (
+        line
+    )
     assert real.get("apps/v1", "Deployment", "eta", namespace=kube_namespace) is None
 
 

@@ -245,7 +245,9 @@ def test_a_deleted_pod_is_replaced_and_three_replicas_serve_and_log(
             served[p.metadata.name] = sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
-                if line.startswith("wolt_requests_total{") and 'variant="main"' in line
+                # the Seldon-compatible request histogram, per predictor (variant)
+                if line.startswith("seldon_api_executor_server_requests_seconds_count{")
+                and 'predictor_name="main"' in line
             )
     assert len(served) == 3 and all(
         v > 0 for k, v in served.items() if k in {p.metadata.name for p in first}
