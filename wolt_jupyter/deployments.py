@@ -453,11 +453,12 @@ def predict(
     deployment = get(name)
     if deployment.status != "ready" or not deployment.url:
         raise InvalidArgument(f"deployment {name!r} is {deployment.status}, not ready: see %wolt_deployments")
-    if protocol == "grpc" and not deployment.grpc_url:
+    url, grpc_url = _backend_of(name)[0].endpoint(deployment)
+    if protocol == "grpc" and not grpc_url:
         raise InvalidArgument(f"deployment {name!r} serves no gRPC: redeploy it to get a gRPC port")
     return predict_frame(
-        deployment.url, name, data, per_row=per_row, route_key_column=route_key_column,
-        grpc=deployment.grpc_url if protocol == "grpc" else None,
+        url, name, data, per_row=per_row, route_key_column=route_key_column,
+        grpc=grpc_url if protocol == "grpc" else None,
     )  # fmt: skip
 
 

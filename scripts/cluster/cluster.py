@@ -491,8 +491,15 @@ def up(args: argparse.Namespace) -> None:
     if not args.no_build:
         sh("bash", str(HERE / "build-upstream.sh"), capture_output=False)
     archives = build_images() if not args.no_images else []
+    if not any(pid_of(c) for c in COMPONENTS) and (RUN.exists() or _bridge_exists()):
+        # what an earlier cluster left when its processes were killed (a machine's session ended): stale pod
+        # network namespaces on the bridge would collide with the addresses new pods get
+        log("leftovers of an earlier cluster and none of its processes: clearing them first")
+        _clear(keep_dir=False)
     DIR.mkdir(parents=True, exist_ok=True)
     os.chmod(DIR, 0o700)
+    RUN.mkdir(parents=True, exist_ok=True)
+    (RUN / "dir").write_text(str(DIR))  # where this cluster's state is, for a `down` from another checkout
     make_pki()
     for user in ("admin", "controller-manager", "scheduler", "kube-proxy", "kubelet-client"):
         write_kubeconfig(DIR / f"{user}.kubeconfig", user)
@@ -694,29 +701,48 @@ def _cgroups_down() -> None:
                 d.rmdir()
 
 
-def down(args: argparse.Namespace) -> None:
-    if os.geteuid() != 0:
-        raise SystemExit("cluster: needs root")
-    if not DIR.exists() and not RUN.exists():
-        log("nothing to take down")
-        return
+def _bridge_exists() -> bool:
+    return sh("ip", "link", "show", BRIDGE, check=False).returncode == 0
+
+
+def _clear(*, keep_dir: bool) -> None:
+    """Stop everything, undo every mount, namespace, interface, rule and cgroup; remove the state dirs (the
+    one this checkout uses, and the one RUN names, if another checkout made the cluster)."""
+    dirs = [DIR]
+    with contextlib.suppress(OSError):
+        other = Path((RUN / "dir").read_text().strip())
+        if other != DIR:
+            dirs.append(other)
     _containers_down()
     for name in reversed(COMPONENTS):
         stop(name)
-    for target in _mounts_under(DIR, RUN):
+    for d in dirs[1:]:  # another checkout's cluster: its recorded processes
+        for f in (d / "pids").glob("*.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(f.read_text())
+                if f.stem.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+    for target in _mounts_under(*dirs, RUN):
         sh("umount", "-l", target, check=False)
     network_down()
     _cgroups_down()
-    left = _mounts_under(DIR, RUN)
+    left = _mounts_under(*dirs, RUN)
     if left:
         log(f"mounts still present: {left}")
-    for path in (DIR, RUN):
-        if path == DIR and args.keep_pki:
-            for child in DIR.iterdir():
-                if child.name != "pki":
-                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(RUN, ignore_errors=True)
+    for d in dirs:
+        if keep_dir and d == DIR:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def down(args: argparse.Namespace) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("cluster: needs root")
+    if not DIR.exists() and not RUN.exists() and not _bridge_exists():
+        log("nothing to take down")
+        return
+    _clear(keep_dir=False)
     log("cluster down")
 
 
@@ -745,9 +771,7 @@ def main() -> None:
     u.add_argument("--no-build", action="store_true", help="use the cached binaries as they are")
     u.add_argument("--no-images", action="store_true", help="do not build or import the images")
     u.set_defaults(fn=up)
-    d = sub.add_parser("down")
-    d.add_argument("--keep-pki", action="store_true")
-    d.set_defaults(fn=down)
+    sub.add_parser("down").set_defaults(fn=down)
     sub.add_parser("status").set_defaults(fn=status)
     sub.add_parser("images").set_defaults(fn=images)
     args = p.parse_args()

@@ -76,6 +76,11 @@ def test_ab_and_shadow_serve_what_the_local_target_serves(
     from wolt_jupyter.client import predict_frame
 
     rest = predict_frame(url, "eta", rows, per_row=True)
+    # the notebook's own predict finds the Service without cluster DNS (its cluster IP, routed on this node)
+    import wolt_jupyter
+
+    mine = wolt_jupyter.predict("eta", rows, per_row=True)
+    assert len(mine) == len(rows) and set(mine.variant) <= {"main", "challenger"}
     grpc = predict_frame(
         url, "eta", rows, per_row=True, grpc=service_url(kube_api, kube_namespace, "eta", "grpc")
     )

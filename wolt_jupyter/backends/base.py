@@ -173,6 +173,10 @@ class Backend(ABC):
         """After a failed apply: put back what served before (``previous``, revision ``revision``), or remove what a failed first
         deploy left (None). The local target needs nothing: its new revision never replaced the old one."""
 
+    def endpoint(self, deployment: Deployment) -> tuple[str | None, str | None]:
+        """The (REST URL, gRPC host:port) this process reaches the deployment at: its published ones here."""
+        return deployment.url, deployment.grpc_url
+
     def plan(self, spec: DeploymentSpec, *, dry_run: bool = False, revision: int | None = None) -> Plan:
         """Render ``spec`` and run every check an apply would run first (what a dry run shows)."""
         return Plan(self.render(spec))

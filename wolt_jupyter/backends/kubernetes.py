@@ -267,6 +267,21 @@ class KubernetesBackend(ClusterBackend):
     def url(self, name: str, obj: dict[str, Any] | None) -> str | None:
         return f"http://{name}.{self.namespace}.svc.cluster.local:{HTTP_PORT}"
 
+    def endpoint(self, deployment: Deployment) -> tuple[str | None, str | None]:
+        """The Service's DNS name where it resolves (inside the cluster), else its cluster IP: a notebook on a
+        node, or on a network routed to the Service range, reaches that without cluster DNS."""
+        import socket
+
+        host = f"{deployment.name}.{self.namespace}.svc.cluster.local"
+        try:
+            socket.getaddrinfo(host, HTTP_PORT, proto=socket.IPPROTO_TCP)
+        except OSError:
+            svc = self.cluster.get("v1", "Service", deployment.name, namespace=self.namespace)
+            ip = ((svc or {}).get("spec") or {}).get("clusterIP")
+            if ip and ip != "None":
+                return f"http://{ip}:{HTTP_PORT}", f"{ip}:{GRPC_PORT}"
+        return deployment.url, deployment.grpc_url
+
     def grpc_url(self, name: str) -> str | None:
         return f"{name}.{self.namespace}.svc.cluster.local:{GRPC_PORT}"
 
