@@ -1,81 +1,14 @@
-"""%wolt_deploy to the cluster targets, end to end through the official client over real HTTP.
-
-The API server is the project's test server (no kube-apiserver can be installed here); its controller
-marks workloads ready as a cluster would. Models come from a real MLflow store.
+"""%wolt_deploy to the cluster targets through the official client over real HTTP, against the stand-in API
+server (tests/kube/), for what the real cluster of tests/cluster/ does not have yet: the operators' kinds
+(SeldonDeployment, InferenceService: no operator runs there until issue 30), and injected failures. The
+`kubernetes` target's own flows (deploy, traffic, promote, rollback, dry run and diff, undeploy) run on the
+real cluster (tests/cluster/test_kubernetes_target.py). Models come from a real MLflow store.
 """
 
 from __future__ import annotations
 
 import pytest
 import yaml
-
-from wolt_jupyter.spec import DeploymentSpec
-
-
-def test_kubernetes_target_deploys_changes_traffic_and_undeploys(shell, cluster, models, capsys) -> None:
-    d = shell.run_line_magic(
-        "wolt_deploy",
-        f"eta --model {models['champion']} --ab {models['v2']}=20 --shadow {models['v3']} "
-        "--target kubernetes --namespace ml",
-    )
-    assert d.status == "ready" and d.target == "kubernetes" and d.revision == 1
-    assert d.url == "http://eta.ml.svc.cluster.local:8080"
-    assert "applying revision 1" in capsys.readouterr().out  # progress while waiting
-    cm = cluster.get_object("v1", "ConfigMap", "ml", "eta-spec")
-    running = DeploymentSpec.from_yaml(cm["data"]["spec.yaml"])
-    assert [(v.name, v.model, v.traffic, v.shadow) for v in running.variants] == [
-        ("main", "models:/eta/1", 80, False),  # the alias pinned to its version
-        ("challenger", "models:/eta/2", 20, False),
-        ("shadow", "models:/eta/3", 0, True),
-    ]
-    generation = cluster.get_object("apps/v1", "Deployment", "ml", "eta")["metadata"]["generation"]
-
-    d = shell.run_line_magic("wolt_traffic", "eta main=50 challenger=50")
-    assert d.status == "ready" and d.revision == 2
-    cm = cluster.get_object("v1", "ConfigMap", "ml", "eta-spec")
-    assert [v.traffic for v in DeploymentSpec.from_yaml(cm["data"]["spec.yaml"]).live] == [50, 50]
-    assert cluster.get_object("apps/v1", "Deployment", "ml", "eta")["metadata"]["generation"] > generation
-
-    d = shell.run_line_magic("wolt_rollback", "eta")
-    cm = cluster.get_object("v1", "ConfigMap", "ml", "eta-spec")
-    assert d.revision == 3 and [
-        v.traffic for v in DeploymentSpec.from_yaml(cm["data"]["spec.yaml"]).live
-    ] == [80, 20]
-
-    table = shell.run_line_magic("wolt_deployments", "")
-    assert table.set_index("name").loc["eta", "status"] == "ready"
-
-    shell.run_line_magic("wolt_undeploy", "eta")
-    for api_version, kind, name in [
-        ("apps/v1", "Deployment", "eta"),
-        ("v1", "Service", "eta"),
-        ("v1", "ConfigMap", "eta-spec"),
-        ("v1", "Secret", "eta-credentials"),
-    ]:
-        assert cluster.get_object(api_version, kind, "ml", name) is None
-
-
-def test_dry_run_changes_nothing_and_shows_manifests_and_diff(shell, cluster, models) -> None:
-    d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes --dry-run")
-    assert d.status == "dry-run" and [m["kind"] for m in d.manifests] == [
-        "Secret",  # the response store's URL
-        "ConfigMap",
-        "Deployment",
-        "Service",
-    ]
-    assert cluster.get_object("apps/v1", "Deployment", "default", "eta") is None
-    assert "kind: Deployment" in repr(d) and "kind: Deployment" in d._repr_html_()
-
-    shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes")
-    d = shell.run_line_magic(
-        "wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=10 --dry-run"
-    )
-    assert d.target == "kubernetes"  # an existing deployment keeps its target
-    assert "challenger" in d.diff and "models:/eta/2" in d.diff
-    spec = DeploymentSpec.from_yaml(
-        cluster.get_object("v1", "ConfigMap", "default", "eta-spec")["data"]["spec.yaml"]
-    )
-    assert len(spec.variants) == 1  # the dry run applied nothing
 
 
 def test_seldon_target_renders_predictors_with_artifact_locations(shell, cluster, models, wolt_home) -> None:

@@ -275,3 +275,31 @@ def wolt_jupyter_read(name: str) -> pd.DataFrame:
     import wolt_jupyter
 
     return wolt_jupyter.read_responses(name, revision="all")
+
+
+def test_dry_run_asks_the_server_and_changes_nothing(
+    shell: Any, on_cluster: dict[str, str], kube_api: Any, kube_namespace: str, undeploy_all: None
+) -> None:
+    from wolt_jupyter.spec import DeploymentSpec
+
+    models = register_eta_models(scales=(1.0, 100.0))
+    d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes --dry-run")
+    assert d.status == "dry-run" and [m["kind"] for m in d.manifests] == [
+        "Secret",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+    ]
+    secret = d.manifests[0]
+    assert set(secret["stringData"].values()) == {"****"}  # what is shown never carries the store's password
+    assert not _leftovers(kube_api, kube_namespace, "eta")
+    shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']}")
+    d = shell.run_line_magic(
+        "wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=10 --dry-run"
+    )
+    # the server's own dry run: what an apply would change, defaults and other managers' fields included
+    assert "challenger" in d.diff and "models:/eta/2" in d.diff
+    password = on_cluster["WOLT_CLUSTER_RESPONSE_STORE_URL"].split("//", 1)[1].split("@")[0].split(":")[1]
+    assert password not in d.diff and password not in repr(d) and password not in str(d.to_dict())
+    cm = kube_api.core.read_namespaced_config_map("eta-spec", kube_namespace)
+    assert len(DeploymentSpec.from_yaml(cm.data["spec.yaml"]).variants) == 1  # the dry run applied nothing
