@@ -12,6 +12,9 @@ K8S_BIN="$CACHE/kubernetes-$K8S_VERSION/bin"
 ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin"
 COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
+# Go from PATH, else where its tarball installs it
+command -v go > /dev/null || export PATH="$PATH:/usr/local/go/bin"
+command -v go > /dev/null || { echo "build-upstream.sh: Go (1.24 or later) is needed" >&2; exit 1; }
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -trimpath"
 export CGO_ENABLED="${CGO_ENABLED:-0}"
 ldflags="-s -w"

@@ -401,11 +401,15 @@ state = "{RUN / "state"}"
     return path
 
 
+def _component_config(name: str, api_version: str, kind: str, fields: dict) -> Path:
+    """A component's configuration file (JSON is YAML), written where its flags point."""
+    path = DIR / f"{name}.yaml"
+    path.write_text(json.dumps({"apiVersion": api_version, "kind": kind, **fields}, indent=1))
+    return path
+
+
 def kubelet_config() -> Path:
-    path = DIR / "kubelet.yaml"
     config = {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
         "address": NODE_IP,
         "port": 10250,
         "readOnlyPort": 0,
@@ -438,15 +442,11 @@ def kubelet_config() -> Path:
         "enableServer": True,
         "localStorageCapacityIsolation": True,
     }
-    path.write_text(json.dumps(config, indent=1))
-    return path
+    return _component_config("kubelet", "kubelet.config.k8s.io/v1beta1", "KubeletConfiguration", config)
 
 
 def kube_proxy_config() -> Path:
-    path = DIR / "kube-proxy.yaml"
     config = {
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(DIR / "kube-proxy.kubeconfig")},
         "mode": "iptables",
         "hostnameOverride": NODE,
@@ -458,8 +458,9 @@ def kube_proxy_config() -> Path:
         "conntrack": {"maxPerCore": 0},  # leave the host's conntrack table size alone
         "iptables": {"masqueradeAll": True, "syncPeriod": "10s", "minSyncPeriod": "0s"},
     }
-    path.write_text(json.dumps(config, indent=1))
-    return path
+    return _component_config(
+        "kube-proxy", "kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration", config
+    )
 
 
 # -- images ------------------------------------------------------------------------------------------------------

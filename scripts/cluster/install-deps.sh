@@ -17,4 +17,5 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" > /dev/null
 fi
-command -v go > /dev/null || { echo "Go (1.22 or later) is needed to build the cluster's components: install it" >&2; exit 1; }
+command -v go > /dev/null || [ -x /usr/local/go/bin/go ] \
+  || { echo "Go (1.24 or later) is needed to build the cluster's components: install it" >&2; exit 1; }
