@@ -303,3 +303,47 @@ def test_dry_run_asks_the_server_and_changes_nothing(
     assert password not in d.diff and password not in repr(d) and password not in str(d.to_dict())
     cm = kube_api.core.read_namespaced_config_map("eta-spec", kube_namespace)
     assert len(DeploymentSpec.from_yaml(cm.data["spec.yaml"]).variants) == 1  # the dry run applied nothing
+
+
+def test_the_cli_deploys_changes_and_undeploys_on_the_cluster(
+    on_cluster: dict[str, str], kube_api: Any, kube_namespace: str, wolt_home: Any, tmp_path: Any
+) -> None:
+    """What a CI job runs: `wolt-jupyter deploy --spec FILE --target kubernetes`, then traffic and undeploy."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    models = register_eta_models(scales=(1.0, 100.0))
+    spec = {
+        "name": "eta",
+        "variants": [
+            {"name": "main", "model": models["champion"], "traffic": 90},
+            {"name": "challenger", "model": models["v2"], "traffic": 10},
+        ],
+    }
+    path = tmp_path / "eta.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    cli = str(Path(sys.executable).parent / "wolt-jupyter")
+    env = {**os.environ, "WOLT_JUPYTER_HOME": str(wolt_home)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([cli, *args], env=env, text=True, capture_output=True, timeout=300)
+
+    deployed = run("deploy", "--spec", str(path), "--target", "kubernetes")
+    assert deployed.returncode == 0, deployed.stderr
+    assert "applying revision 1" in deployed.stderr
+    moved = run("traffic", "eta", "main=50", "challenger=50")
+    assert moved.returncode == 0, moved.stderr
+    cm = kube_api.core.read_namespaced_config_map("eta-spec", kube_namespace)
+    assert [v["traffic"] for v in yaml.safe_load(cm.data["spec.yaml"])["variants"]] == [50, 50]
+    listed = run("deployments")
+    assert listed.returncode == 0 and "eta" in listed.stdout and "ready" in listed.stdout, listed.stdout
+    gone = run("undeploy", "eta")
+    assert gone.returncode == 0, gone.stderr
+    _wait("every object of eta gone", lambda: not _leftovers(kube_api, kube_namespace, "eta"), 60)
+    # a wrong namespace name never reaches the cluster: one line, exit 1
+    bad = run("deploy", "--spec", str(path), "--target", "kubernetes", "--namespace", "Not_A_Name")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "namespace" in bad.stderr
