@@ -166,7 +166,8 @@ if [ -z "${WOLT_VENV:-}" ] && [ ! -x "$venv/bin/python" ]; then # a git worktree
   common=$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2> /dev/null || true)
   [ -n "$common" ] && [ -x "$(dirname "$common")/.venv/bin/python" ] && venv=$(dirname "$common")/.venv
 fi
-pip_cert=${WOLT_PIP_CERT:-${PIP_CERT:-}}
+# the host's own CA bundle by default: where PyPI is reached through a TLS proxy, its CA is there too
+pip_cert=${WOLT_PIP_CERT:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
 ctxdir=$cache/runtime-context
 
 # The build context: only what the Dockerfile reads (the package, without bytecode or the built lab
