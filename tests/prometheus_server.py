@@ -2,6 +2,8 @@
 scrape job that follows the local target's ``file_sd`` targets file (so deployments appear as they start).
 
 A missing binary fails with the command that installs it: the monitoring tests are about the real thing.
+Debian's build has no Kubernetes service discovery: the cluster tier runs upstream's Prometheus, built once from
+the Go module proxy by ``scripts/cluster/build-prometheus.sh`` (:func:`kubernetes_prometheus_binary`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -46,13 +49,30 @@ def prometheus_binary() -> str:
     return path
 
 
+def kubernetes_prometheus_binary() -> str:
+    """Upstream Prometheus with Kubernetes service discovery: built once into the cluster's cache (the cold
+    build is minutes; a cached one answers at once)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cluster" / "build-prometheus.sh"
+    out = subprocess.run(["bash", str(script)], text=True, capture_output=True, check=False, timeout=3600)
+    if out.returncode != 0:
+        pytest.fail(f"building Prometheus failed:\n{out.stderr[-4000:]}", pytrace=False)
+    if "built in" in out.stderr:
+        sys.stdout.write(out.stderr.splitlines()[-1] + "\n")
+    return out.stdout.strip().splitlines()[-1]
+
+
 @contextlib.contextmanager
 def prometheus_server(
-    home: Path, *, interval: str = "1s", timeout: float = 30.0, extra_jobs: str = ""
+    home: Path,
+    *,
+    interval: str = "1s",
+    timeout: float = 30.0,
+    extra_jobs: str = "",
+    binary: str | None = None,
 ) -> Iterator[str]:
-    """Run Prometheus scraping ``<home>/prometheus/targets.json`` every ``interval`` (and ``extra_jobs``: more
-    ``scrape_configs`` entries, as YAML list items); yield its base URL."""
-    binary = prometheus_binary()
+    """Run Prometheus (``binary``, else Debian's) scraping ``<home>/prometheus/targets.json`` every
+    ``interval`` (and ``extra_jobs``: more ``scrape_configs`` entries, as YAML list items); yield its base URL."""
+    binary = binary or prometheus_binary()
     targets = Path(home) / "prometheus" / "targets.json"
     targets.parent.mkdir(parents=True, exist_ok=True)
     if not targets.exists():
@@ -110,6 +130,8 @@ def kubernetes_pods_job(api_server: str, pki: Path, namespace: str, interval: st
       - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
         regex: "(.+)"
         target_label: __metrics_path__
+      - source_labels: [__meta_kubernetes_namespace]
+        target_label: namespace
       - source_labels: [__meta_kubernetes_pod_name]
         target_label: pod
 """

@@ -105,10 +105,13 @@ def on_cluster(
     cluster_postgres: Any,
 ) -> dict[str, str]:
     """The notebook's settings for the cluster: its kubeconfig, the namespace, MLflow and the response store
-    (the notebook reads the store on loopback, the pods through the bridge with the password)."""
+    (the notebook reads the store on loopback, the pods through the bridge with the password); with
+    ``WOLT_RUNTIME_TAG`` set (a branch's image beside main's), the pods run that image."""
+    tag = os.environ.get("WOLT_RUNTIME_TAG")  # kube_cluster built this checkout's image under that name
     for name in ISOLATED_ENV:
         monkeypatch.delenv(name, raising=False)
     env = {
+        **({"WOLT_RUNTIME_IMAGE": tag} if tag else {}),
         "KUBECONFIG": str(kube_cluster),
         "WOLT_NAMESPACE": kube_namespace,
         "WOLT_DEFAULT_TARGET": "kubernetes",

@@ -98,7 +98,8 @@ def disagreement(data: MonitorData, reference: MonitorData, scrape_s: float) -> 
     if sum(got.values()) == 0:
         why = (
             "Prometheus has not scraped this deployment's traffic: check that it scrapes the runtime (local "
-            "deployments are listed in <home>/prometheus/targets.json) and wait a scrape"
+            "deployments are listed in <home>/prometheus/targets.json; a cluster's pods are found through the "
+            "Kubernetes API by their prometheus.io/scrape annotation) and wait a scrape"
         )
     else:
         why = (

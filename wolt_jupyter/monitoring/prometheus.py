@@ -38,6 +38,7 @@ SHADOW = "wolt_shadow_request_seconds"
 DEFAULT_SCRAPE_S = 15.0  # Prometheus's own default, when the targets API does not say
 TOKEN_ENV = "WOLT_PROMETHEUS_TOKEN"
 MAX_POINTS = 11_000  # Prometheus refuses longer range queries
+POD_INSTANCE = "__meta_kubernetes_pod_label_app_kubernetes_io_instance"  # Kubernetes discovery's meta label
 
 
 def label_value(value: str) -> str:
@@ -164,7 +165,7 @@ class PrometheusSource(MetricSource):
         mine = [
             seconds(t.get("scrapeInterval"))
             for t in (targets if isinstance(targets, list) else [])
-            if isinstance(t, dict) and (t.get("labels") or {}).get("deployment_name") == deployment
+            if isinstance(t, dict) and _scrapes(t, deployment)
         ]
         if any(mine):
             return max(m for m in mine if m)
@@ -262,6 +263,14 @@ class PrometheusSource(MetricSource):
         data = _build(deployment, since, until, step, self.name, results, index)
         data.timings = {"queries_s": t1 - t0, "build_s": time.perf_counter() - t1, "queries": len(queries)}
         return data
+
+
+def _scrapes(target: dict[str, Any], deployment: str) -> bool:
+    """Whether an active target of the targets API is a runtime of ``deployment``: a local target's labels
+    name it (file_sd); a pod found through the Kubernetes API (a scrape job or a PodMonitor) carries the
+    ``app.kubernetes.io/instance`` label the kubernetes target gives its pods, whatever the job relabels."""
+    labels, discovered = target.get("labels") or {}, target.get("discoveredLabels") or {}
+    return labels.get("deployment_name") == deployment or discovered.get(POD_INSTANCE) == deployment
 
 
 def _range(since: float, until: float, step: float) -> tuple[float, float, float]:
@@ -384,7 +393,8 @@ def _build(
     if data.empty:
         data.message = (
             f"{label} has no requests for {deployment!r} in this window: send some traffic, or check that "
-            "Prometheus scrapes the deployment (local deployments are listed in <home>/prometheus/targets.json)"
+            "Prometheus scrapes the deployment (local deployments are listed in <home>/prometheus/targets.json; "
+            "a cluster's pods are found through the Kubernetes API by their prometheus.io/scrape annotation)"
         )
     return data
 
