@@ -66,4 +66,4 @@ USER 1000:1000
 WORKDIR /var/lib/wolt-jupyter
 EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=2s CMD ["/opt/venv/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=2).status != 200)"]
-CMD ["python", "-m", "wolt_jupyter.serving", "--spec", "/etc/wolt-jupyter/spec.yaml", "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081"]
+CMD ["python", "-m", "wolt_jupyter.serving", "--spec", "/etc/wolt-jupyter/spec.yaml", "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081", "--drain-seconds", "5"]
