@@ -46,6 +46,7 @@ test: $(STAMP) system-deps $(LABEXT)
 cluster-up:
 	bash scripts/cluster/install-deps.sh
 	python3 scripts/cluster/cluster.py up
+	bash scripts/cluster/build-prometheus.sh  # the tier's Prometheus (Kubernetes discovery), built once
 
 cluster-down:
 	python3 scripts/cluster/cluster.py down
