@@ -185,3 +185,17 @@ def postgres_server(tmpdir: Path | str, *, dbname: str = "wolt_test", fast: bool
     """
     with running_postgres(tmpdir, dbname=dbname, fast=fast) as server:
         yield server.url
+
+
+def new_database(server_url: str) -> str:
+    """A fresh, empty database on the server of ``server_url``; its URL (tests never see each other's tables)."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + name

@@ -273,3 +273,51 @@ def test_limits_round_trip_and_reach_the_server() -> None:
     flags |= dict.fromkeys(("header_timeout", "body_timeout", "max_connections"), None)
     limits = _limits(spec.limits, argparse.Namespace(**{**flags, "max_body_bytes": 500}))
     assert limits.max_body == 500 and limits.header_timeout == 2.5 and limits.max_url_bytes == 8 * 1024
+
+
+def test_the_response_store_url_reaches_pods_only_through_the_secret_in_every_structure() -> None:
+    """Both credentials (the tracking password, the response store's URL) live in the ``<name>-credentials``
+    Secret, read by ``secretKeyRef``; a dry run's manifests, ``to_dict()``, the server's JSON and the printed
+    YAML show the Secret's keys, never its values (the apply alone gets them: ``Plan.manifests``)."""
+    import json
+
+    from wolt_jupyter.backends.base import Deployment, Plan
+    from wolt_jupyter.backends.render import ClusterContext, render_kubernetes, response_store_problem
+    from wolt_jupyter.server.serialize import deployment as as_json
+    from wolt_jupyter.spec import DeploymentSpec
+
+    spec = DeploymentSpec.from_dict(
+        {"name": "eta", "variants": [{"name": "main", "model": "models:/eta/1", "traffic": 100}]}
+    )
+    for password in PASSWORDS:
+        tracking = f"http://u:{password}@mlflow.ml:5000"
+        store = f"postgresql://wolt:{password}@postgres.ml:5432/wolt"
+        ctx = ClusterContext(namespace="ml", tracking_uri=tracking, response_store_url=store, revision=3)
+        assert response_store_problem(spec, ctx, store) is None
+        manifests = render_kubernetes(spec, ctx)
+        secret = manifests[0]
+        assert secret["kind"] == "Secret" and secret["stringData"] == {
+            "MLFLOW_TRACKING_URI": tracking,
+            "WOLT_RESPONSE_STORE_URL": store,
+        }
+        deployment = manifests[[m["kind"] for m in manifests].index("Deployment")]
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        for key in ("MLFLOW_TRACKING_URI", "WOLT_RESPONSE_STORE_URL"):
+            assert env[key] == {
+                "name": key,
+                "valueFrom": {"secretKeyRef": {"name": "eta-credentials", "key": key}},
+            }
+        assert password not in json.dumps(deployment)
+        plan = Plan(manifests)
+        card = Deployment("eta", "kubernetes", "dry-run", manifests=plan.manifests)
+        for shown in (
+            json.dumps(plan.shown), json.dumps(card.manifests), json.dumps(card.to_dict()),
+            json.dumps(as_json(card)), card.manifests_yaml, repr(card), card._repr_html_(),
+        ):  # fmt: skip
+            assert_hidden(shown, password)
+            assert "eta-credentials" in shown and "WOLT_RESPONSE_STORE_URL" in shown
+        assert plan.manifests[0]["stringData"]["WOLT_RESPONSE_STORE_URL"] == store  # the apply's copy
+    # no credentials: the store's URL still goes through the Secret, never inline
+    plain = render_kubernetes(spec, ClusterContext(response_store_url="postgresql://db.ml/wolt"))
+    assert plain[0]["stringData"] == {"WOLT_RESPONSE_STORE_URL": "postgresql://db.ml/wolt"}
+    assert "postgresql://db.ml" not in json.dumps(plain[1:])

@@ -59,6 +59,7 @@ _ENV = {
     "kube_context": "WOLT_KUBE_CONTEXT",
     "runtime_image": "WOLT_RUNTIME_IMAGE",
     "cluster_tracking_uri": "WOLT_CLUSTER_TRACKING_URI",
+    "cluster_response_store_url": "WOLT_CLUSTER_RESPONSE_STORE_URL",
     "pod_monitor": "WOLT_POD_MONITOR",
     "service_account": "WOLT_SERVICE_ACCOUNT",
     "request_logger_url": "WOLT_REQUEST_LOGGER_URL",
@@ -125,6 +126,8 @@ class Settings(Card, title="wolt-jupyter settings", css_class="wolt-config"):
     kube_context: str | None = None
     runtime_image: str | None = None  # default: the image the Dockerfile builds for this version
     cluster_tracking_uri: str | None = None  # MLflow as pods reach it (default: tracking_uri if a server)
+    # the response store as the kubernetes target's pods reach it (default: response_store_url if a server)
+    cluster_response_store_url: str | None = None
     pod_monitor: bool = False  # kubernetes target: also a PodMonitor (needs the Prometheus operator)
     service_account: str | None = None  # cluster pods (and Seldon/KServe model download) run as this account
     request_logger_url: str | None = None  # Seldon/KServe request logger sink; None: the operator's default
@@ -139,6 +142,16 @@ class Settings(Card, title="wolt-jupyter settings", css_class="wolt-config"):
     @property
     def tracking_is_server(self) -> bool:
         return self.tracking_uri.startswith(("http://", "https://"))
+
+    @property
+    def cluster_tracking(self) -> str | None:
+        """MLflow as cluster pods reach it: ``cluster_tracking_uri``, else ``tracking_uri`` when a server."""
+        return self.cluster_tracking_uri or (self.tracking_uri if self.tracking_is_server else None)
+
+    def cluster_response_store(self, notebook_url: str | None) -> str | None:
+        """The response store as the kubernetes target's pods reach it: ``cluster_response_store_url``, else
+        ``notebook_url`` (the store the deployment's record names) when that is a server URL."""
+        return self.cluster_response_store_url or (notebook_url if is_server_url(notebook_url) else None)
 
     def as_dict(self, *, masked: bool = True) -> dict[str, Any]:
         """Settings as a dict for display; URLs masked and secrets shown only as set/unset."""
@@ -165,6 +178,19 @@ class Settings(Card, title="wolt-jupyter settings", css_class="wolt-config"):
         return [
             (k, f"{v}  ({self.sources[k]})" if self.sources.get(k) else v) for k, v in self.as_dict().items()
         ]
+
+
+def is_server_url(url: str | None) -> bool:
+    """True for a database URL naming a host (``postgresql://u@db:5432/x``); False for a file (SQLite), a URL
+    without a host (a Unix socket of this machine) or nothing."""
+    if not url or url.startswith("sqlite"):
+        return False
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:
+        return False
 
 
 def default_home() -> Path:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import Card
 from wolt_jupyter.backends.base import Backend, Deployment, Progress, backend_class
-from wolt_jupyter.config import settings
+from wolt_jupyter.config import mask_url, settings
 from wolt_jupyter.errors import InvalidArgument, WoltError
+from wolt_jupyter.responses.store import configured_store_url, store_url
 from wolt_jupyter.revisions import SINCE_DEPLOY, DeploymentRecord, RevisionStore
 from wolt_jupyter.spec import DeploymentSpec, LoggingSpec, Routing, Variant, check_dns_label
 
@@ -195,7 +196,7 @@ def _apply(
     except BaseException as exc:
         if isinstance(exc, WoltError):  # not on Ctrl-C: the user interrupted a wait, not a failed change
             try:
-                be.revert(spec.name, store.spec(spec.name, before) if before else None)
+                be.revert(spec.name, store.spec(spec.name, before) if before else None, before or None)
             except WoltError as again:
                 log.warning("could not put back what served before the failed change: %s", again)
         store.discard_revision(spec.name, revision)  # a rollback must never land on a revision that never ran
@@ -271,22 +272,27 @@ def _deploy(
         )
     be = backend(target, namespace=namespace or (existing.namespace if existing else None))
     if dry_run:
-        plan = be.plan(pinned, dry_run=True)  # the same checks an apply runs first
+        plan = be.plan(pinned, dry_run=True, revision=store.next_revision(name))  # an apply's checks
         return Deployment(
             name=name,
             target=target,
             status="dry-run",
             namespace=getattr(be, "namespace", None) if target != "local" else None,
             variants=Deployment.describe_variants(pinned),
-            manifests=plan.manifests,
+            manifests=plan.shown,  # Secrets' values masked: the real ones go only to the apply
             checks=plan.checks,
             warnings=plan.warnings,
-            diff=be.diff(pinned, plan.manifests) if existing else None,
+            diff=be.diff(pinned, plan.manifests) if existing else None,  # masked by the diff itself
             revision=existing.revision if existing else None,
+            response_store=mask_url(store_url(name, s) if existing else configured_store_url(name, s)),
         )
     rec = existing or DeploymentRecord(
-        name=name, target=target, namespace=None if target == "local" else getattr(be, "namespace", None)
+        name=name,
+        target=target,
+        namespace=None if target == "local" else getattr(be, "namespace", None),
+        response_store=configured_store_url(name, s),  # what every runtime writes to, kept for good
     )
+    rec.response_store = rec.response_store or configured_store_url(name, s)  # a record older than the field
     if existing:
         return _apply(rec, pinned, wait=wait, progress=progress)
     store.save_record(rec)
@@ -305,8 +311,13 @@ def get(name: str) -> Deployment:
 
 
 def _with_log(deployment: Deployment) -> Deployment:
-    """A local deployment's card and row show its response log's size, and warn when the disk fills."""
-    if deployment.target != "local" or deployment.status == "dry-run":
+    """Every card names the response store the deployment writes to (masked); a local deployment's card
+    and row also show its log's size, and warn when the disk fills."""
+    if deployment.status == "dry-run":
+        return deployment
+    with contextlib.suppress(Exception):  # an unreadable record must not hide the deployment
+        deployment.response_store = mask_url(store_url(deployment.name))
+    if deployment.target != "local":
         return deployment
     try:
         log = log_summary(deployment.name)

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,10 @@ class DeploymentRecord:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)  # target-specific: pid, port, url, …
+    # the response store every runtime of the deployment writes to, as this machine reaches it (a cluster's
+    # pods get their own address of it: cluster_response_store_url); None in records older than this field.
+    # The file is private (0600); shown only masked
+    response_store: str | None = None
 
 
 def serving_revision(home: Path, name: str) -> int | None:
@@ -92,6 +96,12 @@ def serving_revision(home: Path, name: str) -> int | None:
         pass
     env = os.environ.get("WOLT_REVISION", "")
     return int(env) if env.isdigit() else None
+
+
+def _stamp(path: Path) -> int:
+    """The time a removed record was set aside (its ``.<seconds>`` suffix)."""
+    suffix = path.name.rsplit(".", 1)[-1]
+    return int(suffix) if suffix.isdigit() else 0
 
 
 class RevisionStore:
@@ -120,7 +130,22 @@ class RevisionStore:
         except FileNotFoundError:
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"no deployment named {name!r}; deployments: {known}") from None
-        return DeploymentRecord(**data)
+        known = {f.name for f in fields(DeploymentRecord)}  # a newer version's fields: kept out, not fatal
+        return DeploymentRecord(**{k: v for k, v in data.items() if k in known})
+
+    def response_store(self, name: str) -> str | None:
+        """The response store ``name``'s record names: the current record's, else (undeployed) the last one
+        kept under ``removed/``; None when no record names one."""
+        paths = [self.dir(name) / RECORD]
+        paths += sorted((self.dir(name) / "removed").glob(f"{RECORD}.*"), key=_stamp, reverse=True)
+        for path in paths:
+            try:
+                url = json.loads(path.read_text()).get("response_store")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if url:
+                return str(url)
+        return None
 
     def save_record(self, rec: DeploymentRecord) -> None:
         rec.updated = time.time()
@@ -151,12 +176,15 @@ class RevisionStore:
 
         Numbers never repeat: a revision that failed to apply keeps its number under ``revisions/failed/``.
         """
-        folder = self.dir(spec.name) / "revisions"
-        failed = [int(p.stem) for p in (folder / "failed").glob("*.yaml")] if folder.is_dir() else []
-        numbers = self.revisions(spec.name) + failed
-        revision = max(numbers, default=0) + 1
+        revision = self.next_revision(spec.name)
         write_atomic(self.dir(spec.name) / "revisions" / f"{revision:04d}.yaml", spec.to_yaml())
         return revision
+
+    def next_revision(self, name: str) -> int:
+        """The number the next stored revision gets (what a dry run shows it would apply as)."""
+        folder = self.dir(name) / "revisions"
+        failed = [int(p.stem) for p in (folder / "failed").glob("*.yaml")] if folder.is_dir() else []
+        return max(self.revisions(name) + failed, default=0) + 1
 
     def discard_revision(self, name: str, revision: int) -> None:
         """Set aside a revision that never ran (a rollback must not land on it); its number stays used."""

@@ -10,9 +10,22 @@ import yaml
 
 from kube.apiserver import TestApiServer
 
+# the cluster's response store: as this machine reaches it (a port-forward) and as the pods do (a Service)
+NOTEBOOK_STORE = "postgresql://wolt:s3cr%40t@127.0.0.1:55432/wolt"
+POD_STORE = "postgresql://wolt:s3cr%40t@postgres.ml:5432/wolt"
+
 
 @pytest.fixture
-def cluster(tmp_path: Path, wolt_home: Path, monkeypatch: pytest.MonkeyPatch):
+def cluster_store(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Settings naming a PostgreSQL response store the pods reach (a kubernetes deploy logging responses
+    refuses anything else); the pods' URL."""
+    monkeypatch.setenv("WOLT_RESPONSE_STORE_URL", NOTEBOOK_STORE)
+    monkeypatch.setenv("WOLT_CLUSTER_RESPONSE_STORE_URL", POD_STORE)
+    return POD_STORE
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, wolt_home: Path, monkeypatch: pytest.MonkeyPatch, cluster_store: str):
     """The test API server, reached through KUBECONFIG; its controller marks workloads ready."""
     with TestApiServer(controller=True, ready_delay=0.05) as server:
         monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
@@ -20,7 +33,7 @@ def cluster(tmp_path: Path, wolt_home: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def unreachable_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def unreachable_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster_store: str) -> str:
     """KUBECONFIG pointing at a port nothing listens on; returns the server URL."""
     from helpers import free_port
 

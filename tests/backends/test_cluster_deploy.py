@@ -50,6 +50,7 @@ def test_kubernetes_target_deploys_changes_traffic_and_undeploys(shell, cluster,
         ("apps/v1", "Deployment", "eta"),
         ("v1", "Service", "eta"),
         ("v1", "ConfigMap", "eta-spec"),
+        ("v1", "Secret", "eta-credentials"),
     ]:
         assert cluster.get_object(api_version, kind, "ml", name) is None
 
@@ -57,6 +58,7 @@ def test_kubernetes_target_deploys_changes_traffic_and_undeploys(shell, cluster,
 def test_dry_run_changes_nothing_and_shows_manifests_and_diff(shell, cluster, models) -> None:
     d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes --dry-run")
     assert d.status == "dry-run" and [m["kind"] for m in d.manifests] == [
+        "Secret",  # the response store's URL
         "ConfigMap",
         "Deployment",
         "Service",
@@ -209,3 +211,85 @@ def test_status_and_wait_share_one_readiness_rule_per_kind(wolt_home) -> None:
     for backend in (KubernetesBackend, SeldonBackend, KServeBackend):
         assert "readiness" not in vars(backend)  # no per-target copy of a rule: its main object's kind
         assert backend.main_object[1] in READINESS
+
+
+def test_replicas_log_to_the_store_the_record_names_through_a_secret(
+    shell, cluster, models, monkeypatch, wolt_home, cluster_store
+) -> None:
+    """Every pod writes to the one store of the deployment record: its URL (as pods reach it) in the
+    ``<name>-credentials`` Secret, read by ``secretKeyRef``; never in clear in any structure; the notebook's
+    readers take the record's (notebook-side) URL."""
+    import json
+    import os
+
+    from wolt_jupyter.responses.store import store_url
+    from wolt_jupyter.server.serialize import deployment as as_json
+
+    notebook_store = os.environ["WOLT_RESPONSE_STORE_URL"]
+    d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes")
+    assert d.status == "ready" and d.response_store == "postgresql://wolt:****@127.0.0.1:55432/wolt"
+    secret = cluster.get_object("v1", "Secret", "default", "eta-credentials")
+    assert secret["stringData"]["WOLT_RESPONSE_STORE_URL"] == cluster_store
+    pod = cluster.get_object("apps/v1", "Deployment", "default", "eta")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["WOLT_RESPONSE_STORE_URL"] == {
+        "name": "WOLT_RESPONSE_STORE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "eta-credentials", "key": "WOLT_RESPONSE_STORE_URL"}},
+    }
+    assert env["WOLT_REVISION"]["value"] == "1"  # the pods' rows name the revision the notebook reads
+    assert "s3cr" not in json.dumps(cluster.get_object("apps/v1", "Deployment", "default", "eta"))
+
+    # the record names the store; a shell with other settings still reads (and redeploys to) that one
+    monkeypatch.setenv("WOLT_RESPONSE_STORE_URL", "postgresql://other@db.elsewhere/x")
+    assert store_url("eta") == notebook_store
+    dry = shell.run_line_magic(
+        "wolt_deploy", f"eta --model {models['champion']} --ab {models['v2']}=10 --dry-run"
+    )
+    for shown in (
+        repr(dry),
+        dry._repr_html_(),
+        json.dumps(dry.to_dict()),
+        json.dumps(as_json(dry)),
+        dry.diff,
+    ):
+        assert "s3cr" not in shown and "elsewhere" not in shown
+    assert dry.manifests[0]["stringData"] == {"WOLT_RESPONSE_STORE_URL": "****"}
+    assert "WOLT_RESPONSE_STORE_URL: '****'" in repr(dry)
+    shell.run_line_magic("wolt_undeploy", "eta")
+    assert store_url("eta") == notebook_store  # an undeployed deployment's log is still found
+
+
+@pytest.mark.parametrize(
+    ("store", "cluster_store", "why"),
+    [
+        (None, None, "is a file on this machine"),
+        ("postgresql://wolt:pw@127.0.0.1:5432/wolt", None, "this machine's loopback"),
+        ("postgresql://wolt:pw@db.ml:5432/wolt", "postgresql://wolt@/wolt", "a Unix socket of this machine"),
+    ],
+)
+def test_a_store_pods_cannot_share_is_refused_before_anything_is_applied(
+    shell, cluster, models, monkeypatch, store, cluster_store, why
+) -> None:
+    for name, value in (
+        ("WOLT_RESPONSE_STORE_URL", store),
+        ("WOLT_CLUSTER_RESPONSE_STORE_URL", cluster_store),
+    ):
+        if value:
+            monkeypatch.setenv(name, value)
+        else:
+            monkeypatch.delenv(name, raising=False)
+    dry = shell.run_line_magic(
+        "wolt_deploy", f"eta --model {models['champion']} --target kubernetes --dry-run"
+    )
+    [line] = [w for w in dry.warnings if "response store" in w]
+    assert why in line and "RESPONSE_STORE_URL" in line and ":pw@" not in line
+    result = shell.run_cell(f"%wolt_deploy eta --model {models['champion']} --target kubernetes")
+    assert not result.success and why in str(result.error_in_exec)
+    assert cluster.get_object("apps/v1", "Deployment", "default", "eta") is None
+    assert cluster.get_object("v1", "Secret", "default", "eta-credentials") is None
+    # a spec that logs nothing needs no store
+    spec = {"name": "eta", "variants": [{"name": "main", "model": models["champion"], "traffic": 100}],
+            "logging": {"responses": False}}  # fmt: skip
+    shell.user_ns["quiet"] = spec
+    d = shell.run_line_magic("wolt_deploy", "eta --spec quiet --target kubernetes")
+    assert d.status == "ready"

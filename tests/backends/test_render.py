@@ -364,3 +364,45 @@ def test_names_are_validated_before_anything_is_sent() -> None:
         render_kubernetes(spec(), ClusterContext(namespace="Prod_NS"))
     with pytest.raises(InvalidArgument, match="service account 'Bad_SA' is not a DNS-1123 label"):
         render_seldon(spec(), ClusterContext(artifacts=ARTIFACTS, service_account="Bad_SA"))
+
+
+@pytest.mark.parametrize(
+    ("store", "logs", "problem"),
+    [
+        ("postgresql://wolt:pw@postgres.ml:5432/wolt", True, None),
+        (None, True, "is a file on this machine"),
+        ("postgresql://wolt:pw@localhost:5432/wolt", True, "this machine's loopback"),
+        ("postgresql://wolt:pw@[::1]:5432/wolt", True, "this machine's loopback"),
+        ("postgresql://wolt@/wolt?host=/run/postgresql", True, "a Unix socket of this machine"),
+        ("sqlite:////srv/log.db", True, "cluster targets log to PostgreSQL"),
+        (None, False, None),  # nothing logged, nothing to share
+    ],
+)
+def test_the_response_store_pods_share_is_checked_in_one_line(store, logs, problem) -> None:
+    from wolt_jupyter.backends.render import response_store_problem
+
+    spec = DeploymentSpec.from_dict(
+        {"name": "eta", "variants": [{"name": "main", "model": "models:/eta/1", "traffic": 100}],
+         "logging": {"responses": logs}}
+    )  # fmt: skip
+    line = response_store_problem(spec, ClusterContext(response_store_url=store), "sqlite:////home/u/eta.db")
+    if problem is None:
+        assert line is None
+        manifests = render_kubernetes(spec, ClusterContext(response_store_url=store))
+        assert manifests[0]["kind"] == ("Secret" if logs else "ConfigMap")
+    else:
+        assert problem in line and "\n" not in line and ":pw@" not in line
+        assert "RESPONSE_STORE_URL" in line  # names the fix
+
+
+def test_the_cluster_store_defaults_to_the_notebook_store_when_a_server(monkeypatch, wolt_home) -> None:
+    from wolt_jupyter.config import settings
+
+    s = settings()
+    assert s.cluster_response_store("postgresql://u:p@db.ml/wolt") == "postgresql://u:p@db.ml/wolt"
+    assert s.cluster_response_store("sqlite:////tmp/x.db") is None
+    assert s.cluster_response_store("postgresql://u@/wolt") is None  # a Unix socket: this machine only
+    monkeypatch.setenv("WOLT_CLUSTER_RESPONSE_STORE_URL", "postgresql://u:p@postgres.ml/wolt")
+    s = settings()
+    assert s.cluster_response_store("sqlite:////tmp/x.db") == "postgresql://u:p@postgres.ml/wolt"
+    assert s.sources["cluster_response_store_url"] == "$WOLT_CLUSTER_RESPONSE_STORE_URL"

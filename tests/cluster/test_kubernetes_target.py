@@ -97,7 +97,9 @@ def test_ab_and_shadow_serve_what_the_local_target_serves(
                 want = local_client.infer(rows.loc[[i]], variant=row.variant)
                 assert list(want.outputs) == outputs
                 for name in outputs:
-                    assert np.asarray(row[name]).reshape(-1).tolist() == want.outputs[name].reshape(-1).tolist()
+                    assert (
+                        np.asarray(row[name]).reshape(-1).tolist() == want.outputs[name].reshape(-1).tolist()
+                    )
     finally:
         local_client.close()
 

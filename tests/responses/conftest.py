@@ -7,7 +7,6 @@ import importlib.util
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,14 +47,7 @@ def private_postgres(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def pg_url(pg_server_url: str) -> str:
     """A fresh, empty database per test, so tests never see each other's tables."""
-    from sqlalchemy import create_engine
-
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    engine = create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    engine.dispose()
-    return pg_server_url.rsplit("/", 1)[0] + "/" + name
+    return pg_server.new_database(pg_server_url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

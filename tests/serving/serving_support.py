@@ -104,8 +104,15 @@ def request(
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
-def spawn_runtime(store: Store, spec: dict[str, Any], tmp: Path, extra_args: list[str] = ()) -> Runtime:
-    """Start a runtime process (not waiting for it): ``wait_ready`` next."""
+def spawn_runtime(
+    store: Store,
+    spec: dict[str, Any],
+    tmp: Path,
+    extra_args: list[str] = (),
+    env_extra: dict[str, str] | None = None,
+) -> Runtime:
+    """Start a runtime process (not waiting for it): ``wait_ready`` next. ``env_extra``: environment of this
+    runtime only (e.g. ``WOLT_RESPONSE_STORE_URL``, as a pod reads it from its Secret)."""
     tmp.mkdir(parents=True, exist_ok=True)
     spec_path = tmp / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
@@ -116,6 +123,7 @@ def spawn_runtime(store: Store, spec: dict[str, Any], tmp: Path, extra_args: lis
     env.pop("MLFLOW_REGISTRY_URI", None)
     env.pop("WOLT_RESPONSE_STORE_URL", None)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(env_extra or {})
     cmd = [sys.executable, "-m", "wolt_jupyter.serving", "--spec", str(spec_path), "--port", str(port)]
     cmd += ["--state-dir", str(state), *extra_args]
     with log.open("wb") as out:

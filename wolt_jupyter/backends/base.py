@@ -22,9 +22,15 @@ Progress = Callable[[str], None]
 class Plan:
     """What an apply would send and what was checked on the way; a dry run shows both."""
 
-    manifests: list[dict[str, Any]]
+    manifests: list[dict[str, Any]]  # what the apply sends: Secrets with their values
     checks: list[str] = field(default_factory=list)  # each says whether it ran offline or asked the cluster
     warnings: list[str] = field(default_factory=list)  # e.g. model artifacts the cluster cannot read
+
+    @property
+    def shown(self) -> list[dict[str, Any]]:
+        """The manifests as any structure may hold them (a dry run's ``Deployment.manifests``, ``to_dict()``,
+        the server's JSON): :func:`shown_manifests`."""
+        return shown_manifests(self.manifests)
 
 
 @dataclass(repr=False)
@@ -40,12 +46,17 @@ class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
     variants: list[dict[str, Any]] = field(default_factory=list)  # name, model, traffic, shadow
     namespace: str | None = None
     message: str | None = None
-    manifests: list[dict[str, Any]] | None = None  # dry run: what would be applied
+    manifests: list[dict[str, Any]] | None = None  # dry run: what would be applied, Secrets' values masked
     diff: str | None = None  # dry run: against what runs
     restarts: int | None = None  # local target: crashes the supervisor restarted the runtime after
     checks: list[str] = field(default_factory=list)  # dry run: the pre-apply checks and how each ran
     warnings: list[str] = field(default_factory=list)
     response_log: str | None = None  # local target: "12,345 rows, 3.2 MB (…), N removed by retention"
+    response_store: str | None = None  # the store its runtimes write to, masked (from the deployment record)
+
+    def __post_init__(self) -> None:
+        if self.manifests is not None:  # a card never holds a Secret's values, however it was made
+            self.manifests = shown_manifests(self.manifests)
 
     @classmethod
     def describe_variants(cls, spec: DeploymentSpec) -> list[dict[str, Any]]:
@@ -67,7 +78,7 @@ class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
 
         from wolt_jupyter.config import mask_url
 
-        shown = [masked_secret(m) if m.get("kind") == "Secret" else m for m in self.manifests or []]
+        shown = shown_manifests(self.manifests or [])
         return mask_url(yaml.safe_dump_all(shown, sort_keys=False)) or ""
 
     def as_row(self) -> dict[str, Any]:
@@ -100,6 +111,8 @@ class Deployment(Card, title="Deployment", css_class="wolt-deployment-card"):
         for v in self.variants:
             weight = "shadow" if v["shadow"] else f"{v['traffic']}%"
             rows.append((f"variant {v['name']}", f"{weight}  {v['model']}"))
+        if self.response_store:
+            rows.append(("response store", self.response_store))
         if self.response_log:
             rows.append(("response log", self.response_log))
         rows.extend(("warning", w) for w in self.warnings)
@@ -154,11 +167,13 @@ class Backend(ABC):
     def delete(self, name: str) -> None:
         """Stop and remove it; not an error when it is already gone."""
 
-    def revert(self, name: str, previous: DeploymentSpec | None) -> None:  # noqa: B027 - a default no-op
-        """After a failed apply: put back what served before (``previous``), or remove what a failed first
+    def revert(  # noqa: B027 - a default no-op
+        self, name: str, previous: DeploymentSpec | None, revision: int | None = None
+    ) -> None:
+        """After a failed apply: put back what served before (``previous``, revision ``revision``), or remove what a failed first
         deploy left (None). The local target needs nothing: its new revision never replaced the old one."""
 
-    def plan(self, spec: DeploymentSpec, *, dry_run: bool = False) -> Plan:
+    def plan(self, spec: DeploymentSpec, *, dry_run: bool = False, revision: int | None = None) -> Plan:
         """Render ``spec`` and run every check an apply would run first (what a dry run shows)."""
         return Plan(self.render(spec))
 
@@ -187,3 +202,21 @@ def masked_secret(manifest: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(key), dict):
             out[key] = dict.fromkeys(out[key], "****")
     return out
+
+
+def shown_manifests(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Manifests as shown anywhere but the apply: each Secret's keys without its values
+    (:func:`masked_secret`), and every credential in any other string masked (``mask_url``). Already-shown
+    manifests pass through unchanged."""
+    from wolt_jupyter.config import mask_url
+
+    def masked(value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_url(value)
+        if isinstance(value, dict):
+            return {k: masked(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [masked(v) for v in value]
+        return value
+
+    return [masked(masked_secret(m) if m.get("kind") == "Secret" else m) for m in manifests]

@@ -22,11 +22,13 @@ from wolt_jupyter.backends.render import (
     DEFAULT_IMAGE,
     GRPC_PORT,
     HTTP_PORT,
+    LOOPBACK_HOSTS,
     MANAGED_BY,
     ClusterContext,
     render_kserve,
     render_kubernetes,
     render_seldon,
+    response_store_problem,
 )
 from wolt_jupyter.config import Settings
 from wolt_jupyter.errors import InvalidArgument
@@ -40,7 +42,6 @@ _REMOTE_SCHEMES = (
     *("s3", "gs", "gcs", "hdfs", "webhdfs", "http", "https", "wasbs", "abfss", "azure"),
     *("pvc", "oci", "hf", "mlflow-artifacts", "dbfs"),
 )
-_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 _FIX = (
     "run an MLflow server with remote artifact storage (e.g. `mlflow server --artifacts-destination "
     "s3://BUCKET`), point tracking_uri at it and re-register the model"
@@ -71,15 +72,18 @@ class ClusterBackend(Backend):
         return self._cluster
 
     # -- rendering and checks -------------------------------------------------------------------------------
-    def context(self, spec: DeploymentSpec) -> ClusterContext:
-        """Resolve what rendering needs: artifact locations and the tracking URI the pods see."""
+    def context(self, spec: DeploymentSpec, revision: int | None = None) -> ClusterContext:
+        """Resolve what rendering needs: artifact locations, the tracking URI and response store the pods
+        see, the revision they serve."""
         from wolt_jupyter.registry import download_uri
 
         s = self.settings
         return ClusterContext(
             namespace=self.namespace,
             image=s.runtime_image or DEFAULT_IMAGE,
-            tracking_uri=s.cluster_tracking_uri or (s.tracking_uri if s.tracking_is_server else None),
+            tracking_uri=s.cluster_tracking,
+            response_store_url=s.cluster_response_store(self.notebook_store(spec.name)),
+            revision=revision,
             artifacts={v.name: download_uri(v.model) for v in spec.variants},
             request_logger_url=s.request_logger_url,
             pod_monitor=s.pod_monitor,
@@ -89,14 +93,21 @@ class ClusterBackend(Backend):
     def render(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
         return type(self).renderer(spec, self.context(spec))
 
-    def plan(self, spec: DeploymentSpec, *, dry_run: bool = False) -> Plan:
+    def plan(self, spec: DeploymentSpec, *, dry_run: bool = False, revision: int | None = None) -> Plan:
         """Render once and run every pre-apply check; a dry run reports cluster checks it could not run."""
-        ctx = self.context(spec)  # resolved once: registry lookups for the artifact locations
+        ctx = self.context(spec, revision)  # resolved once: registry lookups for the artifact locations
         manifests = type(self).renderer(spec, ctx)
         checks = [f"{line} (offline)" for line in admit(manifests)]
         warnings = self.reachability(spec, ctx)
         if warnings and self.settings.unreachable_artifacts == "refuse":
             raise InvalidArgument(warnings[0])
+        problem = self.store_problem(spec, ctx)
+        if (
+            problem and not dry_run
+        ):  # replicas logging apart would split the log: refused, whatever the setting
+            raise InvalidArgument(problem)
+        if problem:
+            warnings.append(problem)
         for describe, check in self.cluster_checks(spec, manifests, ctx):
             try:
                 check()
@@ -113,6 +124,18 @@ class ClusterBackend(Backend):
     ) -> list[tuple[str, Callable[[], None]]]:
         """Checks that depend on what the cluster runs now: (description, check raising on refusal)."""
         return []
+
+    def notebook_store(self, name: str) -> str:
+        """The response store ``name`` writes to as this machine reaches it: the one its record names (the
+        deploy records it first), else the configured one (a first dry run)."""
+        from wolt_jupyter.responses.store import store_url
+
+        return store_url(name, self.settings)
+
+    def store_problem(self, spec: DeploymentSpec, ctx: ClusterContext) -> str | None:
+        """Why the pods could not write the one shared response log (refused before an apply, a warning in
+        a dry run); None. The operators' request loggers send elsewhere: only the kubernetes target asks."""
+        return None
 
     def reachability(self, spec: DeploymentSpec, ctx: ClusterContext) -> list[str]:
         """One line per model the cluster could not load, saying how to fix it."""
@@ -133,7 +156,7 @@ class ClusterBackend(Backend):
     def apply(
         self, spec: DeploymentSpec, revision: int, *, wait: bool = True, progress: Progress | None = None
     ) -> Deployment:
-        plan = self.plan(spec)
+        plan = self.plan(spec, revision=revision)
         for line in plan.warnings:
             log.warning("%s", line)
             if progress:
@@ -152,13 +175,15 @@ class ClusterBackend(Backend):
         deployment.warnings = plan.warnings
         return deployment
 
-    def revert(self, name: str, previous: DeploymentSpec | None) -> None:
-        """A rollout that failed is undone by applying the revision that served (its pods never left: the
-        rollout keeps every old replica until a new one is ready); a failed first deploy is removed."""
+    def revert(self, name: str, previous: DeploymentSpec | None, revision: int | None = None) -> None:
+        """A rollout that failed is undone by applying the revision that served, as it was rendered (its pods
+        never left: the rollout keeps every old replica until a new one is ready); a failed first deploy is
+        removed."""
         if previous is None:
             self.delete(name)
             return
-        self.cluster.apply(self.render(previous), namespace=self.namespace)
+        manifests = type(self).renderer(previous, self.context(previous, revision))
+        self.cluster.apply(manifests, namespace=self.namespace)
 
     def status(self, name: str) -> Deployment:
         from wolt_jupyter.revisions import RevisionStore
@@ -214,6 +239,7 @@ class KubernetesBackend(ClusterBackend):
     renderer = staticmethod(render_kubernetes)
     main_object = ("apps/v1", "Deployment")
     kinds = (
+        ("v1", "Secret"),  # the credentials: the tracking password, the response store's URL
         ("v1", "ConfigMap"),
         ("apps/v1", "Deployment"),
         ("v1", "Service"),
@@ -228,12 +254,15 @@ class KubernetesBackend(ClusterBackend):
                 f"the kubernetes runtime loads models through MLflow, but the tracking store "
                 f"({self.settings.tracking_uri}) is on this machine: {_FIX}"
             ]
-        if host in _LOCAL_HOSTS:
+        if host in LOOPBACK_HOSTS:
             return [
                 f"pods cannot reach MLflow at {ctx.tracking_uri} (this machine's loopback): set "
                 "cluster_tracking_uri to the address pods reach, e.g. http://mlflow.ml:5000"
             ]
         return super().reachability(spec, ctx)
+
+    def store_problem(self, spec: DeploymentSpec, ctx: ClusterContext) -> str | None:
+        return response_store_problem(spec, ctx, self.notebook_store(spec.name))
 
     def url(self, name: str, obj: dict[str, Any] | None) -> str | None:
         return f"http://{name}.{self.namespace}.svc.cluster.local:{HTTP_PORT}"

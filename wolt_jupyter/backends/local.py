@@ -221,6 +221,9 @@ class LocalBackend(Backend):
         }
         if self.settings.registry_uri != self.settings.tracking_uri:
             env["MLFLOW_REGISTRY_URI"] = self.settings.registry_uri
+        recorded = self.store.response_store(spec.name)
+        if recorded:  # the store the record names, whatever this shell's settings say (`up` from a new shell)
+            env["WOLT_RESPONSE_STORE_URL"] = recorded
         with open_private(log) as out:  # 0600: the log may quote request data
             out.write(
                 f"\n--- starting revision for {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode()

@@ -61,6 +61,9 @@ class ClusterContext:
     namespace: str = "default"
     image: str = DEFAULT_IMAGE
     tracking_uri: str | None = None  # as the pods reach it (not the notebook's localhost)
+    # the response store as the pods reach it (kubernetes target; a Secret's value, never inline)
+    response_store_url: str | None = None
+    revision: int | None = None  # the deployment revision the pods serve: stamped on every logged row
     artifacts: Mapping[str, str] = field(default_factory=dict)  # variant name -> model artifact storage URI
     request_logger_url: str | None = None  # Seldon/KServe request logger (CloudEvents); None: the default
     pod_monitor: bool = False
@@ -159,19 +162,71 @@ def refuse_for_kserve(spec: DeploymentSpec) -> None:
         )
 
 
-def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, Any] | None:
-    """A Secret ``<name>-credentials`` holding the tracking URI when it carries a password (else None)."""
+TRACKING_KEY = "MLFLOW_TRACKING_URI"
+STORE_KEY = "WOLT_RESPONSE_STORE_URL"  # what the runtime's settings read (response_store_url)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+_STORE_FIX = (
+    "set response_store_url (WOLT_RESPONSE_STORE_URL) to a PostgreSQL server, e.g. "
+    "postgresql://wolt:PASSWORD@db.example:5432/wolt, and cluster_response_store_url "
+    "(WOLT_CLUSTER_RESPONSE_STORE_URL) to its address as pods reach it when that differs "
+    "(e.g. postgresql://wolt:PASSWORD@postgres.ml:5432/wolt); or deploy with logging.responses: false"
+)
+
+
+def response_store_problem(
+    spec: DeploymentSpec, ctx: ClusterContext, notebook_store: str | None
+) -> str | None:
+    """Why the kubernetes target's pods could not write ``spec``'s response log to one shared store (one
+    line naming the fix), or None. Every replica writes to the store the deployment record names, so it must
+    be a PostgreSQL server the pods reach: not a file on this machine (the SQLite default), not loopback."""
+    from urllib.parse import urlsplit
+
     from wolt_jupyter.config import mask_url
 
+    if not spec.logging.responses:
+        return None
+    url = ctx.response_store_url
+    if not url:
+        return (
+            f"the kubernetes target's replicas write one shared response log, but the response store "
+            f"({mask_url(notebook_store) or 'SQLite under the state dir'}) is a file on this machine: {_STORE_FIX}"
+        )
+    try:
+        parsed = urlsplit(url)
+        scheme, host = parsed.scheme, parsed.hostname
+    except ValueError:
+        scheme, host = "", None
+    if not scheme.startswith(("postgresql", "postgres")):
+        return f"pods cannot share the response store {mask_url(url)}: cluster targets log to PostgreSQL; {_STORE_FIX}"
+    if not host or host in LOOPBACK_HOSTS:
+        where = "this machine's loopback" if host else "a Unix socket of this machine"
+        return (
+            f"pods cannot reach the response store at {mask_url(url)} ({where}): set cluster_response_store_url "
+            "(WOLT_CLUSTER_RESPONSE_STORE_URL) to the address pods reach, e.g. "
+            "postgresql://wolt:PASSWORD@postgres.ml:5432/wolt"
+        )
+    return None
+
+
+def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, Any] | None:
+    """A Secret ``<name>-credentials`` holding what pods must not read inline: the tracking URI when it
+    carries a password, and the response store's URL whenever responses are logged (else None)."""
+    from wolt_jupyter.config import mask_url
+
+    data = {}
     uri = ctx.tracking_uri
-    if not uri or mask_url(uri) == uri:
+    if uri and mask_url(uri) != uri:
+        data[TRACKING_KEY] = uri
+    if spec.logging.responses and ctx.response_store_url:
+        data[STORE_KEY] = ctx.response_store_url
+    if not data:
         return None
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _metadata(f"{spec.name}-credentials", spec, ctx, "credentials"),
         "type": "Opaque",
-        "stringData": {"MLFLOW_TRACKING_URI": uri},
+        "stringData": data,
     }
 
 
@@ -185,12 +240,15 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
     checksum = hashlib.sha256(spec_yaml.encode()).hexdigest()[:16]
     selector = {"app.kubernetes.io/instance": spec.name, "app.kubernetes.io/component": "runtime"}
     env: list[dict[str, Any]] = [{"name": "WOLT_JUPYTER_HOME", "value": STATE_MOUNT}]
+    if ctx.revision is not None:  # a pod has no deployment record: its log rows name the revision from here
+        env.append({"name": "WOLT_REVISION", "value": str(int(ctx.revision))})
     secret = _credentials_secret(spec, ctx)
-    if secret is not None:  # a URI with a password is read from a Secret, never inlined in the Deployment
-        ref = {"name": secret["metadata"]["name"], "key": "MLFLOW_TRACKING_URI"}
-        env.append({"name": "MLFLOW_TRACKING_URI", "valueFrom": {"secretKeyRef": ref}})
-    elif ctx.tracking_uri:
-        env.append({"name": "MLFLOW_TRACKING_URI", "value": ctx.tracking_uri})
+    held = secret["stringData"] if secret is not None else {}
+    if TRACKING_KEY not in held and ctx.tracking_uri:  # no password: nothing to hide
+        env.append({"name": TRACKING_KEY, "value": ctx.tracking_uri})
+    for key in held:  # a credential is read from the Secret, never inlined in the Deployment
+        ref = {"name": secret["metadata"]["name"], "key": key}  # type: ignore[index]
+        env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     probe_base = {"httpGet": {"path": "", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2}
     container = {
         "name": "runtime",

@@ -27,8 +27,8 @@ RELATIVE_SLACK = 0.10  # what increase()'s extrapolation may add or take, beyond
 def reference_for(name: str, source: MetricSource, settings: Settings | None = None) -> MetricSource | None:
     """The response log to check ``source`` against: only when ``source`` is Prometheus and ``name`` is a
     deployment made here whose spec logs every live response (else the log is a sample and cannot be a
-    reference) to a store this machine reads (a local deployment, or a configured shared store). None
-    otherwise."""
+    reference) to a store this machine reads (a local deployment, or a cluster deployment whose record names
+    its shared store). None otherwise."""
     from wolt_jupyter.monitoring.prometheus import PrometheusSource
     from wolt_jupyter.monitoring.responselog import ResponseLogSource
     from wolt_jupyter.revisions import RevisionStore
@@ -49,9 +49,9 @@ def reference_for(name: str, source: MetricSource, settings: Settings | None = N
         return None
     if not spec.logging.responses or float(spec.logging.sample) < 1.0:
         return None
-    if target != "local" and not settings.response_store_url:
-        return None  # a cluster's runtimes log to their own store, not to this machine's files
-    return ResponseLogSource(settings.response_store_url)
+    if target != "local" and not store.response_store(name):
+        return None  # recorded before the record named its store: its pods logged to their own files
+    return ResponseLogSource()
 
 
 def live_counts(data: MonitorData) -> dict[str, float]:

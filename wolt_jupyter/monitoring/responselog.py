@@ -44,8 +44,8 @@ _SEP = "\x00"  # joins variant and shadow flag into one arm key
 
 
 class ResponseLogSource(MetricSource):
-    """Series from the response log at ``url`` (default: the configured store, else the deployment's SQLite
-    file under the state dir). ``sample`` bounds the rows whose payloads are parsed per refresh.
+    """Series from the response log at ``url`` (default: each deployment's own store, the one its record
+    names: :func:`~wolt_jupyter.responses.store.store_url`). ``sample`` bounds the rows whose payloads are parsed per refresh.
 
     Time buckets are aligned to multiples of ``step`` since the epoch, so a bucket that ended ``settle``
     seconds ago cannot change any more (the runtime writes its log within a fraction of a second) and its
@@ -79,13 +79,9 @@ class ResponseLogSource(MetricSource):
         self._cache: dict[tuple[str, str, float, tuple], dict[int, list[tuple]]] = {}
 
     def _url(self, deployment: str) -> str:
-        from wolt_jupyter.config import settings
-        from wolt_jupyter.responses.store import default_store_url
+        from wolt_jupyter.responses.store import store_url
 
-        if self.url:
-            return self.url
-        s = settings()
-        return s.response_store_url or default_store_url(deployment, s.home)
+        return self.url or store_url(deployment)
 
     def snapshot(self, deployment: str, *, since: float, until: float, step: float) -> MonitorData:
         import time

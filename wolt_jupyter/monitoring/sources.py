@@ -40,15 +40,15 @@ __all__ = [
 
 
 def source_for(settings: Settings | None = None) -> MetricSource:
-    """Prometheus when a URL is configured, else the response log (the configured store or the SQLite
-    file of each deployment under the state dir)."""
+    """Prometheus when a URL is configured, else the response log (each deployment's store, the one its
+    record names: :func:`~wolt_jupyter.responses.store.store_url`)."""
     if settings is None:
         from wolt_jupyter.config import settings as read_settings
 
         settings = read_settings()
     if settings.prometheus_url:
         return PrometheusSource(settings.prometheus_url)
-    return ResponseLogSource(settings.response_store_url)
+    return ResponseLogSource()
 
 
 def reading_revisions(source: MetricSource, name: str, revision: Any) -> MetricSource:

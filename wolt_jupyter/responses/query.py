@@ -121,13 +121,12 @@ def read_table(
     text columns; :func:`read_frame` and the Parquet export share it. None when nothing is stored."""
     from sqlalchemy import inspect
 
-    from wolt_jupyter.config import settings
     from wolt_jupyter.responses.store import (
         CHUNKS_TABLE,
-        default_store_url,
         make_engine,
         normalize_url,
         sqlite_path,
+        store_url,
         tables,
         translate_errors,
     )
@@ -143,8 +142,7 @@ def read_table(
             raise InvalidArgument(f"columns must be a list of column names, not {columns!r}")
         columns = list(columns)
     if url is None:
-        cfg = settings()
-        url = cfg.response_store_url or default_store_url(deployment, cfg.home)
+        url = store_url(deployment)
 
     path = sqlite_path(normalize_url(url))
     if path is not None and not path.is_file():

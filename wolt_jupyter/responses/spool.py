@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -73,13 +74,34 @@ class Spool:
         self._lock = threading.Lock()
         self._seq = 0
         self._unsynced = False
-        # segments of earlier processes: replayed by the writer before anything is deleted
-        self.leftovers = sorted(
-            p for p in self.dir.iterdir() if p.suffix in SUFFIXES and not p.name.startswith(self.instance)
-        )
+        # held while this process lives: a process sharing the directory (replicas on one volume) never takes
+        # this one's segments for leftovers; the OS releases it if the process dies
+        self._owner_fd = _hold(self.dir / f"{self.instance}{LOCK_SUFFIX}")
+        # segments of processes that are gone, claimed (renamed to this instance) so no other process replays
+        # them too: replayed by the writer before anything is deleted
+        self.leftovers = self._claim_leftovers()
         self._closed_segments: list[Segment] = []
         self._to_close: list[int] = []
         self.current = self._open()
+
+    def _claim_leftovers(self) -> list[Path]:
+        claimed = []
+        for path in sorted(self.dir.iterdir()):
+            if path.suffix not in SUFFIXES or path.name.startswith(self.instance):
+                continue
+            owner = _OWNER.match(path.name)
+            if owner and _alive(self.dir / f"{owner[1]}{LOCK_SUFFIX}"):
+                continue  # a live process's segment: it writes and settles it itself
+            target = path.with_name(f"{self.instance}-replay-{path.name}")
+            try:
+                os.rename(path, target)  # atomic: of two processes claiming one file, one wins
+            except FileNotFoundError:
+                continue
+            claimed.append(target)
+        for lock in self.dir.glob(f"*{LOCK_SUFFIX}"):  # locks of processes that are gone
+            if lock.name != f"{self.instance}{LOCK_SUFFIX}" and not _alive(lock):
+                lock.unlink(missing_ok=True)
+        return claimed
 
     def _open(self) -> Segment:
         self._seq += 1
@@ -169,6 +191,50 @@ class Spool:
             rest = [s.path for s in self._closed_segments]
             self._closed_segments = []
         return rest
+
+    def release(self) -> None:
+        """Give up the ownership lock (after :meth:`close` and the replay): what is left is a leftover."""
+        if self._owner_fd is not None:
+            if not any(p.name.startswith(self.instance) for p in self.dir.iterdir() if p.suffix in SUFFIXES):
+                (self.dir / f"{self.instance}{LOCK_SUFFIX}").unlink(missing_ok=True)
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
+
+LOCK_SUFFIX = ".owner"
+_OWNER = re.compile(r"^([0-9a-f]{13}-\d+)-")
+
+
+def _hold(path: Path) -> int | None:
+    """An exclusive ``flock`` on ``path`` (created 0600), held until the fd is closed; None if unsupported."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _alive(lock: Path) -> bool:
+    """True while the process that made ``lock`` holds it (a second flock on it fails)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False  # no lock file: its process is gone (or predates the lock)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 ARRAY_KEY = "wolt.ndarray"

@@ -41,6 +41,29 @@ def default_store_url(deployment: str, home: Path) -> str:
     return f"sqlite:///{Path(home).expanduser().resolve() / 'responses' / f'{name}.db'}"
 
 
+def store_url(deployment: str, settings: Any = None) -> str:
+    """The one place that picks the store of ``deployment``'s response log, for every reader and the deploy:
+    the store its deployment record names (what its runtimes write to, a cluster's PostgreSQL included; also
+    after an undeploy), else the settings' ``response_store_url``, else :func:`default_store_url`."""
+    if settings is None:
+        from wolt_jupyter.config import settings as current
+
+        settings = current()
+    from wolt_jupyter.revisions import RevisionStore
+
+    try:
+        recorded = RevisionStore(settings.home).response_store(deployment)
+    except InvalidArgument:  # not a deployment name (a store-level read of any name): no record
+        recorded = None
+    return recorded or configured_store_url(deployment, settings)
+
+
+def configured_store_url(deployment: str, settings: Any) -> str:
+    """The store a new deployment of ``deployment`` writes to (and its record names): the settings'
+    ``response_store_url``, else :func:`default_store_url`."""
+    return settings.response_store_url or default_store_url(deployment, settings.home)
+
+
 def normalize_url(url: str) -> Any:
     """Parse a store URL; bare ``postgresql://``/``postgres://`` mean psycopg 3, the driver we depend on."""
     from sqlalchemy.engine import make_url
@@ -254,9 +277,11 @@ def rollup_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             slot = counts[key] = [0, 0]
         slot[0] += 1
         slot[1] += r["status"] >= 500
+    # in key order: writers of one deployment (replicas) upserting the same rows lock them in one order,
+    # so two transactions never wait on each other in a cycle (a deadlock PostgreSQL would abort)
     return [
         {"deployment": d, "second": sec, "variant": v, "shadow": sh, "lbin": lb, "n": n, "errors": e}
-        for (d, sec, v, sh, lb), (n, e) in counts.items()
+        for (d, sec, v, sh, lb), (n, e) in sorted(counts.items())
     ]
 
 
@@ -436,7 +461,10 @@ def migrate_legacy(engine: Engine, batch: int = 20_000) -> int:
     moved = 0
     while True:
         with engine.begin() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.seq).limit(batch))]
+            query = select(t).order_by(t.c.seq).limit(batch)
+            if conn.dialect.name == "postgresql":  # replicas migrating at once take disjoint batches
+                query = query.with_for_update(skip_locked=True)
+            rows = [dict(r._mapping) for r in conn.execute(query)]
             if not rows:
                 return moved
             seqs = [r.pop("seq") for r in rows]
@@ -449,7 +477,8 @@ def migrate_legacy(engine: Engine, batch: int = 20_000) -> int:
             for deployment, group in by_deployment.items():
                 group.sort(key=lambda r: r["time"])
                 conn.execute(chunks_table().insert(), [chunk_of(deployment, spread(group))])
-            conn.execute(delete(t).where(t.c.seq >= seqs[0], t.c.seq <= seqs[-1]))
+            # exactly the rows moved: another writer may hold some in between
+            conn.execute(delete(t).where(t.c.seq.in_(seqs)))
         moved += len(rows)
 
 

@@ -114,16 +114,16 @@ def summary(deployment: str, url: str | None = None, retention: Any = None) -> L
     from wolt_jupyter.config import settings
     from wolt_jupyter.responses.retention import log_size
     from wolt_jupyter.responses.store import (
-        default_store_url,
         make_engine,
         normalize_url,
         sqlite_path,
+        store_url,
         translate_errors,
     )
 
     cfg = settings()
     if url is None:
-        url = cfg.response_store_url or default_store_url(deployment, cfg.home)
+        url = store_url(deployment, cfg)
     out = LogSummary(deployment=deployment, url=url)
     if retention is not None:
         out.retention = retention.describe()

@@ -431,6 +431,7 @@ class ResponseWriter:
             if self._spool is not None:
                 self._replay.extend(self._spool.close())
                 self._replay_pending(force=True)
+                self._spool.release()
             self._maintainer.join(max(0.1, timeout))  # a pass in progress finishes its transaction
             self._engine.dispose()
         _LIVE.discard(self)

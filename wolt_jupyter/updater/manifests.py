@@ -26,7 +26,7 @@ import copy
 import hashlib
 from typing import Any
 
-from wolt_jupyter.backends.render import DEFAULT_IMAGE, MANAGED_BY, STATE_MOUNT, ClusterContext
+from wolt_jupyter.backends.render import DEFAULT_IMAGE, MANAGED_BY, STATE_MOUNT, STORE_KEY, ClusterContext
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import check_dns_label
 from wolt_jupyter.updater.policy import Policy, without_unset
@@ -132,6 +132,8 @@ def render_updater(
         secrets["MLFLOW_TRACKING_URI"] = uri
     elif uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": uri})
+    if ctx.response_store_url:  # its observations read the deployment's one response log
+        secrets[STORE_KEY] = ctx.response_store_url
     secret_name = f"{name}-secrets"
     env += [
         {"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in sorted(secrets)
@@ -231,6 +233,7 @@ def render_for_cluster(policy: Policy, namespace: str | None = None) -> list[dic
     pods reach), like the kubernetes target's deployments, and the deployment as recorded here (it must run on
     a cluster: the pod adopts it)."""
     from wolt_jupyter.config import settings
+    from wolt_jupyter.responses.store import store_url
     from wolt_jupyter.revisions import RevisionStore
 
     s = settings()
@@ -255,7 +258,8 @@ def render_for_cluster(policy: Policy, namespace: str | None = None) -> list[dic
     ctx = ClusterContext(
         namespace=namespace or rec.namespace or s.namespace,
         image=s.runtime_image or DEFAULT_IMAGE,
-        tracking_uri=s.cluster_tracking_uri or (s.tracking_uri if s.tracking_is_server else None),
+        tracking_uri=s.cluster_tracking,
+        response_store_url=s.cluster_response_store(store_url(policy.deployment, s)),
     )
     return render_updater(policy, ctx, adopted)
 
