@@ -486,9 +486,10 @@ class _OfficialTransport:
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-def in_cluster(account_dir: Path = SERVICE_ACCOUNT_DIR) -> bool:
+def in_cluster(account_dir: Path | None = None) -> bool:
     """True in a pod with a service account token (what client-go's in-cluster config looks for)."""
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (account_dir / "token").is_file()
+    token = Path(account_dir or SERVICE_ACCOUNT_DIR) / "token"
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and token.is_file()
 
 
 class _Response:
@@ -508,9 +509,10 @@ class InClusterTransport:
     ``KUBERNETES_SERVICE_HOST:PORT`` Service, verified with the service account's ``ca.crt``, and its token as
     the bearer — re-read for every request, since the kubelet rotates it (bound tokens live an hour)."""
 
-    def __init__(self, account_dir: Path = SERVICE_ACCOUNT_DIR, *, host: str | None = None) -> None:
+    def __init__(self, account_dir: Path | None = None, *, host: str | None = None) -> None:
         import urllib3
 
+        account_dir = Path(account_dir or SERVICE_ACCOUNT_DIR)
         if host is None:
             address = os.environ.get("KUBERNETES_SERVICE_HOST", "")
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
@@ -518,8 +520,8 @@ class InClusterTransport:
                 raise ClusterError("not in a pod: KUBERNETES_SERVICE_HOST is not set")
             host = f"https://{f'[{address}]' if ':' in address else address}:{port}"
         self.host = host
-        self._token_path = Path(account_dir) / "token"
-        ca = Path(account_dir) / "ca.crt"
+        self._token_path = account_dir / "token"
+        ca = account_dir / "ca.crt"
         if not self._token_path.is_file() or not ca.is_file():
             raise ClusterError(f"no service account token and ca.crt in {account_dir}: is the token mounted?")
         # one retry of a failed connection, none of a request the server may have acted on
