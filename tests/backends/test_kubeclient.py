@@ -381,3 +381,56 @@ def test_missing_namespace_is_one_line():
             [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}}], namespace="team-b"
         )
         assert len(kube_cluster.apply(runtime("eta"), namespace="team-b")) == 3
+
+
+def _service_account(folder: Path, token: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "token").write_text(token + "\n")
+    (folder / "ca.crt").write_text("")  # read for https only; the test server is plain HTTP
+    return folder
+
+
+def test_in_cluster_transport_sends_the_token_and_rereads_it_when_rotated(tmp_path: Path):
+    from wolt_jupyter.backends.kubeclient import InClusterTransport
+
+    account = _service_account(tmp_path / "sa", "token-1")
+    with TestApiServer(token="token-1", controller=True, ready_delay=0.2) as server:
+        kube_cluster = KubeCluster(api_client=InClusterTransport(account, host=server.url))
+        assert kube_cluster.host == server.url
+        manifests = runtime("eta", replicas=1)
+        kube_cluster.apply(manifests, namespace=NS)
+        kube_cluster.wait_ready(manifests, namespace=NS, timeout=10)  # a watch through the transport too
+        server.token = (
+            "token-2"  # the kubelet rotated the projected token: the next request reads the new one
+        )
+        (account / "token").write_text("token-2\n")
+        assert kube_cluster.get("v1", "ConfigMap", "eta-spec", namespace=NS) is not None
+        server.token = "token-3"
+        with pytest.raises(ClusterError) as err:
+            kube_cluster.get("v1", "ConfigMap", "eta-spec", namespace=NS)
+        assert _one_line(err).startswith("unauthorized:")
+
+
+def test_in_a_pod_without_the_kubernetes_package_the_service_account_is_used(tmp_path: Path):
+    """What the runtime image (no `kubernetes` package) gets in a pod: the in-cluster transport."""
+    import subprocess
+    import sys
+
+    account = _service_account(tmp_path / "sa", "t")
+    code = (
+        "import sys; sys.modules['kubernetes'] = None\n"  # import kubernetes -> ImportError, as in the image
+        "from wolt_jupyter.backends import kubeclient\n"
+        f"kubeclient.SERVICE_ACCOUNT_DIR = kubeclient.Path({str(account)!r})\n"
+        "c = kubeclient.KubeCluster()\n"
+        "print(type(c._client).__name__, c.host)\n"
+        "try:\n"
+        "    kubeclient.KubeCluster(kubeconfig='/nonexistent')\n"
+        "except kubeclient.ClusterError as e:\n"
+        "    print(e)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": "fd00::1",
+           "KUBERNETES_SERVICE_PORT": "6443"}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    first, second = out.stdout.strip().splitlines()
+    assert first == "InClusterTransport https://[fd00::1]:6443"
+    assert "needs the kubernetes package" in second

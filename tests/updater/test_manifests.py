@@ -60,6 +60,17 @@ def test_every_manifest_validates_and_the_pod_reads_the_same_policy(monkeypatch)
     }  # never two services
     pod = deployment["template"]["spec"]
     assert pod["serviceAccountName"] == "eta-updater" == k["RoleBinding"]["subjects"][0]["name"]
+    # least privilege: the deployment's own objects by name, changed by server-side apply (patch) only; its
+    # pods read; nothing created, nothing deleted (tests/cluster/test_updater_in_cluster.py asks the server)
+    rules = k["Role"]["rules"]
+    assert not {"create", "delete", "deletecollection", "update", "*"} & {
+        v for r in rules for v in r["verbs"]
+    }
+    named = {(r["resources"][0], *r["resourceNames"]) for r in rules if r.get("resourceNames")}
+    assert named == {("deployments", "eta"), ("services", "eta"), ("configmaps", "eta-spec"),
+                     ("secrets", "eta-credentials")}  # fmt: skip
+    unnamed = {r["resources"][0]: r["verbs"] for r in rules if not r.get("resourceNames")}
+    assert unnamed == {"pods": ["get", "list", "watch"], "pods/log": ["get"]}
     assert {v["name"]: v for v in pod["volumes"]}["state"]["persistentVolumeClaim"][
         "claimName"
     ] == "eta-updater-state"

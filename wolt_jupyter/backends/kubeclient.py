@@ -5,7 +5,9 @@ server-side apply for any kind (core and custom resources alike, resolved throug
 delete, waiting for readiness with a watch, and a diff for --dry-run. Every failure becomes one
 `ClusterError` line a data scientist can act on, never a page of HTTP headers.
 
-`kubernetes` is imported inside methods so `import wolt_jupyter` stays fast.
+`kubernetes` is imported inside methods so `import wolt_jupyter` stays fast. In a pod (the update service runs in
+the runtime image, which has no `kubernetes` package) the calls go through :class:`InClusterTransport`: the
+pod's service account token, its CA and the ``kubernetes`` Service's address, over urllib3 — the same requests.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wolt_jupyter.errors import ClusterError, ClusterUnreachable, InvalidArgument
@@ -57,7 +61,7 @@ class _Resource:
 
 
 class KubeCluster:
-    """One cluster, reached through a kubeconfig (or in-cluster credentials, or a ready ApiClient)."""
+    """One cluster, reached through a kubeconfig (or in-cluster credentials, or a ready ApiClient / transport)."""
 
     def __init__(
         self,
@@ -67,14 +71,20 @@ class KubeCluster:
         api_client: Any = None,
         request_timeout: float = 30.0,
     ) -> None:
-        """`request_timeout` bounds each API call (watches get their own, longer bound)."""
-        self._client = api_client if api_client is not None else _load_client(kubeconfig, context)
+        """`request_timeout` bounds each API call (watches get their own, longer bound). `api_client`: an
+        official ApiClient or an :class:`InClusterTransport`."""
+        if api_client is None:
+            self._client = _load_client(kubeconfig, context)
+        elif isinstance(api_client, InClusterTransport):
+            self._client = api_client
+        else:
+            self._client = _OfficialTransport(api_client)
         self._timeout = (min(_CONNECT_TIMEOUT, request_timeout), request_timeout)
         self._discovery: dict[str, dict[str, _Resource]] = {}
 
     @property
     def host(self) -> str:
-        return str(self._client.configuration.host)
+        return self._client.host
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -417,21 +427,9 @@ class KubeCluster:
         content_type: str,
         timeout: tuple[float, float],
     ) -> Any:
-        from kubernetes.client.exceptions import ApiException
-
-        client = self._client
-        headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
-            request = client.param_serialize(
-                method,
-                path,
-                query_params=query or [],
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            raw = client.call_api(*request, _request_timeout=timeout)
-        except ApiException as exc:  # raised by the transport for some statuses
+            raw = self._client.send(method, path, query or [], body, content_type, timeout)
+        except _Status as exc:  # raised by the official transport for some statuses
             raise _error_from(exc.status, exc.body, method, path, self.host) from None
         except Exception as exc:
             if _is_transport_error(exc):
@@ -443,6 +441,119 @@ class KubeCluster:
             raw.read()
             raise _error_from(raw.status, raw.data, method, path, self.host)
         return raw
+
+
+# --- transports: (method, path, query, body) -> a response with .status, .read(), .data, .response -----
+
+
+class _Status(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.status, self.body = status, body
+
+
+class _OfficialTransport:
+    """The official client's ApiClient, used only to send (kubeconfig auth, exec plugins, proxies)."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+
+    @property
+    def host(self) -> str:
+        return str(self.api_client.configuration.host)
+
+    def send(
+        self, method: str, path: str, query: list[tuple[str, str]], body: dict | None, content_type: str,
+        timeout: tuple[float, float],
+    ) -> Any:  # fmt: skip
+        from kubernetes.client.exceptions import ApiException
+
+        client = self.api_client
+        request = client.param_serialize(
+            method,
+            path,
+            query_params=query,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            return client.call_api(*request, _request_timeout=timeout)
+        except ApiException as exc:
+            raise _Status(exc.status, exc.body) from None
+
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_cluster(account_dir: Path | None = None) -> bool:
+    """True in a pod with a service account token (what client-go's in-cluster config looks for)."""
+    token = Path(account_dir or SERVICE_ACCOUNT_DIR) / "token"
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and token.is_file()
+
+
+class _Response:
+    """A urllib3 response as the official client's RESTResponse looks: ``status``, ``read()``, ``data``."""
+
+    def __init__(self, response: Any) -> None:
+        self.response, self.status, self.data = response, response.status, None
+
+    def read(self) -> bytes:
+        if self.data is None:
+            self.data = self.response.data
+        return self.data
+
+
+class InClusterTransport:
+    """The API server as a pod reaches it, without the `kubernetes` package: ``https://`` the
+    ``KUBERNETES_SERVICE_HOST:PORT`` Service, verified with the service account's ``ca.crt``, and its token as
+    the bearer — re-read for every request, since the kubelet rotates it (bound tokens live an hour)."""
+
+    def __init__(self, account_dir: Path | None = None, *, host: str | None = None) -> None:
+        import urllib3
+
+        account_dir = Path(account_dir or SERVICE_ACCOUNT_DIR)
+        if host is None:
+            address = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            if not address:
+                raise ClusterError("not in a pod: KUBERNETES_SERVICE_HOST is not set")
+            host = f"https://{f'[{address}]' if ':' in address else address}:{port}"
+        self.host = host
+        self._token_path = account_dir / "token"
+        ca = account_dir / "ca.crt"
+        if not self._token_path.is_file() or not ca.is_file():
+            raise ClusterError(f"no service account token and ca.crt in {account_dir}: is the token mounted?")
+        # one retry of a failed connection, none of a request the server may have acted on
+        retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0, other=0)
+        self._pool = urllib3.PoolManager(
+            num_pools=1, maxsize=4, cert_reqs="CERT_REQUIRED", ca_certs=str(ca), retries=retries
+        )
+
+    def send(
+        self, method: str, path: str, query: list[tuple[str, str]], body: dict | None, content_type: str,
+        timeout: tuple[float, float],
+    ) -> _Response:  # fmt: skip
+        import urllib.parse
+
+        import urllib3
+
+        token = self._token_path.read_text().strip()
+        url = self.host + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            "Authorization": f"Bearer {token}",
+        }
+        response = self._pool.request(
+            method,
+            url,
+            body=None if body is None else json.dumps(body).encode(),
+            headers=headers,
+            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+            preload_content=False,
+        )
+        return _Response(response)
 
 
 class _Missing(ClusterError):
@@ -607,34 +718,36 @@ def _comparable(obj: dict | None) -> dict:
 
 
 def _load_client(kubeconfig: str | None, context: str | None) -> Any:
-    """kubeconfig (argument, KUBECONFIG, ~/.kube/config) first; in-cluster credentials as a fallback.
+    """kubeconfig (argument, KUBECONFIG, ~/.kube/config) through the official client first; in a pod, the
+    in-cluster transport (no `kubernetes` package needed: the runtime image has none).
 
     One retry only: urllib3's default of three, each with a connect timeout, makes a wrong address hang.
     """
-    import os
-
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
-    configuration = client.Configuration()
     path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     explicit = kubeconfig is not None or context is not None
-    if explicit or any(os.path.exists(p) for p in path.split(os.pathsep)):
-        try:
-            config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
-        except (ConfigException, OSError, ValueError, TypeError) as exc:
-            where = f"context {context!r} in " if context else ""
-            raise ClusterError(f"cannot load {where}kubeconfig {path}: {_one_line(str(exc))}") from None
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except ConfigException:
-            raise ClusterError(
-                "no Kubernetes configuration: pass kubeconfig=..., set KUBECONFIG, create ~/.kube/config "
-                "or run inside a cluster"
-            ) from None
+    if not explicit and not any(os.path.exists(p) for p in path.split(os.pathsep)):
+        if in_cluster():
+            return InClusterTransport()
+        raise ClusterError(
+            "no Kubernetes configuration: pass kubeconfig=..., set KUBECONFIG, create ~/.kube/config "
+            "or run inside a cluster"
+        )
+    try:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError:
+        raise ClusterError(
+            f"reading kubeconfig {path} needs the kubernetes package (pip install kubernetes); in a pod, "
+            "the service account is used without it"
+        ) from None
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        where = f"context {context!r} in " if context else ""
+        raise ClusterError(f"cannot load {where}kubeconfig {path}: {_one_line(str(exc))}") from None
     configuration.retries = 1
-    return client.ApiClient(configuration)
+    return _OfficialTransport(client.ApiClient(configuration))
 
 
 def _is_transport_error(exc: BaseException) -> bool:

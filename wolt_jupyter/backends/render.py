@@ -50,8 +50,9 @@ RUNTIME_ARGS = [
     *("--drain-seconds", str(DRAIN_S)),
 ]
 DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
-# the longest suffix the kubernetes target adds to the deployment name ("NAME-spec", the ConfigMap)
-_SUFFIX = "-spec"
+# the suffixes the kubernetes target adds to the deployment name: its ConfigMap (the longest) and its Secret
+SPEC_SUFFIX = _SUFFIX = "-spec"
+CREDENTIALS_SUFFIX = "-credentials"
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, 
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(f"{spec.name}-credentials", spec, ctx, "credentials"),
+        "metadata": _metadata(f"{spec.name}{CREDENTIALS_SUFFIX}", spec, ctx, "credentials"),
         "type": "Opaque",
         "stringData": data,
     }

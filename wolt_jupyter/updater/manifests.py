@@ -3,8 +3,8 @@
 ``wolt-jupyter updater render --policy FILE --target kubernetes`` prints them for ``kubectl apply -f -``:
 
 - a **ServiceAccount** + **Role** + **RoleBinding**: the service changes the deployment it updates (its
-  ConfigMap, Deployment, Service, credentials Secret — what ``--target kubernetes`` deploys) and nothing else,
-  in its own namespace;
+  ConfigMap, Deployment, Service, credentials Secret — what ``--target kubernetes`` deploys, by name, with
+  server-side apply) and reads its pods, and nothing else, in its own namespace (:func:`rules`);
 - a **ConfigMap** with the policy (secrets replaced by ``secret_env`` names) and the deployment it updates
   (``deployment.yaml``: target, namespace and the spec of its current revision, which the pod adopts into its
   empty state volume: the service there changes the cluster objects as the notebook's deployment would),
@@ -26,7 +26,15 @@ import copy
 import hashlib
 from typing import Any
 
-from wolt_jupyter.backends.render import DEFAULT_IMAGE, MANAGED_BY, STATE_MOUNT, STORE_KEY, ClusterContext
+from wolt_jupyter.backends.render import (
+    CREDENTIALS_SUFFIX,
+    DEFAULT_IMAGE,
+    MANAGED_BY,
+    SPEC_SUFFIX,
+    STATE_MOUNT,
+    STORE_KEY,
+    ClusterContext,
+)
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import check_dns_label
 from wolt_jupyter.updater.policy import Policy, without_unset
@@ -38,13 +46,25 @@ NOTIFY_SECRET_ENV = "WOLT_UPDATER_NOTIFY_SECRET"
 WEBHOOK_SECRET_ENV = "WOLT_UPDATER_MLFLOW_WEBHOOK_SECRET"
 STATE_SIZE = "1Gi"
 RESOURCES = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
-# what the service does to the deployment it updates (the kubernetes target's kinds), in its namespace only
-RULES = [
-    {"apiGroups": [""], "resources": ["configmaps", "services", "secrets"],
-     "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-    {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list", "watch"]},
-]  # fmt: skip
+
+
+def rules(deployment: str) -> list[dict[str, Any]]:
+    """The Role's rules: the service changes the objects of the one deployment it updates, by name, with
+    server-side apply (``patch``; ``get``, and ``list``/``watch`` narrowed to the name by a field selector, to
+    wait for a rollout), and reads the pods to say why a rollout failed. No ``create`` and no ``delete``: it
+    adopts a deployment that exists; every other object in the namespace, and anything cluster-wide, is out
+    of its reach."""
+    named = ["get", "list", "watch", "patch"]
+    return [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [deployment], "verbs": named},
+        {"apiGroups": [""], "resources": ["services"], "resourceNames": [deployment], "verbs": named},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [f"{deployment}{SPEC_SUFFIX}"],
+         "verbs": named},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{deployment}{CREDENTIALS_SUFFIX}"],
+         "verbs": named},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    ]  # fmt: skip
 
 
 def _labels(deployment: str) -> dict[str, str]:
@@ -178,7 +198,7 @@ def render_updater(
     manifests: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(name, deployment, ctx)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _metadata(name, deployment, ctx),
-         "rules": copy.deepcopy(RULES)},
+         "rules": rules(deployment)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
          "metadata": _metadata(name, deployment, ctx),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
