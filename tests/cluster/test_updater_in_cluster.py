@@ -274,3 +274,26 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
         print(f"\nupdate service in a pod: {json.dumps(measured)}")
     assert failures(outcomes) == [], failures(outcomes)[:5]
     assert outcomes[-1].t > t_rolled_back  # the load ran through both rollouts
+
+    # undeploy takes the service along: nothing of eta or of its update service is left
+    shell.run_line_magic("wolt_undeploy", "eta")
+    selector = "app.kubernetes.io/instance=eta"
+    listers = [
+        kube_api.apps.list_namespaced_deployment,
+        kube_api.core.list_namespaced_pod,
+        kube_api.core.list_namespaced_service,
+        kube_api.core.list_namespaced_config_map,
+        kube_api.core.list_namespaced_secret,
+        kube_api.core.list_namespaced_service_account,
+        kube_api.rbac.list_namespaced_role,
+        kube_api.rbac.list_namespaced_role_binding,
+        kube_api.core.list_namespaced_persistent_volume_claim,
+    ]
+
+    def left() -> list[str]:
+        return [o.metadata.name for lister in listers for o in lister(ns, label_selector=selector).items]
+
+    deadline = time.monotonic() + 90
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left() == []

@@ -219,11 +219,27 @@ class ClusterBackend(Backend):
     def grpc_url(self, name: str) -> str | None:
         return None
 
+    # what an update service attached to the deployment adds beside kinds the target renders itself
+    # (`wolt-jupyter updater render`): it watches one deployment, so it goes with it
+    attached_kinds: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("v1", "ServiceAccount"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+        ("v1", "PersistentVolumeClaim"),
+        ("v1", "Secret"),
+        ("v1", "ConfigMap"),
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+    )
+
     def delete(self, name: str) -> None:
-        """Delete every object of this deployment the project created (found by label, whatever the spec)."""
+        """Delete every object of this deployment the project created (found by label, whatever the spec),
+        the update service attached to it included."""
         check_dns_label(name, "deployment name")
         selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY}"
-        for api_version, kind in reversed(self.kinds):
+        kinds = list(reversed(self.kinds))
+        kinds += [k for k in self.attached_kinds if k not in kinds]
+        for api_version, kind in kinds:
             if not self.cluster.serves(api_version, kind):
                 continue  # e.g. no Prometheus operator: there is no PodMonitor to delete
             for obj in self.cluster.list(
