@@ -78,11 +78,14 @@ def kube_namespace(kube_api: Any) -> Iterator[str]:
     kube_api.core.delete_namespace(name, grace_period_seconds=0)
 
 
-@pytest.fixture(scope="session")
-def cluster_mlflow(kube_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture
+def cluster_mlflow(kube_cluster: Path, tmp_path: Path) -> Iterator[str]:
     """A real `mlflow server` on the bridge's address with proxied artifacts (mlflow-artifacts:/...), which the
-    pods download through it: the setup a team gives its cluster."""
-    with running_mlflow_server(tmp_path_factory.mktemp("cluster-mlflow"), host=NODE_IP) as url:
+    pods download through it: the setup a team gives its cluster. One per test: the tests name their versions
+    (models:/eta/2), which a registry shared by the session would have given to an earlier test."""
+    root = tmp_path / "cluster-mlflow"
+    root.mkdir()
+    with running_mlflow_server(root, host=NODE_IP) as url:
         yield url
 
 

@@ -194,7 +194,8 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
         cluster.apply(manifests, namespace=ns)
         # least privilege, as the API server's authorizer answers for the pod's account
         allowed = [("patch", "deployments/eta"), ("get", "configmaps/eta-spec"), ("watch", "deployments/eta"),
-                   ("list", "pods"), ("get", "pods/log")]  # fmt: skip
+                   ("list", "pods"), ("get", "pods/log"),
+                   ("list", "endpointslices.discovery.k8s.io")]  # fmt: skip
         refused = [("delete", "deployments/eta"), ("create", "deployments"), ("patch", "deployments/other"),
                    ("get", "secrets/other"), ("list", "secrets"), ("create", "pods"), ("delete", "pods"),
                    ("patch", "roles/eta-updater"), ("get", "deployments/eta-updater"),

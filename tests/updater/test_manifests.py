@@ -70,7 +70,7 @@ def test_every_manifest_validates_and_the_pod_reads_the_same_policy(monkeypatch)
     assert named == {("deployments", "eta"), ("services", "eta"), ("configmaps", "eta-spec"),
                      ("secrets", "eta-credentials")}  # fmt: skip
     unnamed = {r["resources"][0]: r["verbs"] for r in rules if not r.get("resourceNames")}
-    assert unnamed == {"pods": ["get", "list", "watch"], "pods/log": ["get"]}
+    assert unnamed == {"pods": ["get", "list", "watch"], "pods/log": ["get"], "endpointslices": ["list"]}
     assert {v["name"]: v for v in pod["volumes"]}["state"]["persistentVolumeClaim"][
         "claimName"
     ] == "eta-updater-state"

@@ -164,6 +164,32 @@ class KubeCluster:
             return False
         return True
 
+    def wait_endpoints(self, service: str, want: int, *, namespace: str, timeout: float = 60.0) -> int:
+        """Poll the Service's EndpointSlices until ``want`` ready endpoints are listed (what kube-proxy routes
+        to); return how many there were at the end. A cluster that serves no EndpointSlice returns ``want``."""
+        check_dns_label(namespace, "namespace")
+        check_dns_label(service, "Service name")
+        if not self.serves("discovery.k8s.io/v1", "EndpointSlice"):
+            return want
+        deadline = time.monotonic() + timeout
+        ready = 0
+        while True:
+            slices = self.list(
+                "discovery.k8s.io/v1", "EndpointSlice", namespace=namespace,
+                label_selector=f"kubernetes.io/service-name={service}",
+            )  # fmt: skip
+            addresses = {
+                address
+                for piece in slices
+                for endpoint in piece.get("endpoints") or []
+                if (endpoint.get("conditions") or {}).get("ready") and not (endpoint.get("conditions") or {}).get("terminating")
+                for address in endpoint.get("addresses") or []
+            }  # fmt: skip
+            ready = len(addresses)
+            if ready >= want or time.monotonic() >= deadline:
+                return ready
+            time.sleep(0.2)
+
     def log_tail(
         self,
         pod: str,

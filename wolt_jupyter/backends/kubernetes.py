@@ -171,9 +171,13 @@ class ClusterBackend(Backend):
             self.cluster.wait_ready(
                 plan.manifests, namespace=self.namespace, timeout=WAIT_TIMEOUT_S, on_progress=progress
             )
+            self.settle(spec, progress)
         deployment = self.status(spec.name)
         deployment.warnings = plan.warnings
         return deployment
+
+    def settle(self, spec: DeploymentSpec, progress: Progress | None) -> None:
+        """After the workload is ready: anything else a client needs before "ready" is true for it."""
 
     def revert(self, name: str, previous: DeploymentSpec | None, revision: int | None = None) -> None:
         """A rollout that failed is undone by applying the revision that served, as it was rendered (its pods
@@ -282,6 +286,16 @@ class KubernetesBackend(ClusterBackend):
 
     def url(self, name: str, obj: dict[str, Any] | None) -> str | None:
         return f"http://{name}.{self.namespace}.svc.cluster.local:{HTTP_PORT}"
+
+    def settle(self, spec: DeploymentSpec, progress: Progress | None) -> None:
+        """Ready means reachable: wait until the Service lists every replica (the endpoints controller follows
+        the pods a moment later; a burst sent before that would all go to the first replica)."""
+        got = self.cluster.wait_endpoints(spec.name, spec.replicas, namespace=self.namespace, timeout=60)
+        if got < spec.replicas:
+            line = f"{spec.name}: the Service lists {got} of {spec.replicas} ready replicas after 60 s"
+            log.warning("%s", line)
+            if progress:
+                progress(f"warning: {line}")
 
     def endpoint(self, deployment: Deployment) -> tuple[str | None, str | None]:
         """The Service's DNS name where it resolves (inside the cluster), else its cluster IP: a notebook on a

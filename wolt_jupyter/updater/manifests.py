@@ -51,7 +51,8 @@ RESOURCES = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory"
 def rules(deployment: str) -> list[dict[str, Any]]:
     """The Role's rules: the service changes the objects of the one deployment it updates, by name, with
     server-side apply (``patch``; ``get``, and ``list``/``watch`` narrowed to the name by a field selector, to
-    wait for a rollout), and reads the pods to say why a rollout failed. No ``create`` and no ``delete``: it
+    wait for a rollout), reads the pods to say why a rollout failed and the EndpointSlices to know every
+    replica is behind the Service (they are named after no object: list, in this namespace only). No ``create`` and no ``delete``: it
     adopts a deployment that exists; every other object in the namespace, and anything cluster-wide, is out
     of its reach."""
     named = ["get", "list", "watch", "patch"]
@@ -64,6 +65,7 @@ def rules(deployment: str) -> list[dict[str, Any]]:
          "verbs": named},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
     ]  # fmt: skip
 
 
