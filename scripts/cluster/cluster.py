@@ -248,14 +248,17 @@ def tail(name: str, n: int = 25) -> str:
 def wait(what: str, ok, timeout: float, component: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     last = None
+    missing = 0  # consecutive looks that did not find the component running
     while time.monotonic() < deadline:
         try:
             if ok():
                 return
         except Exception as exc:
             last = exc
-        if component and not pid_of(component):
-            raise SystemExit(f"cluster: {component} exited while waiting for {what}:\n{tail(component)}")
+        if component:
+            missing = 0 if pid_of(component) else missing + 1
+            if missing >= 3:  # one miss can be a look at /proc while the process is still being set up
+                raise SystemExit(f"cluster: {component} exited while waiting for {what}:\n{tail(component)}")
         time.sleep(0.25)
     detail = f"\n{tail(component)}" if component else ""
     raise SystemExit(f"cluster: timed out after {timeout:.0f} s waiting for {what} ({last}){detail}")
