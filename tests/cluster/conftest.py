@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from helpers import ISOLATED_ENV, running_mlflow_server
-from pg_server import running_postgres
+from pg_server import new_database, running_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "cluster" / "cluster.py"
@@ -113,14 +113,19 @@ def on_cluster(
     tag = os.environ.get("WOLT_RUNTIME_TAG")  # kube_cluster built this checkout's image under that name
     for name in ISOLATED_ENV:
         monkeypatch.delenv(name, raising=False)
+    here = new_database(cluster_postgres.url_for("127.0.0.1"))
     env = {
         **({"WOLT_RUNTIME_IMAGE": tag} if tag else {}),
         "KUBECONFIG": str(kube_cluster),
         "WOLT_NAMESPACE": kube_namespace,
         "WOLT_DEFAULT_TARGET": "kubernetes",
         "MLFLOW_TRACKING_URI": cluster_mlflow,
-        "WOLT_RESPONSE_STORE_URL": cluster_postgres.url_for("127.0.0.1"),
-        "WOLT_CLUSTER_RESPONSE_STORE_URL": cluster_postgres.url_for(NODE_IP),
+        # a database of its own: every test names its deployment eta, and a shared log would mix their rows
+        "WOLT_RESPONSE_STORE_URL": here,
+        "WOLT_CLUSTER_RESPONSE_STORE_URL": here.replace(
+            cluster_postgres.url_for("127.0.0.1").rsplit("/", 1)[0],
+            cluster_postgres.url_for(NODE_IP).rsplit("/", 1)[0],
+        ),
         "WOLT_UNREACHABLE_ARTIFACTS": "refuse",  # a test model the pods could not read is a failure here
     }
     for k, v in env.items():

@@ -70,7 +70,7 @@ class Spool:
             fsync_interval = float(os.environ.get("WOLT_SPOOL_FSYNC_S", FSYNC_INTERVAL_S))
         self.fsync_interval = fsync_interval
         self._synced_at = time.monotonic()
-        self.instance = f"{int(time.time() * 1000):013x}-{os.getpid()}"
+        self.instance = f"{_instance_ms():013x}-{os.getpid()}"
         self._lock = threading.Lock()
         self._seq = 0
         self._unsynced = False
@@ -202,6 +202,17 @@ class Spool:
 
 
 LOCK_SUFFIX = ".owner"
+_last_ms = 0
+_ms_lock = threading.Lock()
+
+
+def _instance_ms() -> int:
+    """The creation time in ms, unique within the process: two spools made in one millisecond would share an
+    instance name, and each would take the other's segments for its own."""
+    global _last_ms
+    with _ms_lock:
+        _last_ms = max(int(time.time() * 1000), _last_ms + 1)
+        return _last_ms
 _OWNER = re.compile(r"^([0-9a-f]{13}-\d+)-")
 
 
