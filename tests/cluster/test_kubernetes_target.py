@@ -240,25 +240,49 @@ def test_a_deleted_pod_is_replaced_and_three_replicas_serve_and_log(
     outcomes = load.outcomes
     print(f"\npod deleted under load: replaced in {replaced_s:.1f} s, {len(outcomes)} requests")
     assert failures(outcomes) == [], failures(outcomes)[:5]
-    # every replica served: each pod's own request counter
+    # every replica serves: the load's keep-alive connections may all have landed on some of them (the
+    # Service balances connections, and kube-proxy programs a new replica a moment after it is listed), so
+    # requests on fresh connections go on until each current pod's own counter moved
+    import json as _json
     import urllib.request
+    import uuid as _uuid
 
-    served = {}
-    for p in pods(kube_api, kube_namespace, "eta"):
-        if p.metadata.deletion_timestamp is None and p.status.pod_ip:
-            text = urllib.request.urlopen(f"http://{p.status.pod_ip}:8080/metrics", timeout=5).read().decode()
-            served[p.metadata.name] = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                # the Seldon-compatible request histogram, per predictor (variant)
-                if line.startswith("seldon_api_executor_server_requests_seconds_count{")
-                and 'predictor_name="main"' in line
-            )
-    assert len(served) == 3 and all(
-        v > 0 for k, v in served.items() if k in {p.metadata.name for p in first}
-    ), served
+    def served() -> dict[str, float]:
+        out = {}
+        for p in pods(kube_api, kube_namespace, "eta"):
+            if p.metadata.deletion_timestamp is None and p.status.pod_ip:
+                text = (
+                    urllib.request.urlopen(f"http://{p.status.pod_ip}:8080/metrics", timeout=5)
+                    .read()
+                    .decode()
+                )
+                out[p.metadata.name] = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    # the Seldon-compatible request histogram, per predictor (variant)
+                    if line.startswith("seldon_api_executor_server_requests_seconds_count{")
+                    and 'predictor_name="main"' in line
+                )
+        return out
+
+    extra_ids = []
+    body = {"inputs": [{"name": f, "shape": [1], "datatype": "FP64", "data": [0.5]} for f in FEATURES]}
+    for _ in range(20):
+        if len(served()) == 3 and all(v > 0 for v in served().values()):
+            break
+        for _ in range(10):
+            rid = f"fresh-{_uuid.uuid4().hex[:12]}"
+            request = urllib.request.Request(
+                f"{url}/v2/models/eta/infer", _json.dumps({**body, "id": rid}).encode(),
+                {"content-type": "application/json", "connection": "close"},
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                assert resp.status == 200
+            extra_ids.append(rid)
+    final = served()
+    assert len(final) == 3 and all(v > 0 for v in final.values()), final
     # one response log for the cluster: every acknowledged request is in it, once
-    ids = {o.id for o in outcomes if o.status == 200}
+    ids = {o.id for o in outcomes if o.status == 200} | set(extra_ids)
 
     def logged() -> set[str]:
         frame = wolt_jupyter_read("eta")
