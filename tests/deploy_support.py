@@ -153,3 +153,23 @@ class Load:
 
 def failures(outcomes: list[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if o.status != 200]
+
+
+# A pyfunc that answers like a champion returning the sum of the features on every row offline data has, but
+# raises on a share of live traffic: `Load` sends f0 = 1.0 + 0.1 * (k % 7) and f1 = 0.2, so 1 request in 7
+# fails. Logged as code (mlflow.models.set_model), so a runtime or a pod loads it from its artifacts.
+FAILS_LIVE = """
+import mlflow.pyfunc
+import numpy as np
+
+
+class FailsLive(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        x = model_input[["f0", "f1", "f2"]].to_numpy(dtype=float)
+        if ((x[:, 0] > 1.55) & (np.abs(x[:, 1] - 0.2) < 1e-9)).any():
+            raise RuntimeError("feature f0 out of the range this version supports")
+        return x.sum(axis=1)
+
+
+mlflow.models.set_model(FailsLive())
+"""

@@ -23,29 +23,11 @@ import pytest
 import yaml
 from cluster_support import events, service_url
 
-from deploy_support import Load, failures
+from deploy_support import FAILS_LIVE, Load, failures
 from helpers import FEATURES
 
 pytestmark = pytest.mark.cluster
 
-# the challenger of a regression model whose champion answers 1.1 x the sum of the features: offline it is
-# exact (the sum), but it raises on the live rows the load sends with f0 = 1.6, f1 = 0.2 (1 request in 7).
-# Logged as code, so the pod loads it from its artifacts.
-FAILS_LIVE = """
-import mlflow.pyfunc
-import numpy as np
-
-
-class FailsLive(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        x = model_input[["f0", "f1", "f2"]].to_numpy(dtype=float)
-        if ((x[:, 0] > 1.55) & (np.abs(x[:, 1] - 0.2) < 1e-9)).any():
-            raise RuntimeError("feature f0 out of the range this version supports")
-        return x.sum(axis=1)
-
-
-mlflow.models.set_model(FailsLive())
-"""
 SERVICE_ACCOUNT = "eta-updater"
 # a branch's image (build-images.sh with WOLT_RUNTIME_TAG), read before the fixtures isolate the environment
 IMAGE = os.environ.get("WOLT_RUNTIME_IMAGE")

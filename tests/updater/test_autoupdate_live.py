@@ -20,28 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deploy_support import Load, failures
+from deploy_support import FAILS_LIVE, Load, failures
 from helpers import FEATURES, WebhookReceiver, unique
 
 pytestmark = pytest.mark.usefixtures("undeploy_all")
-
-# A pyfunc that answers like the champion (the sum of the features) on every row the offline data has, but raises
-# on a share of live traffic: the load sends f0 = 1.0 + 0.1 * (k % 7) and f1 = 0.2, so 1 request in 7 fails.
-FAILS_LIVE = """
-import mlflow.pyfunc
-import numpy as np
-
-
-class FailsLive(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        x = model_input[["f0", "f1", "f2"]].to_numpy(dtype=float)
-        if ((x[:, 0] > 1.55) & (np.abs(x[:, 1] - 0.2) < 1e-9)).any():
-            raise RuntimeError("feature f0 out of the range this version supports")
-        return x.sum(axis=1)
-
-
-mlflow.models.set_model(FailsLive())
-"""
 
 
 def holdout(n: int = 200, seed: int = 5) -> pd.DataFrame:
