@@ -90,3 +90,25 @@ def test_resource_quantities_follow_the_kubernetes_grammar() -> None:
     assert parse_quantity("1e3", "memory") == parse_quantity("1k", "memory") == parse_quantity(1000, "memory")
     flat = DeploymentSpec.from_dict({**BASE, "resources": {"cpu": 1, "nvidia.com/gpu": 1}})
     assert check_resources(flat.resources) == {"requests": {"cpu": "1", "nvidia.com/gpu": "1"}}
+
+
+def test_a_named_champion_is_a_live_variant_at_any_weight() -> None:
+    """``routing.champion``: the update service keeps the champion at weight 0 while a candidate takes all
+    traffic; a promotion makes the promoted variant the champion; a spec without one reads as before."""
+    doc = {
+        "name": "eta",
+        "variants": [
+            {"name": "main", "model": "models:/eta/1", "traffic": 0},
+            {"name": "candidate", "model": "models:/eta/2", "traffic": 100},
+        ],
+        "routing": {"champion": "main"},
+    }
+    spec = DeploymentSpec.from_dict(doc)
+    assert spec.routing.champion == "main" and DeploymentSpec.from_yaml(spec.to_yaml()) == spec
+    assert spec.promoted("candidate").routing.champion is None
+    assert spec.with_traffic({"main": 100}).routing.champion == "main"
+    assert "champion" not in DeploymentSpec.from_dict(BASE).to_dict()["routing"]
+    for bad in ("nobody", "shadowed"):
+        variants = [*doc["variants"], {"name": "shadowed", "model": "models:/eta/3", "shadow": True}]
+        with pytest.raises(InvalidArgument, match=f"routing.champion '{bad}' must name a live variant"):
+            DeploymentSpec.from_dict({**doc, "variants": variants, "routing": {"champion": bad}})

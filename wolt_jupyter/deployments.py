@@ -181,6 +181,12 @@ def _backend_of(name: str) -> tuple[Backend, DeploymentRecord]:
     return backend(rec.target, namespace=rec.namespace), rec
 
 
+def runtime_exits(name: str, since: float) -> list[str]:
+    """Every exit of ``name``'s runtime (a crash, a kill, an OOM) since ``since`` (epoch seconds)."""
+    be, _ = _backend_of(name)
+    return be.runtime_exits(name, since)
+
+
 def _apply(
     rec: DeploymentRecord, spec: DeploymentSpec, *, wait: bool, progress: Progress | None
 ) -> Deployment:

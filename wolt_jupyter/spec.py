@@ -63,7 +63,10 @@ SPEC_SCHEMA: dict[str, Any] = {
         "routing": {
             "type": ["object", "null"],
             "additionalProperties": False,
-            "properties": {"sticky_key": {"type": ["string", "null"], "minLength": 1}},
+            "properties": {
+                "sticky_key": {"type": ["string", "null"], "minLength": 1},
+                "champion": {"type": ["string", "null"], "minLength": 1},
+            },
         },
         "logging": {
             "type": ["object", "null"],
@@ -254,7 +257,12 @@ class Variant:
 
 @dataclass(frozen=True)
 class Routing:
+    """``sticky_key``: same key, same variant. ``champion``: the live variant a failed request of another
+    variant is retried on, at any weight (0 included: an update service keeps the champion loaded and warm
+    while a candidate takes all traffic); default the live variant with the most traffic."""
+
     sticky_key: str | None = None
+    champion: str | None = None
 
     def validate(self) -> None:
         if self.sticky_key is not None and (
@@ -327,6 +335,12 @@ class DeploymentSpec:
             weights = ", ".join(f"{v.name}={v.traffic}" for v in self.live)
             raise InvalidArgument(f"live variant weights must sum to 100, got {total} ({weights})")
         self.routing.validate()
+        champion = self.routing.champion
+        if champion is not None and champion not in {v.name for v in self.live}:
+            raise InvalidArgument(
+                f"routing.champion {champion!r} must name a live variant ({', '.join(v.name for v in self.live)}); "
+                "drop it to retry on the variant with the most traffic"
+            )
         self.logging.validate()
         check_resources(self.resources)
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
@@ -347,14 +361,16 @@ class DeploymentSpec:
         return replace(self, variants=variants).validate()
 
     def promoted(self, name: str) -> DeploymentSpec:
-        """``name`` becomes the only live variant (100%); shadows are kept, other live variants dropped."""
+        """``name`` becomes the only live variant (100%) and the champion; shadows are kept, other live
+        variants dropped."""
         self.variant(name)  # one line when there is no such variant
         variants = tuple(
             replace(v, traffic=100, shadow=False) if v.name == name else v
             for v in self.variants
             if v.name == name or v.shadow
         )
-        return replace(self, variants=variants).validate()
+        routing = replace(self.routing, champion=None)  # the one live variant
+        return replace(self, variants=variants, routing=routing).validate()
 
     def pinned(self, resolve: Callable[[str], str]) -> DeploymentSpec:
         """Every model URI replaced by ``resolve(uri)``, e.g. an alias pinned to ``models:/NAME/VERSION``."""
@@ -374,6 +390,8 @@ class DeploymentSpec:
             for v in d["variants"]
         ]
         d["resources"] = dict(self.resources)
+        if d["routing"].get("champion") is None:  # specs without a named champion read as before
+            d["routing"].pop("champion", None)
         if d["logging"].get("retention"):
             d["logging"]["retention"] = dict(self.logging.retention)
         else:  # specs without a retention of their own read (and render) as before

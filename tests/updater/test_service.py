@@ -193,3 +193,58 @@ def test_no_traffic_holds_then_rolls_back_for_no_data(setup) -> None:
     d = service.tick()
     assert d.action == "rollback" and d.reason.startswith("no data")
     assert deployment.calls == ["canary 2 50", "rollback 2"]
+
+
+def test_a_gate_that_cannot_judge_is_a_reject_with_its_reason(setup, tmp_path) -> None:
+    """A dataset gone by the time the candidate comes: held twice (a passing hiccup), then rejected, every
+    look in the history with the error; nothing is done to the deployment."""
+    from dataclasses import replace
+
+    _, _, policy = setup
+    path = tmp_path / "holdout.parquet"
+    data(50, 1).to_parquet(path)
+    policy = replace(policy, offline=replace(policy.offline, dataset=str(path)))
+    path.unlink()
+    deployment = RecordedDeployment(champion="1")
+    service = UpdateService(policy, deployment, clock=Clock(), mlflow=False)
+    actions = [service.tick() for _ in range(3)]
+    assert [d.action for d in actions] == ["hold", "hold", "reject"], [d.reason for d in actions]
+    assert "holdout.parquet" in actions[-1].reason and "3 times in a row" in actions[-1].reason
+    assert deployment.calls == []
+    table = updates("eta").table.drop_duplicates(["time", "action", "reason"])
+    assert list(table["action"]) == ["hold", "hold", "reject"]
+    # the next look takes the next candidate: the rejected one is done with
+    assert ServiceState.read(service.state_path).state.outcome == "rejected"
+
+
+class FailingCanary(RecordedDeployment):
+    def canary(self, version: str, weight: int) -> None:
+        self.calls.append(f"canary {version} {weight}")
+        raise RuntimeError("the candidate's model failed to load: boom")
+
+
+def test_a_step_that_cannot_be_applied_is_rolled_back(setup) -> None:
+    _, _, policy = setup
+    deployment = FailingCanary(champion="1")
+    service = UpdateService(policy, deployment, clock=Clock(), mlflow=False)
+    assert service.tick().action == "advance"  # offline
+    actions = [service.tick() for _ in range(3)]
+    assert [d.action for d in actions] == ["hold", "hold", "rollback"]
+    assert "could not be applied" in actions[-1].reason and "boom" in actions[-1].reason
+    assert deployment.calls[-1] == "rollback 2" and deployment.calls.count("canary 2 50") == 3
+
+
+def test_live_steps_are_judged_on_their_own_clock(setup) -> None:
+    """``rollout.analysis_interval`` paces a candidate in flight, ``poll_seconds`` only the waiting."""
+    from dataclasses import replace
+
+    _, _, policy = setup
+    policy = replace(policy, watch=replace(policy.watch, poll_seconds=60.0))
+    service = UpdateService(policy, RecordedDeployment(champion="1"), clock=Clock(), mlflow=False)
+    assert service.next_look() == 60.0  # nothing in flight
+    service.tick()
+    assert service.next_look() == 1.0  # the default analysis interval
+    quick = {"deployment": "eta", "watch": {"model": "m"}, "rollout": {"analysis_interval": 0.25}}
+    assert parse(quick).rollout.analysis_interval == 0.25
+    with pytest.raises(Exception, match="analysis_interval"):
+        parse({**quick, "rollout": {"analysis_interval": 0.01}})

@@ -173,6 +173,11 @@ class Backend(ABC):
         """After a failed apply: put back what served before (``previous``, revision ``revision``), or remove what a failed first
         deploy left (None). The local target needs nothing: its new revision never replaced the old one."""
 
+    def runtime_exits(self, name: str, since: float) -> list[str]:
+        """Each time a runtime process (or container) of ``name`` ended since ``since`` (epoch seconds), as
+        ``"<where>: <reason>"``; what the update service's guards read as a crash. [] where nothing says."""
+        return []
+
     def endpoint(self, deployment: Deployment) -> tuple[str | None, str | None]:
         """The (REST URL, gRPC host:port) this process reaches the deployment at: its published ones here."""
         return deployment.url, deployment.grpc_url

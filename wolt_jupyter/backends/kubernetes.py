@@ -297,6 +297,21 @@ class KubernetesBackend(ClusterBackend):
             if progress:
                 progress(f"warning: {line}")
 
+    def runtime_exits(self, name: str, since: float) -> list[str]:
+        """Containers of the runtime's pods whose last run ended since ``since`` (restarted in place)."""
+        from datetime import datetime
+
+        selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=runtime"
+        found = []
+        for pod in self.cluster.list("v1", "Pod", namespace=self.namespace, label_selector=selector):
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                last = (status.get("lastState") or {}).get("terminated") or {}
+                ended = last.get("finishedAt")
+                if ended and datetime.fromisoformat(ended.replace("Z", "+00:00")).timestamp() >= since:
+                    why = last.get("reason") or "Terminated"
+                    found.append(f"pod {pod['metadata']['name']}: {why}, exit code {last.get('exitCode')}")
+        return found
+
     def endpoint(self, deployment: Deployment) -> tuple[str | None, str | None]:
         """The Service's DNS name where it resolves (inside the cluster), else its cluster IP: a notebook on a
         node, or on a network routed to the Service range, reaches that without cluster DNS."""

@@ -144,6 +144,10 @@ class LocalBackend(Backend):
         except (OSError, ValueError):
             return {}
 
+    def runtime_exits(self, name: str, since: float) -> list[str]:
+        exits = self.supervisor_state(name).get("exits") or []
+        return [f"runtime {e.get('reason')}" for e in exits if float(e.get("time") or 0) >= since]
+
     def _token(self, name: str) -> str | None:
         from wolt_jupyter.serving.admin import read_token
 

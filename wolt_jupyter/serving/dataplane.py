@@ -611,8 +611,12 @@ class DataPlane:
         )
 
     def champion(self, table: RoutingTable) -> str:
-        """The live variant with the most traffic (the first of equals): the one a failed challenger's request
-        is retried on, and the one unversioned metadata describes."""
+        """The spec's ``routing.champion`` (whatever its weight), else the live variant with the most traffic
+        (the first of equals): the one a failed challenger's request is retried on, and the one unversioned
+        metadata describes."""
+        named = table.spec.routing.champion
+        if named is not None:
+            return named
         weights = table.weights
         return max(table.live, key=lambda n: (weights[n], -table.live.index(n)))
 

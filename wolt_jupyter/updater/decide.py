@@ -144,6 +144,7 @@ class LiveWindow:
     candidate: ArmStats
     champion: ArmStats
     agreement: tuple[int, int] | None = None
+    exits: tuple[str, ...] = ()  # runtime processes/containers that ended during the step (crashes, kills)
 
 
 @dataclass(frozen=True)
@@ -418,6 +419,15 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
         return _decision("hold", f"waiting for observations ({elapsed:.0f}s into the step)", state, step, [])
     cand, champ = live.candidate, live.champion
     checks: list[Check] = []
+
+    # 0. the runtime ended while the candidate was live: the requests it took down never reached the log
+    if live.exits:
+        n = len(live.exits)
+        why = (
+            f"the runtime ended {n} time{'s' if n > 1 else ''} while the candidate was live ({live.exits[0]})"
+        )
+        check = Check("runtime exits", "fail", why, value=n, threshold=0, n=cand.requests)
+        return _decision("rollback", f"crash during the step: {why}", state, step, [check])
 
     # 1. hard limits
     if cand.requests >= g.limit_min_requests:

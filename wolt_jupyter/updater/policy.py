@@ -299,6 +299,9 @@ class CanaryStep:
 
 @dataclass(frozen=True)
 class Rollout:
+    """The live steps, and ``analysis_interval``: how often a live step is judged (independent of
+    ``watch.poll_seconds``, which only paces looking for new versions)."""
+
     shadow: ShadowStep | None = ShadowStep(requests=200, duration=600.0)
     canary: tuple[CanaryStep, ...] = (
         CanaryStep(5, 300.0),
@@ -306,6 +309,7 @@ class Rollout:
         CanaryStep(50, 300.0),
         CanaryStep(100, 300.0),
     )
+    analysis_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -684,7 +688,13 @@ def _replay(data: Any) -> ReplayGate:
 
 
 def _rollout(data: Any) -> Rollout:
-    f = _Fields(data, "rollout", ("shadow", "canary"))
+    f = _Fields(data, "rollout", ("shadow", "canary", "analysis_interval"))
+    interval = f.duration("analysis_interval", 1.0)
+    if interval is None or not 0.1 <= interval <= 3600:
+        raise _fail(
+            "rollout.analysis_interval",
+            f"must be a duration from 0.1s to 1h; got {f.raw('analysis_interval')!r}",
+        )
     shadow: ShadowStep | None = Rollout().shadow
     if "shadow" in f.data:
         raw = f.data["shadow"]
@@ -718,7 +728,7 @@ def _rollout(data: Any) -> Rollout:
         canary = tuple(steps)
     if canary[-1].weight != 100:
         raise _fail("rollout.canary", f"the last weight must be 100 (it is {canary[-1].weight})")
-    return Rollout(shadow, canary)
+    return Rollout(shadow, canary, interval)
 
 
 def _guards(data: Any) -> Guards:

@@ -43,12 +43,32 @@ class DeploymentActions:
         return revision_store().spec(self.name)
 
     def _main(self) -> Any:
-        """The champion's variant: the live variant that is not the candidate, with the most traffic."""
+        """The champion's variant. Once a step ran it is the spec's ``routing.champion`` (the service names it
+        in every spec it applies, so its weight never decides); before that, the live variant serving the
+        version the champion alias points at, else the live variant with the most traffic."""
+        from wolt_jupyter.registry import pinned_version
+
         spec = self._spec()
         live = [v for v in spec.variants if not v.shadow and v.name != CANDIDATE]
         if not live:
             raise InvalidArgument(f"deployment {self.name!r} has no live variant besides {CANDIDATE!r}")
-        return max(live, key=lambda v: v.traffic)
+        named = next((v for v in live if v.name == spec.routing.champion), None)
+        if named is not None:
+            return named
+        live.sort(key=lambda v: -v.traffic)
+        alias = self._alias_version()
+        serving = [v for v in live if alias is not None and pinned_version(v.model) == (self.model, alias)]
+        return (serving or live)[0]
+
+    def _alias_version(self) -> str | None:
+        from wolt_jupyter._mlflow import mlflow_client
+
+        try:
+            aliases = mlflow_client().get_registered_model(self.model).aliases
+        except Exception:  # no such model yet, registry unreachable: the weights decide
+            return None
+        version = aliases.get(self.champion_alias)
+        return None if version is None else str(version)
 
     def champion(self) -> str | None:
         from wolt_jupyter.registry import pinned_version
@@ -63,13 +83,16 @@ class DeploymentActions:
         return str(pinned[1])
 
     # -- changing it ----------------------------------------------------------------------------------------
-    def _apply(self, variants: list[Any]) -> None:
+    def _apply(self, variants: list[Any], champion: str | None) -> None:
         from dataclasses import replace
 
         from wolt_jupyter import deployments
 
-        spec = replace(self._spec(), variants=tuple(variants)).validate()
-        deployments.deploy(self.name, spec=spec)
+        spec = self._spec()
+        routing = replace(spec.routing, champion=champion)
+        deployments.deploy(
+            self.name, spec=replace(spec, variants=tuple(variants), routing=routing).validate()
+        )
 
     def _champion_variant(self, traffic: int) -> Any:
         from dataclasses import replace
@@ -86,36 +109,33 @@ class DeploymentActions:
         return Variant(CANDIDATE, f"models:/{self.model}/{version}", **kw)
 
     def shadow(self, version: str) -> None:
-        self._apply([self._champion_variant(100), self._candidate(version, shadow=True), *self._others()])
+        main = self._champion_variant(100)
+        self._apply([main, self._candidate(version, shadow=True), *self._others()], main.name)
 
     def canary(self, version: str, weight: int) -> None:
-        if weight >= 100:
-            self._apply([self._candidate(version, traffic=100), *self._others()])
-            return
-        self._apply(
-            [self._champion_variant(100 - weight), self._candidate(version, traffic=weight), *self._others()]
-        )
+        # at 100 % the champion stays in the spec at weight 0: loaded, warm, the retry target, and what a
+        # rollback from this step restores without loading anything
+        main = self._champion_variant(max(0, 100 - weight))
+        self._apply([main, self._candidate(version, traffic=min(100, weight)), *self._others()], main.name)
 
     def promote(self, version: str) -> None:
         from wolt_jupyter._mlflow import mlflow_client
         from wolt_jupyter.spec import Variant
 
         mlflow_client().set_registered_model_alias(self.model, self.champion_alias, version)
-        spec = self._spec()
-        name = next((v.name for v in spec.variants if not v.shadow and v.name != CANDIDATE), "main")
-        main = Variant(name, f"models:/{self.model}/{version}", 100)
-        self._apply([main, *self._others()])
+        name = self._main().name
+        self._apply([Variant(name, f"models:/{self.model}/{version}", 100), *self._others()], None)
 
     def rollback(self, version: str) -> None:
+        """The champion alone, from any step: it never left the spec, so this is a routing change in place."""
         spec = self._spec()
-        champion = [v for v in spec.variants if not v.shadow and v.name != CANDIDATE]
-        if champion:
-            self._apply([self._champion_variant(100), *self._others()])
-            return
-        # the candidate took all traffic (the last canary step): back to the revision before it took over
-        from wolt_jupyter import deployments
+        if not any(not v.shadow and v.name != CANDIDATE for v in spec.variants):
+            # a rollout begun before the champion stayed in the spec at 100 %: the revision before it took over
+            from wolt_jupyter import deployments
 
-        deployments.rollback(self.name)
+            deployments.rollback(self.name)
+            return
+        self._apply([self._champion_variant(100), *self._others()], None)
 
     def champion_health(self, since: float) -> Any:
         from wolt_jupyter.updater.retrain import champion_health, metric_of
@@ -127,9 +147,12 @@ class DeploymentActions:
         return champion_health(self.name, main.name, self.model, self.champion(), retrain, metric, since)
 
     def observe(self, version: str, step: Step, since: float) -> Any:
+        from dataclasses import replace
+
+        from wolt_jupyter import deployments
         from wolt_jupyter.updater.observe import observe
 
-        return observe(
+        window = observe(
             self.name,
             since,
             candidate=CANDIDATE,
@@ -137,6 +160,8 @@ class DeploymentActions:
             shadow=step.kind == "shadow",
             live_metric=self.policy.guards.live_metric,
         )
+        # crashes lose requests the log never sees: the guards count them from the runtime's own exits
+        return replace(window, exits=tuple(deployments.runtime_exits(self.name, since)))
 
 
 def adopt_deployment(name: str, document: Path) -> bool:
@@ -215,7 +240,14 @@ def serve(
                 log.error("update service %s: %s", policy.deployment, str(exc).splitlines()[0])
             except Exception as exc:  # one bad look must not end the service
                 log.exception("update service %s: %s", policy.deployment, exc)
-            _sleep(policy.watch.poll_seconds, stop, wake)
+            _sleep(_next_look(service), stop, wake)
+
+
+def _next_look(service: Any) -> float:
+    try:
+        return service.next_look()
+    except Exception:  # an unreadable state file is the next tick's to report
+        return service.policy.rollout.analysis_interval
 
 
 def _sleep(seconds: float, stop: threading.Event, wake: threading.Event) -> None:

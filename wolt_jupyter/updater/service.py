@@ -42,9 +42,8 @@ from wolt_jupyter.updater.watch import Candidate, RegistryWatcher
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-HOLD_RECORD_INTERVAL = (
-    60.0  # a hold is written to the history at most this often per step (looks are every few s)
-)
+HOLD_RECORD_INTERVAL = 60.0  # a hold is written to the history at most this often per step
+FAILURE_LIMIT = 3  # consecutive failed looks (a gate raising, a step not applied) before a final decision
 
 
 class Actions(Protocol):
@@ -78,6 +77,7 @@ class ServiceState:
     candidate: dict[str, Any] | None = None  # Candidate as a dict
     applied: int = -1  # index of the live step whose traffic is in place
     last_hold_recorded: float = 0.0
+    failures: int = 0  # consecutive looks that failed (cleared by one that did not)
 
     @classmethod
     def read(cls, path: Path) -> ServiceState:
@@ -130,6 +130,14 @@ class UpdateService:
         return RegistryWatcher(self.policy.watch, self._dir / "cursor.json", start_after=start_after)
 
     # -- one look -------------------------------------------------------------------------------------------
+    def next_look(self) -> float:
+        """Seconds until the next look: ``rollout.analysis_interval`` while a candidate is in flight (a breach
+        is acted on that fast whatever the polling), ``watch.poll_seconds`` while waiting for one."""
+        rollout = ServiceState.read(self.state_path).state
+        if rollout is not None and rollout.outcome is None:
+            return self.policy.rollout.analysis_interval
+        return self.policy.watch.poll_seconds
+
     def tick(self) -> Decision | None:
         """Detect a candidate if none is in flight, make sure its step is in place, decide, act. None when there
         is nothing to do."""
@@ -147,14 +155,20 @@ class UpdateService:
         candidate = Candidate(**st.candidate)
         steps = self.policy.steps()
         step = steps[rollout.step]
-        if step.live and st.applied < rollout.step:
-            self._apply(step, candidate.version)
-            rollout = replace(rollout, step_started=self.clock())  # the window starts with the traffic
-            st.rollout, st.applied = asdict(rollout), rollout.step
-            st.write(self.state_path)
         now = self.clock()
-        obs = self._observe(step, candidate, rollout, now)
-        decision = decide(self.policy, rollout, obs)
+        try:
+            if step.live and st.applied < rollout.step:
+                self._apply(step, candidate.version)
+                rollout = replace(rollout, step_started=self.clock())  # the window starts with the traffic
+                st.rollout, st.applied = asdict(rollout), rollout.step
+                st.write(self.state_path)
+                now = self.clock()
+            obs = self._observe(step, candidate, rollout, now)
+        except Exception as exc:  # every failure is a decision: held, then final with the reason
+            decision = self._failed_look(step, rollout, exc, st)
+        else:
+            st.failures = 0
+            decision = decide(self.policy, rollout, obs)
         self._record(decision, candidate, rollout, now, st)
         if decision.action == "promote":
             self.actions.promote(candidate.version)
@@ -165,6 +179,27 @@ class UpdateService:
             st.last_hold_recorded = 0.0  # the next step's first hold is written
         st.write(self.state_path)
         return decision
+
+    def _failed_look(self, step: Step, rollout: RolloutState, exc: Exception, st: ServiceState) -> Decision:
+        """A look that raised: held ``FAILURE_LIMIT - 1`` times (a registry or log hiccup passes), then final
+        — a gate that cannot judge rejects, a live step that cannot be applied or observed rolls back."""
+        from wolt_jupyter.updater.decide import Check
+
+        st.failures += 1
+        why = one_line(exc)
+        log.warning("%s: %s failed (%d of %d): %s", self.policy.deployment, step.label, st.failures,
+                    FAILURE_LIMIT, why)  # fmt: skip
+        what = "could not be applied or observed" if step.live else "gate could not judge the candidate"
+        check = Check(f"{step.label} look", "fail" if st.failures >= FAILURE_LIMIT else "wait", why,
+                      value=st.failures, threshold=FAILURE_LIMIT)  # fmt: skip
+        if st.failures < FAILURE_LIMIT:
+            st.last_hold_recorded = 0.0  # every failed look is written
+            reason = f"{step.label} {what} ({st.failures} of {FAILURE_LIMIT} tries): {why}"
+            return Decision("hold", reason, rollout.step, step.label, (check,))
+        st.failures = 0
+        action = "rollback" if step.live else "reject"
+        reason = f"{step.label} {what} {FAILURE_LIMIT} times in a row: {why}"
+        return Decision(action, reason, rollout.step, step.label, (check,))
 
     def _next_candidate(self, st: ServiceState) -> ServiceState | None:
         champion = self.actions.champion()
@@ -298,11 +333,11 @@ class UpdateService:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
-        """Tick every ``watch.poll_seconds`` until ``stop`` is set; an error in one tick is logged, not fatal."""
+        """Look (:meth:`next_look`) until ``stop`` is set; an error in one tick is logged, not fatal."""
         stop = stop or threading.Event()
         while not stop.is_set():
             try:
                 self.tick()
             except Exception as exc:
                 log.error("update service %s: %s", self.policy.deployment, one_line(exc))
-            stop.wait(self.policy.watch.poll_seconds)
+            stop.wait(self.next_look())
