@@ -299,3 +299,112 @@ def test_drift_runs_the_retraining_command_and_its_version_is_taken_up(served, t
     assert str(client().get_registered_model(name).aliases["challenger"]) == "4"
     told = [m["reason"] for m in hook.messages() if m["action"] == "retrain"]
     assert told[0].startswith("retraining started: input drift") and told[1].startswith("retraining finished")
+
+
+def _decided_at(table: pd.DataFrame, action: str) -> float:
+    return float(pd.to_datetime(table[table["action"] == action]["time"]).min().timestamp())
+
+
+@pytest.mark.parametrize("weight", [60, 100])
+def test_a_failing_candidate_reaches_no_client_and_the_champion_alone_is_back_within_1s(
+    served, weight, capsys
+) -> None:
+    """A candidate failing 1 request in 7 at a 60 % canary, or only once it takes 100 %: every failure is
+    retried on the champion (kept loaded at weight 0 at 100 %), the breach is judged on the analysis clock
+    though the registry is polled once a minute, and the rollback restores the champion alone in place."""
+    from wolt_jupyter import deployments
+    from wolt_jupyter._mlflow import mlflow_client as client
+
+    name, hook = served
+    d = deployments.deploy("upd", model=f"models:/{name}/1")
+    client().set_registered_model_alias(name, "challenger", "3")
+    canary = [{"weight": weight, "bake": "5m"}, *([{"weight": 100, "bake": "5m"}] if weight < 100 else [])]
+    policy = _policy(name, hook.url, rollout={"shadow": False, "canary": canary})
+    del policy["offline"]
+    policy["watch"]["poll_seconds"] = 60
+    wall = time.time() - time.monotonic()
+    with Load(d.url, "upd", concurrency=3) as load, Service(policy):
+        table = wait_for_final("upd", timeout=120)
+        n = len(load.outcomes)
+        load.wait_for(n + 100)
+    decided = _decided_at(table, "rollback")
+    final = table[table["action"] != "hold"]
+    assert list(final["action"].unique()) == ["rollback"], final.to_string()
+    served_by_candidate = [o.t + wall for o in load.outcomes if o.variant == "candidate"]
+    log = deployments.read_responses("upd", revision="all")
+    attempts = log[(log["variant"] == "candidate") & (log["status"] == 500)]
+    first_failure = float(pd.to_datetime(attempts["time"]).min().timestamp())
+    measured = {
+        "weight": weight,
+        "requests": len(load.outcomes),
+        "failed_client_requests": len(failures(load.outcomes)),
+        "candidate_failures_retried": len(attempts),
+        "first_failure_to_decision_s": round(decided - first_failure, 2),
+        "decision_to_last_candidate_answer_s": round(max(served_by_candidate) - decided, 2),
+    }
+    with capsys.disabled():
+        print(f"\nfailing candidate at {weight}%: {json.dumps(measured)}")
+    assert failures(load.outcomes) == [], measured
+    assert len(attempts) and attempts["error"].str.startswith("retried on the champion").all()
+    assert measured["first_failure_to_decision_s"] < 15, measured  # not the 60 s poll interval
+    assert measured["decision_to_last_candidate_answer_s"] < 1.0, measured
+    spec = deployments.revision_store().spec("upd")
+    assert [(v.name, v.model, v.traffic) for v in spec.variants] == [("main", f"models:/{name}/1", 100)]
+    assert all(o.variant == "main" for o in load.outcomes[n:] if o.status == 200)
+    assert str(client().get_registered_model(name).aliases["champion"]) == "1"
+
+
+CRASHES = """
+import os
+import random
+
+import mlflow.pyfunc
+
+
+class Crashes(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        if random.random() < 0.03:
+            os._exit(1)  # the whole runtime goes: its in-flight requests never reach the response log
+        return model_input[["f0", "f1", "f2"]].to_numpy(dtype=float).sum(axis=1)
+
+
+mlflow.models.set_model(Crashes())
+"""
+
+
+def test_a_candidate_that_crashes_the_runtime_is_rolled_back_with_the_crash_in_the_history(
+    served, tmp_path, capsys
+) -> None:
+    import mlflow
+
+    from wolt_jupyter import deployments
+    from wolt_jupyter._mlflow import mlflow_client as client
+
+    name, hook = served
+    code = tmp_path / "crashes.py"
+    code.write_text(CRASHES)
+    with mlflow.start_run():  # v4
+        mlflow.pyfunc.log_model(name="model", python_model=str(code), registered_model_name=name,
+                                input_example=holdout(3)[FEATURES])  # fmt: skip
+    d = deployments.deploy("upd", model=f"models:/{name}/1")
+    client().set_registered_model_alias(name, "challenger", "4")
+    policy = _policy(name, hook.url, rollout={"shadow": False, "canary": [{"weight": 10, "bake": "5m"},
+                                                                         {"weight": 100, "bake": "5m"}]})  # fmt: skip
+    del policy["offline"]  # the offline gate runs the model in this process
+    with Load(d.url, "upd", concurrency=3) as load, Service(policy):
+        table = wait_for_final("upd", timeout=180)
+        n = len(load.outcomes)
+        load.wait_for(n + 100)
+    final = table[table["action"] != "hold"]
+    assert list(final["action"].unique()) == ["rollback"], final.to_string()
+    reason = final["reason"].iloc[-1]
+    assert reason.startswith("crash during the step") and "runtime" in reason, reason
+    assert str(client().get_registered_model(name).aliases["champion"]) == "1"
+    spec = deployments.revision_store().spec("upd")
+    assert [(v.name, v.traffic) for v in spec.variants] == [("main", 100)]
+    after = load.outcomes[n:]
+    assert after and all(o.status == 200 and o.variant == "main" for o in after[-50:])
+    with capsys.disabled():
+        print(
+            f"\ncrashing candidate: {json.dumps({'requests': len(load.outcomes), 'failed_client_requests': len(failures(load.outcomes)), 'reason': reason})}"
+        )

@@ -169,11 +169,13 @@ class UpdateService:
         else:
             st.failures = 0
             decision = decide(self.policy, rollout, obs)
-        self._record(decision, candidate, rollout, now, st)
+        record = self._record(decision, candidate, rollout, now, st)
         if decision.action == "promote":
             self.actions.promote(candidate.version)
         elif decision.action == "rollback":
             self.actions.rollback(candidate.version)
+        if record is not None:
+            self._to_mlflow(record)  # after the action: a slow tracking server never delays a rollback
         st.rollout = asdict(transition(self.policy, rollout, decision, now))
         if decision.action != "hold":
             st.last_hold_recorded = 0.0  # the next step's first hold is written
@@ -240,14 +242,17 @@ class UpdateService:
 
     def _record(
         self, decision: Decision, candidate: Candidate, rollout: RolloutState, now: float, st: ServiceState
-    ) -> None:
+    ) -> DecisionRecord | None:
         if decision.action == "hold":
             if now - st.last_hold_recorded < HOLD_RECORD_INTERVAL:
-                return
+                return None
             st.last_hold_recorded = now
         record = DecisionRecord.of(decision, deployment=self.policy.deployment, model=candidate.model,
                                    candidate=candidate.version, champion=rollout.champion, now=now)  # fmt: skip
         self._tell_and_keep(record, f"{candidate.model}/{candidate.version}")
+        return record
+
+    def _to_mlflow(self, record: DecisionRecord) -> None:
         if self.mlflow:
             try:
                 record_in_mlflow(record)
