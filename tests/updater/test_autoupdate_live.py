@@ -408,3 +408,32 @@ def test_a_candidate_that_crashes_the_runtime_is_rolled_back_with_the_crash_in_t
         print(
             f"\ncrashing candidate: {json.dumps({'requests': len(load.outcomes), 'failed_client_requests': len(failures(load.outcomes)), 'reason': reason})}"
         )
+
+
+def test_a_prometheus_query_guard_rolls_back_what_the_hard_limits_let_through(served, wolt_home) -> None:
+    """A real Prometheus scraping the runtime; the policy's own PromQL (the candidate's failed predicts, with
+    its variant substituted) is the guard that sees the failing candidate, the hard limits set out of reach."""
+    from wolt_jupyter import deployments
+
+    from prometheus_server import prometheus_server
+
+    name, hook = served
+    with prometheus_server(wolt_home) as prom:
+        d = deployments.deploy("upd", model=f"models:/{name}/1")
+        deployments.deployments()  # writes the Prometheus targets file
+        from wolt_jupyter._mlflow import mlflow_client as client
+
+        client().set_registered_model_alias(name, "challenger", "3")
+        policy = _policy(name, hook.url, rollout={"shadow": False, "canary": [{"weight": 100, "bake": "5m"}]})
+        del policy["offline"]
+        policy["guards"] = {"max_error_rate": 1.0, "min_sample": 20, "queries": [{
+            "name": "candidate failures", "prometheus": prom, "max": 0,
+            "query": 'sum(wolt_model_errors_total{deployment="$deployment",variant="$candidate"})'}]}  # fmt: skip
+        with Load(d.url, "upd", concurrency=2) as load, Service(policy):
+            table = wait_for_final("upd", timeout=120)
+    final = table[table["action"] != "hold"]
+    assert list(final["action"].unique()) == ["rollback"], final.to_string()
+    reason = final["reason"].iloc[-1]
+    assert reason.startswith("the service is hurt") and "query candidate failures" in reason, reason
+    assert failures(load.outcomes) == []
+    assert [(v.name, v.traffic) for v in deployments.revision_store().spec("upd").variants] == [("main", 100)]

@@ -437,3 +437,60 @@ def test_should_retrain(kwargs, run: bool, words: str) -> None:
         Retrain(command="true", drift_threshold=0.2, metric_decline=0.1, cooldown=3600), 1000.0, **kwargs
     )
     assert r.run is run and words in r.reason
+
+
+def test_service_guards_and_query_guards_roll_back_a_candidate_that_hurts_others() -> None:
+    """A candidate fine on its own arm that slows the champion (one process, shared CPU), or a query guard
+    over its bound: rolled back with the reason; a query without a sample is neither pass nor breach."""
+    policy = parse(
+        {
+            "deployment": "eta",
+            "watch": {"model": "eta"},
+            "rollout": {
+                "shadow": False,
+                "canary": [{"weight": 10, "bake": "5m"}, {"weight": 100, "bake": "5m"}],
+            },
+            "guards": {
+                "service": {"champion_max_p99_ms": 30, "max_error_rate": 0.02},
+                "queries": [
+                    {"name": "queue", "query": "max(wolt_queue{deployment='$deployment'})", "max": 5}
+                ],
+            },
+        }
+    )
+    state = start(policy, "2", "1", 0.0)
+    fast = ArmStats(requests=300, errors=0, p99_ms=12.0)
+    for champion, queries, action, words in (
+        (
+            ArmStats(requests=2700, errors=0, p99_ms=60.0),
+            (("queue", 1.0),),
+            "rollback",
+            "champion p99 latency",
+        ),
+        (
+            ArmStats(requests=2700, errors=81, p99_ms=12.0),
+            (("queue", 1.0),),
+            "rollback",
+            "error rate of all answers",
+        ),
+        (ArmStats(requests=2700, errors=0, p99_ms=12.0), (("queue", 9.0),), "rollback", "query queue 9"),
+        (ArmStats(requests=2700, errors=0, p99_ms=12.0), (("queue", None),), "hold", "no breach"),
+    ):
+        d = decide(policy, state, Observations(60.0, live=LiveWindow(fast, champion, queries=queries)))
+        assert d.action == action and words in d.reason, d.reason
+        if action == "rollback":
+            assert d.reason.startswith("the service is hurt")
+    d = decide(
+        policy,
+        state,
+        Observations(60.0, live=LiveWindow(fast, fast, exits=("runtime exited with status 1",))),
+    )
+    assert d.action == "rollback" and d.reason.startswith("crash during the step") and "status 1" in d.reason
+    with pytest.raises(Exception, match=r"guards.queries\[0\]"):
+        parse(
+            {
+                "deployment": "eta",
+                "watch": {"model": "eta"},
+                "guards": {"queries": [{"name": "q", "query": "up"}]},
+            }
+        )

@@ -145,6 +145,7 @@ class LiveWindow:
     champion: ArmStats
     agreement: tuple[int, int] | None = None
     exits: tuple[str, ...] = ()  # runtime processes/containers that ended during the step (crashes, kills)
+    queries: tuple[tuple[str, float | None], ...] = ()  # each query guard's value (None: no sample)
 
 
 @dataclass(frozen=True)
@@ -429,6 +430,14 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
         check = Check("runtime exits", "fail", why, value=n, threshold=0, n=cand.requests)
         return _decision("rollback", f"crash during the step: {why}", state, step, [check])
 
+    # 0b. what everyone else gets: the champion's arm, all answers, the policy's own queries
+    service = _service_checks(policy, live)
+    hurt = [c for c in service if c.verdict == "fail"]
+    if hurt:
+        why = "; ".join(c.why for c in hurt)
+        return _decision("rollback", f"the service is hurt: {why}", state, step, service)
+    checks.extend(service)
+
     # 1. hard limits
     if cand.requests >= g.limit_min_requests:
         if g.max_error_rate is not None:
@@ -527,6 +536,34 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
     action = _pass_or_next(state, len(steps) - state.step - 1)
     verb = "promote" if action == "promote" else "advance"
     return _decision(action, f"{progress}: no breach, no harm detected; {verb}", state, step, checks)
+
+
+def _service_checks(policy: Policy, live: LiveWindow) -> list[Check]:
+    """The whole-service guards (``guards.service``) and query guards (``guards.queries``)."""
+    g = policy.guards
+    cand, champ = live.candidate, live.champion
+    checks: list[Check] = []
+    enough = champ.requests >= g.limit_min_requests
+    if g.service.champion_max_p99_ms is not None and enough:
+        checks.append(_upper_limit("champion p99 latency (ms)", champ.p99_ms, g.service.champion_max_p99_ms,
+                                   champ.requests))  # fmt: skip
+    if g.service.champion_max_error_rate is not None and enough:
+        rate = champ.errors / champ.requests
+        checks.append(
+            _upper_limit("champion error rate", rate, g.service.champion_max_error_rate, champ.requests)
+        )
+    total = cand.requests + champ.requests
+    if g.service.max_error_rate is not None and total >= g.limit_min_requests:
+        rate = (cand.errors + champ.errors) / total
+        checks.append(_upper_limit("error rate of all answers", rate, g.service.max_error_rate, total))
+    values = dict(live.queries)
+    for q in g.queries:
+        value = values.get(q.name)
+        if q.max is not None:
+            checks.append(_upper_limit(f"query {q.name}", value, q.max, None))
+        if q.min is not None:
+            checks.append(_lower_limit(f"query {q.name}", value, q.min, None))
+    return checks
 
 
 def _test_check(name: str, t: SequentialResult, value: float, base: float, n: int, n0: int) -> Check:

@@ -330,6 +330,31 @@ LIVE_METRICS: dict[str, Direction] = {"mae": "min", "mse": "min", "accuracy": "m
 
 
 @dataclass(frozen=True)
+class QueryGuard:
+    """A PromQL query judged at every live look, as Flagger's and Argo Rollouts' metric checks are: its first
+    sample must stay at most ``max`` and/or at least ``min``; no sample is neither a pass nor a breach.
+    ``$deployment``, ``$candidate``, ``$champion`` (variant names) and ``$window`` (the step's age, e.g.
+    ``45s``) are replaced in the query. ``prometheus``: its URL (default: the ``prometheus_url`` setting)."""
+
+    name: str
+    query: str
+    max: float | None = None
+    min: float | None = None
+    prometheus: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceGuards:
+    """What everyone else gets while a candidate is live, judged from ``limit_min_requests`` requests: the
+    champion's p99 and error rate (a candidate that slows or breaks the process hurts them), and the error
+    rate of all answers."""
+
+    champion_max_p99_ms: float | None = None
+    champion_max_error_rate: float | None = None
+    max_error_rate: float | None = None
+
+
+@dataclass(frozen=True)
 class Guards:
     """When a live step rolls back, holds or may go on. See :func:`wolt_jupyter.updater.decide.decide`."""
 
@@ -342,6 +367,8 @@ class Guards:
     min_sample: int = 100
     limit_min_requests: int = 20  # hard limits are judged from this many candidate requests on
     step_deadline: float = 3600.0
+    service: ServiceGuards = ServiceGuards()
+    queries: tuple[QueryGuard, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -745,6 +772,8 @@ def _guards(data: Any) -> Guards:
             "min_sample",
             "limit_min_requests",
             "step_deadline",
+            "service",
+            "queries",
         ),
     )
     d = Guards()
@@ -788,7 +817,37 @@ def _guards(data: Any) -> Guards:
         min_sample=f.count("min_sample", d.min_sample) or d.min_sample,
         limit_min_requests=f.count("limit_min_requests", d.limit_min_requests) or d.limit_min_requests,
         step_deadline=f.duration("step_deadline", d.step_deadline) or d.step_deadline,
+        service=_service_guards(f.raw("service")) if f.has("service") else ServiceGuards(),
+        queries=_query_guards(f.raw("queries")) if f.has("queries") else (),
     )
+
+
+def _service_guards(data: Any) -> ServiceGuards:
+    f = _Fields(data, "guards.service", ("champion_max_p99_ms", "champion_max_error_rate", "max_error_rate"))
+    p99 = f.number("champion_max_p99_ms", None, low=0.0, low_open=True, what="a positive number (ms)")
+    return ServiceGuards(p99, f.fraction("champion_max_error_rate", None), f.fraction("max_error_rate", None))
+
+
+def _query_guards(data: Any) -> tuple[QueryGuard, ...]:
+    if not isinstance(data, (list, tuple)):
+        raise _fail("guards.queries", f"must be a list of {{name, query, max and/or min}}; got {data!r}")
+    out = []
+    for i, item in enumerate(data):
+        where = f"guards.queries[{i}]"
+        q = _Fields(item, where, ("name", "query", "max", "min", "prometheus"))
+        guard = QueryGuard(
+            q.string("name", required=True) or "",
+            q.string("query", required=True) or "",
+            q.number("max", None),
+            q.number("min", None),
+            q.string("prometheus"),
+        )
+        if guard.max is None and guard.min is None:
+            raise _fail(where, "give max and/or min: the bound the query's value must keep")
+        if guard.name in {g.name for g in out}:
+            raise _fail(f"{where}.name", f"{guard.name!r} is used twice")
+        out.append(guard)
+    return tuple(out)
 
 
 def _notify(data: Any) -> Notify:

@@ -161,7 +161,33 @@ class DeploymentActions:
             live_metric=self.policy.guards.live_metric,
         )
         # crashes lose requests the log never sees: the guards count them from the runtime's own exits
-        return replace(window, exits=tuple(deployments.runtime_exits(self.name, since)))
+        exits = tuple(deployments.runtime_exits(self.name, since))
+        return replace(window, exits=exits, queries=self._queries(window, step, since))
+
+    def _queries(self, window: Any, step: Step, since: float) -> tuple[tuple[str, float | None], ...]:
+        """Each query guard's first sample now; a Prometheus that cannot answer fails the look."""
+        guards = self.policy.guards.queries
+        if not guards:
+            return ()
+        import math
+
+        from wolt_jupyter.config import settings
+        from wolt_jupyter.monitoring.prometheus import PrometheusSource, Query, duration
+
+        champion = self._main().name
+        values = []
+        for g in guards:
+            url = g.prometheus or settings().prometheus_url
+            if not url:
+                raise InvalidArgument(
+                    f"guards.queries {g.name!r}: no Prometheus (set prometheus: URL or WOLT_PROMETHEUS_URL)"
+                )
+            promql = (g.query.replace("$deployment", self.name).replace("$candidate", CANDIDATE)
+                      .replace("$champion", champion).replace("$window", duration(max(1.0, time.time() - since))))  # fmt: skip
+            result = PrometheusSource(url).run(Query("instant", promql, ()))
+            value = float(result[0]["value"][1]) if result else None
+            values.append((g.name, value if value is not None and math.isfinite(value) else None))
+        return tuple(values)
 
 
 def adopt_deployment(name: str, document: Path) -> bool:
