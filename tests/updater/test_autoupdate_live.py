@@ -350,7 +350,9 @@ def test_a_failing_candidate_reaches_no_client_and_the_champion_alone_is_back_wi
     assert measured["decision_to_last_candidate_answer_s"] < 1.0, measured
     spec = deployments.revision_store().spec("upd")
     assert [(v.name, v.model, v.traffic) for v in spec.variants] == [("main", f"models:/{name}/1", 100)]
-    assert all(o.variant == "main" for o in load.outcomes[n:] if o.status == 200)
+    # the history line precedes the action: answers a moment after the decision may still be the candidate's
+    later = [o for o in load.outcomes if o.t + wall > decided + 1.0 and o.status == 200]
+    assert later and all(o.variant == "main" for o in later)
     assert str(client().get_registered_model(name).aliases["champion"]) == "1"
 
 
