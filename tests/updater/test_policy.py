@@ -246,8 +246,20 @@ def test_files_that_cannot_be_read(tmp_path) -> None:
     with pytest.raises(PolicyError, match="cannot read policy file") as err:
         Policy.load(bad)
     assert "\n" not in str(err.value)
-    with pytest.raises(PolicyError, match="a Policy, a dict or a YAML file path"):
+    with pytest.raises(PolicyError, match="a Policy, a dict, YAML text or a YAML file path"):
         Policy.load(42)  # type: ignore[arg-type]
+
+
+def test_yaml_text_is_a_policy_too(monkeypatch) -> None:
+    monkeypatch.setenv("WOLT_TEST_HOOK_SECRET", "s3cret")
+    from_text = Policy.load(FULL)  # what a notebook variable holds (%wolt_autoupdate NAME --policy VAR)
+    assert from_text == parse(yaml.safe_load(FULL)) and from_text.notify.rate_limit == 3
+    assert Policy.load("{deployment: eta, watch: {model: eta}}") == parse(BASE)  # one line, a flow mapping
+    with pytest.raises(PolicyError, match="cannot read policy YAML text") as err:
+        Policy.load("deployment: [unclosed\nwatch: {}\n")
+    assert "\n" not in str(err.value)
+    with pytest.raises(PolicyError, match="policy field 'watch'"):
+        Policy.load("deployment: eta\n")
 
 
 def test_the_background_copy_keeps_secrets_and_refuses_what_it_cannot_carry(wolt_home) -> None:

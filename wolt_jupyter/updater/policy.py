@@ -419,14 +419,20 @@ class Policy:
 
     @classmethod
     def load(cls, source: Policy | Mapping[str, Any] | str | os.PathLike[str]) -> Policy:
-        """A policy from itself, a dict, or a YAML file path."""
+        """A policy from itself, a dict, YAML text (a string with a line break, or a ``{…}`` flow mapping), or
+        a YAML file path."""
         if isinstance(source, Policy):
             return source
         if isinstance(source, Mapping):
             return parse(source)
+        if is_yaml_text(source):
+            assert isinstance(source, str)
+            return parse(_yaml_mapping(source, "policy YAML text"))
         if isinstance(source, (str, os.PathLike)):
             return from_yaml_file(source)
-        raise PolicyError(f"a policy is a Policy, a dict or a YAML file path; got a {type(source).__name__}")
+        raise PolicyError(
+            f"a policy is a Policy, a dict, YAML text or a YAML file path; got a {type(source).__name__}"
+        )
 
     def steps(self) -> list[Step]:
         """The ordered steps every candidate goes through; after the last one it is promoted."""
@@ -497,17 +503,16 @@ def without_unset(value: Any) -> Any:
 def from_yaml_file(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Policy:
     """A policy from a YAML file; relative dataset and notebook paths are resolved against ``base`` (default:
     the file's folder; the background service runs a private copy, with ``base`` the original's folder)."""
-    import yaml
-
     p = Path(path).expanduser()
     if not p.is_file():
-        raise PolicyError(f"policy file {str(p)!r} does not exist: give a YAML file, a dict or a Policy")
+        raise PolicyError(
+            f"policy file {str(p)!r} does not exist: give a YAML file, YAML text, a dict or a Policy"
+        )
     try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PolicyError(f"cannot read policy file {str(p)!r}: {first}") from None
-    policy = parse(data or {})
+        text = p.read_text()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {str(p)!r}: {exc.strerror or exc}") from None
+    policy = parse(_yaml_mapping(text, f"policy file {str(p)!r}"))
     folder = Path(base).expanduser() if base is not None else p.parent
     offline = policy.offline
     if offline is not None and isinstance(offline.dataset, str) and not _is_uri(offline.dataset):
@@ -522,6 +527,23 @@ def from_yaml_file(path: str | os.PathLike[str], base: str | os.PathLike[str] | 
 
 def _is_uri(text: str) -> bool:
     return "://" in text or text.startswith(("runs:/", "models:/"))
+
+
+def is_yaml_text(source: object) -> bool:
+    """A string that is a policy's YAML itself, not a file's path: it has a line break or is a ``{…}`` mapping."""
+    return isinstance(source, str) and ("\n" in source or source.lstrip().startswith("{"))
+
+
+def _yaml_mapping(text: str, where: str) -> Any:
+    """The document in ``text`` (an empty one is ``{}``); a YAML error is one line naming ``where``."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PolicyError(f"cannot read {where}: {first}") from None
+    return {} if data is None else data
 
 
 def parse(data: Mapping[str, Any]) -> Policy:

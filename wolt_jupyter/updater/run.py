@@ -20,7 +20,7 @@ from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument, NotFound, WoltError
 from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
-from wolt_jupyter.updater.policy import Policy, Step, without_unset
+from wolt_jupyter.updater.policy import Policy, Step, is_yaml_text, without_unset
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,8 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
         raise InvalidArgument(
             f"the update service of {pol.deployment!r} is already running; %wolt_autoupdate {pol.deployment} --stop first"
         )
+    if policy_text is None and is_yaml_text(policy):
+        policy_text = str(policy)  # as written, comments and all
     if policy_text is None:
         if isinstance(policy, str) and Path(policy).expanduser().is_file():
             policy_text = Path(policy).expanduser().read_text()
@@ -320,7 +322,7 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
     write_atomic(policy_path, policy_text, mode=0o600)
     # relative paths in the policy (dataset, retraining command or notebook) mean what they meant where it was
     # written: next to its file, or the notebook's folder for a dict or a variable
-    is_file = isinstance(policy, str) and Path(policy).expanduser().is_file()
+    is_file = isinstance(policy, str) and not is_yaml_text(policy) and Path(policy).expanduser().is_file()
     base = Path(policy).expanduser().resolve().parent if is_file else Path.cwd()  # type: ignore[arg-type]
     command = [
         sys.executable, "-m", "wolt_jupyter.serving.supervisor", "--state", str(state_path), "--log", str(log_path),
