@@ -33,6 +33,16 @@ def _fmt(value: Any) -> str:
     return "—" if value is None or value == "" else str(value)
 
 
+def p_value_text(p: float | None, name: str = "") -> str:
+    """A p-value as people read it: three significant digits, ``< 1e-6`` below that (never ``0``); with
+    ``name``, ``p=0.0312`` / ``p < 1e-6``."""
+    if p is None or p != p:
+        return f"{name}=—" if name else "—"
+    if p < 1e-6:
+        return f"{name} < 1e-6" if name else "< 1e-6"
+    return f"{name}={p:.3g}" if name else f"{p:.3g}"
+
+
 def card_html(
     title: str,
     rows: Iterable[tuple[str, Any]],

@@ -100,3 +100,17 @@ def test_record_in_mlflow(store: str) -> None:
     assert mv.tags["wolt.update.action"] == "rollback" and mv.tags["wolt.update.run_id"] == run_id
     assert "**rollback** at canary 10%" in mv.description
     assert "**hold**" not in (mv.description or "")  # holds go to the run, not the version
+
+
+def test_tiny_p_values_read_as_below_a_bound_never_zero(wolt_home) -> None:
+    s = RolloutState("7", "6", 0, 0.0)
+    worse = LiveWindow(ArmStats(20000, 3000, 10.0), ArmStats(81000, 700, 10.0))  # p underflows to 0.0
+    d = decide(POLICY, s, Observations(500.0, live=worse))
+    record = DecisionRecord.of(
+        d, deployment="eta", model="eta", candidate="7", champion="6", now=1_800_000_500
+    )
+    History.of("eta").append(record)
+    test = next(c for c in record.checks if c["name"] == "error rate vs champion")
+    assert test["p_value"] < 1e-6 and "always-valid p < 1e-6" in test["why"] and "p=0)" not in test["why"]
+    html = updates("eta")._repr_html_()
+    assert "&lt; 1e-6" in html and "<td>0</td>" not in html and "0.000000" not in html

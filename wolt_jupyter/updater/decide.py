@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from wolt_jupyter._display import p_value_text
 from wolt_jupyter.updater.policy import Direction, Policy, Retrain, Step
 
 Action = Literal["hold", "advance", "promote", "rollback", "reject"]
@@ -570,10 +571,10 @@ def _test_check(name: str, t: SequentialResult, value: float, base: float, n: in
     ci = f"[{t.low:+.4g}, {t.high:+.4g}]"
     if t.harm:
         verdict: Verdict = "fail"
-        why = f"{name}: candidate worse by {t.estimate:+.4g}, {1 - t.alpha:.0%} confidence sequence {ci} above 0 (always-valid p={t.p_value:.3g})"
+        why = f"{name}: candidate worse by {t.estimate:+.4g}, {1 - t.alpha:.0%} confidence sequence {ci} above 0 (always-valid {p_value_text(t.p_value, 'p')})"
     else:
         verdict = "pass"
-        why = f"{name}: difference {t.estimate:+.4g}, {1 - t.alpha:.0%} confidence sequence {ci} (always-valid p={t.p_value:.3g}), no harm"
+        why = f"{name}: difference {t.estimate:+.4g}, {1 - t.alpha:.0%} confidence sequence {ci} (always-valid {p_value_text(t.p_value, 'p')}), no harm"
     return Check(name, verdict, why, value=value, baseline=base, threshold=0.0, statistic=t.log_lr,
                  p_value=t.p_value, n=n, n_baseline=n0, interval=(t.low, t.high))  # fmt: skip
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wolt_jupyter._display import card_html, card_text
+from wolt_jupyter._display import card_html, card_text, p_value_text
 from wolt_jupyter.updater.decide import Decision
 
 if TYPE_CHECKING:
@@ -196,7 +196,8 @@ class UpdateHistory:
         if self.table.empty:
             return head
         shown = self.table.drop(columns=["reason"]).tail(200)
-        return f"{head}<details><summary>{escape(str(len(self.table)))} checks</summary>{shown.to_html(index=False, na_rep='—')}</details>"
+        table = shown.to_html(index=False, na_rep="—", formatters={"p_value": p_value_text})
+        return f"{head}<details><summary>{escape(str(len(self.table)))} checks</summary>{table}</details>"
 
     def __repr__(self) -> str:
         return card_text(
