@@ -131,21 +131,31 @@ def register_eta_models(scales: tuple[float, ...] = (1.0, 100.0)) -> dict[str, s
 
 
 class WebhookReceiver:
-    """A real HTTP server on 127.0.0.1 that keeps every POST (headers, raw body) and answers ``status``."""
+    """A real HTTP server on 127.0.0.1 that keeps every POST (headers, raw body, arrival time) and answers
+    ``status`` — or the next of ``statuses`` while there are any — after ``delay`` seconds (a slow receiver:
+    it has the message, the sender waits for the answer)."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
         import threading
+        import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.got: list[dict] = []
         self.status = status
+        self.statuses: list[int] = []
+        self.delay = delay
+        self.closing = threading.Event()  # ends every delay at close
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.got.append({"headers": dict(self.headers), "body": body, "path": self.path})
-                self.send_response(receiver.status)
+                receiver.got.append(
+                    {"headers": dict(self.headers), "body": body, "path": self.path, "time": time.time()}
+                )
+                receiver.closing.wait(receiver.delay)
+                status = receiver.statuses.pop(0) if receiver.statuses else receiver.status
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -161,6 +171,7 @@ class WebhookReceiver:
         return [json.loads(m["body"]) for m in self.got]
 
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 

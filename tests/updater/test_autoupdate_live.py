@@ -4,7 +4,8 @@ deployments answering real clients, ground truth posted as feedback, a webhook r
 - a worse version is rejected offline: the alias does not move, the deployment is untouched, the history, the
   model version and the webhook say why;
 - a version fine offline that fails live (a pyfunc raising on a share of live rows) is rolled back; the time
-  from its first failed request to the canary taken out is measured, and the failed client requests counted;
+  from its first failed request to the canary taken out is measured, and the failed client requests counted,
+  while the webhook answers each message 10 s late (the rollback does not wait; each decision told once);
 - no traffic: the step holds, then rolls back as "no data" at its deadline;
 - the champion's inputs drift: the retraining command runs, registers a new version, and the service takes it up.
 """
@@ -111,6 +112,19 @@ def wait_for_final(deployment: str, timeout: float = 180.0) -> pd.DataFrame:
         time.sleep(0.2)
 
 
+def wait_for_messages(deployment: str, timeout: float) -> list[str]:
+    """The ids of the decisions whose webhook message was sent, once none is waiting any more."""
+    import wolt_jupyter
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wolt_jupyter.updates(deployment).records
+        if records and not any(r.notified == "pending" for r in records):
+            return list({r.id: r for r in records if r.notified == "sent"})
+        assert time.monotonic() < deadline, [(r.action, r.notified) for r in records]
+        time.sleep(0.2)
+
+
 def test_a_worse_version_is_rejected_offline_and_nothing_moves(served) -> None:
     from wolt_jupyter import deployments
     from wolt_jupyter._mlflow import mlflow_client as client
@@ -145,14 +159,17 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
     from wolt_jupyter.client import send_feedback
 
     name, hook = served
+    hook.delay = 10  # has each message at once, answers 10 s later
     d = deployments.deploy("upd", model=f"models:/{name}/1")
     client().set_registered_model_alias(name, "challenger", "3")
+    policy = _policy(name, hook.url)
+    policy["notify"]["timeout"] = "15s"
     candidate_gone: float | None = None
     # the canary's revision is stored before the runtime serves it: with revisions [1, 2] and the runtime still
     # staging the candidate, "not in variants" is not "taken out" (the full CI run measured -5 s so). Gone
     # means a third revision, the rollback, and the candidate no longer served
     deployed = len(deployments.revision_store().revisions("upd"))
-    with Load(d.url, "upd", concurrency=3) as load, Service(_policy(name, hook.url)):
+    with Load(d.url, "upd", concurrency=3) as load, Service(policy):
         deadline = time.monotonic() + 180
         labelled = 0
         while candidate_gone is None:
@@ -176,6 +193,7 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
             time.sleep(0.1)
         n = len(load.outcomes)
         load.wait_for(n + 60)
+        told = wait_for_messages("upd", timeout=120)
     failed = failures(load.outcomes)
     # the candidate's failures, which the runtime retried on the champion: in the response log, not at the client
     log = deployments.read_responses("upd", revision="all")
@@ -193,8 +211,9 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
     ]
     after = [o for o in load.outcomes[n:] if o.status == 200]
     assert after and all(o.variant == "main" for o in after)  # the champion serves everything again
-    told = [m for m in hook.messages() if m["action"] == "rollback"]
-    assert len(told) == 1 and "error rate" in told[0]["text"]
+    assert sorted(m["id"] for m in hook.messages()) == sorted(told)  # every decision told, each once
+    rollbacks = [m for m in hook.messages() if m["action"] == "rollback"]
+    assert len(rollbacks) == 1 and "error rate" in rollbacks[0]["text"]
     measured = {
         "failed_client_requests": len(failed),
         "requests": len(load.outcomes),

@@ -114,3 +114,18 @@ def test_tiny_p_values_read_as_below_a_bound_never_zero(wolt_home) -> None:
     assert test["p_value"] < 1e-6 and "always-valid p < 1e-6" in test["why"] and "p=0)" not in test["why"]
     html = updates("eta")._repr_html_()
     assert "&lt; 1e-6" in html and "<td>0</td>" not in html and "0.000000" not in html
+
+
+def test_the_webhook_outcome_is_folded_into_its_decision(wolt_home) -> None:
+    h = History.of("eta")
+    first, second, third = decisions()
+    for r, i, notified in ((first, "a", "pending"), (second, "b", "pending"), (third, "c", "rate_limited")):
+        r.id, r.notified = i, notified
+        h.append(r)
+    h.append(first)  # the same decision recorded again after a restart
+    h.note("a", "sent")  # told after the fact
+    h.note("b", "failed")
+    assert [(r.id, r.notified) for r in h.records()] == [("a", "sent"), ("b", "failed"), ("c", "rate_limited"),
+                                                         ("a", "sent")]  # fmt: skip
+    row = dict(updates("eta").summary())["webhook messages"]
+    assert row == "1 sent, 1 failed (see the service log), 1 held back by the rate limit"

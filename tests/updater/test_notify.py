@@ -49,6 +49,7 @@ def test_signed_slack_compatible_message(receiver) -> None:
     )
     headers = {k.lower(): v for k, v in msg["headers"].items()}
     assert headers["content-type"] == "application/json"
+    assert headers["idempotency-key"] == payload["id"] and len(payload["id"]) >= 16  # a key per message
     stamp, signature = headers[TIMESTAMP_HEADER.lower()], headers[SIGNATURE_HEADER.lower()]
     assert verify_signature(SECRET, msg["body"], stamp, signature, now=clock.now)
     assert not verify_signature("other", msg["body"], stamp, signature, now=clock.now)

@@ -207,6 +207,8 @@ def _with(path: str, value):
             "not set",
         ),
         (_with("notify", {"webhook": "http://x", "events": ["party"]}), "notify.events", "list of"),
+        (_with("notify", {"webhook": "http://x", "retries": -1}), "notify.retries", ">= 0"),
+        (_with("notify", {"webhook": "http://x", "backoff": "soon"}), "notify.backoff", "duration"),
         (
             _with("retrain", {"command": "x", "notebook": "t.ipynb", "drift_threshold": 0.2}),
             "retrain",
@@ -255,6 +257,7 @@ def test_yaml_text_is_a_policy_too(monkeypatch) -> None:
     from_text = Policy.load(FULL)  # what a notebook variable holds (%wolt_autoupdate NAME --policy VAR)
     assert from_text == parse(yaml.safe_load(FULL)) and from_text.notify.rate_limit == 3
     assert Policy.load("{deployment: eta, watch: {model: eta}}") == parse(BASE)  # one line, a flow mapping
+    assert (from_text.notify.retries, from_text.notify.backoff) == (8, 2.0)  # the delivery defaults
     with pytest.raises(PolicyError, match="cannot read policy YAML text") as err:
         Policy.load("deployment: [unclosed\nwatch: {}\n")
     assert "\n" not in str(err.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -15,10 +16,12 @@ from sklearn.linear_model import LinearRegression
 from wolt_jupyter import registry
 from wolt_jupyter._mlflow import mlflow_client
 from wolt_jupyter.responses import ResponseRecord, ResponseWriter, default_store_url
-from wolt_jupyter.updater.history import updates
+from wolt_jupyter.updater.history import History, updates
 from wolt_jupyter.updater.observe import observe
-from wolt_jupyter.updater.policy import parse
+from wolt_jupyter.updater.policy import Notify, parse
 from wolt_jupyter.updater.service import ServiceState, UpdateService
+
+from helpers import WebhookReceiver
 
 FEATURES = ["x1", "x2"]
 
@@ -248,3 +251,99 @@ def test_live_steps_are_judged_on_their_own_clock(setup) -> None:
     assert parse(quick).rollout.analysis_interval == 0.25
     with pytest.raises(Exception, match="analysis_interval"):
         parse({**quick, "rollout": {"analysis_interval": 0.01}})
+
+
+# -- webhook messages: queued before the action, posted after it, once -------------------------------------------
+class TimedDeployment(RecordedDeployment):
+    """Also when each call returned; the first ``failing_rollbacks`` rollbacks fail, as a crash right after the
+    decision leaves it (decided and recorded, not carried out)."""
+
+    def __init__(self, champion: str, failing_rollbacks: int = 0) -> None:
+        super().__init__(champion)
+        self.done: dict[str, float] = {}
+        self.failing_rollbacks = failing_rollbacks
+
+    def rollback(self, version: str) -> None:
+        if self.failing_rollbacks:
+            self.failing_rollbacks -= 1
+            raise RuntimeError("the deployment did not answer")
+        super().rollback(version)
+        self.done["rollback"] = time.time()
+
+
+def _keys(receiver) -> list[str]:
+    return [{k.lower(): v for k, v in m["headers"].items()}["idempotency-key"] for m in receiver.got]
+
+
+def test_a_hanging_webhook_does_not_delay_the_rollback_and_tells_each_decision_once(setup, capsys) -> None:
+    home, _, policy = setup
+    hook = WebhookReceiver(delay=10)  # has each message at once, answers 10 s later
+    try:
+        notify = Notify(webhook=hook.url, events=("advance", "rollback"), timeout=15, rate_limit=50)
+        policy = replace(policy, notify=notify)
+        clock = Clock()
+        deployment = TimedDeployment(champion="1")
+        service = UpdateService(policy, deployment, clock=clock, mlflow=False)
+        with service.sending():
+            assert service.tick_then_tell().action == "advance"  # offline gate passed: told, the POST hangs
+            assert service.tick_then_tell().action == "hold"  # canary 50% in place
+            traffic(home, clock.now + 1, 200, fail_every=3)
+            clock.now += 5
+            looked = time.time()
+            d = service.tick_then_tell()
+            decided_to_rollback = deployment.done["rollback"] - looked
+            assert d.action == "rollback" and deployment.calls == ["canary 2 50", "rollback 2"]
+            deadline = time.monotonic() + 60
+            while service.outbox.counts()["sent"] < 2:
+                assert time.monotonic() < deadline, service.outbox.messages()
+                time.sleep(0.1)
+        records = [r for r in History.of("eta").records() if r.action in ("advance", "rollback")]
+        assert _keys(hook) == [r.id for r in records]  # each decision once, in order, with its id as the key
+        assert [m["action"] for m in hook.messages()] == ["advance", "rollback"]
+        assert all(r.notified == "sent" for r in records)
+        told_rollback = hook.got[1]["time"]
+        assert told_rollback >= deployment.done["rollback"]  # told after the fact
+        with capsys.disabled():
+            print(f"\nhanging webhook: look to rollback {decided_to_rollback:.3f}s, rollback to told "
+                  f"{told_rollback - deployment.done['rollback']:.1f}s")  # fmt: skip
+        assert decided_to_rollback < 3.0  # the webhook's 10 s are not in it
+    finally:
+        hook.close()
+
+
+def test_a_restart_tells_what_was_queued_with_the_same_key_and_never_twice(setup) -> None:
+    home, _, policy = setup
+    hook = WebhookReceiver()
+    try:
+        policy = replace(policy, notify=Notify(webhook=hook.url, events=("advance", "hold", "rollback")))
+        clock = Clock()
+        deployment = TimedDeployment(champion="1", failing_rollbacks=1)
+        service = UpdateService(policy, deployment, clock=clock, mlflow=False)  # its sender never runs
+        assert service.tick_then_tell().action == "advance"
+        assert service.tick_then_tell().action == "hold"
+        traffic(home, clock.now + 1, 200, fail_every=3)
+        clock.now += 5
+        with pytest.raises(RuntimeError, match="did not answer"):
+            service.tick_then_tell()  # the rollback is decided and queued; carrying it out fails
+
+        service = UpdateService(policy, deployment, clock=clock, mlflow=False)  # restarted
+        assert service.tick_then_tell().action == "rollback" and deployment.calls[-1] == "rollback 2"
+        assert hook.got == []  # nothing is posted inside a look
+        records = History.of("eta").records()
+        assert [r.action for r in records] == ["advance", "hold", "rollback", "rollback"]
+        assert records[2].id == records[3].id  # decided again: the same decision ...
+        assert [m.event for m in service.outbox.messages()] == [
+            "advance",
+            "hold",
+            "rollback",
+        ]  # ... queued once
+        assert all(r.notified == "pending" for r in records)
+
+        assert service.deliver(timeout=20)
+        assert sorted(_keys(hook)) == sorted({r.id for r in records}) and len(hook.got) == 3
+        assert all(r.notified == "sent" for r in History.of("eta").records())
+        restarted = UpdateService(policy, deployment, clock=clock, mlflow=False)
+        assert restarted.deliver(timeout=5) and len(hook.got) == 3  # sent stays sent
+        assert "3 sent" in repr(updates("eta"))
+    finally:
+        hook.close()

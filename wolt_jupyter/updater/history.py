@@ -3,13 +3,16 @@
 ``<home>/deployments/<name>/updater/history.jsonl`` (mode 0600) gets one line per decision, appended and
 flushed to disk before the loop acts on it. :func:`history_table` spreads it to one row per judged quantity:
 candidate, gate or step, metric values, thresholds, the test statistic and p-value, sample sizes, the verdict
-and why. :func:`record_in_mlflow` puts the same numbers where MLflow users look: a run per candidate under
+and why. A decision's webhook message is posted later (:mod:`wolt_jupyter.updater.outbox`): its outcome is a
+line of its own, ``{"update": ID, "notified": …}``, folded into the decision's ``notified`` when read.
+:func:`record_in_mlflow` puts the same numbers where MLflow users look: a run per candidate under
 the model's experiment (a metric per check and step, the decision as tags) and tags plus a running description
 on the model version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -72,7 +75,8 @@ class DecisionRecord:
     action: str
     reason: str
     checks: list[dict[str, Any]] = field(default_factory=list)
-    notified: str | None = None  # what became of the webhook message
+    notified: str | None = None  # the webhook message: pending, sent, failed, rate_limited, not_subscribed
+    id: str | None = None  # the decision's id: its webhook message's Idempotency-Key
 
     @classmethod
     def of(
@@ -88,6 +92,13 @@ class DecisionRecord:
         checks = [_clean(asdict(c)) for c in decision.checks]
         return cls(now, deployment, model, str(candidate), champion, decision.step, decision.step_label,
                    decision.action, decision.reason, checks)  # fmt: skip
+
+
+def decision_id(record: DecisionRecord, basis: float) -> str:
+    """A stable id: the same for the same decision made again after a restart (same deployment, model,
+    candidate, step and action, and the same ``basis`` — the step's start; a hold's time), else different."""
+    key = [record.deployment, record.model, record.candidate, record.step, record.action, repr(float(basis))]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
 
 
 def _clean(value: Any) -> Any:
@@ -112,8 +123,15 @@ class History:
         return cls(updater_dir(deployment, home) / HISTORY_FILE)
 
     def append(self, record: DecisionRecord) -> None:
+        self._append(_clean(asdict(record)))
+
+    def note(self, decision: str, notified: str) -> None:
+        """What became of decision ``decision``'s webhook message (``sent`` or ``failed``), known after the fact."""
+        self._append({"update": decision, "notified": notified, "time": time.time()})
+
+    def _append(self, doc: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(_clean(asdict(record)), sort_keys=True, allow_nan=False) + "\n"
+        line = json.dumps(doc, sort_keys=True, allow_nan=False) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.fchmod(fd, 0o600)
@@ -125,14 +143,20 @@ class History:
     def records(self) -> list[DecisionRecord]:
         if not self.path.is_file():
             return []
-        out = []
+        out, notified = [], {}
         for line in self.path.read_text().splitlines():
             if not line.strip():
                 continue
             try:
-                out.append(DecisionRecord(**json.loads(line)))
-            except (ValueError, TypeError):
+                doc = json.loads(line)
+                if "update" in doc:
+                    notified[doc["update"]] = doc["notified"]
+                else:
+                    out.append(DecisionRecord(**doc))
+            except (ValueError, TypeError, KeyError):
                 continue  # a torn last line after a crash: the records before it stand
+        for r in out:
+            r.notified = notified.get(r.id, r.notified) if r.id else r.notified
         return out
 
 
@@ -183,10 +207,23 @@ class UpdateHistory:
         latest: dict[str, DecisionRecord] = {}
         for r in self.records:
             latest[r.candidate] = r
-        return [
+        rows = [
             (f"version {v}", f"{r.action} at {r.step_label}: {r.reason}")
             for v, r in sorted(latest.items(), key=lambda kv: kv[1].time, reverse=True)
         ]
+        told = self.messages()
+        if any(told.values()):
+            words = {"sent": "sent", "pending": "waiting", "failed": "failed (see the service log)",
+                     "rate_limited": "held back by the rate limit"}  # fmt: skip
+            rows.append(("webhook messages", ", ".join(f"{n} {words[k]}" for k, n in told.items() if n)))
+        return rows
+
+    def messages(self) -> dict[str, int]:
+        """Decisions by what became of their webhook message (a decision made again after a restart once)."""
+        by_id = {r.id or str(i): r.notified for i, r in enumerate(self.records)}
+        return {
+            k: sum(1 for v in by_id.values() if v == k) for k in ("sent", "pending", "failed", "rate_limited")
+        }
 
     def _repr_html_(self) -> str:
         from html import escape

@@ -382,6 +382,8 @@ class Notify:
     per: float = 3600.0
     events: tuple[str, ...] = DEFAULT_EVENTS
     timeout: float = 5.0
+    retries: int = 8  # a failed delivery is tried again this many times ...
+    backoff: float = 2.0  # ... after 2 s, 4 s, 8 s, … (doubling, at most 10 min apart)
 
 
 @dataclass(frozen=True)
@@ -873,7 +875,9 @@ def _query_guards(data: Any) -> tuple[QueryGuard, ...]:
 
 
 def _notify(data: Any) -> Notify:
-    f = _Fields(data, "notify", ("webhook", "secret", "secret_env", "rate_limit", "per", "events", "timeout"))
+    known = ("webhook", "secret", "secret_env", "rate_limit", "per", "events", "timeout", "retries",
+             "backoff")  # fmt: skip
+    f = _Fields(data, "notify", known)
     url = f.string("webhook", required=True)
     assert url is not None
     if not url.startswith(("http://", "https://")):
@@ -891,6 +895,8 @@ def _notify(data: Any) -> Notify:
         per=f.duration("per", 3600.0) or 3600.0,
         events=tuple(events),
         timeout=f.duration("timeout", 5.0) or 5.0,
+        retries=f.count("retries", 8, low=0) or 0,
+        backoff=f.duration("backoff", 2.0) or 2.0,
     )
 
 

@@ -255,11 +255,12 @@ def serve(
                                      path=hook.path)  # fmt: skip
             running.enter_context(trigger)
             log.info("receiving MLflow registry webhooks at %s", trigger.url)
+        running.enter_context(service.sending())  # webhook messages, after each look's actions
         log.info("update service for %s watching %s", policy.deployment, policy.watch.model)
         while not stop.is_set():
             try:
                 with deployments.lock(policy.deployment, "update service step"):
-                    decision = service.tick()
+                    decision = service.tick_then_tell()
                 if decision is not None and decision.action != "hold":
                     log.info("%s: %s — %s", policy.deployment, decision.action, decision.reason)
             except WoltError as exc:

@@ -7,11 +7,14 @@ every change, so a service killed at any point resumes at the step it was in:
 
 - a candidate is recorded in the state before the watcher is told it was taken over (never lost, never twice);
 - a live step's traffic is applied, then the step is marked applied (re-applying is idempotent);
-- a decision is appended to the history before it is carried out; the state moves on only after it succeeded.
+- a decision is appended to the history before it is carried out; the state moves on only after it succeeded;
+- its webhook message is queued in the outbox before the action and posted after it, by the sender thread
+  (:mod:`wolt_jupyter.updater.outbox`): a slow webhook never delays a step, a crash never posts it twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -33,8 +36,9 @@ from wolt_jupyter.updater.decide import (
     start,
     transition,
 )
-from wolt_jupyter.updater.history import DecisionRecord, History, record_in_mlflow, updater_dir
-from wolt_jupyter.updater.notify import Notifier
+from wolt_jupyter.updater.history import DecisionRecord, History, decision_id, record_in_mlflow, updater_dir
+from wolt_jupyter.updater.notify import Message, Notifier
+from wolt_jupyter.updater.outbox import OUTBOX_FILE, Outbox, Sender
 from wolt_jupyter.updater.policy import Policy, Step
 from wolt_jupyter.updater.retrain import ChampionHealth, RetrainRunner
 from wolt_jupyter.updater.watch import Candidate, RegistryWatcher
@@ -108,11 +112,17 @@ class UpdateService:
     _dir: Path = field(init=False)
     _retrainer: RetrainRunner | None = field(init=False, default=None)
     _last_health_check: float = field(init=False, default=-math.inf)
+    _outbox: Outbox | None = field(init=False, default=None)
+    _sender: Sender | None = field(init=False, default=None)
+    _acting: threading.Lock = field(init=False, default_factory=threading.Lock)  # held while a look acts
 
     def __post_init__(self) -> None:
         self._dir = updater_dir(self.policy.deployment, self.home)
         if self.notifier is None and self.policy.notify is not None:
             self.notifier = Notifier(self.policy.notify, self._dir / "notify.json", clock=self.clock)
+        if self.notifier is not None:
+            self._outbox = Outbox(self._dir / OUTBOX_FILE)
+            self._sender = Sender(self._outbox, self.notifier, on_outcome=self._notified, gate=self._acting)
         if self.policy.retrain is not None:
             self._retrainer = RetrainRunner(
                 self.policy.retrain, self._dir, cwd=self.retrain_cwd, clock=self.clock
@@ -249,7 +259,9 @@ class UpdateService:
             st.last_hold_recorded = now
         record = DecisionRecord.of(decision, deployment=self.policy.deployment, model=candidate.model,
                                    candidate=candidate.version, champion=rollout.champion, now=now)  # fmt: skip
-        self._tell_and_keep(record, f"{candidate.model}/{candidate.version}")
+        # made again after a restart (same step, same start, same action) it is the same decision, one message
+        basis = now if decision.action == "hold" else rollout.step_started
+        self._tell_and_keep(record, f"{candidate.model}/{candidate.version}", basis)
         return record
 
     def _to_mlflow(self, record: DecisionRecord) -> None:
@@ -259,19 +271,62 @@ class UpdateService:
             except Exception as exc:  # MLflow down must not stop a rollout (or a rollback)
                 log.warning("recording the decision in MLflow failed: %s", one_line(exc))
 
-    def _tell_and_keep(self, record: DecisionRecord, key: str) -> None:
-        """Send the webhook message (when subscribed and within the rate limit), then append to the history."""
+    def _tell_and_keep(self, record: DecisionRecord, key: str, basis: float) -> None:
+        """Queue the webhook message (posted after the action, see :meth:`tick_then_tell`), then append the
+        decision to the history. ``basis`` tells this decision from others of its kind (see :func:`decision_id`)."""
+        record.id = decision_id(record, basis)
         if self.notifier is not None:
-            version = f"version {record.candidate}" if record.candidate else f"champion {record.champion}"
-            text = (
-                f"{record.deployment}: {record.model} {version} — {record.action} at {record.step_label}: "
-                f"{record.reason}"
-            )
-            fields = {"deployment": record.deployment, "model": record.model, "version": record.candidate,
-                      "champion": record.champion, "action": record.action, "step": record.step_label,
-                      "reason": record.reason}  # fmt: skip
-            record.notified = self.notifier.send(record.action, key, text, fields).outcome
+            record.notified = self._queue(record, self.notifier, key)
         self.history.append(record)
+
+    def _queue(self, record: DecisionRecord, notifier: Notifier, key: str) -> str:
+        """The message's status: ``pending`` (queued), ``rate_limited``, ``not_subscribed``, or what became of it
+        when this decision was queued before a restart."""
+        assert self._outbox is not None and self._sender is not None
+        kept = self._outbox.get(str(record.id))
+        if kept is not None:
+            return kept.status
+        version = f"version {record.candidate}" if record.candidate else f"champion {record.champion}"
+        text = (
+            f"{record.deployment}: {record.model} {version} — {record.action} at {record.step_label}: "
+            f"{record.reason}"
+        )
+        outcome, text = notifier.admit(record.action, key, text)
+        if outcome == "not_subscribed":
+            return outcome
+        fields = {"deployment": record.deployment, "model": record.model, "version": record.candidate,
+                  "champion": record.champion, "action": record.action, "step": record.step_label,
+                  "reason": record.reason}  # fmt: skip
+        status = "pending" if outcome == "admitted" else "rate_limited"
+        self._outbox.add(
+            Message(str(record.id), record.action, key, text, fields, record.time, status=status)
+        )
+        self._sender.wake()
+        return status
+
+    def _notified(self, message: Message) -> None:
+        self.history.note(message.id, message.status)
+
+    # -- the messages ---------------------------------------------------------------------------------------
+    @property
+    def outbox(self) -> Outbox | None:
+        """The queued webhook messages (None without ``notify``)."""
+        return self._outbox
+
+    def tick_then_tell(self) -> Decision | None:
+        """:meth:`tick`, holding the gate the sender waits at: what it queued is posted after its actions."""
+        with self._acting:
+            return self.tick()
+
+    def sending(self, flush: float = 5.0) -> contextlib.AbstractContextManager[Any]:
+        """The sender thread, running inside the ``with`` (a no-op without ``notify``); at its end it still posts
+        what is due for ``flush`` seconds, and the rest goes when the service starts again."""
+        return self._sender.running(flush) if self._sender is not None else contextlib.nullcontext()
+
+    def deliver(self, timeout: float = 60.0) -> bool:
+        """Post what is queued now, in this thread (retries and back-offs included), for at most ``timeout``
+        seconds; True when nothing is left pending. Not while :meth:`sending` runs."""
+        return self._sender.drain(timeout) if self._sender is not None else True
 
     # -- retraining -----------------------------------------------------------------------------------------
     def _report_retrain_end(self) -> None:
@@ -285,7 +340,7 @@ class UpdateService:
         took = (ended.finished or now) - (ended.last_run or now)
         code = "unknown (started before a restart)" if ended.exit_code is None else str(ended.exit_code)
         why = f"retraining finished after {took:.0f}s, exit code {code}: {runner.log_tail(1) or 'no output'}"
-        self._retrain_record(now, self.actions.champion(), why, [])
+        self._retrain_record(now, self.actions.champion(), why, [], basis=ended.finished or now)
 
     def _watch_champion(self) -> None:
         """With no candidate in flight, every ``check_every``: measure the champion and, when
@@ -326,23 +381,29 @@ class UpdateService:
         ]  # fmt: skip
         env = {"WOLT_DEPLOYMENT": self.policy.deployment, "WOLT_MODEL": self.policy.watch.model,
                "WOLT_CHAMPION_VERSION": champion or ""}  # fmt: skip
-        self._retrain_record(now, champion, f"retraining started: {verdict.reason}", checks)
+        # a run is told of once: keyed by the run before it (a restart before it starts decides it again)
+        last = runner.state().last_run
+        self._retrain_record(
+            now, champion, f"retraining started: {verdict.reason}", checks, basis=last or 0.0
+        )
         runner.start(verdict.reason, env)
 
     def _retrain_record(
-        self, now: float, champion: str | None, reason: str, checks: list[dict[str, Any]]
+        self, now: float, champion: str | None, reason: str, checks: list[dict[str, Any]], *, basis: float
     ) -> None:
         record = DecisionRecord(now, self.policy.deployment, self.policy.watch.model, "", champion, -1, "retrain",
                                 "retrain", reason, [{"why": "", **c} for c in checks])  # fmt: skip
-        self._tell_and_keep(record, f"{self.policy.watch.model}/retrain")
+        self._tell_and_keep(record, f"{self.policy.watch.model}/retrain", basis)
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
-        """Look (:meth:`next_look`) until ``stop`` is set; an error in one tick is logged, not fatal."""
+        """Look (:meth:`next_look`) until ``stop`` is set; an error in one tick is logged, not fatal. The sender
+        runs beside it."""
         stop = stop or threading.Event()
-        while not stop.is_set():
-            try:
-                self.tick()
-            except Exception as exc:
-                log.error("update service %s: %s", self.policy.deployment, one_line(exc))
-            stop.wait(self.next_look())
+        with self.sending():
+            while not stop.is_set():
+                try:
+                    self.tick_then_tell()
+                except Exception as exc:
+                    log.error("update service %s: %s", self.policy.deployment, one_line(exc))
+                stop.wait(self.next_look())
