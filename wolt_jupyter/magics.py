@@ -360,21 +360,22 @@ class WoltMagics(Magics):
         if args.stop:
             stopped = run.stop_service(args.name)
             print(f"update service of {args.name!r} {'stopped' if stopped else 'was not running'}")
+            left = run.left_behind(args.name)
+            if left:
+                print(f"Mid-rollout: {left}")
+            waiting = run.waiting_messages(args.name)
+            if waiting:
+                print(f"{waiting} webhook message(s) not sent yet: they go when the service runs again")
             return None
         if not args.policy:
             raise UsageError(f"give the policy: %wolt_autoupdate {args.name} --policy policy.yaml")
-        source: Any = args.policy
-        text = None
-        if args.policy in self.shell.user_ns:
-            source = self.shell.user_ns[args.policy]
-            if isinstance(source, str) and "\n" in source:
-                text = source
+        source: Any = self.shell.user_ns.get(args.policy, args.policy)
         from wolt_jupyter.updater.policy import Policy
 
         policy = Policy.load(source)
         if policy.deployment != args.name:
             raise UsageError(f"the policy is for deployment {policy.deployment!r}, not {args.name!r}")
-        st = run.start(source if text is None else policy, policy_text=text)
+        st = run.start(source)
         print(
             f"update service of {args.name!r} started (pid {st.get('supervisor_pid')}); %wolt_updates {args.name} shows its decisions"
         )

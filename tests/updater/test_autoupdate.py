@@ -69,25 +69,34 @@ def test_a_new_version_is_replayed_shadowed_canaried_and_promoted(models, wolt_h
 
 
 def test_one_service_per_deployment_and_the_magic_starts_and_stops_it(
-    shell, models, wolt_home, tmp_path
+    shell, models, wolt_home, tmp_path, capsys
 ) -> None:
+    import os
+    import stat
+
     import yaml
 
     from wolt_jupyter import deployments
     from wolt_jupyter._mlflow import mlflow_client
     from wolt_jupyter.locking import DeploymentBusy
     from wolt_jupyter.updater import run
+    from wolt_jupyter.updater.history import updater_dir
     from wolt_jupyter.updater.policy import Policy
 
     deployments.deploy("upd", model=models["v1"])
     mlflow_client().set_registered_model_alias("eta", "challenger", "3")
     path = tmp_path / "policy.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            _policy(rollout={"shadow": {"requests": 100000}, "canary": [{"weight": 100, "bake": "1s"}]})
-        )
+    text = "# kept as written\n" + yaml.safe_dump(
+        _policy(rollout={"shadow": {"requests": 100000}, "canary": [{"weight": 100, "bake": "1s"}]})
     )
-    shell.run_line_magic("wolt_autoupdate", f"upd --policy {path}")
+    path.write_text(text)
+    log = updater_dir("upd") / "service.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("an older version's log\n")
+    os.chmod(log, 0o644)
+    shell.user_ns["policy_yaml"] = text  # YAML text in a notebook variable, as the README shows
+    shell.run_line_magic("wolt_autoupdate", "upd --policy policy_yaml")
+    assert run.policy_path("upd").read_text() == text
     try:
         deadline = time.monotonic() + 120
         while run.status("upd").get("runtime_pid") is None:
@@ -103,6 +112,37 @@ def test_one_service_per_deployment_and_the_magic_starts_and_stops_it(
             assert time.monotonic() < deadline, run.status("upd")
             time.sleep(0.2)
         assert shell.run_line_magic("wolt_updates", "upd").table["step"].notna().any()
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600 and log.stat().st_size > 0  # what the service prints
     finally:
+        capsys.readouterr()
         shell.run_line_magic("wolt_autoupdate", "upd --stop")
     assert run.status("upd")["running"] is False
+    said = capsys.readouterr().out
+    assert "stopped" in said and "version 3 of eta" in said and "shadow step" in said, said
+    assert "%wolt_rollback upd" in said  # the revision before the shadow is the champion alone
+    deployments.rollback("upd")  # what it says takes the candidate out
+    assert [v["name"] for v in deployments.get("upd").variants] == ["main"]
+    assert run.left_behind("upd") is None
+
+
+def test_stopped_mid_canary_it_says_what_stays_and_how_to_take_it_out(
+    shell, models, wolt_home, capsys
+) -> None:
+    from wolt_jupyter import deployments
+
+    # where a service left its canary at 25% after a 5% step (the revisions its steps make)
+    deployments.deploy("upd", model=models["v1"])
+    candidate = {"name": "candidate", "model": "models:/eta/3"}
+    for variants in (
+        [{"name": "main", "model": "models:/eta/1", "traffic": 95}, {**candidate, "traffic": 5}],
+        [{"name": "main", "model": "models:/eta/1", "traffic": 75}, {**candidate, "traffic": 25}],
+    ):
+        deployments.deploy("upd", spec={"name": "upd", "variants": variants})
+    shell.run_line_magic("wolt_autoupdate", "upd --stop")
+    said = capsys.readouterr().out
+    assert "was not running" in said and "version 3 of eta" in said, said
+    assert "canary 25% step (25% of live traffic)" in said and "%wolt_promote upd main" in said, said
+    shell.run_line_magic("wolt_promote", "upd main")  # what it says takes the candidate out
+    assert [(v["name"], v["traffic"]) for v in deployments.get("upd").variants] == [("main", 100)]
+    shell.run_line_magic("wolt_autoupdate", "upd --stop")
+    assert "Mid-rollout" not in capsys.readouterr().out  # nothing left

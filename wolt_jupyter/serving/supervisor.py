@@ -117,7 +117,7 @@ class Supervisor:
         if self.runtime_args is not None:
             _preload_for_models(self.runtime_args)
             return self._fork()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        out = self._open_log() if self.log_path else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(
                 self.command,
@@ -128,7 +128,7 @@ class Supervisor:
             )
         finally:
             if out is not subprocess.DEVNULL:
-                out.close()
+                os.close(out)
         self._popen = proc  # keeps the Popen alive; the pid is reaped with waitpid below
         return proc.pid
 
@@ -144,7 +144,7 @@ class Supervisor:
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             if self.log_path:
-                out = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                out = self._open_log()
                 os.dup2(out, 1)
                 os.dup2(out, 2)
             from wolt_jupyter.serving.__main__ import main as runtime_main
@@ -169,10 +169,21 @@ class Supervisor:
             return -1
         return os.waitstatus_to_exitcode(status)
 
+    def _open_log(self) -> int:
+        """The log for appending, private (0600) even if an older version made it readable: it holds what the
+        runtime or the update service prints."""
+        assert self.log_path is not None
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        return fd
+
     def _note(self, text: str) -> None:
         if self.log_path:
-            with open(self.log_path, "ab") as fh:
-                fh.write(f"--- supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: {text} ---\n".encode())
+            fd = self._open_log()
+            try:
+                os.write(fd, f"--- supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: {text} ---\n".encode())
+            finally:
+                os.close(fd)
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()

@@ -384,11 +384,57 @@ def stop_service(deployment: str, timeout: float = 30.0) -> bool:
     return True
 
 
+def left_behind(deployment: str) -> str | None:
+    """What a stopped service leaves in ``deployment`` mid-rollout — the candidate's version, step and share of
+    traffic — and the command that takes it out; None when no candidate is deployed."""
+    from wolt_jupyter import deployments
+    from wolt_jupyter.registry import pinned_version
+
+    store = deployments.revision_store()
+    if not store.exists(deployment):
+        return None
+    spec = store.spec(deployment)
+    candidate = next((v for v in spec.variants if v.name == CANDIDATE), None)
+    if candidate is None:
+        return None
+    pinned = pinned_version(candidate.model)
+    what = f"version {pinned[1]} of {pinned[0]}" if pinned else candidate.model
+    if candidate.shadow:
+        where = "at its shadow step (a copy of every request, answering none)"
+    else:
+        where = f"at its canary {candidate.traffic}% step ({candidate.traffic}% of live traffic)"
+    champion = [v.name for v in spec.variants if not v.shadow and v.name != CANDIDATE]
+    earlier = [r for r in store.revisions(deployment) if r < store.record(deployment).revision]
+    before = store.spec(deployment, earlier[-1]) if earlier else None
+    if before is not None and all(v.name != CANDIDATE for v in before.variants):  # the champion alone
+        fix = f"%wolt_rollback {deployment} (back to revision {earlier[-1]}, without it)"
+    elif champion and not candidate.shadow:
+        fix = f"%wolt_promote {deployment} {champion[0]} (the champion's variant takes all traffic)"
+    elif before is not None:
+        fix = (
+            f"%wolt_rollback {deployment} (the step before), then %wolt_promote {deployment} CHAMPION_VARIANT"
+        )
+    else:
+        fix = f"%wolt_deploy {deployment} with a spec without the variant {CANDIDATE!r}"
+    return (
+        f"the variant {CANDIDATE!r} — {what} — stays {where}. Take it out: {fix}; or resume the rollout at "
+        f"this step: %wolt_autoupdate {deployment} --policy …"
+    )
+
+
+def waiting_messages(deployment: str) -> int:
+    """Webhook messages queued and not sent yet (they go when the service runs again)."""
+    from wolt_jupyter.updater.history import updater_dir
+    from wolt_jupyter.updater.outbox import OUTBOX_FILE, Outbox
+
+    return Outbox(updater_dir(deployment) / OUTBOX_FILE, writer=False).counts()["pending"]
+
+
 def autoupdate(name: str, policy: Policy | str | dict | None = None, *, stop: bool = False) -> dict[str, Any]:
     """``wolt_jupyter.autoupdate("eta", "policy.yaml")`` starts the deployment's update service in the
-    background; ``stop=True`` stops it; with neither, its status."""
+    background; ``stop=True`` stops it (``left``: what it leaves mid-rollout); with neither, its status."""
     if stop:
-        return {"stopped": stop_service(name)}
+        return {"stopped": stop_service(name), "left": left_behind(name), "waiting": waiting_messages(name)}
     if policy is None:
         return status(name)
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
