@@ -17,8 +17,10 @@ from wolt_jupyter.updater.decide import (
     RolloutState,
     decide,
     error_rate_test,
+    log_evalue,
     mean_difference_test,
     msprt,
+    rate_bound,
     should_retrain,
     start,
     transition,
@@ -300,6 +302,39 @@ def test_msprt_closed_form_and_confidence_sequence_agree() -> None:
     assert msprt(0.0, 1e-4, 0.01, 0.05).p_value == 1.0
     with pytest.raises(ValueError):
         msprt(0.1, 0.0, 0.01, 0.05)
+
+
+# -- the failure-rate bounds --------------------------------------------------------------------------------
+def _within(alpha: float, streams: int) -> float:
+    return alpha + 3 * math.sqrt(alpha * (1 - alpha) / streams)
+
+
+@pytest.mark.parametrize(("p", "per_look"), [(0.01, 30), (0.05, 3), (0.05, 30), (0.3, 10)])
+def test_the_rate_bound_holds_however_often_it_is_looked_at(p: float, per_look: int) -> None:
+    """2,000 streams at exactly the tolerated rate (the worst case: a lower rate crosses less), looked at 300
+    times: the bound crosses it in at most alpha of them; at twice the rate it crosses in most."""
+    rng = np.random.default_rng(17)
+    alpha = 0.05
+    n = rng.poisson(per_look, (2000, 300))
+    k, n = rng.binomial(n, p).cumsum(axis=1), n.cumsum(axis=1)
+    crossed = (log_evalue(k, n, p) >= math.log(1 / alpha)).any(axis=1).mean()
+    assert crossed <= _within(alpha, 2000), crossed
+    k2 = rng.binomial(rng.poisson(per_look, (200, 300)), min(1.0, 2 * p)).cumsum(axis=1)
+    assert (log_evalue(k2, n[:200], p) >= math.log(1 / alpha)).any(axis=1).mean() >= 0.9
+
+
+def test_the_lower_bound_is_the_test_inverted() -> None:
+    for k, n, alpha in [(9, 300, 0.004), (6, 30, 0.005), (1, 1000, 0.05), (400, 500, 0.001)]:
+        b = rate_bound(k, n, 0.05, alpha)
+        assert 0 < b.low < k / n
+        assert log_evalue(k, n, b.low * 0.999) >= math.log(1 / alpha) >= log_evalue(k, n, b.low * 1.001)
+        for tolerated in (b.low * 0.99, b.low * 1.01):
+            assert rate_bound(k, n, tolerated, alpha).breach == (tolerated < b.low)
+    assert rate_bound(1, 50, 0.0, 0.01).breach  # a limit of 0 tolerates no failure: one is a breach
+    assert not rate_bound(0, 10**6, 0.0, 0.01).breach and rate_bound(0, 10, 0.1, 0.01).low == 0.0
+    assert not rate_bound(50, 50, 1.0, 0.01).breach
+    with pytest.raises(ValueError):
+        rate_bound(3, 2, 0.1, 0.01)
 
 
 def _streams(rng, n_streams, p_cand, p_champ, weight, total, every):

@@ -27,10 +27,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from wolt_jupyter._display import p_value_text
 from wolt_jupyter.updater.policy import Direction, Policy, Retrain, Step
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 Action = Literal["hold", "advance", "promote", "rollback", "reject"]
 Verdict = Literal["pass", "fail", "wait", "n/a"]
@@ -83,6 +86,92 @@ def msprt(
     return SequentialResult(
         estimate, variance, tau, alpha, log_lr, min(1.0, p), estimate - radius, estimate + radius
     )
+
+
+# -- always-valid bounds on failure rates --------------------------------------------------------------------
+# The mixture's alternatives, as odds ratios over the rate tested: fixed in advance (a grid chosen from the
+# data would break the supermartingale), from "a quarter more" to "a thousand times".
+ODDS_RATIOS = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
+
+
+def log_evalue(events: ArrayLike, trials: ArrayLike, null: ArrayLike) -> Any:
+    """log E against "a Bernoulli rate is at most ``null``" after ``events`` in ``trials``: a float, or an
+    array when given arrays (numpy broadcasting), so a simulation runs the very same test.
+
+    E is the average over :data:`ODDS_RATIOS` r of the likelihood ratio of the rate q with
+    odds(q) = r · odds(null) against ``null``, ``r**events / (1 + null·(r - 1))**trials``. Each is a one-sided
+    SPRT (Wald, 1945), a nonnegative supermartingale under every rate ≤ null, and so is their average; by
+    Ville's inequality P(E ever ≥ 1/α) ≤ α however often it is looked at (a discrete mixture martingale:
+    Kaufmann & Koolen, "Mixture martingales revisited", JMLR 2021; Howard, Ramdas, McAuliffe, Sekhon,
+    "Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist. 2021). A null of 0 allows
+    no event: one event is certain evidence (E = ∞).
+    """
+    import numpy as np
+
+    k = np.asarray(events, dtype=float)
+    n = np.asarray(trials, dtype=float)
+    p0 = np.asarray(null, dtype=float)
+    terms = [k * math.log(r) - n * np.log1p(p0 * (r - 1.0)) for r in ODDS_RATIOS]
+    top = np.maximum.reduce(terms)
+    log_mean = top + np.log(sum(np.exp(t - top) for t in terms) / len(terms))
+    log_e = np.where((p0 <= 0) & (k > 0), np.inf, log_mean)
+    return float(log_e) if log_e.ndim == 0 else log_e
+
+
+@dataclass(frozen=True)
+class RateBound:
+    """One look at a failure rate against the rate a limit tolerates (:func:`rate_bound`)."""
+
+    events: int
+    trials: int
+    tolerated: float
+    alpha: float
+    log_e: float  # log E against "rate <= tolerated"
+    low: float  # lower end of the (1 - alpha) confidence sequence of the rate
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.trials if self.trials else math.nan
+
+    @property
+    def p_value(self) -> float:
+        """Always valid: min(1, 1/E)."""
+        return 1.0 if self.log_e <= 0 else math.exp(-self.log_e)
+
+    @property
+    def breach(self) -> bool:
+        """The rate is above what is tolerated, at level alpha, valid under any number of looks."""
+        return self.log_e >= math.log(1 / self.alpha)
+
+
+def rate_bound(events: int, trials: int, tolerated: float, alpha: float) -> RateBound:
+    """Is the rate of ``events`` in ``trials`` surely above ``tolerated``? :func:`log_evalue` against it at
+    level ``alpha``, and the lower end of the confidence sequence: for the true rate E is a martingale, so
+    {p : E(p) < 1/α} holds it at every look with probability 1 - α, and E decreases in p — the set is
+    (low, 1], and ``breach`` is exactly ``low > tolerated``."""
+    if not (0 <= events <= trials and 0.0 <= tolerated <= 1.0 and 0.0 < alpha < 1.0):
+        raise ValueError("rate_bound needs 0 <= events <= trials, 0 <= tolerated <= 1 and 0 < alpha < 1")
+    log_e = log_evalue(events, trials, tolerated)
+    return RateBound(events, trials, tolerated, alpha, log_e, _lower_end(events, trials, alpha))
+
+
+def _lower_end(events: int, trials: int, alpha: float) -> float:
+    """Where log E falls to log(1/alpha), between 0 and the observed rate (where E < 1): two rounds of a
+    64-point grid in log(rate), then a straight line between the two points around it."""
+    import numpy as np
+
+    if events == 0:
+        return 0.0
+    target = math.log(1 / alpha)
+    lo, hi = math.log(1e-12), math.log(events / trials)
+    for _ in range(2):
+        grid = np.linspace(lo, hi, 65)
+        values = log_evalue(events, trials, np.exp(grid))
+        above = int((values >= target).sum())  # E decreases along the grid, and is below target at its end
+        if above == 0:
+            return 0.0
+        (lo, hi), (v_lo, v_hi) = grid[above - 1 : above + 1], values[above - 1 : above + 1]
+    return math.exp(lo + (hi - lo) * (v_lo - target) / (v_lo - v_hi))
 
 
 def error_rate_test(
