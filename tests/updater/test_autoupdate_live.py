@@ -204,7 +204,8 @@ def test_fine_offline_but_failing_live_is_rolled_back(served, capsys) -> None:
     assert list(final["action"].unique())[-1] == "rollback", final.to_string()
     assert set(final["action"]) <= {"advance", "rollback"}  # through the offline gate, then rolled back live
     reason = final[final["action"] == "rollback"]["reason"].iloc[0]
-    assert "hard limit" in reason and "error rate" in reason
+    # 1 request in 7 failing, the champion failing none: the comparison is sure before the 5 % limit is
+    assert "error rate" in reason and ("worse than the champion" in reason or "hard limit" in reason)
     assert str(client().get_registered_model(name).aliases["champion"]) == "1"
     assert [(v["name"], v["model"], v["traffic"]) for v in deployments.get("upd").variants] == [
         ("main", f"models:/{name}/1", 100)

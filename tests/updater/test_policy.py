@@ -25,6 +25,7 @@ guards:
   max_error_rate: 0.02
   max_p99_ms: 250
   alpha: 0.01
+  limit_alpha: 0.005
   live_metric: {name: mae, min_effect: 0.5}
   min_sample: 150
   step_deadline: 30m
@@ -51,6 +52,7 @@ def test_full_yaml_policy(tmp_path, monkeypatch) -> None:
     assert p.rollout.shadow is not None and p.rollout.shadow.duration == 600
     assert p.rollout.canary == (CanaryStep(5, 60), CanaryStep(50, 90), CanaryStep(100, 120))
     assert p.guards.alpha == 0.01 and p.guards.step_deadline == 1800 and p.guards.min_sample == 150
+    assert p.guards.limit_alpha == 0.005
     assert p.guards.live_metric is not None and p.guards.live_metric.direction == "min"
     assert p.notify is not None and p.notify.secret == "s3cret-value" and p.notify.per == 600
     assert "s3cret-value" not in repr(p) and "s3cret-value" not in str(p.to_dict())
@@ -108,6 +110,22 @@ def test_per_metric_settings_in_the_mapping_form() -> None:
         ("rmse", "min", 0.2),
         ("f1", "max", 0.01),
     ]
+
+
+def test_guards_defaults_and_the_levels_of_old_policies() -> None:
+    g = parse({"deployment": "a", "watch": {"model": "m"}}).guards
+    assert (g.max_error_rate, g.alpha, g.limit_alpha, g.limit_min_requests) == (0.05, 0.02, 0.02, 10)
+    # a policy written before the exact error-rate test still loads; its error_rate_min_effect is not used
+    old = parse(
+        {"deployment": "a", "watch": {"model": "m"}, "guards": {"alpha": 0.05, "error_rate_min_effect": 0.01}}
+    )
+    assert old.guards.alpha == 0.05 and "error_rate_min_effect" not in old.to_dict()["guards"]
+    assert (
+        parse(
+            {"deployment": "a", "watch": {"model": "m"}, "guards": {"limit_alpha": 0.001}}
+        ).guards.limit_alpha
+        == 0.001
+    )
 
 
 def test_tag_matching() -> None:
@@ -192,6 +210,8 @@ def _with(path: str, value):
         (_with("rollout", {"canary": [{"weight": 100}]}), "rollout.canary[0].bake", "required"),
         (_with("rollout", {"shadow": {}}), "rollout.shadow", "requests: N"),
         (_with("guards", {"alpha": 0}), "guards.alpha", "(0, 0.5]"),
+        (_with("guards", {"limit_alpha": 0.9}), "guards.limit_alpha", "(0, 0.5]"),
+        (_with("guards", {"error_rate_min_effect": 0}), "guards.error_rate_min_effect", "(0, 1]"),
         (_with("guards", {"min_sample": 2.5}), "guards.min_sample", "integer"),
         (_with("guards", {"step_deadline": "-5m"}), "guards.step_deadline", "duration"),
         (

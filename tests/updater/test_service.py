@@ -179,7 +179,8 @@ def test_errors_on_the_canary_roll_back(setup) -> None:
     traffic(home, clock.now + 1, 200, fail_every=3)  # a third of the candidate's requests fail
     clock.now += 5
     d = service.tick()
-    assert d.action == "rollback" and "hard limit" in d.reason
+    # 34 of 100 against a 20 % limit is not yet surely over it; against a champion without errors it is harm
+    assert d.action == "rollback" and "worse than the champion: error rate" in d.reason
     assert deployment.calls == ["canary 2 50", "rollback 2"]
 
 

@@ -7,17 +7,25 @@ history and is tested with tables.
 The rule at a live step (shadow or canary), in order:
 
 1. **Hard limits** — candidate error rate above ``max_error_rate``, p99 above ``max_p99_ms``, shadow agreement
-   below ``min_agreement`` — judged once the candidate has ``limit_min_requests`` requests: **roll back**.
-2. **Too little data** — fewer than ``min_sample`` requests on either arm (or labels, when the live metric is
-   required): **hold**, never promote and never roll back; past ``step_deadline``: **roll back, "no data"**.
-   A missing or NaN value is never read as a pass nor as a breach.
-3. **Sequential test** — candidate vs champion on the same window, error rate and (where labels exist) the
-   live metric: a normal-mixture mSPRT (Johari, Pekelis, Walsh, "Always valid inference: continuous monitoring
-   of A/B tests", 2015/2022), whose always-valid p-value and confidence sequence stay valid however often the
-   loop looks. When the confidence sequence of the harm (candidate minus champion, oriented so that positive is
-   worse) lies above 0: **roll back**.
+   below ``min_agreement`` — each judged from ``limit_min_requests`` candidate requests on as a count of
+   failures (errors; requests slower than ``max_p99_ms``, of which a p99 tolerates 1 %; disagreements): **roll
+   back** only when a lower confidence bound of the failure rate, valid however often the loop looks, is above
+   what the limit tolerates (:func:`rate_bound`).
+2. **Comparison with the champion** on the same window, from ``limit_min_requests`` candidate requests (the
+   live metric from ``min_labels`` labels): the error rate by an exact test on which arm the failed requests
+   came from (:func:`error_rate_test`); the live metric by a normal-mixture mSPRT (Johari, Pekelis, Walsh,
+   "Always valid inference: continuous monitoring of A/B tests", 2015/2022). Both stay valid however often
+   the loop looks; when one finds the candidate worse: **roll back**.
+3. **Too little data** — fewer than ``min_sample`` requests on either arm (or labels, when the live metric is
+   required): **hold**, never promote; past ``step_deadline``: **roll back, "no data"**. A missing or NaN
+   value is never read as a pass nor as a breach.
 4. **Done** — shadow: ``requests`` mirrored or ``duration`` elapsed; canary: ``bake`` elapsed: **advance**, or
    **promote** after the last step. Otherwise **hold**.
+
+Levels hold for the whole rollout, not per step: ``limit_alpha`` is split evenly over every hard limit at
+every live step, ``alpha`` over every comparison at every step that has a champion (:func:`levels`), so a
+candidate within its limits (or no worse than the champion) is rolled back by mistake with probability at most
+``limit_alpha`` (``alpha``) over all its steps and looks.
 
 The gates (offline, replay) **reject** a candidate that misses a threshold: it never saw live traffic.
 """
@@ -41,7 +49,7 @@ Outcome = Literal["promoted", "rolled_back", "rejected"]
 FINAL: dict[str, Outcome] = {"promote": "promoted", "rollback": "rolled_back", "reject": "rejected"}
 
 
-# -- the sequential test --------------------------------------------------------------------------------------
+# -- the live metric's sequential test -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class SequentialResult:
     """One look of the mixture SPRT on a difference ``estimate`` (positive = candidate worse)."""
@@ -174,15 +182,67 @@ def _lower_end(events: int, trials: int, alpha: float) -> float:
     return math.exp(lo + (hi - lo) * (v_lo - target) / (v_lo - v_hi))
 
 
+@dataclass(frozen=True)
+class ErrorRateTest:
+    """Candidate vs champion error rates over one window (:func:`error_rate_test`)."""
+
+    candidate: float  # error rate
+    champion: float
+    failed: RateBound  # the candidate's share of the failed requests, against its share of all requests
+
+    @property
+    def share(self) -> float:
+        return self.failed.tolerated
+
+    @property
+    def ratio(self) -> float:
+        """Candidate error rate over the champion's (inf when only the candidate failed)."""
+        if self.champion > 0:
+            return self.candidate / self.champion
+        return math.inf if self.candidate > 0 else math.nan
+
+    @property
+    def ratio_low(self) -> float:
+        """Lower end of the confidence sequence of the error-rate ratio (the odds ratio the test bounds)."""
+        low, w = self.failed.low, self.share
+        return 0.0 if low <= 0 else (low / (1 - low)) / (w / (1 - w)) if low < 1 else math.inf
+
+    @property
+    def harm(self) -> bool:
+        """The candidate fails more often than the champion, at level alpha, under any number of looks."""
+        return self.failed.breach
+
+
+def error_rate_log_evalue(
+    cand_errors: ArrayLike, cand_n: ArrayLike, champ_errors: ArrayLike, champ_n: ArrayLike
+) -> Any:
+    """log E of :func:`error_rate_test` (arrays welcome, for simulations)."""
+    import numpy as np
+
+    nc, n0 = np.asarray(cand_n, dtype=float), np.asarray(champ_n, dtype=float)
+    share = np.clip(nc / np.maximum(nc + n0, 1.0), 1e-12, 1 - 1e-12)
+    return log_evalue(cand_errors, np.add(cand_errors, champ_errors), share)
+
+
 def error_rate_test(
-    cand_errors: int, cand_n: int, champ_errors: int, champ_n: int, alpha: float, min_effect: float
-) -> SequentialResult:
-    """Candidate error rate minus champion error rate. The variance uses (e + 1) / (n + 2) per arm, so two
-    arms without any error still have a finite, honest variance."""
-    pc, p0 = cand_errors / cand_n, champ_errors / champ_n
-    sc, s0 = (cand_errors + 1) / (cand_n + 2), (champ_errors + 1) / (champ_n + 2)
-    variance = sc * (1 - sc) / cand_n + s0 * (1 - s0) / champ_n
-    return msprt(pc - p0, variance, min_effect, alpha)
+    cand_errors: int, cand_n: int, champ_errors: int, champ_n: int, alpha: float
+) -> ErrorRateTest:
+    """Does the candidate fail more often than the champion? Free of the two unknown rates.
+
+    A request reaches the candidate with probability w and fails at its arm's rate, so a failed request is the
+    candidate's with probability w·p_c / (w·p_c + (1 - w)·p_0): at most w exactly when p_c <= p_0, whatever
+    the common rate. So the test is :func:`rate_bound` on the arms of the failed requests against w —
+    conditioning on the failures, as the exact test of two Poisson rates does (Przyborowski & Wilenski,
+    Biometrika 1940) — and the odds ratio it bounds is the rate ratio p_c / p_0. For w it takes the share of
+    the window's requests the candidate got (the split the router actually made, sticky keys included); the
+    tests measure its type-I error so, under a look a second. In a shadow step both arms see every request and
+    w is 1/2; a request failing on both arms counts once on each side, which only makes the test more cautious.
+    """
+    if not (0 <= cand_errors <= cand_n and 0 <= champ_errors <= champ_n and cand_n > 0 and champ_n > 0):
+        raise ValueError("error_rate_test needs requests on both arms and errors within them")
+    share = cand_n / (cand_n + champ_n)
+    failed = rate_bound(cand_errors, cand_errors + champ_errors, share, alpha)
+    return ErrorRateTest(cand_errors / cand_n, champ_errors / champ_n, failed)
 
 
 @dataclass(frozen=True)
@@ -218,12 +278,15 @@ def mean_difference_test(
 # -- what the loop measured ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ArmStats:
-    """One arm over the step's window: requests, failed requests, p99 latency, labelled metric values."""
+    """One arm over the step's window: requests, failed requests, p99 latency, labelled metric values, and how
+    many requests were slower than the policy's ``max_p99_ms`` (None: not counted, and the p99 limit falls
+    back to comparing the raw p99, which is no bound)."""
 
     requests: int = 0
     errors: int = 0
     p99_ms: float | None = None
     metric: MeanStats | None = None
+    slow: int | None = None
 
 
 @dataclass(frozen=True)
@@ -498,6 +561,96 @@ def _lower_limit(name: str, value: float | None, limit: float, n: int | None) ->
     )
 
 
+P99_TOLERANCE = 0.01  # a p99 within the limit lets 1 % of requests be slower than it
+
+
+@dataclass(frozen=True)
+class Levels:
+    """The level of one hard limit and of one comparison at one step (:func:`levels`)."""
+
+    limit: float
+    comparison: float
+
+
+def compared(step: Step) -> bool:
+    """Whether the step has a champion to compare with: at 100 % the champion serves nobody."""
+    return step.live and not (step.kind == "canary" and step.weight >= 100)
+
+
+def levels(policy: Policy) -> Levels:
+    """``limit_alpha`` split evenly over every hard limit at every live step, ``alpha`` over every comparison
+    at every step with a champion (Bonferroni), so each bounds its false rollbacks over the whole rollout."""
+    g = policy.guards
+    live = [s for s in policy.steps() if s.live]
+    limits = sum(
+        (g.max_error_rate is not None)
+        + (g.max_p99_ms is not None)
+        + (g.min_agreement is not None and s.kind == "shadow")
+        for s in live
+    )
+    comparisons = sum(compared(s) for s in live) * (1 + (g.live_metric is not None))
+    return Levels(limit=g.limit_alpha / max(1, limits), comparison=g.alpha / max(1, comparisons))
+
+
+def _confidence(alpha: float) -> str:
+    return f"{100 * (1 - alpha):.4g}%"
+
+
+def _bound_check(
+    name: str, b: RateBound, why: str, value: float | None, threshold: float, interval: tuple[float, float]
+) -> Check:
+    return Check(name, "fail" if b.breach else "pass", why, value=value, threshold=threshold,
+                 statistic=b.log_e, p_value=b.p_value, n=b.trials, interval=interval)  # fmt: skip
+
+
+def _error_limit(cand: ArmStats, limit: float, alpha: float) -> Check:
+    b = rate_bound(cand.errors, cand.requests, limit, alpha)
+    why = (
+        f"candidate error rate {b.rate:.2%} ({cand.errors}/{cand.requests}), "
+        f"{_confidence(alpha)} lower bound {b.low:.2%}, limit {limit:.2%}"
+    )
+    return _bound_check("error rate limit", b, why, b.rate, limit, (b.low, math.inf))
+
+
+def _p99_limit(cand: ArmStats, limit_ms: float, alpha: float) -> Check:
+    name = "p99 latency (ms)"
+    if cand.slow is None:
+        raw = _upper_limit(name, cand.p99_ms, limit_ms, cand.requests)
+        return replace(raw, why=f"{raw.why} (raw p99: slower requests not counted, no bound)")
+    b = rate_bound(cand.slow, cand.requests, P99_TOLERANCE, alpha)
+    why = (
+        f"p99 latency: {cand.slow} of {cand.requests} candidate requests over {limit_ms:.4g} ms "
+        f"({b.rate:.2%}, {_confidence(alpha)} lower bound {b.low:.2%}; a p99 within the limit allows 1%)"
+    )
+    return _bound_check(name, b, why, cand.p99_ms, limit_ms, (b.low, math.inf))
+
+
+def _agreement_limit(agree: int, paired: int, floor: float, alpha: float) -> Check:
+    b = rate_bound(paired - agree, paired, 1.0 - floor, alpha)
+    high = 1.0 - b.low
+    why = (
+        f"shadow agreement {agree / paired:.4g} ({agree}/{paired}), {_confidence(alpha)} upper bound "
+        f"{high:.4g}, at least {floor:.4g}"
+    )
+    return _bound_check("shadow agreement", b, why, agree / paired, floor, (0.0, high))
+
+
+def _error_comparison(cand: ArmStats, champ: ArmStats, alpha: float) -> Check:
+    t = error_rate_test(cand.errors, cand.requests, champ.errors, champ.requests, alpha)
+    b = t.failed
+    ratio = "n/a" if math.isnan(t.ratio) else f"{t.ratio:.3g}x"
+    why = (
+        f"error rate {t.candidate:.2%} ({cand.errors}/{cand.requests}) vs champion {t.champion:.2%} "
+        f"({champ.errors}/{champ.requests}): {b.events} of {b.trials} failed requests were the candidate's at a "
+        f"{t.share:.1%} share of requests; error-rate ratio {ratio}, {_confidence(alpha)} confidence sequence "
+        f"above {t.ratio_low:.3g}x (always-valid {p_value_text(b.p_value, 'p')})"
+    )
+    why += ": candidate worse" if t.harm else ", no harm"
+    return Check("error rate vs champion", "fail" if t.harm else "pass", why, value=t.candidate,
+                 baseline=t.champion, threshold=1.0, statistic=b.log_e, p_value=b.p_value, n=cand.requests,
+                 n_baseline=champ.requests, interval=(t.ratio_low, math.inf))  # fmt: skip
+
+
 def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], obs: Observations) -> Decision:
     g = policy.guards
     elapsed = max(0.0, obs.now - state.step_started)
@@ -509,6 +662,8 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
             return _decision("rollback", why, state, step, [])
         return _decision("hold", f"waiting for observations ({elapsed:.0f}s into the step)", state, step, [])
     cand, champ = live.candidate, live.champion
+    level = levels(policy)
+    judged = cand.requests >= g.limit_min_requests
     checks: list[Check] = []
 
     # 0. the runtime ended while the candidate was live: the requests it took down never reached the log
@@ -529,43 +684,61 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
     checks.extend(service)
 
     # 1. hard limits
-    if cand.requests >= g.limit_min_requests:
+    if judged:
         if g.max_error_rate is not None:
-            rate = cand.errors / cand.requests
-            ok = rate <= g.max_error_rate
-            why = f"candidate error rate {rate:.2%} ({cand.errors}/{cand.requests}), limit {g.max_error_rate:.2%}"
-            checks.append(Check("error rate limit", "pass" if ok else "fail", why, value=rate,
-                                threshold=g.max_error_rate, n=cand.requests))  # fmt: skip
+            checks.append(_error_limit(cand, g.max_error_rate, level.limit))
         if g.max_p99_ms is not None:
-            checks.append(_upper_limit("p99 latency (ms)", cand.p99_ms, g.max_p99_ms, cand.requests))
+            checks.append(_p99_limit(cand, g.max_p99_ms, level.limit))
         if g.min_agreement is not None and step.kind == "shadow" and live.agreement is not None:
             agree, paired = live.agreement
             if paired >= g.limit_min_requests:
-                checks.append(_lower_limit("shadow agreement", agree / paired, g.min_agreement, paired))
+                checks.append(_agreement_limit(agree, paired, g.min_agreement, level.limit))
     else:
         checks.append(Check("hard limits", "wait",
-                            f"{cand.requests} candidate requests, limits judged from {g.limit_min_requests}",
-                            n=cand.requests, threshold=g.limit_min_requests))  # fmt: skip
+                            f"{cand.requests} candidate requests, limits and the comparison judged from "
+                            f"{g.limit_min_requests}", n=cand.requests, threshold=g.limit_min_requests))  # fmt: skip
     breached = [c for c in checks if c.verdict == "fail"]
     if breached:
         return _decision(
             "rollback", "hard limit breached: " + "; ".join(c.why for c in breached), state, step, checks
         )
 
-    # 2. enough data?
-    compared = not (step.kind == "canary" and step.weight >= 100)  # at 100% the champion serves nobody
-    short: list[str] = []
-    if cand.requests < g.min_sample:
-        short.append(f"candidate {cand.requests}/{g.min_sample} requests")
-    if compared and champ.requests < g.min_sample:
-        short.append(f"champion {champ.requests}/{g.min_sample} requests")
+    # 2. the comparison with the champion on the same window
     lm = g.live_metric
     labels_c = cand.metric.n if cand.metric else 0
     labels_0 = champ.metric.n if champ.metric else 0
+    if not compared(step):
+        checks.append(Check("comparison with champion", "n/a", "at 100% the champion serves no traffic"))
+    else:
+        if judged and champ.requests > 0:
+            checks.append(_error_comparison(cand, champ, level.comparison))
+        if lm is not None:
+            if labels_c >= max(2, lm.min_labels) and labels_0 >= max(2, lm.min_labels):
+                assert cand.metric is not None and champ.metric is not None
+                t = mean_difference_test(cand.metric, champ.metric, lm.direction, level.comparison,
+                                         lm.min_effect)  # fmt: skip
+                checks.append(_test_check(f"{lm.name} vs champion", t, cand.metric.mean, champ.metric.mean,
+                                          labels_c, labels_0))  # fmt: skip
+            else:
+                checks.append(Check(f"{lm.name} vs champion", "n/a",
+                                    f"{labels_c} and {labels_0} labelled requests, the test starts at {lm.min_labels}",
+                                    n=labels_c, n_baseline=labels_0))  # fmt: skip
+    harmed = [c for c in checks if c.verdict == "fail"]
+    if harmed:
+        return _decision(
+            "rollback", "worse than the champion: " + "; ".join(c.why for c in harmed), state, step, checks
+        )
+
+    # 3. enough data to go on?
+    short: list[str] = []
+    if cand.requests < g.min_sample:
+        short.append(f"candidate {cand.requests}/{g.min_sample} requests")
+    if compared(step) and champ.requests < g.min_sample:
+        short.append(f"champion {champ.requests}/{g.min_sample} requests")
     if (
         lm is not None
         and lm.required
-        and (labels_c < lm.min_labels or (compared and labels_0 < lm.min_labels))
+        and (labels_c < lm.min_labels or (compared(step) and labels_0 < lm.min_labels))
     ):
         short.append(f"labels {labels_c}/{lm.min_labels} (champion {labels_0})")
     if short:
@@ -577,31 +750,6 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
             return _decision("rollback", why, state, step, checks)
         return _decision(
             "hold", f"too little data: {sample.why} ({elapsed:.0f}s into the step)", state, step, checks
-        )
-
-    # 3. sequential tests, candidate vs champion on the same window
-    if compared:
-        t = error_rate_test(
-            cand.errors, cand.requests, champ.errors, champ.requests, g.alpha, g.error_rate_min_effect
-        )
-        checks.append(_test_check("error rate vs champion", t, cand.errors / cand.requests,
-                                  champ.errors / champ.requests, cand.requests, champ.requests))  # fmt: skip
-        if lm is not None:
-            if labels_c >= max(2, lm.min_labels) and labels_0 >= max(2, lm.min_labels):
-                assert cand.metric is not None and champ.metric is not None
-                t = mean_difference_test(cand.metric, champ.metric, lm.direction, g.alpha, lm.min_effect)
-                checks.append(_test_check(f"{lm.name} vs champion", t, cand.metric.mean, champ.metric.mean,
-                                          labels_c, labels_0))  # fmt: skip
-            else:
-                checks.append(Check(f"{lm.name} vs champion", "n/a",
-                                    f"{labels_c} and {labels_0} labelled requests, the test starts at {lm.min_labels}",
-                                    n=labels_c, n_baseline=labels_0))  # fmt: skip
-    else:
-        checks.append(Check("comparison with champion", "n/a", "at 100% the champion serves no traffic"))
-    harmed = [c for c in checks if c.verdict == "fail"]
-    if harmed:
-        return _decision(
-            "rollback", "worse than the champion: " + "; ".join(c.why for c in harmed), state, step, checks
         )
 
     # 4. step done?
@@ -660,10 +808,10 @@ def _test_check(name: str, t: SequentialResult, value: float, base: float, n: in
     ci = f"[{t.low:+.4g}, {t.high:+.4g}]"
     if t.harm:
         verdict: Verdict = "fail"
-        why = f"{name}: candidate worse by {t.estimate:+.4g}, {1 - t.alpha:.0%} confidence sequence {ci} above 0 (always-valid {p_value_text(t.p_value, 'p')})"
+        why = f"{name}: candidate worse by {t.estimate:+.4g}, {_confidence(t.alpha)} confidence sequence {ci} above 0 (always-valid {p_value_text(t.p_value, 'p')})"
     else:
         verdict = "pass"
-        why = f"{name}: difference {t.estimate:+.4g}, {1 - t.alpha:.0%} confidence sequence {ci} (always-valid {p_value_text(t.p_value, 'p')}), no harm"
+        why = f"{name}: difference {t.estimate:+.4g}, {_confidence(t.alpha)} confidence sequence {ci} (always-valid {p_value_text(t.p_value, 'p')}), no harm"
     return Check(name, verdict, why, value=value, baseline=base, threshold=0.0, statistic=t.log_lr,
                  p_value=t.p_value, n=n, n_baseline=n0, interval=(t.low, t.high))  # fmt: skip
 

@@ -14,10 +14,10 @@ rollout:
   shadow: {requests: 500, duration: 10m}        # done at whichever comes first
   canary: [{weight: 5, bake: 5m}, {weight: 25, bake: 5m}, {weight: 50, bake: 5m}, {weight: 100, bake: 5m}]
 guards:
-  max_error_rate: 0.05                          # hard limits: breach -> roll back
+  max_error_rate: 0.05                          # hard limits: surely breached -> roll back
   max_p99_ms: 250
-  alpha: 0.05                                   # sequential test (always valid under repeated looks)
-  error_rate_min_effect: 0.01
+  limit_alpha: 0.02                             # false rollbacks by the limits, over the whole rollout
+  alpha: 0.02                                   # ... by the comparison with the champion, likewise
   live_metric: {name: mae, direction: min, min_effect: 0.5}
   min_sample: 200                               # per step; less is "hold"
   step_deadline: 1h                             # still too little data then -> roll back "no data"
@@ -356,16 +356,20 @@ class ServiceGuards:
 
 @dataclass(frozen=True)
 class Guards:
-    """When a live step rolls back, holds or may go on. See :func:`wolt_jupyter.updater.decide.decide`."""
+    """When a live step rolls back, holds or may go on. See :func:`wolt_jupyter.updater.decide.decide`.
+
+    ``limit_alpha`` and ``alpha`` bound the chance of a false rollback over the whole rollout (all its steps
+    and looks): by a hard limit when the candidate is within it, by the comparison when it is no worse than
+    the champion."""
 
     max_error_rate: float | None = 0.05
     max_p99_ms: float | None = None
     min_agreement: float | None = None  # shadow step: hard floor on agreement with the champion
-    alpha: float = 0.05
-    error_rate_min_effect: float = 0.01
+    alpha: float = 0.02
+    limit_alpha: float = 0.02
     live_metric: LiveMetric | None = None
     min_sample: int = 100
-    limit_min_requests: int = 20  # hard limits are judged from this many candidate requests on
+    limit_min_requests: int = 10  # limits and the comparison are judged from this many candidate requests
     step_deadline: float = 3600.0
     service: ServiceGuards = ServiceGuards()
     queries: tuple[QueryGuard, ...] = ()
@@ -791,6 +795,7 @@ def _guards(data: Any) -> Guards:
             "max_p99_ms",
             "min_agreement",
             "alpha",
+            "limit_alpha",
             "error_rate_min_effect",
             "live_metric",
             "min_sample",
@@ -822,21 +827,17 @@ def _guards(data: Any) -> Guards:
             m.flag("required", False),
             m.count("min_labels", 50) or 50,
         )
-    alpha = f.number("alpha", d.alpha, low=0.0, high=0.5, low_open=True, what="a level in (0, 0.5]")
-    effect = f.number(
-        "error_rate_min_effect",
-        d.error_rate_min_effect,
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        what="a fraction in (0, 1]",
-    )
+    level = {"low": 0.0, "high": 0.5, "low_open": True, "what": "a level in (0, 0.5]"}
+    alpha = f.number("alpha", d.alpha, **level)
+    limit_alpha = f.number("limit_alpha", d.limit_alpha, **level)
+    # read so that old policies load (and a bad value still fails); the exact error-rate test needs no effect
+    f.number("error_rate_min_effect", None, low=0.0, high=1.0, low_open=True, what="a fraction in (0, 1]")
     return Guards(
         max_error_rate=f.fraction("max_error_rate", d.max_error_rate),
         max_p99_ms=f.number("max_p99_ms", None, low=0.0, low_open=True, what="a positive number (ms)"),
         min_agreement=f.fraction("min_agreement", None),
         alpha=float(alpha if alpha is not None else d.alpha),
-        error_rate_min_effect=float(effect if effect is not None else d.error_rate_min_effect),
+        limit_alpha=float(limit_alpha if limit_alpha is not None else d.limit_alpha),
         live_metric=live,
         min_sample=f.count("min_sample", d.min_sample) or d.min_sample,
         limit_min_requests=f.count("limit_min_requests", d.limit_min_requests) or d.limit_min_requests,
