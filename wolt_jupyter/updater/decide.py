@@ -578,14 +578,19 @@ def compared(step: Step) -> bool:
 
 
 def levels(policy: Policy) -> Levels:
-    """``limit_alpha`` split evenly over every hard limit at every live step, ``alpha`` over every comparison
-    at every step with a champion (Bonferroni), so each bounds its false rollbacks over the whole rollout."""
+    """``limit_alpha`` split evenly over every hard limit (the service's error-rate and p99 guards included) at
+    every live step, ``alpha`` over every comparison at every step with a champion (Bonferroni), so each
+    bounds its false rollbacks over the whole rollout."""
     g = policy.guards
     live = [s for s in policy.steps() if s.live]
+    service = g.service
     limits = sum(
         (g.max_error_rate is not None)
         + (g.max_p99_ms is not None)
         + (g.min_agreement is not None and s.kind == "shadow")
+        + (service.champion_max_p99_ms is not None)
+        + (service.champion_max_error_rate is not None)
+        + (service.max_error_rate is not None)
         for s in live
     )
     comparisons = sum(compared(s) for s in live) * (1 + (g.live_metric is not None))
@@ -603,26 +608,29 @@ def _bound_check(
                  statistic=b.log_e, p_value=b.p_value, n=b.trials, interval=interval)  # fmt: skip
 
 
-def _error_limit(cand: ArmStats, limit: float, alpha: float) -> Check:
-    b = rate_bound(cand.errors, cand.requests, limit, alpha)
+def _error_limit(
+    errors: int, requests: int, limit: float, alpha: float, name: str = "error rate limit", label: str = ""
+) -> Check:
+    b = rate_bound(errors, requests, limit, alpha)
     why = (
-        f"candidate error rate {b.rate:.2%} ({cand.errors}/{cand.requests}), "
+        f"{label or 'candidate error rate'} {b.rate:.2%} ({errors}/{requests}), "
         f"{_confidence(alpha)} lower bound {b.low:.2%}, limit {limit:.2%}"
     )
-    return _bound_check("error rate limit", b, why, b.rate, limit, (b.low, math.inf))
+    return _bound_check(name, b, why, b.rate, limit, (b.low, math.inf))
 
 
-def _p99_limit(cand: ArmStats, limit_ms: float, alpha: float) -> Check:
-    name = "p99 latency (ms)"
-    if cand.slow is None:
-        raw = _upper_limit(name, cand.p99_ms, limit_ms, cand.requests)
+def _p99_limit(
+    arm: ArmStats, limit_ms: float, alpha: float, name: str = "p99 latency (ms)", whose: str = "candidate"
+) -> Check:
+    if arm.slow is None:
+        raw = _upper_limit(name, arm.p99_ms, limit_ms, arm.requests)
         return replace(raw, why=f"{raw.why} (raw p99: slower requests not counted, no bound)")
-    b = rate_bound(cand.slow, cand.requests, P99_TOLERANCE, alpha)
+    b = rate_bound(arm.slow, arm.requests, P99_TOLERANCE, alpha)
     why = (
-        f"p99 latency: {cand.slow} of {cand.requests} candidate requests over {limit_ms:.4g} ms "
+        f"{name}: {arm.slow} of {arm.requests} {whose} requests over {limit_ms:.4g} ms "
         f"({b.rate:.2%}, {_confidence(alpha)} lower bound {b.low:.2%}; a p99 within the limit allows 1%)"
     )
-    return _bound_check(name, b, why, cand.p99_ms, limit_ms, (b.low, math.inf))
+    return _bound_check(name, b, why, arm.p99_ms, limit_ms, (b.low, math.inf))
 
 
 def _agreement_limit(agree: int, paired: int, floor: float, alpha: float) -> Check:
@@ -676,7 +684,7 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
         return _decision("rollback", f"crash during the step: {why}", state, step, [check])
 
     # 0b. what everyone else gets: the champion's arm, all answers, the policy's own queries
-    service = _service_checks(policy, live)
+    service = _service_checks(policy, live, level.limit)
     hurt = [c for c in service if c.verdict == "fail"]
     if hurt:
         why = "; ".join(c.why for c in hurt)
@@ -686,7 +694,7 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
     # 1. hard limits
     if judged:
         if g.max_error_rate is not None:
-            checks.append(_error_limit(cand, g.max_error_rate, level.limit))
+            checks.append(_error_limit(cand.errors, cand.requests, g.max_error_rate, level.limit))
         if g.max_p99_ms is not None:
             checks.append(_p99_limit(cand, g.max_p99_ms, level.limit))
         if g.min_agreement is not None and step.kind == "shadow" and live.agreement is not None:
@@ -776,24 +784,23 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
     return _decision(action, f"{progress}: no breach, no harm detected; {verb}", state, step, checks)
 
 
-def _service_checks(policy: Policy, live: LiveWindow) -> list[Check]:
-    """The whole-service guards (``guards.service``) and query guards (``guards.queries``)."""
+def _service_checks(policy: Policy, live: LiveWindow, alpha: float) -> list[Check]:
+    """The whole-service guards (``guards.service``), judged like the hard limits, and the query guards
+    (``guards.queries``: a value, no count behind it, compared as it is)."""
     g = policy.guards
     cand, champ = live.candidate, live.champion
     checks: list[Check] = []
     enough = champ.requests >= g.limit_min_requests
     if g.service.champion_max_p99_ms is not None and enough:
-        checks.append(_upper_limit("champion p99 latency (ms)", champ.p99_ms, g.service.champion_max_p99_ms,
-                                   champ.requests))  # fmt: skip
+        checks.append(_p99_limit(champ, g.service.champion_max_p99_ms, alpha, "champion p99 latency (ms)",
+                                 "champion"))  # fmt: skip
     if g.service.champion_max_error_rate is not None and enough:
-        rate = champ.errors / champ.requests
-        checks.append(
-            _upper_limit("champion error rate", rate, g.service.champion_max_error_rate, champ.requests)
-        )
+        checks.append(_error_limit(champ.errors, champ.requests, g.service.champion_max_error_rate, alpha,
+                                   "champion error rate", "champion error rate"))  # fmt: skip
     total = cand.requests + champ.requests
     if g.service.max_error_rate is not None and total >= g.limit_min_requests:
-        rate = (cand.errors + champ.errors) / total
-        checks.append(_upper_limit("error rate of all answers", rate, g.service.max_error_rate, total))
+        checks.append(_error_limit(cand.errors + champ.errors, total, g.service.max_error_rate, alpha,
+                                   "error rate of all answers", "error rate of all answers"))  # fmt: skip
     values = dict(live.queries)
     for q in g.queries:
         value = values.get(q.name)
