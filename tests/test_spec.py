@@ -26,6 +26,14 @@ def test_round_trip_through_yaml() -> None:
     assert again.to_dict()["variants"][2] == {"name": "shadow", "model": "models:/eta/8", "shadow": True}
 
 
+def test_logging_probabilities_is_kept_only_when_set() -> None:
+    spec = DeploymentSpec.from_dict({**BASE, "logging": {"probabilities": True}})
+    assert spec.logging.probabilities and spec.to_dict()["logging"]["probabilities"] is True
+    assert DeploymentSpec.from_yaml(spec.to_yaml()) == spec
+    plain = DeploymentSpec.from_dict(BASE)
+    assert not plain.logging.probabilities and "probabilities" not in plain.to_dict()["logging"]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -56,6 +64,7 @@ def test_round_trip_through_yaml() -> None:
         ),
         ({"logging": {"responses": "yes"}}, r"at logging.responses: 'yes' is not of type 'boolean'"),
         ({"logging": {"sample": True}}, r"at logging.sample: True is not of type 'number'"),
+        ({"logging": {"probabilities": 1}}, r"at logging.probabilities: 1 is not of type 'boolean'"),
         (
             {"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "shadow": "no"}]},
             r"at variants\[0\].shadow: 'no' is not of type 'boolean'",

@@ -74,6 +74,8 @@ SPEC_SCHEMA: dict[str, Any] = {
             "properties": {
                 "responses": {"type": "boolean"},
                 "sample": {"type": "number", "minimum": 0, "maximum": 1},
+                # scikit-learn classifiers log predict_proba beside their answers (the project's runtime)
+                "probabilities": {"type": "boolean"},
                 # how long and how much of the response log to keep (default: the settings'
                 # response_max_age / response_max_bytes); e.g. {max_age: 14d, max_bytes: 5GB}
                 "retention": {
@@ -279,9 +281,11 @@ class LoggingSpec:
     responses: bool = True
     sample: float = 1.0
     retention: Mapping[str, Any] = field(default_factory=dict)  # {max_age: 14d, max_bytes: 5GB}
+    probabilities: bool = False  # classifiers also log class probabilities (for estimating accuracy)
 
     def validate(self) -> None:
         _check_type(self.responses, bool, "logging.responses", "true or false")
+        _check_type(self.probabilities, bool, "logging.probabilities", "true or false")
         _check_type(self.sample, (int, float), "logging.sample", "a number between 0 and 1")
         if not 0.0 <= float(self.sample) <= 1.0:
             raise InvalidArgument(f"logging.sample must be between 0 and 1, got {self.sample!r}")
@@ -396,6 +400,8 @@ class DeploymentSpec:
             d["logging"]["retention"] = dict(self.logging.retention)
         else:  # specs without a retention of their own read (and render) as before
             d["logging"].pop("retention", None)
+        if not self.logging.probabilities:  # likewise: specs without it read and render as before
+            d["logging"].pop("probabilities")
         if self.limits:
             d["limits"] = dict(self.limits)
         else:  # the common case: specs (and manifests) without limits read as before

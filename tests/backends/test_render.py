@@ -256,6 +256,12 @@ three_way = [
         ),
         (
             "kserve",
+            {"logging": {"probabilities": True}},
+            "KServe's request logger logs only what the model answers and cannot add its class probabilities: "
+            "drop logging.probabilities, or deploy with --target kubernetes (the project's router logs them)",
+        ),
+        (
+            "kserve",
             {"variants": three_way},
             "KServe splits traffic two ways only (previous and latest revision), got 3 live variants; use "
             "--target seldon or --target kubernetes for an A/B/n split",

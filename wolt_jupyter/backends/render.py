@@ -127,6 +127,11 @@ def _refuse_operator_limits(product: str, spec: DeploymentSpec) -> None:
             f"{product}'s request logger logs every request and cannot sample {spec.logging.sample:g} of "
             f"them: set logging.sample to 1, or {_INSTEAD} samples)"
         )
+    if spec.logging.probabilities:
+        raise InvalidArgument(
+            f"{product}'s request logger logs only what the model answers and cannot add its class "
+            f"probabilities: drop logging.probabilities, or {_INSTEAD} logs them)"
+        )
 
 
 def refuse_for_kubernetes(spec: DeploymentSpec) -> None:

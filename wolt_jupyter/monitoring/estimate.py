@@ -30,11 +30,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from wolt_jupyter.responses.record import PROBA_OUTPUT
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-PROBA_OUTPUT = "predict_proba"  # the output the serving runtime logs with logging.probabilities
 MIN_CALIBRATION = 30  # labelled rows below which no calibration map is fitted (it would be noise)
 FOLDS = 3
 

@@ -10,6 +10,8 @@ from hashlib import blake2b
 from typing import Any
 
 _TWO_64 = float(2**64)
+# the output a classifier's class probabilities are logged under, beside its answer (logging.probabilities)
+PROBA_OUTPUT = "predict_proba"
 
 
 @dataclass(slots=True)

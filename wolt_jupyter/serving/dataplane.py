@@ -30,6 +30,7 @@ import numpy as np
 
 from wolt_jupyter import __version__
 from wolt_jupyter.errors import WoltError
+from wolt_jupyter.responses.record import PROBA_OUTPUT
 from wolt_jupyter.revisions import deployment_dir, serving_revision
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, ensure_token
@@ -220,6 +221,7 @@ class DataPlane:
     def load(self, loader: Callable[[str, str], ModelAdapter] | None = None) -> None:
         """Load every variant (live and shadow), start shadow workers and the response log, then go ready."""
         self.models = self._load_models(self.router.table.spec, loader)
+        self._log_probabilities(self.router.table.spec)
         if self._log_responses:
             self.writer = self._make_writer()
         for v in self.router.table.spec.shadows:
@@ -355,6 +357,13 @@ class DataPlane:
 
             self.writer.sample = float(spec.logging.sample)
             self.writer.retention = Retention.of(spec.logging.retention)
+        self._log_probabilities(spec)
+
+    def _log_probabilities(self, spec: DeploymentSpec) -> None:
+        """logging.probabilities: each classifier logs its class probabilities beside its answers."""
+        on = bool(spec.logging.responses and spec.logging.probabilities)
+        for adapter in self.models.values():
+            adapter.log_probabilities = on
 
     def prime_series(self) -> None:
         """Every series a request to the current routing can touch exists at 0 (a first burst is counted)."""
@@ -873,6 +882,8 @@ class DataPlane:
                 res.error = f"unknown output(s) {', '.join(missing)}; the model returns {', '.join(by_name)}"
             else:
                 res.outputs = [(n, by_name[n]) for n in req.output_names]
+        elif adapter.logs_probabilities:  # logging.probabilities: for the log, not the client (unless named)
+            res.outputs = [o for o in outputs if o[0] != PROBA_OUTPUT]
         return res
 
     def _encode(self, job: _Job, res: InferResult) -> tuple[int, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from wolt_jupyter.responses.record import PROBA_OUTPUT
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.tensors import Tensor, datatype_of
 
@@ -124,11 +125,15 @@ class ModelAdapter:
         # what to_outputs renames (by position) and reshapes the model's outputs to: set by the probe
         self._served: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
         self.probe_error: str | None = None
+        # logging.probabilities (set by the data plane): a classifier's class probabilities are logged too
+        self.log_probabilities = False
+        self._proba: Any = None
         self._fast = self._fast_predict_fn()
         if self._fast is not None and not self._fast_path_agrees():
             self._fast = None
         if probe:
             self._settle_outputs(sig)
+        self._proba = self._proba_fn()  # after the probe: it knows the names of the model's outputs
 
     # -- introspection -------------------------------------------------------------------------------------
     def _fast_predict_fn(self) -> Any:
@@ -145,6 +150,28 @@ class ModelAdapter:
         if getattr(fn, "__name__", "") == "predict":
             return impl.sklearn_model.predict  # the wrapper's predict only forwards to this
         return fn
+
+    def _proba_fn(self) -> Any:
+        """A scikit-learn classifier's ``predict_proba`` when pyfunc serves its ``predict`` (a model logged to
+        predict probabilities already answers with them) and no output of the model has that name."""
+        meta = self.model.metadata
+        estimator = getattr(getattr(self.model, "_model_impl", None), "sklearn_model", None)
+        pyfunc = meta.flavors.get("python_function") or {}
+        if (
+            "sklearn" not in meta.flavors
+            or estimator is None
+            or (pyfunc.get("predict_fn") or "predict") != "predict"
+        ):
+            return None
+        if any(m.get("name") == PROBA_OUTPUT for m in self.output_metadata):
+            return None
+        fn = getattr(estimator, "predict_proba", None)  # absent on regressors, SVC(probability=False)
+        return fn if callable(fn) and hasattr(estimator, "classes_") else None
+
+    @property
+    def logs_probabilities(self) -> bool:
+        """Whether :meth:`predict_prepared` adds the log-only ``predict_proba`` output."""
+        return self.log_probabilities and self._proba is not None
 
     def _fast_path_agrees(self) -> bool:
         """One probe row through both paths: a model that needs column names (a ColumnTransformer selecting
@@ -387,7 +414,14 @@ class ModelAdapter:
         # column-major, as scikit-learn gets a DataFrame's values through pyfunc: the same BLAS summation
         # order, so the same last bits (a row-major array differs in the last place for linear models)
         raw = self._fast(np.asfortranarray(p.data)) if p.kind == "array" else self.model.predict(p.data)
-        return self.to_outputs(raw)
+        outputs = self.to_outputs(raw)
+        if self.logs_probabilities and p.kind != "dict":
+            try:
+                data = np.asfortranarray(p.data) if p.kind == "array" else p.data
+                outputs.append((PROBA_OUTPUT, np.asarray(self._proba(data), dtype=np.float64)))
+            except Exception:  # only the log misses them: the answer stands
+                log.debug("variant %s: predict_proba failed", self.variant, exc_info=True)
+        return outputs
 
     def predict_batch(self, batch: list[Prepared]) -> list[list[tuple[str, np.ndarray]]]:
         """One predict over many requests' rows, split back per request (raises BatchMismatch if it can't)."""
