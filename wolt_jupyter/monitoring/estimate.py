@@ -9,8 +9,11 @@ label-free method can see.
 
 Calibration, as CBPE does it: on a *reference* set with labels (the arm's labelled rows, or a held-out
 dataset -- not the training set), fit an isotonic map from score to observed frequency, and use it only where
-it helps: here when its cross-validated Brier score on the reference beats the raw probabilities' (NannyML
-compares expected calibration errors; the Brier score needs no binning). Binary models calibrate the
+the probabilities are not calibrated already. NannyML decides that by cross-validated expected calibration
+error; here Cox's calibration test decides (:func:`miscalibrated`): a cross-validated Brier comparison, tried
+first, left a model that ignores one of two features uncalibrated on 2,000 reference rows, its accuracy
+over-estimated by 2 points (the realised accuracy inside the stated 95% interval in 47% of simulated windows).
+Binary models calibrate the
 positive class's probability, as CBPE does; multiclass models calibrate the confidence of the predicted class
 against being right (top-label calibration, Gupta & Ramdas, "Top-label calibration and multiclass-to-binary
 reductions", ICLR 2022), which is what accuracy needs, instead of NannyML's per-class maps.
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 MIN_CALIBRATION = 30  # labelled rows below which no calibration map is fitted (it would be noise)
-FOLDS = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,20 @@ class Reference:
 
         p = _matrix(proba)
         return cls(p, _pred(p, pred), np.asarray(truth, dtype=np.int64).reshape(-1))
+
+    @classmethod
+    def from_labels(cls, proba: Any, truth: Any, classes: Any, pred: Any = None) -> Reference:
+        """Labelled rows whose columns' classes are known (scikit-learn's ``classes_``): ``truth`` and
+        ``pred`` as class labels; a true label not among ``classes`` is -1, a predicted one the most probable."""
+        import numpy as np
+
+        p = _matrix(proba)
+        columns = {_key(c): i for i, c in enumerate(classes)}
+        hat = None
+        if pred is not None:
+            found = np.array([columns.get(_key(v), -1) for v in pred], dtype=np.int64)
+            hat = np.where(found < 0, p.argmax(axis=1), found)
+        return cls.of(p, [columns.get(_key(v), -1) for v in truth], hat)
 
     def __add__(self, other: Reference | None) -> Reference:
         import numpy as np
@@ -151,17 +167,35 @@ def isotonic(scores: np.ndarray, outcomes: np.ndarray) -> Calibration:
     return Calibration(np.array(out_left), np.array(out_sum), np.array(out_count, dtype=float))
 
 
-def _helps(scores: np.ndarray, outcomes: np.ndarray) -> bool:
-    """Whether the isotonic map beats the raw scores on held-out rows (cross-validated Brier score)."""
+def miscalibrated(scores: np.ndarray, outcomes: np.ndarray, level: float = 0.05) -> bool:
+    """Cox's calibration test (Cox, "Two further applications of a model for binary regression", 1958): fit
+    P(outcome) = sigmoid(a + b logit(score)) and reject "a = 0, b = 1" (the scores are the probabilities) by
+    the likelihood ratio, chi-squared with 2 degrees of freedom. It sees over- and under-confidence, which an
+    accuracy estimate is most sensitive to, where a cross-validated score comparison often cannot."""
     import numpy as np
 
     y = outcomes.astype(float)
-    fold = np.arange(len(y)) % FOLDS
-    fitted = np.empty(len(y))
-    for k in range(FOLDS):
-        held = fold == k
-        fitted[held] = isotonic(scores[~held], y[~held])(scores[held])
-    return float(np.mean((fitted - y) ** 2)) < float(np.mean((scores - y) ** 2))
+    p = np.clip(scores, 1e-9, 1 - 1e-9)
+    x = np.column_stack([np.ones(len(p)), np.log(p / (1 - p))])
+
+    def loglik(beta: np.ndarray) -> float:
+        eta = x @ beta
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+    null = np.array([0.0, 1.0])
+    beta = null.copy()
+    for _ in range(50):  # Newton's method, halving a step that does not improve the likelihood
+        mu = 0.5 * (1.0 + np.tanh(0.5 * (x @ beta)))
+        hessian = (x * (mu * (1.0 - mu))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, x.T @ (y - mu))
+        base = loglik(beta)
+        while loglik(beta + step) < base and np.abs(step).max() > 1e-12:
+            step = step / 2
+        beta = beta + step
+        if np.abs(step).max() < 1e-9:
+            break
+    # chi-squared(2) survival function: exp(-x / 2)
+    return math.exp(-max(0.0, loglik(beta) - loglik(null))) < level
 
 
 # -- the estimate --------------------------------------------------------------------------------------------
@@ -193,7 +227,7 @@ def estimate(proba: Any, pred: Any = None, reference: Reference | None = None) -
     if ref is not None and len(ref) >= MIN_CALIBRATION:
         assert ref_score is not None and ref_outcome is not None
         cal = isotonic(ref_score, ref_outcome)
-        calibrated = _helps(ref_score, ref_outcome)
+        calibrated = miscalibrated(ref_score, ref_outcome)
     q = np.clip(cal(score) if calibrated and cal is not None else score, 0.0, 1.0)
     # probability that each row's prediction is right
     right = np.where(hat == 1, q, 1.0 - q) if binary else q

@@ -15,7 +15,9 @@ The rule at a live step (shadow or canary), in order:
    live metric from ``min_labels`` labels): the error rate by an exact test on which arm the failed requests
    came from (:func:`error_rate_test`); the live metric by a normal-mixture mSPRT (Johari, Pekelis, Walsh,
    "Always valid inference: continuous monitoring of A/B tests", 2015/2022). Both stay valid however often
-   the loop looks; when one finds the candidate worse: **roll back**.
+   the loop looks; when one finds the candidate worse: **roll back**. Opt-in, for classifiers: the mSPRT on
+   the accuracy each arm is estimated to have from its class probabilities before labels arrive
+   (``estimated_accuracy``, CBPE).
 3. **Too little data** — fewer than ``min_sample`` requests on either arm (or labels, when the live metric is
    required): **hold**, never promote; past ``step_deadline``: **roll back, "no data"**. A missing or NaN
    value is never read as a pass nor as a breach.
@@ -38,7 +40,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from wolt_jupyter._display import p_value_text
-from wolt_jupyter.updater.policy import Direction, Policy, Retrain, Step
+from wolt_jupyter.updater.policy import Direction, EstimatedAccuracy, Policy, Retrain, Step
+
+if TYPE_CHECKING:
+    from wolt_jupyter.monitoring.estimate import Estimate
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -278,15 +283,17 @@ def mean_difference_test(
 # -- what the loop measured ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ArmStats:
-    """One arm over the step's window: requests, failed requests, p99 latency, labelled metric values, and how
+    """One arm over the step's window: requests, failed requests, p99 latency, labelled metric values, how
     many requests were slower than the policy's ``max_p99_ms`` (None: not counted, and the p99 limit falls
-    back to comparing the raw p99, which is no bound)."""
+    back to comparing the raw p99, which is no bound), and the accuracy estimated from class probabilities on
+    its rows without labels."""
 
     requests: int = 0
     errors: int = 0
     p99_ms: float | None = None
     metric: MeanStats | None = None
     slow: int | None = None
+    estimate: Estimate | None = None
 
 
 @dataclass(frozen=True)
@@ -397,7 +404,7 @@ def decide(policy: Policy, state: RolloutState, obs: Observations) -> Decision:
         return _offline(policy, state, step, obs)
     if step.kind == "replay":
         return _replay(policy, state, step, obs)
-    return _live(policy, state, step, steps, obs)
+    return _with_estimates(_live(policy, state, step, steps, obs), obs.live)
 
 
 def _pass_or_next(state: RolloutState, steps_left: int) -> Action:
@@ -593,7 +600,8 @@ def levels(policy: Policy) -> Levels:
         + (service.max_error_rate is not None)
         for s in live
     )
-    comparisons = sum(compared(s) for s in live) * (1 + (g.live_metric is not None))
+    tests = 1 + (g.live_metric is not None) + (g.estimated_accuracy is not None)
+    comparisons = sum(compared(s) for s in live) * tests
     return Levels(limit=g.limit_alpha / max(1, limits), comparison=g.alpha / max(1, comparisons))
 
 
@@ -731,6 +739,12 @@ def _live(policy: Policy, state: RolloutState, step: Step, steps: list[Step], ob
                 checks.append(Check(f"{lm.name} vs champion", "n/a",
                                     f"{labels_c} and {labels_0} labelled requests, the test starts at {lm.min_labels}",
                                     n=labels_c, n_baseline=labels_0))  # fmt: skip
+        if g.estimated_accuracy is not None:
+            checks.append(
+                _estimated_accuracy_test(
+                    g.estimated_accuracy, cand.estimate, champ.estimate, level.comparison
+                )
+            )
     harmed = [c for c in checks if c.verdict == "fail"]
     if harmed:
         return _decision(
@@ -821,6 +835,71 @@ def _test_check(name: str, t: SequentialResult, value: float, base: float, n: in
         why = f"{name}: difference {t.estimate:+.4g}, {_confidence(t.alpha)} confidence sequence {ci} (always-valid {p_value_text(t.p_value, 'p')}), no harm"
     return Check(name, verdict, why, value=value, baseline=base, threshold=0.0, statistic=t.log_lr,
                  p_value=t.p_value, n=n, n_baseline=n0, interval=(t.low, t.high))  # fmt: skip
+
+
+# -- accuracy estimated from class probabilities (CBPE) ------------------------------------------------------
+ESTIMATE_CHECK = "estimated accuracy (CBPE)"
+ESTIMATE_TEST = "estimated accuracy vs champion (CBPE)"
+
+
+def _estimate_text(who: str, e: Estimate | None) -> str:
+    if e is None:
+        return f"{who}: no estimate (no class probabilities logged, or every row labelled)"
+    low, high = e.interval()
+    if e.calibrated:
+        basis = f"calibrated on {e.reference} labelled rows"
+    elif e.reference:
+        basis = f"its own probabilities, calibrated enough on {e.reference} labelled rows"
+    else:
+        basis = "its own probabilities, unchecked: no labelled rows"
+    text = f"{who} {e.accuracy:.3f} [{low:.3f}, {high:.3f}] on {e.rows} unlabelled rows ({basis})"
+    if e.roc_auc is not None and e.f1 is not None:
+        text += f", ROC AUC {e.roc_auc:.3f}, F1 {e.f1:.3f}"
+    return text
+
+
+def _with_estimates(decision: Decision, live: LiveWindow | None) -> Decision:
+    """Every live decision shows both arms' estimated accuracy when either has one: information, never a
+    verdict by itself (the guard ``estimated_accuracy`` judges it in the sequential tests)."""
+    if live is None or (live.candidate.estimate is None and live.champion.estimate is None):
+        return decision
+    cand, champ = live.candidate.estimate, live.champion.estimate
+    why = f"{_estimate_text('candidate', cand)}; {_estimate_text('champion', champ)}; assumes calibrated probabilities and no concept drift"
+    check = Check(ESTIMATE_CHECK, "n/a", why, value=cand.accuracy if cand else None,
+                  baseline=champ.accuracy if champ else None, n=cand.rows if cand else None,
+                  n_baseline=champ.rows if champ else None, interval=cand.interval() if cand else None)  # fmt: skip
+    return replace(decision, checks=(*decision.checks, check))
+
+
+def _estimated_accuracy_test(
+    guard: EstimatedAccuracy, cand: Estimate | None, champ: Estimate | None, alpha: float
+) -> Check:
+    """Champion minus candidate estimated accuracy (positive: the candidate worse) by :func:`msprt`; harm
+    when the confidence sequence lies above ``margin``. Not judged without enough rows or reference."""
+    short = []
+    for who, e in (("candidate", cand), ("champion", champ)):
+        if e is None:
+            short.append(f"{who} has no estimate")
+        elif e.rows < guard.min_rows:
+            short.append(f"{who} {e.rows}/{guard.min_rows} unlabelled rows")
+        elif e.reference < guard.min_reference:
+            short.append(f"{who} {e.reference}/{guard.min_reference} labelled rows to calibrate on")
+    if short:
+        return Check(ESTIMATE_TEST, "n/a", "not judged: " + ", ".join(short), threshold=guard.margin,
+                     n=cand.rows if cand else None, n_baseline=champ.rows if champ else None)  # fmt: skip
+    assert cand is not None and champ is not None
+    floor = (guard.min_effect * 1e-3) ** 2  # two exact estimates must not make an infinitely sure test
+    t = msprt(champ.accuracy - cand.accuracy, max(cand.se**2 + champ.se**2, floor), guard.min_effect, alpha)
+    ci = f"[{t.low:+.4f}, {t.high:+.4f}]"
+    if t.low > guard.margin:
+        verdict: Verdict = "fail"
+        why = f"{ESTIMATE_TEST}: candidate {cand.accuracy:.3f} vs champion {champ.accuracy:.3f}, worse by {t.estimate:+.4f}; {1 - t.alpha:.0%} confidence sequence {ci} above the margin {guard.margin:.4g}"
+    else:
+        verdict = "pass"
+        why = f"{ESTIMATE_TEST}: candidate {cand.accuracy:.3f} vs champion {champ.accuracy:.3f}, difference {t.estimate:+.4f}, {1 - t.alpha:.0%} confidence sequence {ci} not above the margin {guard.margin:.4g}"
+    return Check(ESTIMATE_TEST, verdict, why, value=cand.accuracy, baseline=champ.accuracy, threshold=guard.margin,
+                 statistic=t.log_lr, p_value=t.p_value, n=cand.rows, n_baseline=champ.rows,
+                 interval=(t.low, t.high))  # fmt: skip
 
 
 def transition(policy: Policy, state: RolloutState, decision: Decision, now: float) -> RolloutState:

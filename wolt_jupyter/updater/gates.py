@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from wolt_jupyter.monitoring.estimate import Reference
+
 LATENCY_ROWS = 200  # one-row predictions timed for the latency p99
 
 
@@ -102,11 +104,21 @@ class LoadedModel:
     def scores(self, X: pd.DataFrame) -> np.ndarray:
         """Positive-class probability (binary) or the probability matrix, when the flavor offers them; else the
         plain prediction (a regressor's output is its score)."""
-        native = self._native_model()
-        if native is not None and hasattr(native, "predict_proba"):
-            proba = native.predict_proba(X)
+        found = self.probabilities(X)
+        if found is not None:
+            proba = found[0]
             return proba[:, 1] if proba.shape[1] == 2 else proba
         return self.predict(X)
+
+    def probabilities(self, X: pd.DataFrame) -> tuple[np.ndarray, list[Any]] | None:
+        """Class probabilities and the class of each column, when the flavor offers them."""
+        import numpy as np
+
+        native = self._native_model()
+        if native is None or not hasattr(native, "predict_proba"):
+            return None
+        proba = np.asarray(native.predict_proba(X))
+        return proba, list(getattr(native, "classes_", range(proba.shape[1])))
 
     def _native_model(self) -> Any:
         if self._native is None:
@@ -169,6 +181,20 @@ def offline_gate(gate: OfflineGate, candidate_uri: str, champion_uri: str | None
         champion=champ,
         latency_p99_ms=p99(_one_row_latencies(candidate, X)),
     )
+
+
+def offline_reference(gate: OfflineGate, uri: str) -> Reference | None:
+    """The model's class probabilities on the offline dataset, with its labels: what its estimated accuracy is
+    calibrated on (a held-out set, as CBPE wants). None for a model without class probabilities."""
+    from wolt_jupyter.monitoring.estimate import Reference
+
+    X, y = load_dataset(gate.dataset, gate.target, gate.max_rows)
+    model = LoadedModel(uri)
+    found = model.probabilities(X)
+    if found is None:
+        return None
+    proba, classes = found
+    return Reference.from_labels(proba, y.tolist(), classes, pred=model.predict(X))
 
 
 def _one_row_latencies(model: LoadedModel, X: pd.DataFrame, rows: int = LATENCY_ROWS) -> list[float]:

@@ -4,20 +4,26 @@ A request is counted once per arm however many rows it carried; an error is a 5x
 malformed input, the same for both arms). In a shadow step the champion arm is restricted to the requests the
 shadow saw, so both arms are judged on the same traffic; agreement is counted on the rows both answered
 (:func:`wolt_jupyter.monitoring.analysis.shadow_agreement`). The live metric is the per-row loss on rows with
-feedback labels.
+feedback labels. Where a classifier's class probabilities are logged, each arm's accuracy on its rows without
+labels is estimated from them (:func:`wolt_jupyter.monitoring.estimate.estimate_from_log`), calibrated on its
+labelled rows plus ``references`` (e.g. the offline dataset, by arm: ``"candidate"``, ``"champion"``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from wolt_jupyter.responses.record import PROBA_OUTPUT
 from wolt_jupyter.updater.decide import ArmStats, LiveWindow, MeanStats
 from wolt_jupyter.updater.policy import LiveMetric
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from wolt_jupyter.monitoring.estimate import Reference
 
 
 def window_from_log(
@@ -27,6 +33,7 @@ def window_from_log(
     champion: str,
     shadow: bool,
     live_metric: LiveMetric | None = None,
+    references: Mapping[str, Reference] | None = None,
 ) -> LiveWindow:
     """Candidate variant vs champion variant in ``log`` (a :func:`wolt_jupyter.responses` frame)."""
     from wolt_jupyter.monitoring.analysis import shadow_agreement
@@ -37,7 +44,9 @@ def window_from_log(
     if shadow:
         champ = champ[champ["id"].isin(set(cand["id"]))]
     agreement = None
-    output = next((c for c in log.columns if str(c).startswith("output")), None)
+    # the answer, not the probabilities logged beside it
+    proba = f"output.{PROBA_OUTPUT}"
+    output = next((c for c in log.columns if str(c).startswith("output") and c != proba), None)
     if shadow and not cand.empty:
         table = shadow_agreement(log[log["id"].isin(set(cand["id"]))], champion, output)
         if table is not None and candidate in table.index and "agreement" in table.columns:
@@ -45,15 +54,20 @@ def window_from_log(
             if not math.isnan(row["agreement"]):
                 paired = int(row["paired_requests"])
                 agreement = (round(float(row["agreement"]) * paired), paired)
+    refs = references or {}
     return LiveWindow(
-        candidate=_arm(cand, output, live_metric),
-        champion=_arm(champ, output, live_metric),
+        candidate=_arm(cand, output, live_metric, refs.get("candidate")),
+        champion=_arm(champ, output, live_metric, refs.get("champion")),
         agreement=agreement,
     )
 
 
-def _arm(rows: pd.DataFrame, output: str | None, metric: LiveMetric | None) -> ArmStats:
+def _arm(
+    rows: pd.DataFrame, output: str | None, metric: LiveMetric | None, reference: Reference | None = None
+) -> ArmStats:
     import numpy as np
+
+    from wolt_jupyter.monitoring.estimate import estimate_from_log
 
     if rows.empty:
         return ArmStats()
@@ -73,6 +87,7 @@ def _arm(rows: pd.DataFrame, output: str | None, metric: LiveMetric | None) -> A
         errors=int((status >= 500).sum()),
         p99_ms=float(np.percentile(latency, 99)) if len(latency) else None,
         metric=stats,
+        estimate=estimate_from_log(rows, reference),
     )
 
 
@@ -105,11 +120,17 @@ def observe(
     shadow: bool,
     live_metric: LiveMetric | None = None,
     url: str | None = None,
+    references: Mapping[str, Reference] | None = None,
 ) -> LiveWindow:
     """The window since ``since`` (epoch seconds: the step's start) read from the deployment's response log."""
     from wolt_jupyter.responses import read_frame
 
     log = read_frame(deployment, since=since, variant=[candidate, champion], url=url)
     return window_from_log(
-        log, candidate=candidate, champion=champion, shadow=shadow, live_metric=live_metric
+        log,
+        candidate=candidate,
+        champion=champion,
+        shadow=shadow,
+        live_metric=live_metric,
+        references=references,
     )

@@ -19,6 +19,7 @@ guards:
   limit_alpha: 0.02                             # false rollbacks by the limits, over the whole rollout
   alpha: 0.02                                   # ... by the comparison with the champion, likewise
   live_metric: {name: mae, direction: min, min_effect: 0.5}
+  estimated_accuracy: {margin: 0.02}            # classifiers, no labels needed: CBPE from logged probabilities
   min_sample: 200                               # per step; less is "hold"
   step_deadline: 1h                             # still too little data then -> roll back "no data"
 notify: {webhook: "https://hooks.example/x", secret_env: WOLT_WEBHOOK_SECRET, rate_limit: 5, per: 1h}
@@ -355,6 +356,20 @@ class ServiceGuards:
 
 
 @dataclass(frozen=True)
+class EstimatedAccuracy:
+    """Each arm's accuracy estimated from its logged class probabilities, before labels arrive (CBPE,
+    :mod:`wolt_jupyter.monitoring.estimate`; the spec needs ``logging.probabilities``). The candidate is rolled
+    back when its accuracy is below the champion's by more than ``margin``, by the guards' always-valid test
+    (``min_effect`` is its τ), judged once each arm has ``min_rows`` rows without labels and ``min_reference``
+    labelled rows to calibrate on (its own in the window, plus the offline dataset when the policy has one)."""
+
+    margin: float = 0.0
+    min_effect: float = 0.02
+    min_rows: int = 100
+    min_reference: int = 100
+
+
+@dataclass(frozen=True)
 class Guards:
     """When a live step rolls back, holds or may go on. See :func:`wolt_jupyter.updater.decide.decide`.
 
@@ -368,6 +383,7 @@ class Guards:
     alpha: float = 0.02
     limit_alpha: float = 0.02
     live_metric: LiveMetric | None = None
+    estimated_accuracy: EstimatedAccuracy | None = None  # off unless set
     min_sample: int = 100
     limit_min_requests: int = 10  # limits and the comparison are judged from this many candidate requests
     step_deadline: float = 3600.0
@@ -798,6 +814,7 @@ def _guards(data: Any) -> Guards:
             "limit_alpha",
             "error_rate_min_effect",
             "live_metric",
+            "estimated_accuracy",
             "min_sample",
             "limit_min_requests",
             "step_deadline",
@@ -839,6 +856,9 @@ def _guards(data: Any) -> Guards:
         alpha=float(alpha if alpha is not None else d.alpha),
         limit_alpha=float(limit_alpha if limit_alpha is not None else d.limit_alpha),
         live_metric=live,
+        estimated_accuracy=_estimated_accuracy(f.raw("estimated_accuracy"))
+        if f.has("estimated_accuracy")
+        else None,
         min_sample=f.count("min_sample", d.min_sample) or d.min_sample,
         limit_min_requests=f.count("limit_min_requests", d.limit_min_requests) or d.limit_min_requests,
         step_deadline=f.duration("step_deadline", d.step_deadline) or d.step_deadline,
@@ -873,6 +893,26 @@ def _query_guards(data: Any) -> tuple[QueryGuard, ...]:
             raise _fail(f"{where}.name", f"{guard.name!r} is used twice")
         out.append(guard)
     return tuple(out)
+
+
+def _estimated_accuracy(data: Any) -> EstimatedAccuracy | None:
+    """``true`` (the defaults), ``false`` (off) or a mapping of :class:`EstimatedAccuracy`'s fields."""
+    from wolt_jupyter.monitoring.estimate import MIN_CALIBRATION
+
+    if isinstance(data, bool):
+        return EstimatedAccuracy() if data else None
+    f = _Fields(data, "guards.estimated_accuracy", ("margin", "min_effect", "min_rows", "min_reference"))
+    d = EstimatedAccuracy()
+    margin = f.number("margin", d.margin, low=0.0, high=1.0, what="a fraction in [0, 1)")
+    if margin is not None and margin >= 1.0:
+        raise _fail("guards.estimated_accuracy.margin", f"must be a fraction in [0, 1); got {margin!r}")
+    reference = f.count("min_reference", d.min_reference, low=MIN_CALIBRATION)
+    return EstimatedAccuracy(
+        margin=float(margin if margin is not None else d.margin),
+        min_effect=f.fraction("min_effect", d.min_effect, open_zero=True) or d.min_effect,
+        min_rows=f.count("min_rows", d.min_rows) or d.min_rows,
+        min_reference=reference or d.min_reference,
+    )
 
 
 def _notify(data: Any) -> Notify:

@@ -35,6 +35,7 @@ class DeploymentActions:
         self.name = policy.deployment
         self.model = policy.watch.model
         self.champion_alias = champion_alias
+        self._references: dict[str, Any] = {}  # offline-dataset references by model URI, made once each
 
     # -- reading what runs ----------------------------------------------------------------------------------
     def _spec(self) -> Any:
@@ -152,13 +153,15 @@ class DeploymentActions:
         from wolt_jupyter import deployments
         from wolt_jupyter.updater.observe import observe
 
+        compared = step.kind != "canary" or step.weight < 100
         window = observe(
             self.name,
             since,
             candidate=CANDIDATE,
-            champion=self._main().name if step.kind != "canary" or step.weight < 100 else CANDIDATE,
+            champion=self._main().name if compared else CANDIDATE,
             shadow=step.kind == "shadow",
             live_metric=self.policy.guards.live_metric,
+            references=self._offline_references(version, compared),
         )
         # crashes lose requests the log never sees: the guards count them from the runtime's own exits
         exits = tuple(deployments.runtime_exits(self.name, since))
@@ -188,6 +191,28 @@ class DeploymentActions:
             value = float(result[0]["value"][1]) if result else None
             values.append((g.name, value if value is not None and math.isfinite(value) else None))
         return tuple(values)
+
+    def _offline_references(self, version: str, compared: bool) -> dict[str, Any]:
+        """The offline dataset as each arm's calibration reference for ``guards.estimated_accuracy`` (when
+        the policy has both): each model loaded and scored once, a failure retried at the next look."""
+        from wolt_jupyter.updater.gates import offline_reference
+
+        if self.policy.guards.estimated_accuracy is None or self.policy.offline is None:
+            return {}
+        arms = {"candidate": f"models:/{self.model}/{version}"}
+        if compared:
+            arms["champion"] = self._main().model
+        out = {}
+        for arm, uri in arms.items():
+            if uri not in self._references:
+                try:
+                    self._references[uri] = offline_reference(self.policy.offline, uri)
+                except Exception as exc:  # the estimate goes on with the arm's own labelled rows
+                    log.warning("offline reference of %s for the estimated accuracy: %s", uri, exc)
+                    continue
+            if self._references[uri] is not None:
+                out[arm] = self._references[uri]
+        return out
 
 
 def adopt_deployment(name: str, document: Path) -> bool:
