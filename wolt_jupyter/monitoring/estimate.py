@@ -10,13 +10,11 @@ label-free method can see.
 Calibration, as CBPE does it: on a *reference* set with labels (the arm's labelled rows, or a held-out
 dataset -- not the training set), fit an isotonic map from score to observed frequency, and use it only where
 the probabilities are not calibrated already. NannyML decides that by cross-validated expected calibration
-error; here Cox's calibration test decides (:func:`miscalibrated`): a cross-validated Brier comparison, tried
-first, left a model that ignores one of two features uncalibrated on 2,000 reference rows, its accuracy
-over-estimated by 2 points (the realised accuracy inside the stated 95% interval in 47% of simulated windows).
-Binary models calibrate the
-positive class's probability, as CBPE does; multiclass models calibrate the confidence of the predicted class
-against being right (top-label calibration, Gupta & Ramdas, "Top-label calibration and multiclass-to-binary
-reductions", ICLR 2022), which is what accuracy needs, instead of NannyML's per-class maps.
+error; here Cox's calibration test does (:func:`miscalibrated`): a cross-validated Brier comparison, tried
+first, left a model that ignores one of two features uncalibrated on 2,000 reference rows and 2 points too
+optimistic. Binary models calibrate the positive class's probability, as CBPE does; multiclass models the
+confidence of the predicted class against being right (top-label calibration, Gupta & Ramdas, ICLR 2022),
+which is what accuracy needs, instead of NannyML's per-class maps.
 
 The isotonic fit is the pool-adjacent-violators algorithm (Ayer et al., 1955), written here so that the
 calibration's blocks are at hand for the uncertainty: the estimate is a weighted sum of block means of the
@@ -96,8 +94,9 @@ class Estimate:
 
     ``se``: standard error as an estimate of the model's accuracy on the traffic these rows come from (what
     two arms are compared by); ``se_realised``: as a forecast of the accuracy the labels of exactly these rows
-    will show. Both include the calibration's own uncertainty. ``reference``: labelled rows calibrated on (0:
-    the raw probabilities are trusted as they are); ``calibrated``: whether the isotonic map was applied.
+    will show. Both include the calibration's own uncertainty. ``reference``: labelled rows the calibration was
+    tested (and fitted) on (0: the probabilities are trusted unchecked); ``calibrated``: whether the isotonic
+    map was applied.
     ``roc_auc`` and ``f1`` (of the class in column 1) for binary models."""
 
     accuracy: float
@@ -201,7 +200,7 @@ def miscalibrated(scores: np.ndarray, outcomes: np.ndarray, level: float = 0.05)
 # -- the estimate --------------------------------------------------------------------------------------------
 def estimate(proba: Any, pred: Any = None, reference: Reference | None = None) -> Estimate:
     """Accuracy (and for two classes F1 and ROC AUC) of rows with probabilities ``proba`` and predicted class
-    columns ``pred`` (default: the most probable), calibrated on ``reference`` where that helps."""
+    columns ``pred`` (default: the most probable), calibrated on ``reference`` where it shows them miscalibrated."""
     import numpy as np
 
     p = _matrix(proba)
