@@ -345,9 +345,9 @@ def test_a_failing_candidate_reaches_no_client_and_the_champion_alone_is_back_wi
     wall = time.time() - time.monotonic()
     with Load(d.url, "upd", concurrency=3) as load, Service(policy):
         table = wait_for_final("upd", timeout=120)
-        n = len(load.outcomes)
-        load.wait_for(n + 100)
-    decided = _decided_at(table, "rollback")
+        decided = _decided_at(table, "rollback")
+        time.sleep(max(0.0, decided + 2.0 - time.time()))  # answers well after the switch
+        load.wait_for(len(load.outcomes) + 100)
     final = table[table["action"] != "hold"]
     assert list(final["action"].unique()) == ["rollback"], final.to_string()
     served_by_candidate = [o.t + wall for o in load.outcomes if o.variant == "candidate"]
