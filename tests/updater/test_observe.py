@@ -91,3 +91,21 @@ def test_shadow_window_pairs_the_same_requests_and_feeds_the_decision(wolt_home)
     )
     d = decide(policy, RolloutState("2", "1", 0, start), Observations(time.time(), live=window))
     assert d.action == "rollback" and "shadow agreement 0.8" in d.reason
+
+
+def test_each_arm_counts_its_requests_over_its_own_p99_limit() -> None:
+    """The sound p99 limits judge counts of slow requests: the candidate's against ``max_p99_ms``, the
+    champion's against ``service.champion_max_p99_ms``; without a limit nothing is counted."""
+    import pandas as pd
+
+    from wolt_jupyter.updater.observe import window_from_log
+
+    rows = [(f"c{i}", "candidate", 5.0 if i % 4 else 80.0) for i in range(40)]
+    rows += [(f"m{i}", "main", 5.0 if i % 10 else 30.0) for i in range(100)]
+    log = pd.DataFrame(
+        [{"id": i, "variant": v, "shadow": False, "status": 200, "latency_ms": ms} for i, v, ms in rows]
+    )
+    w = window_from_log(log, candidate="candidate", champion="main", shadow=False, slow_ms=(50.0, 20.0))
+    assert (w.candidate.slow, w.champion.slow) == (10, 10)
+    w = window_from_log(log, candidate="candidate", champion="main", shadow=False)
+    assert (w.candidate.slow, w.champion.slow) == (None, None)

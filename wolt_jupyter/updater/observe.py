@@ -34,8 +34,11 @@ def window_from_log(
     shadow: bool,
     live_metric: LiveMetric | None = None,
     references: Mapping[str, Reference] | None = None,
+    slow_ms: tuple[float | None, float | None] = (None, None),
 ) -> LiveWindow:
-    """Candidate variant vs champion variant in ``log`` (a :func:`wolt_jupyter.responses` frame)."""
+    """Candidate variant vs champion variant in ``log`` (a :func:`wolt_jupyter.responses` frame). ``slow_ms``:
+    the p99 limits of the candidate and the champion arm (``max_p99_ms``, ``service.champion_max_p99_ms``);
+    each arm counts its requests slower than its own, which the sound p99 limit judges."""
     from wolt_jupyter.monitoring.analysis import shadow_agreement
 
     is_shadow = log["shadow"].astype(bool)
@@ -56,14 +59,18 @@ def window_from_log(
                 agreement = (round(float(row["agreement"]) * paired), paired)
     refs = references or {}
     return LiveWindow(
-        candidate=_arm(cand, output, live_metric, refs.get("candidate")),
-        champion=_arm(champ, output, live_metric, refs.get("champion")),
+        candidate=_arm(cand, output, live_metric, refs.get("candidate"), slow_ms[0]),
+        champion=_arm(champ, output, live_metric, refs.get("champion"), slow_ms[1]),
         agreement=agreement,
     )
 
 
 def _arm(
-    rows: pd.DataFrame, output: str | None, metric: LiveMetric | None, reference: Reference | None = None
+    rows: pd.DataFrame,
+    output: str | None,
+    metric: LiveMetric | None,
+    reference: Reference | None = None,
+    slow_ms: float | None = None,
 ) -> ArmStats:
     import numpy as np
 
@@ -86,6 +93,7 @@ def _arm(
         requests=len(per_request),
         errors=int((status >= 500).sum()),
         p99_ms=float(np.percentile(latency, 99)) if len(latency) else None,
+        slow=None if slow_ms is None else int((latency > slow_ms).sum()),
         metric=stats,
         estimate=estimate_from_log(rows, reference),
     )
@@ -121,6 +129,7 @@ def observe(
     live_metric: LiveMetric | None = None,
     url: str | None = None,
     references: Mapping[str, Reference] | None = None,
+    slow_ms: tuple[float | None, float | None] = (None, None),
 ) -> LiveWindow:
     """The window since ``since`` (epoch seconds: the step's start) read from the deployment's response log."""
     from wolt_jupyter.responses import read_frame
@@ -133,4 +142,5 @@ def observe(
         shadow=shadow,
         live_metric=live_metric,
         references=references,
+        slow_ms=slow_ms,
     )

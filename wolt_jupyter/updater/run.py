@@ -162,6 +162,7 @@ class DeploymentActions:
             shadow=step.kind == "shadow",
             live_metric=self.policy.guards.live_metric,
             references=self._offline_references(version, compared),
+            slow_ms=(self.policy.guards.max_p99_ms, self.policy.guards.service.champion_max_p99_ms),
         )
         # crashes lose requests the log never sees: the guards count them from the runtime's own exits
         exits = tuple(deployments.runtime_exits(self.name, since))
