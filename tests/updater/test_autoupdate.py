@@ -146,3 +146,19 @@ def test_stopped_mid_canary_it_says_what_stays_and_how_to_take_it_out(
     assert [(v["name"], v["traffic"]) for v in deployments.get("upd").variants] == [("main", 100)]
     shell.run_line_magic("wolt_autoupdate", "upd --stop")
     assert "Mid-rollout" not in capsys.readouterr().out  # nothing left
+
+
+def test_a_service_that_cannot_work_is_refused_in_one_line_at_start(models, wolt_home, tmp_path) -> None:
+    """No deployment to update, a holdout that is not there: refused before any process is started."""
+    from wolt_jupyter import deployments
+    from wolt_jupyter.errors import InvalidArgument
+    from wolt_jupyter.updater import run
+
+    with pytest.raises(InvalidArgument, match="there is no deployment 'upd' to update: deploy it first"):
+        run.autoupdate("upd", _policy())
+    deployments.deploy("upd", model=models["v1"])
+    missing = {**_policy(), "offline": {"dataset": str(tmp_path / "gone.parquet"), "target": "y",
+                                        "metrics": {"rmse": "min"}}}  # fmt: skip
+    with pytest.raises(InvalidArgument, match=r"gone\.parquet' does not exist"):
+        run.autoupdate("upd", missing)
+    assert run.status("upd")["running"] is False

@@ -330,6 +330,7 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
     from wolt_jupyter.revisions import write_atomic
 
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
+    _check_fits(pol)
     state_path, log_path, policy_path = _paths(pol.deployment)
     if status(pol.deployment).get("running"):
         raise InvalidArgument(
@@ -368,6 +369,25 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
     while time.monotonic() < deadline and not state_path.exists():
         time.sleep(0.05)
     return {**status(pol.deployment), "pid": proc.pid}
+
+
+def _check_fits(policy: Policy) -> None:
+    """What would make the service fail at once, refused here in one line instead of a crash loop."""
+    from wolt_jupyter import deployments
+
+    try:
+        deployments.revision_store().record(policy.deployment)
+    except NotFound:
+        raise InvalidArgument(
+            f"there is no deployment {policy.deployment!r} to update: deploy it first "
+            f"(%wolt_deploy {policy.deployment} --model models:/{policy.watch.model}@champion)"
+        ) from None
+    dataset = policy.offline.dataset if policy.offline is not None else None
+    local = (
+        isinstance(dataset, str) and "://" not in dataset and not dataset.startswith(("runs:/", "models:/"))
+    )
+    if local and not Path(dataset).expanduser().exists():  # type: ignore[arg-type]
+        raise InvalidArgument(f"offline.dataset {dataset!r} does not exist: give the holdout's path")
 
 
 def _check_writable(policy: Policy) -> None:
