@@ -471,7 +471,10 @@ class Policy:
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
         """A plain dict (secrets shown only as set/unset unless ``secrets``, for a private copy; a DataFrame
         dataset and callables by type)."""
-        return _plain(self, secrets)
+        plain = _plain(self, secrets)
+        if self.rollout.shadow is None:  # "no shadow step", not "unset": without_unset would drop it
+            plain["rollout"]["shadow"] = False
+        return plain
 
 
 @dataclass(frozen=True)
