@@ -8,10 +8,12 @@ backend that runs the deployment.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import Card
@@ -371,6 +373,7 @@ class Undeployed(Card, title="Undeployed", css_class="wolt-deployment-card"):
     name: str
     target: str
     summary: dict[str, Any]
+    stopped: list[str] = field(default_factory=list)  # processes attached to it, stopped first
 
     @property
     def shadow_not_logged(self) -> int:
@@ -394,18 +397,76 @@ class Undeployed(Card, title="Undeployed", css_class="wolt-deployment-card"):
                     else "every shadow copy predicted and logged",
                 )
             )
+        if self.stopped:
+            rows.append(("stopped with it", ", ".join(self.stopped)))
         rows.append(("kept", "revisions and the response log stay readable"))
         return rows
 
 
 def undeploy(name: str) -> Undeployed:
-    """Stop ``name``; its revisions and response log stay. The result says what was not logged."""
+    """Stop ``name`` and the processes attached to it (its update service); its revisions and response log
+    stay. The result says what was not logged."""
     revision_store().record(name)  # NotFound before a lock dir is made for a name that does not exist
+    # before the lock: an attached service finishes the look it is in (which holds the lock), then exits
+    stopped = stop_attached(name)
     with lock(name, "undeploy"):
         be, rec = _backend_of(name)
         summary = be.delete(name) or {}
         revision_store().remove(name)
-    return Undeployed(name, rec.target, dict(summary))
+    return Undeployed(name, rec.target, dict(summary), stopped)
+
+
+# -- processes attached to a deployment -----------------------------------------------------------------------
+# A background process working on a deployment (the update service) attaches itself here, and an undeploy, from
+# whatever front end, stops it first. Kept as files, so any process's undeploy finds it; this module knows the
+# processes only by pid and name, never what they are, so layers still point downward.
+ATTACHED_DIR = "attached"
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, from /proc): a pid reused by another process differs."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def attach(name: str, key: str, pid: int, what: str) -> None:
+    """Record that the process group led by ``pid`` (``what``, e.g. "update service") works on deployment
+    ``name``, under ``key`` (one of a kind: attaching again replaces it). :func:`undeploy` stops it first."""
+    from wolt_jupyter.revisions import write_atomic
+
+    check_dns_label(key, "attachment key")
+    record = {"pid": pid, "what": what, "started": _process_start(pid)}
+    write_atomic(revision_store().dir(name) / ATTACHED_DIR / f"{key}.json", json.dumps(record))  # 0600
+
+
+def detach(name: str, key: str) -> None:
+    (revision_store().dir(name) / ATTACHED_DIR / f"{check_dns_label(key, 'attachment key')}.json").unlink(
+        missing_ok=True
+    )
+
+
+def stop_attached(name: str, timeout: float = 30.0) -> list[str]:
+    """Stop every process attached to ``name`` (SIGTERM to its group; SIGKILL after ``timeout`` seconds) and
+    forget it; what was stopped, e.g. ``["update service (pid 4242)"]``."""
+    from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
+
+    stopped = []
+    for path in sorted((revision_store().dir(name) / ATTACHED_DIR).glob("*.json")):
+        try:
+            info = json.loads(path.read_text())
+            pid, what = int(info["pid"]), str(info["what"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        # gone, or its pid now another process's (started at another time): nothing of ours to stop
+        if not process_gone(pid) and _process_start(pid) == info.get("started"):
+            log.info("stopping the %s of %s (pid %d) before undeploying it", what, name, pid)
+            stop_process_group(pid, timeout)
+            stopped.append(f"{what} (pid {pid})")
+        path.unlink(missing_ok=True)
+    return stopped
 
 
 def up(progress: Progress | None = None) -> list[Deployment]:

@@ -25,6 +25,7 @@ from wolt_jupyter.updater.policy import Policy, Step, is_yaml_text, without_unse
 log = logging.getLogger(__name__)
 
 CANDIDATE = "candidate"  # the variant name the candidate runs under (shadow or canary)
+ATTACHMENT = "update-service"  # the background service, attached to its deployment: undeploy stops it
 
 
 class DeploymentActions:
@@ -286,6 +287,9 @@ def serve(
         while not stop.is_set():
             try:
                 with deployments.lock(policy.deployment, "update service step"):
+                    if not deployments.revision_store().exists(policy.deployment):
+                        log.warning("%s was undeployed: its update service stops", policy.deployment)
+                        break
                     decision = service.tick_then_tell()
                 if decision is not None and decision.action != "hold":
                     log.info("%s: %s — %s", policy.deployment, decision.action, decision.reason)
@@ -365,6 +369,10 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
         start_new_session=True,
         cwd=base,
     )
+    from wolt_jupyter import deployments
+
+    # an undeploy stops it first (deployments knows processes attached to a deployment, not the updater)
+    deployments.attach(pol.deployment, ATTACHMENT, proc.pid, "update service")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not state_path.exists():
         time.sleep(0.05)
@@ -423,10 +431,14 @@ def status(deployment: str) -> dict[str, Any]:
 
 def stop_service(deployment: str, timeout: float = 30.0) -> bool:
     """Stop the background service of ``deployment``; False if it was not running."""
+    from wolt_jupyter import deployments
+
     st = status(deployment)
     if not st.get("running"):
+        deployments.detach(deployment, ATTACHMENT)
         return False
     stop_process_group(int(st["supervisor_pid"]), timeout)
+    deployments.detach(deployment, ATTACHMENT)
     return True
 
 
