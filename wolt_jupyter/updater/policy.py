@@ -13,6 +13,8 @@ replay: {requests: 1000, max_error_rate: 0.0, min_agreement: 0.9}
 rollout:
   shadow: {requests: 500, duration: 10m}        # done at whichever comes first
   canary: [{weight: 5, bake: 5m}, {weight: 25, bake: 5m}, {weight: 50, bake: 5m}, {weight: 100, bake: 5m}]
+                                                # {weight: 50, bake: 5m, approve: true}: a person grants it first
+  on_manual_change: pause                       # a person changed the deployment mid-rollout: pause, or abort
 guards:
   max_error_rate: 0.05                          # hard limits: surely breached -> roll back
   max_p99_ms: 250
@@ -44,8 +46,10 @@ from wolt_jupyter.errors import InvalidArgument, PolicyError
 
 Direction = Literal["max", "min"]
 DIRECTIONS = ("max", "min")
-EVENTS = ("advance", "promote", "rollback", "reject", "hold", "retrain")
-DEFAULT_EVENTS = ("promote", "rollback", "reject", "retrain")
+EVENTS = ("advance", "promote", "rollback", "reject", "hold", "retrain", "pause", "resume", "wait", "approve")
+# a pause and a wait for approval are told by default: the rollout stands still until a person acts
+DEFAULT_EVENTS = ("promote", "rollback", "reject", "retrain", "pause", "wait")
+ON_MANUAL_CHANGE = ("pause", "abort")
 
 # metric names (as written in a policy) -> the scikit-learn function that computes them, and their direction
 METRIC_ALIASES: dict[str, tuple[str, Direction]] = {
@@ -294,14 +298,19 @@ class ShadowStep:
 
 @dataclass(frozen=True)
 class CanaryStep:
+    """``weight`` percent for ``bake`` seconds; ``approve``: the rollout waits for a person before this step."""
+
     weight: int
     bake: float
+    approve: bool = False
 
 
 @dataclass(frozen=True)
 class Rollout:
     """The live steps, and ``analysis_interval``: how often a live step is judged (independent of
-    ``watch.poll_seconds``, which only paces looking for new versions)."""
+    ``watch.poll_seconds``, which only paces looking for new versions). ``on_manual_change``: what the
+    service does when a person changed the deployment during a rollout — ``pause`` until resumed, or
+    ``abort`` (the candidate is given up; the deployment stays as the person left it)."""
 
     shadow: ShadowStep | None = ShadowStep(requests=200, duration=600.0)
     canary: tuple[CanaryStep, ...] = (
@@ -311,6 +320,7 @@ class Rollout:
         CanaryStep(100, 300.0),
     )
     analysis_interval: float = 1.0
+    on_manual_change: Literal["pause", "abort"] = "pause"
 
 
 @dataclass(frozen=True)
@@ -465,7 +475,7 @@ class Policy:
             out.append(Step("replay"))
         if self.rollout.shadow is not None:
             out.append(Step("shadow"))
-        out.extend(Step("canary", c.weight, c.bake) for c in self.rollout.canary)
+        out.extend(Step("canary", c.weight, c.bake, c.approve) for c in self.rollout.canary)
         return out
 
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
@@ -479,11 +489,13 @@ class Policy:
 
 @dataclass(frozen=True)
 class Step:
-    """One step: ``offline``/``replay`` (gates), ``shadow``, or ``canary`` at ``weight`` percent for ``bake``."""
+    """One step: ``offline``/``replay`` (gates), ``shadow``, or ``canary`` at ``weight`` percent for ``bake``;
+    ``approve``: a person grants it before its traffic is applied."""
 
     kind: Literal["offline", "replay", "shadow", "canary"]
     weight: int = 0
     bake: float = 0.0
+    approve: bool = False
 
     @property
     def live(self) -> bool:
@@ -762,7 +774,7 @@ def _replay(data: Any) -> ReplayGate:
 
 
 def _rollout(data: Any) -> Rollout:
-    f = _Fields(data, "rollout", ("shadow", "canary", "analysis_interval"))
+    f = _Fields(data, "rollout", ("shadow", "canary", "analysis_interval", "on_manual_change"))
     interval = f.duration("analysis_interval", 1.0)
     if interval is None or not 0.1 <= interval <= 3600:
         raise _fail(
@@ -789,7 +801,7 @@ def _rollout(data: Any) -> Rollout:
         steps = []
         for i, item in enumerate(raw):
             where = f"rollout.canary[{i}]"
-            c = _Fields(item, where, ("weight", "bake"))
+            c = _Fields(item, where, ("weight", "bake", "approve"))
             weight = c.count("weight", None)
             if weight is None or weight > 100:
                 raise _fail(f"{where}.weight", f"must be an integer 1..100; got {c.raw('weight')!r}")
@@ -798,11 +810,14 @@ def _rollout(data: Any) -> Rollout:
             bake = c.duration("bake", None)
             if bake is None:
                 raise _fail(f"{where}.bake", 'is required: how long to watch this weight, e.g. "5m"')
-            steps.append(CanaryStep(weight, bake))
+            steps.append(CanaryStep(weight, bake, c.flag("approve", False)))
         canary = tuple(steps)
     if canary[-1].weight != 100:
         raise _fail("rollout.canary", f"the last weight must be 100 (it is {canary[-1].weight})")
-    return Rollout(shadow, canary, interval)
+    on_change = f.raw("on_manual_change", "pause")
+    if on_change not in ON_MANUAL_CHANGE:
+        raise _fail("rollout.on_manual_change", f"must be 'pause' or 'abort'; got {on_change!r}")
+    return Rollout(shadow, canary, interval, on_change)
 
 
 def _guards(data: Any) -> Guards:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,25 @@ class DeploymentActions:
         if pinned is None or pinned[0] != self.model:
             return None
         return str(pinned[1])
+
+    def spec_id(self) -> Any:
+        """The current revision, a digest of its spec and its variants in a few words (``main 70% (v1)``)."""
+        import hashlib
+
+        from wolt_jupyter.deployments import revision_store
+        from wolt_jupyter.registry import pinned_version
+        from wolt_jupyter.updater.service import SpecId
+
+        store = revision_store()
+        revision = store.record(self.name).revision
+        spec = store.spec(self.name, revision)
+        parts = []
+        for v in spec.variants:
+            pinned = pinned_version(v.model)
+            model = f"v{pinned[1]}" if pinned and pinned[0] == self.model else v.model
+            parts.append(f"{v.name} {'shadow' if v.shadow else f'{v.traffic}%'} ({model})")
+        digest = hashlib.sha256(spec.to_yaml().encode()).hexdigest()[:16]
+        return SpecId(revision, digest, ", ".join(parts))
 
     # -- changing it ----------------------------------------------------------------------------------------
     def _apply(self, variants: list[Any], champion: str | None) -> None:
@@ -297,7 +317,7 @@ def serve(
                 log.error("update service %s: %s", policy.deployment, str(exc).splitlines()[0])
             except Exception as exc:  # one bad look must not end the service
                 log.exception("update service %s: %s", policy.deployment, exc)
-            _sleep(_next_look(service), stop, wake)
+            _sleep(_next_look(service), stop, wake, service.commands.any_pending)
 
 
 def _next_look(service: Any) -> float:
@@ -307,10 +327,16 @@ def _next_look(service: Any) -> float:
         return service.policy.rollout.analysis_interval
 
 
-def _sleep(seconds: float, stop: threading.Event, wake: threading.Event) -> None:
-    """Until the next look: ``seconds``, or sooner when stopped or woken by a webhook."""
+def _sleep(
+    seconds: float,
+    stop: threading.Event,
+    wake: threading.Event,
+    asked: Callable[[], bool] = lambda: False,
+) -> None:
+    """Until the next look: ``seconds``, or sooner when stopped, woken by a webhook, or ``asked`` (a person's
+    command waits)."""
     deadline = time.monotonic() + seconds
-    while not stop.is_set() and not wake.is_set() and time.monotonic() < deadline:
+    while not stop.is_set() and not wake.is_set() and not asked() and time.monotonic() < deadline:
         wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
     wake.clear()
 

@@ -10,6 +10,11 @@ every change, so a service killed at any point resumes at the step it was in:
 - a decision is appended to the history before it is carried out; the state moves on only after it succeeded;
 - its webhook message is queued in the outbox before the action and posted after it, by the sender thread
   (:mod:`wolt_jupyter.updater.outbox`): a slow webhook never delays a step, a crash never posts it twice.
+
+People steer a rollout (:mod:`.control`): the commands they leave are applied first at each look. The spec the
+service last applied is kept in its state; a deployment found changed since (a person's traffic change,
+promotion, rollback or redeploy) pauses the rollout, or gives it up (``rollout.on_manual_change``), and is never
+undone by the service unless a person resumes it. A step marked ``approve`` waits for a person's approval.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any, Protocol
 
 from wolt_jupyter.errors import one_line
 from wolt_jupyter.revisions import write_atomic
+from wolt_jupyter.updater.control import COMMANDS_DIR, Command, Commands, refusal
 from wolt_jupyter.updater.decide import (
+    Check,
     Decision,
     LiveWindow,
     Observations,
@@ -74,6 +81,19 @@ class Actions(Protocol):
     def champion_health(self, since: float) -> ChampionHealth:
         """The champion's input drift and live metric since ``since`` (only asked with a retrain policy)."""
 
+    def spec_id(self) -> SpecId | None:
+        """What the deployment runs now, to tell a change by hand from the service's own. Optional: without
+        it (None, or not defined) no change by hand is detected."""
+
+
+@dataclass(frozen=True)
+class SpecId:
+    """A deployment's current spec: its revision, a digest of the spec, and its variants in a few words."""
+
+    revision: int
+    digest: str
+    summary: str
+
 
 @dataclass
 class ServiceState:
@@ -82,6 +102,12 @@ class ServiceState:
     applied: int = -1  # index of the live step whose traffic is in place
     last_hold_recorded: float = 0.0
     failures: int = 0  # consecutive looks that failed (cleared by one that did not)
+    spec: dict[str, Any] | None = None  # SpecId of what the service last applied (or found, at the start)
+    acting: bool = False  # on disk while the service changes the deployment (a crash then: no change by hand)
+    paused: dict[str, Any] | None = None  # {reason, by, since, manual}: no step taken until resumed
+    awaiting: int = -1  # the step waiting for a person's approval (recorded once)
+    approved: int = -1  # the last step a person approved
+    labels: list[str] = field(default_factory=list)  # the steps' labels, for the messages of the askers
 
     @classmethod
     def read(cls, path: Path) -> ServiceState:
@@ -95,6 +121,14 @@ class ServiceState:
     @property
     def state(self) -> RolloutState | None:
         return RolloutState(**self.rollout) if self.rollout else None
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else f"step {index}"
+
+    @property
+    def waiting_for(self) -> str | None:
+        """The label of the step waiting for approval, None when none is."""
+        return self.label(self.awaiting) if self.awaiting > self.approved else None
 
 
 @dataclass
@@ -115,9 +149,11 @@ class UpdateService:
     _outbox: Outbox | None = field(init=False, default=None)
     _sender: Sender | None = field(init=False, default=None)
     _acting: threading.Lock = field(init=False, default_factory=threading.Lock)  # held while a look acts
+    commands: Commands = field(init=False)  # what people ask (pause, resume, …), applied first at each look
 
     def __post_init__(self) -> None:
         self._dir = updater_dir(self.policy.deployment, self.home)
+        self.commands = Commands(self._dir / COMMANDS_DIR)
         if self.notifier is None and self.policy.notify is not None:
             self.notifier = Notifier(self.policy.notify, self._dir / "notify.json", clock=self.clock)
         if self.notifier is not None:
@@ -153,6 +189,9 @@ class UpdateService:
         is nothing to do."""
         self._report_retrain_end()
         st = ServiceState.read(self.state_path)
+        steered = self._steer(st)  # a person's commands first: a pause or an abort acts at once
+        if steered is not None and steered.final:
+            return steered
         rollout = st.state
         if rollout is None or rollout.outcome is not None:
             st = self._next_candidate(st)
@@ -166,9 +205,13 @@ class UpdateService:
         steps = self.policy.steps()
         step = steps[rollout.step]
         now = self.clock()
+        held = self._held(st, candidate, rollout, step, now)
+        if held is not None:
+            st.write(self.state_path)
+            return held
         try:
             if step.live and st.applied < rollout.step:
-                self._apply(step, candidate.version)
+                self._act(st, self._apply, step, candidate.version)
                 rollout = replace(rollout, step_started=self.clock())  # the window starts with the traffic
                 st.rollout, st.applied = asdict(rollout), rollout.step
                 st.write(self.state_path)
@@ -179,11 +222,17 @@ class UpdateService:
         else:
             st.failures = 0
             decision = decide(self.policy, rollout, obs)
+        following = rollout.step + 1
+        if decision.action == "advance" and step.live and self._needs_approval(st, following):
+            # the step in place goes on being judged while it waits: a breach still rolls back
+            waiting = self._wait_for_approval(st, candidate, rollout, following, now)
+            st.write(self.state_path)
+            return waiting
         record = self._record(decision, candidate, rollout, now, st)
         if decision.action == "promote":
-            self.actions.promote(candidate.version)
+            self._act(st, self.actions.promote, candidate.version)
         elif decision.action == "rollback":
-            self.actions.rollback(candidate.version)
+            self._act(st, self.actions.rollback, candidate.version)
         if record is not None:
             self._to_mlflow(record)  # after the action: a slow tracking server never delays a rollback
         st.rollout = asdict(transition(self.policy, rollout, decision, now))
@@ -226,11 +275,200 @@ class UpdateService:
             return None
         candidate = found[0]
         rollout = start(self.policy, candidate.version, champion, self.clock())
-        st = ServiceState(rollout=asdict(rollout), candidate=asdict(candidate))
+        st = ServiceState(rollout=asdict(rollout), candidate=asdict(candidate), spec=self._spec_id(),
+                          labels=[s.label for s in self.policy.steps()])  # fmt: skip
         st.write(self.state_path)  # recorded first: a crash now resumes this candidate ...
         watcher.done(candidate.version)  # ... and only then is it no longer handed out
         return st
 
+    # -- people: commands, changes by hand, approvals --------------------------------------------------------
+    def steer(self) -> Decision | None:
+        """Apply the commands people left and nothing else: what each look does first, and what a front end runs
+        itself when no service runs (:func:`wolt_jupyter.updater.control.steer`). Call it under the lock."""
+        return self._steer(ServiceState.read(self.state_path))
+
+    def _steer(self, st: ServiceState) -> Decision | None:
+        last = None
+        for cmd in self.commands.pending():
+            try:
+                outcome, decision = self._command(st, cmd)
+            except Exception as exc:  # a promote-now or abort whose action failed: the asker is told
+                outcome, decision = f"{cmd.command} failed: {one_line(exc)}", None
+                log.error("%s: %s (%s)", self.policy.deployment, outcome, cmd.by)
+            st.write(self.state_path)  # the state first: a crash before done() applies the command again
+            self.commands.done(cmd, outcome, self.clock())
+            log.info("%s: %s", self.policy.deployment, outcome)
+            last = decision or last
+        return last
+
+    def _command(self, st: ServiceState, cmd: Command) -> tuple[str, Decision | None]:
+        """One command: the outcome in words for the asker, and the decision it made (None: not applied)."""
+        why = refusal(st, cmd.command, self.policy.deployment)  # the state may have moved since it was asked
+        if why is not None:
+            return f"{cmd.command} not applied: {why}", None
+        rollout, candidate = st.state, Candidate(**(st.candidate or {}))
+        assert rollout is not None
+        steps = self.policy.steps()
+        step, now = steps[rollout.step], self.clock()
+        if cmd.command in ("promote-now", "abort"):
+            if cmd.command == "promote-now":
+                decision = Decision("promote", f"promoted by hand ({cmd.by}) at {step.label}, before the rollout's end",
+                                    rollout.step, step.label)  # fmt: skip
+                act = self.actions.promote
+            else:
+                out = "the champion serves alone" if st.applied >= 0 else "the candidate never took traffic"
+                decision = Decision("reject", f"aborted by hand ({cmd.by}) at {step.label}: {out}", rollout.step,
+                                    step.label)  # fmt: skip
+                act = self.actions.rollback if st.applied >= 0 else None
+            record = self._record(decision, candidate, rollout, now, st)
+            if act is not None:
+                self._act(st, act, candidate.version)
+            st.rollout = asdict(transition(self.policy, rollout, decision, now))
+            st.paused, st.last_hold_recorded = None, 0.0
+            if record is not None:
+                self._to_mlflow(record)
+            return decision.reason, decision
+        if cmd.command == "pause":
+            reason = f"paused by hand ({cmd.by}) at {step.label}: no step is taken until it is resumed"
+            st.paused = {"reason": reason, "by": cmd.by, "since": now, "manual": False}
+            return reason, self._note("pause", reason, candidate, rollout, now)
+        if cmd.command == "approve":
+            granted = st.label(st.awaiting)
+            st.approved = st.awaiting
+            reason = f"approved by hand ({cmd.by}): {granted} goes ahead"
+            return reason, self._note("approve", reason, candidate, rollout, now)
+        reason = f"resumed by hand ({cmd.by}): {self._resume(st, candidate, rollout, step, now)}"
+        return reason, self._note("resume", reason, candidate, rollout, now)
+
+    def _resume(
+        self, st: ServiceState, candidate: Candidate, rollout: RolloutState, step: Step, now: float
+    ) -> str:
+        """Clear the pause; the step's traffic is applied again if a person changed it, and its window starts
+        anew either way (what was served while paused is not judged). What was done, in words."""
+        changed = self._changed_by_hand(st)
+        if step.live and st.applied >= rollout.step:
+            if changed is not None:
+                self._act(st, self._apply, step, candidate.version)
+            st.rollout = asdict(replace(rollout, step_started=self.clock()))
+            what = (
+                f"{step.label} applied again, undoing the change by hand"
+                if changed
+                else f"{step.label} judged anew"
+            )
+        else:  # no traffic of the service's is in place: the deployment as it is now is what it builds on
+            st.spec = self._spec_id()
+            what = f"{step.label} goes on" + (" from the deployment as changed by hand" if changed else "")
+        st.paused = None
+        return what
+
+    def _held(
+        self, st: ServiceState, candidate: Candidate, rollout: RolloutState, step: Step, now: float
+    ) -> Decision | None:
+        """A look that takes no step: the rollout is paused, the deployment was changed by hand since the
+        service's last change (it pauses, or gives up: ``rollout.on_manual_change``), or the step waits for a
+        person's approval. None when the look goes on."""
+        if not st.labels:
+            st.labels = [s.label for s in self.policy.steps()]
+        # the last look died while acting (what runs is the service's own), or there is no baseline yet
+        if st.acting or st.spec is None:
+            st.acting, st.spec = False, self._spec_id()
+        if st.paused:
+            return Decision("hold", f"paused: {st.paused['reason']}", rollout.step, step.label)
+        changed = self._changed_by_hand(st)
+        if changed is not None:
+            return self._on_manual_change(changed, st, candidate, rollout, step, now)
+        if step.live and st.applied < rollout.step and self._needs_approval(st, rollout.step):
+            return self._wait_for_approval(st, candidate, rollout, rollout.step, now)
+        return None
+
+    def _changed_by_hand(self, st: ServiceState) -> Check | None:
+        now, was = self._spec_id(), st.spec
+        if now is None or was is None:
+            return None
+        if now["digest"] == was["digest"]:
+            st.spec = now  # the same spec made again (a redeploy of it): nothing changed
+            return None
+        why = (f"the deployment was changed by hand: revision {now['revision']} ({now['summary']}) is not revision "
+               f"{was['revision']} the service applied ({was['summary']})")  # fmt: skip
+        return Check("deployment spec", "fail", why, value=now["revision"], baseline=was["revision"])
+
+    def _on_manual_change(
+        self,
+        changed: Check,
+        st: ServiceState,
+        candidate: Candidate,
+        rollout: RolloutState,
+        step: Step,
+        now: float,
+    ) -> Decision:
+        name = self.policy.deployment
+        if self.policy.rollout.on_manual_change == "abort":
+            decision = Decision("reject", f"given up: {changed.why}; the deployment stays as it was left",
+                                rollout.step, step.label, (changed,))  # fmt: skip
+            log.warning("%s: %s", name, decision.reason)
+            record = self._record(decision, candidate, rollout, now, st)
+            st.rollout = asdict(transition(self.policy, rollout, decision, now))
+            st.last_hold_recorded = 0.0
+            if record is not None:
+                self._to_mlflow(record)
+            return decision
+        again = (
+            f"--resume applies {step.label} again"
+            if step.live and st.applied >= rollout.step
+            else "--resume goes on"
+        )
+        reason = f"paused: {changed.why}; the service leaves it so ({again}, --abort gives the candidate up)"
+        st.paused = {"reason": reason, "by": "a change by hand", "since": now, "manual": True}
+        log.warning("%s: %s", name, reason)
+        return self._note("pause", reason, candidate, rollout, now, (changed,))
+
+    def _needs_approval(self, st: ServiceState, index: int) -> bool:
+        steps = self.policy.steps()
+        return index < len(steps) and steps[index].approve and st.approved < index
+
+    def _wait_for_approval(
+        self, st: ServiceState, candidate: Candidate, rollout: RolloutState, index: int, now: float
+    ) -> Decision:
+        name, label = self.policy.deployment, self.policy.steps()[index].label
+        reason = (f"waiting for approval before {label}: %wolt_autoupdate {name} --approve "
+                  f"(or wolt-jupyter updater approve {name})")  # fmt: skip
+        if st.awaiting != index:  # recorded and told once
+            st.awaiting = index
+            log.info("%s: %s", name, reason)
+            return self._note("wait", reason, candidate, rollout, now)
+        return Decision("hold", reason, rollout.step, st.label(rollout.step))
+
+    def _note(
+        self, action: str, reason: str, candidate: Candidate, rollout: RolloutState, now: float,
+        checks: tuple[Check, ...] = (),
+    ) -> Decision:  # fmt: skip
+        """A decision of people (pause, resume, wait, approve) into the history, the webhook and MLflow; the
+        look it is made in takes no step (a hold)."""
+        label = self.policy.steps()[rollout.step].label
+        record = DecisionRecord(now, self.policy.deployment, candidate.model, candidate.version, rollout.champion,
+                                rollout.step, label, action, reason, [asdict(c) for c in checks])  # fmt: skip
+        # made at ``now``: two pauses in one step are two decisions, each told
+        self._tell_and_keep(record, f"{candidate.model}/{candidate.version}", now)
+        self._to_mlflow(record)
+        return Decision("hold", reason, rollout.step, label, checks)
+
+    def _act(self, st: ServiceState, action: Callable[..., None], *args: Any) -> None:
+        """Change the deployment with the state saying so first: a look that dies in the middle is then not
+        taken for a change by hand. What runs afterwards (even after a failure, reverted) is the service's own."""
+        st.acting = True
+        st.write(self.state_path)
+        try:
+            action(*args)
+        finally:
+            st.acting, st.spec = False, self._spec_id()
+            st.write(self.state_path)
+
+    def _spec_id(self) -> dict[str, Any] | None:
+        spec_id = getattr(self.actions, "spec_id", None)  # optional in Actions
+        found = spec_id() if spec_id is not None else None
+        return asdict(found) if found is not None else None
+
+    # -- changing the deployment ----------------------------------------------------------------------------
     def _apply(self, step: Step, version: str) -> None:
         if step.kind == "shadow":
             self.actions.shadow(version)
