@@ -40,9 +40,10 @@ _LAZY = {
     "monitor": "wolt_jupyter.widgets.monitor",
     "updates": "wolt_jupyter.updater.history",
     "autoupdate": "wolt_jupyter.updater.run",
+    "steer_rollout": "wolt_jupyter.updater.control",
 }
 # public name -> the name it has in its module, where the two differ
-_RENAMED = {"get_deployment": "get", "list_deployments": "deployments"}
+_RENAMED = {"get_deployment": "get", "list_deployments": "deployments", "steer_rollout": "steer"}
 
 __all__ = [
     "DeploymentSpec",
@@ -71,6 +72,7 @@ __all__ = [
     "register",
     "rollback",
     "settings",
+    "steer_rollout",
     "traffic",
     "undeploy",
     "unload_ipython_extension",
@@ -87,6 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from wolt_jupyter.registry import ModelVersionCard, models, register
     from wolt_jupyter.spec import DeploymentSpec, Variant
     from wolt_jupyter.tracking import RunCard, experiment, last_run, log
+    from wolt_jupyter.updater.control import steer as steer_rollout
     from wolt_jupyter.updater.history import updates
     from wolt_jupyter.widgets.monitor import monitor
 

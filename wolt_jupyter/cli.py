@@ -138,6 +138,13 @@ def _stop_on_signals() -> object:
     return stop
 
 
+def _steer(args: argparse.Namespace) -> int:
+    from wolt_jupyter.updater.control import asker, steer
+
+    print(repr(steer(args.name, args.updater_command, by=asker("wolt-jupyter updater"))))
+    return 0
+
+
 def _updates(args: argparse.Namespace) -> int:
     from wolt_jupyter.updater.history import updates
 
@@ -206,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     history = usub.add_parser("history", help="every decision of a deployment's service, with its numbers")
     history.add_argument("name")
     history.set_defaults(func=_updates)
+    for command, text in (
+        ("pause", "pause a deployment's rollout: no step is taken until it is resumed"),
+        ("resume", "resume a paused rollout (a step a person changed is applied again)"),
+        ("promote-now", "promote the candidate now"),
+        ("abort", "the champion alone now; the candidate is rejected"),
+        ("approve", "grant the step the rollout waits to take"),
+    ):
+        steer = usub.add_parser(command, help=text)
+        steer.add_argument("name")
+        steer.set_defaults(func=_steer)
     return parser
 
 

@@ -350,11 +350,26 @@ class WoltMagics(Magics):
         "--policy", default=None, help="policy YAML file, or a variable holding a dict / Policy / YAML text"
     )
     @argument("--stop", action="store_true", help="stop the deployment's service")
+    @argument("--pause", action="store_true", help="pause the rollout: no step is taken until --resume")
+    @argument("--resume", action="store_true", help="resume a paused rollout (a changed step re-applied)")
+    @argument("--promote-now", dest="promote_now", action="store_true", help="promote the candidate now")
+    @argument("--abort", action="store_true", help="the champion alone now; the candidate is rejected")
+    @argument("--approve", action="store_true", help="grant the step the rollout waits to take")
     @line_magic
     @_usage_errors
     def wolt_autoupdate(self, line: str) -> Any:
-        """Start (or --stop) the automatic update service of a deployment as a supervised background process."""
+        """Start (or --stop) the automatic update service of a deployment as a supervised background process;
+        steer its rollout (--pause, --resume, --promote-now, --abort, --approve)."""
         args = parse_argstring(self.wolt_autoupdate, line)
+        asked = [c for c in ("pause", "resume", "promote_now", "abort", "approve") if getattr(args, c)]
+        if len(asked) + bool(args.stop) + bool(args.policy) > 1:
+            raise UsageError(
+                "give one of --policy, --stop, --pause, --resume, --promote-now, --abort or --approve"
+            )
+        if asked:
+            from wolt_jupyter.updater.control import asker, steer
+
+            return steer(args.name, asked[0].replace("_", "-"), by=asker("%wolt_autoupdate"))
         from wolt_jupyter.updater import run
 
         if args.stop:

@@ -306,6 +306,7 @@ def _updates(name: str) -> dict[str, Any]:
     from dataclasses import asdict
 
     from wolt_jupyter import deployments
+    from wolt_jupyter.updater.control import rollout_status
     from wolt_jupyter.updater.history import updates
     from wolt_jupyter.updater.run import status
 
@@ -314,6 +315,7 @@ def _updates(name: str) -> dict[str, Any]:
     return {
         "deployment": name,
         "running": bool(running.get("running")),
+        "rollout": rollout_status(name),
         "decisions": [asdict(r) for r in updates(name).records],
     }
 
@@ -338,6 +340,14 @@ def _autoupdate(name: str, enabled: Any, policy: Any = None) -> dict[str, Any]:
     return {"deployment": name, "enabled": True}
 
 
+def _steer(name: str, command: Any, by: str) -> dict[str, Any]:
+    from wolt_jupyter.updater.control import COMMANDS, steer
+
+    if not isinstance(command, str):
+        raise InvalidArgument(f'"command" must be one of {", ".join(COMMANDS)}')
+    return steer(name, command, by=by).to_dict()
+
+
 class UpdatesHandler(WoltHandler):
     @endpoint
     async def get(self, name: str) -> None:
@@ -349,6 +359,14 @@ class AutoUpdateHandler(WoltHandler):
     async def post(self, name: str) -> None:
         body = self.body()
         self.answer(await self.call(_autoupdate, name, body.get("enabled"), body.get("policy")))
+
+
+class RolloutHandler(WoltHandler):
+    @endpoint
+    async def post(self, name: str) -> None:
+        """``{"command": "pause" | "resume" | "promote-now" | "abort" | "approve"}``, asked as the lab's user."""
+        user = getattr(self.current_user, "username", None) or "a lab user"
+        self.answer(await self.call(_steer, name, self.body().get("command"), f"{user} via the lab"))
 
 
 # pattern (under /wolt-jupyter/api/) -> handler; openapi.yaml lists the same paths
@@ -364,4 +382,5 @@ ROUTES: list[tuple[str, type[WoltHandler]]] = [
     (rf"deployments/{NAME}/metrics", MetricsHandler),
     (rf"deployments/{NAME}/updates", UpdatesHandler),
     (rf"deployments/{NAME}/autoupdate", AutoUpdateHandler),
+    (rf"deployments/{NAME}/rollout", RolloutHandler),
 ]
