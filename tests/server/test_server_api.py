@@ -233,6 +233,7 @@ ERRORS = [
     ("GET", ("deployments", "nosuch", "metrics"), None, 404, "nosuch"),
     ("GET", ("deployments", "nosuch", "updates"), None, 404, "nosuch"),
     ("POST", ("deployments", "nosuch", "autoupdate"), {"enabled": True}, 404, "nosuch"),
+    ("POST", ("deployments", "nosuch", "rollout"), {"command": "pause"}, 404, "nosuch"),
 ]
 
 
@@ -268,3 +269,66 @@ async def test_settings_name_the_targets(jp_fetch, wolt_home) -> None:
     assert code == 200
     assert data["targets"] == ["local", "kubernetes", "seldon", "kserve"]
     assert data["default_target"] == "local"
+
+
+async def test_the_lab_steers_a_rollout(jp_fetch, registered) -> None:
+    """A rollout in flight (the service in a thread of this server's process, a real local deployment): the
+    updates view says which commands apply; the lab pauses it, is told why a second pause cannot apply, and
+    aborts it, each asked as the lab's user."""
+    import threading
+
+    from wolt_jupyter import deployments
+    from wolt_jupyter._mlflow import mlflow_client
+    from wolt_jupyter.updater.policy import Policy
+    from wolt_jupyter.updater.run import serve
+
+    def split() -> dict[str, int]:
+        return {v.name: v.traffic for v in deployments.revision_store().spec("eta").variants}
+
+    deployments.deploy("eta", model=registered["v1"])
+    mlflow_client().set_registered_model_alias("eta", "challenger", "2")
+    canary = [{"weight": 20, "bake": "10m"}, {"weight": 100, "bake": "10m"}]
+    policy = {"deployment": "eta", "watch": {"model": "eta", "alias": "challenger", "poll_seconds": 0.3},
+              "rollout": {"shadow": False, "canary": canary, "analysis_interval": 0.5}}  # fmt: skip
+    stop = threading.Event()
+    service = threading.Thread(target=serve, args=(Policy.load(policy), stop), kwargs={"mlflow": False})
+    service.start()
+    try:
+        for _ in range(600):
+            if split() == {"main": 80, "candidate": 20}:
+                break
+            await asyncio.sleep(0.2)
+        code, data = await call(jp_fetch, "deployments", "eta", "updates")
+        assert code == 200 and data["rollout"]["step"] == "canary 20%", data["rollout"]
+        assert (
+            data["rollout"]["commands"] == ["pause", "promote-now", "abort"] and not data["rollout"]["paused"]
+        )
+
+        code, paused = await call(
+            jp_fetch, "deployments", "eta", "rollout", method="POST", body={"command": "pause"}
+        )
+        assert code == 200 and paused["applied"] and paused["outcome"].startswith("paused by hand"), paused
+        assert paused["by"].endswith("via the lab") and paused["by"] in paused["outcome"]
+        code, data = await call(jp_fetch, "deployments", "eta", "updates")
+        assert data["rollout"]["paused"] == paused["outcome"]
+        assert data["rollout"]["commands"] == ["resume", "promote-now", "abort"]
+        code, again = await call(
+            jp_fetch, "deployments", "eta", "rollout", method="POST", body={"command": "pause"}
+        )
+        assert code == 400 and "already paused at canary 20%" in again["error"], again
+        code, bad = await call(jp_fetch, "deployments", "eta", "rollout", method="POST", body={"command": 3})
+        assert code == 400 and "one of pause, resume, promote-now, abort, approve" in bad["error"]
+
+        code, aborted = await call(
+            jp_fetch, "deployments", "eta", "rollout", method="POST", body={"command": "abort"}
+        )
+        assert code == 200 and aborted["outcome"].startswith("aborted by hand"), aborted
+        assert split() == {"main": 100}
+        code, data = await call(jp_fetch, "deployments", "eta", "updates")
+        assert data["rollout"]["outcome"] == "rejected" and data["rollout"]["commands"] == []
+        assert [d["action"] for d in data["decisions"]][-2:] == ["pause", "reject"]
+    finally:
+        stop.set()
+        await asyncio.to_thread(service.join, 60)
+        with contextlib.suppress(Exception):
+            deployments.undeploy("eta")
