@@ -11,7 +11,8 @@ import {
   IMonitorData,
   IRegisteredModel,
   ISettings,
-  IUpdateDecision
+  ISteered,
+  IUpdates
 } from './tokens';
 
 export class WoltModel {
@@ -134,8 +135,13 @@ export class WoltModel {
     return requestAPI<IMonitorData>(`deployments/${name}/metrics?${query}`);
   }
 
-  updates(name: string): Promise<{ deployment: string; decisions: IUpdateDecision[] }> {
+  updates(name: string): Promise<IUpdates> {
     return requestAPI(`deployments/${name}/updates`);
+  }
+
+  /** Pause, resume, promote-now, abort or approve the rollout of the update service. */
+  steer(name: string, command: string): Promise<ISteered> {
+    return this._after(requestAPI<ISteered>(`deployments/${name}/rollout`, json('POST', { command })));
   }
 
   private async _after<T>(call: Promise<T>): Promise<T> {
@@ -205,5 +211,6 @@ export namespace Snippets {
   export const rollback = (name: string): string => `%wolt_rollback ${name}`;
   export const undeploy = (name: string): string => `%wolt_undeploy ${name}`;
   export const monitor = (name: string): string => `%wolt_monitor ${name} --since 30m`;
+  export const steer = (name: string, command: string): string => `%wolt_autoupdate ${name} --${command}`;
   export const load = (uri: string): string => `import mlflow\nmodel = mlflow.pyfunc.load_model("${uri}")`;
 }

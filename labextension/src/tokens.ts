@@ -116,6 +116,37 @@ export interface IUpdateDecision {
   [key: string]: unknown;
 }
 
+/** The rollout of the update service as ``GET deployments/NAME/updates`` reports it. */
+export interface IRollout {
+  candidate: string;
+  champion: string | null;
+  step: string;
+  outcome: string | null;
+  /** why it is paused (by a person, or after a change by hand); null when it is not */
+  paused: string | null;
+  /** the step waiting for a person's approval, if one is */
+  waiting_for: string | null;
+  /** the commands that apply now: pause, resume, promote-now, abort, approve */
+  commands: string[];
+}
+
+export interface IUpdates {
+  deployment: string;
+  running?: boolean;
+  rollout?: IRollout | null;
+  decisions: IUpdateDecision[];
+}
+
+/** What became of a rollout command: applied (``outcome``: the service's words) or queued for its next look. */
+export interface ISteered {
+  deployment: string;
+  command: string;
+  by: string;
+  applied: boolean;
+  outcome: string | null;
+  message: string;
+}
+
 /** What the deploy dialog sends: a DeploymentSpec mapping plus target and dry run. */
 export interface IDeployRequest {
   name: string;

@@ -282,3 +282,50 @@ def _failure_screenshot(request, page, screenshots):
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         page.screenshot(path=screenshots / f"FAILED-{request.node.name}.png")
+
+
+def test_the_deployment_view_pauses_and_aborts_a_rollout(page, lab, screenshots) -> None:
+    """A rollout in flight (the update service in a thread of this test process, the lab in its own): the
+    deployment view shows its step and the commands that apply; Pause pauses it, asked as the lab's user, and
+    Abort, once confirmed, leaves the champion alone."""
+    import threading
+
+    from wolt_jupyter._mlflow import mlflow_client
+    from wolt_jupyter.updater.policy import Policy
+    from wolt_jupyter.updater.run import serve
+
+    deployments.deploy("steer", "models:/eta@champion")
+    mlflow_client().set_registered_model_alias("eta", "challenger", "2")
+    canary = [{"weight": 20, "bake": "10m"}, {"weight": 100, "bake": "10m"}]
+    policy = {"deployment": "steer", "watch": {"model": "eta", "alias": "challenger", "poll_seconds": 0.3},
+              "rollout": {"shadow": False, "canary": canary, "analysis_interval": 0.5}}  # fmt: skip
+    stop = threading.Event()
+    service = threading.Thread(target=serve, args=(Policy.load(policy), stop), kwargs={"mlflow": False})
+    service.start()
+    try:
+        deadline = time.monotonic() + 120
+        while weights_of("steer") != {"main": 80, "candidate": 20}:
+            assert time.monotonic() < deadline, weights_of("steer")
+            time.sleep(0.2)
+        sidebar = open_sidebar(page)
+        name = sidebar.locator('.wolt-deployment[data-deployment="steer"] .wolt-deployment-name')
+        name.wait_for(timeout=60_000)  # the sidebar polls the deployments
+        name.click()
+        view = page.locator("#wolt-deployment-steer")
+        controls = view.locator('.wolt-rollout[data-step="canary 20%"]')
+        controls.wait_for(timeout=60_000)
+        assert "version 2 at canary 20%: in progress" in controls.inner_text()
+        assert [b.inner_text() for b in controls.locator("button").all()] == ["Pause", "Promote now", "Abort"]
+        controls.locator(".wolt-rollout-pause").click()
+        paused = view.locator('.wolt-rollout[data-paused="true"]')
+        paused.wait_for(timeout=60_000)
+        assert "paused by hand" in paused.inner_text() and "via the lab" in paused.inner_text()
+        assert [b.inner_text() for b in paused.locator("button").all()] == ["Resume", "Promote now", "Abort"]
+        page.screenshot(path=screenshots / "rollout-paused.png")
+        paused.locator(".wolt-rollout-abort").click()
+        page.locator(".jp-Dialog .jp-mod-accept").click()  # "The champion serves steer alone now; …"
+        view.locator(".wolt-rollout", has_text="rejected").wait_for(timeout=60_000)
+        assert weights_of("steer") == {"main": 100}
+    finally:
+        stop.set()
+        service.join(60)

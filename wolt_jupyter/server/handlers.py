@@ -365,7 +365,8 @@ class RolloutHandler(WoltHandler):
     @endpoint
     async def post(self, name: str) -> None:
         """``{"command": "pause" | "resume" | "promote-now" | "abort" | "approve"}``, asked as the lab's user."""
-        user = getattr(self.current_user, "username", None) or "a lab user"
+        who = self.current_user
+        user = getattr(who, "name", None) or getattr(who, "username", None) or "a lab user"
         self.answer(await self.call(_steer, name, self.body().get("command"), f"{user} via the lab"))
 
 

@@ -6,15 +6,15 @@
  * last deploy (so a redeploy under the same name starts new series at the next refresh), or every revision
  * as a series per run, each revision's start marked on the time axis.
  */
-import { Notification } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Signal } from '@lumino/signaling';
 import React from 'react';
 
-import { WoltModel } from '../model';
+import { Snippets, WoltModel } from '../model';
 import { ApiError } from '../request';
-import { IDeployment, IMonitorData, IUpdateDecision } from '../tokens';
+import { IDeployment, IMonitorData, IRollout, IUpdateDecision } from '../tokens';
 import { LineChart, seriesRun } from './Chart';
 import { RevisionLine, RevisionSelect, SINCE_DEPLOY } from './Revisions';
 import { TrafficBar } from './TrafficBar';
@@ -39,6 +39,7 @@ export class DeploymentView extends ReactWidget {
   data: IMonitorData | null = null;
   error: string | null = null;
   decisions: IUpdateDecision[] | null = null;
+  rollout: IRollout | null = null;
   updatesNote: string | null = null;
 
   async refresh(): Promise<void> {
@@ -54,9 +55,11 @@ export class DeploymentView extends ReactWidget {
       const updates = await this.model.updates(this.name);
       this._notifyNew(updates.decisions);
       this.decisions = updates.decisions;
+      this.rollout = updates.rollout ?? null;
       this.updatesNote = null;
     } catch (error: any) {
       this.decisions = null;
+      this.rollout = null;
       this.updatesNote = error instanceof ApiError && error.status === 501 ? error.message : `updates: ${error.message}`;
     }
     this._changed.emit();
@@ -80,6 +83,32 @@ export class DeploymentView extends ReactWidget {
         }
       }
     }
+  }
+
+  /** A person's command to the rollout; promote-now and abort are confirmed first. Says what became of it. */
+  async steer(command: string): Promise<void> {
+    const asks: { [command: string]: [string, string] } = {
+      'promote-now': ['Promote now', `The candidate becomes the champion of ${this.name} now, before its rollout ends.`],
+      abort: ['Abort', `The champion serves ${this.name} alone now; the candidate is rejected.`]
+    };
+    const ask = asks[command];
+    if (ask) {
+      const result = await showDialog({
+        title: `${ask[0]}: ${this.name}`,
+        body: `${ask[1]} (${Snippets.steer(this.name, command)})`,
+        buttons: [Dialog.cancelButton(), (command === 'abort' ? Dialog.warnButton : Dialog.okButton)({ label: ask[0] })]
+      });
+      if (!result.button.accept) {
+        return;
+      }
+    }
+    try {
+      const steered = await this.model.steer(this.name, command);
+      Notification.info(steered.message, { autoClose: 10000 });
+    } catch (error: any) {
+      Notification.error(`${this.name}: ${error.message}`, { autoClose: false });
+    }
+    await this.refresh();
   }
 
   protected onAfterShow(msg: Message): void {
@@ -196,6 +225,7 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
         </>
       )}
       <h3 className="wolt-section-title">Rollout timeline (automatic update service)</h3>
+      {view.rollout && <RolloutControls view={view} rollout={view.rollout} />}
       {view.updatesNote && <div className="wolt-message wolt-updates-note">{view.updatesNote}</div>}
       {view.decisions && !view.decisions.length && <div className="wolt-empty">No decisions yet.</div>}
       {view.decisions && view.decisions.length > 0 && (
@@ -208,6 +238,37 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
           ))}
         </ol>
       )}
+    </div>
+  );
+}
+
+const LABELS: { [command: string]: string } = {
+  pause: 'Pause',
+  resume: 'Resume',
+  'promote-now': 'Promote now',
+  abort: 'Abort',
+  approve: 'Approve'
+};
+
+/** The candidate in flight, why it stands still, and a button for each command that applies now. */
+function RolloutControls({ view, rollout }: { view: DeploymentView; rollout: IRollout }): JSX.Element {
+  const state = rollout.outcome
+    ? rollout.outcome.replace('_', ' ')
+    : rollout.paused
+      ? `paused — ${rollout.paused}`
+      : rollout.waiting_for
+        ? `waiting for approval before ${rollout.waiting_for}`
+        : 'in progress';
+  return (
+    <div className="wolt-rollout" data-step={rollout.step} data-paused={rollout.paused ? 'true' : 'false'}>
+      <span className="wolt-meta">
+        version {rollout.candidate} at {rollout.step}: {state}
+      </span>
+      {rollout.commands.map(c => (
+        <button key={c} className={`wolt-button wolt-rollout-${c}`} title={Snippets.steer(view.name, c)} onClick={() => void view.steer(c)}>
+          {LABELS[c] ?? c}
+        </button>
+      ))}
     </div>
   );
 }
