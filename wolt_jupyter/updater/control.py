@@ -41,10 +41,6 @@ class Command:
     outcome: str | None = None
     applied: float | None = None
 
-    @property
-    def who(self) -> str:
-        return f"{self.command} asked by {self.by}"
-
 
 class Commands:
     """The command files of one deployment's service: pending ones in ``folder``, applied ones in ``done/``."""
@@ -201,8 +197,8 @@ def steer(name: str, command: str, *, by: str | None = None, wait: float = WAIT_
 
 
 def service_holder(name: str) -> str | None:
-    """Who runs the service of ``name`` (the holder of its service lock), None when no service runs. Read,
-    never taken: taking it, even briefly, could make a service that starts just then give up."""
+    """Who runs the service of ``name`` (the holder of its service lock), None when no service runs. Read, not
+    tried: a try, even brief, could make a service starting just then give up (its own try waits for nothing)."""
     from wolt_jupyter.locking import HOLDER_FILE
     from wolt_jupyter.serving.supervisor import process_gone
     from wolt_jupyter.updater.history import updater_dir
