@@ -400,7 +400,8 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
     # an undeploy stops it first (deployments knows processes attached to a deployment, not the updater)
     deployments.attach(pol.deployment, ATTACHMENT, proc.pid, "update service")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not state_path.exists():
+    # the state file of an earlier run may still be there: wait for this supervisor's own
+    while time.monotonic() < deadline and _state_pid(state_path) != proc.pid:
         time.sleep(0.05)
     return {**status(pol.deployment), "pid": proc.pid}
 
@@ -422,6 +423,15 @@ def _check_fits(policy: Policy) -> None:
     )
     if local and not Path(dataset).expanduser().exists():  # type: ignore[arg-type]
         raise InvalidArgument(f"offline.dataset {dataset!r} does not exist: give the holdout's path")
+
+
+def _state_pid(state_path: Path) -> int | None:
+    import json
+
+    try:
+        return json.loads(state_path.read_text()).get("supervisor_pid")
+    except (OSError, ValueError):
+        return None
 
 
 def _check_writable(policy: Policy) -> None:
