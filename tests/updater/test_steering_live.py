@@ -8,7 +8,7 @@ clients, the service running in a thread (or the supervised background process),
   champion — no client request fails either way;
 - with ``rollout.on_manual_change: abort`` a person's promotion ends the rollout and is left as it is;
 - a step marked ``approve`` is not taken until a person approves it;
-- an undeploy stops the deployment's background service.
+- a stopped service's rollout is aborted in the caller's process; an undeploy stops a running service.
 """
 
 from __future__ import annotations
@@ -212,8 +212,10 @@ def test_a_step_to_approve_waits_for_a_person(served) -> None:  # noqa: F811
     assert [m["action"] for m in hook.messages()] == ["wait", "approve", "promote"]
 
 
-def test_undeploy_stops_the_background_service(served) -> None:  # noqa: F811
-    from wolt_jupyter import deployments
+def test_a_stopped_service_s_rollout_is_aborted_here_and_undeploy_stops_a_running_one(served) -> None:  # noqa: F811
+    """The background service stopped mid-canary: ``abort`` is applied in the caller's process with the
+    policy the service kept. Started again, it is stopped by the undeploy."""
+    from wolt_jupyter import deployments, steer_rollout
     from wolt_jupyter._mlflow import mlflow_client as client
     from wolt_jupyter.serving.supervisor import process_gone
     from wolt_jupyter.updater import run
@@ -222,11 +224,19 @@ def test_undeploy_stops_the_background_service(served) -> None:  # noqa: F811
     deployments.deploy("upd", model=f"models:/{name}/1")
     client().set_registered_model_alias(name, "challenger", "2")
     policy = steering_policy(name, hook.url, [{"weight": 10, "bake": "10m"}, {"weight": 100, "bake": "10m"}])
-    started = run.start(policy)
+    run.start(policy)
     try:
-        pid = int(started["supervisor_pid"])
         status = lambda: f"the canary at 10% ({run.status('upd')})"  # noqa: E731
         wait_until(lambda: split() == {"main": 90, "candidate": 10}, status, 180)
+        assert run.stop_service("upd") and split() == {"main": 90, "candidate": 10}  # stopped, it stays
+        aborted = steer_rollout("upd", "abort")
+        assert aborted.applied_by == "this process (no service runs)", aborted
+        assert aborted.outcome.startswith("aborted by hand") and split() == {"main": 100}
+        assert decisions().iloc[-1]["action"] == "reject"
+        assert [m["action"] for m in hook.messages()] == ["reject"]  # told from here too
+
+        pid = int(run.start(policy)["supervisor_pid"])
+        wait_until(lambda: run.status("upd").get("runtime_pid"), "the service running again", 60)
         gone = deployments.undeploy("upd")
         assert gone.stopped == [f"update service (pid {pid})"] and "update service" in repr(gone)
         assert process_gone(pid) and run.status("upd")["running"] is False
