@@ -13,6 +13,7 @@ clients, the service running in a thread (or the supervised background process),
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,7 +71,7 @@ def every_check() -> pd.DataFrame:
     return wolt_jupyter.updates("upd").table
 
 
-def test_a_change_by_hand_pauses_the_rollout_and_the_service_leaves_it(served, shell) -> None:  # noqa: F811
+def test_a_change_by_hand_pauses_the_rollout_and_the_service_leaves_it(served, shell, capsys) -> None:  # noqa: F811
     from wolt_jupyter import cli, deployments
     from wolt_jupyter._mlflow import mlflow_client as client
 
@@ -82,7 +83,9 @@ def test_a_change_by_hand_pauses_the_rollout_and_the_service_leaves_it(served, s
     with Load(d.url, "upd", concurrency=2) as load, Service(policy):
         wait_until(lambda: split() == {"main": 70, "candidate": 30}, "the canary at 30%")
         deployments.traffic("upd", {"main": 90, "candidate": 10})  # a person, from another cell
+        changed = time.time()
         paused = wait_until(lambda: len(decisions("pause")), "the pause")
+        took = float(pd.to_datetime(decisions("pause")["time"]).iloc[0].timestamp()) - changed
         reason = decisions("pause")["reason"].iloc[0]
         assert paused == 1 and "changed by hand" in reason and "candidate 10%" in reason, reason
         revisions = store.revisions("upd")
@@ -110,14 +113,18 @@ def test_a_change_by_hand_pauses_the_rollout_and_the_service_leaves_it(served, s
         assert store.revisions("upd") == revisions and split() == {"main": 70, "candidate": 30}
         n = len(load.outcomes)
         load.wait_for(n + 40)
-    assert failures(load.outcomes) == []
+    measured = {"change_to_pause_s": round(took, 2), "requests": len(load.outcomes),
+                "failed_client_requests": len(failures(load.outcomes))}  # fmt: skip
+    with capsys.disabled():
+        print(f"\nchange by hand: {json.dumps(measured)}")
+    assert failures(load.outcomes) == [] and took < 10, measured
     told = [(m["action"], m["reason"]) for m in hook.messages()]
     assert [a for a, _ in told] == ["pause", "resume", "pause", "resume"], told
     assert "changed by hand" in told[0][1] and "paused by hand" in told[2][1]
 
 
 @pytest.mark.parametrize("command", ["abort", "promote-now"])
-def test_abort_and_promote_now_mid_canary_fail_no_request(served, command) -> None:  # noqa: F811
+def test_abort_and_promote_now_mid_canary_fail_no_request(served, command, capsys) -> None:  # noqa: F811
     from wolt_jupyter import deployments, steer_rollout
     from wolt_jupyter._mlflow import mlflow_client as client
 
@@ -129,12 +136,18 @@ def test_abort_and_promote_now_mid_canary_fail_no_request(served, command) -> No
         wait_until(lambda: split() == {"main": 60, "candidate": 40}, "the canary at 40%")
         # the revision is recorded before the runtime switches to it: both arms answering is the canary live
         wait_until(lambda: {o.variant for o in load.outcomes[-40:]} == {"main", "candidate"}, "both arms", 60)
+        asked = time.monotonic()
         steered = steer_rollout("upd", command)
+        answered_s = time.monotonic() - asked
         assert steered.outcome is not None and steered.applied_by == "the running service", steered
         n = len(load.outcomes)
         load.wait_for(n + 100)
         with pytest.raises(Exception, match="no rollout of 'upd' is in flight"):
             steer_rollout("upd", "pause")
+    with capsys.disabled():
+        print(
+            f"\n{command} mid-canary: {json.dumps({'requests': len(load.outcomes), 'failed_client_requests': len(failures(load.outcomes)), 'asked_to_applied_s': round(answered_s, 2)})}"
+        )
     assert failures(load.outcomes) == []  # the switch fails no request in flight
     spec = deployments.revision_store().spec("upd")
     final = decisions().iloc[-1]
