@@ -360,6 +360,7 @@ def start(policy: Policy | str | dict, *, policy_text: str | None = None) -> dic
     from wolt_jupyter.revisions import write_atomic
 
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
+    _check_writable(pol)  # what the background process cannot receive first: the fix is in the notebook
     _check_fits(pol)
     state_path, log_path, policy_path = _paths(pol.deployment)
     if status(pol.deployment).get("running"):
