@@ -300,7 +300,8 @@ def record_in_mlflow(record: DecisionRecord, c: MlflowClient | None = None) -> s
         }
         c.log_batch(run_id, metrics=metrics, tags=[RunTag(f"{TAG_PREFIX}{k}", v) for k, v in tags.items()])
         if record.action != "hold":
-            for k, v in tags.items():
+            # the action last: whoever sees the new action on the version sees its reason and step too
+            for k, v in sorted(tags.items(), key=lambda kv: kv[0] == "action"):
                 c.set_model_version_tag(record.model, record.candidate, f"{TAG_PREFIX}{k}", v)
             line = f"- {tags['time']} **{record.action}** at {record.step_label}: {record.reason}"
             old = (mv.description or "").rstrip()
