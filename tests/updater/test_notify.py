@@ -5,24 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
-import pytest
-
 from wolt_jupyter.updater.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, Notifier, verify_signature
 from wolt_jupyter.updater.policy import Notify
 
-from helpers import WebhookReceiver, free_port
+from helpers import free_port
 
 SECRET = "hook-secret-4b1d"
-
-
-@pytest.fixture
-def receiver():
-    """A real HTTP server that keeps what it receives; answers with its ``status``."""
-    server = WebhookReceiver()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 class Clock:

@@ -14,22 +14,11 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 from wolt_jupyter.updater.notify import IDEMPOTENCY_HEADER, Message, Notifier
 from wolt_jupyter.updater.outbox import Outbox, Sender
 from wolt_jupyter.updater.policy import Notify
 
 from helpers import WebhookReceiver, free_port
-
-
-@pytest.fixture
-def receiver():
-    server = WebhookReceiver()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def message(i: int = 1, event: str = "rollback") -> Message:

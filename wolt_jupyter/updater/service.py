@@ -244,8 +244,6 @@ class UpdateService:
     def _failed_look(self, step: Step, rollout: RolloutState, exc: Exception, st: ServiceState) -> Decision:
         """A look that raised: held ``FAILURE_LIMIT - 1`` times (a registry or log hiccup passes), then final
         — a gate that cannot judge rejects, a live step that cannot be applied or observed rolls back."""
-        from wolt_jupyter.updater.decide import Check
-
         st.failures += 1
         why = one_line(exc)
         log.warning("%s: %s failed (%d of %d): %s", self.policy.deployment, step.label, st.failures,
