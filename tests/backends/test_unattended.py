@@ -204,6 +204,64 @@ def test_a_runtime_that_keeps_crashing_is_reported_failing(models, wolt_home) ->
     assert "restarts" in repr(d)
 
 
+def _undeploy_elsewhere(home: Path, name: str) -> float:
+    """Seconds ``undeploy`` takes in another process (its imports not counted)."""
+    code = (
+        "import time; from wolt_jupyter import deployments; t = time.monotonic(); "
+        f"deployments.undeploy({name!r}); print(time.monotonic() - t)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_env(home), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-1500:]
+    return float(out.stdout.split()[-1])
+
+
+def test_a_killed_supervisor_is_replaced_while_its_runtime_serves_on(models, wolt_home) -> None:
+    from wolt_jupyter import deployments
+
+    d = deployments.deploy("orphan", model=models["v1"])
+    first, runtime = pid_of(wolt_home, "orphan"), runtime_pid(wolt_home, "orphan")
+    with Load(d.url, "orphan", concurrency=4) as load:
+        load.wait_for(300)
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        while supervisor_state(wolt_home, "orphan").get("supervisor_pid") == first:
+            assert time.monotonic() - killed < 5, "no successor within 5 s"
+            time.sleep(0.02)
+        adopted = time.monotonic() - killed
+        n = len(load.outcomes)
+        load.wait_for(n + 300)
+    print(
+        f"supervisor SIGKILLed: adopted after {adopted:.2f} s; {len(load.outcomes)} requests, 0 expected lost"
+    )
+    assert not failures(load.outcomes), failures(load.outcomes)[:3]
+    state = supervisor_state(wolt_home, "orphan")
+    assert state["runtime_pid"] == runtime and state["supervisor_restarts"] == 1  # the same process serves
+    assert state["restarts"] == 0 and deployments.get("orphan").status == "ready"
+    # the successor supervises: a crash of the runtime is restarted, on the same port
+    os.kill(runtime, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while supervisor_state(wolt_home, "orphan").get("runtime_pid") in (runtime, None) or not is_ready(d.url):
+        assert time.monotonic() < deadline, supervisor_state(wolt_home, "orphan")
+        time.sleep(0.05)
+    now = deployments.get("orphan")
+    assert now.status == "ready" and now.restarts == 1
+    # undeploy from another process stops the successor and the runtime, fast, and leaves nothing
+    took = _undeploy_elsewhere(wolt_home, "orphan")
+    print(f"undeploy from another process: {took:.2f} s")
+    assert took <= 2.0 and processes_serving(wolt_home, "orphan") == []
+
+
+def test_undeploy_from_another_process_takes_seconds_not_the_stop_timeout(models, wolt_home) -> None:
+    from wolt_jupyter import deployments
+
+    deployments.deploy("elsewhere", model=models["v1"])  # this process started its supervisor
+    took = _undeploy_elsewhere(wolt_home, "elsewhere")
+    print(f"undeploy from another process: {took:.2f} s")
+    assert took <= 2.0 and processes_serving(wolt_home, "elsewhere") == []
+
+
 def test_up_brings_back_deployments_after_a_reboot(models, wolt_home) -> None:
     from wolt_jupyter import deployments
 

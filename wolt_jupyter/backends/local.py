@@ -24,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -199,10 +200,16 @@ class LocalBackend(Backend):
 
     # -- the process ----------------------------------------------------------------------------------------
     def _running(self, name: str) -> tuple[int, int] | None:
+        """(the process to stop, the port) while ``name`` runs: the recorded supervisor, else the one that
+        adopted the runtime after it died, else (for the moment in between) the runtime itself."""
         extra = self._extra(name)
         pid, port = extra.get("pid"), extra.get("port")
-        if pid and port and _is_our_runtime(int(pid), self._spec_path(name)):
-            return int(pid), int(port)
+        if not (pid and port):
+            return None
+        sup = self.supervisor_state(name)
+        for candidate in (pid, sup.get("supervisor_pid"), sup.get("runtime_pid")):
+            if candidate and _is_our_runtime(int(candidate), self._spec_path(name)):
+                return int(candidate), int(port)
         return None
 
     def _supervised(self, name: str, spec_path: Path, port: int, grpc_port: int) -> list[str]:
@@ -243,13 +250,19 @@ class LocalBackend(Backend):
                 cwd=self._dir(spec.name),
             )
         _STARTED[proc.pid] = proc
+        # reaped as soon as it exits: a zombie of this (long-lived kernel) process would look alive to others
+        threading.Thread(target=proc.wait, name=f"wolt-reap-{proc.pid}", daemon=True).start()
         return proc.pid
 
-    def _stop(self, pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM (the runtime flushes its response log), then SIGKILL if it does not go."""
+    def _stop(self, pid: int, timeout: float = STOP_TIMEOUT_S, name: str | None = None) -> None:
+        """SIGTERM (the runtime flushes its response log), then SIGKILL if it does not go. With ``name``, a
+        runtime its supervisor adopted (so not in the supervisor's process group) goes too."""
         from wolt_jupyter.serving.supervisor import stop_process_group
 
+        runtime = self.supervisor_state(name).get("runtime_pid") if name else None
         stop_process_group(pid, timeout)
+        if runtime and runtime != pid and _is_our_runtime(int(runtime), self._spec_path(name or "")):
+            stop_process_group(int(runtime), timeout)
 
     def _exit_code(self, pid: int) -> int | None:
         proc = _STARTED.get(pid)
@@ -378,7 +391,7 @@ class LocalBackend(Backend):
         if running:  # started but not serving (crash-looping, still loading): nothing healthy to keep
             if progress:
                 progress(f"{spec.name}: not serving; restarting on port {port}")
-            self._stop(running[0])
+            self._stop(running[0], name=spec.name)
         return self._launch(rec, spec, port, grpc_port, progress, wait)
 
     def _launch(
@@ -478,7 +491,7 @@ class LocalBackend(Backend):
         shutdown = self._dir(name) / "shutdown.json"
         shutdown.unlink(missing_ok=True)
         if running:
-            self._stop(running[0])
+            self._stop(running[0], name=name)
         if self.store.exists(name):
             rec = self.store.record(name)
             rec.extra = {k: v for k, v in rec.extra.items() if k not in ("pid",)}

@@ -96,6 +96,9 @@ async def _main(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from wolt_jupyter.serving.supervisor import guard_supervisor
+
+    guard = guard_supervisor()  # a supervisor that dies is replaced, not followed
     loader = loop.run_in_executor(None, runtime.load)
     status = 0
     done, _ = await asyncio.wait(
@@ -109,6 +112,8 @@ async def _main(args: argparse.Namespace) -> int:
     elif loader in done:
         log.info("deployment %s ready", spec.name)
         await stop.wait()
+    if guard is not None:
+        guard.set()  # stopping: whatever happens to the supervisor now is part of that
     if status == 0 and args.drain_seconds > 0:
         from wolt_jupyter.serving.http import drain
 

@@ -7,8 +7,10 @@ row back off (0.2 s, then doubling to 30 s); after three in a row the deployment
 the exit reasons, until a run stays up 30 s.
 
 The supervisor is the process the local backend records; the runtime is its child in the same process group
-(so stopping the group stops both) and gets SIGTERM if the supervisor itself dies (``PR_SET_PDEATHSIG``).
-Its state (runtime pid, restarts, last exits, status) is a JSON file the backend reads for cards and lists.
+(so stopping the group stops both). If the supervisor itself dies (SIGKILL, OOM) the runtime keeps serving
+and starts a new supervisor that adopts it (:func:`guard_supervisor`): nobody has to run ``up``. Other
+commands get SIGTERM when their supervisor dies (``PR_SET_PDEATHSIG``). The state (supervisor and runtime
+pids, restarts, last exits, status) is a JSON file the backend reads for cards and lists.
 
 Restarts are fast because the supervisor is a fork server for our own runtime: it imports the runtime (and
 scikit-learn, and MLflow once a model on disk needs it) once, and each start is a ``fork`` that runs the
@@ -36,7 +38,9 @@ STABLE_AFTER_S = 30.0  # a run this long resets the crash streak
 FAILING_AFTER = 3  # crashes in a row
 
 
-def describe_exit(code: int) -> str:
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exited (status unknown: it was adopted from a supervisor that had died)"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -45,9 +49,14 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
+GUARD_ENV = "WOLT_SUPERVISOR"  # in a supervised runtime: {"pid": its supervisor, "argv": the supervisor's}
+GUARD_INTERVAL_S = 0.5
+
+
 def process_gone(pid: int) -> bool:
-    """Whether ``pid`` has exited. A child of this process is reaped here: as a zombie it would still answer
-    ``kill(pid, 0)`` and look alive."""
+    """Whether ``pid`` has exited. A child of this process is reaped here, and another process's exited child
+    (a zombie its parent has not reaped yet, e.g. a supervisor started by a busy kernel) counts as gone: it
+    still answers ``kill(pid, 0)``."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
@@ -60,23 +69,40 @@ def process_gone(pid: int) -> bool:
         return True
     except PermissionError:  # alive, someone else's
         return False
-    return False
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False  # no /proc (macOS), or gone since: kill() above decides
+    # "pid (comm) S ...": the state follows the last ")", as comm may hold anything
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
 
 
 def stop_process_group(pid: int, timeout: float) -> None:
-    """SIGTERM the process group led by ``pid`` (a supervisor and its runtime flush and exit), then SIGKILL
-    if it has not gone within ``timeout`` seconds."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    """SIGTERM the process group led by ``pid`` (a supervisor and its runtime flush and exit), or ``pid``
+    alone when it leads none (an adopted runtime), then SIGKILL if it has not gone within ``timeout``."""
+    if not _signal_group(pid, signal.SIGTERM):
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process_gone(pid):
             return
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> bool:
+    """Whether ``sig`` reached ``pid``'s group, or ``pid`` itself."""
+    for send in (os.killpg, os.kill):
+        try:
+            send(pid, sig)
+            return True
+        except ProcessLookupError:
+            continue
+    return False
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
@@ -88,15 +114,22 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
 
 
 class Supervisor:
-    def __init__(self, command: list[str], state_path: Path, log_path: Path | None) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        state_path: Path,
+        log_path: Path | None,
+        adopt: int | None = None,
+        argv: list[str] | None = None,
+    ) -> None:
         self.command = command
         self.state_path = state_path
         self.log_path = log_path
+        self.adopt = adopt  # a runtime already serving, whose supervisor died
+        self.argv = argv or []  # ours, for the runtime to start our successor with
         self.stopping = threading.Event()
         self.child: int | None = None
         self.runtime_args = _runtime_args(command)
-        if self.runtime_args is not None:
-            _preload()
         self.state: dict[str, Any] = {
             "supervisor_pid": os.getpid(),
             "runtime_pid": None,
@@ -105,7 +138,17 @@ class Supervisor:
             "crash_streak": 0,
             "exits": [],  # the last few: {"time", "reason"}
             "started": time.time(),
+            "supervisor_restarts": 0,
         }
+        if adopt is not None:  # the runtime's history goes on
+            try:
+                before = json.loads(state_path.read_text())
+            except (OSError, ValueError):
+                before = {}
+            for key in ("restarts", "crash_streak", "exits", "started", "runtime_started", "status"):
+                if key in before:
+                    self.state[key] = before[key]
+            self.state["supervisor_restarts"] = int(before.get("supervisor_restarts") or 0) + 1
 
     def _save(self) -> None:
         from wolt_jupyter.revisions import write_atomic
@@ -140,7 +183,8 @@ class Supervisor:
         try:  # the child: become the runtime
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            _set_pdeathsig()
+            # no PDEATHSIG: if this supervisor dies the runtime serves on and starts its successor
+            os.environ[GUARD_ENV] = json.dumps({"pid": os.getppid(), "argv": self.argv})
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             if self.log_path:
@@ -162,11 +206,14 @@ class Supervisor:
                 sys.stderr.flush()
             os._exit(code or 0)
 
-    def _wait(self, pid: int) -> int:
+    def _wait(self, pid: int) -> int | None:
+        """The runtime's exit code; None for an adopted one (not our child: only its end can be seen)."""
         try:
             _, status = os.waitpid(pid, 0)
         except ChildProcessError:
-            return -1
+            while not process_gone(pid):
+                time.sleep(0.1)
+            return None
         return os.waitstatus_to_exitcode(status)
 
     def _open_log(self) -> int:
@@ -194,10 +241,22 @@ class Supervisor:
 
     def run(self) -> int:
         backoff = FIRST_BACKOFF_S
+        adopted = self.adopt
+        if adopted is not None:  # said at once: the deployment is supervised again before our imports
+            self.child = adopted  # for a SIGTERM that comes before the loop
+            self.state.update(runtime_pid=adopted, status="running")
+            self._save()
+            self._note(f"the previous supervisor is gone; runtime {adopted} (still serving) adopted")
+        if self.runtime_args is not None:
+            _preload()
         while not self.stopping.is_set():
-            t0 = time.monotonic()
-            self.child = self._spawn()
-            self.state.update(runtime_pid=self.child, runtime_started=time.time())
+            if adopted is not None:
+                self.child, adopted = adopted, None
+                self.state.update(runtime_pid=self.child, status="running")
+            else:
+                self.child = self._spawn()
+                self.state.update(runtime_pid=self.child, runtime_started=time.time())
+            started = float(self.state.get("runtime_started") or time.time())
             self._save()
             if self.stopping.is_set():  # SIGTERM arrived while spawning
                 self.stop()
@@ -205,7 +264,7 @@ class Supervisor:
             self.child = None
             if self.stopping.is_set():
                 break
-            ran = time.monotonic() - t0
+            ran = time.time() - started
             reason = describe_exit(code)
             if ran >= STABLE_AFTER_S:
                 self.state["crash_streak"] = 0
@@ -228,6 +287,46 @@ class Supervisor:
         self.state.update(status="stopped", runtime_pid=None)
         self._save()
         return 0
+
+
+def guard_supervisor() -> threading.Event | None:
+    """In a runtime its supervisor forked: watch the supervisor and, if it dies, start a new one that adopts
+    this process, so the deployment keeps serving and stays supervised without anyone running ``up``. Set
+    the event returned when shutting down: a supervisor that goes then is not replaced. None when not
+    supervised (a pod, a test)."""
+    try:
+        info = json.loads(os.environ.pop(GUARD_ENV))
+        pid, argv = int(info["pid"]), [str(a) for a in info["argv"]]
+    except (KeyError, ValueError, TypeError):
+        return None
+    done = threading.Event()
+    threading.Thread(target=_guard, args=(pid, argv, done), name="wolt-guard", daemon=True).start()
+    return done
+
+
+def _guard(pid: int, argv: list[str], done: threading.Event) -> None:
+    parent: int | None = os.getppid()
+    while not done.wait(GUARD_INTERVAL_S):
+        # reparented: the supervisor that forked us is gone even if its pid was taken again
+        gone = os.getppid() != parent if pid == parent else process_gone(pid)
+        if not gone or done.is_set():
+            continue
+        try:
+            successor = subprocess.Popen(
+                [sys.executable, "-m", "wolt_jupyter.serving.supervisor", "--adopt", str(os.getpid()), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # like the first: stopping its group must not stop ours
+            )
+        except OSError as exc:
+            print(f"wolt-jupyter: the supervisor died and no successor could start: {exc}", file=sys.stderr)
+            return
+        print(
+            f"wolt-jupyter: the supervisor (pid {pid}) died; supervisor {successor.pid} adopts",
+            file=sys.stderr,
+        )
+        pid, parent = successor.pid, None
 
 
 def _runtime_args(command: list[str]) -> list[str] | None:
@@ -304,8 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m wolt_jupyter.serving.supervisor")
     p.add_argument("--state", required=True, help="JSON file for the supervisor's state")
     p.add_argument("--log", default=None, help="file the runtime's output is appended to")
+    p.add_argument(
+        "--adopt", type=int, default=None, help="pid of a runtime already serving (its supervisor died)"
+    )
     args = p.parse_args(argv[:split])
-    sup = Supervisor(argv[split + 1 :], Path(args.state), Path(args.log) if args.log else None)
+    own = ["--state", args.state, *(["--log", args.log] if args.log else []), *argv[split:]]
+    sup = Supervisor(
+        argv[split + 1 :], Path(args.state), Path(args.log) if args.log else None, adopt=args.adopt, argv=own
+    )
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, sup.stop)
     return sup.run()
