@@ -133,6 +133,8 @@ export interface IRollout {
 export interface IUpdates {
   deployment: string;
   running?: boolean;
+  /** why the running service's looks keep failing, since when; null when it works */
+  failing?: string | null;
   rollout?: IRollout | null;
   decisions: IUpdateDecision[];
 }

@@ -145,7 +145,7 @@ async def test_deploy_change_monitor_and_remove_a_live_deployment(jp_fetch, regi
         assert series["source"].startswith("response log") and series["checked_against"] is None
 
         code, data = await call(jp_fetch, "deployments", "eta", "updates")
-        assert code == 200 and data["running"] is False and data["decisions"] == []
+        assert code == 200 and data["running"] is False and data["decisions"] == [] and data["failing"] is None
         code, data = await call(
             jp_fetch, "deployments", "eta", "autoupdate", method="POST", body={"enabled": True}
         )

@@ -348,3 +348,44 @@ def test_a_restart_tells_what_was_queued_with_the_same_key_and_never_twice(setup
         assert "3 sent" in repr(updates("eta"))
     finally:
         hook.close()
+
+
+class Unreachable(RecordedDeployment):
+    """The deployment side fails at every look until ``mended``."""
+
+    mended = False
+
+    def champion(self) -> str | None:
+        if not self.mended:
+            raise ConnectionError("the tracking server at http://127.0.0.1:9 cannot be reached")
+        return super().champion()
+
+
+def test_a_service_whose_looks_keep_failing_says_failing_with_the_reason(setup) -> None:
+    import threading
+
+    from wolt_jupyter.updater.history import service_health
+
+    home, name, policy = setup
+    actions = Unreachable("1")
+    svc = UpdateService(policy, actions, home=home, mlflow=False)
+    stop = threading.Event()
+    loop = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while service_health("eta", home) is None:
+            assert time.monotonic() < deadline, "never said failing"
+            time.sleep(0.1)
+        health = service_health("eta", home)
+        assert health["errors"] >= 3 and "cannot be reached" in health["reason"]
+        card = repr(updates("eta"))
+        assert "failing since" in card and "127.0.0.1:9 cannot be reached" in card
+        actions.mended = True  # the next look works: the failing status goes away by itself
+        while service_health("eta", home) is not None:
+            assert time.monotonic() < deadline + 30, "still failing after it works again"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        loop.join(10)
+    assert "failing" not in repr(updates("eta"))

@@ -312,9 +312,14 @@ def _updates(name: str) -> dict[str, Any]:
 
     deployments.get(name)  # an unknown deployment is a 404 before anything else
     running = status(name)
+    failing = None
+    if running.get("status") == "failing":
+        since = time.strftime("%H:%M:%S", time.localtime(running.get("failing_since") or time.time()))
+        failing = f"{running.get('reason') or 'it keeps restarting'} (since {since})"
     return {
         "deployment": name,
         "running": bool(running.get("running")),
+        "failing": failing,
         "rollout": rollout_status(name),
         "decisions": [asdict(r) for r in updates(name).records],
     }

@@ -211,6 +211,12 @@ class UpdateHistory:
             (f"version {v}", f"{r.action} at {r.step_label}: {r.reason}")
             for v, r in sorted(latest.items(), key=lambda kv: kv[1].time, reverse=True)
         ]
+        health = service_health(self.deployment)
+        if health is not None:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(health["since"]))
+            rows.insert(
+                0, ("service", f"failing since {since} ({health['errors']} looks): {health['reason']}")
+            )
         told = self.messages()
         if any(told.values()):
             words = {"sent": "sent", "pending": "waiting", "failed": "failed (see the service log)",
@@ -240,6 +246,29 @@ class UpdateHistory:
         return card_text(
             f"Automatic updates of {self.deployment}", self.summary() or [("decisions", "none yet")]
         )
+
+
+HEALTH_FILE = "health.json"
+
+
+def service_health(deployment: str, home: Path | None = None) -> dict[str, Any] | None:
+    """What the service last said of itself when looks kept failing outside any decision (the registry
+    unreachable, the deployment gone): ``{"status": "failing", "reason", "since", "errors"}``; None when well."""
+    try:
+        health = json.loads((updater_dir(deployment, home) / HEALTH_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return health if isinstance(health, dict) and health.get("status") == "failing" else None
+
+
+def write_health(deployment: str, health: dict[str, Any] | None, home: Path | None = None) -> None:
+    from wolt_jupyter.revisions import write_atomic
+
+    path = updater_dir(deployment, home) / HEALTH_FILE
+    if health is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, json.dumps(health), mode=0o600)
 
 
 def updates(deployment: str) -> UpdateHistory:

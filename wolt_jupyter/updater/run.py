@@ -455,6 +455,7 @@ def status(deployment: str) -> dict[str, Any]:
     import json
 
     from wolt_jupyter.backends.local import log_tail
+    from wolt_jupyter.updater.history import service_health
 
     state_path, log_path, _ = _paths(deployment)
     try:
@@ -463,6 +464,9 @@ def status(deployment: str) -> dict[str, Any]:
         return {"running": False}
     pid = state.get("supervisor_pid")
     running = bool(pid) and state.get("status") != "stopped" and not process_gone(int(pid))
+    health = service_health(deployment) if running else None
+    if health is not None:  # alive, but its looks keep failing
+        state = {**state, "status": "failing", "reason": health["reason"], "failing_since": health["since"]}
     return {**state, "running": running, "log": log_tail(log_path, 5)}
 
 

@@ -43,7 +43,14 @@ from wolt_jupyter.updater.decide import (
     start,
     transition,
 )
-from wolt_jupyter.updater.history import DecisionRecord, History, decision_id, record_in_mlflow, updater_dir
+from wolt_jupyter.updater.history import (
+    DecisionRecord,
+    History,
+    decision_id,
+    record_in_mlflow,
+    updater_dir,
+    write_health,
+)
 from wolt_jupyter.updater.notify import Message, Notifier
 from wolt_jupyter.updater.outbox import OUTBOX_FILE, Outbox, Sender
 from wolt_jupyter.updater.policy import Policy, Step
@@ -150,6 +157,8 @@ class UpdateService:
     _sender: Sender | None = field(init=False, default=None)
     _acting: threading.Lock = field(init=False, default_factory=threading.Lock)  # held while a look acts
     commands: Commands = field(init=False)  # what people ask (pause, resume, …), applied first at each look
+    _errors: int = field(init=False, default=0)  # looks in a row that raised outside any decision
+    _failing_since: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._dir = updater_dir(self.policy.deployment, self.home)
@@ -632,14 +641,37 @@ class UpdateService:
         self._tell_and_keep(record, f"{self.policy.watch.model}/retrain", basis)
 
     # -- the loop -------------------------------------------------------------------------------------------
+    def _failing(self, exc: Exception) -> None:
+        """A look that raised outside any decision: after ``FAILURE_LIMIT`` in a row the service says it is
+        failing, with the reason (its status, the history card, the lab) — a process alive is not a service
+        working."""
+        self._errors += 1
+        self._failing_since = self._failing_since or self.clock()
+        if self._errors >= FAILURE_LIMIT:
+            health = {"status": "failing", "reason": one_line(exc), "since": self._failing_since,
+                      "errors": self._errors}  # fmt: skip
+            write_health(self.policy.deployment, health, self.home)
+
+    def _well(self) -> None:
+        if self._errors >= FAILURE_LIMIT:
+            log.info(
+                "update service %s works again after %d failed looks", self.policy.deployment, self._errors
+            )
+            write_health(self.policy.deployment, None, self.home)
+        self._errors, self._failing_since = 0, None
+
     def run(self, stop: threading.Event | None = None) -> None:
         """Look (:meth:`next_look`) until ``stop`` is set; an error in one tick is logged, not fatal. The sender
         runs beside it."""
         stop = stop or threading.Event()
+        write_health(self.policy.deployment, None, self.home)  # a new start is judged afresh
         with self.sending():
             while not stop.is_set():
                 try:
                     self.tick_then_tell()
                 except Exception as exc:
                     log.error("update service %s: %s", self.policy.deployment, one_line(exc))
+                    self._failing(exc)
+                else:
+                    self._well()
                 stop.wait(self.next_look())

@@ -41,6 +41,8 @@ export class DeploymentView extends ReactWidget {
   decisions: IUpdateDecision[] | null = null;
   rollout: IRollout | null = null;
   updatesNote: string | null = null;
+  /** why the running update service's looks keep failing (the registry unreachable, …); null when well */
+  serviceFailing: string | null = null;
 
   async refresh(): Promise<void> {
     const step = this.range === '5m' || this.range === '15m' ? '5s' : '15s';
@@ -56,10 +58,12 @@ export class DeploymentView extends ReactWidget {
       this._notifyNew(updates.decisions);
       this.decisions = updates.decisions;
       this.rollout = updates.rollout ?? null;
+      this.serviceFailing = updates.failing ?? null;
       this.updatesNote = null;
     } catch (error: any) {
       this.decisions = null;
       this.rollout = null;
+      this.serviceFailing = null;
       this.updatesNote = error instanceof ApiError && error.status === 501 ? error.message : `updates: ${error.message}`;
     }
     this._changed.emit();
@@ -225,6 +229,9 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
         </>
       )}
       <h3 className="wolt-section-title">Rollout timeline (automatic update service)</h3>
+      {view.serviceFailing && (
+        <div className="wolt-message wolt-error wolt-service-failing">update service failing: {view.serviceFailing}</div>
+      )}
       {view.rollout && <RolloutControls view={view} rollout={view.rollout} />}
       {view.updatesNote && <div className="wolt-message wolt-updates-note">{view.updatesNote}</div>}
       {view.decisions && !view.decisions.length && <div className="wolt-empty">No decisions yet.</div>}
