@@ -169,7 +169,9 @@ def test_replicas_log_to_the_store_the_record_names_through_a_secret(
         "name": "WOLT_RESPONSE_STORE_URL",
         "valueFrom": {"secretKeyRef": {"name": "eta-credentials", "key": "WOLT_RESPONSE_STORE_URL"}},
     }
-    assert env["WOLT_REVISION"]["value"] == "1"  # the pods' rows name the revision the notebook reads
+    # the pods' rows name the revision the notebook reads: from their ConfigMap, which they follow
+    assert cluster.get_object("v1", "ConfigMap", "default", "eta-spec")["data"]["revision"] == "1"
+    assert env["WOLT_SPEC_CONFIGMAP"]["value"] == "eta-spec" and "WOLT_REVISION" not in env
     assert "s3cr" not in json.dumps(cluster.get_object("apps/v1", "Deployment", "default", "eta"))
 
     # the record names the store; a shell with other settings still reads (and redeploys to) that one

@@ -158,8 +158,13 @@ def test_kubernetes_validate_catches_a_broken_core_manifest() -> None:
 
 def test_kubernetes_manifests_carry_the_spec_probes_ports_and_scraping() -> None:
     kinds = by_kind(render_kubernetes(spec("sticky"), CTX))
-    assert set(kinds) == {"ConfigMap", "Deployment", "Service", "PodMonitor"}
+    # the context names the pods' account: no ServiceAccount of ours, only the right to read the spec
+    assert set(kinds) == {"Role", "RoleBinding", "ConfigMap", "Deployment", "Service", "PodMonitor"}
     assert DeploymentSpec.from_yaml(kinds["ConfigMap"]["data"]["spec.yaml"]) == spec("sticky")
+    assert kinds["Role"]["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                       "resourceNames": [kinds["ConfigMap"]["metadata"]["name"]],
+                                       "verbs": ["get", "list", "watch"]}]  # fmt: skip
+    assert kinds["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "models-reader", "namespace": "ml"}]
     deployment = kinds["Deployment"]
     assert deployment["metadata"]["namespace"] == "ml" and deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]
@@ -180,11 +185,21 @@ def test_kubernetes_manifests_carry_the_spec_probes_ports_and_scraping() -> None
     assert kinds["PodMonitor"]["spec"]["selector"]["matchLabels"] == selector
 
 
-def test_a_changed_spec_changes_the_pod_template() -> None:
-    before = by_kind(render_kubernetes(spec(), CTX))["Deployment"]["spec"]["template"]
-    moved = spec().with_traffic({"main": 50, "challenger": 50})
-    after = by_kind(render_kubernetes(moved, CTX))["Deployment"]["spec"]["template"]
-    assert before["metadata"]["annotations"] != after["metadata"]["annotations"]
+def test_a_routing_change_keeps_the_pods_and_a_model_change_rolls_them() -> None:
+    from dataclasses import replace
+
+    def rendered(s: DeploymentSpec, revision: int) -> dict:
+        return by_kind(render_kubernetes(s, replace(CTX, revision=revision)))
+
+    before = rendered(spec(), 1)
+    moved = rendered(spec().with_traffic({"main": 50, "challenger": 50}), 2)
+    # weights (and the revision the rows name) change the ConfigMap the pods watch, not the pod template
+    assert moved["Deployment"] == before["Deployment"]
+    assert moved["ConfigMap"]["data"] != before["ConfigMap"]["data"] and moved["ConfigMap"]["data"]["revision"] == "2"
+    new_model = replace(spec(), variants=tuple(replace(v, model="models:/eta/9") if v.name == "challenger" else v
+                                               for v in spec().variants))  # fmt: skip
+    rolled = rendered(new_model, 3)["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert rolled != before["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert render_kubernetes(spec(), CTX) == render_kubernetes(spec(), CTX)  # pure and deterministic
 
 
@@ -395,7 +410,7 @@ def test_the_response_store_pods_share_is_checked_in_one_line(store, logs, probl
     if problem is None:
         assert line is None
         manifests = render_kubernetes(spec, ClusterContext(response_store_url=store))
-        assert manifests[0]["kind"] == ("Secret" if logs else "ConfigMap")
+        assert manifests[0]["kind"] == ("Secret" if logs else "ServiceAccount")
     else:
         assert problem in line and "\n" not in line and ":pw@" not in line
         assert "RESPONSE_STORE_URL" in line  # names the fix

@@ -144,6 +144,51 @@ def test_traffic_promote_rollback_under_load_fail_no_request(
     assert seen == {"main", "challenger"}
 
 
+def test_a_traffic_change_re_routes_the_running_pods_within_a_second(
+    on_cluster: dict[str, str], kube_api: Any, kube_namespace: str, undeploy_all: None
+) -> None:
+    """Weights live in the ConfigMap the pods watch: a change (a rollback to the champion alone included)
+    reaches every replica in place, no pod replaced, 0 failed requests."""
+    import yaml
+
+    from wolt_jupyter import deployments
+
+    models = register_eta_models(scales=(1.0, 100.0))
+    spec = {"name": "eta", "replicas": 2, "variants": [
+        {"name": "main", "model": models["champion"], "traffic": 90},
+        {"name": "challenger", "model": models["v2"], "traffic": 10}]}  # fmt: skip
+    assert deployments.deploy("eta", spec=yaml.safe_dump(spec)).status == "ready"
+    url = service_url(kube_api, kube_namespace, "eta")
+    before = {p.metadata.name: p.metadata.uid for p in pods(kube_api, kube_namespace, "eta")}
+    assert len(before) == 2
+    took = {}
+    with Load(url, "eta", concurrency=4, limit=100_000) as load:
+        load.wait_for(200)
+        for weights, gone in (
+            ({"main": 0, "challenger": 100}, "main"),
+            ({"main": 100, "challenger": 0}, "challenger"),
+        ):
+            t0 = time.monotonic()
+            changed = deployments.traffic("eta", weights)
+            returned = time.monotonic()
+            assert changed.status == "ready", changed.message
+            n = len(load.outcomes)
+            load.wait_for(n + 400)
+            last = max((o.t for o in load.outcomes if o.variant == gone), default=t0)
+            took[gone] = (returned - t0, last - returned)
+    outcomes = load.outcomes
+    print(f"\n{len(outcomes)} requests; (change call s, last answer of the variant left after it s): {took}")
+    assert failures(outcomes) == [], failures(outcomes)[:5]
+    for _call, last in took.values():
+        assert last < 1.0, took  # every replica re-routed within a second of the change
+    after = {p.metadata.name: p.metadata.uid for p in pods(kube_api, kube_namespace, "eta")}
+    assert after == before  # re-routed in place: no pod replaced
+    for p in pods(kube_api, kube_namespace, "eta"):
+        assert all(c.restart_count == 0 for c in p.status.container_statuses)
+    cm = kube_api.core.read_namespaced_config_map("eta-spec", kube_namespace)
+    assert cm.data["revision"] == str(deployments.get("eta").revision) == "3"
+
+
 def _model_the_image_cannot_import() -> Any:
     """A pyfunc whose class lives in this test module: pickled by reference, it loads here, where the module is
     importable, and cannot load in the pod (the image holds no tests): a model whose code is not in the image."""

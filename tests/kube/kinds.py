@@ -34,7 +34,10 @@ BUILTIN_TYPES = (
     ResourceType("", "v1", "Service", "services"),
     ResourceType("", "v1", "Pod", "pods"),
     ResourceType("", "v1", "Namespace", "namespaces", namespaced=False),
+    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", status=False),
     ResourceType("apps", "v1", "Deployment", "deployments"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "Role", "roles", status=False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", status=False),
 )
 CRD_TYPES = (
     ResourceType("machinelearning.seldon.io", "v1", "SeldonDeployment", "seldondeployments", builtin=False),

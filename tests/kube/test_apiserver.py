@@ -290,7 +290,7 @@ def test_custom_resources_reject_strategic_merge(api_client):
 def test_discovery_lists_kinds_and_can_leave_a_group_out():
     with TestApiServer(crd_groups=["machinelearning.seldon.io"]) as server, server.api_client() as api:
         groups = {g.name for g in client.ApisApi(api).get_api_versions().groups}
-        assert groups == {"apps", "machinelearning.seldon.io"}
+        assert groups == {"apps", "rbac.authorization.k8s.io", "machinelearning.seldon.io"}
         core = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
         assert core["configmaps"].kind == "ConfigMap" and core["configmaps"].namespaced
         assert not core["namespaces"].namespaced and "services/status" in core

@@ -260,6 +260,10 @@ class KubernetesBackend(ClusterBackend):
     main_object = ("apps/v1", "Deployment")
     kinds = (
         ("v1", "Secret"),  # the credentials: the tracking password, the response store's URL
+        # the pods' account, allowed to read (and watch) their own ConfigMap: routing changes in place
+        ("v1", "ServiceAccount"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
         ("v1", "ConfigMap"),
         ("apps/v1", "Deployment"),
         ("v1", "Service"),

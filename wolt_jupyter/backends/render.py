@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from wolt_jupyter import __version__
 from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.serving.specwatch import SPEC_CONFIGMAP_ENV
 from wolt_jupyter.spec import DeploymentSpec, check_dns_label, check_resources
 
 HTTP_PORT = 8080
@@ -237,17 +239,30 @@ def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, 
 
 
 # -- kubernetes: the project's own runtime ---------------------------------------------------------------------
+def restart_checksum(spec: DeploymentSpec) -> str:
+    """A digest of the spec without what a running runtime changes in place (weights, routing): two specs
+    with the same digest are served by the same pods."""
+    doc = spec.to_dict()
+    doc.pop("routing", None)
+    for v in doc["variants"]:
+        v.pop("traffic", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
     """ConfigMap (the pinned spec) + Deployment (the runtime) + Service (+ PodMonitor)."""
     spec.validate()
     refuse_for_kubernetes(spec)
     check_dns_label(ctx.namespace, "namespace")
     spec_yaml = spec.to_yaml()
-    checksum = hashlib.sha256(spec_yaml.encode()).hexdigest()[:16]
     selector = {"app.kubernetes.io/instance": spec.name, "app.kubernetes.io/component": "runtime"}
-    env: list[dict[str, Any]] = [{"name": "WOLT_JUPYTER_HOME", "value": STATE_MOUNT}]
-    if ctx.revision is not None:  # a pod has no deployment record: its log rows name the revision from here
-        env.append({"name": "WOLT_REVISION", "value": str(int(ctx.revision))})
+    spec_map = f"{spec.name}{_SUFFIX}"
+    # the pods watch their ConfigMap and re-route in place (serving.specwatch): a routing change rolls out
+    # nothing; a change a running pod cannot make (a model, logging, limits) changes the template
+    env: list[dict[str, Any]] = [
+        {"name": "WOLT_JUPYTER_HOME", "value": STATE_MOUNT},
+        {"name": SPEC_CONFIGMAP_ENV, "value": spec_map},
+    ]
     secret = _credentials_secret(spec, ctx)
     held = secret["stringData"] if secret is not None else {}
     if TRACKING_KEY not in held and ctx.tracking_uri:  # no password: nothing to hide
@@ -291,15 +306,50 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
             {"name": "state", "emptyDir": {}},
         ],
     }
-    if ctx.service_account:
-        pod_spec["serviceAccountName"] = check_dns_label(ctx.service_account, "service account")
+    account = check_dns_label(ctx.service_account, "service account") if ctx.service_account else spec_map
+    pod_spec["serviceAccountName"] = account
+
+    # a pod's own ConfigMap is all its service account may read: get, and watch narrowed to the name
+    def reader() -> dict[str, Any]:  # each object its own metadata: callers may change one
+        return _metadata(spec_map, spec, ctx, "spec")
+
+    rbac = "rbac.authorization.k8s.io/v1"
     manifests: list[dict[str, Any]] = [
         *([secret] if secret is not None else []),
+        *(
+            []
+            if ctx.service_account
+            else [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": reader()}]
+        ),
+        {
+            "apiVersion": rbac,
+            "kind": "Role",
+            "metadata": reader(),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [spec_map],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "RoleBinding",
+            "metadata": reader(),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": spec_map},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ctx.namespace}],
+        },
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(f"{spec.name}{_SUFFIX}", spec, ctx, "spec"),
-            "data": {"spec.yaml": spec_yaml},
+            "metadata": _metadata(spec_map, spec, ctx, "spec"),
+            # a pod has no deployment record: its log rows name the revision from here
+            "data": {
+                "spec.yaml": spec_yaml,
+                **({"revision": str(int(ctx.revision))} if ctx.revision is not None else {}),
+            },
         },
         {
             "apiVersion": "apps/v1",
@@ -316,8 +366,8 @@ def render_kubernetes(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[st
                     "metadata": {
                         "labels": {**labels(spec, "runtime"), **selector},
                         "annotations": {
-                            # a changed spec changes the pod template, so the ConfigMap change rolls out
-                            "wolt-jupyter/spec-checksum": checksum,
+                            # what a running pod cannot change in place: a change rolls out
+                            "wolt-jupyter/spec-checksum": restart_checksum(spec),
                             "prometheus.io/scrape": "true",
                             "prometheus.io/port": str(HTTP_PORT),
                             "prometheus.io/path": "/metrics",

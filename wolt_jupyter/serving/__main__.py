@@ -71,6 +71,9 @@ async def _main(args: argparse.Namespace) -> int:
         log.error("cannot read the spec %s: %s", args.spec, exc)
         return EXIT_BAD_SPEC
     state_dir = Path(args.state_dir).expanduser().resolve() if args.state_dir else s.home
+    from wolt_jupyter.serving.specwatch import SpecWatch, initial_revision
+
+    initial_revision(Path(args.spec))  # a pod: the revision its ConfigMap names
     limits = _limits(spec.limits, args)
     runtime = DataPlane(
         spec,
@@ -111,7 +114,13 @@ async def _main(args: argparse.Namespace) -> int:
         status = EXIT_LOAD_FAILED
     elif loader in done:
         log.info("deployment %s ready", spec.name)
+        # a pod follows its ConfigMap from now on (models loaded: a routing change can apply)
+        watch = SpecWatch.from_env(runtime, Path(args.spec))
+        if watch is not None:
+            watch.start()
         await stop.wait()
+        if watch is not None:
+            watch.stop()
     if guard is not None:
         guard.set()  # stopping: whatever happens to the supervisor now is part of that
     if status == 0 and args.drain_seconds > 0:

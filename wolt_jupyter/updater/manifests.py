@@ -61,6 +61,11 @@ def rules(deployment: str) -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["services"], "resourceNames": [deployment], "verbs": named},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [f"{deployment}{SPEC_SUFFIX}"],
          "verbs": named},
+        # the runtime pods' account and its right to read that ConfigMap (the target renders them each time)
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": [f"{deployment}{SPEC_SUFFIX}"],
+         "verbs": named},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+         "resourceNames": [f"{deployment}{SPEC_SUFFIX}"], "verbs": named},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{deployment}{CREDENTIALS_SUFFIX}"],
          "verbs": named},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},

@@ -157,7 +157,16 @@ class DeploymentActions:
 
             deployments.rollback(self.name)
             return
-        self._apply([self._champion_variant(100), *self._others()], None)
+        from dataclasses import replace
+
+        main = self._champion_variant(100)
+        live = next((v for v in spec.variants if v.name == CANDIDATE and not v.shadow), None)
+        if live is not None:
+            # first the candidate at weight 0, the pods it runs in kept: a routing change in place on every
+            # target (a cluster's pods watch their ConfigMap); then out of the spec, which on a cluster rolls
+            # pods out while it answers nobody
+            self._apply([main, replace(live, traffic=0), *self._others()], main.name)
+        self._apply([main, *self._others()], None)
 
     def champion_health(self, since: float) -> Any:
         from wolt_jupyter.updater.retrain import champion_health, metric_of
