@@ -216,12 +216,15 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
             # a version that passes offline and fails live: canaried, then rolled back to v2
             t_v3 = time.monotonic()
             mlflow_client().set_registered_model_alias("eta", "challenger", "3")
-            saw_canary = []
+            saw_canary: list[float] = []
+            zeroed: list[float] = []
 
             def rolled_back() -> bool:
                 variants = _spec_variants(kube_api, ns)
                 if any(v[1] == "models:/eta/3" for v in variants):
                     saw_canary.append(time.monotonic())
+                if any(v[1] == "models:/eta/3" and v[2] == 0 and not v[3] for v in variants) and not zeroed:
+                    zeroed.append(time.monotonic())  # the rollback's first half: the candidate at weight 0
                 return bool(saw_canary) and variants == [("main", "models:/eta/2", 100, False)]
 
             t_rolled_back = _until("v3 rolled back", rolled_back, kube_api, ns, 300)
@@ -234,6 +237,10 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
                 == "ready",
                 kube_api, ns, 120,
             )  # fmt: skip
+            # recorded in MLflow after the action (its second half, taking the candidate out, rolls pods)
+            _until("v3's rollback recorded",
+                   lambda: mlflow_client().get_model_version("eta", "3").tags.get("wolt.update.action") == "rollback",
+                   kube_api, ns, 120)  # fmt: skip
             n = len(load.outcomes)
             load.wait_for(n + 60)
         log = _pod_log(kube_api, ns)
@@ -250,6 +257,12 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
         "registration_to_promotion_s": round(t_promoted - t_v2, 1),
         "registration_to_canary_s": round(saw_canary[0] - t_v3, 1),
         "registration_to_rollback_s": round(t_rolled_back - t_v3, 1),
+        # the rollback reaches the pods in place: the candidate's last answer after its weight went to 0
+        "weight_0_to_last_candidate_answer_s": round(
+            max(o.t for o in outcomes if o.variant == "candidate") - zeroed[0], 2
+        )
+        if zeroed
+        else None,
         "requests": len(outcomes),
         "failed_client_requests": len(failures(outcomes)),
     }
