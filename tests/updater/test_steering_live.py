@@ -255,3 +255,36 @@ def test_a_stopped_service_s_rollout_is_aborted_here_and_undeploy_stops_a_runnin
         assert process_gone(pid) and run.status("upd")["running"] is False
     finally:
         run.stop_service("upd")
+
+
+def test_a_background_service_whose_looks_keep_failing_says_so_and_recovers(served) -> None:  # noqa: F811
+    """Alive is not working: the registered model renamed under a running service makes every look fail;
+    its status says ``failing`` with the reason until the name is back."""
+    import wolt_jupyter
+    from wolt_jupyter import deployments
+    from wolt_jupyter._mlflow import mlflow_client as client
+    from wolt_jupyter.updater import run
+
+    name, hook = served
+    deployments.deploy("upd", model=f"models:/{name}/1")
+    policy = steering_policy(name, hook.url, [{"weight": 100, "bake": "10m"}])
+    policy["watch"]["poll_seconds"] = 1
+    run.start(policy)
+    try:
+        wait_until(
+            lambda: "watching" in (run.status("upd").get("log") or ""), lambda: str(run.status("upd")), 60
+        )
+        client().rename_registered_model(name, f"{name}-away")
+        try:
+            failing = wait_until(
+                lambda: (st := run.status("upd")).get("status") == "failing" and st,
+                lambda: str(run.status("upd")),
+                60,
+            )
+            assert failing["running"] and name in failing["reason"], failing
+            assert "failing since" in repr(wolt_jupyter.updates("upd"))
+        finally:
+            client().rename_registered_model(f"{name}-away", name)
+        wait_until(lambda: run.status("upd").get("status") == "running", lambda: str(run.status("upd")), 60)
+    finally:
+        run.stop_service("upd")

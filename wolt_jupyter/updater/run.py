@@ -320,12 +320,15 @@ def serve(
                         log.warning("%s was undeployed: its update service stops", policy.deployment)
                         break
                     decision = service.tick_then_tell()
+                service.look_worked()
                 if decision is not None and decision.action != "hold":
                     log.info("%s: %s — %s", policy.deployment, decision.action, decision.reason)
             except WoltError as exc:
                 log.error("update service %s: %s", policy.deployment, str(exc).splitlines()[0])
+                service.look_failed(exc)
             except Exception as exc:  # one bad look must not end the service
                 log.exception("update service %s: %s", policy.deployment, exc)
+                service.look_failed(exc)
             _sleep(_next_look(service), stop, wake, service.commands.any_pending)
 
 

@@ -157,7 +157,9 @@ class UpdateService:
     _sender: Sender | None = field(init=False, default=None)
     _acting: threading.Lock = field(init=False, default_factory=threading.Lock)  # held while a look acts
     commands: Commands = field(init=False)  # what people ask (pause, resume, …), applied first at each look
-    _errors: int = field(init=False, default=0)  # looks in a row that raised outside any decision
+    _errors: int = field(
+        init=False, default=-1
+    )  # looks in a row that raised outside any decision (-1: none yet)
     _failing_since: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -641,22 +643,24 @@ class UpdateService:
         self._tell_and_keep(record, f"{self.policy.watch.model}/retrain", basis)
 
     # -- the loop -------------------------------------------------------------------------------------------
-    def _failing(self, exc: Exception) -> None:
+    def look_failed(self, exc: Exception) -> None:
         """A look that raised outside any decision: after ``FAILURE_LIMIT`` in a row the service says it is
         failing, with the reason (its status, the history card, the lab) — a process alive is not a service
         working."""
-        self._errors += 1
+        self._errors = max(self._errors, 0) + 1
         self._failing_since = self._failing_since or self.clock()
         if self._errors >= FAILURE_LIMIT:
             health = {"status": "failing", "reason": one_line(exc), "since": self._failing_since,
                       "errors": self._errors}  # fmt: skip
             write_health(self.policy.deployment, health, self.home)
 
-    def _well(self) -> None:
+    def look_worked(self) -> None:
+        """A look that raised nothing: a failing status said before (by this run or the last) is taken back."""
         if self._errors >= FAILURE_LIMIT:
             log.info(
                 "update service %s works again after %d failed looks", self.policy.deployment, self._errors
             )
+        if self._errors != 0:
             write_health(self.policy.deployment, None, self.home)
         self._errors, self._failing_since = 0, None
 
@@ -664,14 +668,13 @@ class UpdateService:
         """Look (:meth:`next_look`) until ``stop`` is set; an error in one tick is logged, not fatal. The sender
         runs beside it."""
         stop = stop or threading.Event()
-        write_health(self.policy.deployment, None, self.home)  # a new start is judged afresh
         with self.sending():
             while not stop.is_set():
                 try:
                     self.tick_then_tell()
                 except Exception as exc:
                     log.error("update service %s: %s", self.policy.deployment, one_line(exc))
-                    self._failing(exc)
+                    self.look_failed(exc)
                 else:
-                    self._well()
+                    self.look_worked()
                 stop.wait(self.next_look())
