@@ -316,15 +316,8 @@ class KubeCluster:
                 if why:
                     raise ClusterError(f"{resource.kind} {name} in namespace {namespace} failed: {why}")
             watch_for = remaining if pods_failed is None else min(remaining, _POD_CHECK_PERIOD_S)
-            query = [
-                ("watch", "true"),
-                ("fieldSelector", f"metadata.name={name}"),
-                ("resourceVersion", since),
-                ("timeoutSeconds", str(max(1, int(watch_for + 0.999)))),
-                ("allowWatchBookmarks", "true"),
-            ]
             opened, events = time.monotonic(), 0
-            for event in self._stream(resource.path(namespace), query, watch_for):
+            for event in self._watch_named(resource, name, namespace, since, watch_for):
                 events += 1
                 obj = event.get("object") or {}
                 if event.get("type") == "ERROR":  # e.g. 410 Gone: our resourceVersion is too old
@@ -341,6 +334,29 @@ class KubeCluster:
             if not events and time.monotonic() - opened < min(1, watch_for):
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))  # no hot loop on a failing server
         return False
+
+    def watch(
+        self, api_version: str, kind: str, name: str, *, namespace: str, since: str, timeout: float
+    ) -> Iterator[dict]:
+        """The watch events of one object, by name, after resourceVersion ``since``, until the server ends the
+        watch (about ``timeout`` s) or the stream breaks. A field selector on the name, so a Role's
+        ``resourceNames`` can allow it. An ``ERROR`` event (410 Gone: ``since`` too old) is the caller's to
+        handle, by reading the object again."""
+        check_dns_label(namespace, "namespace")
+        check_dns_label(name, f"{kind} name")
+        yield from self._watch_named(self._resource(api_version, kind), name, namespace, since, timeout)
+
+    def _watch_named(
+        self, resource: _Resource, name: str, namespace: str, since: str, timeout: float
+    ) -> Iterator[dict]:
+        query = [
+            ("watch", "true"),
+            ("fieldSelector", f"metadata.name={name}"),
+            ("resourceVersion", since),
+            ("timeoutSeconds", str(max(1, int(timeout + 0.999)))),
+            ("allowWatchBookmarks", "true"),
+        ]
+        yield from self._stream(resource.path(namespace), query, timeout)
 
     def _is_ready_now(self, manifest: dict, namespace: str) -> bool:
         rule = readiness_rule(manifest["kind"])

@@ -8,20 +8,19 @@ applies a new spec with the same path as ``POST /admin/spec``: routing, weights 
 within milliseconds of the update, with no pod replaced. A spec that needs a model this pod has not loaded
 is left to the rollout the target starts for it (the pod template changes with the models).
 
-The watch is the API's chunked stream of JSON events (``?watch=1&fieldSelector=metadata.name=NAME``,
-Kubernetes API conventions); a broken stream or an expired ``resourceVersion`` (410) starts over with a
-``GET``, backing off to 30 s while the API cannot be reached.
+The API is reached as the update service in a pod reaches it (:class:`~wolt_jupyter.backends.kubeclient.
+KubeCluster` over its in-cluster transport; the runtime image has no ``kubernetes`` package). A broken
+stream or an expired ``resourceVersion`` (410) starts over with a ``GET``, backing off to 30 s while the API
+cannot be reached.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import os
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ log = logging.getLogger("wolt_jupyter.serving")
 
 SPEC_CONFIGMAP_ENV = "WOLT_SPEC_CONFIGMAP"  # set by the kubernetes target: the ConfigMap to follow
 REVISION_ENV = "WOLT_REVISION"  # the revision a pod's log rows name (revisions.serving_revision)
-ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 WATCH_TIMEOUT_S = 290  # the API closes a watch after this; we ask again
 MAX_BACKOFF_S = 30.0
 
@@ -50,14 +48,11 @@ def initial_revision(spec_path: Path) -> None:
 class SpecWatch:
     """A daemon thread applying each new version of the ConfigMap ``name`` to ``plane`` (on its loop)."""
 
-    def __init__(self, plane: Any, name: str, applied_text: str, account_dir: Path = ACCOUNT_DIR) -> None:
+    def __init__(self, plane: Any, name: str, applied_text: str, cluster: Any, namespace: str) -> None:
         self.plane = plane
         self.name = name
-        self.account_dir = account_dir
-        self.namespace = (account_dir / "namespace").read_text().strip()
-        host = os.environ["KUBERNETES_SERVICE_HOST"]
-        self.host = f"[{host}]" if ":" in host else host
-        self.port = int(os.environ.get("KUBERNETES_SERVICE_PORT", "443"))
+        self.cluster = cluster  # a KubeCluster
+        self.namespace = namespace
         self.applied = applied_text  # the spec text this process serves
         self.changes = 0  # specs applied in place
         self.stopped = threading.Event()
@@ -65,14 +60,28 @@ class SpecWatch:
 
     @classmethod
     def from_env(cls, plane: Any, spec_path: Path) -> SpecWatch | None:
-        """The watch a pod of the kubernetes target runs; None elsewhere (no ConfigMap named, no account)."""
+        """The watch a pod of the kubernetes target runs; None elsewhere (no ConfigMap named, not in a pod)."""
         name = os.environ.get(SPEC_CONFIGMAP_ENV)
-        if not name or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if not name:
+            return None
+        # the runtime's one use of the cluster client (lazy: a local runtime never pays for it)
+        from wolt_jupyter.backends.kubeclient import (
+            SERVICE_ACCOUNT_DIR,
+            InClusterTransport,
+            KubeCluster,
+            in_cluster,
+        )
+
+        if not in_cluster():
+            log.warning("routing changes wait for a rollout: %s names ConfigMap %s, but this is not a pod with a "
+                        "service account token", SPEC_CONFIGMAP_ENV, name)  # fmt: skip
             return None
         try:
-            return cls(plane, name, spec_path.read_text())
-        except OSError as exc:  # no token mounted (automountServiceAccountToken: false)
-            log.warning("routing changes wait for a rollout: no service account to watch %s (%s)", name, exc)
+            namespace = (Path(SERVICE_ACCOUNT_DIR) / "namespace").read_text().strip()
+            cluster = KubeCluster(api_client=InClusterTransport(), request_timeout=30)
+            return cls(plane, name, spec_path.read_text(), cluster, namespace)
+        except Exception as exc:
+            log.warning("routing changes wait for a rollout: cannot watch ConfigMap %s (%s)", name, exc)
             return None
 
     def start(self) -> SpecWatch:
@@ -82,44 +91,39 @@ class SpecWatch:
     def stop(self) -> None:
         self.stopped.set()
 
-    # -- the loop ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
         backoff = 1.0
         while not self.stopped.is_set():
             try:
-                version = self._get()
+                since = self._get()
                 backoff = 1.0
-                self._watch(version)
-            except Exception as exc:  # the API away, a token rotated badly: say it once per kind, retry
+                while not self.stopped.is_set() and since:
+                    since = self._follow(since)
+            except Exception as exc:  # the API away, a token rotated badly: said once per kind, retried
                 self._say(f"cannot follow ConfigMap {self.name}: {type(exc).__name__}: {exc}")
                 self.stopped.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def _get(self) -> str:
-        obj = self._json(f"/api/v1/namespaces/{self.namespace}/configmaps/{self.name}")
+        obj = self.cluster.get("v1", "ConfigMap", self.name, namespace=self.namespace)
+        if obj is None:
+            raise LookupError(f"ConfigMap {self.name} is gone")
         self._apply(obj)
         return str(obj["metadata"]["resourceVersion"])
 
-    def _watch(self, version: str) -> None:
-        query = urllib.parse.urlencode({
-            "watch": "1", "fieldSelector": f"metadata.name={self.name}", "resourceVersion": version,
-            "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_TIMEOUT_S),
-        })  # fmt: skip
-        conn, resp = self._open(
-            f"/api/v1/namespaces/{self.namespace}/configmaps?{query}", WATCH_TIMEOUT_S + 30
-        )
-        try:
-            for line in resp:
-                if self.stopped.is_set():
-                    return
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind in ("ADDED", "MODIFIED"):
-                    self._apply(obj)
-                elif kind == "ERROR":  # 410 Gone: the version is too old; start over from a GET
-                    return
-        finally:
-            conn.close()
+    def _follow(self, since: str) -> str:
+        """One watch from ``since``; the version to go on from, or "" to read the object again."""
+        for event in self.cluster.watch("v1", "ConfigMap", self.name, namespace=self.namespace, since=since,
+                                        timeout=WATCH_TIMEOUT_S):  # fmt: skip
+            if self.stopped.is_set():
+                return ""
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":  # 410 Gone: too old a version
+                return ""
+            since = (obj.get("metadata") or {}).get("resourceVersion", since)
+            if kind in ("ADDED", "MODIFIED"):
+                self._apply(obj)
+        return since
 
     # -- applying ---------------------------------------------------------------------------------------------
     def _apply(self, obj: dict[str, Any]) -> None:
@@ -161,29 +165,6 @@ class SpecWatch:
         elif conflict:
             os.environ.pop(REVISION_ENV, None)
         return conflict
-
-    # -- HTTP -------------------------------------------------------------------------------------------------
-    def _open(self, path: str, timeout: float) -> tuple[Any, Any]:
-        import http.client
-        import ssl
-
-        context = ssl.create_default_context(cafile=str(self.account_dir / "ca.crt"))
-        conn = http.client.HTTPSConnection(self.host, self.port, context=context, timeout=timeout)
-        token = (self.account_dir / "token").read_text().strip()  # re-read: bound tokens rotate
-        conn.request("GET", path, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            body = resp.read(300).decode(errors="replace")
-            conn.close()
-            raise OSError(f"HTTP {resp.status} from the API for {path.split('?')[0]}: {body}")
-        return conn, resp
-
-    def _json(self, path: str) -> dict[str, Any]:
-        conn, resp = self._open(path, 30)
-        try:
-            return json.loads(resp.read())
-        finally:
-            conn.close()
 
     def _say(self, line: str) -> None:
         key = line.split(":", 2)[1] if ":" in line else line
