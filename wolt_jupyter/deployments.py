@@ -183,6 +183,13 @@ def _backend_of(name: str) -> tuple[Backend, DeploymentRecord]:
     return backend(rec.target, namespace=rec.namespace), rec
 
 
+def cluster_of(name: str) -> tuple[Any, str] | None:
+    """(the KubeCluster, the namespace) ``name`` runs in; None for the local target."""
+    be, _ = _backend_of(name)
+    cluster = getattr(be, "cluster", None)
+    return (cluster, be.namespace) if cluster is not None else None  # type: ignore[attr-defined]
+
+
 def runtime_exits(name: str, since: float) -> list[str]:
     """Every exit of ``name``'s runtime (a crash, a kill, an OOM) since ``since`` (epoch seconds)."""
     be, _ = _backend_of(name)

@@ -151,9 +151,11 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
+    from wolt_jupyter import steer_rollout
     from wolt_jupyter._mlflow import mlflow_client
     from wolt_jupyter.backends.kubeclient import KubeCluster
     from wolt_jupyter.cli import main
+    from wolt_jupyter.updater.control import rollout_status
 
     ns = kube_namespace
     if IMAGE:
@@ -176,6 +178,7 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
         cluster.apply(manifests, namespace=ns)
         # least privilege, as the API server's authorizer answers for the pod's account
         allowed = [("patch", "deployments/eta"), ("get", "configmaps/eta-spec"), ("watch", "deployments/eta"),
+                   ("patch", "configmaps/eta-updater-control"),
                    ("list", "pods"), ("get", "pods/log"),
                    ("list", "endpointslices.discovery.k8s.io")]  # fmt: skip
         refused = [("delete", "deployments/eta"), ("create", "deployments"), ("patch", "deployments/other"),
@@ -204,6 +207,20 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
             # a better version: v2 takes 100 % and becomes the champion
             t_v2 = time.monotonic()
             mlflow_client().set_registered_model_alias("eta", "challenger", "2")
+            # people steer the service in its pod from here, through its ConfigMap: paused at 50 %, the
+            # rollout stays there past its bake; resumed, it goes on
+            at_half = ("candidate", "models:/eta/2", 50, False)
+            _until("v2's canary at 50 %", lambda: at_half in _spec_variants(kube_api, ns), kube_api, ns, 180)
+            t_pause = time.monotonic()
+            paused = steer_rollout("eta", "pause")
+            assert paused.applied_by == "the service in the cluster", paused
+            assert paused.outcome.startswith("paused by hand"), paused
+            assert rollout_status("eta")["paused"] and "resume" in rollout_status("eta")["commands"]
+            time.sleep(8)  # past the step's 5 s bake
+            assert at_half in _spec_variants(kube_api, ns)
+            resumed = steer_rollout("eta", "resume")
+            assert resumed.outcome and resumed.applied_by == "the service in the cluster", resumed
+            paused_s = time.monotonic() - t_pause
             t_promoted = _until(
                 "v2 promoted",
                 lambda: _spec_variants(kube_api, ns) == [("main", "models:/eta/2", 100, False)],
@@ -254,7 +271,8 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
     assert str(client.get_registered_model("eta").aliases["champion"]) == "2"
     measured = {
         "apply_to_pod_ready_s": round(t_ready - t_apply, 1),
-        "registration_to_promotion_s": round(t_promoted - t_v2, 1),
+        "registration_to_promotion_s": round(t_promoted - t_v2 - paused_s, 1),  # the pause not counted
+        "paused_s": round(paused_s, 1),
         "registration_to_canary_s": round(saw_canary[0] - t_v3, 1),
         "registration_to_rollback_s": round(t_rolled_back - t_v3, 1),
         # the rollback reaches the pods in place: the candidate's last answer after its weight went to 0

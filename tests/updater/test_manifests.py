@@ -44,9 +44,16 @@ def test_every_manifest_validates_and_the_pod_reads_the_same_policy(monkeypatch)
     policy = full_policy()
     manifests = render_updater(policy, ClusterContext(namespace="ml", image="wolt:1", tracking_uri=TRACKING))
     assert [m["kind"] for m in manifests] == [
-        "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment",
-        "Service",
+        "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "ConfigMap", "Secret", "PersistentVolumeClaim",
+        "Deployment", "Service",
     ]  # fmt: skip
+    control = manifests[3]  # people's commands and the rollout's state, written by merge patches
+    assert control["metadata"]["name"] == "eta-updater-control" and "data" not in control
+    env = {
+        e["name"]: e.get("value")
+        for e in kinds(manifests)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["WOLT_UPDATER_CONTROL"] == "eta-updater-control"
     for m in manifests:
         assert strict_errors(m) is None, strict_errors(m)
         assert (
@@ -66,9 +73,11 @@ def test_every_manifest_validates_and_the_pod_reads_the_same_policy(monkeypatch)
     assert not {"create", "delete", "deletecollection", "update", "*"} & {
         v for r in rules for v in r["verbs"]
     }
-    named = {(r["resources"][0], *r["resourceNames"]) for r in rules if r.get("resourceNames")}
+    named = {(res, *r["resourceNames"]) for r in rules if r.get("resourceNames") for res in r["resources"]}
+    # the runtime pods' account and the right to read their spec are the target's objects, re-applied with it
     assert named == {("deployments", "eta"), ("services", "eta"), ("configmaps", "eta-spec"),
-                     ("secrets", "eta-credentials")}  # fmt: skip
+                     ("secrets", "eta-credentials"), ("configmaps", "eta-updater-control"),
+                     ("serviceaccounts", "eta-spec"), ("roles", "eta-spec"), ("rolebindings", "eta-spec")}  # fmt: skip
     unnamed = {r["resources"][0]: r["verbs"] for r in rules if not r.get("resourceNames")}
     assert unnamed == {"pods": ["get", "list", "watch"], "pods/log": ["get"], "endpointslices": ["list"]}
     assert {v["name"]: v for v in pod["volumes"]}["state"]["persistentVolumeClaim"][

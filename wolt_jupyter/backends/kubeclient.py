@@ -153,6 +153,15 @@ class KubeCluster:
             item.setdefault("kind", kind)
         return items
 
+    def merge_patch(self, api_version: str, kind: str, name: str, patch: dict, *, namespace: str) -> dict:
+        """A JSON merge patch (RFC 7386) of one object: keys set, keys with null removed, the rest kept — so
+        writers of different keys of one ConfigMap never overwrite each other. The object as patched."""
+        check_dns_label(namespace, "namespace")
+        check_dns_label(name, f"{kind} name")
+        resource = self._resource(api_version, kind)
+        path = resource.path(namespace, name)
+        return self._request("PATCH", path, [], patch, content_type="application/merge-patch+json")
+
     def delete(self, api_version: str, kind: str, name: str, *, namespace: str) -> bool:
         """Delete one object; False if it was not there (deleting twice is not an error)."""
         check_dns_label(namespace, "namespace")

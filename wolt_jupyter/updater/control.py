@@ -1,7 +1,8 @@
 """Steering a rollout by hand: ``pause``, ``resume``, ``promote-now``, ``abort`` and ``approve``.
 
 A person's command is a small file under the deployment's updater dir (``commands/``, 0600), written by any
-front end (the magic, the CLI, the lab) from any process. The service applies it at its next look, under the
+front end (the magic, the CLI, the lab) from any process — or, for a service running in a pod, a key of its
+ConfigMap ``NAME-updater-control`` (:class:`ClusterCommands`). The service applies it at its next look, under the
 deployment's lock, and keeps it in the history like any decision (:meth:`UpdateService.tick`). A file, not a
 call into the service: the service may run in the background process, in a notebook's thread or in a
 terminal, and a command survives a restart of either side. When no service runs, :func:`steer` applies the
@@ -93,6 +94,107 @@ class Commands:
         except (OSError, ValueError, TypeError):
             return None
 
+    def publish(self, state: dict[str, Any]) -> None:
+        """The service's state is in its own state dir already: nothing to publish for askers beside it."""
+
+    def state(self) -> dict[str, Any] | None:
+        return None  # read from the state file by the askers (they share the state dir)
+
+
+CONTROL_SUFFIX = "-updater-control"  # the ConfigMap between askers and a service in a pod
+CONTROL_ENV = "WOLT_UPDATER_CONTROL"  # set in the service's pod: take commands from that ConfigMap
+_POLL_S = 1.0  # how often a service in a pod asks the API whether a command came
+
+
+class ClusterCommands:
+    """The same channel for a service in a pod, whose state dir nobody else reaches: the ConfigMap
+    ``NAME-updater-control`` (rendered with the service). A pending command is the key ``cmd.<id>``; the
+    service swaps it for ``done.<id>`` in one merge patch, and keeps its state (what refusals and the lab read)
+    in ``state`` after each look. Merge patches, so an asker and the service writing at once lose nothing."""
+
+    def __init__(self, cluster: Any, namespace: str, deployment: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.name = f"{deployment}{CONTROL_SUFFIX}"
+        self._published: str | None = None
+        self._polled = (-1.0, False)  # (when, whether a command was pending)
+
+    @classmethod
+    def find(cls, deployment: str) -> ClusterCommands | None:
+        """The channel of ``deployment``'s service if it runs in the cluster (its ConfigMap exists)."""
+        from wolt_jupyter import deployments
+
+        where = deployments.cluster_of(deployment)
+        if where is None:
+            return None
+        channel = cls(where[0], where[1], deployment)
+        return channel if channel._object() is not None else None
+
+    def _object(self) -> dict[str, Any] | None:
+        return self.cluster.get("v1", "ConfigMap", self.name, namespace=self.namespace)
+
+    def _data(self) -> dict[str, str]:
+        obj = self._object()
+        if obj is None:
+            raise InvalidArgument(f"ConfigMap {self.name} is gone from namespace {self.namespace}: apply the "
+                                  "update service's manifests again (`wolt-jupyter updater render`)")  # fmt: skip
+        return obj.get("data") or {}
+
+    def _patch(self, data: dict[str, str | None]) -> None:
+        self.cluster.merge_patch("v1", "ConfigMap", self.name, {"data": data}, namespace=self.namespace)
+
+    def put(self, command: str, by: str, now: float | None = None) -> Command:
+        asked = time.time() if now is None else now
+        cmd = Command(f"{int(asked * 1e6):017d}-{uuid.uuid4().hex[:8]}", command, by, asked)
+        self._patch({f"cmd.{cmd.id}": json.dumps(asdict(cmd))})
+        return cmd
+
+    def pending(self) -> list[Command]:
+        data = self._data()
+        out = []
+        for key in sorted(k for k in data if k.startswith("cmd.")):
+            try:
+                out.append(Command(**json.loads(data[key])))
+            except (ValueError, TypeError):
+                self._patch({key: None})  # not a command of ours
+        return out
+
+    def any_pending(self) -> bool:
+        """Asked every tenth of a second of the service's sleep: the API is asked once a second."""
+        when, pending = self._polled
+        if time.monotonic() - when >= _POLL_S:
+            try:
+                pending = any(k.startswith("cmd.") for k in self._data())
+            except Exception:  # the API away: the next look says so
+                pending = False
+            self._polled = (time.monotonic(), pending)
+        return pending
+
+    def done(self, cmd: Command, outcome: str, now: float) -> Command:
+        finished = Command(cmd.id, cmd.command, cmd.by, cmd.asked, outcome, now)
+        old = sorted(k for k in self._data() if k.startswith("done."))[: -(KEEP_DONE - 1) or None]
+        self._patch({f"cmd.{cmd.id}": None, f"done.{cmd.id}": json.dumps(asdict(finished)),
+                     **dict.fromkeys(old)})  # fmt: skip
+        self._polled = (-1.0, False)
+        return finished
+
+    def outcome(self, cmd_id: str) -> Command | None:
+        raw = self._data().get(f"done.{cmd_id}")
+        try:
+            return Command(**json.loads(raw)) if raw else None
+        except (ValueError, TypeError):
+            return None
+
+    def publish(self, state: dict[str, Any]) -> None:
+        """The service's state for askers elsewhere, when it changed."""
+        text = json.dumps(state, sort_keys=True)
+        if text != self._published:
+            self._patch({"state": text})
+            self._published = text
+
+    def state(self) -> dict[str, Any] | None:
+        raw = self._data().get("state")
+        return json.loads(raw) if raw else None
+
 
 def commands_of(deployment: str, home: Path | None = None) -> Commands:
     from wolt_jupyter.updater.history import updater_dir
@@ -175,10 +277,13 @@ def steer(name: str, command: str, *, by: str | None = None, wait: float = WAIT_
     if command not in COMMANDS:
         raise InvalidArgument(f"unknown rollout command {command!r}; one of {', '.join(COMMANDS)}")
     deployments.revision_store().record(name)  # NotFound first
+    by = by or asker("Python")
+    remote = ClusterCommands.find(name)
+    if remote is not None:  # the service runs in a pod: the same command through its ConfigMap
+        return _steer_remote(remote, name, command, by, wait)
     why = refusal(ServiceState.read(updater_dir(name) / STATE_FILE), command, name)
     if why is not None:
         raise InvalidArgument(why)
-    by = by or asker("Python")
     commands = commands_of(name)
     cmd = commands.put(command, by)
     holder = service_holder(name)
@@ -194,6 +299,23 @@ def steer(name: str, command: str, *, by: str | None = None, wait: float = WAIT_
             return Steered(name, command, by, done.outcome, "the running service", cmd.id)
         time.sleep(0.1)
     return Steered(name, command, by, None, f"running: {holder}" if holder else "", cmd.id)
+
+
+def _steer_remote(remote: ClusterCommands, name: str, command: str, by: str, wait: float) -> Steered:
+    from wolt_jupyter.updater.service import ServiceState
+
+    published = remote.state()
+    why = refusal(ServiceState(**published) if published else ServiceState(), command, name)
+    if why is not None:
+        raise InvalidArgument(why)
+    cmd = remote.put(command, by)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        done = remote.outcome(cmd.id)
+        if done is not None:
+            return Steered(name, command, by, done.outcome, "the service in the cluster", cmd.id)
+        time.sleep(0.25)
+    return Steered(name, command, by, None, f"in the cluster, through ConfigMap {remote.name}", cmd.id)
 
 
 def service_holder(name: str) -> str | None:
@@ -247,7 +369,9 @@ def rollout_status(name: str) -> dict[str, Any] | None:
     from wolt_jupyter.updater.history import updater_dir
     from wolt_jupyter.updater.service import STATE_FILE, ServiceState
 
-    st = ServiceState.read(updater_dir(name) / STATE_FILE)
+    remote = ClusterCommands.find(name)
+    published = remote.state() if remote is not None else None
+    st = ServiceState(**published) if published else ServiceState.read(updater_dir(name) / STATE_FILE)
     rollout = st.state
     if rollout is None:
         return None

@@ -37,6 +37,7 @@ from wolt_jupyter.backends.render import (
 )
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import check_dns_label
+from wolt_jupyter.updater.control import CONTROL_ENV, CONTROL_SUFFIX
 from wolt_jupyter.updater.policy import Policy, without_unset
 
 POLICY_MOUNT = "/etc/wolt-updater"
@@ -61,6 +62,9 @@ def rules(deployment: str) -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["services"], "resourceNames": [deployment], "verbs": named},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [f"{deployment}{SPEC_SUFFIX}"],
          "verbs": named},
+        # people's rollout commands in, the rollout's state out (updater.control.ClusterCommands)
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [f"{deployment}{CONTROL_SUFFIX}"],
+         "verbs": ["get", "patch"]},
         # the runtime pods' account and its right to read that ConfigMap (the target renders them each time)
         {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": [f"{deployment}{SPEC_SUFFIX}"],
          "verbs": named},
@@ -152,8 +156,10 @@ def render_updater(
     name = check_dns_label(f"{deployment}{SUFFIX}", "resource name")
     _portable(policy)
     doc, secrets = policy_document(policy)
+    control = f"{deployment}{CONTROL_SUFFIX}"
     env: list[dict[str, Any]] = [{"name": "WOLT_JUPYTER_HOME", "value": STATE_MOUNT},
-                                 {"name": "WOLT_NAMESPACE", "value": ctx.namespace}]  # fmt: skip
+                                 {"name": "WOLT_NAMESPACE", "value": ctx.namespace},
+                                 {"name": CONTROL_ENV, "value": control}]  # fmt: skip
     uri = ctx.tracking_uri
     if uri and mask_url(uri) != uri:
         secrets["MLFLOW_TRACKING_URI"] = uri
@@ -210,6 +216,8 @@ def render_updater(
          "metadata": _metadata(name, deployment, ctx),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ctx.namespace}]},
+        # no data of its own: people's commands and the service's state are keys others write (merge patches)
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(control, deployment, ctx)},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(f"{name}-policy", deployment, ctx),
          "data": {"policy.yaml": policy_yaml,
                   **({"deployment.yaml": yaml.safe_dump(adopted, sort_keys=False)} if adopted else {})}},

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wolt_jupyter.errors import InvalidArgument, NotFound, WoltError
+from wolt_jupyter.errors import InvalidArgument, NotFound, WoltError, one_line
 from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
 from wolt_jupyter.updater.policy import Policy, Step, is_yaml_text, without_unset
 
@@ -299,6 +299,7 @@ def serve(
     stop = stop or threading.Event()
     wake = threading.Event()  # set by a registry webhook: poll now
     service = UpdateService(policy, DeploymentActions(policy), retrain_cwd=workdir, **service_options)
+    publish = _remote_control(service)
     with contextlib.ExitStack() as running:
         running.enter_context(
             deployment_lock(updater_dir(policy.deployment), policy.deployment, "update service", timeout=0)
@@ -320,6 +321,7 @@ def serve(
                         log.warning("%s was undeployed: its update service stops", policy.deployment)
                         break
                     decision = service.tick_then_tell()
+                publish()
                 service.look_worked()
                 if decision is not None and decision.action != "hold":
                     log.info("%s: %s — %s", policy.deployment, decision.action, decision.reason)
@@ -330,6 +332,34 @@ def serve(
                 log.exception("update service %s: %s", policy.deployment, exc)
                 service.look_failed(exc)
             _sleep(_next_look(service), stop, wake, service.commands.any_pending)
+
+
+def _remote_control(service: Any) -> Callable[[], None]:
+    """In a pod (``WOLT_UPDATER_CONTROL`` set by ``updater render``): people's commands come through the
+    ConfigMap it names, and the state they are judged against goes there after each look. What publishes the
+    state (nothing outside a pod)."""
+    import os
+    from dataclasses import asdict
+
+    from wolt_jupyter import deployments
+    from wolt_jupyter.updater.control import CONTROL_ENV, ClusterCommands
+    from wolt_jupyter.updater.service import ServiceState
+
+    name = service.policy.deployment
+    where = deployments.cluster_of(name) if os.environ.get(CONTROL_ENV) else None
+    if where is None:
+        return lambda: None
+    channel = ClusterCommands(where[0], where[1], name)
+    service.commands = channel
+    log.info("taking rollout commands from ConfigMap %s", channel.name)
+
+    def publish() -> None:
+        try:
+            channel.publish(asdict(ServiceState.read(service.state_path)))
+        except Exception as exc:  # the next look publishes again
+            log.warning("%s: the rollout state could not be published: %s", name, one_line(exc))
+
+    return publish
 
 
 def _next_look(service: Any) -> float:
