@@ -212,13 +212,14 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
             at_half = ("candidate", "models:/eta/2", 50, False)
             _until("v2's canary at 50 %", lambda: at_half in _spec_variants(kube_api, ns), kube_api, ns, 180)
             t_pause = time.monotonic()
-            paused = steer_rollout("eta", "pause")
+            # the service may still be rolling the canary's pods out: it takes the command at its next look
+            paused = steer_rollout("eta", "pause", wait=120)
             assert paused.applied_by == "the service in the cluster", paused
             assert paused.outcome.startswith("paused by hand"), paused
             assert rollout_status("eta")["paused"] and "resume" in rollout_status("eta")["commands"]
             time.sleep(8)  # past the step's 5 s bake
             assert at_half in _spec_variants(kube_api, ns)
-            resumed = steer_rollout("eta", "resume")
+            resumed = steer_rollout("eta", "resume", wait=60)
             assert resumed.outcome and resumed.applied_by == "the service in the cluster", resumed
             paused_s = time.monotonic() - t_pause
             t_promoted = _until(
