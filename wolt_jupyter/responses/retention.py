@@ -187,9 +187,9 @@ def enforce(engine: Any, deployment: str, retention: Retention, now: float | Non
         _cut_rollup(engine, deployment, now - retention.rollup_max_age)
     if removed.records:
         _count(engine, deployment, removed, now)
-        if engine.dialect.name == "sqlite":
-            with engine.connect() as conn:  # give freed pages back to the OS (files created with auto_vacuum)
-                conn.exec_driver_sql("PRAGMA incremental_vacuum")
+        from wolt_jupyter.responses.store import release_free_pages
+
+        release_free_pages(engine)
         log.info(
             "response log of %s: retention removed %d record(s) (%s) older than %s",
             deployment,
