@@ -134,3 +134,41 @@ def test_settings_default_applies_when_the_spec_says_nothing(monkeypatch, tmp_pa
     r = Retention.of(None)
     assert r.max_age == 7200 and r.max_bytes is None
     assert Retention.of({"max_bytes": "1GB"}).max_bytes == 10**9  # the spec wins
+
+
+def test_logs_of_undeployed_deployments_are_trimmed_too(tmp_path, make_record, count_rows):
+    """No writer of its own runs for an undeployed deployment: the runtimes of the state dir trim its log,
+    by the retention of its last spec. A deployed one is left to its own runtime."""
+    from wolt_jupyter.responses.store import default_store_url
+    from wolt_jupyter.responses.undeployed import trim_undeployed
+    from wolt_jupyter.revisions import DeploymentRecord, RevisionStore
+    from wolt_jupyter.spec import DeploymentSpec
+
+    home = tmp_path / "home"
+    store = RevisionStore(home)
+    urls = {}
+    for name in ("gone", "kept"):
+        spec = DeploymentSpec.from_dict(
+            {
+                "name": name,
+                "variants": [{"name": "main", "model": "models:/m/1", "traffic": 100}],
+                "logging": {"retention": {"max_age": "1h"}},
+            }
+        )
+        urls[name] = default_store_url(name, home)
+        store.save_record(
+            DeploymentRecord(name, "local", revision=store.add_revision(spec), response_store=urls[name])
+        )
+        with ResponseWriter(urls[name], maintenance_interval=3600) as w:
+            for i in range(30):  # 20 older than the hour, 10 younger
+                w.submit(make_record(i, t=T0 + i - (7200 if i < 20 else 0), deployment=name))
+    store.remove("gone")  # undeployed: its record set aside, its revisions and log kept
+    # a runtime started by hand (no record ever): not an undeployed deployment, its own writer keeps it
+    urls["manual"] = default_store_url("manual", home)
+    store.dir("manual").mkdir(parents=True)
+    with ResponseWriter(urls["manual"], maintenance_interval=3600) as w:
+        for i in range(5):
+            w.submit(make_record(i, t=T0 - 40 * 86400, deployment="manual"))  # beyond the default 14 days
+    removed = trim_undeployed(home, now=T0 + 60)
+    assert removed == {"gone": 20}
+    assert count_rows(urls["gone"]) == 10 and count_rows(urls["kept"]) == 30 and count_rows(urls["manual"]) == 5

@@ -413,6 +413,7 @@ class DataPlane:
     def _make_writer(self) -> Any:
         from wolt_jupyter.responses import ResponseRecord, ResponseWriter, default_store_url
         from wolt_jupyter.responses.retention import Retention
+        from wolt_jupyter.responses.undeployed import UndeployedRetention
 
         self._record_cls = ResponseRecord
         url = self.store_url or default_store_url(self.name, self.state_dir)
@@ -430,6 +431,7 @@ class DataPlane:
             if os.environ.get("WOLT_RESPONSE_SPOOL", "1")
             == "0"  # memory only: for measuring the spool's cost
             else deployment_dir(self.state_dir, self.name) / "spool",
+            also_maintain=UndeployedRetention(self.state_dir, skip=[self.name]),  # nobody else trims those
         )
         writer.disk_watch.policy = spec.logging.on_full
         return writer
