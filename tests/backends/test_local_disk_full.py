@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,46 +18,24 @@ from pathlib import Path
 import pytest
 
 from deploy_support import Load, is_ready, runtime_pid, supervisor_state
-from helpers import FEATURES
+from helpers import FEATURES, fill_disk, tmpfs
 
 HOME_SIZE = "48m"  # the MLflow store, the model and the runtime's files take ~6 MB of it
 
 
 @pytest.fixture
 def small_home(wolt_home: Path) -> Iterator[Path]:
-    """The whole state dir on a size-limited tmpfs: writes past it fail with ENOSPC, as on a full disk."""
-    wolt_home.mkdir(parents=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={HOME_SIZE},mode=0700", "tmpfs", str(wolt_home)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a size-limited tmpfs (needs root, as CI has): {done.stderr.strip()}")
-    try:
-        yield wolt_home
-    finally:
-        from wolt_jupyter import deployments
+    """The whole state dir on a size-limited tmpfs; what the test deployed is undeployed before unmounting."""
+    with tmpfs(wolt_home, HOME_SIZE):
+        try:
+            yield wolt_home
+        finally:
+            from wolt_jupyter import deployments
 
-        (wolt_home / "ballast").unlink(missing_ok=True)
-        for name in deployments.revision_store().names():
-            with contextlib.suppress(Exception):
-                deployments.undeploy(name)
-        subprocess.run(["umount", "-l", str(wolt_home)], check=False)
-
-
-def _fill(path: Path) -> None:
-    """Take every free byte of the file system under ``path``."""
-    block = b"\0" * (1 << 20)
-    with path.open("wb", buffering=0) as f:
-        while True:
-            try:
-                f.write(block)
-            except OSError:
-                break
-        with contextlib.suppress(OSError):  # the last partial megabyte
-            while True:
-                f.write(block[:4096])
+            (wolt_home / "ballast").unlink(missing_ok=True)
+            for name in deployments.revision_store().names():
+                with contextlib.suppress(Exception):
+                    deployments.undeploy(name)
 
 
 def _log_state(name: str) -> dict:
@@ -79,7 +56,9 @@ def _refused_headers(url: str, name: str) -> tuple[int, dict[str, str], dict]:
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     body = {"inputs": [{"name": f, "shape": [1], "datatype": "FP64", "data": [0.5]} for f in FEATURES]}
     try:
-        conn.request("POST", f"/v2/models/{name}/infer", json.dumps(body), {"content-type": "application/json"})
+        conn.request(
+            "POST", f"/v2/models/{name}/infer", json.dumps(body), {"content-type": "application/json"}
+        )
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(resp.read())
     finally:
@@ -102,7 +81,7 @@ def test_a_full_disk_under_load_loses_no_acknowledged_row(small_home, models, po
     with Load(d.url, name, concurrency=4) as load:
         load.wait_for(400)
         filled = time.monotonic()
-        _fill(small_home / "ballast")
+        fill_disk(small_home / "ballast")
         _wait(lambda: _log_state(name).get("full"), "the runtime to see the full disk")
         n = len(load.outcomes)
         load.wait_for(n + 400)  # requests while the disk is full
@@ -178,7 +157,7 @@ def test_a_runtime_killed_while_the_disk_is_full_comes_back_and_loses_nothing(sm
     d = deployments.deploy(name, spec=spec)
     with Load(d.url, name, concurrency=4) as load:
         load.wait_for(300)
-        _fill(small_home / "ballast")
+        fill_disk(small_home / "ballast")
         _wait(lambda: _log_state(name).get("full"), "the runtime to see the full disk")
         victim = runtime_pid(small_home, name)
         os.kill(victim, signal.SIGKILL)

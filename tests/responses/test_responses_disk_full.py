@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,22 +18,7 @@ import pytest
 
 from wolt_jupyter.responses import ResponseWriter, read_frame
 
-
-@contextlib.contextmanager
-def tmpfs(mount: Path, size: str) -> Iterator[Path]:
-    """A real file system of ``size`` at ``mount`` (tmpfs with size=), unmounted afterwards."""
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a size-limited tmpfs (needs root, as CI has): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+from helpers import fill_disk, tmpfs
 
 
 @pytest.fixture
@@ -48,17 +32,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def disk_8m(tmp_path: Path) -> Iterator[Path]:
     with tmpfs(tmp_path / "disk", "8m") as mount:
         yield mount
-
-
-def fill(path: Path, leave: int = 0) -> None:
-    """Take every free byte of the file system under ``path`` but ``leave`` (rounded to its 4 KiB pages)."""
-    with path.open("wb", buffering=0) as f:
-        for size in (1 << 20, 4096):
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * size)
-        if leave:
-            f.truncate(max(0, f.tell() - leave))
 
 
 def test_full_disk_counts_drops_and_says_so(small_disk, make_record, caplog):
@@ -139,7 +112,7 @@ def test_a_write_the_disk_cuts_short_leaves_no_half_record(small_disk, make_reco
 
     seg = spool.append(data(0, 1), 1)
     size = seg.path.stat().st_size
-    fill(small_disk / "ballast", leave=8192)
+    fill_disk(small_disk / "ballast", leave=8192)
     with pytest.raises(OSError):
         spool.append(data(1, 8), 8)  # 128 KB: part of it fits, then ENOSPC
     assert seg.path.stat().st_size == size  # cut back to its last whole record
@@ -169,7 +142,7 @@ def test_records_the_database_refuses_wait_in_the_spool_and_go_in_when_space_ret
     with caplog.at_level(logging.WARNING):
         for batch in range(5):
             send(batch)
-        fill(disk_8m / "ballast", leave=24 * 1024)  # room for a few spool appends, not a 64 KiB page
+        fill_disk(disk_8m / "ballast", leave=24 * 1024)  # room for a few spool appends, not a 64 KiB page
         batch = 5
         while not refused and batch < 200:
             send(batch)
@@ -187,7 +160,9 @@ def test_records_the_database_refuses_wait_in_the_spool_and_go_in_when_space_ret
     stats = w.close()
     assert stats["written"] + stats["deferred"] == len(accepted)
     assert stats["replayed"] == stats["deferred"]
-    assert caplog.text.count("is full") < 10 and "writes again" in caplog.text  # said per change, not per batch
+    assert (
+        caplog.text.count("is full") < 10 and "writes again" in caplog.text
+    )  # said per change, not per batch
     assert "Traceback" not in caplog.text
 
 
@@ -199,7 +174,7 @@ def test_refuse_raises_and_neither_drops_nor_keeps(small_disk, make_record):
     w = ResponseWriter(f"sqlite:///{small_disk / 'dep.db'}", spool_dir=small_disk / "spool")
     try:
         assert w.submit_many([make_record(0)], strict=True) == 1
-        fill(small_disk / "ballast")
+        fill_disk(small_disk / "ballast")
         with pytest.raises(LogFull, match="cannot keep"):
             for i in range(1, 200):  # the spool's last page may take a few more
                 w.submit_many([make_record(i, inputs={"x": np.ones(3000)})], strict=True)
