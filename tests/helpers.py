@@ -261,3 +261,32 @@ def write_revised_log(url: str, now: float) -> dict[int, int]:
         insert_rows(conn, rows[2 * 50 :])
     engine.dispose()
     return {revision: count for revision, _, count, _ in plan}
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real file system of ``size`` (tmpfs with ``size=``, e.g. "8m") mounted at ``mount`` (made if
+    missing): writes past it fail with ENOSPC, as on a full disk. Unmounted afterwards. Needs root, as CI has."""
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a size-limited tmpfs (needs root, as CI has): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(path: Path, leave: int = 0) -> None:
+    """Take every free byte of the file system under ``path`` (a file there) but ``leave`` (in 4 KiB pages)."""
+    with path.open("wb", buffering=0) as f:
+        for size in (1 << 20, 4096):
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * size)
+        if leave:
+            f.truncate(max(0, f.tell() - leave))

@@ -34,6 +34,14 @@ def test_logging_probabilities_is_kept_only_when_set() -> None:
     assert not plain.logging.probabilities and "probabilities" not in plain.to_dict()["logging"]
 
 
+def test_logging_on_full_is_serve_unless_refuse_is_asked() -> None:
+    spec = DeploymentSpec.from_dict({**BASE, "logging": {"on_full": "refuse"}})
+    assert spec.logging.on_full == "refuse" and spec.to_dict()["logging"]["on_full"] == "refuse"
+    assert DeploymentSpec.from_yaml(spec.to_yaml()) == spec
+    plain = DeploymentSpec.from_dict(BASE)  # specs without it read and render as before
+    assert plain.logging.on_full == "serve" and "on_full" not in plain.to_dict()["logging"]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -65,6 +73,8 @@ def test_logging_probabilities_is_kept_only_when_set() -> None:
         ({"logging": {"responses": "yes"}}, r"at logging.responses: 'yes' is not of type 'boolean'"),
         ({"logging": {"sample": True}}, r"at logging.sample: True is not of type 'number'"),
         ({"logging": {"probabilities": 1}}, r"at logging.probabilities: 1 is not of type 'boolean'"),
+        ({"logging": {"on_full": "drop"}}, r"logging.on_full must be serve \(answer, count the rows not logged\)"),
+        ({"logging": {"on_full": True}}, r"at logging.on_full: True is not of type 'string'"),
         (
             {"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "shadow": "no"}]},
             r"at variants\[0\].shadow: 'no' is not of type 'boolean'",

@@ -603,8 +603,9 @@ def _ranges(numbers: list[int]) -> str:
 
 
 def log_summary(name: str) -> Any:
-    """:class:`~wolt_jupyter.responses.summary.LogSummary` of the deployment's response log (its size, what
-    retention removed, the disk under it); the card of ``%wolt_responses NAME --info``."""
+    """:class:`~wolt_jupyter.responses.summary.LogSummary` of the deployment's response log (its size on disk,
+    what retention removed, the disk under it, and from a running local runtime what it could not log); the
+    card of ``%wolt_responses NAME --info``."""
     from wolt_jupyter.responses.retention import Retention
     from wolt_jupyter.responses.summary import summary
 
@@ -612,7 +613,12 @@ def log_summary(name: str) -> Any:
     retention = None
     if store.exists(name) and store.revisions(name):
         retention = Retention.of(store.spec(name).logging.retention)
-    return summary(name, retention=retention or Retention.of(None))
+    out = summary(name, retention=retention or Retention.of(None))
+    if store.exists(name) and store.record(name).target == "local":
+        state = backend("local").log_state(name)  # type: ignore[attr-defined]
+        if state.get("logging"):
+            out.add_runtime(state)  # what only the runtime knows: rows it could not log, requests refused
+    return out
 
 
 READ_FLUSH_S = 10.0  # a read waits this long at most for the runtime to write what it answered

@@ -18,6 +18,7 @@ Every error wolt-jupyter raises on purpose is a :class:`WoltError`, and carries 
     └── Unavailable (503)                  a store or service we read cannot be reached
         ├── TrackingUnavailable (503), ConnectionError  the MLflow tracking server or store
         ├── ResponseStoreError (503), ConnectionError   the response log's database
+        ├── LogFull (503)                               the response log cannot keep a record (full disk)
         └── SourceError (503)                           a metric source (Prometheus, the response log)
 
 They define ``_render_traceback_``, the hook IPython calls to show an exception, so a notebook shows the one
@@ -38,6 +39,7 @@ __all__ = [
     "EndpointError",
     "IncompatibleVariant",
     "InvalidArgument",
+    "LogFull",
     "NotFound",
     "PolicyError",
     "ProtocolError",
@@ -133,6 +135,10 @@ class TrackingUnavailable(Unavailable, ConnectionError):
 
 class ResponseStoreError(Unavailable, ConnectionError):
     """The response store cannot be opened or read (server down, bad credentials, corrupt file)."""
+
+
+class LogFull(Unavailable):
+    """The response log cannot keep a record now (its disk is full); ``logging.on_full: refuse`` answers 503."""
 
 
 class SourceError(Unavailable):

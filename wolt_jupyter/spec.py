@@ -83,6 +83,9 @@ SPEC_SCHEMA: dict[str, Any] = {
                     "additionalProperties": False,
                     "properties": {"max_age": _NUMBER_OR_TEXT, "max_bytes": _NUMBER_OR_TEXT},
                 },
+                # while the log cannot keep a record (its disk is full): answer anyway and count the
+                # unlogged rows (serve), or answer 503 with Retry-After (refuse)
+                "on_full": {"type": "string"},
             },
         },
         "replicas": {"type": "integer", "minimum": 1},
@@ -276,12 +279,16 @@ class Routing:
             )
 
 
+ON_FULL = ("serve", "refuse")  # logging.on_full: what the runtime does while its log's disk is full
+
+
 @dataclass(frozen=True)
 class LoggingSpec:
     responses: bool = True
     sample: float = 1.0
     retention: Mapping[str, Any] = field(default_factory=dict)  # {max_age: 14d, max_bytes: 5GB}
     probabilities: bool = False  # classifiers also log class probabilities (for estimating accuracy)
+    on_full: str = "serve"  # the log's disk is full: "serve" answers and counts, "refuse" answers 503
 
     def validate(self) -> None:
         _check_type(self.responses, bool, "logging.responses", "true or false")
@@ -289,6 +296,11 @@ class LoggingSpec:
         _check_type(self.sample, (int, float), "logging.sample", "a number between 0 and 1")
         if not 0.0 <= float(self.sample) <= 1.0:
             raise InvalidArgument(f"logging.sample must be between 0 and 1, got {self.sample!r}")
+        if self.on_full not in ON_FULL:
+            raise InvalidArgument(
+                f"logging.on_full must be serve (answer, count the rows not logged) or refuse (503 until "
+                f"the log can write), not {self.on_full!r}"
+            )
         from wolt_jupyter.responses.retention import check_retention
 
         check_retention(self.retention or {})
@@ -402,6 +414,8 @@ class DeploymentSpec:
             d["logging"].pop("retention", None)
         if not self.logging.probabilities:  # likewise: specs without it read and render as before
             d["logging"].pop("probabilities")
+        if self.logging.on_full == "serve":  # the default: specs without it read and render as before
+            d["logging"].pop("on_full")
         if self.limits:
             d["limits"] = dict(self.limits)
         else:  # the common case: specs (and manifests) without limits read as before

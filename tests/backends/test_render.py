@@ -276,6 +276,13 @@ three_way = [
             "drop logging.probabilities, or deploy with --target kubernetes (the project's router logs them)",
         ),
         (
+            "seldon",
+            {"logging": {"on_full": "refuse"}},
+            "Seldon Core's request logger sends records after the answer and cannot refuse a request whose "
+            "record it cannot keep: drop logging.on_full, or deploy with --target kubernetes (the project's "
+            "router refuses them)",
+        ),
+        (
             "kserve",
             {"variants": three_way},
             "KServe splits traffic two ways only (previous and latest revision), got 3 live variants; use "

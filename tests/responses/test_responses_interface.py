@@ -83,6 +83,7 @@ def test_writer_used_as_documented(tmp_path):
         "deferred": 0,
         "replayed": 0,
         "removed": 0,
+        "unlogged": 0,  # added compatibly: answers sent without their record (a full disk)
     }
     assert r.add_feedback(url, [{"id": "abc", "ground_truth": [0, 1]}]) == 1
     df = r.read_frame("demo", since=1_600_000_000.0, url=url)

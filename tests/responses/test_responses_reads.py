@@ -97,6 +97,12 @@ def test_export_writes_parquet_that_pandas_reads_back(logged, tmp_path):
     assert info["rows"] == len(back) == len(want) and info["bytes"] == path.stat().st_size
     assert back["id"].tolist() == want["id"].tolist()
     assert back["input.x1"].tolist() == want["input.x1"].tolist()
+    # time as a timestamp (UTC, microseconds: Spark, DuckDB and pandas read it alike), not a float
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(path).field("time").type == pa.timestamp("us", tz="UTC")
+    assert (back["time"] - want["time"]).abs().max() < pd.Timedelta(microseconds=1)
     with pytest.raises(InvalidArgument, match=r"\.parquet"):
         export("dep", tmp_path / "log.csv", url=logged)
 

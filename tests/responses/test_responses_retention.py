@@ -2,34 +2,50 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.responses import ResponseWriter, read_frame
+from wolt_jupyter.responses.footprint import footprint
 from wolt_jupyter.responses.retention import Retention, log_size, parse_age, parse_bytes
 from wolt_jupyter.responses.store import make_engine
 
 T0 = 1_800_000_000.0  # a fixed clock: retention is given "now" explicitly
 
 
-def _fill(url, make_record, n=600, batch=50):
+def _fill(url, make_record, n=600, batch=50, width=0):
     """``n`` records one second apart, written in batches (one chunk each: only a full batch or the explicit
-    flush writes, never the timer, which a slow machine would let cut a batch), with two-row requests."""
+    flush writes, never the timer, which a slow machine would let cut a batch), with two-row requests
+    (``width``: and a vector of that many random floats a row, megabytes that do not compress)."""
+    rng = np.random.default_rng(3)
     with ResponseWriter(url, batch_size=batch, flush_interval=60, maintenance_interval=3600) as w:
         for i in range(n):
-            w.submit(make_record(i, t=T0 + i, inputs={"x1": [float(i), -float(i)]}, outputs={"y": [i, i]}))
+            inputs = {"x1": [float(i), -float(i)]}
+            if width:
+                inputs["v"] = rng.normal(size=(2, width))
+            w.submit(make_record(i, t=T0 + i, inputs=inputs, outputs={"y": [i, i]}))
             if i % batch == batch - 1:
                 assert w.flush(30)
     return w
 
 
-def _state(url):
+def _read(url, what):
+    """``what(conn, "dep")`` on a connection of its own."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return log_size(conn, "dep")
+            return what(conn, "dep")
     finally:
         engine.dispose()
+
+
+def _footprint(url):
+    return _read(url, footprint)
+
+
+def _state(url):
+    return _read(url, log_size)
 
 
 def test_age_removes_exactly_the_records_older_than_the_limit(store_url, make_record, count_rows):
@@ -55,20 +71,23 @@ def test_age_removes_exactly_the_records_older_than_the_limit(store_url, make_re
 
 
 def test_size_removes_the_oldest_until_the_log_fits(store_url, make_record, count_rows):
-    w = _fill(store_url, make_record, n=3000, batch=250)
+    w = _fill(store_url, make_record, n=3000, batch=250, width=150)  # 7 MB: many times a 64 KiB page
     compactor = ResponseWriter(store_url, retention=Retention(), maintenance_interval=3600)
     compactor._deployments.add("dep")
     assert compactor.maintain(now=T0 + 4000.0)["compacted"] == 12  # the 12 small chunks become one
     compactor.close()
-    total = _state(store_url)["bytes"]
-    limit = total // 3  # inside the one chunk: it is rewritten without its oldest records
+    before = _footprint(store_url)
+    # the limit counts every byte on disk (SQLite: its pages and WAL): a third of the records must go
+    limit = before.live_total - before.records + before.records // 3
     writer = ResponseWriter(store_url, retention=Retention(max_bytes=limit), maintenance_interval=3600)
     writer._deployments.add("dep")
     done = writer.maintain(now=T0 + 4000.0)
     writer.close()
     state = _state(store_url)
     after = read_frame("dep", url=store_url)
-    assert 0 < state["bytes"] <= limit
+    assert 0 < state["bytes"] < before.records
+    # within the limit, and the file gave the freed pages back (it shrank: not only "free inside")
+    assert _footprint(store_url).live_total <= limit and _footprint(store_url).total <= limit
     assert (
         done["removed"] > 0 and state["removed_by_size"] == done["removed"] and state["removed_by_age"] == 0
     )
@@ -115,3 +134,41 @@ def test_settings_default_applies_when_the_spec_says_nothing(monkeypatch, tmp_pa
     r = Retention.of(None)
     assert r.max_age == 7200 and r.max_bytes is None
     assert Retention.of({"max_bytes": "1GB"}).max_bytes == 10**9  # the spec wins
+
+
+def test_logs_of_undeployed_deployments_are_trimmed_too(tmp_path, make_record, count_rows):
+    """No writer of its own runs for an undeployed deployment: the runtimes of the state dir trim its log,
+    by the retention of its last spec. A deployed one is left to its own runtime."""
+    from wolt_jupyter.responses.store import default_store_url
+    from wolt_jupyter.responses.undeployed import trim_undeployed
+    from wolt_jupyter.revisions import DeploymentRecord, RevisionStore
+    from wolt_jupyter.spec import DeploymentSpec
+
+    home = tmp_path / "home"
+    store = RevisionStore(home)
+    urls = {}
+    for name in ("gone", "kept"):
+        spec = DeploymentSpec.from_dict(
+            {
+                "name": name,
+                "variants": [{"name": "main", "model": "models:/m/1", "traffic": 100}],
+                "logging": {"retention": {"max_age": "1h"}},
+            }
+        )
+        urls[name] = default_store_url(name, home)
+        store.save_record(
+            DeploymentRecord(name, "local", revision=store.add_revision(spec), response_store=urls[name])
+        )
+        with ResponseWriter(urls[name], maintenance_interval=3600) as w:
+            for i in range(30):  # 20 older than the hour, 10 younger
+                w.submit(make_record(i, t=T0 + i - (7200 if i < 20 else 0), deployment=name))
+    store.remove("gone")  # undeployed: its record set aside, its revisions and log kept
+    # a runtime started by hand (no record ever): not an undeployed deployment, its own writer keeps it
+    urls["manual"] = default_store_url("manual", home)
+    store.dir("manual").mkdir(parents=True)
+    with ResponseWriter(urls["manual"], maintenance_interval=3600) as w:
+        for i in range(5):
+            w.submit(make_record(i, t=T0 - 40 * 86400, deployment="manual"))  # beyond the default 14 days
+    removed = trim_undeployed(home, now=T0 + 60)
+    assert removed == {"gone": 20}
+    assert count_rows(urls["gone"]) == 10 and count_rows(urls["kept"]) == 30 and count_rows(urls["manual"]) == 5

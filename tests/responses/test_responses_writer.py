@@ -40,6 +40,7 @@ def test_burst_from_threads_writes_every_record(store_url, make_record, count_ro
         "deferred": 0,
         "replayed": 0,
         "removed": 0,
+        "unlogged": 0,
     }
     assert count_rows(store_url) == total
     assert count_rows(store_url, shadow=True) == 0
@@ -184,6 +185,7 @@ def test_database_error_is_retried_then_counted_and_logged(make_record, caplog):
         "deferred": 0,
         "replayed": 0,
         "removed": 0,
+        "unlogged": 0,
     }
     assert "retry 2/2" in caplog.text
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -298,6 +300,7 @@ def test_postgres_outage_is_retried_without_loss(private_postgres, make_record, 
         "deferred": 0,
         "replayed": 0,
         "removed": 0,
+        "unlogged": 0,
     }
     assert count_rows(server.url) == 200
 

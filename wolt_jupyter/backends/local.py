@@ -534,6 +534,19 @@ class LocalBackend(Backend):
             return {}
         return doc if isinstance(doc, dict) else {}
 
+    def log_state(self, name: str) -> dict[str, Any]:
+        """The running runtime's view of its response log (``GET /admin/log``: counters, a full disk and what
+        it does about it), or {} if it is not running or does not answer."""
+        running = self._running(name)
+        token = self._token(name)
+        if not running or token is None:
+            return {}
+        try:
+            status, doc = _http("GET", f"http://{HOST}:{running[1]}/admin/log", token=token, timeout=2)
+        except OSError:
+            return {}
+        return doc if status == 200 and isinstance(doc, dict) else {}
+
     # -- Prometheus -----------------------------------------------------------------------------------------
     def _write_targets(self, exclude: set[str] | None = None) -> Path:
         """Rewrite the ``file_sd`` targets file from the records of all running local deployments."""

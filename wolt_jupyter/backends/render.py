@@ -118,7 +118,8 @@ _INSTEAD = "deploy with --target kubernetes (the project's router"
 
 
 def _refuse_operator_limits(product: str, spec: DeploymentSpec) -> None:
-    """What Seldon Core and KServe alike cannot honour: sticky routing, sampled request logging."""
+    """What Seldon Core and KServe alike cannot honour: sticky routing, sampled request logging, class
+    probabilities, refusing requests the log cannot keep."""
     if spec.routing.sticky_key:
         raise InvalidArgument(
             f"{product} splits traffic at random per request and cannot keep a "
@@ -133,6 +134,11 @@ def _refuse_operator_limits(product: str, spec: DeploymentSpec) -> None:
         raise InvalidArgument(
             f"{product}'s request logger logs only what the model answers and cannot add its class "
             f"probabilities: drop logging.probabilities, or {_INSTEAD} logs them)"
+        )
+    if spec.logging.responses and spec.logging.on_full == "refuse":
+        raise InvalidArgument(
+            f"{product}'s request logger sends records after the answer and cannot refuse a request whose "
+            f"record it cannot keep: drop logging.on_full, or {_INSTEAD} refuses them)"
         )
 
 

@@ -180,8 +180,9 @@ def read_table(
 def export(deployment: str, path: str | Path, **filters: Any) -> dict[str, Any]:
     """Write the (filtered) log to a Parquet file for DuckDB, Spark or pandas elsewhere; what was written.
 
-    The file holds the DataFrame's columns with their stored types; JSON-text columns stay text, marked in
-    the field metadata (``wolt.json``). Takes :func:`read_frame`'s filters."""
+    The file holds the DataFrame's columns with their stored types; ``time`` is a timestamp (UTC,
+    microseconds: what Spark, DuckDB and pandas all read as one), JSON-text columns stay text, marked in the
+    field metadata (``wolt.json``). Takes :func:`read_frame`'s filters."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -199,6 +200,8 @@ def export(deployment: str, path: str | Path, **filters: Any) -> dict[str, Any]:
         table = pa.table({c: pa.array([], type=pa.string()) for c in BASE_COLUMNS})
     else:
         table = _public(table, deployment, filters.get("columns"))
+    if "time" in table.column_names:
+        table = table.set_column(table.column_names.index("time"), "time", _timestamps(table["time"]))
     pq.write_table(table, target, compression="zstd")
     return {
         "path": str(target),
@@ -206,6 +209,20 @@ def export(deployment: str, path: str | Path, **filters: Any) -> dict[str, Any]:
         "bytes": target.stat().st_size,
         "columns": table.num_columns,
     }
+
+
+def _timestamps(seconds: Any) -> Any:
+    """Epoch seconds (float, as stored) as a UTC timestamp column, rounded to the microsecond."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = pa.timestamp("us", tz="UTC")
+    if pa.types.is_timestamp(seconds.type):
+        return seconds.cast(kind)
+    if not pa.types.is_floating(seconds.type) and not pa.types.is_integer(seconds.type):
+        return pa.nulls(len(seconds), kind)  # the empty frame's placeholder column
+    micros = pc.round(pc.multiply(seconds.cast(pa.float64()), 1e6))
+    return micros.cast(pa.int64()).cast(kind)
 
 
 _doc = read_frame.__doc__ or ""

@@ -6,6 +6,9 @@ chunks before T are deleted; the one chunk that straddles T is rewritten without
 what went (records, bytes, by age and by size) are kept in the store itself, so a notebook shows them
 whichever process removed them. The per-second rollup the panel reads keeps its own, longer age.
 
+The size limit counts every byte the log takes on disk (:mod:`.footprint`: its database pages, SQLite's WAL
+at its budget, the spool), not only the records' own bytes: the WAL alone was 40 times the records once.
+
 Runs in the writer's maintenance thread (:class:`wolt_jupyter.responses.writer.ResponseWriter`), never on
 the request path; each pass is a few short transactions.
 """
@@ -171,15 +174,24 @@ def log_size(conn: Any, deployment: str) -> dict[str, Any]:
     return out
 
 
-def enforce(engine: Any, deployment: str, retention: Retention, now: float | None = None) -> Removed:
-    """Remove what is older than the age limit, then the oldest rows until the log fits the size limit."""
+def enforce(
+    engine: Any,
+    deployment: str,
+    retention: Retention,
+    now: float | None = None,
+    spool_dir: Any = None,
+) -> Removed:
+    """Remove what is older than the age limit, then the oldest rows until the log fits the size limit on
+    disk (its database share, WAL and ``spool_dir`` included)."""
     now = time.time() if now is None else now
     removed = Removed()
     if retention.max_age is not None:
         _cut(engine, deployment, now - retention.max_age, removed, "age")
     if retention.max_bytes is not None:
-        for _ in range(8):  # a rewritten chunk is a little larger than its share (Parquet's fixed overhead)
-            cut = _size_cut(engine, deployment, retention.max_bytes)
+        # each round frees the excess in record bytes, then looks again: the file shrinks by what its pages
+        # held (a little more or less), and a rewritten chunk keeps some fixed overhead
+        for _ in range(8):
+            cut = _size_cut(engine, deployment, _excess(engine, deployment, retention.max_bytes, spool_dir))
             if cut is None:
                 break
             _cut(engine, deployment, cut, removed, "size")
@@ -187,9 +199,9 @@ def enforce(engine: Any, deployment: str, retention: Retention, now: float | Non
         _cut_rollup(engine, deployment, now - retention.rollup_max_age)
     if removed.records:
         _count(engine, deployment, removed, now)
-        if engine.dialect.name == "sqlite":
-            with engine.connect() as conn:  # give freed pages back to the OS (files created with auto_vacuum)
-                conn.exec_driver_sql("PRAGMA incremental_vacuum")
+        from wolt_jupyter.responses.store import release_free_pages
+
+        release_free_pages(engine)
         log.info(
             "response log of %s: retention removed %d record(s) (%s) older than %s",
             deployment,
@@ -200,9 +212,17 @@ def enforce(engine: Any, deployment: str, retention: Retention, now: float | Non
     return removed
 
 
-def _size_cut(engine: Any, deployment: str, max_bytes: int) -> float | None:
-    """The time before which records must go for the log to fit ``max_bytes``: past the oldest chunks that
-    make up the excess, and inside the last one in proportion to the bytes still to free."""
+def _excess(engine: Any, deployment: str, max_bytes: int, spool_dir: Any) -> int:
+    """Bytes the log takes on disk beyond ``max_bytes`` (pages retention already freed not counted)."""
+    from wolt_jupyter.responses.footprint import footprint
+
+    with engine.connect() as conn:
+        return footprint(conn, deployment, spool_dir).live_total - max_bytes
+
+
+def _size_cut(engine: Any, deployment: str, excess: int) -> float | None:
+    """The time before which records must go to free ``excess`` bytes: past the oldest chunks that make it
+    up, and inside the last one in proportion to the bytes still to free."""
     import math
 
     from sqlalchemy import select
@@ -210,6 +230,8 @@ def _size_cut(engine: Any, deployment: str, max_bytes: int) -> float | None:
     from wolt_jupyter.responses.columnar import decode
     from wolt_jupyter.responses.store import chunks_table
 
+    if excess <= 0:
+        return None
     c = chunks_table()
     with engine.connect() as conn:
         index = conn.execute(
@@ -217,9 +239,6 @@ def _size_cut(engine: Any, deployment: str, max_bytes: int) -> float | None:
             .where(c.c.deployment == deployment)
             .order_by(c.c.t_max, c.c.chunk)
         ).all()
-        excess = sum(r.bytes for r in index) - max_bytes
-        if excess <= 0:
-            return None
         for chunk, t_max, size in index:
             if excess >= size:
                 excess -= size
@@ -234,7 +253,15 @@ def _size_cut(engine: Any, deployment: str, max_bytes: int) -> float | None:
             # a rewritten chunk keeps some fixed overhead: free a little more than the plain share
             k = min(len(times) - 1, math.ceil(len(times) * min(1.0, excess / size * 1.1)))
             return math.nextafter(times[k - 1], math.inf) if k > 0 else times[0]
-    return None
+    if not index:
+        return None
+    log.warning(
+        "response log of %s: logging.retention.max_bytes leaves no room for records: the database's own "
+        "pages, the WAL and the spool take %s more than it; every record goes",
+        deployment,
+        human_bytes(excess),
+    )
+    return math.nextafter(index[-1].t_max, math.inf)
 
 
 def _cut(engine: Any, deployment: str, cutoff: float, removed: Removed, why: str) -> None:

@@ -47,6 +47,7 @@ class Segment:
     size: int = 0
     appended: int = 0  # records written to the file
     settled: int = 0  # records in the database (or dropped as unstorable): nothing left to replay for them
+    pending: int = 0  # records taken for the memory queue, not yet settled or deferred
     dirty: bool = False  # some record was not queued for the database: replay the file
     closed: bool = False
 
@@ -110,19 +111,35 @@ class Spool:
         return Segment(path, fd)
 
     def append(self, data: bytes, n: int) -> Segment:
-        """Write ``n`` records (``data``: their JSON lines) in one ``write``; the segment they went to."""
+        """Write ``n`` records (``data``: their JSON lines) in one ``write``; the segment they went to.
+
+        All or nothing: a write the disk cannot take (ENOSPC after part of it) is cut off again, so the next
+        record does not follow half a one (the reader would lose both) and none of these is replayed."""
         with self._lock:
             seg = self.current
             view = memoryview(data)
-            while view:  # a regular file takes it all at once; loop only for the pathological partial write
-                written = os.write(seg.fd, view)
-                view = view[written:]
+            try:
+                while view:  # a regular file takes it all at once, or part of it when the disk fills
+                    written = os.write(seg.fd, view)
+                    view = view[written:]
+            except OSError:
+                self._cut_back(seg)
+                raise
             seg.size += len(data)
             seg.appended += n
+            seg.pending += n  # counted at once: no replay may take the file before they are queued
             self._unsynced = True
             if seg.size >= self.segment_bytes:
                 self._rotate()
             return seg
+
+    def _cut_back(self, seg: Segment) -> None:
+        """Truncate ``seg`` to its last whole record; if even that fails, write on in a new segment."""
+        try:
+            os.ftruncate(seg.fd, seg.size)
+        except OSError:  # shrinking a file needs no space: all but unheard of
+            with contextlib.suppress(OSError):
+                self._rotate()
 
     def _rotate(self) -> None:
         old = self.current
@@ -151,13 +168,16 @@ class Spool:
                 os.fsync(fd)
 
     def settle(self, seg: Segment, n: int) -> None:
-        """``n`` records of ``seg`` are in the database: delete the file once all of it is."""
+        """``n`` queued records of ``seg`` are in the database: delete the file once all of it is."""
         with self._lock:
             seg.settled += n
+            seg.pending -= n
             self._collect()
 
-    def mark_dirty(self, seg: Segment) -> None:
+    def defer(self, seg: Segment, n: int) -> None:
+        """``n`` records of ``seg`` are not (or no longer) queued: the file is replayed for them instead."""
         with self._lock:
+            seg.pending -= n
             seg.dirty = True
 
     def _collect(self) -> None:
@@ -169,12 +189,25 @@ class Spool:
                 keep.append(seg)
         self._closed_segments = keep
 
-    def to_replay(self) -> list[Path]:
-        """Closed files the database may miss records of (dirty segments); the caller replays and deletes."""
+    def has_dirty(self) -> bool:
+        """Some segment holds records the database may miss."""
         with self._lock:
-            dirty = [s for s in self._closed_segments if s.dirty]
-            self._closed_segments = [s for s in self._closed_segments if not s.dirty]
-        return [s.path for s in dirty]
+            return self.current.dirty or any(s.dirty for s in self._closed_segments)
+
+    def to_replay(self) -> list[Path]:
+        """Closed files the database may miss records of (dirty segments); the caller replays and deletes.
+
+        The open segment is closed first when it is dirty: its records the database refused (a full disk)
+        are replayed once the database takes writes again, not only at the next rotation or restart.
+        A dirty file waits while some of its records are still queued in memory: the writer inserts those,
+        and a replay meanwhile would insert them twice."""
+        with self._lock:
+            if self.current.dirty and not self.current.closed:
+                with contextlib.suppress(OSError):  # no new file either: the next call tries again
+                    self._rotate()
+            ready = [s for s in self._closed_segments if s.dirty and s.pending <= 0]
+            self._closed_segments = [s for s in self._closed_segments if s not in ready]
+        return [s.path for s in ready]
 
     def close(self) -> list[Path]:
         """Close the open segment; delete what is settled; return the files still to replay."""

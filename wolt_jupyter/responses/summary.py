@@ -1,7 +1,9 @@
 """How big a deployment's response log is, what retention removed, and whether the disk under it is filling.
 
-Read from the chunk index and the retention counters (no payload is decoded), so the deployment card and
-``%wolt_deployments`` can show it for every deployment at the cost of a few index sums.
+Read from the chunk index, the retention counters and the sizes of the log's files (no payload is decoded),
+so the deployment card and ``%wolt_deployments`` can show it for every deployment at the cost of a few index
+sums. A running runtime adds what only it knows: the requests it answered without a record, or refused,
+while the disk was full (:meth:`LogSummary.add_runtime`).
 """
 
 from __future__ import annotations
@@ -34,13 +36,21 @@ class LogSummary(Card, title="Response log", css_class="wolt-response-log-card")
     disk_path: str | None = None
     disk_free: int | None = None
     disk_total: int | None = None
+    on_disk: int | None = None  # every byte the log takes: database, WAL, spool (footprint.py)
+    on_disk_parts: str | None = None
+    on_full: str | None = None  # logging.on_full of the running runtime: serve or refuse
+    unlogged: int | None = None  # requests it answered without their record (the disk was full)
+    refused: int | None = None  # requests it refused (503) because their record could not be kept
+    full_warning: str | None = None  # the runtime's own line while its log cannot write
     export: dict[str, Any] | None = None  # set by --export: what was written where
 
     @property
     def warning(self) -> str | None:
-        """A readable line when the disk under the log is nearly full (before writes fail)."""
+        """A readable line when the disk under the log is full (the runtime's) or nearly full."""
         from wolt_jupyter.responses.retention import human_bytes
 
+        if self.full_warning:
+            return self.full_warning
         if self.disk_free is None or not self.disk_total:
             return None
         if self.disk_free >= DISK_WARN_FRACTION * self.disk_total:
@@ -58,6 +68,12 @@ class LogSummary(Card, title="Response log", css_class="wolt-response-log-card")
         text = f"{self.records:,} rows, {human_bytes(self.bytes)}"
         if self.records:
             text += f" ({self.bytes / self.records:.0f} B/row)"
+        if self.on_disk is not None:
+            text += f", {human_bytes(self.on_disk)} on disk"
+        if self.unlogged:
+            text += f", {self.unlogged:,} answered without a record"
+        if self.refused:
+            text += f", {self.refused:,} refused (disk full)"
         if self.removed_records:
             text += f", {self.removed_records:,} removed by retention"
         return text
@@ -77,6 +93,7 @@ class LogSummary(Card, title="Response log", css_class="wolt-response-log-card")
                 f"{human_bytes(self.bytes)}"
                 + (f" ({self.bytes / self.records:.0f} B/row)" if self.records else ""),
             ),
+            ("on disk", None if self.on_disk is None else f"{human_bytes(self.on_disk)} ({self.on_disk_parts})"),
             ("oldest", when(self.oldest)),
             ("newest", when(self.newest)),
             ("retention", self.retention),
@@ -85,6 +102,14 @@ class LogSummary(Card, title="Response log", css_class="wolt-response-log-card")
                 f"{self.removed_records:,} ({self.removed_by_age:,} by age, {self.removed_by_size:,} by size)",
             ),
         ]
+        if self.on_full is not None:
+            rows.append(
+                (
+                    "disk full",
+                    f"logging.on_full: {self.on_full}; {self.unlogged or 0:,} answered without a record, "
+                    f"{self.refused or 0:,} refused (since the runtime started)",
+                )
+            )
         if self.disk_free is not None and self.disk_total:
             rows.append(
                 (
@@ -106,12 +131,23 @@ class LogSummary(Card, title="Response log", css_class="wolt-response-log-card")
     def _title(self) -> str:
         return f"Response log of {self.deployment}"
 
+    def add_runtime(self, state: dict[str, Any]) -> None:
+        """What a running runtime says of its log (``GET /admin/log``): its full-disk counters and warning."""
+        self.on_full = state.get("on_full")
+        self.unlogged = int(state.get("unlogged") or 0)
+        self.refused = int(state.get("refused") or 0)
+        self.full_warning = state.get("warning") if state.get("full") else None
 
-def summary(deployment: str, url: str | None = None, retention: Any = None) -> LogSummary:
-    """The log's size, retention counters and disk space; an unreachable store raises ResponseStoreError."""
+
+def summary(
+    deployment: str, url: str | None = None, retention: Any = None, spool_dir: Path | None = None
+) -> LogSummary:
+    """The log's size (its records, and every byte on disk with ``spool_dir``, by default the deployment's
+    under the state dir), retention counters and disk space; an unreachable store raises ResponseStoreError."""
     from sqlalchemy import inspect
 
     from wolt_jupyter.config import settings
+    from wolt_jupyter.responses.footprint import footprint
     from wolt_jupyter.responses.retention import log_size
     from wolt_jupyter.responses.store import (
         make_engine,
@@ -124,6 +160,8 @@ def summary(deployment: str, url: str | None = None, retention: Any = None) -> L
     cfg = settings()
     if url is None:
         url = store_url(deployment, cfg)
+    if spool_dir is None:
+        spool_dir = _spool_dir(Path(cfg.home), deployment)
     out = LogSummary(deployment=deployment, url=url)
     if retention is not None:
         out.retention = retention.describe()
@@ -144,10 +182,23 @@ def summary(deployment: str, url: str | None = None, retention: Any = None) -> L
             if not inspect(conn).get_table_names():
                 return out
             size = log_size(conn, deployment)
+            fp = footprint(conn, deployment, spool_dir)
     finally:
         engine.dispose()
     out.records, out.bytes = size["records"], size["bytes"]
     out.oldest, out.newest = size["oldest"], size["newest"]
     out.removed_records = size["removed_records"]
     out.removed_by_age, out.removed_by_size = size["removed_by_age"], size["removed_by_size"]
+    out.on_disk, out.on_disk_parts = fp.total, fp.parts()
     return out
+
+
+def _spool_dir(home: Path, deployment: str) -> Path | None:
+    """The deployment's spool under the state dir (None for a name no deployment can have)."""
+    from wolt_jupyter.errors import InvalidArgument
+    from wolt_jupyter.revisions import deployment_dir
+
+    try:
+        return deployment_dir(home, deployment) / "spool"
+    except InvalidArgument:
+        return None

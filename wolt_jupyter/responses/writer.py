@@ -8,7 +8,9 @@ serializes the payloads and inserts them with one ``executemany`` per batch.
 Accounting invariant, checked by the tests: every record given to ``submit`` ends up in exactly one of
 ``written``, ``dropped`` (queue full, database failing after retries, unstorable, or submitted after
 ``close``), ``sampled_out``, ``deferred`` (in the spool but not queued in memory: replayed later), or is still
-``queued``. Every drop is logged.
+``queued``. Every drop is logged. ``unlogged`` counts the drops of records whose answer went out anyway (the
+spool could not take them); ``submit_many(..., strict=True)`` raises :class:`~wolt_jupyter.errors.LogFull`
+instead, and those records count nowhere: their requests were refused.
 
 With a ``spool_dir`` (the serving runtime), :meth:`submit_many` first appends the records to the spool
 (:mod:`wolt_jupyter.responses.spool`) in one write, so they survive a crash of the process; see there.
@@ -28,7 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wolt_jupyter.config import mask_url
-from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.errors import InvalidArgument, LogFull
+from wolt_jupyter.responses.diskwatch import DiskWatch, is_disk_full
 from wolt_jupyter.responses.record import ResponseRecord, sampled_in
 from wolt_jupyter.responses.retention import Retention
 from wolt_jupyter.responses.spool import Spool, missing_rows, read_segment, spool_record
@@ -41,6 +44,7 @@ _CATCH_UP = 4  # batches per transaction while a backlog is waiting
 _MAX_BACKOFF = 5.0  # seconds between retries of one batch, at most
 _LIVE: weakref.WeakSet[ResponseWriter] = weakref.WeakSet()
 MAINTENANCE_INTERVAL_S = 60.0  # retention and compaction passes; a full disk triggers one at once
+REPLAY_AFTER_S = 5.0  # a replay the database refused is tried again after this long (a full disk: until space returns)
 
 
 class ResponseWriter:
@@ -56,8 +60,11 @@ class ResponseWriter:
     A second thread keeps the log bounded and compact every ``maintenance_interval`` seconds
     (:meth:`maintain`): ``retention`` (default: the settings' ``response_max_age``/``response_max_bytes``),
     merging of small chunks, migration of rows of the first format, and a check of the disk under the log
-    (:attr:`warning` below ``disk_warn_fraction`` free). A full disk never raises: records are dropped,
-    counted, and :attr:`warning` says where and what to do.
+    (:attr:`warning` below ``disk_warn_fraction`` free); ``also_maintain(now)``, if given, runs after each
+    pass (the runtime trims the logs of undeployed deployments there). A full disk never raises: a record the
+    spool cannot take is dropped and counted (``unlogged``), one the database cannot take waits in the spool,
+    :attr:`full` says so and :attr:`warning` says where and what to do; writes resume by themselves when
+    space returns.
 
     ``submit`` is safe from any number of threads and costs well under a microsecond (a deque append; no lock
     unless sampling out or dropping). The length check before the append is not atomic with it, so the queue
@@ -81,6 +88,7 @@ class ResponseWriter:
         retention: Retention | None = None,
         maintenance_interval: float = MAINTENANCE_INTERVAL_S,
         disk_warn_fraction: float = DISK_WARN_FRACTION,
+        also_maintain: Any = None,
     ) -> None:
         if on_full not in ("wait", "drop"):
             raise InvalidArgument(f"on_full must be 'wait' or 'drop', not {on_full!r}")
@@ -116,6 +124,7 @@ class ResponseWriter:
         self._sampled_out = 0
         self._deferred = 0
         self._replayed = 0
+        self._unlogged = 0
         self._spool = None
         self._replay: list[Path] = []
         self._replay_after = 0.0
@@ -124,6 +133,7 @@ class ResponseWriter:
             self._replay = list(self._spool.leftovers)
         self._in_flight = 0  # records popped from the queue but not yet written or dropped
         self._busy = False
+        self._cycles = 0  # writer cycles done (flush waits for whole ones)
         self._closing = False
         self._drained = False  # set by close() once nothing more will be written
         self._close_lock = threading.Lock()
@@ -132,8 +142,9 @@ class ResponseWriter:
         self.maintenance_interval = maintenance_interval
         self.disk_warn_fraction = disk_warn_fraction
         self._removed = 0
-        self._disk_full = 0  # batches refused because the disk was full
-        self.warning: str | None = None  # the disk is (nearly) full: one readable line, for cards and logs
+        self.also_maintain = also_maintain
+        self.disk_watch = DiskWatch(self._disk_dir(), self._masked_url, disk_warn_fraction, self._spool is not None)
+        self.bytes_on_disk: int | None = None  # the log's footprint at the last maintenance pass
         self._deployments: set[str] = set()  # written by this writer: the ones its maintenance looks after
         self._maintain_now = threading.Event()
         self._maintenance_lock = threading.Lock()
@@ -169,9 +180,13 @@ class ResponseWriter:
             self._wake.set()
         return True
 
-    def submit_many(self, records: list[ResponseRecord]) -> int:
+    def submit_many(self, records: list[ResponseRecord], strict: bool = False) -> int:
         """Queue records that must survive a crash: with a spool they are in the OS (one ``write``) when this
-        returns. Never blocks on the database; returns how many will be written (now or by a replay)."""
+        returns. Never blocks on the database; returns how many will be written (now or by a replay).
+
+        ``strict`` (``logging.on_full: refuse``): raise :class:`~wolt_jupyter.errors.LogFull` instead of
+        dropping records that cannot be kept (the spool's disk is full, or without a spool the database's or
+        the queue), so the caller refuses their requests rather than answer them without a record."""
         if self.sample < 1.0:
             kept = [r for r in records if sampled_in(r.id, self.sample)]
             if len(kept) < len(records):
@@ -194,26 +209,43 @@ class ResponseWriter:
             try:
                 seg = self._spool.append(b"".join(spool_record(row) for row in rows), len(rows))
             except (OSError, ValueError) as exc:  # disk full, or the spool closed under us
-                why = self._explain(exc)
+                full = is_disk_full(exc)
+                if full:
+                    self._disk_full("spool")
+                if strict:
+                    raise LogFull(f"the response log cannot keep these records: {_one_line(exc)}") from None
+                with self._counts_lock:
+                    self._unlogged += len(rows)
                 self._drop(
                     len(rows),
-                    f"spool write failed: {why}",
-                    logging.DEBUG if self._disk_full else logging.ERROR,
+                    f"spool write failed: {self.disk_watch.warning if full else _one_line(exc)}",
+                    logging.DEBUG if full else logging.ERROR,
                 )
                 return 0
+            if self.disk_watch.spool_full:  # the hot path pays one attribute read
+                self.disk_watch.succeeded("spool")
+        elif strict and rows and self.disk_watch.database_full:  # no spool: the database is the only keeper
+            raise LogFull("the response log cannot keep these records: the disk under its database is full")
         queue = self._queue
         if len(queue) + len(rows) > self.queue_size:
             if seg is not None:  # durable in the spool: the writer replays the segment instead
-                self._spool.mark_dirty(seg)
+                self._spool.defer(seg, len(rows))
                 with self._counts_lock:
                     self._deferred += len(rows)
                 return len(rows)
+            if strict:
+                raise LogFull(f"the response log's queue is full ({self.queue_size} records)")
             self._drop(len(rows), f"queue full ({self.queue_size} records)", level=logging.DEBUG)
             return 0
         queue.extend((seg, row) for row in rows)
         if len(queue) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
         return len(rows)
+
+    def _disk_full(self, part: str) -> None:
+        if not self.disk_watch.full:
+            self._maintain_now.set()  # retention may make room: a pass now, once an episode
+        self.disk_watch.failed(part)
 
     def _late(self, record: tuple[Any, Any]) -> bool:
         """A record appended while close() ran: still written if close() has not drained yet, else dropped."""
@@ -269,7 +301,8 @@ class ResponseWriter:
     def stats(self) -> dict[str, int]:
         """Counters: ``queued`` (waiting or being written), ``written``, ``dropped``, ``sampled_out``,
         ``deferred`` (in the spool, left for a replay), ``replayed`` (rows a replay inserted), ``removed``
-        (records retention removed while this writer ran)."""
+        (records retention removed while this writer ran), ``unlogged`` (of the dropped: records whose answer
+        went out without them, as the spool could not take them)."""
         with self._counts_lock:
             return {
                 "queued": len(self._queue) + self._in_flight,
@@ -279,7 +312,18 @@ class ResponseWriter:
                 "deferred": self._deferred,
                 "replayed": self._replayed,
                 "removed": self._removed,
+                "unlogged": self._unlogged,
             }
+
+    @property
+    def full(self) -> bool:
+        """The log cannot write for lack of space now (its spool, or its database)."""
+        return self.disk_watch.full
+
+    @property
+    def warning(self) -> str | None:
+        """One readable line while the disk under the log is full or nearly full, for cards and logs."""
+        return self.disk_watch.warning
 
     # -- maintenance: retention, compaction, migration, disk space ---------------------------------------------
 
@@ -288,29 +332,47 @@ class ResponseWriter:
         the first format, merge small chunks, enforce retention, check the disk. Returns what it did; never
         raises (a failing pass is logged and retried on the next one)."""
         from wolt_jupyter.responses.retention import enforce
-        from wolt_jupyter.responses.store import compact, ensure_schema, migrate_legacy
+        from wolt_jupyter.responses.store import compact, ensure_schema, migrate_legacy, release_free_pages
 
         done = {"migrated": 0, "compacted": 0, "removed": 0}
+        spool_dir = self._spool.dir if self._spool is not None else None
         with self._maintenance_lock:
-            self._check_disk()
+            self.disk_watch.check()
             try:
                 if not self._schema_ready:
                     ensure_schema(self._engine)
                     self._schema_ready = True
+                # retention first: on a full disk it is what makes room, and compaction needs room to work
+                for deployment in sorted(self._deployments):
+                    removed = enforce(self._engine, deployment, self.retention, now, spool_dir=spool_dir)
+                    done["removed"] += removed.records
                 done["migrated"] = migrate_legacy(self._engine)
                 for deployment in sorted(self._deployments):
                     done["compacted"] += compact(self._engine, deployment, now)
-                    removed = enforce(self._engine, deployment, self.retention, now)
-                    done["removed"] += removed.records
-                if (done["compacted"] or done["migrated"]) and self._engine.dialect.name == "sqlite":
-                    with self._engine.connect() as conn:  # merged chunks' old pages go back to the OS
-                        conn.exec_driver_sql("PRAGMA incremental_vacuum")
+                if done["compacted"] or done["migrated"]:
+                    release_free_pages(self._engine)  # merged chunks' old pages go back to the OS
+                self._measure(spool_dir)
             except Exception as exc:
                 log.warning("response log %s: maintenance pass failed: %s", self._masked_url, _one_line(exc))
+            if self.also_maintain is not None:
+                try:
+                    self.also_maintain(now)
+                except Exception as exc:
+                    log.warning("response log %s: maintenance pass failed: %s", self._masked_url, _one_line(exc))
             with self._counts_lock:
                 self._removed += done["removed"]
-            self._check_disk()
+            self.disk_watch.check()
         return done
+
+    def _measure(self, spool_dir: Path | None) -> None:
+        """Remember the log's bytes on disk (database, WAL, spool) for the metric: read once a pass, not per scrape."""
+        from wolt_jupyter.responses.footprint import footprint
+
+        if len(self._deployments) != 1:
+            return
+        (deployment,) = self._deployments
+        with self._engine.connect() as conn:
+            self.bytes_on_disk = footprint(conn, deployment, spool_dir).total
 
     def _maintain_loop(self) -> None:
         while not self._closing:
@@ -330,68 +392,18 @@ class ResponseWriter:
 
     def disk(self) -> dict[str, Any]:
         """Free and total bytes of the file system under the log (SQLite file or spool), and the warning."""
-        import shutil
-
-        where = self._disk_dir()
-        if where is None:
-            return {"path": None, "free": None, "total": None, "warning": self.warning}
-        try:
-            usage = shutil.disk_usage(where)
-        except OSError:
-            return {"path": str(where), "free": None, "total": None, "warning": self.warning}
-        return {"path": str(where), "free": usage.free, "total": usage.total, "warning": self.warning}
-
-    def _check_disk(self) -> None:
-        """Warn (once per episode) when the disk under the log is nearly full, before writes fail."""
-        from wolt_jupyter.responses.retention import human_bytes
-
-        d = self.disk()
-        if d["free"] is None or not d["total"]:
-            return
-        low = d["free"] < self.disk_warn_fraction * d["total"]
-        if low:
-            message = (
-                f"the disk under {d['path']} is nearly full ({human_bytes(d['free'])} free of "
-                f"{human_bytes(d['total'])}); the response log will drop records (counted) when it is full: free "
-                "space or lower logging.retention.max_bytes"
-            )
-            if self._disk_full:
-                message = (
-                    f"the disk under {d['path']} is full ({human_bytes(d['free'])} free): response-log records are "
-                    "dropped and counted (wolt_response_log_dropped_total); free space or lower "
-                    "logging.retention.max_bytes"
-                )
-            if message != self.warning:
-                log.warning("response log %s: %s", self._masked_url, message)
-            self.warning = message
-        elif self.warning is not None:
-            log.info("response log %s: disk space recovered under %s", self._masked_url, d["path"])
-            self.warning = None
-            self._disk_full = 0
-
-    def _explain(self, exc: BaseException) -> str:
-        """One line for a write failure; a full disk says where and what to do (and is remembered)."""
-        import errno
-
-        text = _one_line(exc)
-        full = getattr(exc, "errno", None) == errno.ENOSPC or any(
-            s in text.lower() for s in ("disk is full", "no space left", "could not extend file", "disk full")
-        )
-        if not full:
-            return text
-        self._disk_full += 1
-        self._maintain_now.set()  # retention may make room
-        self._check_disk()
-        if self.warning is None:
-            where = self._disk_dir()
-            self.warning = f"the disk under {where or 'the response store'} is full: {text}"
-        return self.warning
+        return self.disk_watch.usage()
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything submitted so far is written (or dropped); True if that happened in time."""
+        """Wait until everything submitted so far is written (or dropped); True if that happened in time.
+
+        Records waiting in the spool for a replay (the database refused them) are tried once more now, and
+        that try is waited for: a read right after a full disk cleared sees them."""
         deadline = time.monotonic() + timeout
+        self._replay_after = 0.0
         with self._progress:
-            while self._queue or self._busy:
+            start = self._cycles
+            while self._queue or self._busy or (self._cycles < start + 2 and self._replay_waiting()):
                 if not self._thread.is_alive():
                     return False
                 self._wake.set()
@@ -486,6 +498,7 @@ class ResponseWriter:
                     self._replay_pending()
                 with self._progress:
                     self._busy = False
+                    self._cycles += 1
                     self._progress.notify_all()
             if closing and not queue:
                 return
@@ -521,7 +534,10 @@ class ResponseWriter:
                         logging.ERROR,
                     )
                     return
-                if attempt < self.retries:
+                full = is_disk_full(exc)
+                if full:  # retrying cannot help until space returns: spooled rows wait for a replay
+                    self._disk_full("database")
+                if attempt < self.retries and not full:
                     delay = min(self.retry_backoff * (2**attempt), _MAX_BACKOFF)
                     attempt += 1
                     log.warning(
@@ -541,28 +557,36 @@ class ResponseWriter:
                     raise _Postponed(_one_line(exc)) from exc
                 spooled = [p for p in pairs if p[0] is not None]
                 lost = len(pairs) - len(spooled)
-                for seg in {p[0] for p in spooled}:
-                    self._spool.mark_dirty(seg)
+                per_segment: dict[Any, int] = {}
+                for seg, _ in spooled:
+                    per_segment[seg] = per_segment.get(seg, 0) + 1
+                for seg, n in per_segment.items():
+                    self._spool.defer(seg, n)
                 with self._counts_lock:
                     self._in_flight -= len(pairs)
                     self._deferred += len(spooled)
                 if spooled:
-                    log.error(
+                    log.log(
+                        logging.DEBUG if full else logging.ERROR,  # a full disk is said once, by the watch
                         "response log %s: %d record(s) left in the spool for a later replay: %s",
                         self._masked_url,
                         len(spooled),
                         _one_line(exc),
                     )
                 if lost:
-                    self._drop(
-                        lost,
-                        f"database error after {self.retries} retries: {self._explain(exc)}",
-                        logging.ERROR,
-                    )
+                    why = self.disk_watch.warning if full else f"after {self.retries} retries: {_one_line(exc)}"
+                    self._drop(lost, f"database error {why}", logging.DEBUG if full else logging.ERROR)
                 return
+            if self.disk_watch.database_full:  # space is back: what waits in the spool goes in now
+                self._replay_after = 0.0
+            self.disk_watch.succeeded("database")
             self._settle(pairs, written=True)
             self._deployments.update(row["deployment"] for _, row in pairs)
             return
+
+    def _replay_waiting(self) -> bool:
+        """Some records wait in spool files for a replay into the database."""
+        return bool(self._replay) or (self._spool is not None and self._spool.has_dirty())
 
     def _settle(self, pairs: list[tuple[Any, dict[str, Any]]], written: bool) -> None:
         with self._counts_lock:
@@ -593,7 +617,7 @@ class ResponseWriter:
                 with self._engine.connect() as conn:
                     missing = missing_rows(conn, rows)
             except Exception as exc:
-                self._replay_after = time.monotonic() + 5.0
+                self._replay_after = time.monotonic() + REPLAY_AFTER_S
                 log.warning(
                     "response log %s: replay of %s postponed: %s", self._masked_url, path.name, _one_line(exc)
                 )
@@ -609,8 +633,14 @@ class ResponseWriter:
                 ):  # a part may be in (a data error split the batch): it counts as replayed
                     self._replayed += self._written - before
                     self._written = before
-                self._replay_after = time.monotonic() + 5.0
-                log.warning("response log %s: replay of %s postponed: %s", self._masked_url, path.name, exc)
+                self._replay_after = time.monotonic() + REPLAY_AFTER_S
+                log.log(
+                    logging.DEBUG if self.disk_watch.database_full else logging.WARNING,
+                    "response log %s: replay of %s postponed: %s",
+                    self._masked_url,
+                    path.name,
+                    exc,
+                )
                 return
             with self._counts_lock:
                 inserted = self._written - before

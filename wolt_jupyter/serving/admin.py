@@ -62,8 +62,9 @@ def authorized(header: str | None, token: str) -> bool:
 
 
 class AdminApi:
-    """``/admin/*`` on the REST port (every route needs the admin token): ``GET routing``; ``POST traffic``,
-    ``promote``, ``rollback``, ``spec`` (routing only), ``stage`` (blue-green redeploy), ``flush``."""
+    """``/admin/*`` on the REST port (every route needs the admin token): ``GET routing``, ``log`` (the
+    response log's counters and disk state); ``POST traffic``, ``promote``, ``rollback``, ``spec`` (routing
+    only), ``stage`` (blue-green redeploy), ``flush``."""
 
     def __init__(self, plane: Any) -> None:
         self.plane = plane
@@ -87,6 +88,8 @@ class AdminApi:
         action = request.path[len("/admin/") :]
         if request.method == "GET" and action == "routing":
             return json_response(200, plane.routing_doc())
+        if request.method == "GET" and action == "log":
+            return json_response(200, plane.log_state())
         if request.method != "POST":
             return error_response(405, f"use POST for /admin/{action}")
         body = _json_object(request.body)

@@ -9,7 +9,10 @@ a failed challenger on the champion, shadows, the response log, metrics and Trit
 Batching: a request is queued for its variant's model and a callback scheduled with ``call_soon`` runs one
 ``predict`` over every request that arrived in the same loop iteration — adaptive batching with no added
 wait. Each reply is encoded before the micro-batch's log records are spooled and sent only after that, so an
-acknowledged answer is a durable one. Shadow copies and metric observations come after the replies.
+acknowledged answer is a durable one. When the spool cannot take them (a full disk), ``logging.on_full``
+decides: ``serve`` sends the answers and the writer counts the records as unlogged, ``refuse`` sends 503 with
+Retry-After instead, so nothing is answered without its record. Shadow copies and metric observations come
+after the replies.
 
 The queries (:meth:`model_metadata`, :meth:`model_ready`, :meth:`statistics`) return plain documents and
 raise :class:`~wolt_jupyter.serving.ProtocolError`; each codec maps the error to its own status.
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from wolt_jupyter import __version__
-from wolt_jupyter.errors import WoltError
+from wolt_jupyter.errors import LogFull, WoltError
 from wolt_jupyter.responses.record import PROBA_OUTPUT
 from wolt_jupyter.revisions import deployment_dir, serving_revision
 from wolt_jupyter.serving import ProtocolError
@@ -61,6 +64,7 @@ DEFAULT_MAX_BODY = 32 * 1024 * 1024
 MAX_BATCH = 64  # requests per live predict
 MAX_ID_LENGTH = 128  # request ids are stored (response log, feedback): longer ones are refused at the edge
 RETRY_PREFIX = "retried on the champion"  # starts the error of a challenger answer the champion replaced
+LOG_FULL_ERROR = "the response log cannot keep this request's record (its disk is full); retry later"
 ARRAY_MIN_VALUES = 64  # below this a list is cheaper to build than handing the array over
 
 
@@ -199,6 +203,8 @@ class DataPlane:
         self.shadow_workers: dict[str, ShadowWorker] = {}
         self.writer: Any = None
         self._log_responses = spec.logging.responses if log_responses is None else log_responses
+        self.refuse_unlogged = spec.logging.on_full == "refuse"  # logging.on_full: nothing answered unlogged
+        self.refused = 0  # requests answered 503 because their record could not be kept
         self.store_url = response_store_url
         self.shadow_queue_size = shadow_queue_size
         # queued jobs by the adapter that will predict them (a redeploy may swap a variant's adapter meanwhile)
@@ -357,6 +363,8 @@ class DataPlane:
 
             self.writer.sample = float(spec.logging.sample)
             self.writer.retention = Retention.of(spec.logging.retention)
+            self.writer.disk_watch.policy = spec.logging.on_full
+        self.refuse_unlogged = spec.logging.on_full == "refuse"
         self._log_probabilities(spec)
 
     def _log_probabilities(self, spec: DeploymentSpec) -> None:
@@ -375,6 +383,23 @@ class DataPlane:
             if v in self.models:
                 self.shadow_worker(v)
 
+    def log_state(self) -> dict[str, Any]:
+        """The response log as this runtime sees it: the writer's counters, whether its disk is full (and the
+        line that says so), ``logging.on_full`` and the requests refused for it."""
+        doc: dict[str, Any] = {"on_full": "refuse" if self.refuse_unlogged else "serve", "refused": self.refused}
+        w = self.writer
+        if w is None:
+            return {**doc, "logging": False}
+        return {
+            **doc,
+            **w.stats(),
+            "logging": True,
+            "full": w.full,
+            "full_since": w.disk_watch.since,
+            "warning": w.warning,
+            "bytes_on_disk": w.bytes_on_disk,
+        }
+
     def routing_doc(self) -> dict[str, Any]:
         t = self.router.table
         return {
@@ -388,6 +413,7 @@ class DataPlane:
     def _make_writer(self) -> Any:
         from wolt_jupyter.responses import ResponseRecord, ResponseWriter, default_store_url
         from wolt_jupyter.responses.retention import Retention
+        from wolt_jupyter.responses.undeployed import UndeployedRetention
 
         self._record_cls = ResponseRecord
         url = self.store_url or default_store_url(self.name, self.state_dir)
@@ -396,7 +422,7 @@ class DataPlane:
         spec = self.router.table.spec
         # never block the event loop: a full queue counts a drop (exported as a metric). The spool makes each
         # record durable in the OS before its response goes out; a restart replays what the database missed.
-        return ResponseWriter(
+        writer = ResponseWriter(
             url,
             on_full="drop",
             sample=float(spec.logging.sample),
@@ -405,7 +431,10 @@ class DataPlane:
             if os.environ.get("WOLT_RESPONSE_SPOOL", "1")
             == "0"  # memory only: for measuring the spool's cost
             else deployment_dir(self.state_dir, self.name) / "spool",
+            also_maintain=UndeployedRetention(self.state_dir, skip=[self.name]),  # nobody else trims those
         )
+        writer.disk_watch.policy = spec.logging.on_full
+        return writer
 
     def shadow_worker(self, variant: str) -> ShadowWorker:
         worker = self.shadow_workers.get(variant)
@@ -562,6 +591,7 @@ class DataPlane:
             ("written", "Response-log records written"),
             ("dropped", "Response-log records dropped"),
             ("removed", "Response-log records removed by retention (logging.retention)"),
+            ("unlogged", "Requests answered without their response-log record (disk full, logging.on_full: serve)"),
         ):
             r.add(
                 Gauge(
@@ -572,6 +602,31 @@ class DataPlane:
                     kind="gauge" if key == "queued" else "counter",
                 )
             )
+        r.add(
+            Gauge(
+                "wolt_response_log_refused_total",
+                "Requests answered 503 because their response-log record could not be kept (logging.on_full: refuse)",
+                ("deployment",),
+                func=lambda: [((self.name,), self.refused)],
+                kind="counter",
+            )
+        )
+        r.add(
+            Gauge(
+                "wolt_response_log_full",
+                "1 while the response log cannot write for lack of disk space",
+                ("deployment",),
+                func=lambda: [((self.name,), int(self.writer is not None and self.writer.full))],
+            )
+        )
+        r.add(
+            Gauge(
+                "wolt_response_log_bytes",
+                "Bytes the response log takes on disk (database, WAL, spool), at the last maintenance pass",
+                ("deployment",),
+                func=lambda: [((self.name,), float(getattr(self.writer, "bytes_on_disk", None) or 0))],
+            )
+        )
         r.add(
             Gauge(
                 "wolt_ready",
@@ -816,8 +871,15 @@ class DataPlane:
         wires = [self._encode(job, res) for job, res in answered]
         # acknowledged means durable: the micro-batch's log records (and those of failed attempts being retried)
         # reach the spool in one write before any of its replies is sent
+        refused = False
         if self.writer is not None and (answered or retry):
-            self._log_live(adapter, answered, wires, retry)
+            refused = not self._log_live(adapter, answered, wires, retry)
+        if refused:  # logging.on_full: refuse, and the records could not be kept: 503 for all, no retry
+            jobs = [job for job, _ in answered] + [job for job, _ in retry]
+            answered = [(job, self._log_full_result(job)) for job in jobs]
+            wires = [self._encode(job, res) for job, res in answered]
+            retry = []
+            self.refused += len(answered)
         now, wall = time.perf_counter(), time.time()
         for (job, res), (status, wire) in zip(answered, wires, strict=False):
             try:
@@ -827,11 +889,23 @@ class DataPlane:
             stat.done(status == 200, now - job.routed.t0, wall)
             # -- after the reply: metrics and shadows (neither can delay or fail the answer) ---------------
             try:
-                self._after(adapter, job, res, status)
+                if refused:  # counted, but no shadow sees it: its record could not be kept either
+                    self._observe_refused(job, status)
+                else:
+                    self._after(adapter, job, res, status)
             except Exception:
                 log.exception("after-reply work failed for request %s", job.routed.req.id)
         for job, err in retry:
             self._retry(job, err)
+
+    def _observe_refused(self, job: _Job, status: int) -> None:
+        routed, a = job.routed, job.routed.adapter
+        labels = (self.name, routed.variant, a.model_name, a.model_version, str(status))
+        self.m_seldon.observe(labels, time.perf_counter() - routed.t0)
+
+    def _log_full_result(self, job: _Job) -> InferResult:
+        routed = job.routed
+        return InferResult(503, None, LOG_FULL_ERROR, routed.variant, routed.adapter, routed.req)
 
     def _retry_target(self, job: _Job) -> str | None:
         """The champion a failed request goes to instead of its client seeing the error: only for a request
@@ -953,7 +1027,9 @@ class DataPlane:
         answered: list[tuple[_Job, InferResult]],
         wires: list[tuple[int, Any]],
         retry: list[tuple[_Job, str]],
-    ) -> None:
+    ) -> bool:
+        """Hand the micro-batch's records to the writer (spooled before this returns); False only when
+        ``logging.on_full: refuse`` and the log could not keep them."""
         now = time.time()
         t = time.perf_counter()
         try:
@@ -980,9 +1056,13 @@ class DataPlane:
                         (t - job.routed.t0) * 1000.0, False, now,
                     )
                 )  # fmt: skip
-            self.writer.submit_many(records)
+            self.writer.submit_many(records, strict=self.refuse_unlogged)
+        except LogFull:
+            return False
         except Exception:  # logging must never break serving; the writer counts its own drops
             log.exception("response log submit failed")
+            return not self.refuse_unlogged  # refuse: nothing is answered without its record, whatever failed
+        return True
 
     def _on_shadow_result(self, adapter: ModelAdapter, res: ShadowResult) -> None:
         """Runs in a shadow worker thread."""

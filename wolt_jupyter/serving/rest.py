@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # bodies above this are decoded in a worker thread, so one big upload does not stall every other client
 OFFLOAD_BYTES = 256 * 1024
-RETRY_AFTER_S = "5"  # what a client is told to wait while the runtime shuts down
+RETRY_AFTER_S = "5"  # what a client is told to wait on a 503 (shutting down, loading, the log's disk full)
 OPENAPI_PATH = "/v2/openapi.json"
 Respond = Callable[[Response], None]
 
@@ -62,6 +62,8 @@ class _RestReply:
         self.name, self.respond = name, respond
 
     def encode(self, result: InferResult) -> tuple[int, Response]:
+        if result.status == 503:  # loading, or the log cannot keep the record: the same request works later
+            return 503, json_response(503, {"error": result.error}, (("retry-after", RETRY_AFTER_S),))
         if result.status != 200:
             return result.status, error_response(result.status, result.error or "inference failed")
         req, adapter, variant = result.req, result.adapter, result.variant

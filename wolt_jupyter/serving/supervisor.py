@@ -130,6 +130,8 @@ class Supervisor:
         self.stopping = threading.Event()
         self.child: int | None = None
         self.runtime_args = _runtime_args(command)
+        self._resave: threading.Thread | None = None
+        self._save_lock = threading.Lock()
         self.state: dict[str, Any] = {
             "supervisor_pid": os.getpid(),
             "runtime_pid": None,
@@ -153,7 +155,21 @@ class Supervisor:
     def _save(self) -> None:
         from wolt_jupyter.revisions import write_atomic
 
-        write_atomic(self.state_path, json.dumps(self.state))  # 0600, never half-written
+        try:
+            with self._save_lock:
+                write_atomic(self.state_path, json.dumps(self.state))  # 0600, never half-written
+        except OSError:  # a full disk must not end the supervision: saved again once there is room
+            if self._resave is None or not self._resave.is_alive():
+                self._resave = threading.Thread(target=self._save_later, daemon=True)
+                self._resave.start()
+
+    def _save_later(self) -> None:
+        from wolt_jupyter.revisions import write_atomic
+
+        while not self.stopping.wait(1.0):
+            with contextlib.suppress(OSError), self._save_lock:  # the newest state, never an older one
+                write_atomic(self.state_path, json.dumps(self.state))
+                return
 
     def _spawn(self) -> int:
         """Start the runtime; its pid."""
@@ -225,7 +241,9 @@ class Supervisor:
         return fd
 
     def _note(self, text: str) -> None:
-        if self.log_path:
+        if not self.log_path:
+            return
+        with contextlib.suppress(OSError):  # a full disk loses the note, never the supervisor
             fd = self._open_log()
             try:
                 os.write(fd, f"--- supervisor {time.strftime('%Y-%m-%d %H:%M:%S')}: {text} ---\n".encode())
