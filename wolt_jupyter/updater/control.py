@@ -292,13 +292,22 @@ def steer(name: str, command: str, *, by: str | None = None, wait: float = WAIT_
         return Steered(
             name, command, by, done.outcome if done else None, "this process (no service runs)", cmd.id
         )
+    queued = f"running: {holder}" if holder else ""
+    return _awaited(commands, cmd, name, wait, "the running service", queued, poll=0.1)
+
+
+def _awaited(
+    channel: Commands | ClusterCommands, cmd: Command, name: str, wait: float, by_whom: str, queued: str,
+    poll: float,
+) -> Steered:  # fmt: skip
+    """What became of ``cmd`` within ``wait`` seconds: its outcome, applied ``by_whom``, else still ``queued``."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        done = commands.outcome(cmd.id)
+        done = channel.outcome(cmd.id)
         if done is not None:
-            return Steered(name, command, by, done.outcome, "the running service", cmd.id)
-        time.sleep(0.1)
-    return Steered(name, command, by, None, f"running: {holder}" if holder else "", cmd.id)
+            return Steered(name, cmd.command, cmd.by, done.outcome, by_whom, cmd.id)
+        time.sleep(poll)
+    return Steered(name, cmd.command, cmd.by, None, queued, cmd.id)
 
 
 def _steer_remote(remote: ClusterCommands, name: str, command: str, by: str, wait: float) -> Steered:
@@ -309,13 +318,8 @@ def _steer_remote(remote: ClusterCommands, name: str, command: str, by: str, wai
     if why is not None:
         raise InvalidArgument(why)
     cmd = remote.put(command, by)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        done = remote.outcome(cmd.id)
-        if done is not None:
-            return Steered(name, command, by, done.outcome, "the service in the cluster", cmd.id)
-        time.sleep(0.25)
-    return Steered(name, command, by, None, f"in the cluster, through ConfigMap {remote.name}", cmd.id)
+    queued = f"in the cluster, through ConfigMap {remote.name}"
+    return _awaited(remote, cmd, name, wait, "the service in the cluster", queued, poll=0.25)
 
 
 def service_holder(name: str) -> str | None:
