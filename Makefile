@@ -38,7 +38,7 @@ demo: $(STAMP)
 test: $(STAMP) system-deps $(LABEXT)
 	$(BIN)/ruff check .
 	$(MAKE) cluster-up
-	status=0; $(BIN)/python -m pytest || status=$$?; $(MAKE) cluster-down; exit $$status
+	status=0; $(BIN)/python -m pytest --durations=40 || status=$$?; $(MAKE) cluster-down; exit $$status
 
 # A real single-node Kubernetes (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy built
 # from upstream at pinned versions through the Go module proxy; containerd + runc + CNI from Debian) with the
