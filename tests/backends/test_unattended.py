@@ -269,9 +269,10 @@ def test_up_brings_back_deployments_after_a_reboot(models, wolt_home) -> None:
     os.killpg(pid_of(wolt_home, "boot"), signal.SIGKILL)  # supervisor and runtime gone, as after a reboot
     time.sleep(0.3)
     assert deployments.get("boot").status == "stopped"
-    cli = subprocess.run(
+    deployed_with = os.environ["MLFLOW_TRACKING_URI"]
+    cli = subprocess.run(  # from a shell whose settings name another tracking server
         [sys.executable, "-m", "wolt_jupyter.cli", "up"],
-        env=_env(wolt_home),
+        env={**_env(wolt_home), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -279,6 +280,9 @@ def test_up_brings_back_deployments_after_a_reboot(models, wolt_home) -> None:
     assert cli.returncode == 0, cli.stderr[-1500:]
     assert f"boot: ready at {d.url}" in cli.stdout
     assert deployments.get("boot").status == "ready" and is_ready(d.url)
+    # the restart kept the server the deployment was made with: the record says which
+    environ = Path(f"/proc/{runtime_pid(wolt_home, 'boot')}/environ").read_bytes().split(b"\0")
+    assert f"MLFLOW_TRACKING_URI={deployed_with}".encode() in environ
 
 
 def test_undeploy_counts_the_shadow_rows_it_could_not_log(wolt_home, monkeypatch) -> None:

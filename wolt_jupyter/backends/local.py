@@ -220,18 +220,30 @@ class LocalBackend(Backend):
             "--", *self._command(spec_path, port, grpc_port),
         ]  # fmt: skip
 
-    def _start(self, spec: DeploymentSpec, port: int, grpc_port: int) -> int:
+    def _servers(self, name: str, recorded: bool) -> tuple[str, str]:
+        """The tracking and registry URIs a runtime of ``name`` starts with: this process's settings for a
+        deploy; for a restart (``up``) the ones the record kept — a shell with other settings does not move a
+        deployment to another server (it is said once, in the log)."""
+        extra = self._extra(name) if recorded else {}
+        tracking = str(extra.get("tracking_uri") or self.settings.tracking_uri)
+        registry = str(extra.get("registry_uri") or self.settings.registry_uri)
+        if recorded and tracking != self.settings.tracking_uri:
+            from wolt_jupyter.config import mask_url
+
+            log.info("%s restarts with the tracking server it was deployed with, %s (this process has %s)",
+                     name, mask_url(tracking), mask_url(self.settings.tracking_uri))  # fmt: skip
+        return tracking, registry
+
+    def _start(self, spec: DeploymentSpec, port: int, grpc_port: int, recorded: bool = False) -> int:
         spec_path = self._spec_path(spec.name)
         write_atomic(spec_path, spec.to_yaml(), mode=0o600)
         self._supervisor_state_path(spec.name).unlink(missing_ok=True)
         log = self._log_path(spec.name)
-        env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": self.settings.tracking_uri,
-            "WOLT_JUPYTER_HOME": str(self.settings.home),
-        }
-        if self.settings.registry_uri != self.settings.tracking_uri:
-            env["MLFLOW_REGISTRY_URI"] = self.settings.registry_uri
+        tracking, registry = self._servers(spec.name, recorded)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "WOLT_JUPYTER_HOME": str(self.settings.home)}
+        env.pop("MLFLOW_REGISTRY_URI", None)
+        if registry != tracking:
+            env["MLFLOW_REGISTRY_URI"] = registry
         recorded = self.store.response_store(spec.name)
         if recorded:  # the store the record names, whatever this shell's settings say (`up` from a new shell)
             env["WOLT_RESPONSE_STORE_URL"] = recorded
@@ -402,13 +414,17 @@ class LocalBackend(Backend):
         grpc_port: int,
         progress: Progress | None,
         wait: bool = True,
+        restart: bool = False,
     ) -> Deployment:
         """Start the supervised runtime for ``spec`` on ``port`` (REST) and ``grpc_port`` (gRPC), record it,
-        and (``wait``) until ready."""
+        and (``wait``) until ready. ``restart``: with the servers the record kept (``up``)."""
         self._prefetch(spec)
-        pid = self._start(spec, port, grpc_port)
+        pid = self._start(spec, port, grpc_port, recorded=restart)
+        tracking, registry = self._servers(spec.name, restart)
         rec.extra = {
             **rec.extra,
+            "tracking_uri": tracking,  # what `up` restarts it with (the record is 0600)
+            "registry_uri": registry,
             "pid": pid,
             "port": port,
             "url": f"http://{HOST}:{port}",
@@ -514,7 +530,7 @@ class LocalBackend(Backend):
         grpc_port = int(rec.extra.get("grpc_port") or 0)
         if not grpc_port or grpc_port == port or not _port_free(grpc_port):
             grpc_port = _other_free_port(port)
-        return self._launch(rec, spec, port, grpc_port, progress)
+        return self._launch(rec, spec, port, grpc_port, progress, restart=True)
 
     def flush(self, name: str, timeout: float = 30.0, shadow_timeout: float | None = None) -> dict[str, Any]:
         """Ask the running runtime to write its response log (waiting at most ``shadow_timeout`` for queued
