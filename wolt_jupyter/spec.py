@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.untrusted import shown, shown_value
 
 _NUMBER_OR_TEXT = {"type": ["string", "number"]}
 # the runtime's HTTP limits a spec may set (wolt_jupyter.serving.http.Limits has the defaults)
@@ -131,9 +132,9 @@ def schema_error(data: Any, schema: dict[str, Any], what: str) -> str | None:
     if err is None:
         return None
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
-    shown = repr(err.instance)
-    message = err.message if len(shown) <= 80 else err.message.replace(shown, shown[:77] + "...")
-    return f"malformed {what} at {where or 'top level'}: {message}"
+    full = repr(err.instance)  # jsonschema's message starts with it: quoted back bounded
+    message = err.message.replace(full, shown_value(err.instance, 80), 1) if len(full) > 80 else err.message
+    return f"malformed {what} at {shown(where or 'top level', 80)}: {shown(message, 200)}"
 
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -159,7 +160,7 @@ def check_dns_label(value: str, what: str) -> str:
     """Names that end up in Kubernetes must be DNS-1123 labels: checked before anything is sent."""
     if not isinstance(value, str) or not value or len(value) > 63 or not DNS1123_LABEL.match(value):
         raise InvalidArgument(
-            f"{what} {value!r} is not a DNS-1123 label: use 1-63 lowercase letters, digits and '-', "
+            f"{what} {shown_value(value)} is not a DNS-1123 label: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (e.g. 'eta-predictor')"
         )
     return value
@@ -171,7 +172,7 @@ def parse_quantity(value: Any, what: str) -> Decimal:
     match = _QUANTITY.match(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidArgument(
-            f"{what} {value!r} is not a Kubernetes quantity: use a non-negative number with an optional "
+            f"{what} {shown_value(value)} is not a Kubernetes quantity: use a non-negative number with an optional "
             "suffix, e.g. cpu '500m' or '2', memory '512Mi' or '1Gi' (not 'GB', 'half')"
         )
     number, suffix = Decimal(match["num"]), match["suffix"] or ""
@@ -190,7 +191,7 @@ def check_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     """
     if not isinstance(resources, Mapping):
         raise InvalidArgument(
-            f"resources must be a mapping such as {{cpu: 500m, memory: 1Gi}}, got {resources!r}"
+            f"resources must be a mapping such as {{cpu: 500m, memory: 1Gi}}, got {shown_value(resources)}"
         )
     if not resources:
         return {}
@@ -206,7 +207,7 @@ def check_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str]]:
         for name, value in values.items():
             if not isinstance(name, str) or not _RESOURCE_NAME.match(name):
                 raise InvalidArgument(
-                    f"resources.{block}: {name!r} is not a Kubernetes resource name; use cpu, memory, "
+                    f"resources.{block}: {shown_value(name)} is not a Kubernetes resource name; use cpu, memory, "
                     "ephemeral-storage or an extended resource such as nvidia.com/gpu"
                 )
             parsed.setdefault(block, {})[name] = parse_quantity(value, f"resources.{block}.{name}")
@@ -223,9 +224,9 @@ def check_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 
 def _check_type(value: Any, kind: type | tuple[type, ...], what: str, example: str) -> None:
     if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise InvalidArgument(f"{what} must be {example}, got {value!r}")
+        raise InvalidArgument(f"{what} must be {example}, got {shown_value(value)}")
     if not isinstance(value, kind):
-        raise InvalidArgument(f"{what} must be {example}, got {value!r}")
+        raise InvalidArgument(f"{what} must be {example}, got {shown_value(value)}")
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ class Variant:
         check_dns_label(self.name, "variant name")
         if not isinstance(self.model, str) or not _MODEL_URI.match(self.model):
             raise InvalidArgument(
-                f"variant {self.name!r}: model {self.model!r} is not a model URI; expected "
+                f"variant {shown_value(self.name)}: model {shown_value(self.model)} is not a model URI; expected "
                 "'models:/NAME/VERSION', 'models:/NAME@ALIAS', 'runs:/RUN_ID/PATH' or a local path"
             )
         if (
@@ -250,12 +251,12 @@ class Variant:
             or not 0 <= self.traffic <= 100
         ):
             raise InvalidArgument(
-                f"variant {self.name!r}: traffic must be a whole number 0-100, got {self.traffic!r}"
+                f"variant {shown_value(self.name)}: traffic must be a whole number 0-100, got {shown_value(self.traffic)}"
             )
-        _check_type(self.shadow, bool, f"variant {self.name!r}: shadow", "true or false")
+        _check_type(self.shadow, bool, f"variant {shown_value(self.name)}: shadow", "true or false")
         if self.shadow and self.traffic:
             raise InvalidArgument(
-                f"variant {self.name!r} is a shadow and has traffic {self.traffic}: shadows take no traffic "
+                f"variant {shown_value(self.name)} is a shadow and has traffic {self.traffic}: shadows take no traffic "
                 "(they get a copy of every request); drop the weight or the shadow flag"
             )
 
@@ -274,7 +275,7 @@ class Routing:
             not isinstance(self.sticky_key, str) or not _STICKY_KEY.match(self.sticky_key)
         ):
             raise InvalidArgument(
-                f"routing.sticky_key {self.sticky_key!r} must name a request parameter or header: "
+                f"routing.sticky_key {shown_value(self.sticky_key)} must name a request parameter or header: "
                 "1-63 letters, digits, '_', '.', '-', starting with a letter or '_' (e.g. user_id)"
             )
 
@@ -295,11 +296,11 @@ class LoggingSpec:
         _check_type(self.probabilities, bool, "logging.probabilities", "true or false")
         _check_type(self.sample, (int, float), "logging.sample", "a number between 0 and 1")
         if not 0.0 <= float(self.sample) <= 1.0:
-            raise InvalidArgument(f"logging.sample must be between 0 and 1, got {self.sample!r}")
+            raise InvalidArgument(f"logging.sample must be between 0 and 1, got {shown_value(self.sample)}")
         if self.on_full not in ON_FULL:
             raise InvalidArgument(
                 f"logging.on_full must be serve (answer, count the rows not logged) or refuse (503 until "
-                f"the log can write), not {self.on_full!r}"
+                f"the log can write), not {shown_value(self.on_full)}"
             )
         from wolt_jupyter.responses.retention import check_retention
 
@@ -330,19 +331,23 @@ class DeploymentSpec:
             if v.name == name:
                 return v
         raise InvalidArgument(
-            f"deployment {self.name!r} has no variant {name!r}; variants: {', '.join(v.name for v in self.variants)}"
+            f"deployment {shown_value(self.name)} has no variant {shown_value(name)}; variants: {', '.join(v.name for v in self.variants)}"
         )
 
     # -- validation ----------------------------------------------------------------------------------------
     def validate(self) -> DeploymentSpec:
         check_dns_label(self.name, "deployment name")
         if not self.variants:
-            raise InvalidArgument(f"deployment {self.name!r} has no variants: give at least one live model")
+            raise InvalidArgument(
+                f"deployment {shown_value(self.name)} has no variants: give at least one live model"
+            )
         seen: set[str] = set()
         for v in self.variants:
             v.validate()
             if v.name in seen:
-                raise InvalidArgument(f"variant name {v.name!r} is used twice; variant names must be unique")
+                raise InvalidArgument(
+                    f"variant name {shown_value(v.name)} is used twice; variant names must be unique"
+                )
             seen.add(v.name)
         if not self.live:
             raise InvalidArgument("every variant is a shadow: at least one live variant must answer requests")
@@ -354,13 +359,13 @@ class DeploymentSpec:
         champion = self.routing.champion
         if champion is not None and champion not in {v.name for v in self.live}:
             raise InvalidArgument(
-                f"routing.champion {champion!r} must name a live variant ({', '.join(v.name for v in self.live)}); "
+                f"routing.champion {shown_value(champion)} must name a live variant ({', '.join(v.name for v in self.live)}); "
                 "drop it to retry on the variant with the most traffic"
             )
         self.logging.validate()
         check_resources(self.resources)
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
-            raise InvalidArgument(f"replicas must be a whole number >= 1, got {self.replicas!r}")
+            raise InvalidArgument(f"replicas must be a whole number >= 1, got {shown_value(self.replicas)}")
         return self
 
     # -- changes (each returns a new, validated spec) -------------------------------------------------------
@@ -369,7 +374,7 @@ class DeploymentSpec:
         for name in weights:
             if self.variant(name).shadow:
                 raise InvalidArgument(
-                    f"variant {name!r} is a shadow; promote it or redeploy it as a live variant"
+                    f"variant {shown_value(name)} is a shadow; promote it or redeploy it as a live variant"
                 )
         variants = tuple(
             v if v.shadow else replace(v, traffic=int(weights.get(v.name, 0))) for v in self.variants
@@ -458,10 +463,6 @@ class DeploymentSpec:
 
     @classmethod
     def from_yaml(cls, text: str) -> DeploymentSpec:
-        import yaml
+        from wolt_jupyter.untrusted import load_yaml
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InvalidArgument(f"spec is not valid YAML: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml(text, "spec"))

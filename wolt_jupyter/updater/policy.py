@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wolt_jupyter.errors import InvalidArgument, PolicyError
+from wolt_jupyter.untrusted import shown_value
 
 Direction = Literal["max", "min"]
 DIRECTIONS = ("max", "min")
@@ -70,7 +71,7 @@ METRIC_ALIASES: dict[str, tuple[str, Direction]] = {
 
 
 def _fail(path: str, problem: str) -> PolicyError:
-    return PolicyError(f"policy field {path!r}: {problem}")
+    return PolicyError(f"policy field {shown_value(path)}: {problem}")
 
 
 def sklearn_metric(name: str) -> tuple[Callable[..., float], Direction | None]:
@@ -110,7 +111,9 @@ def parse_duration(value: Any, path: str) -> float:
     else:
         seconds = None
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-        raise _fail(path, f'must be a positive duration such as 30, "30s", "5m", "1h"; got {value!r}')
+        raise _fail(
+            path, f'must be a positive duration such as 30, "30s", "5m", "1h"; got {shown_value(value)}'
+        )
     return seconds
 
 
@@ -119,7 +122,7 @@ class _Fields:
 
     def __init__(self, data: Any, path: str, known: tuple[str, ...]) -> None:
         if not isinstance(data, Mapping):
-            raise _fail(path, f"must be a mapping with keys {', '.join(known)}; got {data!r}")
+            raise _fail(path, f"must be a mapping with keys {', '.join(known)}; got {shown_value(data)}")
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
             where = f"{path}.{unknown[0]}" if path else unknown[0]
@@ -143,7 +146,7 @@ class _Fields:
                 raise _fail(self.at(key), "is required (a non-empty string)")
             return default
         if not isinstance(value, str) or not value.strip():
-            raise _fail(self.at(key), f"must be a non-empty string; got {value!r}")
+            raise _fail(self.at(key), f"must be a non-empty string; got {shown_value(value)}")
         return value.strip()
 
     def number(
@@ -162,7 +165,7 @@ class _Fields:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         ok = ok and (value > low if low_open else value >= low) and value <= high
         if not ok:
-            raise _fail(self.at(key), f"must be {what}; got {value!r}")
+            raise _fail(self.at(key), f"must be {what}; got {shown_value(value)}")
         return float(value)
 
     def fraction(self, key: str, default: float | None, *, open_zero: bool = False) -> float | None:
@@ -174,7 +177,7 @@ class _Fields:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise _fail(self.at(key), f"must be an integer >= {low}; got {value!r}")
+            raise _fail(self.at(key), f"must be an integer >= {low}; got {shown_value(value)}")
         return value
 
     def duration(self, key: str, default: float | None) -> float | None:
@@ -186,7 +189,7 @@ class _Fields:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise _fail(self.at(key), f"must be true or false; got {value!r}")
+            raise _fail(self.at(key), f"must be true or false; got {shown_value(value)}")
         return value
 
     def direction(self, key: str, default: Direction | None) -> Direction | None:
@@ -194,7 +197,7 @@ class _Fields:
         if value is None:
             return None
         if value not in DIRECTIONS:
-            raise _fail(self.at(key), f"must be 'max' or 'min'; got {value!r}")
+            raise _fail(self.at(key), f"must be 'max' or 'min'; got {shown_value(value)}")
         return value
 
 
@@ -572,14 +575,11 @@ def is_yaml_text(source: object) -> bool:
 
 
 def _yaml_mapping(text: str, where: str) -> Any:
-    """The document in ``text`` (an empty one is ``{}``); a YAML error is one line naming ``where``."""
-    import yaml
+    """The document in ``text`` (an empty one is ``{}``), read with the bounds every untrusted YAML gets; a
+    YAML error or a document past a bound is one line naming ``where``."""
+    from wolt_jupyter.untrusted import load_yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PolicyError(f"cannot read {where}: {first}") from None
+    data = load_yaml(text, where, PolicyError)
     return {} if data is None else data
 
 
@@ -655,7 +655,7 @@ def _registry_webhook(data: Any) -> RegistryWebhook:
         raise _fail("watch.webhook.port", f"must be a port 0..65535; got {port}")
     path = f.string("path", "/mlflow-webhook") or "/mlflow-webhook"
     if not path.startswith("/"):
-        raise _fail("watch.webhook.path", f"must start with /; got {path!r}")
+        raise _fail("watch.webhook.path", f"must start with /; got {shown_value(path)}")
     return RegistryWebhook(secret, port or 0, f.string("host", "127.0.0.1") or "127.0.0.1", path)
 
 
@@ -669,9 +669,11 @@ def _offline(data: Any) -> OfflineGate:
     if isinstance(dataset, (str, Path)):
         text = str(dataset)
         if not _is_uri(text) and not text.lower().endswith((".parquet", ".pq", ".csv")):
-            raise _fail("offline.dataset", f"a path must end in .parquet or .csv; got {text!r}")
+            raise _fail("offline.dataset", f"a path must end in .parquet or .csv; got {shown_value(text)}")
     elif isinstance(dataset, (Mapping, int, float, bool)):
-        raise _fail("offline.dataset", f"must be a DataFrame, a path or an MLflow dataset; got {dataset!r}")
+        raise _fail(
+            "offline.dataset", f"must be a DataFrame, a path or an MLflow dataset; got {shown_value(dataset)}"
+        )
     target = f.string("target", required=True)
     default_gain = f.number("min_improvement", 0.0) or 0.0
     metrics = _metrics(f.raw("metrics"), "offline.metrics", default_gain)
@@ -698,7 +700,7 @@ def _metrics(data: Any, path: str, default_gain: float) -> tuple[Metric, ...]:
     elif isinstance(data, (list, tuple)):
         items = [(f"{path}[{i}]", v if isinstance(v, Mapping) else {"name": v}) for i, v in enumerate(data)]
     else:
-        raise _fail(path, f"must be a mapping {{name: max|min}} or a list; got {data!r}")
+        raise _fail(path, f"must be a mapping {{name: max|min}} or a list; got {shown_value(data)}")
     if not items:
         raise _fail(path, "needs at least one metric")
     out = []
@@ -708,7 +710,7 @@ def _metrics(data: Any, path: str, default_gain: float) -> tuple[Metric, ...]:
         f = _Fields(item, where, ("name", "direction", "min_improvement", "fn"))
         fn = f.raw("fn")
         if fn is not None and not callable(fn):
-            raise _fail(f.at("fn"), f"must be a callable (y_true, y_pred) -> float; got {fn!r}")
+            raise _fail(f.at("fn"), f"must be a callable (y_true, y_pred) -> float; got {shown_value(fn)}")
         name = f.string("name", required=True)
         direction = f.direction("direction", None)
         if fn is None:
@@ -717,7 +719,7 @@ def _metrics(data: Any, path: str, default_gain: float) -> tuple[Metric, ...]:
             except KeyError:
                 raise _fail(
                     where,
-                    f"unknown metric {name!r}: use a scikit-learn metric name (e.g. rmse, roc_auc, "
+                    f"unknown metric {shown_value(name)}: use a scikit-learn metric name (e.g. rmse, roc_auc, "
                     "f1_score, mean_absolute_error) or a callable",
                 ) from None
             direction = direction or known
@@ -752,7 +754,7 @@ def _replay(data: Any) -> ReplayGate:
             sklearn_metric(metric)
         except KeyError:
             raise _fail(
-                "replay.metric", f"unknown metric {metric!r}: use a scikit-learn metric name"
+                "replay.metric", f"unknown metric {shown_value(metric)}: use a scikit-learn metric name"
             ) from None
     requests = f.count("requests", 1000)
     min_requests = f.count("min_requests", 1)
@@ -779,7 +781,7 @@ def _rollout(data: Any) -> Rollout:
     if interval is None or not 0.1 <= interval <= 3600:
         raise _fail(
             "rollout.analysis_interval",
-            f"must be a duration from 0.1s to 1h; got {f.raw('analysis_interval')!r}",
+            f"must be a duration from 0.1s to 1h; got {shown_value(f.raw('analysis_interval'))}",
         )
     shadow: ShadowStep | None = Rollout().shadow
     if "shadow" in f.data:
@@ -797,14 +799,18 @@ def _rollout(data: Any) -> Rollout:
     if f.has("canary"):
         raw = f.raw("canary")
         if not isinstance(raw, (list, tuple)) or not raw:
-            raise _fail("rollout.canary", f"must be a non-empty list of {{weight, bake}}; got {raw!r}")
+            raise _fail(
+                "rollout.canary", f"must be a non-empty list of {{weight, bake}}; got {shown_value(raw)}"
+            )
         steps = []
         for i, item in enumerate(raw):
             where = f"rollout.canary[{i}]"
             c = _Fields(item, where, ("weight", "bake", "approve"))
             weight = c.count("weight", None)
             if weight is None or weight > 100:
-                raise _fail(f"{where}.weight", f"must be an integer 1..100; got {c.raw('weight')!r}")
+                raise _fail(
+                    f"{where}.weight", f"must be an integer 1..100; got {shown_value(c.raw('weight'))}"
+                )
             if steps and weight <= steps[-1].weight:
                 raise _fail(f"{where}.weight", f"weights must increase; {weight} follows {steps[-1].weight}")
             bake = c.duration("bake", None)
@@ -816,7 +822,7 @@ def _rollout(data: Any) -> Rollout:
         raise _fail("rollout.canary", f"the last weight must be 100 (it is {canary[-1].weight})")
     on_change = f.raw("on_manual_change", "pause")
     if on_change not in ON_MANUAL_CHANGE:
-        raise _fail("rollout.on_manual_change", f"must be 'pause' or 'abort'; got {on_change!r}")
+        raise _fail("rollout.on_manual_change", f"must be 'pause' or 'abort'; got {shown_value(on_change)}")
     return Rollout(shadow, canary, interval, on_change)
 
 
@@ -850,7 +856,10 @@ def _guards(data: Any) -> Guards:
         )
         name = m.string("name", required=True)
         if name not in LIVE_METRICS:
-            raise _fail("guards.live_metric.name", f"must be one of {', '.join(LIVE_METRICS)}; got {name!r}")
+            raise _fail(
+                "guards.live_metric.name",
+                f"must be one of {', '.join(LIVE_METRICS)}; got {shown_value(name)}",
+            )
         direction = m.direction("direction", LIVE_METRICS[name])
         effect = m.number("min_effect", None, low=0.0, low_open=True, what="a positive number (metric units)")
         if effect is None:
@@ -893,7 +902,9 @@ def _service_guards(data: Any) -> ServiceGuards:
 
 def _query_guards(data: Any) -> tuple[QueryGuard, ...]:
     if not isinstance(data, (list, tuple)):
-        raise _fail("guards.queries", f"must be a list of {{name, query, max and/or min}}; got {data!r}")
+        raise _fail(
+            "guards.queries", f"must be a list of {{name, query, max and/or min}}; got {shown_value(data)}"
+        )
     out = []
     for i, item in enumerate(data):
         where = f"guards.queries[{i}]"
@@ -908,7 +919,7 @@ def _query_guards(data: Any) -> tuple[QueryGuard, ...]:
         if guard.max is None and guard.min is None:
             raise _fail(where, "give max and/or min: the bound the query's value must keep")
         if guard.name in {g.name for g in out}:
-            raise _fail(f"{where}.name", f"{guard.name!r} is used twice")
+            raise _fail(f"{where}.name", f"{shown_value(guard.name)} is used twice")
         out.append(guard)
     return tuple(out)
 
@@ -923,7 +934,9 @@ def _estimated_accuracy(data: Any) -> EstimatedAccuracy | None:
     d = EstimatedAccuracy()
     margin = f.number("margin", d.margin, low=0.0, high=1.0, what="a fraction in [0, 1)")
     if margin is not None and margin >= 1.0:
-        raise _fail("guards.estimated_accuracy.margin", f"must be a fraction in [0, 1); got {margin!r}")
+        raise _fail(
+            "guards.estimated_accuracy.margin", f"must be a fraction in [0, 1); got {shown_value(margin)}"
+        )
     reference = f.count("min_reference", d.min_reference, low=MIN_CALIBRATION)
     return EstimatedAccuracy(
         margin=float(margin if margin is not None else d.margin),
@@ -946,7 +959,7 @@ def _notify(data: Any) -> Notify:
     if isinstance(events, str):
         events = [events]
     if not isinstance(events, (list, tuple)) or not events or any(e not in EVENTS for e in events):
-        raise _fail("notify.events", f"must be a list of {', '.join(EVENTS)}; got {events!r}")
+        raise _fail("notify.events", f"must be a list of {', '.join(EVENTS)}; got {shown_value(events)}")
     return Notify(
         webhook=url,
         secret=secret,
@@ -968,10 +981,12 @@ def _retrain(data: Any) -> Retrain:
         if isinstance(command, (list, tuple)) and command and all(isinstance(c, str) and c for c in command):
             command = tuple(command)
         elif not (isinstance(command, str) and command.strip()):
-            raise _fail("retrain.command", f"must be a shell line or a list of arguments; got {command!r}")
+            raise _fail(
+                "retrain.command", f"must be a shell line or a list of arguments; got {shown_value(command)}"
+            )
     notebook = f.string("notebook")
     if notebook is not None and not notebook.endswith(".ipynb"):
-        raise _fail("retrain.notebook", f"must be an .ipynb path; got {notebook!r}")
+        raise _fail("retrain.notebook", f"must be an .ipynb path; got {shown_value(notebook)}")
     if (command is None) == (notebook is None):
         raise _fail("retrain", "give exactly one of command or notebook")
     drift = f.number("drift_threshold", None, low=0.0, low_open=True, what="a positive PSI, e.g. 0.2")
@@ -980,7 +995,7 @@ def _retrain(data: Any) -> Retrain:
         raise _fail("retrain", "give drift_threshold and/or metric_decline: when to retrain")
     metric = f.string("metric")
     if metric is not None and metric not in LIVE_METRICS:
-        raise _fail("retrain.metric", f"must be one of {', '.join(LIVE_METRICS)}; got {metric!r}")
+        raise _fail("retrain.metric", f"must be one of {', '.join(LIVE_METRICS)}; got {shown_value(metric)}")
     d = Retrain(command="")
     return Retrain(
         command,

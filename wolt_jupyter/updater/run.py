@@ -249,16 +249,15 @@ class DeploymentActions:
 def adopt_deployment(name: str, document: Path) -> bool:
     """Record the cluster deployment ``name`` from its adoption document unless this state dir already has it
     (a restarted pod keeps what its service changed since). True if it was adopted now."""
-    import yaml
-
     from wolt_jupyter import deployments
     from wolt_jupyter.revisions import DeploymentRecord
     from wolt_jupyter.spec import DeploymentSpec
+    from wolt_jupyter.untrusted import load_yaml
 
     store = deployments.revision_store()
     if store.exists(name):
         return False
-    doc = yaml.safe_load(Path(document).read_text())
+    doc = load_yaml(Path(document).read_text(), f"adoption document {str(document)!r}")
     spec = DeploymentSpec.from_dict(doc["spec"])
     if spec.name != name or doc.get("target") in (None, "local"):
         raise InvalidArgument(f"{document} does not describe the cluster deployment {name!r}")
