@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-_NAMED = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?):(?P<uri>(models:/|runs:/|file:|/).*)$")
+_NAMED = re.compile(r"(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?):(?P<uri>(models:/|runs:/|file:|/).*)")
 _URI_PREFIXES = ("models:/", "runs:/", "file:", "/")
 DEPLOYMENT_COLUMNS = [
     "name",
@@ -62,7 +62,7 @@ def _split_weighted(item: str, flag: str) -> tuple[str | None, str, int]:
 def _split_named(item: str) -> tuple[str | None, str]:
     if item.startswith(_URI_PREFIXES):  # a bare URI: its scheme is not a variant name
         return None, item
-    match = _NAMED.match(item)
+    match = _NAMED.fullmatch(item)
     return (match["name"], match["uri"]) if match else (None, item)
 
 

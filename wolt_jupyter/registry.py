@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
 MODEL_COLUMNS = ["name", "version", "aliases", "status", "run_id", "created", "source"]
-_ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_RESERVED_ALIAS = re.compile(r"(latest|v\d+)", re.IGNORECASE)
 
 
 def check_model_name(name: str) -> str:
@@ -41,7 +41,7 @@ def check_model_name(name: str) -> str:
 
 
 def check_alias(alias: str) -> str:
-    if not _ALIAS.match(alias or "") or _RESERVED_ALIAS.match(alias):
+    if not _ALIAS.fullmatch(alias or "") or _RESERVED_ALIAS.fullmatch(alias):
         raise InvalidArgument(
             f"alias {alias!r} is not allowed: use letters, digits, '_' and '-' (not 'latest' or 'v<number>'), "
             "e.g. champion"
@@ -406,7 +406,7 @@ def quote_filter_value(name: str) -> str:
 
 
 # -- pinning (deploy time) ------------------------------------------------------------------------------------
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))$")
+_MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))")
 
 
 def pin(uri: str) -> str:
@@ -415,7 +415,7 @@ def pin(uri: str) -> str:
     A deployment records the pinned URI, so moving an alias later never changes what runs silently.
     Other URIs (``runs:/…``, local paths) are returned as they are.
     """
-    match = _MODELS_URI.match(uri)
+    match = _MODELS_URI.fullmatch(uri)
     if not match:
         return uri
     name, version, alias = match["name"], match["version"], match["alias"]
@@ -446,7 +446,7 @@ def pin(uri: str) -> str:
 
 def pinned_version(uri: str) -> tuple[str, str] | None:
     """``(name, version)`` of a pinned ``models:/NAME/VERSION`` URI; None for aliases and other URIs."""
-    match = _MODELS_URI.match(uri)
+    match = _MODELS_URI.fullmatch(uri)
     if not match or not match["version"] or not match["version"].isdigit():
         return None
     return match["name"], match["version"]

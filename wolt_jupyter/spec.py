@@ -137,28 +137,28 @@ def schema_error(data: Any, schema: dict[str, Any], what: str) -> str | None:
     return f"malformed {what} at {shown(where or 'top level', 80)}: {shown(message, 200)}"
 
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # a request parameter or HTTP header name: what the router reads the sticky key from
-_STICKY_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
+_STICKY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}")
 # Kubernetes resource quantity grammar (k8s.io/apimachinery resource.Quantity, the pattern the published CRDs
 # carry for resources.requests/limits), without the sign: a negative request is refused by the API server
 _QUANTITY = re.compile(
-    r"^(?P<num>([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(?P<suffix>([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"(?P<num>([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(?P<suffix>([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?"
 )
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 # cpu, memory, ephemeral-storage, hugepages-<size>, or an extended resource such as nvidia.com/gpu
 _RESOURCE_NAME = re.compile(
-    r"^(cpu|memory|ephemeral-storage|hugepages-[0-9A-Za-z]+|"
-    r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
+    r"(cpu|memory|ephemeral-storage|hugepages-[0-9A-Za-z]+|"
+    r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)"
 )
-_MODEL_URI = re.compile(r"^(models:/[^/@\s]+(/[^/\s]+|@[^/\s]+)|runs:/\S+|models:/m-\w+|file:\S+|/\S+)$")
+_MODEL_URI = re.compile(r"(models:/[^/@\s]+(/[^/\s]+|@[^/\s]+)|runs:/\S+|models:/m-\w+|file:\S+|/\S+)")
 
 
 def check_dns_label(value: str, what: str) -> str:
     """Names that end up in Kubernetes must be DNS-1123 labels: checked before anything is sent."""
-    if not isinstance(value, str) or not value or len(value) > 63 or not DNS1123_LABEL.match(value):
+    if not isinstance(value, str) or not value or len(value) > 63 or not DNS1123_LABEL.fullmatch(value):
         raise InvalidArgument(
             f"{what} {shown_value(value)} is not a DNS-1123 label: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (e.g. 'eta-predictor')"
@@ -169,7 +169,7 @@ def check_dns_label(value: str, what: str) -> str:
 def parse_quantity(value: Any, what: str) -> Decimal:
     """A Kubernetes quantity (``250m``, ``1.5``, ``512Mi``, ``1e3``) as a number, or one line saying why not."""
     text = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    match = _QUANTITY.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidArgument(
             f"{what} {shown_value(value)} is not a Kubernetes quantity: use a non-negative number with an optional "
@@ -205,7 +205,7 @@ def check_resources(resources: Mapping[str, Any]) -> dict[str, dict[str, str]]:
         if not isinstance(values, Mapping) or not values:
             raise InvalidArgument(f"resources.{block} must be a non-empty mapping such as {{cpu: 500m}}")
         for name, value in values.items():
-            if not isinstance(name, str) or not _RESOURCE_NAME.match(name):
+            if not isinstance(name, str) or not _RESOURCE_NAME.fullmatch(name):
                 raise InvalidArgument(
                     f"resources.{block}: {shown_value(name)} is not a Kubernetes resource name; use cpu, memory, "
                     "ephemeral-storage or an extended resource such as nvidia.com/gpu"
@@ -240,7 +240,7 @@ class Variant:
 
     def validate(self) -> None:
         check_dns_label(self.name, "variant name")
-        if not isinstance(self.model, str) or not _MODEL_URI.match(self.model):
+        if not isinstance(self.model, str) or not _MODEL_URI.fullmatch(self.model):
             raise InvalidArgument(
                 f"variant {shown_value(self.name)}: model {shown_value(self.model)} is not a model URI; expected "
                 "'models:/NAME/VERSION', 'models:/NAME@ALIAS', 'runs:/RUN_ID/PATH' or a local path"
@@ -272,7 +272,7 @@ class Routing:
 
     def validate(self) -> None:
         if self.sticky_key is not None and (
-            not isinstance(self.sticky_key, str) or not _STICKY_KEY.match(self.sticky_key)
+            not isinstance(self.sticky_key, str) or not _STICKY_KEY.fullmatch(self.sticky_key)
         ):
             raise InvalidArgument(
                 f"routing.sticky_key {shown_value(self.sticky_key)} must name a request parameter or header: "

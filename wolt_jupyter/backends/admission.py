@@ -113,7 +113,7 @@ def seldon_rules(sdep: dict[str, Any]) -> None:
 
 
 # -- KServe v0.20.0: validateInferenceService ------------------------------------------------------------------
-_ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # IsvcNameFmt
+_ISVC_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # IsvcNameFmt
 # PredictorSpec.GetImplementations: one of these, or custom containers
 _KSERVE_IMPLEMENTATIONS = (
     *("xgboost", "pytorch", "triton", "sklearn", "tensorflow", "onnx"),
@@ -128,7 +128,7 @@ def kserve_rules(isvc: dict[str, Any]) -> None:
     def refuse(reason: str) -> None:
         raise InvalidArgument(f"KServe would refuse InferenceService {name}: {reason}")
 
-    if not _ISVC_NAME.match(name):  # validateInferenceServiceName
+    if not _ISVC_NAME.fullmatch(name):  # validateInferenceServiceName
         refuse(
             f"its name must start with a letter and be lowercase letters, digits and '-' "
             f"([a-z]([-a-z0-9]*[a-z0-9])?); rename it, e.g. 'm-{name}'"

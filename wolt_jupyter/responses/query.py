@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # a stored record's fields, with the deployment (kept once per chunk) after its id and time
 BASE_COLUMNS = (*RECORD_COLUMNS[:2], "deployment", *RECORD_COLUMNS[2:])
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 ACCEPTED_TIMES = (
     "a datetime (naive means local time), epoch seconds (float), a timedelta or a duration before now "
@@ -34,7 +34,7 @@ ACCEPTED_TIMES = (
 def duration_seconds(text: str) -> float | None:
     """Seconds in a duration such as ``"15s"``, ``"30m"``, ``"1h"``, ``"2d"`` (units ms, s, m, h, d, w); None if
     ``text`` is not one. The one parser of durations: ``since=``, the monitor's range and step use it."""
-    m = _DURATION.match(text)
+    m = _DURATION.fullmatch(text)
     return float(m[1]) * _UNIT_SECONDS[m[2].lower()] if m else None
 
 

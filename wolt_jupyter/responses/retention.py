@@ -26,7 +26,7 @@ from wolt_jupyter.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
-_BYTES = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgtp]?i?b?)?\s*$", re.IGNORECASE)
+_BYTES = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([kmgtp]?i?b?)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 RETENTION_FIELDS = ("max_age", "max_bytes")
 
@@ -39,7 +39,7 @@ def parse_bytes(value: Any, what: str = "max_bytes") -> int:
         )
     if isinstance(value, (int, float)) and value >= 0:
         return int(value)
-    m = _BYTES.match(str(value)) if isinstance(value, str) else None
+    m = _BYTES.fullmatch(str(value)) if isinstance(value, str) else None
     if not m:
         raise InvalidArgument(
             f"{what}={value!r} is not a size; use e.g. 5GB, 500MB, 2GiB or a number of bytes"
