@@ -26,10 +26,14 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 variants: *i
 """
 # the same with mappings and merge keys, as a policy would carry it
-MERGE_BOMB = "deployment: eta\n" + "".join(
-    f"k{i}: &k{i} {{" + ", ".join(f"m{j}: *k{i - 1}" if i else f"m{j}: lol" for j in range(9)) + "}\n"
-    for i in range(9)
-) + "watch: {model: eta, <<: *k8}\n"
+MERGE_BOMB = (
+    "deployment: eta\n"
+    + "".join(
+        f"k{i}: &k{i} {{" + ", ".join(f"m{j}: *k{i - 1}" if i else f"m{j}: lol" for j in range(9)) + "}\n"
+        for i in range(9)
+    )
+    + "watch: {model: eta, <<: *k8}\n"
+)
 HOSTILE_YAML = {
     "alias bomb": (ALIAS_BOMB, "expands to more than"),
     "merge-key bomb": (MERGE_BOMB, "expands to more than"),
@@ -81,7 +85,7 @@ def test_a_policy_file_bomb_is_a_policy_error(tmp_path) -> None:
 
     path = tmp_path / "policy.yaml"
     path.write_text(MERGE_BOMB)
-    with pytest.raises(PolicyError, match="cannot read policy file .* expands to more than"):
+    with pytest.raises(PolicyError, match=r"cannot read policy file .* expands to more than"):
         Policy.load(path)
 
 
@@ -122,8 +126,11 @@ def test_every_spec_error_quotes_at_most_120_characters_of_a_value() -> None:
         {"name": long_name, "variants": [{"name": "main", "model": "models:/eta/1", "traffic": 100}]},
         {"name": "eta", "variants": [{"name": "main", "model": "x" * 200_000, "traffic": 100}]},
         {"name": "eta", "variants": [{"name": long_name, "model": "models:/eta/1", "traffic": 100}]},
-        {"name": "eta", "variants": [{"name": "main", "model": "models:/eta/1", "traffic": 100}],
-         "routing": {"sticky_key": "?" * 100_000}},  # fmt: skip
+        {
+            "name": "eta",
+            "variants": [{"name": "main", "model": "models:/eta/1", "traffic": 100}],
+            "routing": {"sticky_key": "?" * 100_000},
+        },
     ):
         with pytest.raises(InvalidArgument) as err:
             DeploymentSpec.from_dict(data)
@@ -172,7 +179,12 @@ def test_every_name_check_refuses_a_trailing_newline(check: str, value: str) -> 
     }
     with pytest.raises(InvalidArgument):
         calls[check]()
-    calls_ok = {"alias": "champion", "model_uri": "models:/eta/1", "sticky_key": "user_id", "quantity": "500m"}
+    calls_ok = {
+        "alias": "champion",
+        "model_uri": "models:/eta/1",
+        "sticky_key": "user_id",
+        "quantity": "500m",
+    }
     if check in calls_ok:  # the same value without the newline passes
         value = calls_ok[check]
         calls[check]()

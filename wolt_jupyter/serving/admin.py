@@ -18,8 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.private import private_dir
 from wolt_jupyter.revisions import deployment_dir
+from wolt_jupyter.untrusted import parse_json, shown_value
 
 log = logging.getLogger(__name__)
 TOKEN_FILE = "admin.token"
@@ -92,9 +94,10 @@ class AdminApi:
             return json_response(200, plane.log_state())
         if request.method != "POST":
             return error_response(405, f"use POST for /admin/{action}")
-        body = _json_object(request.body)
-        if body is None:
-            return error_response(400, "admin body must be a JSON object")
+        try:
+            body = _json_object(request.body)
+        except InvalidArgument as exc:
+            return error_response(400, str(exc))
         try:
             if action == "traffic":
                 plane.router.set_traffic(body.get("weights", body))
@@ -111,7 +114,7 @@ class AdminApi:
                     return error_response(409, conflict)
             else:
                 return error_response(
-                    404, f"no admin action {action!r}; use traffic, promote, rollback or routing"
+                    404, f"no admin action {shown_value(action)}; use traffic, promote, rollback or routing"
                 )
         except WoltError as exc:
             return error_response(400, str(exc))
@@ -126,11 +129,11 @@ class AdminApi:
 
         plane = self.plane
         try:
-            body = json.loads(request.body or b"{}")
+            body = _json_object(request.body)
             timeout = float(body.get("timeout", 30.0))
             shadow_timeout = body.get("shadow_timeout")
             shadow_timeout = None if shadow_timeout is None else float(shadow_timeout)
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, OverflowError):  # InvalidArgument is a ValueError
             return respond(
                 error_response(400, 'flush body: {"timeout": S, "shadow_timeout": S} (both optional)')
             )
@@ -161,9 +164,10 @@ class AdminApi:
         from wolt_jupyter.serving.rest import json_response
 
         plane = self.plane
-        body = _json_object(request.body)
-        if body is None:
-            return respond(error_response(400, "admin body must be a JSON object"))
+        try:
+            body = _json_object(request.body)
+        except InvalidArgument as exc:
+            return respond(error_response(400, str(exc)))
         if plane.staging:
             return respond(error_response(409, "another revision is being loaded; try again when it is done"))
         if not plane.ready:
@@ -214,9 +218,9 @@ def unauthorized(what: str, token_file: str) -> Any:
     )
 
 
-def _json_object(body: bytes) -> dict | None:
-    try:
-        doc = json.loads(body or b"{}")
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
+def _json_object(body: bytes) -> dict:
+    """An admin body (empty: ``{}``); InvalidArgument, one line, for anything but a bounded JSON object."""
+    doc = parse_json(body or b"{}", "admin body")
+    if not isinstance(doc, dict):
+        raise InvalidArgument("admin body must be a JSON object")
+    return doc

@@ -53,6 +53,7 @@ from wolt_jupyter.serving.shadow import ShadowItem, ShadowResult, ShadowWorker, 
 from wolt_jupyter.serving.stats import VariantStats
 from wolt_jupyter.serving.tensors import InferRequest
 from wolt_jupyter.spec import DeploymentSpec
+from wolt_jupyter.untrusted import shown, shown_value
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,6 @@ LOG_FULL_ERROR = "the response log cannot keep this request's record (its disk i
 ARRAY_MIN_VALUES = 64  # below this a list is cheaper to build than handing the array over
 
 
-def shown(text: str, limit: int = 120) -> str:
-    """A client-sent string as quoted back in an error: bounded, so an error never echoes a huge input."""
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-
-
 def _client_fault(prepared: Prepared, exc: Exception) -> str | None:
     """Why a predict that raised is the request's fault: the model rejected NaN or infinite input values
     (a ValueError on data the wire format allows). The message names the input; None: the model's fault."""
@@ -81,7 +77,7 @@ def _client_fault(prepared: Prepared, exc: Exception) -> str | None:
     for t in prepared.tensors:
         arr = t.array
         if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
-            return f"input {t.name!r} holds NaN or infinite values, which the model rejects: {exc}"
+            return f"input {shown_value(t.name)} holds NaN or infinite values, which the model rejects: {exc}"
     return None
 
 
@@ -953,7 +949,9 @@ class DataPlane:
             missing = [n for n in req.output_names if n not in by_name]
             if missing:
                 res.status, res.outputs = 400, None
-                res.error = f"unknown output(s) {', '.join(missing)}; the model returns {', '.join(by_name)}"
+                res.error = (
+                    f"unknown output(s) {shown(', '.join(missing))}; the model returns {', '.join(by_name)}"
+                )
             else:
                 res.outputs = [(n, by_name[n]) for n in req.output_names]
         elif adapter.logs_probabilities:  # logging.probabilities: for the log, not the client (unless named)

@@ -8,7 +8,6 @@ before anything is written; the write happens off the event loop and the answer 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from math import isfinite
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 from wolt_jupyter.config import mask_url
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, authorized, unauthorized
-from wolt_jupyter.serving.dataplane import shown
 from wolt_jupyter.serving.http import Request, Response, error_response
+from wolt_jupyter.untrusted import parse_json, shown
 
 _EXPECTED = '{"feedback": [{"id": ..., "ground_truth": ...}, ...]}'
 
@@ -58,13 +57,9 @@ class FeedbackApi:
         if not (authorized(header, plane.feedback_token) or authorized(header, plane.token)):
             return respond(unauthorized("feedback", FEEDBACK_TOKEN_FILE))
         try:
-            body = json.loads(request.body or b"")
-        except ValueError:
-            return respond(
-                error_response(
-                    400, 'feedback body must be JSON: {"feedback": [{"id": ..., "ground_truth": ...}]}'
-                )
-            )
+            body = parse_json(request.body or b"", "feedback body")
+        except InvalidArgument as exc:
+            return respond(error_response(400, f"{exc}; expected {_EXPECTED}"))
         items = body.get("feedback", [body]) if isinstance(body, dict) else body
         if not isinstance(items, list) or not items:
             return respond(error_response(400, f"expected {_EXPECTED}"))

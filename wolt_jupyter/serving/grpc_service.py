@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections.abc import Callable
 from math import prod
 from typing import Any
 
@@ -39,6 +40,7 @@ from wolt_jupyter.serving.tensors import (
     new_request_id,
     to_binary,
 )
+from wolt_jupyter.untrusted import shown, shown_value
 
 log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
@@ -300,17 +302,22 @@ def decode(request: Any) -> InferRequest:
         if not name:
             raise ProtocolError(400, f"inputs[{i}] needs a name")
         if name in seen:
-            raise ProtocolError(400, f"input {name!r} is given twice")
+            raise ProtocolError(400, f"input {shown_value(name)} is given twice")
         seen.add(name)
         if datatype not in DTYPES:
-            raise ProtocolError(400, f"input {name!r}: datatype {datatype!r} is not one of {DATATYPE_NAMES}")
+            raise ProtocolError(
+                400,
+                f"input {shown_value(name)}: datatype {shown_value(datatype)} is not one of {DATATYPE_NAMES}",
+            )
         shape = check_shape(name, list(t.shape))
         if raw:
             arr = from_binary(name, datatype, shape, raw[i])
         else:
             field = _CONTENTS.get(datatype)
             if field is None:
-                raise ProtocolError(400, f"input {name!r}: {datatype} travels only in raw_input_contents")
+                raise ProtocolError(
+                    400, f"input {shown_value(name)}: {datatype} travels only in raw_input_contents"
+                )
             values = list(getattr(t.contents, field))
             if datatype == "BYTES":
                 arr = np.empty(len(values), dtype=object)
@@ -320,7 +327,8 @@ def decode(request: Any) -> InferRequest:
                 arr = checked_cast(name, datatype, wide)
             if arr.size != prod(shape):
                 raise ProtocolError(
-                    400, f"input {name!r}: shape {list(shape)} needs {prod(shape)} elements, got {arr.size}"
+                    400,
+                    f"input {shown_value(name)}: shape {shown_value(list(shape))} needs {prod(shape)} elements, got {arr.size}",
                 )
             arr = arr.reshape(shape)
         params = {k: param_value(v) for k, v in t.parameters.items()}
@@ -437,6 +445,8 @@ class Servicer:
 
     def _infer(self, request: Any, context: Any) -> tuple:
         """(200, variant, response) or (status, message): one request through the data plane."""
+        if isinstance(request, Undecodable):  # a stream's message that is not a ModelInferRequest
+            return 400, request.message
         plane = self.plane
         t0 = time.perf_counter()
         model, version = request.model_name, request.model_version or None
@@ -448,9 +458,11 @@ class Servicer:
             plane.rejected(model, version, exc.status, t0)
             return exc.status, exc.message
         except Exception as exc:  # only the client's message was read: its fault, never UNKNOWN
-            log.exception("decoding a gRPC request failed")
+            log.debug(
+                "decoding a gRPC request failed", exc_info=True
+            )  # the client's: no traceback per request
             plane.rejected(model, version, 400, t0)
-            return 400, f"cannot decode the request: {type(exc).__name__}: {str(exc)[:200]}"
+            return 400, f"cannot decode the request: {type(exc).__name__}: {shown(str(exc))}"
         reply = _GrpcReply(plane.name)
         self.loop.call_soon_threadsafe(plane.submit, routed, reply)
         remaining = context.time_remaining()
@@ -480,6 +492,38 @@ class Servicer:
                 yield stream_response(infer_response=answer[2])
 
 
+class Undecodable:
+    """What the deserializer hands over for bytes that are not the RPC's message: grpcio would otherwise
+    answer INTERNAL and log a traceback for each; the handler answers INVALID_ARGUMENT instead."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def lenient(message_class: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: an :class:`Undecodable` for bytes it cannot parse."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except Exception as exc:  # DecodeError, or nesting past protobuf's recursion limit
+            name = message_class.DESCRIPTOR.name
+            return Undecodable(f"the message is not a valid {name} ({type(exc).__name__}: {shown(str(exc))})")
+
+    return deserialize
+
+
+def _checked(method: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def handler(request: Any, context: Any) -> Any:
+        if isinstance(request, Undecodable):
+            Servicer._abort(context, 400, request.message)
+        return method(request, context)
+
+    return handler
+
+
 def start_server(plane: Any, loop: asyncio.AbstractEventLoop, host: str, port: int, workers: int = 8) -> Any:
     """Start a grpcio server on a thread pool; returns it (``stop(grace)`` on shutdown)."""
     import grpc
@@ -487,8 +531,8 @@ def start_server(plane: Any, loop: asyncio.AbstractEventLoop, host: str, port: i
     servicer = Servicer(plane, loop)
     handlers = {
         rpc: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, rpc),
-            request_deserializer=MESSAGES[req].FromString,
+            _checked(getattr(servicer, rpc)),
+            request_deserializer=lenient(MESSAGES[req]),
             response_serializer=MESSAGES[resp].SerializeToString,
         )
         for rpc, (req, resp) in _RPCS.items()
@@ -496,7 +540,7 @@ def start_server(plane: Any, loop: asyncio.AbstractEventLoop, host: str, port: i
     rpc, req, resp = STREAM_RPC
     handlers[rpc] = grpc.stream_stream_rpc_method_handler(
         servicer.ModelStreamInfer,
-        request_deserializer=MESSAGES[req].FromString,
+        request_deserializer=lenient(MESSAGES[req]),
         response_serializer=MESSAGES[resp].SerializeToString,
     )
     server = grpc.server(

@@ -24,6 +24,7 @@ import numpy as np
 from wolt_jupyter.responses.record import PROBA_OUTPUT
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.tensors import Tensor, datatype_of
+from wolt_jupyter.untrusted import shown_value
 
 # MLflow column type -> (V2 datatype, numpy dtype, V2 datatypes a client may send for it)
 _NUMERIC = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64")
@@ -297,13 +298,14 @@ class ModelAdapter:
                 a = a.reshape(-1, 1)
             if a.ndim != 2 or a.shape[1] != len(cols):
                 raise ProtocolError(
-                    400, f"input {t.name!r} has shape {list(a.shape)}; expected {self._expected()}"
+                    400,
+                    f"input {shown_value(t.name)} has shape {shown_value(list(a.shape))}; expected {self._expected()}",
                 )
             for c in cols:
                 if t.datatype not in c.accepts:
                     raise ProtocolError(
                         400,
-                        f"input {t.name!r} is {t.datatype} but column {c.name!r} is {c.mlflow_type}; "
+                        f"input {shown_value(t.name)} is {t.datatype} but column {c.name!r} is {c.mlflow_type}; "
                         f"send one of {', '.join(c.accepts)}",
                     )
             if self._fast is not None:
@@ -326,7 +328,7 @@ class ModelAdapter:
                 if t.datatype not in c.accepts:
                     raise ProtocolError(
                         400,
-                        f"input {t.name!r} is {t.datatype} but column {c.name!r} is {c.mlflow_type}; "
+                        f"input {shown_value(t.name)} is {t.datatype} but column {c.name!r} is {c.mlflow_type}; "
                         f"send one of {', '.join(c.accepts)}",
                     )
                 a = t.array
@@ -334,14 +336,15 @@ class ModelAdapter:
                     a = a[:, 0]
                 if a.ndim != 1:
                     raise ProtocolError(
-                        400, f"input {t.name!r} has shape {list(t.shape)}; expected [N] or [N,1]"
+                        400,
+                        f"input {shown_value(t.name)} has shape {shown_value(list(t.shape))}; expected [N] or [N,1]",
                     )
                 if rows is None:
                     rows = a.shape[0]
                 elif a.shape[0] != rows:
                     raise ProtocolError(
                         400,
-                        f"input {t.name!r} has {a.shape[0]} rows but other inputs have {rows}; "
+                        f"input {shown_value(t.name)} has {a.shape[0]} rows but other inputs have {rows}; "
                         "every column needs the same number of rows",
                     )
                 arrays.append(a)
@@ -369,13 +372,14 @@ class ModelAdapter:
                 w not in (-1, g) for w, g in zip(want, t.array.shape, strict=False)
             ):
                 raise ProtocolError(
-                    400, f"input {t.name!r} has shape {list(t.shape)}; expected {want} (-1 = any)"
+                    400,
+                    f"input {shown_value(t.name)} has shape {shown_value(list(t.shape))}; expected {want} (-1 = any)",
                 )
             try:
                 a = t.array.astype(spec.type, copy=False)
             except (TypeError, ValueError):
                 raise ProtocolError(
-                    400, f"input {t.name!r} ({t.datatype}) cannot be cast to {spec.type}"
+                    400, f"input {shown_value(t.name)} ({t.datatype}) cannot be cast to {spec.type}"
                 ) from None
             return Prepared("tensor", a, a.shape[0] if a.ndim else 1, tensors)
         by_name = {t.name: t for t in tensors}
@@ -402,7 +406,8 @@ class ModelAdapter:
             a = t.array[:, 0] if t.array.ndim == 2 and t.array.shape[1] == 1 else t.array
             if a.ndim != 1:
                 raise ProtocolError(
-                    400, f"input {t.name!r}: expected shape [N] or [N,1], got {list(t.shape)}"
+                    400,
+                    f"input {shown_value(t.name)}: expected shape [N] or [N,1], got {shown_value(list(t.shape))}",
                 )
             data[t.name] = a
         if len({len(a) for a in data.values()}) > 1:

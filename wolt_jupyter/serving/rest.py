@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from wolt_jupyter.serving import ProtocolError
-from wolt_jupyter.serving.dataplane import DataPlane, InferResult, Routed, shown
+from wolt_jupyter.serving.dataplane import DataPlane, InferResult, Routed
 from wolt_jupyter.serving.http import Request, Response, error_response
 from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER
 from wolt_jupyter.serving.tensors import encode_response, parse_request
+from wolt_jupyter.untrusted import shown, shown_value
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _header_length(value: str) -> int:
     v = value.strip()
     if not (v.isascii() and v.isdigit() and len(v) <= 18):
         raise ProtocolError(
-            400, f"Inference-Header-Content-Length must be a non-negative integer, got {shown(value)!r}"
+            400, f"Inference-Header-Content-Length must be a non-negative integer, got {shown_value(value)}"
         )
     return int(v)
 
@@ -211,7 +212,7 @@ class RestApi:
         except ProtocolError as exc:
             return exc
         except Exception as exc:  # only the client's bytes were read: its fault, said as a 400, never lost
-            log.exception("decoding a request failed")
+            log.debug("decoding a request failed", exc_info=True)  # the client's: no traceback per request
             return ProtocolError(400, f"cannot decode the request: {type(exc).__name__}: {shown(str(exc))}")
 
     def _decoded(self, args: tuple, decoded: Routed | ProtocolError, reply: _RestReply) -> None:
@@ -226,7 +227,7 @@ class RestApi:
         wbits = {"gzip": 31, "deflate": 15}.get(encoding)
         if wbits is None:
             raise ProtocolError(
-                400, f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none"
+                400, f"Content-Encoding {shown_value(encoding)} is not supported; use gzip, deflate or none"
             )
         limit = self.plane.max_body
         d = zlib.decompressobj(wbits)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import DeploymentSpec
+from wolt_jupyter.untrusted import shown_value
 
 BUCKETS = 10_000
 ROUTE_KEY_HEADER = "x-wolt-route-key"  # the sticky key, when not in the request's parameters
@@ -108,7 +109,9 @@ class Router:
             )
         for name, w in weights.items():
             if isinstance(w, bool) or not isinstance(w, int):
-                raise InvalidArgument(f"weight of {name!r} must be a whole number, got {w!r}")
+                raise InvalidArgument(
+                    f"weight of {shown_value(name)} must be a whole number, got {shown_value(w)}"
+                )
         return self._apply(self.table.spec.with_traffic(weights))
 
     def promote(self, variant: str) -> RoutingTable:

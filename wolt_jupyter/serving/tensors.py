@@ -20,6 +20,7 @@ import numpy as np
 
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.fastjson import decode as fast_decode
+from wolt_jupyter.untrusted import shown_value
 
 try:  # orjson (optional) decodes and encodes V2 JSON several times faster than the standard library
     if os.environ.get("WOLT_SERVING_ORJSON", "1") == "0":  # to test the fallback
@@ -125,7 +126,9 @@ def check_shape(name: str, shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise _bad(f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}")
+        raise _bad(
+            f"input {shown_value(name)}: 'shape' must be a list of non-negative integers, got {shown_value(shape)}"
+        )
     return tuple(shape)
 
 
@@ -134,7 +137,9 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
     if isinstance(data, np.ndarray):  # the fast decoder's numbers: checked for kind and nesting already
         arr = checked_cast(name, datatype, data)
         if arr.size != want:
-            raise _bad(f"input {name!r}: shape {list(shape)} needs {want} elements but 'data' has {arr.size}")
+            raise _bad(
+                f"input {shown_value(name)}: shape {shown_value(list(shape))} needs {want} elements but 'data' has {arr.size}"
+            )
         return arr.reshape(shape)
     if not isinstance(data, list):
         data = [data]
@@ -143,20 +148,20 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
             arr = np.array(data, dtype=object)
         except ValueError:
             raise _bad(
-                f"input {name!r}: 'data' is ragged; expected {want} elements for shape {list(shape)}"
+                f"input {shown_value(name)}: 'data' is ragged; expected {want} elements for shape {shown_value(list(shape))}"
             ) from None
         flat = arr.reshape(-1)
         for item in flat:
             if not isinstance(item, str):
                 raise _bad(
-                    f"input {name!r}: BYTES elements must be strings, got {type(item).__name__} {item!r}"
+                    f"input {shown_value(name)}: BYTES elements must be strings, got {type(item).__name__} {shown_value(item)}"
                 )
     else:
         try:
             arr = np.asarray(data)
         except (ValueError, TypeError):
             raise _bad(
-                f"input {name!r}: 'data' is ragged; expected {want} elements for shape {list(shape)}"
+                f"input {shown_value(name)}: 'data' is ragged; expected {want} elements for shape {shown_value(list(shape))}"
             ) from None
         kinds = _ALLOWED_KINDS[_family(datatype)]
         if arr.size and arr.dtype.kind not in kinds:
@@ -167,13 +172,13 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
                 "f": "floats",
             }
             raise _bad(
-                f"input {name!r}: {datatype} tensor holds {what.get(arr.dtype.kind, arr.dtype.name)}; "
+                f"input {shown_value(name)}: {datatype} tensor holds {what.get(arr.dtype.kind, arr.dtype.name)}; "
                 f"expected {'true/false' if datatype == 'BOOL' else 'numbers'}"
             )
         arr = checked_cast(name, datatype, arr)
     if arr.size != want:
         raise _bad(
-            f"input {name!r}: shape {list(shape)} needs {want} elements but 'data' has {arr.size} "
+            f"input {shown_value(name)}: shape {shown_value(list(shape))} needs {want} elements but 'data' has {arr.size} "
             f"(data shape {list(arr.shape)})"
         )
     return arr.reshape(shape)
@@ -190,14 +195,18 @@ def checked_cast(name: str, datatype: str, arr: np.ndarray) -> np.ndarray:
     if arr.size and dtype.kind in "iu":
         info = np.iinfo(dtype)
         if arr.min() < info.min or arr.max() > info.max:
-            raise _bad(f"input {name!r}: values out of range for {datatype} ({info.min}..{info.max})")
+            raise _bad(
+                f"input {shown_value(name)}: values out of range for {datatype} ({info.min}..{info.max})"
+            )
     if arr.size and dtype.kind == "f" and arr.dtype.kind in "iuf":
         with np.errstate(over="ignore", invalid="ignore"):
             cast = arr.astype(dtype, copy=False)
         overflow = np.isfinite(arr) & ~np.isfinite(cast) if arr.dtype.kind == "f" else ~np.isfinite(cast)
         if overflow.any():
             limit = float(np.finfo(dtype).max)
-            raise _bad(f"input {name!r}: values out of range for {datatype} (magnitude above {limit:.4g})")
+            raise _bad(
+                f"input {shown_value(name)}: values out of range for {datatype} (magnitude above {limit:.4g})"
+            )
         return cast
     return arr.astype(dtype, copy=False)
 
@@ -209,11 +218,11 @@ def from_binary(name: str, datatype: str, shape: tuple[int, ...], chunk: bytes) 
         pos, end = 0, len(chunk)
         while pos < end:
             if pos + 4 > end:
-                raise _bad(f"input {name!r}: truncated BYTES element length in binary data")
+                raise _bad(f"input {shown_value(name)}: truncated BYTES element length in binary data")
             (n,) = struct.unpack_from("<I", chunk, pos)
             pos += 4
             if pos + n > end:
-                raise _bad(f"input {name!r}: BYTES element of {n} bytes runs past the binary data")
+                raise _bad(f"input {shown_value(name)}: BYTES element of {n} bytes runs past the binary data")
             raw = chunk[pos : pos + n]
             pos += n
             try:
@@ -226,12 +235,12 @@ def from_binary(name: str, datatype: str, shape: tuple[int, ...], chunk: bytes) 
         dtype = DTYPES[datatype]
         if len(chunk) % dtype.itemsize:
             raise _bad(
-                f"input {name!r}: {len(chunk)} binary bytes is not a whole number of {datatype} elements"
+                f"input {shown_value(name)}: {len(chunk)} binary bytes is not a whole number of {datatype} elements"
             )
         arr = np.frombuffer(chunk, dtype=dtype)
     if arr.size != want:
         raise _bad(
-            f"input {name!r}: shape {list(shape)} needs {want} elements but binary data has {arr.size}"
+            f"input {shown_value(name)}: shape {shown_value(list(shape))} needs {want} elements but binary data has {arr.size}"
         )
     return arr.reshape(shape)
 
@@ -278,22 +287,24 @@ def parse_request(body: bytes, header_length: int | None = None) -> InferRequest
         if not isinstance(name, str) or not name:
             raise _bad(f"inputs[{i}] needs a non-empty string 'name'")
         if name in seen:
-            raise _bad(f"input {name!r} is given twice")
+            raise _bad(f"input {shown_value(name)} is given twice")
         seen.add(name)
         datatype = item.get("datatype")
         if not isinstance(datatype, str) or datatype not in DTYPES:
-            raise _bad(f"input {name!r}: datatype {datatype!r} is not one of {DATATYPE_NAMES}")
+            raise _bad(
+                f"input {shown_value(name)}: datatype {shown_value(datatype)} is not one of {DATATYPE_NAMES}"
+            )
         shape = check_shape(name, item.get("shape"))
         tparams = item.get("parameters") or {}
         if not isinstance(tparams, dict):
-            raise _bad(f"input {name!r}: 'parameters' must be a JSON object")
+            raise _bad(f"input {shown_value(name)}: 'parameters' must be a JSON object")
         size = tparams.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise _bad(f"input {name!r}: binary_data_size must be a non-negative integer")
+                raise _bad(f"input {shown_value(name)}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
                 raise _bad(
-                    f"input {name!r}: binary_data_size {size} runs past the {len(binary)} bytes after the JSON "
+                    f"input {shown_value(name)}: binary_data_size {size} runs past the {len(binary)} bytes after the JSON "
                     "header (check Inference-Header-Content-Length)"
                 )
             arr = from_binary(name, datatype, shape, bytes(binary[offset : offset + size]))
@@ -301,7 +312,7 @@ def parse_request(body: bytes, header_length: int | None = None) -> InferRequest
         elif "data" in item:
             arr = _from_json(name, datatype, shape, item["data"])
         else:
-            raise _bad(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+            raise _bad(f"input {shown_value(name)} has neither 'data' nor parameters.binary_data_size")
         inputs.append(Tensor(name, datatype, shape, arr, tparams))
     if offset != len(binary):
         raise _bad(f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input")
