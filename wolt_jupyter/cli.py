@@ -110,10 +110,12 @@ def _updater_run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
+    from wolt_jupyter.logfile import rotate_by_size
     from wolt_jupyter.updater.policy import from_yaml_file
     from wolt_jupyter.updater.run import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rotate_by_size()  # the service's log, when its supervisor keeps one
     base = Path(args.base or Path(args.policy).expanduser().parent)
     adopt = Path(args.adopt) if args.adopt else None
     serve(from_yaml_file(args.policy, base), stop=_stop_on_signals(), workdir=base, adopt=adopt)

@@ -1,13 +1,17 @@
 """Every client mistake is a 4xx / INVALID_ARGUMENT with a short message (issue 25), against a real runtime:
 undecodable protobuf, deep JSON, lone surrogates and huge shapes on every route (inference, admin,
-feedback), and no traceback in ``runtime.log`` per bad request."""
+feedback), no traceback in ``runtime.log`` per bad request, and the log rotated by size."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
-from serving_support import free_port, row_doc
+from serving_support import REPO, free_port, row_doc
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECT = b'{"weights": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}"
@@ -131,3 +135,46 @@ def test_undecodable_protobuf_is_invalid_argument_without_a_traceback(rt) -> Non
     assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < SHORT, details[:500]
     no_traceback(rt)
 
+
+def test_a_supervised_processs_log_is_rotated_by_size(tmp_path) -> None:
+    """What the runtime and the update service print goes to a log their supervisor names; past the limit it
+    becomes ``<log>.1`` and writing goes on in a fresh file, for logging and plain stderr alike."""
+    from wolt_jupyter.serving.supervisor import stop_process_group
+
+    log = tmp_path / "runtime.log"
+    child = (
+        "import logging, sys, time\n"
+        "from wolt_jupyter.logfile import rotate_by_size\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "assert rotate_by_size() is not None\n"
+        "for i in range(3000):\n"
+        "    logging.warning('line %d %s', i, 'x' * 100)\n"
+        "print('printed after', flush=True)\n"
+        "logging.warning('last line')\n"
+        "time.sleep(120)\n"
+    )
+    env = {**os.environ, "WOLT_LOG_MAX_BYTES": "50000", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "wolt_jupyter.serving.supervisor", "--state", str(tmp_path / "sup.json")),
+            *("--log", str(log), "--", sys.executable, "-c", child),
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "last line" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline and proc.poll() is None, "the child did not finish logging"
+            time.sleep(0.1)
+    finally:
+        stop_process_group(proc.pid, 10)
+        proc.wait(10)
+    older = log.with_name("runtime.log.1")
+    assert older.exists() and not log.with_name("runtime.log.2").exists()
+    # ~340 kB were written: what is left is the last two files, each about the limit
+    assert log.stat().st_size < 60_000 and older.stat().st_size < 60_000
+    assert "printed after" in log.read_text() + older.read_text()  # plain stderr/stdout follow the rotation
+    assert oct(log.stat().st_mode & 0o777) == "0o600"

@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_mask_record)
+    from wolt_jupyter.logfile import rotate_by_size
+
+    rotate_by_size()  # runtime.log: a client that makes it log cannot fill the disk
     try:
         if os.environ.get("WOLT_SERVING_UVLOOP", "1") == "0":  # to test the fallback
             raise ImportError("uvloop disabled by WOLT_SERVING_UVLOOP=0")

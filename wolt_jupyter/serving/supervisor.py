@@ -132,6 +132,10 @@ class Supervisor:
         self.runtime_args = _runtime_args(command)
         self._resave: threading.Thread | None = None
         self._save_lock = threading.Lock()
+        if log_path is not None:  # the child rotates it by size (wolt_jupyter.logfile)
+            from wolt_jupyter.logfile import LOG_ENV
+
+            os.environ[LOG_ENV] = str(log_path)
         self.state: dict[str, Any] = {
             "supervisor_pid": os.getpid(),
             "runtime_pid": None,
@@ -173,6 +177,12 @@ class Supervisor:
 
     def _spawn(self) -> int:
         """Start the runtime; its pid."""
+        if self.log_path:  # the child may have rotated the log: this process's own output follows
+            with contextlib.suppress(OSError):  # a full disk: the old file keeps it
+                out = self._open_log()
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                os.close(out)
         if self.runtime_args is not None:
             _preload_for_models(self.runtime_args)
             return self._fork()
