@@ -34,6 +34,7 @@ from wolt_jupyter.config import Settings
 from wolt_jupyter.errors import DeployFailed, NotFound, one_line
 from wolt_jupyter.private import open_private
 from wolt_jupyter.revisions import RevisionStore, write_atomic
+from wolt_jupyter.serving.tally import read_tally, tally_path
 from wolt_jupyter.spec import DeploymentSpec
 
 log = logging.getLogger(__name__)
@@ -504,8 +505,6 @@ class LocalBackend(Backend):
             running = self._running(name)
         except NotFound:
             return {}
-        shutdown = self._dir(name) / "shutdown.json"
-        shutdown.unlink(missing_ok=True)
         if running:
             self._stop(running[0], name=name)
         if self.store.exists(name):
@@ -513,10 +512,11 @@ class LocalBackend(Backend):
             rec.extra = {k: v for k, v in rec.extra.items() if k not in ("pid",)}
             self.store.save_record(rec)
         self.write_targets(exclude={name})
-        try:
-            return json.loads(shutdown.read_text())
-        except (OSError, ValueError):
-            return {}
+        # every process the deployment ran in counted into it; a later deployment of the name starts at zero
+        path = tally_path(self.settings.home, name)
+        summary = read_tally(path)
+        path.unlink(missing_ok=True)
+        return summary
 
     def up(self, name: str, progress: Progress | None = None) -> Deployment:
         """Start a recorded deployment whose process is gone (after a reboot), on its port if still free."""

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from wolt_jupyter.serving.dataplane import MAX_BATCH, DataPlane
 from wolt_jupyter.serving.http import Limits, serve
+from wolt_jupyter.serving.tally import EVERY_S as TALLY_EVERY_S
+from wolt_jupyter.serving.tally import Tally, counts
 
 log = logging.getLogger("wolt_jupyter.serving")
 EXIT_BAD_SPEC = 2
@@ -103,6 +105,8 @@ async def _main(args: argparse.Namespace) -> int:
 
     guard = guard_supervisor()  # a supervisor that dies is replaced, not followed
     loader = loop.run_in_executor(None, runtime.load)
+    tally = Tally(state_dir, spec.name)  # what earlier processes of this deployment counted
+    saving = asyncio.ensure_future(_keep_tally(tally, runtime))
     status = 0
     done, _ = await asyncio.wait(
         {loader, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
@@ -128,6 +132,7 @@ async def _main(args: argparse.Namespace) -> int:
 
         left = await drain(server, args.drain_seconds)
         log.info("deployment %s drained (%d connections still open)", spec.name, left)
+    saving.cancel()
     runtime.begin_shutdown()  # requests on open connections now get 503 "shutting down" + Retry-After
     server.close()
     if grpc_server is not None:
@@ -136,19 +141,22 @@ async def _main(args: argparse.Namespace) -> int:
     await asyncio.sleep(0.05)  # let callbacks already scheduled (batched predicts) answer
     shadow_drain = float(os.environ.get("WOLT_SHADOW_DRAIN_S", SHADOW_DRAIN_S))
     stats = await loop.run_in_executor(None, lambda: runtime.close(timeout=25.0, shadow_timeout=shadow_drain))
-    _write_shutdown(state_dir, spec.name, stats)
-    log.info("deployment %s stopped: %s", spec.name, stats)
+    _save_tally(tally, stats)
+    log.info("deployment %s stopped: %s", spec.name, tally.totals(stats))
     return status
 
 
-def _write_shutdown(state_dir: Path, name: str, stats: dict) -> None:
+async def _keep_tally(tally: Tally, runtime: DataPlane) -> None:
+    """Save the counts every few seconds (on the loop: a small file), so a crash loses at most that much."""
+    while True:
+        await asyncio.sleep(TALLY_EVERY_S)
+        _save_tally(tally, counts(runtime))
+
+
+def _save_tally(tally: Tally, stats: dict) -> None:
     """What the undeploy card reports: shadow copies discarded, log rows written/dropped/left in the spool."""
-    import json
-
-    from wolt_jupyter.revisions import deployment_dir, write_atomic
-
     try:
-        write_atomic(deployment_dir(state_dir, name) / "shutdown.json", json.dumps(stats), mode=0o600)
+        tally.save(stats)
     except OSError as exc:
         log.warning("cannot write the shutdown summary: %s", exc)
 
