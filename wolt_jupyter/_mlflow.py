@@ -13,12 +13,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from wolt_jupyter.config import Settings, mask_url, settings
 from wolt_jupyter.errors import InvalidArgument, NotFound, TrackingUnavailable
-from wolt_jupyter.private import private_dir, private_file
+from wolt_jupyter.private import private_dir, private_file, private_tree
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -89,6 +89,22 @@ def mlflow_client(s: Settings | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.registry_uri)
 
 
+def private_artifacts(s: Settings, artifact_uri: str | None) -> None:
+    """Make the experiment folder holding ``artifact_uri`` private (0700/0600), when it is in the local
+    artifact store under the state dir: MLflow writes runs' artifacts and logged models there with the
+    kernel's umask (0644). Called after each write of ours (a run's end, a registration)."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(artifact_uri or "")
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return
+    root = s.artifact_root.resolve()
+    path = Path(unquote(parsed.path)).resolve()
+    if not root.is_relative_to(s.home.resolve()) or not path.is_relative_to(root) or path == root:
+        return
+    with suppress(OSError):  # a file removed meanwhile, a read-only store: nothing to hide there then
+        private_tree(root / path.relative_to(root).parts[0])
 
 
 @contextmanager

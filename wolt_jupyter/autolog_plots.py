@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wolt_jupyter.private import private_tree
+
 log = logging.getLogger(__name__)
 
 # the parameters of mlflow.sklearn.utils._log_specialized_estimator_content this replacement understands
@@ -239,8 +241,9 @@ class _Helper:
 def draw_later(jobs: list[PlotJob], artifact_uris: dict[str, str], tracking_uri: str, home: Path) -> None:
     """Hand ``jobs`` to the helper process; ``artifact_uris`` maps each job's run id to its artifact URI."""
     for job in jobs:
-        directory = Path(tempfile.mkdtemp(prefix="plots-", dir=home))  # private: the state dir is 0700
+        directory = Path(tempfile.mkdtemp(prefix="plots-", dir=home))  # 0700
         job.save(directory)
+        private_tree(directory)  # the job's arrays are training data: 0600 whatever the umask
         message = {
             "dir": str(directory),
             "artifact_uri": artifact_uris[job.run_id],
@@ -377,6 +380,7 @@ def serve(lines: Iterator[str], answer: Callable[[str], None]) -> None:
 def main() -> None:
     with contextlib.suppress(OSError, AttributeError):  # background work: the kernel's cells go first
         os.nice(10)
+    os.umask(0o077)  # the PNGs it stores in a local artifact store are the user's alone
 
     def answer(text: str) -> None:
         sys.stdout.write(text + "\n")

@@ -61,3 +61,32 @@ def open_private(path: Path, mode: str = "ab") -> IO:
     """``open(path, mode)`` for a file that is created (or tightened to) 0600 first, e.g. a runtime log."""
     private_file(path)
     return open(path, mode)  # the caller closes it (a ``with`` block)
+
+
+def private_tree(root: Path) -> Path:
+    """Every directory under ``root`` (``root`` too) 0700 and every file 0600: for what a library writes with
+    the process umask (MLflow's local artifact store, downloaded model files). Symlinks and files of other
+    users are left alone."""
+    root = Path(root)
+    uid = os.getuid()
+
+    def tighten(path: str, want: int) -> None:
+        try:
+            st = os.lstat(path)
+        except OSError:  # gone meanwhile
+            return
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != uid or stat.S_IMODE(st.st_mode) == want:
+            return
+        os.chmod(path, want)
+
+    if not root.is_dir():
+        if root.is_file():
+            tighten(str(root), FILE_MODE)
+        return root
+    tighten(str(root), DIR_MODE)
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            tighten(os.path.join(folder, d), DIR_MODE)
+        for f in files:
+            tighten(os.path.join(folder, f), FILE_MODE)
+    return root

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter import tracking
 from wolt_jupyter._display import Card
-from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors, ui_base
+from wolt_jupyter._mlflow import configure, mlflow_client, private_artifacts, translated_errors, ui_base
 from wolt_jupyter.config import Settings, mask_url
 from wolt_jupyter.errors import InvalidArgument, NotFound, one_line
 
@@ -500,6 +500,7 @@ def save_reference(name: str, version: str | int, data: Any, s: Settings | None 
             frame.to_parquet(path, index=False)
             if mv.run_id:
                 c.log_artifact(mv.run_id, str(path), artifact_path="reference")
+                private_artifacts(s, c.get_run(mv.run_id).info.artifact_uri)
                 uri = f"runs:/{mv.run_id}/reference/{path.name}"
             else:
                 raise InvalidArgument(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import Card
-from wolt_jupyter._mlflow import configure, mlflow_client, translated_errors, ui_base
+from wolt_jupyter._mlflow import configure, mlflow_client, private_artifacts, translated_errors, ui_base
 from wolt_jupyter.autolog_plots import PlotJob, draw_later, plots_after_the_block
 from wolt_jupyter.config import Settings, mask_url
 from wolt_jupyter.errors import InvalidArgument
@@ -323,6 +323,7 @@ def experiment(
                 if autolog:
                     _autolog(False)
                 mlflow.end_run(status)
+                private_artifacts(s, active.info.artifact_uri)  # its artifacts and models: 0600
                 try:
                     handle.card = run_card(run_id, s)
                 except Exception:

@@ -1,18 +1,65 @@
-"""A local deployment's leftovers (issue 25): the undeploy card counts every process the deployment ran in,
-not only the last. Real processes throughout."""
+"""A local deployment's leftovers (issue 25): everything the project writes under the state dir is 0600/0700
+whatever the umask (MLflow's artifact store, autologged plots, the runtime's model cache included), and the
+undeploy card counts every process the deployment ran in, not only the last. Real processes throughout."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import stat
 import time
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from deploy_support import is_ready, runtime_pid
 
 pytestmark = pytest.mark.usefixtures("undeploy_all")
+
+
+def not_private(home: Path) -> list[tuple[str, str]]:
+    """(mode, path) of every directory under ``home`` that is not 0700 and every file that is not 0600."""
+    found = []
+    for folder, dirs, files in os.walk(home):
+        for name, want in [(d, 0o700) for d in dirs] + [(f, 0o600) for f in files]:
+            path = Path(folder, name)
+            st = path.lstat()
+            if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != want:
+                found.append((oct(stat.S_IMODE(st.st_mode)), str(path.relative_to(home))))
+    return found
+
+
+def test_a_notebook_flow_leaves_only_private_files_whatever_the_umask(wolt_home) -> None:
+    """Train with autologging (plots drawn by the helper), register with a reference sample, deploy, predict,
+    undeploy: the issue counted 152 files of 0644 under the state dir after this."""
+    from sklearn.linear_model import LogisticRegression
+
+    import wolt_jupyter as wj
+    from wolt_jupyter.autolog_plots import _Helper, wait_for_plots
+
+    old = os.umask(0o022)  # what a notebook server usually runs with
+    try:
+        X = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 3)), columns=["a", "b", "c"])
+        y = (X["a"] > 0).astype(int)
+        with wj.experiment("private-flow"):
+            model = LogisticRegression().fit(X, y)
+        assert wait_for_plots() == []
+        wj.register(model, name="lr", aliases=["champion"], input_example=X.head(3), reference=X)
+        d = wj.deploy("private-flow", model="models:/lr@champion")
+        assert d.status == "ready"
+        assert len(wj.predict("private-flow", X.head(5))) == 5
+        wj.undeploy("private-flow")
+    finally:
+        os.umask(old)
+        if _Helper.proc is not None:  # the plot helper writes to this state dir: no later test may reuse it
+            _Helper.finish(_Helper.proc)
+            _Helper.proc = None
+    assert list((wolt_home / "artifacts").rglob("*.png")), "the autologged plots were stored"
+    assert list((wolt_home / "deployments" / "private-flow" / "models").rglob("MLmodel"))  # the model cache
+    assert not_private(wolt_home) == []
 
 
 def test_the_undeploy_card_counts_every_process_of_the_deployment(models, wolt_home, rows) -> None:

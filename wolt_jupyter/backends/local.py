@@ -32,7 +32,7 @@ from typing import Any
 from wolt_jupyter.backends.base import Backend, Deployment, Progress
 from wolt_jupyter.config import Settings
 from wolt_jupyter.errors import DeployFailed, NotFound, one_line
-from wolt_jupyter.private import open_private
+from wolt_jupyter.private import open_private, private_dir
 from wolt_jupyter.revisions import RevisionStore, write_atomic
 from wolt_jupyter.serving.tally import read_tally, tally_path
 from wolt_jupyter.spec import DeploymentSpec
@@ -588,7 +588,7 @@ class LocalBackend(Backend):
         import fcntl
 
         lock = self.settings.home / TARGETS_FILE.parent / "targets.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(lock.parent, tighten=False)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

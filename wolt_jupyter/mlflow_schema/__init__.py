@@ -17,7 +17,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from wolt_jupyter.private import FILE_MODE
+from wolt_jupyter.private import FILE_MODE, private_dir
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def create_with_mlflow(db: Path) -> None:
 def _keep_in_cache(key: str, script: str) -> None:
     try:
         target = cache_dir()
-        target.mkdir(parents=True, exist_ok=True)
+        private_dir(target, tighten=False)
         fd, tmp = tempfile.mkstemp(dir=target, suffix=".sql")
         with os.fdopen(fd, "w") as fh:
             fh.write(script)

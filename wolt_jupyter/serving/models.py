@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from wolt_jupyter.private import private_dir, private_tree
 from wolt_jupyter.responses.record import PROBA_OUTPUT
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.tensors import Tensor, datatype_of
@@ -688,12 +689,13 @@ def _cached(uri: str, cache_dir: Path, source: str | None = None) -> Path | str:
 
     import mlflow.artifacts
 
-    Path(cache_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(Path(cache_dir))
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
     try:
         got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source or uri, dst_path=str(tmp)))
         if not (got / "MLmodel").is_file():  # not a model directory: load it the ordinary way
             return uri
+        private_tree(got)  # copied with the store's modes (0644): the cache is the user's alone
         with contextlib.suppress(OSError):  # OSError: another process cached it meanwhile
             os.replace(got, local)
         return local

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import card_html, card_text, p_value_text
+from wolt_jupyter.private import private_dir
 from wolt_jupyter.updater.decide import Decision
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class History:
         self._append({"update": decision, "notified": notified, "time": time.time()})
 
     def _append(self, doc: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent, tighten=False)
         line = json.dumps(doc, sort_keys=True, allow_nan=False) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from wolt_jupyter.errors import one_line
+from wolt_jupyter.private import private_dir
 from wolt_jupyter.revisions import write_atomic
 from wolt_jupyter.updater.notify import Message, Notifier, Sent
 
@@ -99,7 +100,7 @@ class Outbox:
             m.status, m.in_flight, m.detail, m.http_status = kind, False, op["detail"], op.get("status")
 
     def _write_line(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent, tighten=False)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.fchmod(fd, 0o600)
