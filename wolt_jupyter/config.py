@@ -22,6 +22,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 from wolt_jupyter._display import Card
 from wolt_jupyter.errors import ConfigError
+from wolt_jupyter.untrusted import shown_value
 
 HOME_ENV = "WOLT_JUPYTER_HOME"
 CONFIG_FILE = "config.toml"
@@ -40,7 +41,7 @@ TARGETS = tuple(TARGET_MODULES)
 
 def unknown_target(target: str, *, prefix: str = "") -> str:
     """The one line for a target name not in the table, listing the names that are."""
-    return f"unknown target {target!r}; choose one of {', '.join(prefix + t for t in TARGETS)}"
+    return f"unknown target {shown_value(target)}; choose one of {', '.join(prefix + t for t in TARGETS)}"
 
 
 # setting name -> environment variable that overrides it

@@ -21,6 +21,7 @@ from typing import Any
 from wolt_jupyter.errors import InvalidArgument, NotFound
 from wolt_jupyter.private import FILE_MODE, private_dir
 from wolt_jupyter.spec import DeploymentSpec, check_dns_label
+from wolt_jupyter.untrusted import shown_value
 
 RECORD = "deployment.json"
 # what analyses of a response log read unless told otherwise: the revisions since the last deploy
@@ -42,7 +43,7 @@ def parse_revision(value: str | None, example: str = "--revision {}") -> Any:
         option = example.format("").strip(" =")
         raise InvalidArgument(
             f"{option} takes a revision number ({example.format(3)}), several ({example.format('3,4')}) or "
-            f"all (every revision), not {value!r}; without it the revisions since the last deploy are read"
+            f"all (every revision), not {shown_value(value)}; without it the revisions since the last deploy are read"
         )
     numbers = [int(p) for p in parts]
     return numbers[0] if len(numbers) == 1 else numbers

@@ -27,8 +27,12 @@ MAX_DEPTH = 64  # nesting of a JSON or YAML document (a spec nests 4 deep, a pol
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_ALIASES = 256
 MAX_YAML_NODES = 100_000  # after expanding aliases
-# a \uD800-\uDFFF escape: the only way a surrogate gets into JSON text (raw ones are invalid UTF-8)
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# a \uD800-\uDFFF escape: how a surrogate gets into UTF-8 JSON text (raw ones fail the strict decode)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_RAW_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = (
+    "{what} holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair); send text as UTF-8"
+)
 # what the flow-nesting pre-count skips: quoted scalars and comments (brackets there are text)
 _QUOTED = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|#[^\n]*")
 _NOT_FLOW = re.compile(r"[^\[\]{}]+")
@@ -51,17 +55,25 @@ def shown_value(value: Any, limit: int = QUOTE_LIMIT) -> str:
 
 # -- JSON ------------------------------------------------------------------------------------------------------
 def parse_json(body: bytes | str, what: str = "the request body") -> Any:
-    """``body`` decoded as JSON; InvalidArgument (one line, naming ``what``) when it is not JSON, nests deeper
-    than :data:`MAX_DEPTH`, or holds a lone surrogate."""
-    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    """``body`` decoded as JSON; InvalidArgument (one line, naming ``what``) when it is not UTF-8 JSON, nests
+    deeper than :data:`MAX_DEPTH`, or holds a lone surrogate."""
+    if isinstance(body, str):
+        text = body
+        if _RAW_SURROGATE.search(text):
+            raise InvalidArgument(_LONE_SURROGATE.format(what=what))
+    else:
+        try:  # strictly: json.loads would let raw surrogate bytes through ("surrogatepass")
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidArgument(f"{what} is not JSON (not UTF-8 text)") from None
     try:
-        doc = json.loads(raw)
+        doc = json.loads(text)
     except RecursionError:
         raise InvalidArgument(f"{what} nests deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+    except ValueError as exc:
         raise InvalidArgument(f"{what} is not JSON ({shown(str(exc), 80)})") from None
     check_nesting(doc, what)
-    if _SURROGATE_ESCAPE.search(raw):  # a pair combines into one character; what is left is alone
+    if _SURROGATE_ESCAPE.search(text):  # a pair combines into one character; what is left is alone
         _check_strings(doc, what)
     return doc
 
@@ -89,14 +101,8 @@ def _check_strings(doc: Any, what: str) -> None:
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
-        elif isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidArgument(
-                    f"{what} holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair); "
-                    "send text as UTF-8"
-                ) from None
+        elif isinstance(value, str) and _RAW_SURROGATE.search(value):
+            raise InvalidArgument(_LONE_SURROGATE.format(what=what))
 
 
 # -- YAML ------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from wolt_jupyter.errors import InvalidArgument, SourceError
 from wolt_jupyter.monitoring.data import MetricSource, MonitorData
 from wolt_jupyter.monitoring.prometheus import PrometheusSource, label_value
 from wolt_jupyter.monitoring.responselog import ResponseLogSource
+from wolt_jupyter.untrusted import shown_value
 
 if TYPE_CHECKING:
     from wolt_jupyter.config import Settings
@@ -81,7 +82,7 @@ def parse_duration(value: Any, name: str) -> float:
         if seconds is not None and seconds > 0:
             return seconds
     raise InvalidArgument(
-        f'{name}={value!r} is not a duration; use e.g. "15s", "30m", "1h", "24h" or seconds'
+        f'{name}={shown_value(value)} is not a duration; use e.g. "15s", "30m", "1h", "24h" or seconds'
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from wolt_jupyter._display import Card
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.revisions import write_atomic
+from wolt_jupyter.untrusted import shown_value
 
 COMMANDS = ("pause", "resume", "promote-now", "abort", "approve")
 COMMANDS_DIR = "commands"
@@ -275,7 +276,7 @@ def steer(name: str, command: str, *, by: str | None = None, wait: float = WAIT_
     from wolt_jupyter.updater.service import STATE_FILE, ServiceState
 
     if command not in COMMANDS:
-        raise InvalidArgument(f"unknown rollout command {command!r}; one of {', '.join(COMMANDS)}")
+        raise InvalidArgument(f"unknown rollout command {shown_value(command)}; one of {', '.join(COMMANDS)}")
     deployments.revision_store().record(name)  # NotFound first
     by = by or asker("Python")
     remote = ClusterCommands.find(name)
