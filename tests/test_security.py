@@ -52,10 +52,61 @@ def test_mask_url_hides_the_password_in_any_text(template: str, password: str) -
 
 
 @pytest.mark.parametrize(
-    "text", ["models:/eta@champion", "sqlite:////tmp/x.db", "https://user@host/x", "https://h/a@b", None, ""]
+    "text",
+    [
+        "models:/eta@champion",
+        "sqlite:////tmp/x.db",
+        "https://h/a@b",
+        None,
+        "",
+        "user@example.com wrote git@github.com:org/repo.git",
+        "secretKeyRef: {key: MLFLOW_TRACKING_TOKEN, name: eta-credentials}",
+        "      - name: WOLT_PROMETHEUS_TOKEN\n        valueFrom:\n          secretKeyRef:\n",
+        "routing: {sticky_key: user_id}",
+        "admin needs 'Authorization: Bearer <token>' (the deployment's admin.token)",
+        "stringData: {MLFLOW_TRACKING_URI: '****'}",
+        "https://u:****@h/x?token=****",
+    ],
 )
 def test_mask_url_leaves_text_without_credentials_alone(text) -> None:
     assert mask_url(text) == text
+
+
+# every form of credential the issue found shown in clear, each with the secret that must go and a part of the
+# context that must stay readable
+CORPUS = [
+    ("https://ghp_T0kEn123@github.com/org/repo.git", "ghp_T0kEn123", "github.com/org/repo.git"),
+    ("git clone https://x-access-token:ghs_abc@github.com/o/r", "ghs_abc", "github.com/o/r"),
+    ("https://T0K@EN@mlflow.example/", "T0K@EN", "mlflow.example"),
+    (
+        "Authorization: Bearer eyJhbGciOi.eyJzdWIi.SflKxw",
+        "eyJhbGciOi.eyJzdWIi.SflKxw",
+        "Authorization: Bearer",
+    ),
+    ("headers: {'authorization': 'Bearer abc/def+ghi='}", "abc/def+ghi=", "authorization"),
+    ("Authorization: Basic dXNlcjpwQHNz", "dXNlcjpwQHNz", "Basic"),
+    ("PGPASSWORD=p@ss/w:rd psql -h db", "p@ss/w:rd", "psql -h db"),
+    ("export MLFLOW_TRACKING_TOKEN=dapi0123abc", "dapi0123abc", "export MLFLOW_TRACKING_TOKEN="),
+    ("MLFLOW_TRACKING_PASSWORD='s3cr et' mlflow ui", "s3cr et", "mlflow ui"),
+    ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI/K7MDENG", "AWS_SECRET_ACCESS_KEY"),
+    ("password: hunter2\nuser: wolt", "hunter2", "user: wolt"),
+    ("  db_password:   'a b c'", "a b c", "db_password"),
+    ('{"password": "hunter2", "user": "wolt"}', "hunter2", '"user": "wolt"'),
+    ('{"api_key":"k-123","x":1}', "k-123", '"x":1'),
+    ("X-Api-Key: k-456", "k-456", "X-Api-Key"),
+    ("host=h user=u password=top/secret@:%25 dbname=wolt", "top/secret@:%25", "dbname=wolt"),
+    ("https://h/api?token=abc123&page=2", "abc123", "page=2"),
+    ("postgresql://wolt:p@ss/w:rd@db.ml:5432/wolt?sslmode=require", "p@ss/w:rd", "db.ml:5432/wolt"),
+    ("webhook secret=whsec_42 rejected", "whsec_42", "rejected"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret", "kept"), CORPUS, ids=[c[1] for c in CORPUS])
+def test_mask_url_corpus_hides_every_form(text: str, secret: str, kept: str) -> None:
+    shown = mask_url(text)
+    assert secret not in shown and "****" in shown, shown
+    assert kept in shown, shown
+    assert mask_url(shown) == shown  # masking what is shown changes nothing more
 
 
 def test_config_card_masks_every_url_setting(wolt_home, monkeypatch) -> None:
@@ -109,6 +160,21 @@ def test_dry_run_manifests_reference_a_secret_and_show_no_password() -> None:
     # a URI without a password stays inline: nothing to hide, no Secret
     plain = render_kubernetes(spec, ClusterContext(namespace="ml", tracking_uri="http://mlflow.ml:5000"))
     assert "Secret" not in [m["kind"] for m in plain]
+
+
+def test_update_service_events_are_masked(tmp_path) -> None:
+    """A decision's reason and its webhook message may quote a failure naming a store or a server."""
+    from wolt_jupyter.updater.history import DecisionRecord, History
+    from wolt_jupyter.updater.notify import Message
+
+    reason = "rolled back: cannot reach postgresql://wolt:p@ss/w:rd@db.ml/wolt (Bearer abc.def)"
+    history = History(tmp_path / "history.jsonl")
+    history.append(DecisionRecord(1.0, "eta", "eta", "7", "6", 1, "canary 10%", "rollback", reason))
+    stored = (tmp_path / "history.jsonl").read_text()
+    body = Message("d1", "rollback", "eta/7", reason).body().decode()
+    for shown in (stored, body):
+        assert_hidden(shown, "p@ss/w:rd")
+        assert "abc.def" not in shown and "db.ml/wolt" in shown
 
 
 def test_runtime_log_lines_are_masked() -> None:

@@ -9,7 +9,6 @@ This module imports nothing heavy; ``%load_ext wolt_jupyter`` reads it.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,6 +21,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 from wolt_jupyter._display import Card
 from wolt_jupyter.errors import ConfigError
+from wolt_jupyter.masking import MASK as _MASK
+from wolt_jupyter.masking import mask_url as mask_url  # the one masking function, long imported from here
 from wolt_jupyter.untrusted import shown_value
 
 HOME_ENV = "WOLT_JUPYTER_HOME"
@@ -79,31 +80,6 @@ _BOOLEANS = {
 UNREACHABLE_ARTIFACTS = ("warn", "refuse")
 # environment variables that are credentials: shown only masked
 SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WOLT_PROMETHEUS_TOKEN")
-_MASK = "****"
-# scheme://user:password@ — the userinfo runs to the LAST "@" of the token, so a password holding "@", "/" or
-# ":" (unencoded, as people paste them) is hidden whole; the user part never holds "/" (that is a path)
-_URL_USERINFO = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s'\"<>`]*):(?P<pw>[^\s'\"<>`]*)@"
-    r"(?=[^@\s'\"<>`]*(?:[\s'\"<>`]|$))"
-)
-# key=value credentials: libpq DSNs (password=...), query strings (?token=...&...), env-style lines
-_KEY_VALUE = re.compile(
-    r"(?i)(?P<key>\b(?:password|passwd|pwd|secret|token|access_token|api_key|apikey|access_key|secret_key)"
-    r"\s*=\s*)(?P<value>[^\s&;'\"<>`]+)"
-)
-
-
-def mask_url(text: str | None) -> str | None:
-    """Hide every credential in ``text``: the password of each ``scheme://user:password@host`` URL (whatever
-    characters it holds) and ``password=``/``token=``-style values (DSNs, query strings).
-
-    The one masking function: cards, ``%wolt_config``, dry-run manifests, logs and error messages all show
-    URLs through it, so no place can forget a case the others handle.
-    """
-    if not text:
-        return text
-    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", text)
-    return _KEY_VALUE.sub(lambda m: f"{m['key']}{_MASK}", text)
 
 
 @dataclass(frozen=True, repr=False)

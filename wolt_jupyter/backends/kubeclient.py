@@ -847,8 +847,17 @@ def _error_from(status: int, body: Any, method: str, path: str, host: str) -> Cl
         doc = {}
     if not isinstance(doc, dict):
         doc = {}
-    message = _one_line(
-        str(doc.get("message") or (body.decode(errors="replace") if isinstance(body, bytes) else body) or "")
+    from wolt_jupyter.masking import mask_url
+
+    # an invalid value is quoted back by the API server: a credential in it is shown masked
+    message = mask_url(
+        _one_line(
+            str(
+                doc.get("message")
+                or (body.decode(errors="replace") if isinstance(body, bytes) else body)
+                or ""
+            )
+        )
     )
     reason = doc.get("reason") or ""
     if status == 403:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter._display import card_html, card_text, p_value_text
+from wolt_jupyter.masking import mask_url
 from wolt_jupyter.private import private_dir
 from wolt_jupyter.updater.decide import Decision
 
@@ -103,9 +104,12 @@ def decision_id(record: DecisionRecord, basis: float) -> str:
 
 
 def _clean(value: Any) -> Any:
-    """NaN and infinities are not JSON: stored as null (the verdict already says "no value")."""
+    """NaN and infinities are not JSON: stored as null (the verdict already says "no value"); text (a reason
+    quoting a failure) is stored with its credentials masked."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return mask_url(value)
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from wolt_jupyter.errors import one_line
+from wolt_jupyter.masking import mask_url
 from wolt_jupyter.revisions import write_atomic
 from wolt_jupyter.updater.policy import Notify
 
@@ -101,7 +102,7 @@ class Message:
     in_flight: bool = False  # an attempt began and never ended: a crash or a stop mid-send
 
     def body(self) -> bytes:
-        payload = {"text": self.text, "event": self.event, "candidate": self.candidate, "time": self.time,
+        payload = {"text": mask_url(self.text), "event": self.event, "candidate": self.candidate, "time": self.time,
                    **self.fields, "id": self.id}  # fmt: skip
         return json.dumps(payload, default=str, sort_keys=True).encode()
 
