@@ -134,8 +134,10 @@ def test_wolt_config_magic_masks(wolt_home, monkeypatch) -> None:
 
 
 def test_dry_run_manifests_reference_a_secret_and_show_no_password() -> None:
+    import json
+
     from wolt_jupyter.backends.base import Deployment
-    from wolt_jupyter.backends.render import ClusterContext, render_kubernetes
+    from wolt_jupyter.backends.render import ClusterContext, credentials, render_kubernetes, with_credentials
     from wolt_jupyter.spec import DeploymentSpec
 
     spec = DeploymentSpec.from_dict(
@@ -143,9 +145,15 @@ def test_dry_run_manifests_reference_a_secret_and_show_no_password() -> None:
     )
     for password in PASSWORDS:
         uri = f"http://u:{password}@mlflow.ml:5000"
-        manifests = render_kubernetes(spec, ClusterContext(namespace="ml", tracking_uri=uri))
+        ctx = ClusterContext(namespace="ml", tracking_uri=uri)
+        manifests = render_kubernetes(spec, ctx)
         kinds = [m["kind"] for m in manifests]
-        assert kinds[0] == "Secret" and manifests[0]["stringData"]["MLFLOW_TRACKING_URI"] == uri
+        # rendering never holds the value: the Secret says ****, the apply alone fills it in
+        assert kinds[0] == "Secret" and manifests[0]["stringData"] == {"MLFLOW_TRACKING_URI": "****"}
+        assert_hidden(json.dumps(manifests), password)
+        applied = with_credentials(manifests, credentials(spec, ctx))
+        assert applied[0]["stringData"]["MLFLOW_TRACKING_URI"] == uri and applied[1:] == manifests[1:]
+        assert manifests[0]["stringData"]["MLFLOW_TRACKING_URI"] == "****"  # the rendered copy is untouched
         deployment = manifests[kinds.index("Deployment")]
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["MLFLOW_TRACKING_URI"] == {
@@ -348,7 +356,13 @@ def test_the_response_store_url_reaches_pods_only_through_the_secret_in_every_st
     import json
 
     from wolt_jupyter.backends.base import Deployment, Plan
-    from wolt_jupyter.backends.render import ClusterContext, render_kubernetes, response_store_problem
+    from wolt_jupyter.backends.render import (
+        ClusterContext,
+        credentials,
+        render_kubernetes,
+        response_store_problem,
+        with_credentials,
+    )
     from wolt_jupyter.server.serialize import deployment as as_json
     from wolt_jupyter.spec import DeploymentSpec
 
@@ -363,9 +377,10 @@ def test_the_response_store_url_reaches_pods_only_through_the_secret_in_every_st
         manifests = render_kubernetes(spec, ctx)
         secret = manifests[0]
         assert secret["kind"] == "Secret" and secret["stringData"] == {
-            "MLFLOW_TRACKING_URI": tracking,
-            "WOLT_RESPONSE_STORE_URL": store,
+            "MLFLOW_TRACKING_URI": "****",
+            "WOLT_RESPONSE_STORE_URL": "****",
         }
+        assert credentials(spec, ctx) == {"MLFLOW_TRACKING_URI": tracking, "WOLT_RESPONSE_STORE_URL": store}
         deployment = manifests[[m["kind"] for m in manifests].index("Deployment")]
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         for key in ("MLFLOW_TRACKING_URI", "WOLT_RESPONSE_STORE_URL"):
@@ -374,16 +389,22 @@ def test_the_response_store_url_reaches_pods_only_through_the_secret_in_every_st
                 "valueFrom": {"secretKeyRef": {"name": "eta-credentials", "key": key}},
             }
         assert password not in json.dumps(deployment)
-        plan = Plan(manifests)
+        plan = Plan(manifests, credentials=credentials(spec, ctx))
         card = Deployment("eta", "kubernetes", "dry-run", manifests=plan.manifests)
         for shown in (
             json.dumps(plan.shown), json.dumps(card.manifests), json.dumps(card.to_dict()),
             json.dumps(as_json(card)), card.manifests_yaml, repr(card), card._repr_html_(),
+            json.dumps(plan.manifests), repr(plan),
         ):  # fmt: skip
             assert_hidden(shown, password)
             assert "eta-credentials" in shown and "WOLT_RESPONSE_STORE_URL" in shown
-        assert plan.manifests[0]["stringData"]["WOLT_RESPONSE_STORE_URL"] == store  # the apply's copy
+        applied = with_credentials(plan.manifests, plan.credentials)  # what the apply alone sends
+        assert applied[0]["stringData"]["WOLT_RESPONSE_STORE_URL"] == store
     # no credentials: the store's URL still goes through the Secret, never inline
-    plain = render_kubernetes(spec, ClusterContext(response_store_url="postgresql://db.ml/wolt"))
-    assert plain[0]["stringData"] == {"WOLT_RESPONSE_STORE_URL": "postgresql://db.ml/wolt"}
-    assert "postgresql://db.ml" not in json.dumps(plain[1:])
+    ctx = ClusterContext(response_store_url="postgresql://db.ml/wolt")
+    plain = render_kubernetes(spec, ctx)
+    assert plain[0]["stringData"] == {"WOLT_RESPONSE_STORE_URL": "****"}
+    assert "postgresql://db.ml" not in json.dumps(plain)
+    assert with_credentials(plain, credentials(spec, ctx))[0]["stringData"] == {
+        "WOLT_RESPONSE_STORE_URL": "postgresql://db.ml/wolt"
+    }

@@ -22,9 +22,11 @@ Progress = Callable[[str], None]
 class Plan:
     """What an apply would send and what was checked on the way; a dry run shows both."""
 
-    manifests: list[dict[str, Any]]  # what the apply sends: Secrets with their values
+    manifests: list[dict[str, Any]]  # what the apply sends, but each Secret's values are "****"
     checks: list[str] = field(default_factory=list)  # each says whether it ran offline or asked the cluster
     warnings: list[str] = field(default_factory=list)  # e.g. model artifacts the cluster cannot read
+    # the Secrets' values, by key: put in by the apply alone (render.with_credentials), never shown
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def shown(self) -> list[dict[str, Any]]:

@@ -25,10 +25,12 @@ from wolt_jupyter.backends.render import (
     LOOPBACK_HOSTS,
     MANAGED_BY,
     ClusterContext,
+    credentials,
     render_kserve,
     render_kubernetes,
     render_seldon,
     response_store_problem,
+    with_credentials,
 )
 from wolt_jupyter.config import Settings
 from wolt_jupyter.errors import InvalidArgument
@@ -117,7 +119,7 @@ class ClusterBackend(Backend):
                 checks.append(f"{describe}: NOT RUN, needs the cluster ({exc})")
             else:
                 checks.append(f"{describe} (asked the cluster)")
-        return Plan(manifests, checks, warnings)
+        return Plan(manifests, checks, warnings, credentials=credentials(spec, ctx))
 
     def cluster_checks(
         self, spec: DeploymentSpec, manifests: list[dict[str, Any]], ctx: ClusterContext
@@ -166,7 +168,7 @@ class ClusterBackend(Backend):
             progress(
                 f"applying revision {revision} to {self.cluster.host} namespace {self.namespace}: {kinds}"
             )
-        self.cluster.apply(plan.manifests, namespace=self.namespace)
+        self.cluster.apply(with_credentials(plan.manifests, plan.credentials), namespace=self.namespace)
         if wait:
             self.cluster.wait_ready(
                 plan.manifests, namespace=self.namespace, timeout=WAIT_TIMEOUT_S, on_progress=progress
@@ -186,8 +188,9 @@ class ClusterBackend(Backend):
         if previous is None:
             self.delete(name)
             return
-        manifests = type(self).renderer(previous, self.context(previous, revision))
-        self.cluster.apply(manifests, namespace=self.namespace)
+        ctx = self.context(previous, revision)
+        manifests = type(self).renderer(previous, ctx)
+        self.cluster.apply(with_credentials(manifests, credentials(previous, ctx)), namespace=self.namespace)
 
     def status(self, name: str) -> Deployment:
         from wolt_jupyter.revisions import RevisionStore

@@ -222,9 +222,12 @@ def response_store_problem(
     return None
 
 
-def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, Any] | None:
-    """A Secret ``<name>-credentials`` holding what pods must not read inline: the tracking URI when it
-    carries a password, and the response store's URL whenever responses are logged (else None)."""
+def credentials(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, str]:
+    """What pods must not read inline, by key of the ``<name>-credentials`` Secret: the tracking URI when it
+    carries a credential, the response store's URL whenever responses are logged.
+
+    The values never enter a rendered manifest (the Secret there says ``****``): the apply alone puts them
+    in (:func:`with_credentials`), so a dry run, a card, ``to_dict()`` or the server's JSON cannot leak one."""
     from wolt_jupyter.config import mask_url
 
     data = {}
@@ -233,15 +236,35 @@ def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, 
         data[TRACKING_KEY] = uri
     if spec.logging.responses and ctx.response_store_url:
         data[STORE_KEY] = ctx.response_store_url
-    if not data:
+    return data
+
+
+def _credentials_secret(spec: DeploymentSpec, ctx: ClusterContext) -> dict[str, Any] | None:
+    """The ``<name>-credentials`` Secret with its keys and ``****`` for each value (None when there are no
+    credentials)."""
+    from wolt_jupyter.masking import MASK
+
+    keys = credentials(spec, ctx)
+    if not keys:
         return None
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _metadata(f"{spec.name}{CREDENTIALS_SUFFIX}", spec, ctx, "credentials"),
         "type": "Opaque",
-        "stringData": data,
+        "stringData": dict.fromkeys(keys, MASK),
     }
+
+
+def with_credentials(manifests: list[dict[str, Any]], values: dict[str, str]) -> list[dict[str, Any]]:
+    """``manifests`` as the apply sends them: each credentials Secret's values filled in from ``values`` (a
+    new list; the manifests given keep ``****``). What only the apply may call."""
+    out = []
+    for m in manifests:
+        if m.get("kind") == "Secret" and m["metadata"]["name"].endswith(CREDENTIALS_SUFFIX):
+            m = {**m, "stringData": {key: values[key] for key in m.get("stringData") or {}}}
+        out.append(m)
+    return out
 
 
 # -- kubernetes: the project's own runtime ---------------------------------------------------------------------
