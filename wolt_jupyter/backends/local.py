@@ -420,6 +420,8 @@ class LocalBackend(Backend):
         """Start the supervised runtime for ``spec`` on ``port`` (REST) and ``grpc_port`` (gRPC), record it,
         and (``wait``) until ready. ``restart``: with the servers the record kept (``up``)."""
         self._prefetch(spec)
+        if "port" not in rec.extra:  # its first start: counts left by an earlier deployment of the name go
+            tally_path(self.settings.home, spec.name).unlink(missing_ok=True)
         pid = self._start(spec, port, grpc_port, recorded=restart)
         tracking, registry = self._servers(spec.name, restart)
         rec.extra = {
