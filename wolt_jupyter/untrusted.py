@@ -8,7 +8,7 @@ One place for how the project treats text it did not write:
   mistake, raised as :class:`~wolt_jupyter.errors.InvalidArgument`;
 - :func:`load_yaml`: a spec or policy document; larger than :data:`MAX_YAML_BYTES`, nested deeper than
   :data:`MAX_DEPTH`, with more than :data:`MAX_YAML_ALIASES` aliases or more than :data:`MAX_YAML_NODES` nodes
-  once aliases are expanded (the "billion laughs": 500 bytes that expand to 10^9 nodes) is refused while the
+  once aliases are expanded (the "billion laughs": 500 bytes that expand to ~4·10^8 nodes) is refused as the
   document is composed, before anything walks the expansion.
 
 Imports nothing heavy: the runtime, the core and the server extension all use it.
@@ -16,6 +16,7 @@ Imports nothing heavy: the runtime, the core and the server extension all use it
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -110,6 +111,7 @@ class _TooBig(Exception):
     pass
 
 
+@functools.cache  # one class: PyYAML is imported on first use only
 def _bounded_loader() -> type:
     import yaml
 
