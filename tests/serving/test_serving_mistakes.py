@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from serving_support import REPO, free_port, row_doc
+from serving_support import REPO, free_port, lr_spec, row_doc
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECT = b'{"weights": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}"
@@ -22,17 +22,8 @@ SHORT = 400  # a whole error message: the quote and the words around it
 
 @pytest.fixture(scope="module")
 def rt(runtime_factory):
-    """One variant and a shadow, response log on, gRPC on ``rt.grpc``."""
-    spec = {
-        "name": "mistakes-test",
-        "variants": [
-            {"name": "main", "model": "models:/wolt-lr/1", "traffic": 100},
-            {"name": "shadow", "model": "models:/wolt-lr/2", "shadow": True},
-        ],
-        "logging": {"responses": True, "sample": 1.0},
-        "_args": ["--grpc-port", str(free_port())],
-    }
-    [runtime] = runtime_factory(spec)
+    """The usual A/B spec with a shadow (``lr_spec``), response log on, gRPC on ``rt.grpc``."""
+    [runtime] = runtime_factory({**lr_spec("mistakes-test"), "_args": ["--grpc-port", str(free_port())]})
     return runtime
 
 
