@@ -191,7 +191,7 @@ class RevisionStore:
         """Set aside a revision that never ran (a rollback must not land on it); its number stays used."""
         path = self.dir(name) / "revisions" / f"{revision:04d}.yaml"
         if path.exists():
-            (path.parent / "failed").mkdir(exist_ok=True)
+            private_dir(path.parent / "failed")
             os.replace(path, path.parent / "failed" / path.name)
 
     def same_models(self, name: str) -> list[int]:

@@ -19,7 +19,7 @@ from wolt_jupyter.revisions import deployment_dir, write_atomic
 FILE = "shutdown.json"
 EVERY_S = 5.0  # how often a running runtime saves its counts
 # counts that add up over processes; the others (``deferred``: rows left in the spool) are the last process's
-SUMMED = ("written", "dropped", "sampled_out", "replayed", "removed", "shadow_discarded")
+SUMMED = ("written", "dropped", "unlogged", "sampled_out", "replayed", "removed", "shadow_discarded")
 
 
 def tally_path(state_dir: Path, name: str) -> Path:
