@@ -366,7 +366,7 @@ def test_a_service_whose_looks_keep_failing_says_failing_with_the_reason(setup) 
 
     from wolt_jupyter.updater.history import service_health
 
-    home, name, policy = setup
+    home, _name, policy = setup
     actions = Unreachable("1")
     svc = UpdateService(policy, actions, home=home, mlflow=False)
     stop = threading.Event()
