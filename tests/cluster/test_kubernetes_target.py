@@ -43,6 +43,9 @@ def _leftovers(kube_api: Any, namespace: str, name: str) -> list[str]:
         ("Service", kube_api.core.list_namespaced_service),
         ("ConfigMap", kube_api.core.list_namespaced_config_map),
         ("Secret", kube_api.core.list_namespaced_secret),
+        ("ServiceAccount", kube_api.core.list_namespaced_service_account),
+        ("Role", kube_api.rbac.list_namespaced_role),
+        ("RoleBinding", kube_api.rbac.list_namespaced_role_binding),
     ]:
         found += [f"{kind}/{o.metadata.name}" for o in lister(namespace, label_selector=selector).items]
     return found
@@ -355,6 +358,9 @@ def test_dry_run_asks_the_server_and_changes_nothing(
     d = shell.run_line_magic("wolt_deploy", f"eta --model {models['champion']} --target kubernetes --dry-run")
     assert d.status == "dry-run" and [m["kind"] for m in d.manifests] == [
         "Secret",
+        "ServiceAccount",  # the pods' account, which may read (and watch) their own ConfigMap
+        "Role",
+        "RoleBinding",
         "ConfigMap",
         "Deployment",
         "Service",
