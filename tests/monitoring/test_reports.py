@@ -79,7 +79,9 @@ def test_drift_flags_the_shifted_feature(deployed) -> None:
     from wolt_jupyter import deployments
 
     rng = np.random.default_rng(2)
-    rows = pd.DataFrame(rng.normal(size=(300, 3)), columns=FEATURES)
+    # ~500 rows reach main (a 50/50 split): enough that an unshifted feature's PSI stays well under 0.2 by
+    # chance (it is ~ bins/n); with 300 rows (~150 to main) f0 once read 0.2+ in a full run
+    rows = pd.DataFrame(rng.normal(size=(1000, 3)), columns=FEATURES)
     rows["f2"] += 1.5  # production moved away from training on one feature
     deployments.predict("clf", rows, per_row=True)
     report = deployed.run_line_magic("wolt_drift", "clf --variant main")
