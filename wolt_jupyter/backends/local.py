@@ -235,19 +235,20 @@ class LocalBackend(Backend):
                      name, mask_url(tracking), mask_url(self.settings.tracking_uri))  # fmt: skip
         return tracking, registry
 
-    def _start(self, spec: DeploymentSpec, port: int, grpc_port: int, recorded: bool = False) -> int:
+    def _start(self, spec: DeploymentSpec, port: int, grpc_port: int, servers: tuple[str, str]) -> int:
+        """Start the supervisor of ``spec`` with the (tracking, registry) ``servers``; its pid."""
         spec_path = self._spec_path(spec.name)
         write_atomic(spec_path, spec.to_yaml(), mode=0o600)
         self._supervisor_state_path(spec.name).unlink(missing_ok=True)
         log = self._log_path(spec.name)
-        tracking, registry = self._servers(spec.name, recorded)
+        tracking, registry = servers
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "WOLT_JUPYTER_HOME": str(self.settings.home)}
         env.pop("MLFLOW_REGISTRY_URI", None)
         if registry != tracking:
             env["MLFLOW_REGISTRY_URI"] = registry
-        recorded = self.store.response_store(spec.name)
-        if recorded:  # the store the record names, whatever this shell's settings say (`up` from a new shell)
-            env["WOLT_RESPONSE_STORE_URL"] = recorded
+        store = self.store.response_store(spec.name)
+        if store:  # the store the record names, whatever this shell's settings say (`up` from a new shell)
+            env["WOLT_RESPONSE_STORE_URL"] = store
         with open_private(log) as out:  # 0600: the log may quote request data
             out.write(
                 f"\n--- starting revision for {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode()
@@ -272,9 +273,12 @@ class LocalBackend(Backend):
         runtime its supervisor adopted (so not in the supervisor's process group) goes too."""
         from wolt_jupyter.serving.supervisor import stop_process_group
 
-        runtime = self.supervisor_state(name).get("runtime_pid") if name else None
+        if name is None:
+            stop_process_group(pid, timeout)
+            return
+        runtime = self.supervisor_state(name).get("runtime_pid")  # read before the supervisor clears it
         stop_process_group(pid, timeout)
-        if runtime and runtime != pid and _is_our_runtime(int(runtime), self._spec_path(name or "")):
+        if runtime and runtime != pid and _is_our_runtime(int(runtime), self._spec_path(name)):
             stop_process_group(int(runtime), timeout)
 
     def _exit_code(self, pid: int) -> int | None:
@@ -422,8 +426,8 @@ class LocalBackend(Backend):
         self._prefetch(spec)
         if "port" not in rec.extra:  # its first start: counts left by an earlier deployment of the name go
             tally_path(self.settings.home, spec.name).unlink(missing_ok=True)
-        pid = self._start(spec, port, grpc_port, recorded=restart)
         tracking, registry = self._servers(spec.name, restart)
+        pid = self._start(spec, port, grpc_port, (tracking, registry))
         rec.extra = {
             **rec.extra,
             "tracking_uri": tracking,  # what `up` restarts it with (the record is 0600)

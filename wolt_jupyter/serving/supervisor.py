@@ -78,7 +78,8 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return False  # no /proc (macOS), or gone since: kill() above decides
     # "pid (comm) S ...": the state follows the last ")", as comm may hold anything
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
+    state = stat.rfind(b")") + 2
+    return stat[state : state + 1] in (b"Z", b"X")
 
 
 def stop_process_group(pid: int, timeout: float) -> None:

@@ -17,7 +17,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,12 @@ class Command:
     applied: float | None = None
 
 
+def _asked(command: str, by: str, now: float | None) -> Command:
+    asked = time.time() if now is None else now
+    # the id sorts in the order asked: commands are applied as they were given
+    return Command(f"{int(asked * 1e6):017d}-{uuid.uuid4().hex[:8]}", command, by, asked)
+
+
 class Commands:
     """The command files of one deployment's service: pending ones in ``folder``, applied ones in ``done/``."""
 
@@ -55,9 +61,7 @@ class Commands:
         return self.folder / "done"
 
     def put(self, command: str, by: str, now: float | None = None) -> Command:
-        asked = time.time() if now is None else now
-        # the name sorts in the order asked: commands are applied as they were given
-        cmd = Command(f"{int(asked * 1e6):017d}-{uuid.uuid4().hex[:8]}", command, by, asked)
+        cmd = _asked(command, by, now)
         write_atomic(self.folder / f"{cmd.id}.json", json.dumps(asdict(cmd)), mode=0o600)
         return cmd
 
@@ -82,7 +86,7 @@ class Commands:
     def done(self, cmd: Command, outcome: str, now: float) -> Command:
         """Keep the outcome for the asker, then drop the pending file (a crash in between applies it again,
         which each command tolerates: a second pause finds the rollout paused)."""
-        finished = Command(cmd.id, cmd.command, cmd.by, cmd.asked, outcome, now)
+        finished = replace(cmd, outcome=outcome, applied=now)
         write_atomic(self.done_dir / f"{cmd.id}.json", json.dumps(asdict(finished)), mode=0o600)
         (self.folder / f"{cmd.id}.json").unlink(missing_ok=True)
         for old in sorted(self.done_dir.glob("*.json"))[:-KEEP_DONE]:
@@ -94,12 +98,6 @@ class Commands:
             return Command(**json.loads((self.done_dir / f"{cmd_id}.json").read_text()))
         except (OSError, ValueError, TypeError):
             return None
-
-    def publish(self, state: dict[str, Any]) -> None:
-        """The service's state is in its own state dir already: nothing to publish for askers beside it."""
-
-    def state(self) -> dict[str, Any] | None:
-        return None  # read from the state file by the askers (they share the state dir)
 
 
 CONTROL_SUFFIX = "-updater-control"  # the ConfigMap between askers and a service in a pod
@@ -120,15 +118,17 @@ class ClusterCommands:
         self._polled = (-1.0, False)  # (when, whether a command was pending)
 
     @classmethod
-    def find(cls, deployment: str) -> ClusterCommands | None:
-        """The channel of ``deployment``'s service if it runs in the cluster (its ConfigMap exists)."""
+    def find(cls, deployment: str) -> tuple[ClusterCommands, dict[str, Any] | None] | None:
+        """The channel of ``deployment``'s service and the state it last published, if the service runs in the
+        cluster (its ConfigMap exists); None otherwise. One read of the ConfigMap for both."""
         from wolt_jupyter import deployments
 
         where = deployments.cluster_of(deployment)
         if where is None:
             return None
         channel = cls(where[0], where[1], deployment)
-        return channel if channel._object() is not None else None
+        obj = channel._object()
+        return (channel, _state_of(obj.get("data") or {})) if obj is not None else None
 
     def _object(self) -> dict[str, Any] | None:
         return self.cluster.get("v1", "ConfigMap", self.name, namespace=self.namespace)
@@ -144,8 +144,7 @@ class ClusterCommands:
         self.cluster.merge_patch("v1", "ConfigMap", self.name, {"data": data}, namespace=self.namespace)
 
     def put(self, command: str, by: str, now: float | None = None) -> Command:
-        asked = time.time() if now is None else now
-        cmd = Command(f"{int(asked * 1e6):017d}-{uuid.uuid4().hex[:8]}", command, by, asked)
+        cmd = _asked(command, by, now)
         self._patch({f"cmd.{cmd.id}": json.dumps(asdict(cmd))})
         return cmd
 
@@ -171,7 +170,7 @@ class ClusterCommands:
         return pending
 
     def done(self, cmd: Command, outcome: str, now: float) -> Command:
-        finished = Command(cmd.id, cmd.command, cmd.by, cmd.asked, outcome, now)
+        finished = replace(cmd, outcome=outcome, applied=now)
         old = sorted(k for k in self._data() if k.startswith("done."))[: -(KEEP_DONE - 1) or None]
         self._patch({f"cmd.{cmd.id}": None, f"done.{cmd.id}": json.dumps(asdict(finished)),
                      **dict.fromkeys(old)})  # fmt: skip
@@ -192,9 +191,11 @@ class ClusterCommands:
             self._patch({"state": text})
             self._published = text
 
-    def state(self) -> dict[str, Any] | None:
-        raw = self._data().get("state")
-        return json.loads(raw) if raw else None
+
+def _state_of(data: dict[str, str]) -> dict[str, Any] | None:
+    """The service's state as it published it in its ConfigMap's ``data``."""
+    raw = data.get("state")
+    return json.loads(raw) if raw else None
 
 
 def commands_of(deployment: str, home: Path | None = None) -> Commands:
@@ -279,9 +280,9 @@ def steer(name: str, command: str, *, by: str | None = None, wait: float = WAIT_
         raise InvalidArgument(f"unknown rollout command {shown_value(command)}; one of {', '.join(COMMANDS)}")
     deployments.revision_store().record(name)  # NotFound first
     by = by or asker("Python")
-    remote = ClusterCommands.find(name)
-    if remote is not None:  # the service runs in a pod: the same command through its ConfigMap
-        return _steer_remote(remote, name, command, by, wait)
+    found = ClusterCommands.find(name)
+    if found is not None:  # the service runs in a pod: the same command through its ConfigMap
+        return _steer_remote(*found, name, command, by, wait)
     why = refusal(ServiceState.read(updater_dir(name) / STATE_FILE), command, name)
     if why is not None:
         raise InvalidArgument(why)
@@ -311,10 +312,11 @@ def _awaited(
     return Steered(name, cmd.command, cmd.by, None, queued, cmd.id)
 
 
-def _steer_remote(remote: ClusterCommands, name: str, command: str, by: str, wait: float) -> Steered:
+def _steer_remote(
+    remote: ClusterCommands, published: dict[str, Any] | None, name: str, command: str, by: str, wait: float
+) -> Steered:
     from wolt_jupyter.updater.service import ServiceState
 
-    published = remote.state()
     why = refusal(ServiceState(**published) if published else ServiceState(), command, name)
     if why is not None:
         raise InvalidArgument(why)
@@ -374,8 +376,8 @@ def rollout_status(name: str) -> dict[str, Any] | None:
     from wolt_jupyter.updater.history import updater_dir
     from wolt_jupyter.updater.service import STATE_FILE, ServiceState
 
-    remote = ClusterCommands.find(name)
-    published = remote.state() if remote is not None else None
+    found = ClusterCommands.find(name)
+    published = found[1] if found is not None else None
     st = ServiceState(**published) if published else ServiceState.read(updater_dir(name) / STATE_FILE)
     rollout = st.state
     if rollout is None:
