@@ -37,6 +37,7 @@ demo: $(STAMP)
 # whatever pytest said.
 test: $(STAMP) system-deps $(LABEXT)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(MAKE) cluster-up
 	status=0; $(BIN)/python -m pytest --durations=40 || status=$$?; $(MAKE) cluster-down; exit $$status
 
@@ -57,6 +58,7 @@ cluster-images:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff format --check .
 
 system-deps:

@@ -42,7 +42,7 @@ ISOLATED_ENV = (
 
 def stop_server(proc: subprocess.Popen, timeout: float) -> None:
     """Stop a server started in its own session (SIGTERM to its group, SIGKILL after ``timeout``) and reap it."""
-    from wolt_jupyter.serving.supervisor import stop_process_group
+    from wolt_jupyter.processes import stop_process_group
 
     stop_process_group(proc.pid, timeout)
     proc.wait(5)

@@ -73,9 +73,9 @@ def test_each_error_maps_to_its_status(exc: BaseException, status: int) -> None:
 
 def test_old_import_paths_name_the_same_classes() -> None:
     """Modules that used to define an error re-export the one in errors.py (one class, whatever the path)."""
-    from wolt_jupyter.backends.kubeclient import ClusterError as kube_error
     from wolt_jupyter.backends.local import DeployFailed as local_error
     from wolt_jupyter.client import EndpointError as client_error
+    from wolt_jupyter.kubeclient import ClusterError as kube_error
     from wolt_jupyter.locking import DeploymentBusy as lock_error
     from wolt_jupyter.monitoring.data import SourceError as source_error
     from wolt_jupyter.responses import ResponseStoreError as store_error

@@ -68,3 +68,18 @@ def test_the_mlflow_plugin_entry_points_are_the_targets_table() -> None:
     section = text.split('[project.entry-points."mlflow.deployments"]', 1)[1].split("\n[", 1)[0]
     names = [line.split("=", 1)[0].strip() for line in section.strip().splitlines() if "=" in line]
     assert names == [PREFIX + t for t in TARGETS]
+
+
+def test_the_version_lives_in_one_place() -> None:
+    """The lab extension, the REST description and the runtime image tag carry the package's version."""
+    import json
+
+    import yaml
+
+    from wolt_jupyter._version import __version__
+    from wolt_jupyter.backends.render import DEFAULT_IMAGE
+
+    package = json.loads((ROOT / "labextension" / "package.json").read_text())
+    api = yaml.safe_load((ROOT / "wolt_jupyter" / "server" / "openapi.yaml").read_text())
+    assert (package["version"], str(api["info"]["version"])) == (__version__, __version__)
+    assert DEFAULT_IMAGE.endswith(f":{__version__}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from wolt_jupyter import __version__
+from wolt_jupyter._version import __version__
 from wolt_jupyter.errors import WoltError
 
 

@@ -457,7 +457,7 @@ def detach(name: str, key: str) -> None:
 def stop_attached(name: str, timeout: float = 30.0) -> list[str]:
     """Stop every process attached to ``name`` (SIGTERM to its group; SIGKILL after ``timeout`` seconds) and
     forget it; what was stopped, e.g. ``["update service (pid 4242)"]``."""
-    from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
+    from wolt_jupyter.processes import process_gone, stop_process_group
 
     stopped = []
     for path in sorted((revision_store().dir(name) / ATTACHED_DIR).glob("*.json")):

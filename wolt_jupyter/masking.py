@@ -15,6 +15,7 @@ Forms hidden (``tests/test_security.py`` keeps a corpus of each):
 from __future__ import annotations
 
 import re
+from typing import Any
 
 MASK = "****"
 _STOP = "\\s'\"<>`"  # where a credential in running text ends
@@ -62,3 +63,28 @@ def mask_url(text: str | None) -> str | None:
     text = _AUTH_SCHEME.sub(lambda m: f"{m['scheme']} {MASK}", text)
     text = _KEY_EQUALS.sub(_masked_value, text)
     return _KEY_COLON.sub(_masked_value, text)
+
+
+def masked_secret(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A Secret as shown (dry-run manifests, diffs): its keys, never its values."""
+    out = dict(manifest)
+    for key in ("data", "stringData"):
+        if isinstance(out.get(key), dict):
+            out[key] = dict.fromkeys(out[key], MASK)
+    return out
+
+
+def shown_manifests(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Manifests as shown anywhere but the apply: each Secret's keys without its values
+    (:func:`masked_secret`), and every credential in any other string masked (``mask_url``). Already-shown
+    manifests pass through unchanged."""
+    def masked(value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_url(value)
+        if isinstance(value, dict):
+            return {k: masked(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [masked(v) for v in value]
+        return value
+
+    return [masked(masked_secret(m) if m.get("kind") == "Secret" else m) for m in manifests]

@@ -390,6 +390,30 @@ def models(name: str | None = None) -> pd.DataFrame:
     return frame
 
 
+def grouped_models(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``models()`` rows (one per version) grouped per model as JSON-ready dicts, newest version first, with
+    the alias map; times in epoch milliseconds. The lab extension and the widget panel read this shape."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in frame.to_dict("records"):
+        model = out.setdefault(row["name"], {"name": row["name"], "aliases": {}, "versions": []})
+        aliases = [a for a in (row["aliases"] or "").split(", ") if a]
+        for alias in aliases:
+            model["aliases"][alias] = str(row["version"])
+        created = row["created"]
+        model["versions"].append(
+            {
+                "version": str(row["version"]),
+                "uri": f"models:/{row['name']}/{row['version']}",
+                "aliases": aliases,
+                "status": row["status"],
+                "run_id": row["run_id"],
+                "created": None if created is None else int(created.timestamp() * 1000),
+                "source": row["source"],
+            }
+        )
+    return list(out.values())
+
+
 def _all_registered(c: MlflowClient) -> Iterable[Any]:
     token = None
     while True:

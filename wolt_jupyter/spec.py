@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.units import parse_age, parse_bytes
 from wolt_jupyter.untrusted import shown, shown_value
 
 _NUMBER_OR_TEXT = {"type": ["string", "number"]}
@@ -302,8 +303,6 @@ class LoggingSpec:
                 f"logging.on_full must be serve (answer, count the rows not logged) or refuse (503 until "
                 f"the log can write), not {shown_value(self.on_full)}"
             )
-        from wolt_jupyter.responses.retention import check_retention
-
         check_retention(self.retention or {})
 
 
@@ -466,3 +465,19 @@ class DeploymentSpec:
         from wolt_jupyter.untrusted import load_yaml
 
         return cls.from_dict(load_yaml(text, "spec"))
+
+
+RETENTION_FIELDS = ("max_age", "max_bytes")
+
+
+def check_retention(doc: Mapping[str, Any]) -> None:
+    """A spec's ``logging.retention``: known fields with readable values (one line naming the field)."""
+    unknown = sorted(set(doc) - set(RETENTION_FIELDS))
+    if unknown:
+        raise InvalidArgument(
+            f"unknown logging.retention field(s) {', '.join(unknown)}; known: max_age (e.g. 14d), max_bytes (e.g. 5GB)"
+        )
+    if doc.get("max_age") is not None:
+        parse_age(doc["max_age"], "logging.retention.max_age")
+    if doc.get("max_bytes") is not None:
+        parse_bytes(doc["max_bytes"], "logging.retention.max_bytes")

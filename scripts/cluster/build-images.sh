@@ -158,7 +158,7 @@ build_base() {
 }
 
 # -- 2. the runtime image --------------------------------------------------------------------------------
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/pyproject.toml" | head -1)
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/wolt_jupyter/_version.py" | head -1)
 # WOLT_RUNTIME_TAG: another name (e.g. a branch's image beside main's in one cluster; then WOLT_RUNTIME_IMAGE)
 runtime_name=${WOLT_RUNTIME_TAG:-wolt-jupyter-runtime:$version}
 venv=${WOLT_VENV:-$repo/.venv}

@@ -127,9 +127,9 @@ def test_a_tracking_password_goes_into_a_secret_and_is_never_shown(
 def test_status_and_wait_share_one_readiness_rule_per_kind(wolt_home) -> None:
     """A Deployment whose old pods are still ready mid-rollout is not ready for the status either (the
     rollout's wait and the backend's status read the same rule)."""
-    from wolt_jupyter.backends.kubeclient import READINESS
     from wolt_jupyter.backends.kubernetes import KServeBackend, KubernetesBackend, SeldonBackend
     from wolt_jupyter.config import settings
+    from wolt_jupyter.kubeclient import READINESS
 
     s = settings()
     mid_rollout = {

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wolt_jupyter.backends.kubeclient import ClusterError, KubeCluster
 from wolt_jupyter.errors import InvalidArgument, WoltError
+from wolt_jupyter.kubeclient import ClusterError, KubeCluster
 
 from kube.apiserver import NEVER_READY_LABEL, TestApiServer
 from kube.manifests import kserve, pod_monitor, runtime, seldon
@@ -247,7 +247,7 @@ def test_import_is_cheap():
     import subprocess
     import sys
 
-    code = "import sys, wolt_jupyter.backends.kubeclient; print('kubernetes' in sys.modules)"
+    code = "import sys, wolt_jupyter.kubeclient; print('kubernetes' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -391,7 +391,7 @@ def _service_account(folder: Path, token: str) -> Path:
 
 
 def test_in_cluster_transport_sends_the_token_and_rereads_it_when_rotated(tmp_path: Path):
-    from wolt_jupyter.backends.kubeclient import InClusterTransport
+    from wolt_jupyter.kubeclient import InClusterTransport
 
     account = _service_account(tmp_path / "sa", "token-1")
     with TestApiServer(token="token-1", controller=True, ready_delay=0.2) as server:
@@ -419,7 +419,7 @@ def test_in_a_pod_without_the_kubernetes_package_the_service_account_is_used(tmp
     account = _service_account(tmp_path / "sa", "t")
     code = (
         "import sys; sys.modules['kubernetes'] = None\n"  # import kubernetes -> ImportError, as in the image
-        "from wolt_jupyter.backends import kubeclient\n"
+        "from wolt_jupyter import kubeclient\n"
         f"kubeclient.SERVICE_ACCOUNT_DIR = kubeclient.Path({str(account)!r})\n"
         "c = kubeclient.KubeCluster()\n"
         "print(type(c._client).__name__, c.host)\n"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from wolt_jupyter.backends.kubeclient import ClusterError, KubeCluster
 from wolt_jupyter.errors import WoltError
+from wolt_jupyter.kubeclient import ClusterError, KubeCluster
 
 from kube.manifests import runtime
 

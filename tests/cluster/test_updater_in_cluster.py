@@ -153,8 +153,8 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
 ) -> None:
     from wolt_jupyter import steer_rollout
     from wolt_jupyter._mlflow import mlflow_client
-    from wolt_jupyter.backends.kubeclient import KubeCluster
     from wolt_jupyter.cli import main
+    from wolt_jupyter.kubeclient import KubeCluster
     from wolt_jupyter.updater.control import rollout_status
 
     ns = kube_namespace
@@ -247,7 +247,7 @@ def test_the_update_service_in_a_pod_promotes_a_better_version_and_rolls_back_a_
 
             t_rolled_back = _until("v3 rolled back", rolled_back, kube_api, ns, 300)
             # the Deployment back on v2 everywhere, and the load still answered after it
-            from wolt_jupyter.backends.kubeclient import READINESS
+            from wolt_jupyter.kubeclient import READINESS
 
             _until(
                 "the rollback rolled out",

@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from wolt_jupyter.backends.kubeclient import KubeCluster
 from wolt_jupyter.backends.render import ClusterContext, render_kubernetes
+from wolt_jupyter.kubeclient import KubeCluster
 from wolt_jupyter.spec import DeploymentSpec
 
 from .apiserver import TestApiServer

@@ -8,8 +8,9 @@ import pytest
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.responses import ResponseWriter, read_frame
 from wolt_jupyter.responses.footprint import footprint
-from wolt_jupyter.responses.retention import Retention, log_size, parse_age, parse_bytes
+from wolt_jupyter.responses.retention import Retention, log_size
 from wolt_jupyter.responses.store import make_engine
+from wolt_jupyter.units import parse_age, parse_bytes
 
 T0 = 1_800_000_000.0  # a fixed clock: retention is given "now" explicitly
 

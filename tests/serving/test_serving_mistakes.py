@@ -130,7 +130,7 @@ def test_undecodable_protobuf_is_invalid_argument_without_a_traceback(rt) -> Non
 def test_a_supervised_processs_log_is_rotated_by_size(tmp_path) -> None:
     """What the runtime and the update service print goes to a log their supervisor names; past the limit it
     becomes ``<log>.1`` and writing goes on in a fresh file, for logging and plain stderr alike."""
-    from wolt_jupyter.serving.supervisor import stop_process_group
+    from wolt_jupyter.processes import stop_process_group
 
     log = tmp_path / "runtime.log"
     child = (

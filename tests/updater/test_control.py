@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from wolt_jupyter.errors import InvalidArgument, PolicyError
-from wolt_jupyter.updater.control import Commands, refusal, steer
+from wolt_jupyter.updater.commands import Commands, refusal
+from wolt_jupyter.updater.control import steer
 from wolt_jupyter.updater.decide import RolloutState
 from wolt_jupyter.updater.policy import parse
 from wolt_jupyter.updater.service import ServiceState

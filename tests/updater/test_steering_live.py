@@ -230,7 +230,7 @@ def test_a_stopped_service_s_rollout_is_aborted_here_and_undeploy_stops_a_runnin
     policy the service kept. Started again, it is stopped by the undeploy."""
     from wolt_jupyter import deployments, steer_rollout
     from wolt_jupyter._mlflow import mlflow_client as client
-    from wolt_jupyter.serving.supervisor import process_gone
+    from wolt_jupyter.processes import process_gone
     from wolt_jupyter.updater import run
 
     name, hook = served

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from wolt_jupyter._display import Card
 from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.masking import shown_manifests
 from wolt_jupyter.spec import DeploymentSpec
 
 Progress = Callable[[str], None]
@@ -204,30 +205,3 @@ def backend_class(target: str) -> type[Backend]:
         raise InvalidArgument(unknown_target(target))
     importlib.import_module(module)
     return Backend.registry[target]
-
-
-def masked_secret(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A Secret as shown (dry-run manifests, diffs): its keys, never its values."""
-    out = dict(manifest)
-    for key in ("data", "stringData"):
-        if isinstance(out.get(key), dict):
-            out[key] = dict.fromkeys(out[key], "****")
-    return out
-
-
-def shown_manifests(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Manifests as shown anywhere but the apply: each Secret's keys without its values
-    (:func:`masked_secret`), and every credential in any other string masked (``mask_url``). Already-shown
-    manifests pass through unchanged."""
-    from wolt_jupyter.config import mask_url
-
-    def masked(value: Any) -> Any:
-        if isinstance(value, str):
-            return mask_url(value)
-        if isinstance(value, dict):
-            return {k: masked(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [masked(v) for v in value]
-        return value
-
-    return [masked(masked_secret(m) if m.get("kind") == "Secret" else m) for m in manifests]

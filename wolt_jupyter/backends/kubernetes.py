@@ -2,9 +2,9 @@
 
 :class:`ClusterBackend` holds what the three share: resolve the cluster-side context, render the pinned spec,
 run every pre-apply check (:meth:`ClusterBackend.plan`, the same for a dry run and an apply), server-side
-apply through :class:`~wolt_jupyter.backends.kubeclient.KubeCluster` and wait. Each target is a subclass that
+apply through :class:`~wolt_jupyter.kubeclient.KubeCluster` and wait. Each target is a subclass that
 declares its own pieces: the renderer, the kinds it creates, its main object (whose readiness rule, one per
-kind, lives in :mod:`~wolt_jupyter.backends.kubeclient`), its URL, and any check that needs the cluster.
+kind, lives in :mod:`~wolt_jupyter.kubeclient`), its URL, and any check that needs the cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from wolt_jupyter.backends import kubeclient
+from wolt_jupyter import kubeclient
 from wolt_jupyter.backends.admission import admit
 from wolt_jupyter.backends.base import Backend, Deployment, Plan, Progress
 from wolt_jupyter.backends.render import (

@@ -271,7 +271,7 @@ class LocalBackend(Backend):
     def _stop(self, pid: int, timeout: float = STOP_TIMEOUT_S, name: str | None = None) -> None:
         """SIGTERM (the runtime flushes its response log), then SIGKILL if it does not go. With ``name``, a
         runtime its supervisor adopted (so not in the supervisor's process group) goes too."""
-        from wolt_jupyter.serving.supervisor import stop_process_group
+        from wolt_jupyter.processes import stop_process_group
 
         if name is None:
             stop_process_group(pid, timeout)

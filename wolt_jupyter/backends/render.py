@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wolt_jupyter import __version__
+from wolt_jupyter._version import __version__
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.serving.specwatch import SPEC_CONFIGMAP_ENV
 from wolt_jupyter.spec import DeploymentSpec, check_dns_label, check_resources

@@ -156,7 +156,7 @@ class PrometheusSource(MetricSource):
         return self._scrape[deployment]
 
     def _read_scrape_interval(self, deployment: str) -> float:
-        from wolt_jupyter.responses.query import duration_seconds
+        from wolt_jupyter.units import duration_seconds
 
         def seconds(value: object) -> float | None:
             return duration_seconds(str(value)) or None

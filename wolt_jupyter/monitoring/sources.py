@@ -73,14 +73,11 @@ def reading_revisions(source: MetricSource, name: str, revision: Any) -> MetricS
 
 def parse_duration(value: Any, name: str) -> float:
     """Seconds from ``"15s"``, ``"30m"``, ``"1h"``… or a number of seconds."""
-    from wolt_jupyter.responses.query import duration_seconds
+    from wolt_jupyter.units import positive_seconds
 
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    if isinstance(value, str):
-        seconds = duration_seconds(value)
-        if seconds is not None and seconds > 0:
-            return seconds
+    seconds = positive_seconds(value)
+    if seconds is not None:
+        return seconds
     raise InvalidArgument(
         f'{name}={shown_value(value)} is not a duration; use e.g. "15s", "30m", "1h", "24h" or seconds'
     )

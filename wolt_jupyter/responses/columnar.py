@@ -272,7 +272,7 @@ def _column(values: list[Any]) -> tuple[pa.Array, bool]:
             return array, False
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         pass
-    from wolt_jupyter.responses.store import to_json
+    from wolt_jupyter.responses._json import to_json
 
     return pa.array([None if v is None else to_json(v) for v in values], type=pa.string()), True
 
@@ -434,7 +434,7 @@ def concat(parts: list[Any], json_cols: set[str]) -> Any:
     a column that is JSON text in any chunk becomes JSON text in all."""
     import pyarrow as pa
 
-    from wolt_jupyter.responses.store import to_json
+    from wolt_jupyter.responses._json import to_json
 
     def as_json(table: Any) -> Any:
         for name in json_cols & set(table.column_names):

@@ -98,7 +98,7 @@ class DiskWatch:
 
     def check(self) -> None:
         """Set the warning (full, nearly full, or none) and log it when it changes."""
-        from wolt_jupyter.responses.retention import human_bytes
+        from wolt_jupyter.units import human_bytes
 
         d = self.usage()
         where = d["path"] or "the response store"

@@ -24,7 +24,8 @@ def add_feedback(url: str, items: Iterable[Mapping[str, Any]]) -> int:
         )
     from sqlalchemy import delete, insert
 
-    from wolt_jupyter.responses.store import ensure_schema, make_engine, tables, to_json, translate_errors
+    from wolt_jupyter.responses._json import to_json
+    from wolt_jupyter.responses.store import ensure_schema, make_engine, tables, translate_errors
 
     rows: dict[str, dict[str, Any]] = {}
     now = time.time()

@@ -42,7 +42,7 @@ class Footprint:
 
     def parts(self) -> str:
         """``database 1.2 MB, WAL 4.1 MB, spool 0 B``: the card's breakdown."""
-        from wolt_jupyter.responses.retention import human_bytes
+        from wolt_jupyter.units import human_bytes
 
         named = [("database", self.database), ("WAL", self.wal + self.shm), ("spool", self.spool)]
         return ", ".join(f"{name} {human_bytes(n)}" for name, n in named)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import math
-import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,25 +16,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.responses.columnar import JSON_MARK, RECORD_COLUMNS, concat, is_number_list
+from wolt_jupyter.units import duration_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 # a stored record's fields, with the deployment (kept once per chunk) after its id and time
 BASE_COLUMNS = (*RECORD_COLUMNS[:2], "deployment", *RECORD_COLUMNS[2:])
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)\s*", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 ACCEPTED_TIMES = (
     "a datetime (naive means local time), epoch seconds (float), a timedelta or a duration before now "
     'such as "15s", "30m", "1h", "2d", "1w" (units ms, s, m, h, d, w), or an ISO-8601 time "2026-11-29T08:00Z"'
 )
-
-
-def duration_seconds(text: str) -> float | None:
-    """Seconds in a duration such as ``"15s"``, ``"30m"``, ``"1h"``, ``"2d"`` (units ms, s, m, h, d, w); None if
-    ``text`` is not one. The one parser of durations: ``since=``, the monitor's range and step use it."""
-    m = _DURATION.fullmatch(text)
-    return float(m[1]) * _UNIT_SECONDS[m[2].lower()] if m else None
 
 
 def parse_time(value: Any, name: str = "since", now: float | None = None) -> float | None:
@@ -291,8 +282,9 @@ def _legacy(conn: Any, deployment: str, lo: Any, hi: Any, variants: Any, revisio
     """Rows of the first format (one SQL row a record, JSON payloads), spread like a chunk."""
     from sqlalchemy import select
 
+    from wolt_jupyter.responses._json import from_json
     from wolt_jupyter.responses.columnar import spread
-    from wolt_jupyter.responses.store import from_json, tables
+    from wolt_jupyter.responses.store import tables
 
     if revisions is not None:
         return None  # written before revisions were recorded: never part of a revision
@@ -380,7 +372,8 @@ def _with_feedback(conn: Any, table: Any) -> Any:
     import pyarrow.compute as pc
     from sqlalchemy import select
 
-    from wolt_jupyter.responses.store import from_json, tables, to_json
+    from wolt_jupyter.responses._json import from_json, to_json
+    from wolt_jupyter.responses.store import tables
 
     fb = tables()[1]
     truth: dict[str, Any] = {}
@@ -536,7 +529,7 @@ def _json_values(column: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from wolt_jupyter.responses.store import from_json
+    from wolt_jupyter.responses._json import from_json
 
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     encoded = pc.dictionary_encode(array)

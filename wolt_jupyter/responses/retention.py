@@ -16,49 +16,15 @@ the request path; each pass is a few short transactions.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wolt_jupyter.errors import InvalidArgument
+from wolt_jupyter.spec import check_retention
+from wolt_jupyter.units import human_age, human_bytes, parse_age, parse_bytes
 
 log = logging.getLogger(__name__)
-
-_BYTES = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([kmgtp]?i?b?)?\s*", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
-RETENTION_FIELDS = ("max_age", "max_bytes")
-
-
-def parse_bytes(value: Any, what: str = "max_bytes") -> int:
-    """Bytes in ``5GB``, ``500MB``, ``2GiB``, ``10k`` or a plain number (decimal units; ``i`` is binary)."""
-    if isinstance(value, bool):
-        raise InvalidArgument(
-            f"{what}={value!r} is not a size; use e.g. 5GB, 500MB, 2GiB or a number of bytes"
-        )
-    if isinstance(value, (int, float)) and value >= 0:
-        return int(value)
-    m = _BYTES.fullmatch(str(value)) if isinstance(value, str) else None
-    if not m:
-        raise InvalidArgument(
-            f"{what}={value!r} is not a size; use e.g. 5GB, 500MB, 2GiB or a number of bytes"
-        )
-    unit = (m[2] or "").lower().rstrip("b")
-    factor = 1024 ** " kmgtp".index(unit[0]) if unit.endswith("i") else _UNITS[unit]
-    return int(float(m[1]) * factor)
-
-
-def parse_age(value: Any, what: str = "max_age") -> float:
-    """Seconds in ``14d``, ``12h``, ``30m`` or a plain number of seconds."""
-    from wolt_jupyter.responses.query import duration_seconds
-
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    seconds = duration_seconds(value) if isinstance(value, str) else None
-    if not seconds:
-        raise InvalidArgument(f"{what}={value!r} is not an age; use e.g. 14d, 12h, 30m (units s, m, h, d, w)")
-    return seconds
 
 
 @dataclass(frozen=True)
@@ -94,22 +60,9 @@ class Retention:
         )
 
     def describe(self) -> str:
-        age = "no age limit" if self.max_age is None else f"max age {_age(self.max_age)}"
+        age = "no age limit" if self.max_age is None else f"max age {human_age(self.max_age)}"
         size = "no size limit" if self.max_bytes is None else f"max {human_bytes(self.max_bytes)}"
         return f"{age}, {size}"
-
-
-def check_retention(doc: Mapping[str, Any]) -> None:
-    """A spec's ``logging.retention``: known fields with readable values (one line naming the field)."""
-    unknown = sorted(set(doc) - set(RETENTION_FIELDS))
-    if unknown:
-        raise InvalidArgument(
-            f"unknown logging.retention field(s) {', '.join(unknown)}; known: max_age (e.g. 14d), max_bytes (e.g. 5GB)"
-        )
-    if doc.get("max_age") is not None:
-        parse_age(doc["max_age"], "logging.retention.max_age")
-    if doc.get("max_bytes") is not None:
-        parse_bytes(doc["max_bytes"], "logging.retention.max_bytes")
 
 
 @dataclass
@@ -358,18 +311,3 @@ def _count(engine: Any, deployment: str, removed: Removed, now: float) -> None:
     )
     with engine.begin() as conn:
         conn.execute(stmt)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"

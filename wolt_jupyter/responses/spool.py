@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from wolt_jupyter.responses.store import _json_default, to_json
+from wolt_jupyter.responses._json import json_default, to_json
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def spool_record(row: dict[str, Any]) -> bytes:
     if raw:
         row = {**row, BYTES_KEY: sum(len(b) for b in raw)}
     try:
-        line = orjson.dumps(row, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+        line = orjson.dumps(row, default=json_default, option=orjson.OPT_SERIALIZE_NUMPY)
     except (TypeError, orjson.JSONEncodeError):  # e.g. integers beyond 64 bits: the stdlib encoder copes
         line = to_json(row).encode()
     return b"".join((line, b"\n", *raw)) if raw else line + b"\n"

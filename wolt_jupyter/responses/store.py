@@ -7,8 +7,6 @@ the package stays cheap.
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
 import json
 import math
 import re
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.errors import InvalidArgument, ResponseStoreError
+from wolt_jupyter.responses._json import from_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy import Engine, Table
@@ -517,39 +516,6 @@ def ensure_schema(engine: Engine) -> None:
             # the CREATE: the next pass sees it and creates only what is still missing
             if attempt == 2:
                 raise
-
-
-def _json_default(obj: Any) -> Any:
-    # numpy arrays and scalars, pandas objects with .tolist()
-    tolist = getattr(obj, "tolist", None)
-    if callable(tolist):
-        return tolist()
-    if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
-        return obj.isoformat()
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        raw = bytes(obj)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"b64": base64.b64encode(raw).decode("ascii")}
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
-    return str(obj)
-
-
-_encoder = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
-
-
-def to_json(value: Any) -> str:
-    """JSON text for a payload; numpy values, dates and bytes are converted rather than rejected."""
-    return _encoder.encode(value)
-
-
-_decode = json.JSONDecoder().decode
-
-
-def from_json(text: str | None) -> Any:
-    return None if text is None else _decode(text)
 
 
 class translate_errors:

@@ -47,7 +47,7 @@ class LogSummary(Card, title="Response log", css_class="wolt-response-log-card")
     @property
     def warning(self) -> str | None:
         """A readable line when the disk under the log is full (the runtime's) or nearly full."""
-        from wolt_jupyter.responses.retention import human_bytes
+        from wolt_jupyter.units import human_bytes
 
         if self.full_warning:
             return self.full_warning
@@ -63,7 +63,7 @@ class LogSummary(Card, title="Response log", css_class="wolt-response-log-card")
 
     def short(self) -> str:
         """``12,345 rows, 3.2 MB (48 B/row), 100 removed``: the deployment card's and list's cell."""
-        from wolt_jupyter.responses.retention import human_bytes
+        from wolt_jupyter.units import human_bytes
 
         text = f"{self.records:,} rows, {human_bytes(self.bytes)}"
         if self.records:
@@ -80,7 +80,7 @@ class LogSummary(Card, title="Response log", css_class="wolt-response-log-card")
 
     def _rows(self) -> list[tuple[str, Any]]:
         from wolt_jupyter.config import mask_url
-        from wolt_jupyter.responses.retention import human_bytes
+        from wolt_jupyter.units import human_bytes
 
         def when(t: float | None) -> str | None:
             return None if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))

@@ -81,7 +81,7 @@ class SettingsHandler(WoltHandler):
     @endpoint
     async def get(self) -> None:
         def read() -> dict[str, Any]:
-            from wolt_jupyter import __version__
+            from wolt_jupyter._version import __version__
             from wolt_jupyter.config import TARGETS, settings
 
             s = settings()
@@ -103,7 +103,7 @@ class ModelsHandler(WoltHandler):
     async def get(self) -> None:
         from wolt_jupyter import registry
 
-        self.answer({"models": serialize.models(await self.call(registry.models))})
+        self.answer({"models": registry.grouped_models(await self.call(registry.models))})
 
 
 class ModelHandler(WoltHandler):
@@ -111,7 +111,7 @@ class ModelHandler(WoltHandler):
     async def get(self, name: str) -> None:
         from wolt_jupyter import registry
 
-        self.answer(serialize.models(await self.call(registry.models, name))[0])
+        self.answer(registry.grouped_models(await self.call(registry.models, name))[0])
 
 
 # -- deployments -----------------------------------------------------------------------------------------------

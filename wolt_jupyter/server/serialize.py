@@ -24,29 +24,6 @@ def number(value: Any) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def models(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """``registry.models()`` rows (one per version) grouped per model, newest version first, with the alias map."""
-    out: dict[str, dict[str, Any]] = {}
-    for row in frame.to_dict("records"):
-        model = out.setdefault(row["name"], {"name": row["name"], "aliases": {}, "versions": []})
-        aliases = [a for a in (row["aliases"] or "").split(", ") if a]
-        for alias in aliases:
-            model["aliases"][alias] = str(row["version"])
-        created = row["created"]
-        model["versions"].append(
-            {
-                "version": str(row["version"]),
-                "uri": f"models:/{row['name']}/{row['version']}",
-                "aliases": aliases,
-                "status": row["status"],
-                "run_id": row["run_id"],
-                "created": None if created is None else int(created.timestamp() * 1000),
-                "source": row["source"],
-            }
-        )
-    return list(out.values())
-
-
 def deployment(d: Deployment) -> dict[str, Any]:
     """Every field of the core's ``Deployment`` (new fields, such as restarts, appear without a change here);
     a dry run also as the YAML a reviewer reads."""

@@ -101,7 +101,7 @@ async def _main(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    from wolt_jupyter.serving.supervisor import guard_supervisor
+    from wolt_jupyter.serving.guard import guard_supervisor
 
     guard = guard_supervisor()  # a supervisor that dies is replaced, not followed
     loader = loop.run_in_executor(None, runtime.load)

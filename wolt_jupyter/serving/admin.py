@@ -83,8 +83,7 @@ class AdminApi:
 
     def _routing(self, request: Any) -> Any:
         from wolt_jupyter.errors import WoltError
-        from wolt_jupyter.serving.http import error_response
-        from wolt_jupyter.serving.rest import json_response
+        from wolt_jupyter.serving.http import error_response, json_response
 
         plane = self.plane
         action = request.path[len("/admin/") :]
@@ -124,8 +123,7 @@ class AdminApi:
 
     def _flush(self, request: Any, respond: Callable[[Any], None]) -> None:
         """``POST /admin/flush``: answer once shadows and the response log have caught up (waits off-loop)."""
-        from wolt_jupyter.serving.http import error_response
-        from wolt_jupyter.serving.rest import json_response
+        from wolt_jupyter.serving.http import error_response, json_response
 
         plane = self.plane
         try:
@@ -160,8 +158,7 @@ class AdminApi:
         request served; then routing and models switch in one step on the event loop. On any failure the
         answer is 422 with the reason and what served keeps serving, untouched."""
         from wolt_jupyter.errors import WoltError
-        from wolt_jupyter.serving.http import error_response
-        from wolt_jupyter.serving.rest import json_response
+        from wolt_jupyter.serving.http import error_response, json_response
 
         plane = self.plane
         try:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from wolt_jupyter import __version__
+from wolt_jupyter._version import __version__
 from wolt_jupyter.errors import LogFull, WoltError
 from wolt_jupyter.responses.record import PROBA_OUTPUT
 from wolt_jupyter.revisions import deployment_dir, serving_revision

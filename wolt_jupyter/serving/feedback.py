@@ -46,7 +46,7 @@ class FeedbackApi:
         self.plane = plane
 
     def handle(self, request: Request, respond: Callable[[Response], None], model: str) -> None:
-        from wolt_jupyter.serving.rest import json_response
+        from wolt_jupyter.serving.http import json_response
 
         plane = self.plane
         if model != plane.name:

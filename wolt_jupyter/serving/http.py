@@ -67,6 +67,10 @@ def error_response(status: int, message: str) -> Response:
     return Response(status, json.dumps({"error": message}).encode())
 
 
+def json_response(status: int, doc: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(status, json.dumps(doc, separators=(",", ":")).encode(), headers=headers)
+
+
 Handler = Callable[[Request, Callable[[Response], None]], None]
 
 

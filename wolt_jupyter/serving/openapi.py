@@ -134,7 +134,7 @@ def _post(summary: str, body: dict[str, Any], ok: dict[str, Any], params: list |
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document of the runtime's REST routes."""
-    from wolt_jupyter import __version__
+    from wolt_jupyter._version import __version__
 
     ready = {"description": "ready", **_json({"type": "object"})}
     meta = {"description": "model metadata", **_json(_ref("ModelMetadata"))}

@@ -8,7 +8,6 @@ decoded in a worker thread so one big upload does not stall every other client. 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import zlib
@@ -17,7 +16,7 @@ from typing import Any
 
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.dataplane import DataPlane, InferResult, Routed
-from wolt_jupyter.serving.http import Request, Response, error_response
+from wolt_jupyter.serving.http import Request, Response, error_response, json_response
 from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER
 from wolt_jupyter.serving.tensors import encode_response, parse_request
 from wolt_jupyter.untrusted import shown, shown_value
@@ -29,10 +28,6 @@ OFFLOAD_BYTES = 256 * 1024
 RETRY_AFTER_S = "5"  # what a client is told to wait on a 503 (shutting down, loading, the log's disk full)
 OPENAPI_PATH = "/v2/openapi.json"
 Respond = Callable[[Response], None]
-
-
-def json_response(status: int, doc: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    return Response(status, json.dumps(doc, separators=(",", ":")).encode(), headers=headers)
 
 
 def shutting_down_response() -> Response:

@@ -8,7 +8,7 @@ applies a new spec with the same path as ``POST /admin/spec``: routing, weights 
 within milliseconds of the update, with no pod replaced. A spec that needs a model this pod has not loaded
 is left to the rollout the target starts for it (the pod template changes with the models).
 
-The API is reached as the update service in a pod reaches it (:class:`~wolt_jupyter.backends.kubeclient.
+The API is reached as the update service in a pod reaches it (:class:`~wolt_jupyter.kubeclient.
 KubeCluster` over its in-cluster transport; the runtime image has no ``kubernetes`` package). A broken
 stream or an expired ``resourceVersion`` (410) starts over with a ``GET``, backing off to 30 s while the API
 cannot be reached.
@@ -65,7 +65,7 @@ class SpecWatch:
         if not name:
             return None
         # the runtime's one use of the cluster client (lazy: a local runtime never pays for it)
-        from wolt_jupyter.backends.kubeclient import (
+        from wolt_jupyter.kubeclient import (
             SERVICE_ACCOUNT_DIR,
             InClusterTransport,
             KubeCluster,

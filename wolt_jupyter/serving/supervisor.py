@@ -8,7 +8,7 @@ the exit reasons, until a run stays up 30 s.
 
 The supervisor is the process the local backend records; the runtime is its child in the same process group
 (so stopping the group stops both). If the supervisor itself dies (SIGKILL, OOM) the runtime keeps serving
-and starts a new supervisor that adopts it (:func:`guard_supervisor`): nobody has to run ``up``. Other
+and starts a new supervisor that adopts it (:func:`~wolt_jupyter.serving.guard.guard_supervisor`): nobody has to run ``up``. Other
 commands get SIGTERM when their supervisor dies (``PR_SET_PDEATHSIG``). The state (supervisor and runtime
 pids, restarts, last exits, status) is a JSON file the backend reads for cards and lists.
 
@@ -32,6 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wolt_jupyter.processes import process_gone
+from wolt_jupyter.serving.guard import GUARD_ENV
+
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 30.0  # a run this long resets the crash streak
@@ -47,63 +50,6 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
-
-
-GUARD_ENV = "WOLT_SUPERVISOR"  # in a supervised runtime: {"pid": its supervisor, "argv": the supervisor's}
-GUARD_INTERVAL_S = 0.5
-
-
-def process_gone(pid: int) -> bool:
-    """Whether ``pid`` has exited. A child of this process is reaped here, and another process's exited child
-    (a zombie its parent has not reaped yet, e.g. a supervisor started by a busy kernel) counts as gone: it
-    still answers ``kill(pid, 0)``."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return True
-    except ChildProcessError:  # not our child: ask the kernel
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False  # no /proc (macOS), or gone since: kill() above decides
-    # "pid (comm) S ...": the state follows the last ")", as comm may hold anything
-    state = stat.rfind(b")") + 2
-    return stat[state : state + 1] in (b"Z", b"X")
-
-
-def stop_process_group(pid: int, timeout: float) -> None:
-    """SIGTERM the process group led by ``pid`` (a supervisor and its runtime flush and exit), or ``pid``
-    alone when it leads none (an adopted runtime), then SIGKILL if it has not gone within ``timeout``."""
-    if not _signal_group(pid, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process_gone(pid):
-            return
-        time.sleep(0.05)
-    _signal_group(pid, signal.SIGKILL)
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> bool:
-    """Whether ``sig`` reached ``pid``'s group, or ``pid`` itself."""
-    for send in (os.killpg, os.kill):
-        try:
-            send(pid, sig)
-            return True
-        except ProcessLookupError:
-            continue
-    return False
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
@@ -316,46 +262,6 @@ class Supervisor:
         self.state.update(status="stopped", runtime_pid=None)
         self._save()
         return 0
-
-
-def guard_supervisor() -> threading.Event | None:
-    """In a runtime its supervisor forked: watch the supervisor and, if it dies, start a new one that adopts
-    this process, so the deployment keeps serving and stays supervised without anyone running ``up``. Set
-    the event returned when shutting down: a supervisor that goes then is not replaced. None when not
-    supervised (a pod, a test)."""
-    try:
-        info = json.loads(os.environ.pop(GUARD_ENV))
-        pid, argv = int(info["pid"]), [str(a) for a in info["argv"]]
-    except (KeyError, ValueError, TypeError):
-        return None
-    done = threading.Event()
-    threading.Thread(target=_guard, args=(pid, argv, done), name="wolt-guard", daemon=True).start()
-    return done
-
-
-def _guard(pid: int, argv: list[str], done: threading.Event) -> None:
-    parent: int | None = os.getppid()
-    while not done.wait(GUARD_INTERVAL_S):
-        # reparented: the supervisor that forked us is gone even if its pid was taken again
-        gone = os.getppid() != parent if pid == parent else process_gone(pid)
-        if not gone or done.is_set():
-            continue
-        try:
-            successor = subprocess.Popen(
-                [sys.executable, "-m", "wolt_jupyter.serving.supervisor", "--adopt", str(os.getpid()), *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # like the first: stopping its group must not stop ours
-            )
-        except OSError as exc:
-            print(f"wolt-jupyter: the supervisor died and no successor could start: {exc}", file=sys.stderr)
-            return
-        print(
-            f"wolt-jupyter: the supervisor (pid {pid}) died; supervisor {successor.pid} adopts",
-            file=sys.stderr,
-        )
-        pid, parent = successor.pid, None
 
 
 def _runtime_args(command: list[str]) -> list[str] | None:

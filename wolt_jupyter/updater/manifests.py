@@ -37,7 +37,7 @@ from wolt_jupyter.backends.render import (
 )
 from wolt_jupyter.errors import InvalidArgument
 from wolt_jupyter.spec import check_dns_label
-from wolt_jupyter.updater.control import CONTROL_ENV, CONTROL_SUFFIX
+from wolt_jupyter.updater.commands import CONTROL_ENV, CONTROL_SUFFIX
 from wolt_jupyter.updater.policy import Policy, without_unset
 
 POLICY_MOUNT = "/etc/wolt-updater"
@@ -62,7 +62,7 @@ def rules(deployment: str) -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["services"], "resourceNames": [deployment], "verbs": named},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [f"{deployment}{SPEC_SUFFIX}"],
          "verbs": named},
-        # people's rollout commands in, the rollout's state out (updater.control.ClusterCommands)
+        # people's rollout commands in, the rollout's state out (updater.commands.ClusterCommands)
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [f"{deployment}{CONTROL_SUFFIX}"],
          "verbs": ["get", "patch"]},
         # the runtime pods' account and its right to read that ConfigMap (the target renders them each time)

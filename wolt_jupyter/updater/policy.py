@@ -99,18 +99,10 @@ def sklearn_metric(name: str) -> tuple[Callable[..., float], Direction | None]:
 
 def parse_duration(value: Any, path: str) -> float:
     """Seconds from a number or ``"30s"``/``"5m"``/``"1h"``; positive and finite."""
-    from wolt_jupyter.responses.query import duration_seconds
+    from wolt_jupyter.units import positive_seconds
 
-    seconds: float | None
-    if isinstance(value, bool):
-        seconds = None
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        seconds = duration_seconds(value)
-    else:
-        seconds = None
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+    seconds = positive_seconds(value)
+    if seconds is None:
         raise _fail(
             path, f'must be a positive duration such as 30, "30s", "5m", "1h"; got {shown_value(value)}'
         )

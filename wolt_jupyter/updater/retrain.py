@@ -164,7 +164,7 @@ class RetrainRunner:
 
     def _reap(self, st: RetrainState) -> None:
         """Record the end of the run (its exit code when this process started it); stop it past its timeout."""
-        from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
+        from wolt_jupyter.processes import process_gone, stop_process_group
 
         assert st.pid is not None
         if self._proc is not None and self._proc.pid == st.pid:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument, NotFound, WoltError, one_line
-from wolt_jupyter.serving.supervisor import process_gone, stop_process_group
+from wolt_jupyter.processes import process_gone, stop_process_group
 from wolt_jupyter.updater.policy import Policy, Step, is_yaml_text, without_unset
 
 log = logging.getLogger(__name__)
@@ -341,7 +341,7 @@ def _remote_control(service: Any) -> Callable[[], None]:
     from dataclasses import asdict
 
     from wolt_jupyter import deployments
-    from wolt_jupyter.updater.control import CONTROL_ENV, ClusterCommands
+    from wolt_jupyter.updater.commands import CONTROL_ENV, ClusterCommands
     from wolt_jupyter.updater.service import ServiceState
 
     name = service.policy.deployment

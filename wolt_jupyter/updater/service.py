@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from wolt_jupyter.errors import one_line
 from wolt_jupyter.revisions import write_atomic
-from wolt_jupyter.updater.control import COMMANDS_DIR, Command, Commands, refusal
+from wolt_jupyter.updater.commands import COMMANDS_DIR, Command, Commands, refusal
 from wolt_jupyter.updater.decide import (
     Check,
     Decision,

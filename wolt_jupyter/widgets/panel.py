@@ -114,11 +114,10 @@ class WoltPanel:
         from wolt_jupyter import deployments, registry
         from wolt_jupyter.config import settings
         from wolt_jupyter.revisions import RevisionStore
-        from wolt_jupyter.server.serialize import models as grouped
 
         problems = []
         try:
-            self.models = [m for m in grouped(registry.models()) if self.filter in m["name"]]
+            self.models = [m for m in registry.grouped_models(registry.models()) if self.filter in m["name"]]
         except WoltError as exc:
             problems.append(f"registry: {exc}")
         self.deployments = []

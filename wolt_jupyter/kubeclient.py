@@ -269,7 +269,7 @@ class KubeCluster:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             live = self.get(manifest["apiVersion"], kind, name, namespace=namespace)
             if kind == "Secret":  # a diff is shown: keys only, never values
-                from wolt_jupyter.backends.base import masked_secret
+                from wolt_jupyter.masking import masked_secret
 
                 live, after = (masked_secret(m) if m else m for m in (live, after))
             before_text = yaml.safe_dump(_comparable(live), sort_keys=True) if live else ""
