@@ -459,3 +459,34 @@ def test_a_prometheus_query_guard_rolls_back_what_the_hard_limits_let_through(se
     assert reason.startswith("the service is hurt") and "query candidate failures" in reason, reason
     assert failures(load.outcomes) == []
     assert [(v.name, v.traffic) for v in deployments.revision_store().spec("upd").variants] == [("main", 100)]
+
+
+def test_the_champions_baseline_before_the_rollout_is_read_from_its_log(served) -> None:
+    """``guards.service.champion_max_p99_ratio`` on a real deployment: the champion's p99 from the window
+    before the rollout began is read from the log once, and the step's champion requests over ratio x that
+    are counted beside it (the decision's check is judged in test_decide)."""
+    from wolt_jupyter import deployments
+    from wolt_jupyter.updater.policy import Policy, Step
+    from wolt_jupyter.updater.run import DeploymentActions
+
+    name, hook = served
+    d = deployments.deploy("upd", model=f"models:/{name}/1")
+    with Load(d.url, "upd", concurrency=2) as load:
+        load.wait_for(300)
+    deployments.flush_log("upd")
+    started = time.time()
+    policy = _policy(name, hook.url)
+    del policy["offline"]
+    policy["guards"] = {**policy["guards"], "service": {"champion_max_p99_ratio": 1.0001, "baseline": "5m"}}
+    actions = DeploymentActions(Policy.load(policy))
+    with Load(d.url, "upd", concurrency=2) as load:
+        load.wait_for(200)
+    deployments.flush_log("upd")
+    window = actions.observe("2", Step("canary", 50, 300.0), started - 0.001, started)
+    assert window.champion_baseline is not None
+    p99, n = window.champion_baseline
+    assert n >= 300 and 0 < p99 < 1000
+    # a limit just above the old p99: some of the step's requests are slower, and they are counted
+    assert window.champion.requests >= 200 and 0 <= window.champion.slow_vs_baseline < window.champion.requests
+    assert actions.observe("2", Step("canary", 50, 300.0), started, started).champion_baseline == (p99, n)  # once
+    assert failures(load.outcomes) == []

@@ -705,3 +705,37 @@ def test_service_guards_and_query_guards_roll_back_a_candidate_that_hurts_others
                 "guards": {"queries": [{"name": "q", "query": "up"}]},
             }
         )
+
+
+def test_a_champion_slower_than_before_the_rollout_rolls_the_candidate_back() -> None:
+    """``guards.service.champion_max_p99_ratio``: no number known in advance; the champion's p99 from before
+    the rollout, times the ratio, is its limit. Without a baseline the guard says so and judges nothing."""
+    policy = parse(
+        {
+            "deployment": "eta",
+            "watch": {"model": "eta"},
+            "rollout": {"shadow": False, "canary": [{"weight": 10, "bake": "5m"}, {"weight": 100, "bake": "5m"}]},
+            "guards": {"service": {"champion_max_p99_ratio": 1.5, "baseline": "10m"}},
+        }
+    )
+    assert policy.guards.service.baseline == 600.0
+    state = start(policy, "2", "1", 0.0)
+    assert state.started == 0.0
+    fast = ArmStats(requests=300, errors=0, p99_ms=12.0)
+    before = (10.0, 5000)  # p99 10 ms over 5,000 requests before the rollout
+    for slow, action in ((270, "rollback"), (20, "hold")):  # 10 % vs 0.7 % of 2,700 over 15 ms
+        champion = ArmStats(requests=2700, errors=0, p99_ms=30.0, slow_vs_baseline=slow)
+        live = LiveWindow(fast, champion, champion_baseline=before)
+        d = decide(policy, state, Observations(60.0, live=live))
+        assert d.action == action, d.reason
+        check = next(c for c in d.checks if c.name.startswith("champion p99 vs before"))
+        assert check.threshold == 15.0 and check.baseline == 10.0 and check.n_baseline == 5000
+        assert check.verdict == ("fail" if slow == 270 else "pass"), check.why
+    d = decide(policy, state, Observations(60.0, live=LiveWindow(fast, champion, champion_baseline=None)))
+    check = next(c for c in d.checks if c.name.startswith("champion p99 vs before"))
+    assert check.verdict == "n/a" and "no baseline" in check.why and d.action == "hold"
+    for bad in (1.0, 0.5, "fast"):
+        with pytest.raises(Exception, match="champion_max_p99_ratio"):
+            parse({"deployment": "eta", "watch": {"model": "eta"},
+                   "guards": {"service": {"champion_max_p99_ratio": bad}}})  # fmt: skip
+

@@ -109,3 +109,26 @@ def test_each_arm_counts_its_requests_over_its_own_p99_limit() -> None:
     assert (w.candidate.slow, w.champion.slow) == (10, 10)
     w = window_from_log(log, candidate="candidate", champion="main", shadow=False)
     assert (w.candidate.slow, w.champion.slow) == (None, None)
+
+
+def test_the_champions_baseline_is_its_p99_before_the_rollout_and_counts_what_is_slower(wolt_home) -> None:
+    """``service.champion_max_p99_ratio``: the champion's p99 in the window before the rollout began is read
+    from the log (not its rows since), and the step's champion requests over ratio x that are counted."""
+    from wolt_jupyter.updater.observe import champion_baseline
+
+    url = default_store_url("eta", wolt_home)
+    started = time.time() - 60
+    with ResponseWriter(url) as w:
+        for i in range(200):  # before: 2-11 ms, one failure that does not count
+            w.submit(record(f"b{i}", started - 100 + i * 0.4, "main", False, [1.0], [1.0], latency=2.0 + i % 10))
+        w.submit(record("bad", started - 5, "main", False, [1.0], [1.0], status=500, latency=900.0))
+        w.submit(record("long-ago", started - 900, "main", False, [1.0], [1.0], latency=500.0))
+        for i in range(100):  # during: every fifth answer at 40 ms
+            w.submit(record(f"d{i}", started + i * 0.3, "main", False, [1.0], [1.0], latency=40.0 if i % 5 == 0 else 3.0))
+            w.submit(record(f"c{i}", started + i * 0.3, "challenger", False, [1.0], [1.0], latency=3.0))
+    base = champion_baseline("eta", "main", started, 600.0, 10)
+    assert base is not None and base[1] == 200 and base[0] == pytest.approx(11.0, abs=0.1)
+    assert champion_baseline("eta", "main", started, 600.0, 500) is None  # too few requests: no baseline
+    window = observe("eta", started, candidate="challenger", champion="main", shadow=False,
+                     champion_relative_ms=base[0] * 1.5)  # fmt: skip
+    assert window.champion.requests == 100 and window.champion.slow_vs_baseline == 20

@@ -63,7 +63,7 @@ class RecordedDeployment:
     def rollback(self, version: str) -> None:
         self.calls.append(f"rollback {version}")
 
-    def observe(self, version, step, since):
+    def observe(self, version, step, since, started=None):
         return observe("eta", since, candidate="challenger", champion="main", shadow=step.kind == "shadow")
 
 

@@ -294,6 +294,7 @@ class ArmStats:
     metric: MeanStats | None = None
     slow: int | None = None
     estimate: Estimate | None = None
+    slow_vs_baseline: int | None = None  # the champion's requests over its limit from before the rollout
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,8 @@ class LiveWindow:
     agreement: tuple[int, int] | None = None
     exits: tuple[str, ...] = ()  # runtime processes/containers that ended during the step (crashes, kills)
     queries: tuple[tuple[str, float | None], ...] = ()  # each query guard's value (None: no sample)
+    # the champion's p99 (ms) and its request count in the baseline before the rollout, when one is judged
+    champion_baseline: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,7 @@ class RolloutState:
     step: int
     step_started: float
     outcome: Outcome | None = None
+    started: float | None = None  # when the rollout began (the champion's baseline ends there)
 
 
 # -- what comes out -------------------------------------------------------------------------------------------
@@ -641,6 +645,28 @@ def _p99_limit(
     return _bound_check(name, b, why, arm.p99_ms, limit_ms, (b.low, math.inf))
 
 
+RELATIVE_P99 = "champion p99 vs before the rollout (ms)"
+
+
+def _relative_p99(
+    champ: ArmStats, baseline: tuple[float, int] | None, ratio: float, alpha: float, min_requests: int,
+    window: float,
+) -> Check:  # fmt: skip
+    """The champion's p99 limit from its own past: ``ratio`` times its p99 in the baseline window, judged like
+    any p99 limit (its requests over that, against the 1 % a p99 allows)."""
+    if baseline is None:
+        why = (
+            f"{RELATIVE_P99}: no baseline, fewer than {min_requests} champion requests in the "
+            f"{window:.0f}s before the rollout; not judged"
+        )
+        return Check(RELATIVE_P99, "n/a", why)
+    base_ms, n0 = baseline
+    limit = base_ms * ratio
+    check = _p99_limit(replace(champ, slow=champ.slow_vs_baseline), limit, alpha, RELATIVE_P99, "champion")
+    why = f"{check.why}; the limit is {ratio:.3g}x its p99 of {base_ms:.4g} ms over {n0} requests before"
+    return replace(check, why=why, baseline=base_ms, n_baseline=n0)
+
+
 def _agreement_limit(agree: int, paired: int, floor: float, alpha: float) -> Check:
     b = rate_bound(paired - agree, paired, 1.0 - floor, alpha)
     high = 1.0 - b.low
@@ -808,6 +834,9 @@ def _service_checks(policy: Policy, live: LiveWindow, alpha: float) -> list[Chec
     if g.service.champion_max_p99_ms is not None and enough:
         checks.append(_p99_limit(champ, g.service.champion_max_p99_ms, alpha, "champion p99 latency (ms)",
                                  "champion"))  # fmt: skip
+    if g.service.champion_max_p99_ratio is not None and enough:
+        checks.append(_relative_p99(champ, live.champion_baseline, g.service.champion_max_p99_ratio, alpha,
+                                    g.limit_min_requests, g.service.baseline))  # fmt: skip
     if g.service.champion_max_error_rate is not None and enough:
         checks.append(_error_limit(champ.errors, champ.requests, g.service.champion_max_error_rate, alpha,
                                    "champion error rate", "champion error rate"))  # fmt: skip
@@ -918,6 +947,7 @@ def start(policy: Policy, candidate: str, champion: str | None, now: float) -> R
         champion=None if champion is None else str(champion),
         step=0,
         step_started=now,
+        started=now,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from wolt_jupyter.responses.record import PROBA_OUTPUT
@@ -35,10 +36,12 @@ def window_from_log(
     live_metric: LiveMetric | None = None,
     references: Mapping[str, Reference] | None = None,
     slow_ms: tuple[float | None, float | None] = (None, None),
+    champion_relative_ms: float | None = None,
 ) -> LiveWindow:
     """Candidate variant vs champion variant in ``log`` (a :func:`wolt_jupyter.responses` frame). ``slow_ms``:
     the p99 limits of the candidate and the champion arm (``max_p99_ms``, ``service.champion_max_p99_ms``);
-    each arm counts its requests slower than its own, which the sound p99 limit judges."""
+    each arm counts its requests slower than its own, which the sound p99 limit judges.
+    ``champion_relative_ms``: the champion's limit from its baseline (``service.champion_max_p99_ratio``)."""
     from wolt_jupyter.monitoring.analysis import shadow_agreement
 
     is_shadow = log["shadow"].astype(bool)
@@ -58,11 +61,36 @@ def window_from_log(
                 paired = int(row["paired_requests"])
                 agreement = (round(float(row["agreement"]) * paired), paired)
     refs = references or {}
+    champion_arm = _arm(champ, output, live_metric, refs.get("champion"), slow_ms[1])
+    if champion_relative_ms is not None and not champ.empty:
+        latency = champ.drop_duplicates("id")["latency_ms"].to_numpy(dtype=float)
+        champion_arm = replace(champion_arm, slow_vs_baseline=int((latency > champion_relative_ms).sum()))
     return LiveWindow(
         candidate=_arm(cand, output, live_metric, refs.get("candidate"), slow_ms[0]),
-        champion=_arm(champ, output, live_metric, refs.get("champion"), slow_ms[1]),
+        champion=champion_arm,
         agreement=agreement,
     )
+
+
+def champion_baseline(
+    deployment: str, champion: str, started: float, window: float, min_requests: int, url: str | None = None
+) -> tuple[float, int] | None:
+    """The champion's p99 latency (ms) and answered requests in the ``window`` seconds before ``started``;
+    None when fewer than ``min_requests`` answered (no baseline worth a limit)."""
+    import numpy as np
+
+    from wolt_jupyter.responses import read_frame
+
+    log = read_frame(deployment, since=started - window, until=started, variant=champion, url=url,
+                     columns=("id", "variant", "shadow", "status", "latency_ms"))  # fmt: skip
+    if log.empty:
+        return None
+    ok = log[~log["shadow"].astype(bool) & (log["status"] < 500)].drop_duplicates("id")
+    latency = ok["latency_ms"].to_numpy(dtype=float)
+    latency = latency[np.isfinite(latency)]
+    if len(latency) < min_requests:
+        return None
+    return float(np.percentile(latency, 99)), len(latency)
 
 
 def _arm(
@@ -130,6 +158,7 @@ def observe(
     url: str | None = None,
     references: Mapping[str, Reference] | None = None,
     slow_ms: tuple[float | None, float | None] = (None, None),
+    champion_relative_ms: float | None = None,
 ) -> LiveWindow:
     """The window since ``since`` (epoch seconds: the step's start) read from the deployment's response log."""
     from wolt_jupyter.responses import read_frame
@@ -143,4 +172,5 @@ def observe(
         live_metric=live_metric,
         references=references,
         slow_ms=slow_ms,
+        champion_relative_ms=champion_relative_ms,
     )

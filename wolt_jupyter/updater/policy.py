@@ -353,11 +353,14 @@ class QueryGuard:
 class ServiceGuards:
     """What everyone else gets while a candidate is live, judged from ``limit_min_requests`` requests: the
     champion's p99 and error rate (a candidate that slows or breaks the process hurts them), and the error
-    rate of all answers."""
+    rate of all answers. ``champion_max_p99_ratio`` needs no number known in advance: the champion's p99 in
+    the ``baseline`` before the rollout began, times the ratio, is its limit during every step."""
 
     champion_max_p99_ms: float | None = None
     champion_max_error_rate: float | None = None
     max_error_rate: float | None = None
+    champion_max_p99_ratio: float | None = None
+    baseline: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -887,9 +890,18 @@ def _guards(data: Any) -> Guards:
 
 
 def _service_guards(data: Any) -> ServiceGuards:
-    f = _Fields(data, "guards.service", ("champion_max_p99_ms", "champion_max_error_rate", "max_error_rate"))
+    known = ("champion_max_p99_ms", "champion_max_error_rate", "max_error_rate", "champion_max_p99_ratio",
+             "baseline")  # fmt: skip
+    f = _Fields(data, "guards.service", known)
     p99 = f.number("champion_max_p99_ms", None, low=0.0, low_open=True, what="a positive number (ms)")
-    return ServiceGuards(p99, f.fraction("champion_max_error_rate", None), f.fraction("max_error_rate", None))
+    ratio = f.number("champion_max_p99_ratio", None, low=1.0, low_open=True, what="a number above 1 (e.g. 1.5)")
+    return ServiceGuards(
+        p99,
+        f.fraction("champion_max_error_rate", None),
+        f.fraction("max_error_rate", None),
+        ratio,
+        f.duration("baseline", ServiceGuards.baseline) or ServiceGuards.baseline,
+    )
 
 
 def _query_guards(data: Any) -> tuple[QueryGuard, ...]:

@@ -38,6 +38,7 @@ class DeploymentActions:
         self.model = policy.watch.model
         self.champion_alias = champion_alias
         self._references: dict[str, Any] = {}  # offline-dataset references by model URI, made once each
+        self._baselines: dict[float, tuple[float, int] | None] = {}  # the champion's p99 before each rollout
 
     # -- reading what runs ----------------------------------------------------------------------------------
     def _spec(self) -> Any:
@@ -177,13 +178,15 @@ class DeploymentActions:
         main = self._main()
         return champion_health(self.name, main.name, self.model, self.champion(), retrain, metric, since)
 
-    def observe(self, version: str, step: Step, since: float) -> Any:
+    def observe(self, version: str, step: Step, since: float, started: float | None = None) -> Any:
         from dataclasses import replace
 
         from wolt_jupyter import deployments
         from wolt_jupyter.updater.observe import observe
 
         compared = step.kind != "canary" or step.weight < 100
+        baseline = self._champion_baseline(started) if compared else None
+        ratio = self.policy.guards.service.champion_max_p99_ratio
         window = observe(
             self.name,
             since,
@@ -193,10 +196,27 @@ class DeploymentActions:
             live_metric=self.policy.guards.live_metric,
             references=self._offline_references(version, compared),
             slow_ms=(self.policy.guards.max_p99_ms, self.policy.guards.service.champion_max_p99_ms),
+            champion_relative_ms=None if baseline is None or ratio is None else baseline[0] * ratio,
         )
         # crashes lose requests the log never sees: the guards count them from the runtime's own exits
         exits = tuple(deployments.runtime_exits(self.name, since))
-        return replace(window, exits=exits, queries=self._queries(window, step, since))
+        return replace(
+            window, exits=exits, queries=self._queries(window, step, since), champion_baseline=baseline
+        )
+
+    def _champion_baseline(self, started: float | None) -> tuple[float, int] | None:
+        """The champion's p99 before the rollout began (``guards.service.champion_max_p99_ratio``), read once
+        per rollout: the past does not change."""
+        service = self.policy.guards.service
+        if service.champion_max_p99_ratio is None or started is None:
+            return None
+        if started not in self._baselines:
+            from wolt_jupyter.updater.observe import champion_baseline
+
+            self._baselines[started] = champion_baseline(
+                self.name, self._main().name, started, service.baseline, self.policy.guards.limit_min_requests
+            )
+        return self._baselines[started]
 
     def _queries(self, window: Any, step: Step, since: float) -> tuple[tuple[str, float | None], ...]:
         """Each query guard's first sample now; a Prometheus that cannot answer fails the look."""

@@ -82,8 +82,11 @@ class Actions(Protocol):
     def rollback(self, version: str) -> None:
         """Take ``version`` out (no shadow, no canary); the champion serves everything."""
 
-    def observe(self, version: str, step: Step, since: float) -> LiveWindow | None:
-        """Candidate vs champion since ``since`` (see :func:`wolt_jupyter.updater.observe.observe`)."""
+    def observe(
+        self, version: str, step: Step, since: float, started: float | None = None
+    ) -> LiveWindow | None:
+        """Candidate vs champion since ``since`` (see :func:`wolt_jupyter.updater.observe.observe`), and the
+        champion's baseline before ``started``, the rollout's start, when a guard compares with it."""
 
     def champion_health(self, since: float) -> ChampionHealth:
         """The champion's input drift and live metric since ``since`` (only asked with a retrain policy)."""
@@ -495,7 +498,7 @@ class UpdateService:
             assert self.policy.replay is not None
             replay = gates.replay_gate(self.policy.replay, self.policy.deployment, candidate.uri)
             return Observations(now, replay=replay)
-        return Observations(now, live=self.actions.observe(candidate.version, step, rollout.step_started))
+        return Observations(now, live=self.actions.observe(candidate.version, step, rollout.step_started, rollout.started))
 
     def _record(
         self, decision: Decision, candidate: Candidate, rollout: RolloutState, now: float, st: ServiceState
