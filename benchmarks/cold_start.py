@@ -23,34 +23,13 @@ each line says the 1-minute load average when it was measured and the CPU second
 process tree at ready; for a deploy, the kernel's part too), which a busy machine does not inflate; ratios
 are quoted within a round.
 
-Measured 2026-11-30 22:38-22:43 UTC, 2 cores shared with five other engineers' test runs (load average
-7-13), three rounds (seconds to ready / CPU seconds):
+What makes the difference is in the documentation site's serving runtime page ("Cold start"): scikit-learn
+models load without MLflow (``serving.flavors``) and plain estimators' skops files without ``skops.io``
+(``serving.skops_format``); the kernel copies the pinned versions into the runtime's model cache before
+starting it.
 
-    scenario            round 0        round 1        round 2
-    wolt-3              9.98 / 2.39    2.35 / 1.95    3.81 / 2.15
-    wolt-1              7.06 / 2.45    2.30 / 1.96    2.47 / 2.04
-    wolt-runtime-1      4.09 / 2.34    2.16 / 1.86    4.44 / 2.10
-    mlserver-1          6.20 / 2.33    8.79 / 2.37    7.37 / 2.49
-    mlserver-mlflow-1  17.27 / 4.65   21.51 / 4.89    9.90 / 4.53
-    -> wolt-runtime-1/mlserver-1 0.66x / 0.25x / 0.60x (CPU 1.00x / 0.78x / 0.84x)
-
-And 23:09-23:10 UTC, load average 4-5, two rounds:
-
-    scenario            round 0        round 1
-    wolt-3              2.06 / 1.89    1.90 / 1.79
-    wolt-1              1.78 / 1.86    1.76 / 1.74
-    wolt-runtime-1      1.79 / 1.72    1.68 / 1.76
-    mlserver-1          2.50 / 2.07    1.81 / 1.94
-    mlserver-mlflow-1   3.60 / 3.45    3.36 / 3.27
-    -> wolt-runtime-1/mlserver-1 0.72x / 0.93x (CPU 0.83x / 0.91x): both targets met in both rounds
-
-What made the difference (README, "Cold start"): scikit-learn models load without MLflow
-(``serving.flavors``) and plain estimators' skops files without ``skops.io`` (``serving.skops_format``);
-the kernel copies the pinned versions into the runtime's model cache before starting it.
-
-Before those (21:55 UTC, load 1-3): wolt-3 8.09 / 5.16 s, wolt-runtime-1 (then on models:/cold/1, opening the
-registry) 2.14x / 3.33x mlserver-1; on the model directory the runtime used 4.3 s of CPU, MLServer 2.3 s.
-Earlier still (19:30 UTC, load 9-13): wolt-3 12.5 / 13.6 s, wolt-runtime-1 3.04x / 2.62x mlserver-1.
+Results: a dated Markdown file (``--out-md PATH``; by default ``docs/benchmarks/results/<date>-cold-start.md``,
+``--out-md -`` prints it instead), listed on the documentation site's benchmarks page with the earlier runs.
 """
 
 from __future__ import annotations
@@ -70,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from _proc import tree_cpu  # noqa: E402
+from _results import write_result  # noqa: E402
 from _serving_peers import mlserver_settings  # noqa: E402
 from serving import free_port, stop, wait_ready  # noqa: E402
 
@@ -202,6 +182,11 @@ def main() -> int:
         default=None,
         help="subset of: wolt-3 wolt-1 wolt-runtime-1 mlserver-1 mlserver-mlflow-1",
     )
+    p.add_argument(
+        "--out-md",
+        default=None,
+        help="the dated result file (default docs/benchmarks/results/<date>-cold-start.md; '-' prints it)",
+    )
     args = p.parse_args()
     kinds = args.only or ["wolt-3", "wolt-1", "wolt-runtime-1", "mlserver-1", "mlserver-mlflow-1"]
     venv = Path(args.mlserver_venv) if args.mlserver_venv else None
@@ -212,6 +197,8 @@ def main() -> int:
         print("skipping mlserver-mlflow-1: install mlserver-mlflow==1.7.1 in the MLServer venv")
         kinds.remove("mlserver-mlflow-1")
     root = Path(tempfile.mkdtemp(prefix="wolt-cold-"))
+    rows: list[list[Any]] = []
+    lines: list[str] = []
     try:
         prep = prepare(root)
         for r in range(args.rounds):
@@ -221,6 +208,7 @@ def main() -> int:
             for kind in order:
                 la = load_average()
                 by[kind], cpu[kind] = measure(kind, root, prep, args)
+                rows.append([r, kind, by[kind], cpu[kind], la])
                 print(
                     f"round {r}  {kind:17s} {by[kind]:6.2f} s  cpu {cpu[kind]:5.2f} s  (load average {la:.1f})",
                     flush=True,
@@ -238,11 +226,23 @@ def main() -> int:
                 if wolt in by and "mlserver-mlflow-1" in by:
                     parts.append(f"{wolt}/mlserver-mlflow-1 {by[wolt] / by['mlserver-mlflow-1']:.2f}x")
             print(f"round {r}  -> " + "; ".join(parts), flush=True)
+            lines.append(f"- round {r}: " + "; ".join(parts))
             if "mlserver-1" in cpu:
                 cpu_parts = [
                     f"{k}/mlserver-1 {cpu[k] / cpu['mlserver-1']:.2f}x" for k in cpu if k != "mlserver-1"
                 ]
                 print(f"round {r}  -> CPU: " + "; ".join(cpu_parts), flush=True)
+                lines.append(f"- round {r}, CPU: " + "; ".join(cpu_parts))
+        write_result(
+            "cold-start",
+            "Cold start: deploy to ready",
+            ["round", "scenario", "seconds to ready", "CPU seconds", "load average before"],
+            rows,
+            notes="Scenarios alternate within each round; ratios only within a round. CPU seconds: the process "
+            "tree at ready (for a deploy, the kernel's part too), which a busy machine does not inflate.\n\n"
+            "Same-round ratios:\n\n" + "\n".join(lines),
+            out=args.out_md,
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -15,19 +15,8 @@ Targets (issue 3): wolt-ab rps >= 2x MLServer and p99 <= 1/2 of MLServer's; wolt
 For diagnosis, ``--only wolt-ab-nolog wolt-ab-noshadow`` drop the response log or the shadow;
 ``--only wolt-ab wolt-ab-nospool`` measures what the crash-safe spool costs (goal: <= 10 % of wolt-ab's rps).
 
-Measured here (2026-11-29, 2 cores shared with other work, 10 s per server, two rounds):
-
-    server        rps (r0 / r1)    p99 ms (r0 / r1)
-    wolt-ab       4696 / 3731      12.9 / 15.7
-    wolt-single  11516 / 11934      7.1 /  6.1
-    raw           4129 / 4172       9.7 /  9.2
-    mlserver      1624 / 1513     116.0 / 109.7
-    -> wolt-ab/mlserver 2.89x / 2.47x rps, p99 0.11x / 0.14x; wolt-single/raw 2.79x / 2.86x
-
-Measured 2026-11-30 23:22 (quiet, load average 1.1-1.9), ``--rows 100 --only wolt-ab mlserver --rounds 3``
-(rows/s): wolt-ab 303,541 / 308,306 / 287,762 against MLServer 136,307 / 134,913 / 121,932 -> 2.23x / 2.29x /
-2.36x, p99 0.13-0.14x (issue 11's goal: >= 2x). The same build at ``--rows 1``, two rounds: wolt-ab 6,817 /
-6,655 rps against MLServer 2,153 / 2,047 (3.17x / 3.25x), wolt-single/raw 3.25x / 3.51x.
+Results: a dated Markdown file (``--out-md PATH``; by default ``docs/benchmarks/results/<date>-serving.md``,
+``--out-md -`` prints it instead), listed on the documentation site's benchmarks page with the earlier runs.
 
 The wolt runtime beats the raw server because concurrent requests are micro-batched into one predict.
 """
@@ -51,6 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from _results import write_result  # noqa: E402
 from _serving_peers import mlserver_settings  # noqa: E402
 
 from wolt_jupyter.serving.supervisor import stop_process_group  # noqa: E402
@@ -242,6 +232,11 @@ def main() -> int:
     p.add_argument("--mlserver-venv", default=os.environ.get("MLSERVER_VENV"))
     p.add_argument("--only", nargs="*", default=None, help="subset of: wolt-ab wolt-single raw mlserver")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument(
+        "--out-md",
+        default=None,
+        help="the dated result file (default docs/benchmarks/results/<date>-serving.md; '-' prints it)",
+    )
     p.add_argument("--rows", type=int, default=1, help="rows per request (throughput is quoted in rows/s)")
     args = p.parse_args()
     if shutil.which("wrk") is None:
@@ -273,6 +268,7 @@ def main() -> int:
             print(f"round {rnd} {kind:12s} {r['rps']:9.0f} rps {r['rows_per_s']:9.0f} rows/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
                   f"  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)  # fmt: skip
     print("\nsame-round ratios:")
+    lines = []
     for rnd in range(args.rounds):
         by = {r["server"]: r for r in results if r["round"] == rnd}
         parts = []
@@ -286,6 +282,28 @@ def main() -> int:
                 f"wolt-single/raw rps {by['wolt-single']['rps'] / by['raw']['rps']:.2f}x (target >= 0.7)"
             )
         print(f"  round {rnd}: " + "; ".join(parts))
+        lines.append(f"- round {rnd}: " + "; ".join(parts))
+    write_result(
+        "serving",
+        f"Serving throughput, {args.rows}-row requests",
+        ["round", "server", "rps", "rows/s", "p50 ms", "p99 ms", "non-2xx"],
+        [
+            [
+                r["round"],
+                r["server"],
+                round(r["rps"]),
+                round(r["rows_per_s"]),
+                r["p50_ms"],
+                r["p99_ms"],
+                r["non_2xx"],
+            ]
+            for r in results
+        ],
+        notes=f"{args.connections} keep-alive connections from `wrk`, {args.duration:g} s per server after a "
+        f"{args.warmup:g} s warm-up; servers pinned to CPU {args.server_cpu}, wrk to CPU {args.client_cpu}; "
+        "servers alternate within a round.\n\nSame-round ratios:\n\n" + "\n".join(lines),
+        out=args.out_md,
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     shutil.rmtree(root, ignore_errors=True)
