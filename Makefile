@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LABEXT := wolt_jupyter/labextension/package.json
 LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/src/*/*.tsx labextension/style/* labextension/schema/*) labextension/package.json labextension/yarn.lock
 
-.PHONY: demo test lint system-deps labextension bench clean cluster-up cluster-down cluster-images
+.PHONY: demo test lint docs system-deps labextension bench clean cluster-up cluster-down cluster-images
 
 # SKIP_JUPYTER_BUILDER: the demo needs no front end, so no Node build here; `make labextension` builds it.
 $(STAMP): pyproject.toml
@@ -32,12 +32,14 @@ demo: $(STAMP)
 	$(BIN)/python notebooks/run.py notebooks/01-quickstart.ipynb
 
 # System packages the tests' real servers and browser need (PostgreSQL, Prometheus, Chromium, Node), the
-# lab extension, then lint and the whole suite (browser tests included).
+# lab extension, then lint, the documentation site (strict: a broken link fails) and the whole suite (browser
+# tests included).
 # The cluster tier runs too: `cluster-up` first (cached builds: a warm start takes seconds), down at the end
 # whatever pytest said.
 test: $(STAMP) system-deps $(LABEXT)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(MAKE) docs
 	$(MAKE) cluster-up
 	status=0; $(BIN)/python -m pytest --durations=40 || status=$$?; $(MAKE) cluster-down; exit $$status
 
@@ -61,6 +63,11 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff format --check .
 
+# The documentation site into site/ (mkdocs.yml; docs/_hooks.py generates the reference pages from the code).
+# --strict: a warning (a broken link or anchor, a page missing from the navigation) fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
 system-deps:
 	bash scripts/install-system-deps.sh
 
@@ -68,4 +75,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/import_time.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache labextension/node_modules labextension/lib wolt_jupyter/labextension
+	rm -rf $(VENV) .pytest_cache .ruff_cache labextension/node_modules labextension/lib wolt_jupyter/labextension site

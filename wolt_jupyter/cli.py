@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     updater = sub.add_parser("updater", help="the automatic update service")
     usub = updater.add_subparsers(dest="updater_command", required=True, metavar="COMMAND")
     run = usub.add_parser("run", help="run the service of a policy in the foreground (SIGTERM stops it)")
-    run.add_argument("--policy", required=True, help="policy YAML (see the README's policy reference)")
+    run.add_argument("--policy", required=True, help="policy YAML (see docs/reference/update-policy.md)")
     run.add_argument(
         "--base",
         help="folder relative paths of the policy (dataset, retraining) are in (default: the file's)",

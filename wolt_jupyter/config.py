@@ -67,6 +67,39 @@ _ENV = {
     "request_logger_url": "WOLT_REQUEST_LOGGER_URL",
     "unreachable_artifacts": "WOLT_UNREACHABLE_ARTIFACTS",
 }
+# setting name -> what it means, for the settings reference the documentation site generates from this module
+# (tests/test_docs.py checks every field of Settings has a line here)
+SETTING_HELP = {
+    "home": "the state dir: embedded MLflow store, deployments, response logs, tokens (0700)",
+    "tracking_uri": "MLflow tracking; default `sqlite:///<home>/mlflow.db` (embedded, no server)",
+    "registry_uri": "MLflow model registry; default: the tracking URI",
+    "artifact_root": "where the embedded store keeps artifacts; default `<home>/artifacts` (embedded store only)",
+    "default_target": "deploy target when none is given: `local`, `kubernetes`, `seldon` or `kserve`",
+    "default_experiment": "experiment a model variable is logged in when none is named",
+    "prometheus_url": "Prometheus the monitoring panel reads; none: it reads the response log",
+    "namespace": "Kubernetes namespace of the cluster targets",
+    "response_store_url": "the response store; default SQLite under `<home>/responses/`. A new deployment's "
+    "record keeps the store it writes to, and readers follow the record",
+    "response_max_age": "response-log retention by age, per deployment (`none`: unbounded); a spec's "
+    "`logging.retention` wins",
+    "response_max_bytes": "response-log retention by size on disk, per deployment (`none`: unbounded); a "
+    "spec's `logging.retention` wins",
+    "response_rollup_max_age": "how long the monitoring panel's per-second counts are kept",
+    "kubeconfig": "kubeconfig file; default `~/.kube/config`",
+    "kube_context": "kubeconfig context; default its current context",
+    "runtime_image": "the runtime image the `kubernetes` target runs; default "
+    "`wolt-jupyter-runtime:<version>` (the repository's Dockerfile)",
+    "cluster_tracking_uri": "MLflow as pods reach it; default `tracking_uri` when that is a server",
+    "cluster_response_store_url": "the response store as the `kubernetes` target's pods reach it (e.g. a "
+    "Service name; sent in the `<name>-credentials` Secret); default `response_store_url` when that is a "
+    "server. A logging deploy is refused when neither names a PostgreSQL server the pods reach",
+    "pod_monitor": "`true`: the `kubernetes` target adds a PodMonitor (needs the Prometheus operator)",
+    "service_account": "the account cluster pods (and Seldon's and KServe's model download) run as",
+    "request_logger_url": "where Seldon's and KServe's request logger sends CloudEvents; default: the "
+    "operator's",
+    "unreachable_artifacts": "`warn` or `refuse` a cluster deploy whose model artifacts are files on this "
+    "machine",
+}
 _BOOLEANS = {
     "1": True,
     "true": True,

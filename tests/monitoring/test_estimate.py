@@ -7,7 +7,7 @@ Labels are drawn from the true probability, so the realised accuracy of a window
 made without them, is compared with it. Covariate shift: the inputs of the analysed window come from a
 narrower distribution (closer to the boundary: accuracy drops), P(y | x) unchanged.
 
-``python tests/monitoring/test_estimate.py`` prints the measurements quoted in the README.
+``python tests/monitoring/test_estimate.py`` prints the measurements in docs/benchmarks/results/2026-12-07-automatic-updates.md.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def test_bad_inputs_are_refused() -> None:
 
 def measure(reps: int = 300) -> None:
     """The estimate against the realised accuracy, per scenario: mean and largest absolute error, and how
-    often the realised accuracy fell inside the stated 95% interval (printed for the README)."""
+    often the realised accuracy fell inside the stated 95% interval (printed for the benchmark result)."""
     rng = np.random.default_rng(10)
     scenarios = [
         ("calibrated, no shift", None, 1.0),

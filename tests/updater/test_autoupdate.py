@@ -94,7 +94,7 @@ def test_one_service_per_deployment_and_the_magic_starts_and_stops_it(
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("an older version's log\n")
     os.chmod(log, 0o644)
-    shell.user_ns["policy_yaml"] = text  # YAML text in a notebook variable, as the README shows
+    shell.user_ns["policy_yaml"] = text  # YAML text in a notebook variable, as the docs show
     shell.run_line_magic("wolt_autoupdate", "upd --policy policy_yaml")
     assert run.policy_path("upd").read_text() == text
     try:
