@@ -507,14 +507,16 @@ def ensure_schema(engine: Engine) -> None:
     from sqlalchemy.exc import DatabaseError
 
     responses, _ = tables()
-    for attempt in range(3):
+    # each lost race means another process or thread (the writer, a feedback request) created a table between
+    # the check and the CREATE: the next pass sees it and creates only what is still missing. Every loss is
+    # someone's progress, so one pass per table (and one more) always ends it, however many race.
+    passes = len(responses.metadata.tables) + 1
+    for attempt in range(passes):
         try:
             responses.metadata.create_all(engine, checkfirst=True)
             return
         except DatabaseError:
-            # another process or thread (the writer, a feedback request) created a table between the check and
-            # the CREATE: the next pass sees it and creates only what is still missing
-            if attempt == 2:
+            if attempt == passes - 1:
                 raise
 
 
