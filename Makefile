@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LABEXT := wolt_jupyter/labextension/package.json
 LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/src/*/*.tsx labextension/style/* labextension/schema/*) labextension/package.json labextension/yarn.lock
 
-.PHONY: demo test lint docs system-deps labextension bench clean cluster-up cluster-down cluster-images
+.PHONY: demo test test-fast lint docs system-deps labextension bench clean cluster-up cluster-down cluster-images
 
 # SKIP_JUPYTER_BUILDER: the demo needs no front end, so no Node build here; `make labextension` builds it.
 $(STAMP): pyproject.toml
@@ -42,6 +42,12 @@ test: $(STAMP) system-deps $(LABEXT)
 	$(MAKE) docs
 	$(MAKE) cluster-up
 	status=0; $(BIN)/python -m pytest --durations=40 || status=$$?; $(MAKE) cluster-down; exit $$status
+
+# The unit tier (in-process, no server, no subprocess; tests/conftest.py gives each test its tier): the tests a
+# developer runs on every change, under 2 minutes on 2 cores. `-m integration`, `e2e`, `browser`, `cluster`
+# select the other tiers; `make test` runs them all.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m unit -q --durations=10
 
 # A real single-node Kubernetes (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy built
 # from upstream at pinned versions through the Go module proxy; containerd + runc + CNI from Debian) with the

@@ -14,6 +14,40 @@ import pytest
 
 from helpers import FEATURES, ISOLATED_ENV, free_port, register_eta_models, running_mlflow_server
 
+TIERS = ("unit", "integration", "e2e", "browser", "cluster")
+# a test that uses one of these talks to a real server or process: `integration` at least
+SERVER_FIXTURES = frozenset({
+    "mlflow_server", "models", "undeploy_all", "served", "registered", "deployed",
+    "pg_server_url", "pg_url", "private_postgres", "prometheus", "apiserver", "api_client", "jp_fetch",
+    "runtime_factory", "runtimes", "model_store", "shared_store", "small_home", "delivering_server",
+})  # fmt: skip
+
+
+def _tier(item: pytest.Item) -> str:
+    parts = item.path.parts
+    if "browser" in parts:
+        return "browser"
+    if "cluster" in parts:
+        return "cluster"
+    if item.path.name.startswith("test_notebook"):
+        return "e2e"
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if (
+        SERVER_FIXTURES & set(item.fixturenames)
+        or params.get("store") == "server"
+        or "postgresql" in params.values()
+    ):
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test gets one tier: its own marker if it has one (a slow or process-starting test the rules
+    below cannot see), else by folder, notebook, or the fixtures it uses."""
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(_tier(item))
+
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

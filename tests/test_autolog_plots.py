@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from wolt_jupyter.autolog_plots import PlotJob, serve
@@ -35,6 +36,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
+@pytest.mark.integration
 def test_a_fresh_kernel_never_imports_matplotlib_and_its_exit_keeps_the_plots(wolt_home: Path) -> None:
     env = {**os.environ, "WOLT_JUPYTER_HOME": str(wolt_home)}
     out = subprocess.run(
@@ -51,6 +53,7 @@ def test_a_fresh_kernel_never_imports_matplotlib_and_its_exit_keeps_the_plots(wo
     assert not list(wolt_home.glob("plots-*"))  # the helper removed the jobs it was handed
 
 
+@pytest.mark.integration
 def test_the_helper_reports_a_plot_it_could_not_store(tmp_path: Path) -> None:
     import numpy as np
 
@@ -77,6 +80,7 @@ def test_the_helper_reports_a_plot_it_could_not_store(tmp_path: Path) -> None:
     assert not good.exists() and not bad.exists()
 
 
+@pytest.mark.integration
 def test_a_helper_that_died_is_reported_and_replaced(wolt_home: Path, tmp_path: Path) -> None:
     import numpy as np
 

@@ -27,6 +27,7 @@ def _mlflow(home: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.usefixtures("undeploy_all")
+@pytest.mark.e2e
 def test_cli_round_trip_with_exit_codes(models, rows, wolt_home, tmp_path) -> None:
     create = _mlflow(wolt_home, "create", "-t", "wolt-local", "--name", "eta", "-m", models["v1"])
     assert create.returncode == 0, create.stderr[-3000:]

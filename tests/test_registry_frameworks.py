@@ -25,6 +25,7 @@ def linear_onnx(weights: np.ndarray):
     return model
 
 
+@pytest.mark.integration
 def test_onnx_model_from_a_variable_registers_deploys_and_predicts(shell) -> None:
     import wolt_jupyter
 

@@ -32,6 +32,7 @@ def test_magics_give_one_line(shell, closed_port_uri: str, monkeypatch, capsys, 
     assert "x" not in shell.user_ns  # the experiment cell did not run half-way
 
 
+@pytest.mark.integration
 def test_cli_gives_one_line_and_exit_1(wolt_home, closed_port_uri: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "wolt_jupyter", "models"],

@@ -23,6 +23,8 @@ from wolt_jupyter.backends import render
 
 from helpers import free_port, wait_http
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "wolt_jupyter" / "serving" / "requirements.txt"
 # distributions of the notebook side that must never reach the image (mlflow: the full one; mlflow-skinny is it)

@@ -186,6 +186,7 @@ def redeployed(shell, wolt_home: Path):
         deployments.undeploy("clf")
 
 
+@pytest.mark.integration
 def test_drift_and_compare_read_one_model_version(redeployed) -> None:
     shell = redeployed
     now = shell.run_line_magic("wolt_drift", "clf --variant main")

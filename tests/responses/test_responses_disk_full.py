@@ -34,6 +34,7 @@ def disk_8m(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
+@pytest.mark.integration
 def test_full_disk_counts_drops_and_says_so(small_disk, make_record, caplog):
     rng = np.random.default_rng(7)
     url = f"sqlite:///{small_disk / 'responses' / 'dep.db'}"
@@ -65,6 +66,7 @@ def test_full_disk_counts_drops_and_says_so(small_disk, make_record, caplog):
     assert read_frame("dep", url=url, columns=["id"])["id"].nunique() == stats["written"]
 
 
+@pytest.mark.integration
 def test_the_wal_stays_within_its_budget_under_load(tmp_path, make_record):
     """64 KiB pages x the default 1,000-page checkpoint let the WAL grow to 64 MB and stay that size; a
     checkpoint every WAL_BYTES keeps it there, and the file is cut back to it."""

@@ -106,6 +106,7 @@ def test_direct_load_serves_mlflows_numbers(
     pd.testing.assert_frame_equal(adapter.model.input_example, via_mlflow.model.input_example)
 
 
+@pytest.mark.integration
 def test_models_the_direct_loader_leaves_to_mlflow(fitted: dict[str, Any], tmp_path: Path) -> None:
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
@@ -166,6 +167,7 @@ print(json.dumps({"mlflow_imported": "mlflow" in sys.modules, "skops_imported": 
 """
 
 
+@pytest.mark.integration
 def test_registered_version_served_without_importing_mlflow(model_store: Store, tmp_path: Path) -> None:
     """The deploy path: the kernel copies the pinned version into the model cache, the runtime loads it
     from there and never imports MLflow; the answers are MLflow's for that registered version."""
@@ -203,6 +205,7 @@ print("mlflow.pyfunc" in sys.modules, "sklearn.base" in sys.modules)
 """
 
 
+@pytest.mark.integration
 def test_supervisor_preloads_mlflow_only_for_models_that_need_it(
     fitted: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from serving_support import lr_spec, row_doc, spawn_runtime, stop_runtime, wait_ready
+
+pytestmark = pytest.mark.integration
 
 
 def test_ready_after_load_and_sigterm_flushes_the_response_log(model_store, tmp_path) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from serving_support import FEATURES, row_doc, spawn_runtime, stop_runtime, wait_ready
 
 
+@pytest.mark.integration
 def test_probabilities_are_logged_not_answered(model_store, tmp_path) -> None:
     from wolt_jupyter import responses
 

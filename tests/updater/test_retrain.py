@@ -57,6 +57,7 @@ def test_a_command_runs_once_at_a_time_and_its_end_is_told_once(tmp_path) -> Non
         assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
+@pytest.mark.integration
 def test_a_shell_line_and_a_run_found_after_a_restart(tmp_path) -> None:
     retrain = Retrain(command="sleep 1; echo done > shell.txt", drift_threshold=0.2)
     first = RetrainRunner(retrain, tmp_path / "u", cwd=tmp_path)
@@ -81,6 +82,7 @@ def _notebook(path, *sources: str) -> None:
     nbformat.write(nb, str(path))
 
 
+@pytest.mark.integration
 def test_a_notebook_is_executed_headless(tmp_path) -> None:
     _notebook(
         tmp_path / "retrain.ipynb",
@@ -98,6 +100,7 @@ def test_a_notebook_is_executed_headless(tmp_path) -> None:
     assert "trained in a kernel" in executed.cells[1].outputs[0]["text"]
 
 
+@pytest.mark.integration
 def test_a_failing_notebook_is_one_line_and_a_nonzero_exit(tmp_path) -> None:
     _notebook(tmp_path / "bad.ipynb", "raise ValueError('no training data today')")
     runner = RetrainRunner(Retrain(notebook=str(tmp_path / "bad.ipynb"), drift_threshold=0.2), tmp_path / "u")

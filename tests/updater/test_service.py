@@ -276,6 +276,7 @@ def _keys(receiver) -> list[str]:
     return [{k.lower(): v for k, v in m["headers"].items()}["idempotency-key"] for m in receiver.got]
 
 
+@pytest.mark.integration
 def test_a_hanging_webhook_does_not_delay_the_rollback_and_tells_each_decision_once(setup, capsys) -> None:
     home, _, policy = setup
     hook = WebhookReceiver(delay=10)  # has each message at once, answers 10 s later
@@ -361,6 +362,7 @@ class Unreachable(RecordedDeployment):
         return super().champion()
 
 
+@pytest.mark.integration
 def test_a_service_whose_looks_keep_failing_says_failing_with_the_reason(setup) -> None:
     import threading
 

@@ -163,6 +163,7 @@ def test_an_unknown_deployment_is_an_error_not_an_empty_panel(tmp_path: Path, wo
     asyncio.run(scenario())
 
 
+@pytest.mark.integration
 def test_stop_button_undeploy_and_cleared_output_stop_the_task(log_url: str, wolt_home: Path) -> None:
     from wolt_jupyter.revisions import RevisionStore
 
@@ -222,6 +223,7 @@ class Counting(MetricSource):
         return self.inner.snapshot(deployment, since=since, until=until, step=step)
 
 
+@pytest.mark.integration
 def test_auto_refresh_is_a_task_on_the_loop_that_close_cancels(log_url: str) -> None:
     import threading
 
@@ -322,6 +324,7 @@ def test_a_source_bug_is_a_message_too() -> None:
     panel.close()
 
 
+@pytest.mark.integration
 def test_in_a_real_kernel_it_refreshes_on_the_kernel_loop_and_leaves_a_png(log_url: str) -> None:
     """nbclient runs a real ipykernel: the outputs are what nbconvert/HTML export would keep."""
     import nbformat
@@ -351,6 +354,7 @@ def test_in_a_real_kernel_it_refreshes_on_the_kernel_loop_and_leaves_a_png(log_u
     assert nb.cells[2].outputs[0].text.strip() == "after close False"
 
 
+@pytest.mark.integration
 def test_response_log_source_reads_postgresql_the_same_way(tmp_path: Path) -> None:
     """The same SQLAlchemy Core query on the shared PostgreSQL store: the same numbers as on SQLite."""
     from pg_server import postgres_server
