@@ -115,3 +115,40 @@ def test_predict_takes_mlflow_request_forms(models, rows) -> None:
     with pytest.raises(MlflowException, match="dataframe_split needs"):
         client.predict("eta", {"dataframe_split": [1, 2]})
     client.delete_deployment("eta")
+
+
+@pytest.mark.usefixtures("undeploy_all")
+def test_update_with_a_new_model_replaces_main_and_keeps_the_split(models, rows) -> None:
+    """MLflow's update contract: a new model URI is the main variant's new model; the challenger, its weight
+    and the shadow stay (it once turned an 80/20 A/B with a shadow into one variant at 100 %). A config-only
+    update keeps every model; a config with a split deploys that split."""
+    from mlflow.deployments import get_deploy_client
+
+    from wolt_jupyter import deployments
+
+    client = get_deploy_client("wolt-local")
+    client.create_deployment(
+        "eta", models["v1"], config={"ab": [f"{models['v2']}=20"], "shadow": [models["v3"]]}
+    )
+    before = {v.name: (v.model, v.traffic, v.shadow) for v in deployments.revision_store().spec("eta").variants}
+    assert before["main"] == ("models:/eta/1", 80, False) and len(before) == 3
+
+    client.update_deployment("eta", model_uri=models["v3"])
+    after = {v.name: (v.model, v.traffic, v.shadow) for v in deployments.revision_store().spec("eta").variants}
+    assert after["main"] == ("models:/eta/3", 80, False)
+    assert {k: v for k, v in after.items() if k != "main"} == {k: v for k, v in before.items() if k != "main"}
+    from wolt_jupyter.client import V2Client
+
+    main = V2Client(deployments.get("eta").url, "eta").infer(rows.head(50), variant="main")
+    (out,) = main.outputs.values()
+    assert main.variant == "main" and np.allclose(np.ravel(out), rows.head(50).sum(axis=1) * 3, atol=1e-6)
+
+    client.update_deployment("eta", config={"sticky_key": "user_id"})
+    spec = deployments.revision_store().spec("eta")
+    assert spec.routing.sticky_key == "user_id"
+    assert {v.name: (v.model, v.traffic, v.shadow) for v in spec.variants} == after
+
+    client.update_deployment("eta", config={"ab": [f"{models['v2']}=50"]})
+    split = {v.name: (v.model, v.traffic) for v in deployments.revision_store().spec("eta").variants}
+    assert split == {"main": ("models:/eta/3", 50), "challenger": ("models:/eta/2", 50)}
+

@@ -74,6 +74,7 @@ def _translated(func):
 # what MLflow's deployments CLI prints of a deployment: the card's data (without the dry-run extras) and
 # the flavor MLflow's CLI reads
 _PLUGIN_FIELDS = ("name", "target", "status", "url", "grpc_url", "revision", "variants")
+_SPLIT_KEYS = ("ab", "canary", "shadow")  # config keys that describe a whole split, not an attribute
 
 
 def _as_dict(deployment: Deployment) -> dict[str, Any]:
@@ -118,12 +119,36 @@ class WoltDeploymentClient(BaseDeploymentClient):
 
     @_translated
     def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None):
-        from wolt_jupyter import deployments
+        """MLflow's contract (``BaseDeploymentClient.update_deployment``): a new ``model_uri`` replaces the model
+        the deployment serves, a config updates its attributes. Here that is the main variant's model: the other
+        variants, their weights, the shadows, routing and logging stay. A config with ``ab``/``canary``/``shadow``
+        deploys that split instead (with ``model_uri``, else the current main model, as main)."""
+        from dataclasses import replace
 
-        if model_uri is None:
-            current = deployments.get(name)
-            model_uri = next(v["model"] for v in current.variants if not v["shadow"])
-        return self._deploy(name, model_uri, config)
+        from wolt_jupyter import deployments
+        from wolt_jupyter.serving.compatibility import main_variant
+
+        config = dict(config or {})
+        current = deployments.revision_store().spec(name)
+        main = next((v for v in current.live if v.name == current.routing.champion), None) or main_variant(
+            current
+        )
+        if any(config.get(key) for key in _SPLIT_KEYS):
+            return self._deploy(name, model_uri or main.model, config)
+        spec = current
+        if model_uri is not None:
+            variants = tuple(replace(v, model=model_uri) if v.name == main.name else v for v in spec.variants)
+            spec = replace(spec, variants=variants)
+        if "sticky_key" in config:
+            spec = replace(spec, routing=replace(spec.routing, sticky_key=config["sticky_key"] or None))
+        deployment = deployments.deploy(
+            name,
+            spec=spec,
+            target=self.target,
+            namespace=config.get("namespace"),
+            wait=str(config.get("wait", "true")).lower() != "false",
+        )
+        return _as_dict(deployment)
 
     @_translated
     def delete_deployment(self, name, config=None, endpoint=None):
