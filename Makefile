@@ -52,7 +52,7 @@ test: $(STAMP) system-deps $(LABEXT)
 # developer runs on every change, under 2 minutes on 2 cores. `-m integration`, `e2e`, `browser`, `cluster`
 # select the other tiers; `make test` runs them all.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m unit -q --durations=10
+	$(BIN)/python -m pytest -m unit -q -n 2 --durations=10
 
 # A real single-node Kubernetes (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy built
 # from upstream at pinned versions through the Go module proxy; containerd + runc + CNI from Debian) with the
