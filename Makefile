@@ -41,6 +41,7 @@ demo: $(STAMP)
 test: $(STAMP) system-deps $(LABEXT)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy wolt_jupyter
 	$(MAKE) docs
 	$(MAKE) cluster-up
 	status=0; \
@@ -72,6 +73,7 @@ cluster-images:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy wolt_jupyter
 	$(BIN)/ruff format --check .
 
 # The documentation site into site/ (mkdocs.yml; docs/_hooks.py generates the reference pages from the code).

@@ -80,7 +80,7 @@ def stderr_into(lines: list[str]) -> Iterator[None]:
     """``sys.stderr`` into ``lines`` (MLflow prints "Created version …" there): for phases that run no user code."""
     sink = _LineSink(lines)
     try:
-        with contextlib.redirect_stderr(sink):  # type: ignore[type-var]
+        with contextlib.redirect_stderr(sink):
             yield
     finally:
         sink.close_partial()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from wolt_jupyter._version import __version__
 from wolt_jupyter.errors import WoltError
+
+if TYPE_CHECKING:
+    import threading
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -130,7 +134,7 @@ def _updater_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals() -> object:
+def _stop_on_signals() -> threading.Event:
     import signal
     import threading
 

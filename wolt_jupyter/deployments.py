@@ -528,6 +528,7 @@ def predict(
     if deployment.status != "ready" or not deployment.url:
         raise InvalidArgument(f"deployment {name!r} is {deployment.status}, not ready: see %wolt_deployments")
     url, grpc_url = _backend_of(name)[0].endpoint(deployment)
+    assert url is not None  # a ready deployment has a URL (checked above)
     if protocol == "grpc" and not grpc_url:
         raise InvalidArgument(f"deployment {name!r} serves no gRPC: redeploy it to get a gRPC port")
     return predict_frame(

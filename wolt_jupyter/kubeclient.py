@@ -26,6 +26,10 @@ from typing import Any
 from wolt_jupyter.errors import ClusterError, ClusterUnreachable, InvalidArgument
 from wolt_jupyter.spec import check_dns_label
 
+# KubeCluster has a method named `list`, which shadows the builtin in annotations inside the class
+Manifests = list[dict]
+Query = list[tuple[str, str]]
+
 __all__ = ["FAILED", "READINESS", "READY", "WAITING", "ClusterError", "KubeCluster", "readiness_rule"]
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -226,7 +230,7 @@ class KubeCluster:
 
     def wait_ready(
         self,
-        manifests: list[dict],
+        manifests: Manifests,
         *,
         namespace: str,
         timeout: float = 300,
@@ -255,7 +259,7 @@ class KubeCluster:
                     + "; ".join(waiting or [f"{manifest['kind']} {name}"])
                 )
 
-    def diff(self, manifests: list[dict], *, namespace: str) -> str:
+    def diff(self, manifests: Manifests, *, namespace: str) -> str:
         """Unified YAML diff between what runs and what an apply would leave (asks the server: dry-run).
 
         The server's dry run is the only honest answer: it applies defaults and merges with fields other
@@ -264,14 +268,15 @@ class KubeCluster:
         import yaml
 
         wanted = self.apply(manifests, namespace=namespace, dry_run=True)
-        chunks = []
+        chunks: list[str] = []
         for manifest, after in zip(_checked(manifests), wanted, strict=True):
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             live = self.get(manifest["apiVersion"], kind, name, namespace=namespace)
             if kind == "Secret":  # a diff is shown: keys only, never values
                 from wolt_jupyter.masking import masked_secret
 
-                live, after = (masked_secret(m) if m else m for m in (live, after))
+                live = masked_secret(live) if live else live
+                after = masked_secret(after) if after else after
             before_text = yaml.safe_dump(_comparable(live), sort_keys=True) if live else ""
             after_text = yaml.safe_dump(_comparable(after), sort_keys=True)
             chunks.extend(
@@ -435,7 +440,7 @@ class KubeCluster:
         self,
         method: str,
         path: str,
-        query: list[tuple[str, str]] | None = None,
+        query: Query | None = None,
         body: dict | None = None,
         *,
         content_type: str = "application/json",
@@ -444,7 +449,7 @@ class KubeCluster:
         raw.read()
         return json.loads(raw.data or b"{}")
 
-    def _stream(self, path: str, query: list[tuple[str, str]], timeout: float) -> Iterator[dict]:
+    def _stream(self, path: str, query: Query, timeout: float) -> Iterator[dict]:
         """Watch events, one JSON object a line, until the server closes the stream or `timeout` passes.
 
         The server rounds timeoutSeconds to whole seconds; the read timeout keeps us to our own deadline.
@@ -473,7 +478,7 @@ class KubeCluster:
         self,
         method: str,
         path: str,
-        query: list[tuple[str, str]] | None,
+        query: Query | None,
         body: dict | None,
         content_type: str,
         timeout: tuple[float, float],
@@ -547,12 +552,14 @@ class _Response:
     """A urllib3 response as the official client's RESTResponse looks: ``status``, ``read()``, ``data``."""
 
     def __init__(self, response: Any) -> None:
-        self.response, self.status, self.data = response, response.status, None
+        self.response, self.status = response, response.status
+        self.data: bytes | None = None
 
     def read(self) -> bytes:
-        if self.data is None:
-            self.data = self.response.data
-        return self.data
+        data = self.data
+        if data is None:
+            data = self.data = self.response.data
+        return data
 
 
 class InClusterTransport:
@@ -875,7 +882,9 @@ def _error_from(status: int, body: Any, method: str, path: str, host: str) -> Cl
         )
     if status == 404:
         # a missing object (or namespace) is named in the Status' details; a path nobody serves is not
-        details = doc.get("details") if isinstance(doc.get("details"), dict) else {}
+        details = doc.get("details")
+        if not isinstance(details, dict):
+            details = {}
         missing = _Missing if details.get("kind") else _PathGone
         return missing(f"not found: {message or path}")
     if status == 409:

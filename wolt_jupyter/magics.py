@@ -11,7 +11,7 @@ import ast
 import functools
 import shlex
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -19,6 +19,9 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from wolt_jupyter.config import TARGETS
 from wolt_jupyter.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,18 +71,26 @@ class WoltMagics(Magics):
     """The ``%wolt_*`` magics. ``%wolt_<name>?`` shows each one's arguments."""
 
     # -- helpers --------------------------------------------------------------------------------------------
+    @property
+    def _shell(self) -> InteractiveShell:
+        """The shell the magics are registered with: IPython types ``Magics.shell`` as optional, but a magic
+        only runs from a shell."""
+        shell = self.shell
+        assert shell is not None, "the wolt magics run inside an IPython shell"
+        return shell
+
     def _variable(self, name: str, what: str) -> Any:
         if not name.isidentifier():
             raise UsageError(f"{what} must be a variable name, got {name!r}")
         try:
-            return self.shell.user_ns[name]
+            return self._shell.user_ns[name]
         except KeyError:
             raise UsageError(
                 f"no variable {name!r} in the notebook: define it first, or check the spelling"
             ) from None
 
     def _notebook_path(self) -> str | None:
-        ns = self.shell.user_ns
+        ns = self._shell.user_ns
         # ipykernel sets __session__ to the notebook path; VS Code sets __vsc_ipynb_file__
         for key in ("__vsc_ipynb_file__", "__session__"):
             value = ns.get(key)
@@ -92,16 +103,16 @@ class WoltMagics(Magics):
     def _run_code(self, cell: str) -> Any:
         """Run the cell in the user namespace like a normal cell: the last expression's value is returned."""
         __tracebackhide__ = True
-        code = self.shell.transform_cell(cell)
+        code = self._shell.transform_cell(cell)
         try:  # register the source so a traceback shows the cell's lines
-            filename = self.shell.compile.cache(code)
+            filename = self._shell.compile.cache(code)
         except Exception:
             filename = "<wolt_experiment>"
         tree = ast.parse(code, filename=filename)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
-        ns_globals, ns_locals = self.shell.user_global_ns, self.shell.user_ns
+        ns_globals, ns_locals = self._shell.user_global_ns, self._shell.user_ns
         exec(compile(tree, filename, "exec"), ns_globals, ns_locals)
         if last is not None:
             return eval(compile(last, filename, "eval"), ns_globals, ns_locals)
@@ -148,7 +159,7 @@ class WoltMagics(Magics):
 
         tags = tracking.parse_pairs(args.tag, example="--tag team=search")
         try:
-            ast.parse(self.shell.transform_cell(cell))
+            ast.parse(self._shell.transform_cell(cell))
         except SyntaxError as exc:
             raise UsageError(
                 f"the cell has a syntax error on line {exc.lineno}: {exc.msg}; no run was started"
@@ -278,7 +289,7 @@ class WoltMagics(Magics):
         args = parse_argstring(self.wolt_deploy, line)
         spec = None
         if args.spec is not None:
-            spec = self.shell.user_ns.get(args.spec, args.spec) if args.spec.isidentifier() else args.spec
+            spec = self._shell.user_ns.get(args.spec, args.spec) if args.spec.isidentifier() else args.spec
         from wolt_jupyter import deployments
 
         return deployments.deploy(
@@ -384,7 +395,7 @@ class WoltMagics(Magics):
             return None
         if not args.policy:
             raise UsageError(f"give the policy: %wolt_autoupdate {args.name} --policy policy.yaml")
-        source: Any = self.shell.user_ns.get(args.policy, args.policy)
+        source: Any = self._shell.user_ns.get(args.policy, args.policy)
         from wolt_jupyter.updater.policy import Policy
 
         policy = Policy.load(source)

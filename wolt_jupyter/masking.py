@@ -15,7 +15,7 @@ Forms hidden (``tests/test_security.py`` keeps a corpus of each):
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, overload
 
 MASK = "****"
 _STOP = "\\s'\"<>`"  # where a credential in running text ends
@@ -53,6 +53,10 @@ def _masked_value(m: re.Match[str]) -> str:
     return f"{m['key']}{quote}{MASK}{quote}"
 
 
+@overload
+def mask_url(text: str) -> str: ...
+@overload
+def mask_url(text: None) -> None: ...
 def mask_url(text: str | None) -> str | None:
     """``text`` with every credential of the forms above replaced by ``****`` (hosts, paths and key names stay
     readable); None and "" as they are."""

@@ -29,7 +29,7 @@ PREFIX = "wolt-"
 FLAVOR = "python_function"  # the runtime serves every model through MLflow's pyfunc
 
 
-class DeploymentError(MlflowException, click.ClickException):
+class DeploymentError(MlflowException, click.ClickException):  # type: ignore[misc]  # click's stub: message is Final
     """An MlflowException for Python callers that MLflow's CLI prints as ``Error: <one line>`` (exit 1)
     instead of a traceback: click shows a ClickException's message and exits with its code."""
 

@@ -131,8 +131,8 @@ class RevisionStore:
         except FileNotFoundError:
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"no deployment named {name!r}; deployments: {known}") from None
-        known = {f.name for f in fields(DeploymentRecord)}  # a newer version's fields: kept out, not fatal
-        return DeploymentRecord(**{k: v for k, v in data.items() if k in known})
+        ours = {f.name for f in fields(DeploymentRecord)}  # a newer version's fields: kept out, not fatal
+        return DeploymentRecord(**{k: v for k, v in data.items() if k in ours})
 
     def response_store(self, name: str) -> str | None:
         """The response store ``name``'s record names: the current record's, else (undeployed) the last one

@@ -157,7 +157,7 @@ _RESOURCE_NAME = re.compile(
 _MODEL_URI = re.compile(r"(models:/[^/@\s]+(/[^/\s]+|@[^/\s]+)|runs:/\S+|models:/m-\w+|file:\S+|/\S+)")
 
 
-def check_dns_label(value: str, what: str) -> str:
+def check_dns_label(value: object, what: str) -> str:
     """Names that end up in Kubernetes must be DNS-1123 labels: checked before anything is sent."""
     if not isinstance(value, str) or not value or len(value) > 63 or not DNS1123_LABEL.fullmatch(value):
         raise InvalidArgument(

@@ -217,11 +217,11 @@ def flavor_requirements() -> Iterator[None]:
             return original(model_uri, flavor, fallback, *args, **kwargs)
         return fallback
 
-    def check_unpinned(requirements: list[str]) -> None:
+    def check_unpinned(model_requirements: list[str]) -> None:  # MLflow's parameter name: it replaces that
         # MLflow checks each requirement against the environment through a map of every installed
         # distribution's files (~0.4 s of CPU, once per kernel); pins of the installed versions (the flavor's
         # defaults, and MLflow's own pin) are satisfied by construction, so only the others go to its check
-        rest = [r for r in requirements if not pins_installed(r)]
+        rest = [r for r in model_requirements if not pins_installed(r)]
         if rest:
             check_original(rest)
 

@@ -167,8 +167,9 @@ class Backend(ABC):
         """What runs now."""
 
     @abstractmethod
-    def delete(self, name: str) -> None:
-        """Stop and remove it; not an error when it is already gone."""
+    def delete(self, name: str) -> dict[str, Any] | None:
+        """Stop and remove it; not an error when it is already gone. A target may say what happened (the
+        local runtime's exit summary)."""
 
     def revert(  # noqa: B027 - a default no-op
         self, name: str, previous: DeploymentSpec | None, revision: int | None = None

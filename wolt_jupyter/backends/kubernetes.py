@@ -49,14 +49,13 @@ _FIX = (
     "s3://BUCKET`), point tracking_uri at it and re-register the model"
 )
 
-Renderer = Callable[[DeploymentSpec, ClusterContext], list[dict[str, Any]]]
-
 
 class ClusterBackend(Backend):
     """Shared by the three cluster targets; subclasses fill in the class attributes and :meth:`url`."""
 
     target: ClassVar[str] = ""
-    renderer: ClassVar[Renderer]
+    # a staticmethod, so the class attribute is a plain function of (spec, ctx), not bound to the backend
+    renderer: ClassVar[staticmethod[[DeploymentSpec, ClusterContext], list[dict[str, Any]]]]
     main_object: ClassVar[tuple[str, str]]  # (apiVersion, kind) whose readiness is the deployment's
     kinds: ClassVar[tuple[tuple[str, str], ...]]  # every kind the renderer can produce, in apply order
 

@@ -174,7 +174,7 @@ class LocalBackend(Backend):
             {
                 "kind": "LocalRuntime",
                 "name": spec.name,
-                "command": self._command(self._spec_path(spec.name), port, grpc_port),  # type: ignore[arg-type]
+                "command": self._command(self._spec_path(spec.name), port, grpc_port),
                 "url": f"http://{HOST}:{port}",
                 "grpc_url": f"{HOST}:{grpc_port}",
                 "spec": spec.to_dict(),

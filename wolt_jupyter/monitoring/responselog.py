@@ -18,6 +18,7 @@ Without ``revision`` (None) the source is revision-blind, as Prometheus is: the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -169,7 +170,7 @@ class ResponseLogSource(MetricSource):
                 missing = [b for b in range(b0, b1) if b not in cache]
                 wanted = None if chosen is None else chosen.revisions
 
-                def read(r: tuple[int, int]) -> tuple[tuple[int, int], list[Any]]:
+                def read(r: tuple[int, int]) -> tuple[tuple[int, int], Sequence[Any]]:
                     if not (float(step).is_integer() and step >= 1):  # finer than the rollup: from the log
                         return r, _aggregate_log(url, deployment, r[0], r[1], step)
                     with engine.connect() as c:
@@ -226,15 +227,16 @@ def _aggregate_query(
     from the writer's per-second rollup (rows per window, not per request). The rollup has no revision: a
     second belongs to the newest revision of ``starts`` ((first second, revision), oldest first) begun by
     then, NULL before any (or without ``starts``)."""
-    from sqlalchemy import Integer, case, cast, func, literal_column, null, select
+    from sqlalchemy import ColumnElement, Integer, case, cast, func, literal_column, null, select
 
     from wolt_jupyter.responses.store import rollup_table
 
     r, st = rollup_table(), int(step)
     bucket = cast(func.floor(r.c.second / st), Integer).label("b")
-    keys = [bucket, r.c.variant, r.c.shadow, r.c.lbin]
+    keys: list[ColumnElement[Any]] = [bucket, r.c.variant, r.c.shadow, r.c.lbin]
+    revision: ColumnElement[Any]
     if starts:  # integers inlined: the same expression in SELECT and GROUP BY (PostgreSQL compares them)
-        newest_first = [
+        newest_first: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = [
             (r.c.second >= literal_column(str(int(first))), literal_column(str(int(rev))))
             for first, rev in reversed(starts)
         ]
@@ -457,12 +459,12 @@ def _build(
         return MonitorData.blank(
             deployment, since, until, step, label, f"no requests logged for {deployment!r} in this window"
         )
-    b_arr, keys, lbin, n, err = zip(
+    b_col, keys, lbin_col, n_col, err_col = zip(
         *((r[0], f"{r[1]}{_SEP}{int(r[2])}", r[3], r[4], r[5]) for r in rows), strict=True
     )
     arms, arm = np.unique(np.array(keys, dtype=object), return_inverse=True)
-    b_arr, lbin = np.asarray(b_arr, dtype=np.int64), np.asarray(lbin, dtype=np.int64)
-    n, err = np.asarray(n, dtype="float64"), np.asarray(err, dtype="float64")
+    b_arr, lbin = np.asarray(b_col, dtype=np.int64), np.asarray(lbin_col, dtype=np.int64)
+    n, err = np.asarray(n_col, dtype="float64"), np.asarray(err_col, dtype="float64")
     nb, na = b1 - b0, len(arms)
     lmin, nl = int(lbin.min()), int(lbin.max() - lbin.min() + 1)
     cube = np.bincount((b_arr * na + arm) * nl + (lbin - lmin), weights=n, minlength=nb * na * nl).reshape(

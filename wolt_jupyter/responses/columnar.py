@@ -100,8 +100,8 @@ def _spread_single(rows: Sequence[dict[str, Any]]) -> pa.Table | None:
     one-element list) under the same names. None when that is not so (the general path takes over)."""
     if not rows:
         return None
-    ins = [r.get("inputs") for r in rows]
-    outs = [r.get("outputs") for r in rows]
+    ins: list[Any] = [r.get("inputs") for r in rows]  # dicts, checked just below
+    outs: list[Any] = [r.get("outputs") for r in rows]
     if set(map(type, ins)) != {dict} or set(map(type, outs)) != {dict}:
         return None
     in_keys, out_keys = tuple(ins[0]), tuple(outs[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wolt_jupyter.errors import InvalidArgument
@@ -52,6 +52,7 @@ def add_feedback(url: str, items: Iterable[Mapping[str, Any]]) -> int:
                 dialect = conn.dialect.name
                 if dialect in ("sqlite", "postgresql"):
                     # one upsert statement; both dialects spell it the same way
+                    upsert: Callable[..., Any]
                     if dialect == "sqlite":
                         from sqlalchemy.dialects.sqlite import insert as upsert
                     else:

@@ -229,10 +229,10 @@ def revision_list(revision: Revision) -> list[int] | None:
         return None
     values = [revision] if isinstance(revision, (int, str)) else revision  # "12" is not [1, 2]
     try:
-        out = [operator.index(v) for v in values if not isinstance(v, (bool, str))]  # type: ignore[union-attr]
+        out = [operator.index(v) for v in values if not isinstance(v, (bool, str))]
     except TypeError:  # 2.5, None, an object
         out = []
-    if isinstance(revision, bool) or not out or len(out) != len(list(values)):  # type: ignore[arg-type]
+    if isinstance(revision, bool) or not out or len(out) != len(list(values)):
         raise InvalidArgument(f'revision must be a revision number, several, or "all", not {revision!r}')
     return out
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,6 +285,7 @@ def _count(engine: Any, deployment: str, removed: Removed, now: float) -> None:
     from wolt_jupyter.responses.store import retention_table
 
     r = retention_table()
+    insert: Callable[..., Any]  # either dialect's: both spell the upsert the same way
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,9 @@ def release_free_pages(engine: Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
     with engine.connect() as conn:
-        conn.connection.driver_connection.executescript("PRAGMA incremental_vacuum;")
+        sqlite_conn = conn.connection.driver_connection
+        assert sqlite_conn is not None  # a checked-out connection has its DBAPI connection
+        sqlite_conn.executescript("PRAGMA incremental_vacuum;")
 
 
 @lru_cache(maxsize=1)
@@ -310,6 +313,7 @@ def add_to_rollup(conn: Any, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = rollup_table()
+    insert: Callable[..., Any]  # either dialect's: both spell the upsert the same way
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:

@@ -229,6 +229,7 @@ class ResponseWriter:
         queue = self._queue
         if len(queue) + len(rows) > self.queue_size:
             if seg is not None:  # durable in the spool: the writer replays the segment instead
+                assert self._spool is not None  # seg came from it
                 self._spool.defer(seg, len(rows))
                 with self._counts_lock:
                     self._deferred += len(rows)
@@ -478,7 +479,7 @@ class ResponseWriter:
                 while queue:
                     # behind (more than a batch waiting): fewer, larger transactions catch up faster
                     limit = self.batch_size if len(queue) <= self.batch_size else self.batch_size * _CATCH_UP
-                    batch = []
+                    batch: list[tuple[Any, Any]] = []
                     while queue and len(batch) < limit:
                         batch.append(queue.popleft())
                     with self._counts_lock:
@@ -561,6 +562,7 @@ class ResponseWriter:
                 for seg, _ in spooled:
                     per_segment[seg] = per_segment.get(seg, 0) + 1
                 for seg, n in per_segment.items():
+                    assert self._spool is not None  # a segment came from it
                     self._spool.defer(seg, n)
                 with self._counts_lock:
                     self._in_flight -= len(pairs)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 from wolt_jupyter._display import p_value_text
 from wolt_jupyter.updater.policy import Direction, EstimatedAccuracy, Policy, Retrain, Step
@@ -389,7 +389,7 @@ class Decision:
         return self.action in FINAL
 
 
-def _finite(x: float | None) -> bool:
+def _finite(x: float | None) -> TypeGuard[float]:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
@@ -531,7 +531,7 @@ def _replay(policy: Policy, state: RolloutState, step: Step, obs: Observations) 
         else:
             direction = sklearn_metric(name)[1] or "max"
             metric = Metric(name, direction, gate.min_improvement)
-            cand, base = float(res.candidate_metric), float(res.champion_metric)  # type: ignore[arg-type]
+            cand, base = float(res.candidate_metric), float(res.champion_metric)
             gain = metric.improvement(cand, base)
             ok = gain >= gate.min_improvement
             why = f"{name} on {res.labelled} labelled requests {cand:.4g} vs champion's answers {base:.4g} (improvement {gain:+.4g}, needed {gate.min_improvement:+.4g})"
@@ -545,7 +545,7 @@ def _upper_limit(name: str, value: float | None, limit: float, n: int | None) ->
         return Check(
             name, "wait", "no value (not measured or NaN): neither a pass nor a breach", threshold=limit, n=n
         )
-    ok = value <= limit  # type: ignore[operator]
+    ok = value <= limit
     return Check(
         name,
         "pass" if ok else "fail",
@@ -561,7 +561,7 @@ def _lower_limit(name: str, value: float | None, limit: float, n: int | None) ->
         return Check(
             name, "wait", "no value (not measured or NaN): neither a pass nor a breach", threshold=limit, n=n
         )
-    ok = value >= limit  # type: ignore[operator]
+    ok = value >= limit
     return Check(
         name,
         "pass" if ok else "fail",
@@ -973,7 +973,7 @@ def should_retrain(
     metric declined by ``metric_decline`` (relative to the baseline). Not twice within ``cooldown``, never
     while a retraining run is still going. A missing or NaN measurement is no reason either way."""
     reasons = []
-    if retrain.drift_threshold is not None and _finite(drift_psi) and drift_psi >= retrain.drift_threshold:  # type: ignore[operator]
+    if retrain.drift_threshold is not None and _finite(drift_psi) and drift_psi >= retrain.drift_threshold:
         reasons.append(f"input drift PSI {drift_psi:.3g} >= {retrain.drift_threshold:.3g}")
     if (
         retrain.metric_decline is not None

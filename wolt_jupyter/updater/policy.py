@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from wolt_jupyter.errors import InvalidArgument, PolicyError
 from wolt_jupyter.untrusted import shown_value
@@ -131,6 +131,13 @@ class _Fields:
         value = self.data.get(key)
         return default if value is None else value
 
+    # required=True (or a str default) never gives None: the overloads let callers use the value as a str
+    @overload
+    def string(self, key: str, default: str, *, required: bool = False) -> str: ...
+    @overload
+    def string(self, key: str, default: None = None, *, required: Literal[True]) -> str: ...
+    @overload
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None: ...
     def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
         value = self.data.get(key)
         if value is None:
@@ -756,7 +763,7 @@ def _replay(data: Any) -> ReplayGate:
     assert requests is not None and min_requests is not None
     if min_requests > requests:
         raise _fail("replay.min_requests", f"cannot exceed replay.requests ({requests})")
-    positive = {"low": 0.0, "low_open": True, "what": "a positive number"}
+    positive: dict[str, Any] = {"low": 0.0, "low_open": True, "what": "a positive number"}
     return ReplayGate(
         requests=requests,
         min_requests=min_requests,
@@ -797,7 +804,7 @@ def _rollout(data: Any) -> Rollout:
             raise _fail(
                 "rollout.canary", f"must be a non-empty list of {{weight, bake}}; got {shown_value(raw)}"
             )
-        steps = []
+        steps: list[CanaryStep] = []
         for i, item in enumerate(raw):
             where = f"rollout.canary[{i}]"
             c = _Fields(item, where, ("weight", "bake", "approve"))
@@ -866,7 +873,7 @@ def _guards(data: Any) -> Guards:
             m.flag("required", False),
             m.count("min_labels", 50) or 50,
         )
-    level = {"low": 0.0, "high": 0.5, "low_open": True, "what": "a level in (0, 0.5]"}
+    level: dict[str, Any] = {"low": 0.0, "high": 0.5, "low_open": True, "what": "a level in (0, 0.5]"}
     alpha = f.number("alpha", d.alpha, **level)
     limit_alpha = f.number("limit_alpha", d.limit_alpha, **level)
     # read so that old policies load (and a bad value still fails); the exact error-rate test needs no effect
@@ -909,7 +916,7 @@ def _query_guards(data: Any) -> tuple[QueryGuard, ...]:
         raise _fail(
             "guards.queries", f"must be a list of {{name, query, max and/or min}}; got {shown_value(data)}"
         )
-    out = []
+    out: list[QueryGuard] = []
     for i, item in enumerate(data):
         where = f"guards.queries[{i}]"
         q = _Fields(item, where, ("name", "query", "max", "min", "prometheus"))

@@ -34,6 +34,7 @@ from wolt_jupyter.errors import one_line
 from wolt_jupyter.revisions import write_atomic
 from wolt_jupyter.updater.commands import COMMANDS_DIR, Command, Commands, refusal
 from wolt_jupyter.updater.decide import (
+    Action,
     Check,
     Decision,
     LiveWindow,
@@ -208,10 +209,11 @@ class UpdateService:
             return steered
         rollout = st.state
         if rollout is None or rollout.outcome is not None:
-            st = self._next_candidate(st)
-            if st is None:
+            picked = self._next_candidate(st)
+            if picked is None:
                 self._watch_champion()
                 return None
+            st = picked
             rollout = st.state
             assert rollout is not None
         assert st.candidate is not None
@@ -270,7 +272,7 @@ class UpdateService:
             reason = f"{step.label} {what} ({st.failures} of {FAILURE_LIMIT} tries): {why}"
             return Decision("hold", reason, rollout.step, step.label, (check,))
         st.failures = 0
-        action = "rollback" if step.live else "reject"
+        action: Action = "rollback" if step.live else "reject"
         reason = f"{step.label} {what} {FAILURE_LIMIT} times in a row: {why}"
         return Decision(action, reason, rollout.step, step.label, (check,))
 
@@ -323,6 +325,7 @@ class UpdateService:
         steps = self.policy.steps()
         step, now = steps[rollout.step], self.clock()
         if cmd.command in ("promote-now", "abort"):
+            act: Callable[[str], None] | None
             if cmd.command == "promote-now":
                 decision = Decision("promote", f"promoted by hand ({cmd.by}) at {step.label}, before the rollout's end",
                                     rollout.step, step.label)  # fmt: skip

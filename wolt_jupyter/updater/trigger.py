@@ -128,6 +128,8 @@ class WebhookTrigger:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        if isinstance(host, bytes):  # typeshed allows bytes for other socket families; AF_INET gives str
+            host = host.decode()
         return f"http://{host}:{port}{self.path}"
 
     def start(self) -> WebhookTrigger:

@@ -29,6 +29,8 @@ from wolt_jupyter.updater.policy import Watch
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from wolt_jupyter.config import Settings
+
 CURSOR_FILE = "cursor.json"
 _RECHECK = 50  # in tag mode, versions seen without the tag are re-read (the tag may come later), newest 50
 
@@ -105,7 +107,7 @@ class RegistryWatcher:
         self.path = Path(path)
         self.start_after = start_after
         self._client = mlflow_client
-        self._settings = None
+        self._settings: Settings | None = None
 
     def _c(self) -> MlflowClient:
         if self._client is None:

@@ -165,13 +165,12 @@ class WoltPanel:
         apply = w.Button(description="apply", layout={"width": "70px"})
         apply.on_click(lambda _b: self._act(deployments.traffic, d.name, _weights(weights.value)))
         promote = w.Dropdown(options=[NONE, *live[1:]], description="promote", layout={"width": "220px"})
-        promote.observe(
-            lambda ch: (
-                ch["new"] != NONE
-                and self._confirm(f"promote {ch['new']} in {d.name}", deployments.promote, d.name, ch["new"])
-            ),
-            names="value",
-        )
+
+        def on_promote(ch: dict[str, Any]) -> None:
+            if ch["new"] != NONE:
+                self._confirm(f"promote {ch['new']} in {d.name}", deployments.promote, d.name, ch["new"])
+
+        promote.observe(on_promote, names="value")
         rollback = w.Button(description="roll back", disabled=(d.revision or 0) < 2)
         rollback.on_click(lambda _b: self._confirm(f"roll back {d.name}", deployments.rollback, d.name))
         undeploy = w.Button(description="undeploy", button_style="danger")
