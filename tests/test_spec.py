@@ -34,6 +34,16 @@ def test_logging_probabilities_is_kept_only_when_set() -> None:
     assert not plain.logging.probabilities and "probabilities" not in plain.to_dict()["logging"]
 
 
+def test_a_variant_timeout_is_kept_only_when_set() -> None:
+    doc = {**BASE, "variants": [{**BASE["variants"][0], "timeout": 0.5}, *BASE["variants"][1:]]}
+    spec = DeploymentSpec.from_dict(doc)
+    assert spec.variant("main").timeout == 0.5 and spec.variant("challenger").timeout is None
+    assert spec.to_dict()["variants"][0]["timeout"] == 0.5
+    assert "timeout" not in spec.to_dict()["variants"][1]  # specs without one read and render as before
+    assert DeploymentSpec.from_yaml(spec.to_yaml()) == spec
+    assert spec.with_traffic({"main": 50, "challenger": 50}).variant("main").timeout == 0.5
+
+
 def test_logging_on_full_is_serve_unless_refuse_is_asked() -> None:
     spec = DeploymentSpec.from_dict({**BASE, "logging": {"on_full": "refuse"}})
     assert spec.logging.on_full == "refuse" and spec.to_dict()["logging"]["on_full"] == "refuse"
@@ -73,11 +83,30 @@ def test_logging_on_full_is_serve_unless_refuse_is_asked() -> None:
         ({"logging": {"responses": "yes"}}, r"at logging.responses: 'yes' is not of type 'boolean'"),
         ({"logging": {"sample": True}}, r"at logging.sample: True is not of type 'number'"),
         ({"logging": {"probabilities": 1}}, r"at logging.probabilities: 1 is not of type 'boolean'"),
-        ({"logging": {"on_full": "drop"}}, r"logging.on_full must be serve \(answer, count the rows not logged\)"),
+        (
+            {"logging": {"on_full": "drop"}},
+            r"logging.on_full must be serve \(answer, count the rows not logged\)",
+        ),
         ({"logging": {"on_full": True}}, r"at logging.on_full: True is not of type 'string'"),
         (
             {"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "shadow": "no"}]},
             r"at variants\[0\].shadow: 'no' is not of type 'boolean'",
+        ),
+        (
+            {"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "timeout": "fast"}]},
+            r"at variants\[0\].timeout: 'fast' is not of type 'number', 'null'",
+        ),
+        (
+            {"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "timeout": True}]},
+            r"at variants\[0\].timeout: True is not of type 'number', 'null'",
+        ),
+        *(
+            (
+                {"variants": [{"name": "a", "model": "models:/m/1", "traffic": 100, "timeout": bad}]},
+                r"variant 'a': timeout must be a number of seconds above 0 and at most 3600 \(e.g. 0.5\), "
+                rf"got {shown}",
+            )
+            for bad, shown in ((0, "0"), (-0.5, "-0.5"), (3601, "3601"), (float("nan"), "nan"))
         ),
     ],
 )

@@ -4,7 +4,7 @@
 name: eta-predictor
 variants:
   - {name: main, model: "models:/eta@champion", traffic: 90}
-  - {name: challenger, model: "models:/eta/7", traffic: 10}
+  - {name: challenger, model: "models:/eta/7", traffic: 10, timeout: 0.5}   # seconds; then the champion answers
   - {name: shadow, model: "models:/eta/8", shadow: true}
 routing: {sticky_key: user_id}
 logging: {responses: true, sample: 1.0}
@@ -59,6 +59,9 @@ SPEC_SCHEMA: dict[str, Any] = {
                     "model": {"type": "string"},
                     "traffic": {"type": "integer", "minimum": 0, "maximum": 100},
                     "shadow": {"type": "boolean"},
+                    # seconds a request may wait for this variant (queue and predict); then a challenger's
+                    # goes to the champion and the champion's is a 504
+                    "timeout": {"type": ["number", "null"]},
                 },
             },
         },
@@ -230,6 +233,9 @@ def _check_type(value: Any, kind: type | tuple[type, ...], what: str, example: s
         raise InvalidArgument(f"{what} must be {example}, got {shown_value(value)}")
 
 
+MAX_TIMEOUT_S = 3600  # variants[i].timeout: above an hour is a mistake, not a limit
+
+
 @dataclass(frozen=True)
 class Variant:
     """One model behind the endpoint: live (with a traffic weight) or a shadow (sees copies, answers nobody)."""
@@ -238,6 +244,7 @@ class Variant:
     model: str
     traffic: int = 0
     shadow: bool = False
+    timeout: float | None = None  # seconds a request may wait (queue + predict); None: the runtime's default
 
     def validate(self) -> None:
         check_dns_label(self.name, "variant name")
@@ -255,6 +262,15 @@ class Variant:
                 f"variant {shown_value(self.name)}: traffic must be a whole number 0-100, got {shown_value(self.traffic)}"
             )
         _check_type(self.shadow, bool, f"variant {shown_value(self.name)}: shadow", "true or false")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, (int, float))
+            or not 0 < self.timeout <= MAX_TIMEOUT_S
+        ):
+            raise InvalidArgument(
+                f"variant {shown_value(self.name)}: timeout must be a number of seconds above 0 and at most "
+                f"{MAX_TIMEOUT_S} (e.g. 0.5), got {shown_value(self.timeout)}"
+            )
         if self.shadow and self.traffic:
             raise InvalidArgument(
                 f"variant {shown_value(self.name)} is a shadow and has traffic {self.traffic}: shadows take no traffic "
@@ -405,7 +421,9 @@ class DeploymentSpec:
             {
                 k: val
                 for k, val in v.items()
-                if not (k == "shadow" and not val) and not (k == "traffic" and v["shadow"])
+                if not (k == "shadow" and not val)
+                and not (k == "traffic" and v["shadow"])
+                and not (k == "timeout" and val is None)  # specs without one read and render as before
             }
             for v in d["variants"]
         ]

@@ -201,6 +201,12 @@ def test_a_routing_change_keeps_the_pods_and_a_model_change_rolls_them() -> None
     rolled = rendered(new_model, 3)["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert rolled != before["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert render_kubernetes(spec(), CTX) == render_kubernetes(spec(), CTX)  # pure and deterministic
+    # a variant's timeout is re-read by the pods with the routing: the ConfigMap carries it, the pods stay
+    timed = replace(spec(), variants=tuple(replace(v, timeout=0.5) for v in spec().variants))
+    kept = rendered(timed, 1)
+    assert kept["Deployment"] == before["Deployment"]
+    pods_spec = DeploymentSpec.from_yaml(kept["ConfigMap"]["data"]["spec.yaml"])
+    assert pods_spec.variant("challenger").timeout == 0.5
 
 
 def test_seldon_predictors_logger_and_resources() -> None:
@@ -281,6 +287,20 @@ three_way = [
             "Seldon Core's request logger sends records after the answer and cannot refuse a request whose "
             "record it cannot keep: drop logging.on_full, or deploy with --target kubernetes (the project's "
             "router refuses them)",
+        ),
+        (
+            "seldon",
+            {"variants": [{**v, "timeout": 0.5} for v in SPECS["ab+shadow"]["variants"]]},
+            "Seldon Core has no per-variant timeout that sends a timed-out challenger's request to the "
+            "champion (variant 'main' has timeout 0.5): drop variants[].timeout, or deploy with --target "
+            "kubernetes (the project's router honours it)",
+        ),
+        (
+            "kserve",
+            {"variants": [MAIN, {"name": "b", "model": "models:/eta/4", "traffic": 0, "timeout": 2}]},
+            "KServe has no per-variant timeout that sends a timed-out challenger's request to the champion "
+            "(variant 'b' has timeout 2): drop variants[].timeout, or deploy with --target kubernetes (the "
+            "project's router honours it)",
         ),
         (
             "kserve",

@@ -37,8 +37,8 @@ from serving_support import (
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     """Registered (by serving_make_models.py, in a subprocess): wolt-lr v1/v2 (LogisticRegression, column signature),
-    wolt-pipe (selects columns by name), wolt-raises, wolt-sleepy (1 s per predict) and wolt-strings
-    (a string column, DataFrame output)."""
+    wolt-pipe (selects columns by name), wolt-raises, wolt-sleepy (v1 1 s per predict, v2 0.3 s), wolt-hangs
+    (never returns after its first predict) and wolt-strings (a string column, DataFrame output)."""
     import pickle
 
     root = tmp_path_factory.mktemp("serving-mlflow")

@@ -73,7 +73,12 @@ def main(out: Path) -> None:
     _register("wolt-pipe", infer_signature(x, pipe.predict(x)), sklearn_model=pipe)
     (out / "pipe.pkl").write_bytes(pickle.dumps(pipe))
     sig = infer_signature(x, np.zeros(len(x), dtype=np.int64))
-    for name, py in (("wolt-raises", pymodels.Raises()), ("wolt-sleepy", pymodels.Sleepy(1.0))):
+    for name, py in (
+        ("wolt-raises", pymodels.Raises()),
+        ("wolt-sleepy", pymodels.Sleepy(1.0)),  # version 1: 1 s per predict
+        ("wolt-sleepy", pymodels.Sleepy(0.3)),  # version 2: 0.3 s, the slow challenger
+        ("wolt-hangs", pymodels.Hangs()),
+    ):
         _register(name, sig, python_model=py)
     sx = pd.DataFrame({"city": ["oslo", "rome"], "n": [1, 2]})
     _register(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import mlflow.pyfunc
@@ -38,3 +39,16 @@ class Strings(mlflow.pyfunc.PythonModel):
                 "upper": model_input["city"].str.upper(),
             }
         )
+
+
+class Hangs(mlflow.pyfunc.PythonModel):
+    """Answers its first predict (the runtime's probe at load), then never returns: a hung model."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, context, model_input, params=None):
+        self.calls += 1
+        if self.calls > 1:
+            threading.Event().wait()
+        return np.zeros(len(model_input), dtype=np.int64)

@@ -6,18 +6,21 @@ session loads.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -102,6 +105,83 @@ def request(
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+class Client:
+    """One keep-alive connection (as load balancers and V2 clients use)."""
+
+    def __init__(self, url: str, timeout: float = 30) -> None:
+        u = urlparse(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+        self.headers: dict[str, str] = {}  # of the last answer, lower-cased
+
+    def infer(
+        self, name: str, doc: dict, headers: dict | None = None, version: str | None = None
+    ) -> tuple[int, dict, str | None]:
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
+        self.conn.request("POST", path, json.dumps(doc), headers or {})
+        resp = self.conn.getresponse()
+        body = json.loads(resp.read())
+        self.headers = {k.lower(): v for k, v in resp.getheaders()}
+        return resp.status, body, resp.getheader("x-wolt-variant")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass
+class Answer:
+    status: int
+    variant: str | None  # x-wolt-variant: who answered
+    retried_from: str | None  # x-wolt-retried-from: the challenger the champion answered for
+    seconds: float
+
+
+def under_load(rt: Runtime, seconds: float, clients: int, doc: dict) -> list[Answer]:
+    """``clients`` keep-alive connections sending ``doc`` back to back for ``seconds``: every answer."""
+    stop = threading.Event()
+    answers: list[Answer] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        c = Client(rt.url, timeout=60)
+        mine = []
+        try:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                status, _, variant = c.infer(rt.name, doc)
+                mine.append(
+                    Answer(status, variant, c.headers.get("x-wolt-retried-from"), time.perf_counter() - t0)
+                )
+        finally:
+            c.close()
+            with lock:
+                answers.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(90)
+    return answers
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def spawn_runtime(

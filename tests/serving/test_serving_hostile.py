@@ -163,7 +163,14 @@ def test_admin_spec_of_the_wrong_shape_is_one_line_400(hostile) -> None:
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"logging": {"sample": "abc"}}, "logging.sample"), ({"resources": [1, 2]}, "resources")],
+    [
+        ({"logging": {"sample": "abc"}}, "logging.sample"),
+        ({"resources": [1, 2]}, "resources"),
+        (
+            {"variants": [{"name": "main", "model": "models:/wolt-lr/1", "traffic": 100, "timeout": -1}]},
+            "variant 'main': timeout must be a number of seconds above 0 and at most 3600 (e.g. 0.5), got -1",
+        ),
+    ],
 )
 def test_a_bad_spec_file_is_one_line_and_exit_2(model_store, tmp_path, change, field) -> None:
     spec = {"name": "bad-spec", "variants": [{"name": "main", "model": "models:/wolt-lr/1", "traffic": 100}]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -12,40 +11,12 @@ import time
 from collections import Counter
 from urllib.parse import urlparse
 
-from serving_support import ADMIN, STICKY, row_doc
+from serving_support import ADMIN, STICKY, Client, metric, row_doc
 
 from wolt_jupyter.serving.router import RoutingTable
 from wolt_jupyter.spec import DeploymentSpec
 
 ROW = [[0.3, -0.2, 0.1, 0.9]]
-
-
-class Client:
-    """One keep-alive connection (as load balancers and V2 clients use)."""
-
-    def __init__(self, url: str) -> None:
-        u = urlparse(url)
-        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-
-    def infer(self, name: str, doc: dict, headers: dict | None = None) -> tuple[int, dict, str | None]:
-        self.conn.request("POST", f"/v2/models/{name}/infer", json.dumps(doc), headers or {})
-        resp = self.conn.getresponse()
-        body = json.loads(resp.read())
-        return resp.status, body, resp.getheader("x-wolt-variant")
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_http_split_follows_weights_and_names_the_variant(ab) -> None:

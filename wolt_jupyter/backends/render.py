@@ -119,7 +119,7 @@ _INSTEAD = "deploy with --target kubernetes (the project's router"
 
 def _refuse_operator_limits(product: str, spec: DeploymentSpec) -> None:
     """What Seldon Core and KServe alike cannot honour: sticky routing, sampled request logging, class
-    probabilities, refusing requests the log cannot keep."""
+    probabilities, refusing requests the log cannot keep, per-variant timeouts."""
     if spec.routing.sticky_key:
         raise InvalidArgument(
             f"{product} splits traffic at random per request and cannot keep a "
@@ -139,6 +139,13 @@ def _refuse_operator_limits(product: str, spec: DeploymentSpec) -> None:
         raise InvalidArgument(
             f"{product}'s request logger sends records after the answer and cannot refuse a request whose "
             f"record it cannot keep: drop logging.on_full, or {_INSTEAD} refuses them)"
+        )
+    timed = [v for v in spec.variants if v.timeout is not None]
+    if timed:
+        raise InvalidArgument(
+            f"{product} has no per-variant timeout that sends a timed-out challenger's request to the "
+            f"champion (variant {timed[0].name!r} has timeout {timed[0].timeout:g}): drop "
+            f"variants[].timeout, or {_INSTEAD} honours it)"
         )
 
 
@@ -275,6 +282,7 @@ def restart_checksum(spec: DeploymentSpec) -> str:
     doc.pop("routing", None)
     for v in doc["variants"]:
         v.pop("traffic", None)
+        v.pop("timeout", None)  # the runtime re-reads it with the routing
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

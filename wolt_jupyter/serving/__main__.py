@@ -18,6 +18,7 @@ from pathlib import Path
 
 from wolt_jupyter.serving.dataplane import MAX_BATCH, DataPlane
 from wolt_jupyter.serving.http import Limits, serve
+from wolt_jupyter.serving.isolation import DEFAULT_QUEUE
 from wolt_jupyter.serving.tally import EVERY_S as TALLY_EVERY_S
 from wolt_jupyter.serving.tally import Tally, counts
 
@@ -25,6 +26,7 @@ log = logging.getLogger("wolt_jupyter.serving")
 EXIT_BAD_SPEC = 2
 EXIT_LOAD_FAILED = 3
 SHADOW_DRAIN_S = 10.0  # at shutdown, queued shadow copies get this long; the rest are counted as not logged
+SETTLE_S = 5.0  # at shutdown, live requests already queued for a variant get this long to be answered
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +52,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--max-batch", type=int, default=MAX_BATCH, help="requests per live predict (1: no micro-batching)"
     )
     p.add_argument("--shadow-queue-size", type=int, default=10_000, help="copies a shadow may lag behind")
+    p.add_argument(
+        "--variant-queue-size",
+        type=int,
+        default=DEFAULT_QUEUE,
+        help="requests a live variant may have waiting; past it a challenger's go to the champion, else 503",
+    )
     p.add_argument(
         "--drain-seconds",
         type=float,
@@ -85,6 +93,7 @@ async def _main(args: argparse.Namespace) -> int:
         log_responses=False if args.no_response_log else None,
         shadow_queue_size=args.shadow_queue_size,
         max_batch=max(1, args.max_batch),
+        queue_size=max(1, args.variant_queue_size),
     )
     loop = asyncio.get_running_loop()
     runtime.bind_loop(loop)
@@ -138,7 +147,8 @@ async def _main(args: argparse.Namespace) -> int:
     if grpc_server is not None:
         stopped = grpc_server.stop(grace=5)
         await loop.run_in_executor(None, stopped.wait, 6)
-    await asyncio.sleep(0.05)  # let callbacks already scheduled (batched predicts) answer
+    # what the variants' threads have queued or are predicting is answered (or times out) before closing
+    await runtime.settle(timeout=SETTLE_S)
     shadow_drain = float(os.environ.get("WOLT_SHADOW_DRAIN_S", SHADOW_DRAIN_S))
     stats = await loop.run_in_executor(None, lambda: runtime.close(timeout=25.0, shadow_timeout=shadow_drain))
     _save_tally(tally, stats)

@@ -6,10 +6,14 @@ A codec decodes its wire format into an :class:`~wolt_jupyter.serving.tensors.In
 own wire reply. Everything else happens here, once for both protocols: routing, micro-batching, the retry of
 a failed challenger on the champion, shadows, the response log, metrics and Triton-style statistics.
 
-Batching: a request is queued for its variant's model and a callback scheduled with ``call_soon`` runs one
-``predict`` over every request that arrived in the same loop iteration — adaptive batching with no added
-wait. Each reply is encoded before the micro-batch's log records are spooled and sent only after that, so an
-acknowledged answer is a durable one. When the spool cannot take them (a full disk), ``logging.on_full``
+Batching and isolation: a request is queued for its variant's model, and each variant predicts in a thread
+of its own (:mod:`~wolt_jupyter.serving.isolation`): the thread runs one ``predict`` over every request that
+queued up since its last one — adaptive batching with no added wait — and hands the results back to the
+event loop, which never predicts. So a slow or hung variant delays nobody else, health checks included; a
+request waiting past its variant's ``timeout`` is retried on the champion (a challenger's) or answered 504
+(the champion's), and a full queue is retried on the champion or answered 503. Each reply is encoded on the
+loop before the micro-batch's log records are spooled and sent only after that, so an acknowledged answer
+is a durable one. When the spool cannot take them (a full disk), ``logging.on_full``
 decides: ``serve`` sends the answers and the writer counts the records as unlogged, ``refuse`` sends 503 with
 Retry-After instead, so nothing is answered without its record. Shadow copies and metric observations come
 after the replies.
@@ -37,6 +41,7 @@ from wolt_jupyter.responses.record import PROBA_OUTPUT
 from wolt_jupyter.revisions import deployment_dir, serving_revision
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.admin import FEEDBACK_TOKEN_FILE, ensure_token
+from wolt_jupyter.serving.isolation import DEFAULT_QUEUE, DEFAULT_TIMEOUT, VariantWorker
 from wolt_jupyter.serving.metrics import (
     BATCH_BUCKETS,
     VALUE_BUCKETS,
@@ -66,6 +71,8 @@ MAX_BATCH = 64  # requests per live predict
 MAX_ID_LENGTH = 128  # request ids are stored (response log, feedback): longer ones are refused at the edge
 RETRY_PREFIX = "retried on the champion"  # starts the error of a challenger answer the champion replaced
 LOG_FULL_ERROR = "the response log cannot keep this request's record (its disk is full); retry later"
+WATCH_S = 0.02  # how often the loop checks variants' deadlines and threads (at most; less for small timeouts)
+SAY_EVERY_S = 5.0  # a variant's timeouts, full queue or skipping: at most one log line per this interval
 ARRAY_MIN_VALUES = 64  # below this a list is cheaper to build than handing the array over
 
 
@@ -157,11 +164,13 @@ class Routed:
 
 
 class _Job:
-    __slots__ = ("columns", "reply", "retried_from", "routed", "t_queued")
+    __slots__ = ("columns", "deadline", "done", "reply", "retried_from", "routed", "t_queued")
 
     def __init__(self, routed: Routed, reply: Reply, retried_from: str | None = None) -> None:
         self.routed, self.reply, self.retried_from = routed, reply, retried_from
         self.t_queued = time.perf_counter()
+        self.deadline = 0.0  # set when queued: t_queued + the variant's timeout
+        self.done = False  # answered (by its predict, or by the watchdog at its deadline): on the loop only
         self.columns: dict[str, Any] | None = None  # the logged inputs, once computed
 
 
@@ -179,6 +188,7 @@ class DataPlane:
         response_store_url: str | None = None,
         log_responses: bool | None = None,
         shadow_queue_size: int = 10_000,
+        queue_size: int = DEFAULT_QUEUE,
     ) -> None:
         spec.validate()
         self.name = spec.name
@@ -203,8 +213,14 @@ class DataPlane:
         self.refused = 0  # requests answered 503 because their record could not be kept
         self.store_url = response_store_url
         self.shadow_queue_size = shadow_queue_size
-        # queued jobs by the adapter that will predict them (a redeploy may swap a variant's adapter meanwhile)
-        self._pending: dict[ModelAdapter, list[_Job]] = {}
+        # each adapter's queue and predict thread (a redeploy may swap a variant's adapter: queued jobs finish
+        # on the adapter they were routed to, then its worker ends)
+        self.queue_size = queue_size
+        self.workers: dict[ModelAdapter, VariantWorker] = {}
+        # variants with too many hung predict threads: their traffic goes to the champion
+        self.skipped: frozenset[str] = frozenset()
+        self._timeouts: tuple[Any, dict[str, float]] = (None, {})  # (spec, variant -> timeout s)
+        self._said: dict[tuple[str, str], float] = {}  # (variant, what) -> when last logged
         self.staging = False
         self._recent_inputs: Any = None  # the last live request's tensors: a new revision must answer them
         self.shadow_backlog_discarded = 0
@@ -218,7 +234,9 @@ class DataPlane:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def bind_loop(self, loop: Any) -> None:
+        """Call on the event loop's thread: the watchdog of variants' deadlines runs on it from now on."""
         self.loop = loop
+        loop.call_soon(self._watch)
 
     def load(self, loader: Callable[[str, str], ModelAdapter] | None = None) -> None:
         """Load every variant (live and shadow), start shadow workers and the response log, then go ready."""
@@ -382,7 +400,10 @@ class DataPlane:
     def log_state(self) -> dict[str, Any]:
         """The response log as this runtime sees it: the writer's counters, whether its disk is full (and the
         line that says so), ``logging.on_full`` and the requests refused for it."""
-        doc: dict[str, Any] = {"on_full": "refuse" if self.refuse_unlogged else "serve", "refused": self.refused}
+        doc: dict[str, Any] = {
+            "on_full": "refuse" if self.refuse_unlogged else "serve",
+            "refused": self.refused,
+        }
         w = self.writer
         if w is None:
             return {**doc, "logging": False}
@@ -457,6 +478,8 @@ class DataPlane:
         the returned ``shadow_discarded``), never dropped silently."""
         self.stopping = True
         self.ready = False
+        for worker in self.workers.values():
+            worker.close()  # each predict thread ends once its queue is done
         deadline = time.monotonic() + timeout
         shadow_deadline = time.monotonic() + (
             timeout / 2 if shadow_timeout is None else min(shadow_timeout, timeout)
@@ -525,6 +548,44 @@ class DataPlane:
                 ("deployment", "variant", "champion"),
             )
         )
+        self.m_timeouts = r.add(
+            Counter(
+                "wolt_model_timeouts_total",
+                "Requests not answered within the variant's timeout (a challenger's then go to the champion)",
+                ("deployment", "variant"),
+            )
+        )
+        self.m_queue_full = r.add(
+            Counter(
+                "wolt_variant_queue_full_total",
+                "Requests refused by a full variant queue (a challenger's then go to the champion, else 503)",
+                ("deployment", "variant"),
+            )
+        )
+        r.add(
+            Gauge(
+                "wolt_variant_queue_depth",
+                "Requests waiting for the variant's predict thread",
+                ("deployment", "variant"),
+                func=lambda: self._per_variant(VariantWorker.depth),
+            )
+        )
+        r.add(
+            Gauge(
+                "wolt_variant_hung_threads",
+                "Predict threads abandoned past the variant's timeout and still running",
+                ("deployment", "variant"),
+                func=lambda: self._per_variant(lambda w: len(w.hung)),
+            )
+        )
+        r.add(
+            Gauge(
+                "wolt_variant_skipped",
+                "1 while the variant is skipped (too many hung predict threads): its traffic goes to the champion",
+                ("deployment", "variant"),
+                func=lambda: self._per_variant(lambda w: int(w.skipped)),
+            )
+        )
         self.m_shadow_cmp = r.add(
             Counter(
                 "wolt_shadow_comparisons_total",
@@ -587,7 +648,10 @@ class DataPlane:
             ("written", "Response-log records written"),
             ("dropped", "Response-log records dropped"),
             ("removed", "Response-log records removed by retention (logging.retention)"),
-            ("unlogged", "Requests answered without their response-log record (disk full, logging.on_full: serve)"),
+            (
+                "unlogged",
+                "Requests answered without their response-log record (disk full, logging.on_full: serve)",
+            ),
         ):
             r.add(
                 Gauge(
@@ -631,6 +695,15 @@ class DataPlane:
                 func=lambda: [((self.name,), int(self.ready))],
             )
         )
+
+    def _per_variant(self, value: Callable[[VariantWorker], float]) -> list[tuple[tuple[str, ...], float]]:
+        """A gauge's series: each live variant's current worker (0 before its first request)."""
+        out = []
+        for v in self.router.table.live:
+            adapter = self.models.get(v)
+            worker = self.workers.get(adapter) if adapter is not None else None  # type: ignore[arg-type]
+            out.append(((self.name, v), float(value(worker)) if worker is not None else 0.0))
+        return out
 
     def _writer_stat(self, key: str) -> float:
         if self.writer is None:
@@ -782,32 +855,156 @@ class DataPlane:
             self.m_seldon.observe((self.name, version or "", "", "", str(status)), time.perf_counter() - t0)
 
     def _enqueue(self, job: _Job) -> None:
+        """Queue ``job`` for its adapter's predict thread (on the loop). A full queue or a skipped variant:
+        a challenger's request goes to the champion, anyone else's is answered 503 with Retry-After."""
         adapter = job.routed.adapter
-        queue = self._pending.get(adapter)
-        if queue is None:
-            self._pending[adapter] = [job]
-            if self.loop is not None:
-                self.loop.call_soon(self._flush, adapter)
-            else:
-                self._flush(adapter)
-        else:
-            queue.append(job)
-
-    def _flush(self, adapter: ModelAdapter) -> None:
-        jobs = self._pending.pop(adapter, None)
-        if not jobs:
+        if self.loop is None:  # no event loop (a plane driven by hand): predict inline
+            t0 = time.perf_counter()
+            results = self._predict(adapter, [job])
+            self._finish(adapter, [job], results, t0, time.perf_counter())
             return
-        group: list[_Job] = []
-        for job in jobs:
-            if group and (
-                len(group) >= self.max_batch
-                or not adapter.can_batch(group[0].routed.prepared, job.routed.prepared)
-            ):
-                self._run(adapter, group)
-                group = []
-            group.append(job)
-        if group:
-            self._run(adapter, group)
+        worker = self.workers.get(adapter)
+        if worker is None:
+            worker = self._new_worker(adapter)
+        variant = adapter.variant
+        if worker.skipped:
+            why = f"variant {variant!r} is skipped: {len(worker.hung)} of its predicts hung past its timeout"
+            return self._overflow(job, why, "skipped")
+        job.deadline = job.t_queued + self._timeout(variant)
+        if not worker.offer(job):
+            self.m_queue_full.inc((self.name, variant))
+            why = f"variant {variant!r} has {worker.capacity} requests waiting (its queue is full)"
+            return self._overflow(job, why, "queue full")
+        if not worker.kick_pending:
+            worker.kick_pending = True
+            self.loop.call_soon(worker.kick)
+        return None
+
+    def _overflow(self, job: _Job, why: str, what: str) -> None:
+        """A request its variant cannot take now: to the champion if a challenger's, else 503 Retry-After."""
+        variant = job.routed.variant
+        if self._retry_target(job) is not None:
+            self._say(variant, what, f"{why}; its requests go to the champion")
+            return self._retry(job, why, quiet=True)
+        self._say(variant, what, f"{why}; answering 503")
+        routed = job.routed
+        res = InferResult(503, None, f"{why}; retry later", variant, routed.adapter, routed.req)
+        res.retried_from = job.retried_from
+        job.done = True
+        try:
+            job.reply.send(self._encode(job, res)[1])
+        finally:
+            self._observe_refused(job, 503)
+        return None
+
+    def _say(self, variant: str, what: str, message: str) -> None:
+        """A warning at most every SAY_EVERY_S per variant and kind (a hung variant can fail 1,000s a second)."""
+        now = time.monotonic()
+        if now - self._said.get((variant, what), -SAY_EVERY_S) >= SAY_EVERY_S:
+            self._said[(variant, what)] = now
+            log.warning("deployment %s: %s", self.name, message)
+
+    def _timeout(self, variant: str) -> float:
+        """``variants[i].timeout`` of the current spec (re-read when the routing changes), else the default."""
+        spec = self.router.table.spec
+        cached_for, timeouts = self._timeouts
+        if cached_for is not spec:
+            timeouts = {v.name: float(v.timeout or DEFAULT_TIMEOUT) for v in spec.variants}
+            self._timeouts = (spec, timeouts)
+        return timeouts.get(variant, DEFAULT_TIMEOUT)
+
+    def _new_worker(self, adapter: ModelAdapter) -> VariantWorker:
+        loop = self.loop
+
+        def deliver(batch: list[_Job], results: list, t0: float, t1: float) -> None:
+            loop.call_soon_threadsafe(self._finish, adapter, batch, results, t0, t1)
+
+        worker = VariantWorker(
+            adapter.variant,
+            predict=lambda batch: self._predict(adapter, batch),
+            deliver=deliver,
+            compatible=lambda a, b: adapter.can_batch(a.routed.prepared, b.routed.prepared),
+            capacity=self.queue_size,
+            max_batch=self.max_batch,
+        )
+        self.workers[adapter] = worker
+        return worker
+
+    def _watch(self) -> None:
+        """Every tick, on the loop: answer requests past their deadline, abandon predicts past their timeout,
+        skip variants with too many hung threads (and resume them), retire workers of replaced models."""
+        if self.loop is None:
+            return
+        now = time.perf_counter()
+        served = set(self.models.values())
+        skipped = set()
+        smallest = WATCH_S * 10
+        for adapter, worker in list(self.workers.items()):
+            timeout = self._timeout(adapter.variant)
+            smallest = min(smallest, timeout)
+            late, _abandoned = worker.expire(now, timeout)
+            if late:
+                self._timed_out(adapter, late, timeout)
+            if adapter not in served:  # replaced by a redeploy: ends once its queue is done
+                if not worker.busy():
+                    worker.close()
+                    del self.workers[adapter]
+                continue
+            worker.start_thread()  # after a hung thread returned, a skipped variant resumes
+            if worker.skipped:
+                skipped.add(adapter.variant)
+        if skipped != self.skipped:
+            for v in sorted(skipped - self.skipped):
+                log.error(
+                    "deployment %s: variant %s is skipped: %d predict threads hung past its timeout; its traffic "
+                    "goes to the champion %s", self.name, v, len(self._worker_of(v).hung),
+                    self.champion(self.router.table),
+                )  # fmt: skip
+            for v in sorted(self.skipped - skipped):
+                log.warning("deployment %s: variant %s resumed (its hung predicts returned)", self.name, v)
+            self.skipped = frozenset(skipped)
+        self.loop.call_later(max(0.002, min(WATCH_S, smallest / 10)), self._watch)
+
+    def _worker_of(self, variant: str) -> Any:
+        adapter = self.models.get(variant)
+        return self.workers.get(adapter) if adapter is not None else None  # type: ignore[arg-type]
+
+    def _timed_out(self, adapter: ModelAdapter, late: list[_Job], timeout: float) -> None:
+        """Answer the jobs past their deadline that are not answered yet: a challenger's go to the champion,
+        anyone else's get 504."""
+        variant = adapter.variant
+        stat = self._stat(variant)
+        answered: list[tuple[_Job, InferResult]] = []
+        retry: list[tuple[_Job, str, int]] = []
+        for job in late:
+            if job.done:
+                continue
+            job.done = True
+            self.m_timeouts.inc((self.name, variant))
+            err = f"variant {variant!r} did not answer within its timeout of {timeout:g} s"
+            if self._retry_target(job) is not None:
+                retry.append((job, err, 504))
+                stat.done(False, time.perf_counter() - job.routed.t0, time.time())
+                continue
+            res = InferResult(504, None, err, variant, adapter, job.routed.req)
+            res.retried_from = job.retried_from
+            answered.append((job, res))
+        if answered or retry:
+            self._say(variant, "timeout", f"{err}; {'retried on the champion' if retry else 'answering 504'}")
+            self._answer(adapter, stat, answered, retry, quiet=True)
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait (on the loop) until no variant has a request queued or being predicted, at most ``timeout``
+        seconds: at shutdown, what was accepted is answered. False if the bound ran out."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        while any(w.busy() for a, w in self.workers.items() if not w.skipped):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # results posted back by the threads are answered
+        return True
 
     def _predict(
         self, adapter: ModelAdapter, group: list[_Job]
@@ -834,17 +1031,20 @@ class DataPlane:
                     results.append((None, f"{type(exc).__name__}: {exc}", False))
         return results
 
-    def _run(self, adapter: ModelAdapter, group: list[_Job]) -> None:
+    def _finish(
+        self, adapter: ModelAdapter, group: list[_Job], results: list, t_start: float, t_done: float
+    ) -> None:
+        """A micro-batch's results, back on the loop: answer each job the watchdog has not answered yet."""
         variant = adapter.variant
         self.m_batch.observe((self.name, variant), len(group))
-        t_start = time.perf_counter()
-        results = self._predict(adapter, group)
-        t_done = time.perf_counter()
         stat = self._stat(variant)
         stat.batch(len(group), sum(j.routed.prepared.rows for j in group), t_done - t_start)
-        retry: list[tuple[_Job, str]] = []
+        retry: list[tuple[_Job, str, int]] = []
         answered: list[tuple[_Job, InferResult]] = []
         for job, (outputs, err, rejected) in zip(group, results, strict=False):
+            if job.done:  # past its deadline: answered (or retried) already
+                continue
+            job.done = True
             stat.queued(t_start - job.t_queued)
             if rejected:
                 res = InferResult(
@@ -854,7 +1054,7 @@ class DataPlane:
                 self.m_model_errors.inc((self.name, variant))
                 champion = self._retry_target(job)
                 if champion is not None:  # the challenger's failure still counts as its own (statistics, log)
-                    retry.append((job, err or "predict failed"))
+                    retry.append((job, err or "predict failed", 500))
                     stat.done(False, t_done - job.routed.t0, time.time())
                     continue
                 res = InferResult(
@@ -864,6 +1064,19 @@ class DataPlane:
                 res = self._select(job, outputs, variant, adapter)
             res.retried_from = job.retried_from
             answered.append((job, res))
+        if answered or retry:
+            self._answer(adapter, stat, answered, retry)
+
+    def _answer(
+        self,
+        adapter: ModelAdapter,
+        stat: VariantStats,
+        answered: list[tuple[_Job, InferResult]],
+        retry: list[tuple[_Job, str, int]],
+        quiet: bool = False,
+    ) -> None:
+        """Encode, log (spooled before anything is sent), send, then metrics and shadows; failed challenger
+        attempts (``retry``: job, error, status) are logged as theirs and predicted again by the champion."""
         wires = [self._encode(job, res) for job, res in answered]
         # acknowledged means durable: the micro-batch's log records (and those of failed attempts being retried)
         # reach the spool in one write before any of its replies is sent
@@ -871,7 +1084,7 @@ class DataPlane:
         if self.writer is not None and (answered or retry):
             refused = not self._log_live(adapter, answered, wires, retry)
         if refused:  # logging.on_full: refuse, and the records could not be kept: 503 for all, no retry
-            jobs = [job for job, _ in answered] + [job for job, _ in retry]
+            jobs = [job for job, _ in answered] + [job for job, _e, _s in retry]
             answered = [(job, self._log_full_result(job)) for job in jobs]
             wires = [self._encode(job, res) for job, res in answered]
             retry = []
@@ -891,8 +1104,8 @@ class DataPlane:
                     self._after(adapter, job, res, status)
             except Exception:
                 log.exception("after-reply work failed for request %s", job.routed.req.id)
-        for job, err in retry:
-            self._retry(job, err)
+        for job, err, _status in retry:
+            self._retry(job, err, quiet)
 
     def _observe_refused(self, job: _Job, status: int) -> None:
         routed, a = job.routed, job.routed.adapter
@@ -914,16 +1127,19 @@ class DataPlane:
             return None
         return champion
 
-    def _retry(self, job: _Job, err: str) -> None:
-        """Re-route a challenger's failed request to the champion (inference is idempotent)."""
+    def _retry(self, job: _Job, err: str, quiet: bool = False) -> None:
+        """Re-route a challenger's failed request to the champion (inference is idempotent). ``quiet``: the
+        caller says it (rate-limited: timeouts, a full queue, a skipped variant), not a line per request."""
         routed = job.routed
         champion = self.champion(routed.table)
         adapter = self.models[champion]
         self.m_champion_retries.inc((self.name, routed.variant, champion))
-        log.warning(
-            "request %s: variant %s failed (%s); retried on the champion %s", routed.req.id, routed.variant,
-            err, champion,
-        )  # fmt: skip
+        job.done = True
+        if not quiet:
+            log.warning(
+                "request %s: variant %s failed (%s); retried on the champion %s", routed.req.id,
+                routed.variant, err, champion,
+            )  # fmt: skip
         try:
             prepared = adapter.prepare(routed.req.inputs)
         except ProtocolError as exc:  # the champion cannot read this input: the challenger's error stands
@@ -1024,7 +1240,7 @@ class DataPlane:
         adapter: ModelAdapter,
         answered: list[tuple[_Job, InferResult]],
         wires: list[tuple[int, Any]],
-        retry: list[tuple[_Job, str]],
+        retry: list[tuple[_Job, str, int]],
     ) -> bool:
         """Hand the micro-batch's records to the writer (spooled before this returns); False only when
         ``logging.on_full: refuse`` and the log could not keep them."""
@@ -1044,12 +1260,13 @@ class DataPlane:
                         (t - job.routed.t0) * 1000.0, False, now,
                     )
                 )  # fmt: skip
-            for job, err in retry:  # the failed attempt, logged as the challenger's error: guards must see it
+            # the failed attempt, logged as the challenger's: guards must see it
+            for job, err, status in retry:
                 if job.columns is None:
                     job.columns = _columns(job.routed.req)
                 records.append(
                     self._record(
-                        adapter, job.routed.req.id, job.columns, None, 500,
+                        adapter, job.routed.req.id, job.columns, None, status,
                         f"{RETRY_PREFIX} {self.champion(job.routed.table)!r}: {err}",
                         (t - job.routed.t0) * 1000.0, False, now,
                     )

@@ -263,6 +263,7 @@ def prime_series(
     seldon, shadow_seconds = metric(SELDON_SECONDS), metric(SHADOW_SECONDS)
     predictions, batch = metric("wolt_predictions"), metric("wolt_batch_requests")
     model_errors, shadow_errors = metric("wolt_model_errors_total"), metric("wolt_shadow_errors_total")
+    timeouts, queue_full = metric("wolt_model_timeouts_total"), metric("wolt_variant_queue_full_total")
     shadow_drops = metric("wolt_shadow_dropped_total")
     pairs = (metric("wolt_shadow_comparisons_total"), metric("wolt_shadow_disagreements_total"))
     live = [v for v in spec.variants if not v.shadow]
@@ -275,6 +276,8 @@ def prime_series(
         predictions.touch((deployment, v.name, "false"))
         batch.touch((deployment, v.name))
         model_errors.touch((deployment, v.name))
+        timeouts.touch((deployment, v.name))
+        queue_full.touch((deployment, v.name))
     for s in (v for v in spec.variants if v.shadow):
         name, version = model_labels(s)
         for code in SHADOW_CODES:

@@ -17,7 +17,7 @@ from typing import Any
 from wolt_jupyter.serving import ProtocolError
 from wolt_jupyter.serving.dataplane import DataPlane, InferResult, Routed
 from wolt_jupyter.serving.http import Request, Response, error_response, json_response
-from wolt_jupyter.serving.router import ROUTE_KEY_HEADER, VARIANT_HEADER
+from wolt_jupyter.serving.router import RETRIED_HEADER, ROUTE_KEY_HEADER, VARIANT_HEADER
 from wolt_jupyter.serving.tensors import encode_response, parse_request
 from wolt_jupyter.untrusted import shown, shown_value
 
@@ -76,9 +76,12 @@ class _RestReply:
             binary_outputs=req.binary_outputs,
             binary_all=req.binary_all,
         )
+        headers: tuple[tuple[str, str], ...] = ((VARIANT_HEADER, variant),)
+        if result.retried_from is not None:  # the champion answered for a challenger that failed or timed out
+            headers += ((RETRIED_HEADER, result.retried_from),)
         if header_len is None:
-            return 200, Response(200, body, headers=((VARIANT_HEADER, variant),))
-        headers = ((VARIANT_HEADER, variant), ("inference-header-content-length", str(header_len)))
+            return 200, Response(200, body, headers=headers)
+        headers += (("inference-header-content-length", str(header_len)),)
         return 200, Response(200, body, "application/octet-stream", headers)
 
     def send(self, wire: Response) -> None:

@@ -25,6 +25,7 @@ from wolt_jupyter.untrusted import shown_value
 BUCKETS = 10_000
 ROUTE_KEY_HEADER = "x-wolt-route-key"  # the sticky key, when not in the request's parameters
 VARIANT_HEADER = "x-wolt-variant"  # names the variant that answered (REST header, gRPC trailing metadata)
+RETRIED_HEADER = "x-wolt-retried-from"  # the challenger the champion answered for (REST header)
 
 
 def stable_bucket(key: str) -> int:
