@@ -13,6 +13,7 @@ with 16 keep-alive connections, 1-row V2 JSON requests. Each server is pinned to
 
 Targets (issue 3): wolt-ab rps >= 2x MLServer and p99 <= 1/2 of MLServer's; wolt-single >= 0.7x raw.
 For diagnosis, ``--only wolt-ab-nolog wolt-ab-noshadow`` drop the response log or the shadow;
+``--before DIR`` also runs each wolt server from another checkout (``KIND@before``) in the same rounds;
 ``--only wolt-ab wolt-ab-nospool`` measures what the crash-safe spool costs (goal: <= 10 % of wolt-ab's rps).
 
 Results: a dated Markdown file (``--out-md PATH``; by default ``docs/benchmarks/results/<date>-serving.md``,
@@ -116,10 +117,13 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120, poll: flo
 def start(
     kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespace
 ) -> tuple[subprocess.Popen, str, str]:
-    """Start one server pinned to CPU 0; returns (process, infer URL, ready URL)."""
+    """Start one server pinned to CPU 0; returns (process, infer URL, ready URL). ``KIND@before``: the wolt
+    runtime of the ``--before`` checkout."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": prep["uri"], "PYTHONPATH": str(REPO)}
+    kind, _, before = kind.partition("@")
+    repo = args.before if before else REPO
+    env = {**os.environ, "MLFLOW_TRACKING_URI": prep["uri"], "PYTHONPATH": str(repo)}
     log = open(root / f"{kind}.log", "ab")  # noqa: SIM115 - closed with the process
     pin = ["taskset", "-c", args.server_cpu]
     if kind.startswith("wolt"):
@@ -238,10 +242,20 @@ def main() -> int:
         help="the dated result file (default docs/benchmarks/results/<date>-serving.md; '-' prints it)",
     )
     p.add_argument("--rows", type=int, default=1, help="rows per request (throughput is quoted in rows/s)")
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. `git worktree add DIR main`): each wolt server also runs from it, as KIND@before",
+    )
     args = p.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
     kinds = args.only or ["wolt-ab", "wolt-single", "raw", "mlserver"]
+    if args.before is not None:
+        kinds = [
+            k for kind in kinds for k in ((kind, f"{kind}@before") if kind.startswith("wolt") else (kind,))
+        ]
     if "mlserver" in kinds and not (
         args.mlserver_venv and (Path(args.mlserver_venv) / "bin" / "mlserver").exists()
     ):
@@ -265,7 +279,7 @@ def main() -> int:
                 stop(proc)
             r.update(server=kind, round=rnd, rows=args.rows, rows_per_s=r["rps"] * args.rows)
             results.append(r)
-            print(f"round {rnd} {kind:12s} {r['rps']:9.0f} rps {r['rows_per_s']:9.0f} rows/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
+            print(f"round {rnd} {kind:19s} {r['rps']:9.0f} rps {r['rows_per_s']:9.0f} rows/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
                   f"  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)  # fmt: skip
     print("\nsame-round ratios:")
     lines = []
@@ -281,6 +295,9 @@ def main() -> int:
             parts.append(
                 f"wolt-single/raw rps {by['wolt-single']['rps'] / by['raw']['rps']:.2f}x (target >= 0.7)"
             )
+        for kind in ("wolt-ab", "wolt-single"):
+            if kind in by and f"{kind}@before" in by:
+                parts.append(f"{kind}/before rps {by[kind]['rps'] / by[f'{kind}@before']['rps']:.2f}x")
         print(f"  round {rnd}: " + "; ".join(parts))
         lines.append(f"- round {rnd}: " + "; ".join(parts))
     write_result(

@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     from wolt_jupyter.logfile import rotate_by_size
 
     rotate_by_size()  # runtime.log: a client that makes it log cannot fill the disk
+    switch = os.environ.get("WOLT_SWITCH_INTERVAL_S")
+    if switch:  # the loop and the variants' predict threads take turns holding the GIL this often at least
+        sys.setswitchinterval(float(switch))
     try:
         if os.environ.get("WOLT_SERVING_UVLOOP", "1") == "0":  # to test the fallback
             raise ImportError("uvloop disabled by WOLT_SERVING_UVLOOP=0")

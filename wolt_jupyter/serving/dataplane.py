@@ -951,6 +951,8 @@ class DataPlane:
                     del self.workers[adapter]
                 continue
             worker.start_thread()  # after a hung thread returned, a skipped variant resumes
+            if worker.queue and not worker.kick_pending:  # never left waiting for a kick
+                worker.kick()
             if worker.skipped:
                 skipped.add(adapter.variant)
         if skipped != self.skipped:
@@ -1066,6 +1068,10 @@ class DataPlane:
             answered.append((job, res))
         if answered or retry:
             self._answer(adapter, stat, answered, retry)
+        worker = self.workers.get(adapter)
+        if worker is not None and worker.queue and not worker.kick_pending:  # the next micro-batch
+            worker.kick_pending = True
+            self.loop.call_soon(worker.kick)
 
     def _answer(
         self,

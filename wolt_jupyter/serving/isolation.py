@@ -107,12 +107,13 @@ class VariantWorker:
         return True
 
     def kick(self) -> None:
-        """Wake the thread if it waits (once per loop iteration: one hop per micro-batch)."""
+        """Wake the thread if it waits (once per loop iteration: one hop per micro-batch). No lock: the
+        thread re-checks the queue after saying it is idle, so a wake-up is never lost (at worst one too
+        many, which finds the queue empty)."""
         self.kick_pending = False
-        with self._lock:
-            if self._idle:
-                self._idle = False
-                self._wake.put(None)
+        if self._idle:
+            self._idle = False
+            self._wake.put(None)
 
     def busy(self) -> bool:
         cur = self.current
@@ -167,10 +168,7 @@ class VariantWorker:
     def close(self) -> None:
         """The thread predicts what is queued, then ends."""
         self.closing = True
-        with self._lock:
-            if self._idle:
-                self._idle = False
-                self._wake.put(None)
+        self._wake.put(None)  # if it waits; a busy thread finds the token later: harmless
 
     # -- the predict thread --------------------------------------------------------------------------------
     def _take(self, me: _Thread) -> list[Any]:
@@ -186,7 +184,10 @@ class VariantWorker:
         return batch
 
     def _run(self, me: _Thread) -> None:
+        wait = False
         while True:
+            if wait:
+                self._wake.get()
             with self._lock:
                 if me.abandoned or self.current is not me:
                     return
@@ -195,9 +196,10 @@ class VariantWorker:
                     if self.closing:
                         self.current = None
                         return
-                    self._idle = True
+                    self._idle = wait = True
             if not batch:
-                self._wake.get()
+                if self.queue and self._idle:  # queued after the check above, kicked before _idle was set
+                    self._idle = wait = False
                 continue
             t0 = me.started
             try:
@@ -214,6 +216,9 @@ class VariantWorker:
                     )  # fmt: skip
                     return
                 me.batch = None
+                # the next micro-batch starts at the loop's kick after these results: what arrives meanwhile
+                # (a loop iteration's requests) is predicted together, as when the loop predicted itself
+                self._idle = wait = True
             try:
                 self._deliver(batch, results, t0, t1)
             except Exception:  # e.g. the loop closed at shutdown
