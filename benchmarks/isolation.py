@@ -1,13 +1,13 @@
 """Isolation benchmark: main's latency alone, beside a 0.3 s challenger at 10 %, and beside a hung one (issue 25).
 
-    .venv/bin/python benchmarks/isolation.py [--rate 1000] [--duration 10] [--rounds 2] [--repo DIR]
+    .venv/bin/python benchmarks/isolation.py [--rate 500] [--duration 10] [--rounds 2] [--repo DIR]
                                              [--switch-interval 0.005 0.001] [--out results.json]
 
 Model: ``serving.py``'s 20-feature LogisticRegression as ``main``; challengers are pyfunc models with the same
 signature: ``slow`` sleeps 0.3 s per predict, ``hung`` answers the load probe and then never returns. Load: an
 open-loop asyncio client (pinned to CPU 1; the runtime to CPU 0) sending 1-row V2 requests at ``--rate`` per
-second over keep-alive connections, a new connection whenever all are busy, so a stuck request never holds
-back the ones after it. Main's latency counts the requests the split sent to main (``x-wolt-variant: main``
+second over keep-alive connections, a new one whenever all are busy (up to 256), so a stuck request does not
+hold back the ones after it. Main's latency counts the requests the split sent to main (``x-wolt-variant: main``
 without ``x-wolt-retried-from``). Scenarios, alternating within a round; ratios are quoted within a round:
 
 - ``alone``: main at 100 %
@@ -118,12 +118,24 @@ def start(scenario: str, root: Path, prep: dict[str, Any], args: argparse.Namesp
     return proc, port
 
 
-async def _one(pool: list, port: int, body: bytes, out: list) -> None:
-    """One request on an idle keep-alive connection (a new one if none is idle)."""
-    if pool:
-        reader, writer = pool.pop()
-    else:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+class _Pool:
+    """Keep-alive connections: an idle one, a new one while fewer than ``limit`` are open, else the next to
+    come back (the server's connection cap is not what is measured)."""
+
+    def __init__(self, port: int, limit: int) -> None:
+        self.port, self.limit, self.opened = port, limit, 0
+        self.idle: asyncio.Queue = asyncio.Queue()
+
+    async def take(self) -> tuple[Any, Any]:
+        if self.idle.empty() and self.opened < self.limit:
+            self.opened += 1
+            return await asyncio.open_connection("127.0.0.1", self.port)
+        return await self.idle.get()
+
+
+async def _one(pool: _Pool, body: bytes, out: list) -> None:
+    """One request; its latency is counted from when it is sent."""
+    reader, writer = await pool.take()
     head = (
         f"POST /v2/models/bench/infer HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
@@ -139,11 +151,11 @@ async def _one(pool: list, port: int, body: bytes, out: list) -> None:
     seconds = time.perf_counter() - t0
     out.append((int(status_line.split()[1]), headers.get("x-wolt-variant"), headers.get("x-wolt-retried-from"),
                 seconds))  # fmt: skip
-    pool.append((reader, writer))
+    pool.idle.put_nowait((reader, writer))
 
 
-async def _load(port: int, body: bytes, rate: float, seconds: float) -> list:
-    pool: list = []
+async def _load(port: int, body: bytes, rate: float, seconds: float, connections: int = 256) -> list:
+    pool = _Pool(port, connections)
     out: list = []
     tasks = []
     t_start = time.perf_counter()
@@ -152,10 +164,10 @@ async def _load(port: int, body: bytes, rate: float, seconds: float) -> list:
         delay = t_start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(_one(pool, port, body, out)))
+        tasks.append(asyncio.ensure_future(_one(pool, body, out)))
     await asyncio.wait(tasks, timeout=30)
-    for _, writer in pool:
-        writer.close()
+    while not pool.idle.empty():
+        pool.idle.get_nowait()[1].close()
     return out
 
 
@@ -207,7 +219,7 @@ def measure(port: int, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rate", type=float, default=1000, help="requests per second (open loop)")
+    p.add_argument("--rate", type=float, default=500, help="requests per second (open loop)")
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--warmup", type=float, default=2)
     p.add_argument("--rounds", type=int, default=2)
@@ -252,10 +264,7 @@ def main() -> int:
             print(f"  round {r['round']} switch {r['switch_interval'] or 'default'}: {r['scenario']} "
                   f"{r['main_p99_ms'] / alone['main_p99_ms']:.2f}x ({r['main_p99_ms']:.2f} / "
                   f"{alone['main_p99_ms']:.2f} ms)")  # fmt: skip
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return bench.finish(results, args.out, root)
 
 
 if __name__ == "__main__":
