@@ -1,7 +1,7 @@
 """Isolation benchmark: main's latency alone, beside a 0.3 s challenger at 10 %, and beside a hung one (issue 25).
 
     .venv/bin/python benchmarks/isolation.py [--rate 500] [--duration 10] [--rounds 2] [--repo DIR]
-                                             [--switch-interval 0.005 0.001] [--out results.json]
+                                             [--switch-interval 0.005 0.001] [--out-md PATH]
 
 Model: ``serving.py``'s 20-feature LogisticRegression as ``main``; challengers are pyfunc models with the same
 signature: ``slow`` sleeps 0.3 s per predict, ``hung`` answers the load probe and then never returns. Load: an
@@ -19,7 +19,8 @@ without ``x-wolt-retried-from``). Scenarios, alternating within a round; ratios 
 stops that runtime). ``--switch-interval`` runs each scenario once per value of ``sys.setswitchinterval``
 (``WOLT_SWITCH_INTERVAL_S``).
 
-Measured here: see the README's "Variants isolated" (numbers and the machine's load at the time).
+Results: a dated Markdown file (``--out-md PATH``; by default ``docs/benchmarks/results/<date>-isolation.md``,
+``--out-md -`` prints it), listed on the documentation site's benchmarks page.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import serving as bench  # noqa: E402 - the serving benchmark's model, readiness wait and stop
+from _results import write_result  # noqa: E402
 
 SLOW_S = 0.3
 SCENARIOS = ("alone", "slow", "hung")
@@ -229,6 +231,7 @@ def main() -> int:
     p.add_argument("--only", nargs="*", default=list(SCENARIOS), choices=SCENARIOS)
     p.add_argument("--switch-interval", nargs="*", default=[None], help="sys.setswitchinterval values")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out-md", default=None, help="the dated result file (default docs/benchmarks/results/)")
     args = p.parse_args()
     args.repo = args.repo.resolve()
     scenarios = list(args.only)
@@ -254,17 +257,30 @@ def main() -> int:
                 print(f"round {rnd} switch {switch or 'default':7s} {scenario:6s} main p50 {r['main_p50_ms']:7.2f} ms"
                       f"  p99 {r['main_p99_ms']:8.2f} ms  (n={r['main_n']})  answered {r['answered']}/{r['sent']}"
                       f"  non-200 {r['non_200']}  retried {r['retried']}", flush=True)  # fmt: skip
-    print("\nmain's p99 against main alone, same round and switch interval:")
     for r in results:
         alone = next(
             (a for a in results if a["scenario"] == "alone" and a["round"] == r["round"]
              and a["switch_interval"] == r["switch_interval"]), None,
         )  # fmt: skip
-        if alone is not None and r["scenario"] != "alone":
-            print(f"  round {r['round']} switch {r['switch_interval'] or 'default'}: {r['scenario']} "
-                  f"{r['main_p99_ms'] / alone['main_p99_ms']:.2f}x ({r['main_p99_ms']:.2f} / "
-                  f"{alone['main_p99_ms']:.2f} ms)")  # fmt: skip
-    return bench.finish(results, args.out, root)
+        r["p99_vs_alone"] = r["main_p99_ms"] / alone["main_p99_ms"] if alone else float("nan")
+    write_result(
+        "isolation",
+        "Variant isolation: main's latency beside a slow and a hung challenger",
+        ["round", "switch interval", "scenario", "main p50 ms", "main p99 ms", "p99 / alone", "main n",
+         "answered", "non-200", "retried on main"],
+        [[r["round"], r["switch_interval"] or "default", r["scenario"], r["main_p50_ms"], r["main_p99_ms"],
+          r["p99_vs_alone"], r["main_n"], f"{r['answered']}/{r['sent']}", r["non_200"], r["retried"]]
+         for r in results],
+        notes=f"Open loop, {args.rate:g} 1-row requests/s for {args.duration:g} s after a {args.warmup:g} s "
+        f"warm-up; runtime pinned to CPU {args.server_cpu}, client to CPU {args.client_cpu}; scenarios "
+        f"alternate within a round. Runtime from `{args.repo}`. `p99 / alone`: main's p99 against main alone "
+        "in the same round and switch interval.",
+        out=args.out_md,
+    )  # fmt: skip
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

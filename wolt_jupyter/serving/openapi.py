@@ -142,7 +142,15 @@ def document() -> dict[str, Any]:
         "description": "outputs (the answering variant in parameters.variant and x-wolt-variant)",
         **_json(_ref("InferenceResponse")),
     }
-    infer_responses = {"500": {"description": "the model failed on valid input", **_json(_ref("Error"))}}
+    infer_responses = {
+        "500": {"description": "the model failed on valid input", **_json(_ref("Error"))},
+        "503": {
+            "description": "loading, shutting down, the log's disk is full, or the variant's queue is full or "
+            "its predicts hung (Retry-After)",
+            **_json(_ref("Error")),
+        },
+        "504": {"description": "the variant did not answer within its timeout", **_json(_ref("Error"))},
+    }
     admin = {"security": _BEARER}
     routing = {"description": "the routing after the change", **_json(_ref("Routing"))}
     stats = {
