@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,18 @@ def main() -> int:
              and a["switch_interval"] == r["switch_interval"]), None,
         )  # fmt: skip
         r["p99_vs_alone"] = r["main_p99_ms"] / alone["main_p99_ms"] if alone else float("nan")
+    summary = []
+    for switch in args.switch_interval:
+        for scenario in scenarios:
+            mine = [r for r in results if r["scenario"] == scenario and r["switch_interval"] == switch]
+            p99s = sorted(r["main_p99_ms"] for r in mine)
+            ratios = sorted(r["p99_vs_alone"] for r in mine)
+            summary.append(
+                f"- switch interval {switch or 'default'}, {scenario}: main's p99 median "
+                f"{statistics.median(p99s):.2f} ms (range {p99s[0]:.2f}-{p99s[-1]:.2f}), against alone median "
+                f"{statistics.median(ratios):.2f}x (range {ratios[0]:.2f}-{ratios[-1]:.2f}x)"
+            )
+    print("\n".join(summary))
     write_result(
         "isolation",
         "Variant isolation: main's latency beside a slow and a hung challenger",
@@ -274,7 +287,7 @@ def main() -> int:
         notes=f"Open loop, {args.rate:g} 1-row requests/s for {args.duration:g} s after a {args.warmup:g} s "
         f"warm-up; runtime pinned to CPU {args.server_cpu}, client to CPU {args.client_cpu}; scenarios "
         f"alternate within a round. Runtime from `{args.repo}`. `p99 / alone`: main's p99 against main alone "
-        "in the same round and switch interval.",
+        "in the same round and switch interval.\n\nOver the rounds:\n\n" + "\n".join(summary),
         out=args.out_md,
     )  # fmt: skip
     if args.out:

@@ -5,8 +5,9 @@ checks. So the event loop never calls ``predict``: it appends a request to its v
 (:meth:`VariantWorker.offer`, a deque append) and, once per loop iteration, wakes the variant's thread
 (:meth:`VariantWorker.kick`). The thread takes every compatible request that has queued up (at most
 ``max_batch``: the micro-batch), runs one ``predict`` over them and hands the results back to the loop with
-one ``call_soon_threadsafe``: one hop each way per micro-batch, not per request. Requests that arrive while
-the thread predicts queue up and form the next micro-batch, so a busy variant batches more, not less.
+one ``call_soon_threadsafe``: one hop each way per micro-batch, not per request. Its next micro-batch starts
+at the loop's next kick, so requests that arrive in one loop iteration are predicted together, as when the
+loop predicted them itself.
 
 Time limits and the watchdog run on the event loop, which is never blocked by a model now: every tick the
 data plane calls :meth:`VariantWorker.expire`. A request waiting past its variant's timeout (queue and
@@ -16,17 +17,18 @@ Python cannot stop a thread, so it is left to finish (or hang) on its own, its a
 thread takes the queue. While :data:`MAX_HUNG` abandoned threads of a variant are still stuck, the variant is
 *skipped*: its traffic goes to the champion (``wolt_variant_hung_threads``, ``wolt_variant_skipped``).
 
-Threads, not worker processes (measured on the 2-core development machine, 2026-12-08, one-row requests of
-a 20-feature LogisticRegression, ``benchmarks/isolation.py`` and ``benchmarks/serving.py``; a previous attempt
-measured the same and chose threads too):
+Threads, not worker processes. A previous attempt measured both and chose threads; measured again here
+(2026-12-08, the 2-core development machine shared with other test runs, load average 5-6):
 
-- a thread hop costs ~12 µs per micro-batch round trip (``SimpleQueue`` in, ``call_soon_threadsafe`` out);
-  a worker process costs ~95 µs per round trip through a pipe with pickled arrays, plus a second copy of
-  every model and of the interpreter with MLflow and scikit-learn (~150 MB per variant);
-- what a process would add is freedom from the GIL, and the GIL is not what stalled main: a challenger
-  that sleeps or waits on I/O releases it; a pure-Python challenger that computes holds it at most one
-  switch interval at a time. With threads, main's p99 with a 0.3 s challenger at 10 % stayed within a
-  small factor of main alone, and a hung challenger left it unchanged (figures in the README).
+- one round trip loop -> worker -> loop for a 1-row micro-batch (uvloop, three rounds): 39-49 us through a
+  thread (``SimpleQueue`` in, ``call_soon_threadsafe`` out) against 58-106 us through a worker process (a
+  pipe and pickled arrays) on one pinned core; 21-45 against 63-104 us on two cores. A process also holds
+  its own interpreter and model: 186 MB RSS once numpy, pandas and scikit-learn are imported, 242 MB with
+  ``mlflow.pyfunc``, per variant;
+- what a process would buy is freedom from the GIL, and the GIL is not what stalled main: a challenger that
+  sleeps or waits releases it, one that computes in Python gives it up every switch interval. Main's p99
+  beside a 0.3 s and beside a hung challenger, and the throughput cost of the hop, are in
+  ``docs/architecture/serving.md`` (``benchmarks/isolation.py``, ``benchmarks/serving.py --before``).
 """
 
 from __future__ import annotations
