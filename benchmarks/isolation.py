@@ -290,10 +290,7 @@ def main() -> int:
         "in the same round and switch interval.\n\nOver the rounds:\n\n" + "\n".join(summary),
         out=args.out_md,
     )  # fmt: skip
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return bench.finish(results, args.out, root)
 
 
 if __name__ == "__main__":

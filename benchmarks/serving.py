@@ -321,8 +321,13 @@ def main() -> int:
         "servers alternate within a round.\n\nSame-round ratios:\n\n" + "\n".join(lines),
         out=args.out_md,
     )
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+    return finish(results, args.out, root)
+
+
+def finish(results: list[dict[str, Any]], out: str | None, root: Path) -> int:
+    """The results as JSON to ``out`` (when given); the scratch dir removed. The exit status."""
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     return 0
 
