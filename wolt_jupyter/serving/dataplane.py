@@ -698,7 +698,7 @@ class DataPlane:
 
     def _per_variant(self, value: Callable[[VariantWorker], float]) -> list[tuple[tuple[str, ...], float]]:
         """A gauge's series: each live variant's current worker (0 before its first request)."""
-        out = []
+        out: list[tuple[tuple[str, ...], float]] = []
         for v in self.router.table.live:
             adapter = self.models.get(v)
             worker = self.workers.get(adapter) if adapter is not None else None  # type: ignore[arg-type]
