@@ -40,6 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from _proc import tree  # noqa: E402
 from _results import write_result  # noqa: E402
 from _serving_peers import mlserver_settings  # noqa: E402
 
@@ -114,12 +115,16 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120, poll: flo
 
 
 def start(
-    kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespace
+    kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespace, extra: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen, str, str]:
-    """Start one server pinned to CPU 0; returns (process, infer URL, ready URL)."""
+    """Start one server pinned to CPU 0; returns (process, infer URL, ready URL). ``KIND@REF``: a wolt
+    runtime with the package as it was at git revision REF (the same run compares before and after);
+    ``extra``: more arguments for a wolt runtime."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": prep["uri"], "PYTHONPATH": str(REPO)}
+    kind, _, ref = kind.partition("@")
+    src = tree(ref, root) if ref else REPO
+    env = {**os.environ, "MLFLOW_TRACKING_URI": prep["uri"], "PYTHONPATH": str(src)}
     log = open(root / f"{kind}.log", "ab")  # noqa: SIM115 - closed with the process
     pin = ["taskset", "-c", args.server_cpu]
     if kind.startswith("wolt"):
@@ -136,13 +141,13 @@ def start(
         if kind == "wolt-ab-nofsync":  # spooled, never fsynced: what the fsync costs
             env["WOLT_SPOOL_FSYNC_S"] = "-1"
         spec = {"name": "bench", "variants": variants, "logging": {"responses": logging_on}}
-        spec_path = root / f"{kind}.yaml"
+        spec_path = root / f"{kind}{ref and '@'}{ref}.yaml".replace("/", "_")
         spec_path.write_text(json.dumps(spec))  # JSON is YAML
-        state = root / f"state-{kind}"
+        state = root / f"state-{kind}{ref and '@'}{ref}".replace("/", "_")
         if state.exists():
             shutil.rmtree(state)
         cmd = [sys.executable, "-m", "wolt_jupyter.serving", "--spec", str(spec_path), "--port", str(port)]
-        cmd += ["--state-dir", str(state), "--log-level", "WARNING"]
+        cmd += ["--state-dir", str(state), "--log-level", "WARNING", *extra]
         ready = f"{base}/v2/health/ready"
         infer = f"{base}/v2/models/bench/infer"
     elif kind == "raw":
@@ -230,7 +235,12 @@ def main() -> int:
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--client-cpu", default="1")
     p.add_argument("--mlserver-venv", default=os.environ.get("MLSERVER_VENV"))
-    p.add_argument("--only", nargs="*", default=None, help="subset of: wolt-ab wolt-single raw mlserver")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="subset of: wolt-ab wolt-single raw mlserver; KIND@REF: a wolt kind at git revision REF",
+    )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument(
         "--out-md",
@@ -281,6 +291,10 @@ def main() -> int:
             parts.append(
                 f"wolt-single/raw rps {by['wolt-single']['rps'] / by['raw']['rps']:.2f}x (target >= 0.7)"
             )
+        for server in by:  # this tree against the same kind at another revision (KIND@REF)
+            kind, _, ref = server.partition("@")
+            if ref and kind in by:
+                parts.append(f"{kind}/{server} rps {by[kind]['rps'] / by[server]['rps']:.2f}x")
         print(f"  round {rnd}: " + "; ".join(parts))
         lines.append(f"- round {rnd}: " + "; ".join(parts))
     write_result(
