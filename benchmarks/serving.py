@@ -40,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from _proc import tree  # noqa: E402
+from _proc import tree, tree_cpu  # noqa: E402
 from _results import write_result  # noqa: E402
 from _serving_peers import mlserver_settings  # noqa: E402
 
@@ -270,12 +270,16 @@ def main() -> int:
             proc, url, _ = start(kind, root, prep, args)
             try:
                 load(url, root, prep["body"], args, args.warmup)
+                cpu = tree_cpu(proc.pid)
                 r = load(url, root, prep["body"], args, args.duration)
+                cpu = tree_cpu(proc.pid) - cpu
             finally:
                 stop(proc)
-            r.update(server=kind, round=rnd, rows=args.rows, rows_per_s=r["rps"] * args.rows)
+            # CPU the server spent per request: steadier than rps on a machine shared with other work
+            cpu_us = cpu / max(1.0, r["rps"] * max(1, round(args.duration))) * 1e6
+            r.update(server=kind, round=rnd, rows=args.rows, rows_per_s=r["rps"] * args.rows, cpu_us=cpu_us)
             results.append(r)
-            print(f"round {rnd} {kind:12s} {r['rps']:9.0f} rps {r['rows_per_s']:9.0f} rows/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
+            print(f"round {rnd} {kind:12s} {r['rps']:9.0f} rps {r['rows_per_s']:9.0f} rows/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  cpu {cpu_us:6.1f} us/req"
                   f"  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)  # fmt: skip
     print("\nsame-round ratios:")
     lines = []
@@ -294,13 +298,16 @@ def main() -> int:
         for server in by:  # this tree against the same kind at another revision (KIND@REF)
             kind, _, ref = server.partition("@")
             if ref and kind in by:
-                parts.append(f"{kind}/{server} rps {by[kind]['rps'] / by[server]['rps']:.2f}x")
+                parts.append(
+                    f"{kind}/{server} rps {by[kind]['rps'] / by[server]['rps']:.2f}x, "
+                    f"CPU per request {by[kind]['cpu_us'] / by[server]['cpu_us']:.2f}x"
+                )
         print(f"  round {rnd}: " + "; ".join(parts))
         lines.append(f"- round {rnd}: " + "; ".join(parts))
     write_result(
         "serving",
         f"Serving throughput, {args.rows}-row requests",
-        ["round", "server", "rps", "rows/s", "p50 ms", "p99 ms", "non-2xx"],
+        ["round", "server", "rps", "rows/s", "p50 ms", "p99 ms", "server CPU µs/request", "non-2xx"],
         [
             [
                 r["round"],
@@ -309,6 +316,7 @@ def main() -> int:
                 round(r["rows_per_s"]),
                 r["p50_ms"],
                 r["p99_ms"],
+                round(r["cpu_us"], 1),
                 r["non_2xx"],
             ]
             for r in results

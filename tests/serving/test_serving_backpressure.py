@@ -174,9 +174,8 @@ def test_a_client_pipelining_gets_and_never_reading_costs_little_and_blocks_nobo
 # -- the connection cap --------------------------------------------------------------------------------------
 def test_idle_connections_at_the_cap_make_way_for_a_new_client(bp) -> None:
     busy = connect(bp)
-    busy.sendall(
-        b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
-    )  # a request in progress: never closed for others
+    # a request in progress: this connection is never closed for others
+    busy.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
     time.sleep(0.2)
     idle = []
     try:

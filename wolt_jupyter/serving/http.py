@@ -38,7 +38,7 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 # within a slice past a limit wait as parsed requests (a slice holds at most SLICE / 18 of them)
 SLICE = 8 * 1024
 # requests one connection may start in one turn of the event loop: clients pipelining requests that are cheap
-# to send and dear to answer (/metrics: 0.5 ms each) take turns with everybody else instead of holding the loop
+# to send and dear to answer (/metrics: 0.5 ms each) take turns with everybody else, not hold the loop
 TURN = 4
 _SWEEPERS: set[asyncio.Future] = set()
 _OPEN: dict[int, Connections] = {}  # id(server) -> its open connections
@@ -100,7 +100,7 @@ Handler = Callable[[Request, Callable[[Response], None]], None]
 
 
 class _Slot:
-    """One answer owed, in the order the requests came; ``size``: the request's body bytes, held until then."""
+    """One answer owed, in the order the requests came; ``size``: the request's body bytes, held till then."""
 
     __slots__ = ("keep_alive", "response", "size")
 
@@ -240,9 +240,8 @@ class HttpProtocol(asyncio.Protocol):
                 else:
                     self.unparsed = b""
                 if self.header_started is None and self.body_started is None:
-                    self.header_started = (
-                        time.monotonic()
-                    )  # a request's first byte: its headers follow in time
+                    # a request's first byte: its headers must follow in time
+                    self.header_started = time.monotonic()
                 self._parse(data)
         finally:
             self._pumping = False
@@ -252,7 +251,12 @@ class HttpProtocol(asyncio.Protocol):
         self._settle()
 
     def _held_up(self) -> bool:
-        return self._turn >= TURN or self._at_limit()
+        return (
+            self._turn >= TURN
+            or self.write_paused
+            or len(self.pending) >= self.max_pipelined
+            or (self.held > 0 and self.held + self._size > self.max_body)
+        )
 
     def _take_turn(self) -> None:
         self._next_turn = False
@@ -272,9 +276,8 @@ class HttpProtocol(asyncio.Protocol):
         elif not held_up and not self.reading:
             self.reading = True
             t.resume_reading()
-            now = (
-                time.monotonic()
-            )  # the client waited for us: the time it has to finish a request starts again
+            # the client waited for us: the time it has to finish its request starts again
+            now = time.monotonic()
             if self.header_started is not None:
                 self.header_started = now
             if self.body_started is not None:
@@ -372,7 +375,7 @@ class HttpProtocol(asyncio.Protocol):
         self.header_started = self.body_started = None
         if self._too_large:  # the rest of an oversized stream is not worth reading
             raise _Refused(413, self._too_large_message())
-        # draining (shutting down behind a load balancer): answer, then close, so the client reconnects elsewhere
+        # draining (shutting down behind a load balancer): answer, then close; the client reconnects elsewhere
         keep_alive = bool(self.parser.should_keep_alive()) and not self.draining
         url = self._url.decode("latin-1")
         path, _, query = url.partition("?")
@@ -420,7 +423,12 @@ class HttpProtocol(asyncio.Protocol):
                 elif self.transport is not None:
                     self.transport.close()
                 return
-        self._pump()
+        if self._pumping:
+            return  # answered at once, from within _pump: it goes on
+        if self.deferred or self.unparsed or not self.reading:
+            self._pump()
+        elif not pending and not self.idle:
+            self._settle()  # nothing waits: only whether the connection is idle now
 
     def _close_now(self) -> None:
         if self.transport is not None:
