@@ -6,25 +6,32 @@ This tree and ``--ref`` (``git archive``), alternating within each round, each a
 ``wolt-single`` (a 20-feature LogisticRegression, one variant, no log) pinned to CPU 0 with gRPC on:
 
 1. ``pipeline``: one raw connection pipelines GETs (``/v2/openapi.json``, a 29 KB answer to 39 bytes, and
-   ``/metrics``)
-   for ``--seconds`` and never reads; the runtime's VmRSS is sampled every 20 ms (the attack stops early
-   past ``--rss-cap-mb`` of growth, to spare the machine). Meanwhile a bystander sends a 1-row inference
-   every 20 ms on its own connection: its latencies and failures. Then ``--attackers`` such connections at
-   once: what each may cost at most.
+   ``/metrics``) for ``--seconds`` and never reads; the runtime's VmRSS is sampled every 20 ms (the attack
+   stops early past ``--rss-cap-mb`` of growth, to spare the machine). Meanwhile a bystander sends a 1-row
+   inference every 20 ms on its own connection: its latencies and failures. Then ``--attackers`` such
+   connections at once: what each may cost at most.
 2. ``idle``: ``--idle`` connections (the default ``max_connections``) open and send nothing; then a new
    client asks ``/v2/health/ready``: its first answer and how long until a 200 (retrying for up to
    ``--idle-wait`` seconds; the idle timeout that used to free the slots is 75 s).
 3. ``grpc``: ``--streams`` ModelStreamInfer streams each push requests for ``--seconds`` and never read;
    RSS growth, and how many streams were refused (RESOURCE_EXHAUSTED).
 
-Measured 2026-12-08 (2 cores shared with another engineer's test runs, ``--rounds 2``), main against this
-change:
+Measured 2026-12-08 02:20 (2 cores shared with another engineer's test runs, load average ~5; defaults:
+``--rounds 2 --seconds 5 --attackers 64 --idle 1024``), main against this change, round 0 / round 1:
 
-    pipeline (5 s)     main: +1,9xx MB in ~1 s (stopped at the 2 GB cap)     now: +0.1-0.4 MB, 80+ MB sent
-    idle 1,024         main: 503, then 503 for the whole 10 s asked          now: 200 in 3-8 ms
-    gRPC 16 streams    both bounded (flow control); now 12 of 16 refused, the 4 admitted hold 8 worker threads
+                                        main                          now
+    1 connection, RSS growth            +432 / +749 MB                +0.3 / +0.3 MB
+      requests sent in 5 s              6.8 / 7.0 MB                  4.4 / 4.4 MB (waiting in kernel buffers)
+      answers again after the attack    12.5 / 11.2 s                 0.0 / 0.0 s
+      bystander (1-row infers)          1 answered, 1 timed out       221 / 225 answered, max 7 / 6 ms
+    64 connections, RSS growth          +169 / +80 MB (after above)   +14 / +30 MB
+      answers again after the attack    31.4 / 29.6 s                 0.06 / 0.0 s
+      bystander                         0-1 answered                  15 / 62 answered, p50 320 / 2 ms
+    1,024 idle sockets, a new client    503 (still 503 after 10 s)    200 in 1.2 / 0.9 ms
+    16 unread ModelStreamInfer streams  +2.7 / +2.2 MB, 0 refused     +21.8 / +3.5 MB, 12 refused
 
-(exact figures in the README's limits section and the commit that added this file.)
+The first round's 21.8 MB of gRPC growth is the allocator: main's runtime entered that phase already
+hundreds of MB larger, with free memory to reuse.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ class HttpProtocol(asyncio.Protocol):
         self.connections.discard(self)
 
     def pause_writing(self) -> None:
-        self.write_paused = True  # the next slice is not parsed: _pump checks _at_limit
+        self.write_paused = True  # nothing more is parsed (_held_up) until resume_writing
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -373,6 +373,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.header_started = self.body_started = None
+        if self.closing:
+            return  # after an answer that closes the connection (``Connection: close``): nothing more
         if self._too_large:  # the rest of an oversized stream is not worth reading
             raise _Refused(413, self._too_large_message())
         # draining (shutting down behind a load balancer): answer, then close; the client reconnects elsewhere
@@ -451,7 +453,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def tick(self, now: float) -> None:
         """The sweep's check: drop a connection whose client takes nothing it is sent for ``send_timeout``;
-        answer 408 to a client too slow to send its request (slowloris); close a keep-alive idle too long."""
+        answer 408 to a client too slow to send its request (slowloris); close a connection quiet too long."""
         t, lim = self.transport, self.limits
         if t is None:
             return
@@ -470,8 +472,8 @@ class HttpProtocol(asyncio.Protocol):
             why = f"request headers not received within {lim.header_timeout:g} s"
         elif self.body_started is not None and now - self.body_started > lim.body_timeout:
             why = f"request body not received within {lim.body_timeout:g} s"
-        elif self.idle and now - self.last_active > lim.idle_timeout:
-            self.close_idle()
+        elif not self.pending and self.header_started is None and now - self.last_active > lim.idle_timeout:
+            self.close_idle()  # quiet too long: an idle keep-alive, or a body that stopped coming
         if why is not None:
             self._refuse(408, why)
             self._pump()
