@@ -127,7 +127,7 @@ def test_a_client_pipelining_gets_and_never_reading_costs_little_and_blocks_nobo
         while not done.is_set():
             peak = max(peak, rss_mb(pid))
             if peak - base > RSS_BUDGET_MB:
-                over.set()  # stop the attack at once: uncapped, the old runtime grew by gigabytes a second
+                over.set()  # stop the attack at once: uncapped, the old runtime grew by hundreds of MB a second
             time.sleep(0.02)
 
     done = threading.Event()

@@ -193,12 +193,25 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # a refused request's rest, read only to let its client see the answer
-        self.last_active = time.monotonic()
+        self.last_active = now = time.monotonic()
         if self.idle:
             self.idle = False
             self.connections.busy(self)
-        self.unparsed = bytes(self.unparsed) + data if self.unparsed else data
-        self._pump()
+        if self.unparsed or self.deferred or self._next_turn or len(data) > SLICE or self._held_up():
+            self.unparsed = bytes(self.unparsed) + data if self.unparsed else data
+            self._pump()
+            return
+        # the common case, one slice and nothing waiting: what _pump does, without its loop
+        if self.header_started is None and self.body_started is None:
+            self.header_started = now
+        self._pumping = True
+        self._turn = 0
+        try:
+            self._parse(data)
+        finally:
+            self._pumping = False
+        if self.deferred or not self.pending or self._at_limit():
+            self._run()  # a limit was reached, or nothing is owed (idle again?): the slow path settles it
 
     def close_idle(self) -> None:
         """Close this idle connection (for a new client, or after its keep-alive timeout)."""
@@ -224,8 +237,12 @@ class HttpProtocol(asyncio.Protocol):
         limits; then read from the socket only if it still is."""
         if self._pumping or self._next_turn:
             return  # called back from within (an answer completed at once), or waiting for its next turn
-        self._pumping = True
         self._turn = 0
+        self._run()
+
+    def _run(self) -> None:
+        """_pump's loop, within the requests this turn has left."""
+        self._pumping = True
         try:
             deferred = self.deferred
             while True:
@@ -290,9 +307,13 @@ class HttpProtocol(asyncio.Protocol):
             and self.header_started is None
             and self.body_started is None
         ):
-            self.idle = True
-            self.last_active = time.monotonic()
-            self.connections.rest(self)
+            self._rest()
+
+    def _rest(self) -> None:
+        """Idle from now: the newest candidate to close for a new client; the idle timeout starts."""
+        self.idle = True
+        self.last_active = time.monotonic()
+        self.connections.rest(self)
 
     def _parse(self, data: bytes | memoryview) -> None:
         try:
@@ -429,8 +450,8 @@ class HttpProtocol(asyncio.Protocol):
             return  # answered at once, from within _pump: it goes on
         if self.deferred or self.unparsed or not self.reading:
             self._pump()
-        elif not pending and not self.idle:
-            self._settle()  # nothing waits: only whether the connection is idle now
+        elif not pending and self.header_started is None and self.body_started is None and not self.idle:
+            self._rest()  # nothing waits, nothing is owed
 
     def _close_now(self) -> None:
         if self.transport is not None:
