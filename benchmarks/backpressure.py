@@ -16,22 +16,8 @@ This tree and ``--ref`` (``git archive``), alternating within each round, each a
 3. ``grpc``: ``--streams`` ModelStreamInfer streams each push requests for ``--seconds`` and never read;
    RSS growth, and how many streams were refused (RESOURCE_EXHAUSTED).
 
-Measured 2026-12-08 02:20 (2 cores shared with another engineer's test runs, load average ~5; defaults:
-``--rounds 2 --seconds 5 --attackers 64 --idle 1024``), main against this change, round 0 / round 1:
-
-                                        main                          now
-    1 connection, RSS growth            +432 / +749 MB                +0.3 / +0.3 MB
-      requests sent in 5 s              6.8 / 7.0 MB                  4.4 / 4.4 MB (waiting in kernel buffers)
-      answers again after the attack    12.5 / 11.2 s                 0.0 / 0.0 s
-      bystander (1-row infers)          1 answered, 1 timed out       221 / 225 answered, max 7 / 6 ms
-    64 connections, RSS growth          +169 / +80 MB (after above)   +14 / +30 MB
-      answers again after the attack    31.4 / 29.6 s                 0.06 / 0.0 s
-      bystander                         0-1 answered                  15 / 62 answered, p50 320 / 2 ms
-    1,024 idle sockets, a new client    503 (still 503 after 10 s)    200 in 1.2 / 0.9 ms
-    16 unread ModelStreamInfer streams  +2.7 / +2.2 MB, 0 refused     +21.8 / +3.5 MB, 12 refused
-
-gRPC stays bounded on both (HTTP/2 flow control); the ~20 MB it takes the first time (buffers, the worker
-threads' memory) does not grow: three 20 s rounds of 16 unread streams left the runtime +21, +19, +26 MB.
+Each run writes a dated result file (``benchmarks/_results.py``: ``docs/benchmarks/results/<date>-
+backpressure.md``, or ``--out-md``).
 """
 
 from __future__ import annotations
@@ -51,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import serving as bench  # noqa: E402 - the serving benchmark's model, start and stop
+from _results import write_result  # noqa: E402
 
 GETS = b"GET /v2/openapi.json HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -247,6 +234,11 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=16)
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument(
+        "--out-md",
+        default=None,
+        help="the dated result file (default docs/benchmarks/results/<date>-backpressure.md; '-' prints it)",
+    )
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="wolt-bench-bp-"))
     prep = bench.prepare(root)
@@ -273,7 +265,52 @@ def main() -> int:
             print(json.dumps(r), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
+    write_result(
+        "backpressure",
+        "Back-pressure: clients that send and never read",
+        ["round", "server", *HEADER[: 4 + 3 * (args.attackers > 1)], *HEADER[7:]],
+        [table_row(r) for r in results],
+        notes=NOTES.format(a=args),
+        out=args.out_md,
+    )
     return 0
+
+
+HEADER = [
+    "1 connection pipelining: RSS growth MB",
+    "requests sent MB",
+    "runtime answers again after s",
+    "bystander answered / failed, max ms",
+    "N connections pipelining: RSS growth MB",
+    "answers again after s",
+    "bystander answered, p50 / max ms",
+    "idle sockets, then a new client: status, ms",
+    "unread ModelStreamInfer streams: RSS growth MB, refused",
+]
+NOTES = """\
+The wolt runtime is `serving.py`'s `wolt-single` (one variant, no response log) pinned to CPU
+{a.server_cpu}, gRPC on; `KIND@REV` is the same runtime with the package at git revision REV.
+Pipelining: GETs of `/v2/openapi.json` (29 KB answers) and `/metrics` for {a.seconds:g} s, never read,
+on 1 connection and then on N = {a.attackers} at once; an attack stops early past {a.rss_cap_mb:g} MB of
+growth. Meanwhile a bystander sends a 1-row inference every 20 ms on its own connection. Idle: {a.idle}
+connections that send nothing, then a new client asks `/v2/health/ready` (retried for {a.idle_wait:g} s).
+gRPC: {a.streams} ModelStreamInfer streams push requests for {a.seconds:g} s and never read their answers.
+Requests a runtime does not read wait in the kernel's socket buffers, outside its RSS."""
+
+
+def table_row(r: dict) -> list:
+    one, idle, rpc = r["pipeline"], r["idle"], r["grpc"]
+    row = [r["round"], r["server"], one["rss_growth_mb"], one["sent_mb"], one["answers_again_after_s"]]
+    row.append(f"{one['bystander_ok']} / {one['bystander_failed']}, {one['bystander_max_ms'] or '-'}")
+    many = r.get("pipelines")
+    if many:
+        row += [many["rss_growth_mb"], many["answers_again_after_s"]]
+        p50, top = many["bystander_p50_ms"] or "-", many["bystander_max_ms"] or "-"
+        row.append(f"{many['bystander_ok']}, {p50} / {top}")
+    served = "" if idle["served_after_s"] is None else f" (200 after {idle['served_after_s']} s)"
+    row.append(f"{idle['first_status']}, {idle['first_ms']}{served}")
+    row.append(f"{rpc['rss_growth_mb']}, {rpc['refused']} of {rpc['streams']}")
+    return row
 
 
 if __name__ == "__main__":

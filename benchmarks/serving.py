@@ -44,7 +44,7 @@ from _proc import tree, tree_cpu  # noqa: E402
 from _results import write_result  # noqa: E402
 from _serving_peers import mlserver_settings  # noqa: E402
 
-from wolt_jupyter.serving.supervisor import stop_process_group  # noqa: E402
+from wolt_jupyter.processes import stop_process_group  # noqa: E402
 
 N_FEATURES = 20
 
