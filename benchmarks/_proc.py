@@ -1,9 +1,26 @@
-"""Process accounting for the benchmarks (standard library only: imported by timed child scripts too)."""
+"""Process accounting for the benchmarks, and the package at another revision (standard library only:
+imported by timed child scripts too)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tree(ref: str, root: Path) -> Path:
+    """The package as it was at git revision ``ref`` (``git archive`` into ``root``, once): put it first on
+    a child's PYTHONPATH to measure before and after in the same run."""
+    src = root / f"tree-{ref.replace('/', '_')}"
+    if not src.exists():
+        src.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref, "wolt_jupyter"], check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    return src
 
 
 def tree_cpu(pid: int) -> float:

@@ -212,14 +212,9 @@ def submit_cost() -> float:
 
 def _tree(ref: str, tmp: Path) -> Path:
     """The package as it was at ``ref`` (git archive into ``tmp``, once)."""
-    src = tmp / f"tree-{ref}"
-    if not src.exists():
-        src.mkdir(parents=True)
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", ref, "wolt_jupyter"], check=True, capture_output=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    return src
+    from _proc import tree
+
+    return tree(ref, tmp)
 
 
 def _in_subprocess(src: Path, call: str, tmp: Path) -> dict:

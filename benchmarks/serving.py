@@ -13,7 +13,6 @@ with 16 keep-alive connections, 1-row V2 JSON requests. Each server is pinned to
 
 Targets (issue 3): wolt-ab rps >= 2x MLServer and p99 <= 1/2 of MLServer's; wolt-single >= 0.7x raw.
 For diagnosis, ``--only wolt-ab-nolog wolt-ab-noshadow`` drop the response log or the shadow;
-``--before DIR`` also runs each wolt server from another checkout (``KIND@before``) in the same rounds;
 ``--only wolt-ab wolt-ab-nospool`` measures what the crash-safe spool costs (goal: <= 10 % of wolt-ab's rps).
 
 Results: a dated Markdown file (``--out-md PATH``; by default ``docs/benchmarks/results/<date>-serving.md``,
@@ -41,6 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from _proc import tree, tree_cpu  # noqa: E402
 from _results import write_result  # noqa: E402
 from _serving_peers import mlserver_settings  # noqa: E402
 
@@ -115,15 +115,16 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120, poll: flo
 
 
 def start(
-    kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespace
+    kind: str, root: Path, prep: dict[str, Any], args: argparse.Namespace, extra: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen, str, str]:
-    """Start one server pinned to CPU 0; returns (process, infer URL, ready URL). ``KIND@before``: the wolt
-    runtime of the ``--before`` checkout."""
+    """Start one server pinned to CPU 0; returns (process, infer URL, ready URL). ``KIND@REF``: a wolt
+    runtime with the package as it was at git revision REF (the same run compares before and after);
+    ``extra``: more arguments for a wolt runtime."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    kind, _, before = kind.partition("@")
-    repo = args.before if before else REPO
-    env = {**os.environ, "MLFLOW_TRACKING_URI": prep["uri"], "PYTHONPATH": str(repo)}
+    kind, _, ref = kind.partition("@")
+    src = tree(ref, root) if ref else REPO
+    env = {**os.environ, "MLFLOW_TRACKING_URI": prep["uri"], "PYTHONPATH": str(src)}
     log = open(root / f"{kind}.log", "ab")  # noqa: SIM115 - closed with the process
     pin = ["taskset", "-c", args.server_cpu]
     if kind.startswith("wolt"):
@@ -140,13 +141,13 @@ def start(
         if kind == "wolt-ab-nofsync":  # spooled, never fsynced: what the fsync costs
             env["WOLT_SPOOL_FSYNC_S"] = "-1"
         spec = {"name": "bench", "variants": variants, "logging": {"responses": logging_on}}
-        spec_path = root / f"{kind}.yaml"
+        spec_path = root / f"{kind}{ref and '@'}{ref}.yaml".replace("/", "_")
         spec_path.write_text(json.dumps(spec))  # JSON is YAML
-        state = root / f"state-{kind}"
+        state = root / f"state-{kind}{ref and '@'}{ref}".replace("/", "_")
         if state.exists():
             shutil.rmtree(state)
         cmd = [sys.executable, "-m", "wolt_jupyter.serving", "--spec", str(spec_path), "--port", str(port)]
-        cmd += ["--state-dir", str(state), "--log-level", "WARNING"]
+        cmd += ["--state-dir", str(state), "--log-level", "WARNING", *extra]
         ready = f"{base}/v2/health/ready"
         infer = f"{base}/v2/models/bench/infer"
     elif kind == "raw":
@@ -234,7 +235,12 @@ def main() -> int:
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--client-cpu", default="1")
     p.add_argument("--mlserver-venv", default=os.environ.get("MLSERVER_VENV"))
-    p.add_argument("--only", nargs="*", default=None, help="subset of: wolt-ab wolt-single raw mlserver")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="subset of: wolt-ab wolt-single raw mlserver; KIND@REF: a wolt kind at git revision REF",
+    )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument(
         "--out-md",
@@ -242,20 +248,10 @@ def main() -> int:
         help="the dated result file (default docs/benchmarks/results/<date>-serving.md; '-' prints it)",
     )
     p.add_argument("--rows", type=int, default=1, help="rows per request (throughput is quoted in rows/s)")
-    p.add_argument(
-        "--before",
-        type=Path,
-        default=None,
-        help="another checkout (e.g. `git worktree add DIR main`): each wolt server also runs from it, as KIND@before",
-    )
     args = p.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
     kinds = args.only or ["wolt-ab", "wolt-single", "raw", "mlserver"]
-    if args.before is not None:
-        kinds = [
-            k for kind in kinds for k in ((kind, f"{kind}@before") if kind.startswith("wolt") else (kind,))
-        ]
     if "mlserver" in kinds and not (
         args.mlserver_venv and (Path(args.mlserver_venv) / "bin" / "mlserver").exists()
     ):
@@ -274,12 +270,16 @@ def main() -> int:
             proc, url, _ = start(kind, root, prep, args)
             try:
                 load(url, root, prep["body"], args, args.warmup)
+                cpu = tree_cpu(proc.pid)
                 r = load(url, root, prep["body"], args, args.duration)
+                cpu = tree_cpu(proc.pid) - cpu
             finally:
                 stop(proc)
-            r.update(server=kind, round=rnd, rows=args.rows, rows_per_s=r["rps"] * args.rows)
+            # CPU the server spent per request: steadier than rps on a machine shared with other work
+            cpu_us = cpu / max(1.0, r["rps"] * max(1, round(args.duration))) * 1e6
+            r.update(server=kind, round=rnd, rows=args.rows, rows_per_s=r["rps"] * args.rows, cpu_us=cpu_us)
             results.append(r)
-            print(f"round {rnd} {kind:19s} {r['rps']:9.0f} rps {r['rows_per_s']:9.0f} rows/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
+            print(f"round {rnd} {kind:12s} {r['rps']:9.0f} rps {r['rows_per_s']:9.0f} rows/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  cpu {cpu_us:6.1f} us/req"
                   f"  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)  # fmt: skip
     print("\nsame-round ratios:")
     lines = []
@@ -295,15 +295,19 @@ def main() -> int:
             parts.append(
                 f"wolt-single/raw rps {by['wolt-single']['rps'] / by['raw']['rps']:.2f}x (target >= 0.7)"
             )
-        for kind in ("wolt-ab", "wolt-single"):
-            if kind in by and f"{kind}@before" in by:
-                parts.append(f"{kind}/before rps {by[kind]['rps'] / by[f'{kind}@before']['rps']:.2f}x")
+        for server in by:  # this tree against the same kind at another revision (KIND@REF)
+            kind, _, ref = server.partition("@")
+            if ref and kind in by:
+                parts.append(
+                    f"{kind}/{server} rps {by[kind]['rps'] / by[server]['rps']:.2f}x, "
+                    f"CPU per request {by[kind]['cpu_us'] / by[server]['cpu_us']:.2f}x"
+                )
         print(f"  round {rnd}: " + "; ".join(parts))
         lines.append(f"- round {rnd}: " + "; ".join(parts))
     write_result(
         "serving",
         f"Serving throughput, {args.rows}-row requests",
-        ["round", "server", "rps", "rows/s", "p50 ms", "p99 ms", "non-2xx"],
+        ["round", "server", "rps", "rows/s", "p50 ms", "p99 ms", "server CPU µs/request", "non-2xx"],
         [
             [
                 r["round"],
@@ -312,6 +316,7 @@ def main() -> int:
                 round(r["rows_per_s"]),
                 r["p50_ms"],
                 r["p99_ms"],
+                round(r["cpu_us"], 1),
                 r["non_2xx"],
             ]
             for r in results
@@ -321,13 +326,8 @@ def main() -> int:
         "servers alternate within a round.\n\nSame-round ratios:\n\n" + "\n".join(lines),
         out=args.out_md,
     )
-    return finish(results, args.out, root)
-
-
-def finish(results: list[dict[str, Any]], out: str | None, root: Path) -> int:
-    """The results as JSON to ``out`` (when given); the scratch dir removed. The exit status."""
-    if out:
-        Path(out).write_text(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     return 0
 

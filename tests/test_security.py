@@ -344,7 +344,10 @@ def test_limits_round_trip_and_reach_the_server() -> None:
     flags = dict.fromkeys(
         ("max_body_bytes", "idle_timeout", "max_header_count", "max_header_bytes", "max_url_bytes"), None
     )
-    flags |= dict.fromkeys(("header_timeout", "body_timeout", "max_connections"), None)
+    flags |= dict.fromkeys(("header_timeout", "body_timeout", "max_connections", "max_unsent_bytes"), None)
+    flags |= dict.fromkeys(
+        ("max_pipelined", "send_timeout", "grpc_max_concurrent_rpcs", "grpc_max_infer_streams"), None
+    )
     limits = _limits(spec.limits, argparse.Namespace(**{**flags, "max_body_bytes": 500}))
     assert limits.max_body == 500 and limits.header_timeout == 2.5 and limits.max_url_bytes == 8 * 1024
 

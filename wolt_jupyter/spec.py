@@ -31,7 +31,7 @@ from wolt_jupyter.units import parse_age, parse_bytes
 from wolt_jupyter.untrusted import shown, shown_value
 
 _NUMBER_OR_TEXT = {"type": ["string", "number"]}
-# the runtime's HTTP limits a spec may set (wolt_jupyter.serving.http.Limits has the defaults)
+# the runtime's HTTP and gRPC limits a spec may set (wolt_jupyter.serving.http.Limits has the defaults)
 LIMIT_FIELDS = {
     "max_body": "integer",
     "max_header_count": "integer",
@@ -41,6 +41,12 @@ LIMIT_FIELDS = {
     "body_timeout": "number",
     "idle_timeout": "number",
     "max_connections": "integer",
+    "max_unsent_bytes": "integer",
+    "max_pipelined": "integer",
+    "send_timeout": "number",
+    "grpc_max_concurrent_rpcs": "integer",
+    "grpc_max_streams_per_connection": "integer",
+    "grpc_max_infer_streams": "integer",
 }
 SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -14,7 +14,8 @@ metrics, statistics) under two codecs. REST (``rest.py`` over the ``http.py`` se
 ``/v2/models/{m}[/versions/{v}]/ready``, ``/v2/models/{m}[/versions/{v}]/stats``, ``/v2/models/stats``,
 ``POST /v2/models/{m}[/versions/{v}]/infer`` — ``{m}`` is the deployment, ``{v}`` a variant or the registry
 version a variant serves (bypasses the split). The binary tensor extension and gzip/deflate bodies are
-accepted. Errors are ``{"error": "..."}`` with 400/401/404/405/408/413/414/431/503 (``http.Limits``), or 500
+accepted. Errors are ``{"error": "..."}`` with 400/401/404/405/408/413/414/431/503 (``http.Limits``, which
+also bound what a client that never reads its answers can make the runtime hold), or 500
 when the model failed on valid input. ``GET /v2/openapi.json`` describes the routes; ``POST
 /v2/models/{m}/feedback`` (``feedback.py``) takes the feedback token. The answering variant is in the
 response's ``parameters.variant`` and the ``x-wolt-variant`` header; the sticky key is
@@ -31,7 +32,8 @@ gRPC (``grpc_service.py``, with ``--grpc-port``): ``inference.GRPCInferenceServi
 
 Modules: ``tensors`` (V2 codec), ``models`` (signature mapping, fast array path), ``router`` (pure routing
 tables), ``shadow`` (off-path shadow workers), ``stats`` (statistics extension), ``metrics`` (exposition),
-``admin`` (tokens and admin routes), ``feedback``.
+``admin`` (tokens and admin routes), ``feedback``, ``connections`` (the connection cap: the oldest idle
+connection makes way for a new client).
 Nothing heavy is imported here: MLflow, pandas and numpy are imported by the submodules that need them.
 """
 

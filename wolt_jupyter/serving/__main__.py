@@ -45,7 +45,33 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-url-bytes", type=int, default=None, help="414 above (default 8 KiB)")
     p.add_argument("--header-timeout", type=float, default=None, help="408 if headers take longer (s)")
     p.add_argument("--body-timeout", type=float, default=None, help="408 if the body takes longer (s)")
-    p.add_argument("--max-connections", type=int, default=None, help="503 above (default 1024)")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="open connections; at the cap the oldest idle one is closed, 503 if none is (default 1024)",
+    )
+    p.add_argument(
+        "--max-unsent-bytes",
+        type=int,
+        default=None,
+        help="a connection is not read past this (default 256 KiB)",
+    )
+    p.add_argument(
+        "--max-pipelined",
+        type=int,
+        default=None,
+        help="unanswered requests a connection may send (default 64)",
+    )
+    p.add_argument(
+        "--send-timeout", type=float, default=None, help="drop a client taking nothing this long (s)"
+    )
+    p.add_argument(
+        "--grpc-max-concurrent-rpcs", type=int, default=None, help="gRPC calls at once (default 64)"
+    )
+    p.add_argument(
+        "--grpc-max-infer-streams", type=int, default=None, help="open ModelStreamInfer streams (default 4)"
+    )
     p.add_argument("--response-store-url", default=None, help="default: WOLT_RESPONSE_STORE_URL or SQLite")
     p.add_argument("--no-response-log", action="store_true", help="override the spec: log nothing")
     p.add_argument(
@@ -104,7 +130,7 @@ async def _main(args: argparse.Namespace) -> int:
     if args.grpc_port is not None:
         from wolt_jupyter.serving.grpc_service import start_server
 
-        grpc_server = start_server(runtime, loop, args.host, args.grpc_port)
+        grpc_server = start_server(runtime, loop, args.host, args.grpc_port, limits=limits)
         log.info("deployment %s: gRPC on %s:%d", spec.name, args.host, args.grpc_port)
     log.info("deployment %s listening on http://%s:%d (loading models)", spec.name, args.host, args.port)
     stop = asyncio.Event()
@@ -182,6 +208,11 @@ def _limits(from_spec: dict, args: argparse.Namespace) -> Limits:
         "header_timeout": args.header_timeout,
         "body_timeout": args.body_timeout,
         "max_connections": args.max_connections,
+        "max_unsent_bytes": args.max_unsent_bytes,
+        "max_pipelined": args.max_pipelined,
+        "send_timeout": args.send_timeout,
+        "grpc_max_concurrent_rpcs": args.grpc_max_concurrent_rpcs,
+        "grpc_max_infer_streams": args.grpc_max_infer_streams,
     }
     return Limits(**{**dict(from_spec), **{k: v for k, v in flags.items() if v is not None}})
 

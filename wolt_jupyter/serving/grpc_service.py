@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable
 from math import prod
@@ -383,8 +384,14 @@ class Servicer:
     """The V2 RPCs over a :class:`~wolt_jupyter.serving.dataplane.DataPlane` running on ``loop``: a codec
     only — every answer comes from the data plane, as for REST."""
 
-    def __init__(self, plane: Any, loop: asyncio.AbstractEventLoop, timeout: float = 60.0) -> None:
+    def __init__(
+        self, plane: Any, loop: asyncio.AbstractEventLoop, timeout: float = 60.0, max_streams: int = 4
+    ) -> None:
         self.plane, self.loop, self.timeout = plane, loop, timeout
+        # each open ModelStreamInfer holds a worker thread for its lifetime: a few, or unary calls starve
+        self.max_streams = max_streams
+        self.streams = 0
+        self._streams_lock = threading.Lock()
 
     @staticmethod
     def _abort(context: Any, status: int, message: str) -> None:
@@ -483,13 +490,26 @@ class Servicer:
     def ModelStreamInfer(self, requests: Any, context: Any) -> Any:
         """Bidirectional streaming infer: one ModelStreamInferResponse per request, in order. A request that
         fails gives a response with ``error_message`` (as Triton does); the stream goes on."""
-        stream_response = MESSAGES["ModelStreamInferResponse"]
-        for request in requests:
-            answer = self._infer(request, context)
-            if answer[0] != 200:
-                yield stream_response(error_message=f"{status_code(answer[0])}: {answer[1]}")
-            else:
-                yield stream_response(infer_response=answer[2])
+        with self._streams_lock:
+            full = self.streams >= self.max_streams
+            self.streams += not full
+        if full:
+            self._abort(
+                context,
+                429,
+                f"too many open ModelStreamInfer streams (limit {self.max_streams}); retry later",
+            )
+        try:
+            stream_response = MESSAGES["ModelStreamInferResponse"]
+            for request in requests:
+                answer = self._infer(request, context)
+                if answer[0] != 200:
+                    yield stream_response(error_message=f"{status_code(answer[0])}: {answer[1]}")
+                else:
+                    yield stream_response(infer_response=answer[2])
+        finally:
+            with self._streams_lock:
+                self.streams -= 1
 
 
 class Undecodable:
@@ -524,11 +544,19 @@ def _checked(method: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     return handler
 
 
-def start_server(plane: Any, loop: asyncio.AbstractEventLoop, host: str, port: int, workers: int = 8) -> Any:
-    """Start a grpcio server on a thread pool; returns it (``stop(grace)`` on shutdown)."""
+def start_server(
+    plane: Any, loop: asyncio.AbstractEventLoop, host: str, port: int, workers: int = 8, limits: Any = None
+) -> Any:
+    """Start a grpcio server on a thread pool; returns it (``stop(grace)`` on shutdown). ``limits``
+    (:class:`~wolt_jupyter.serving.http.Limits`) bound what clients may keep in progress: calls in all
+    (``grpc_max_concurrent_rpcs``: grpcio answers RESOURCE_EXHAUSTED beyond, so a client that never reads its
+    answers holds at most that many), HTTP/2 streams of one connection, and open ModelStreamInfer streams."""
     import grpc
 
-    servicer = Servicer(plane, loop)
+    from wolt_jupyter.serving.http import Limits
+
+    limits = limits or Limits()
+    servicer = Servicer(plane, loop, max_streams=limits.grpc_max_infer_streams)
     handlers = {
         rpc: grpc.unary_unary_rpc_method_handler(
             _checked(getattr(servicer, rpc)),
@@ -545,7 +573,11 @@ def start_server(plane: Any, loop: asyncio.AbstractEventLoop, host: str, port: i
     )
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wolt-grpc"),
-        options=[("grpc.max_receive_message_length", plane.max_body)],
+        options=[
+            ("grpc.max_receive_message_length", plane.max_body),
+            ("grpc.max_concurrent_streams", limits.grpc_max_streams_per_connection),
+        ],
+        maximum_concurrent_rpcs=limits.grpc_max_concurrent_rpcs,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     if server.add_insecure_port(f"{host}:{port}") == 0:
