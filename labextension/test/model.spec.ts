@@ -184,29 +184,46 @@ describe('WoltModel', () => {
       delete (globalThis as any).window;
     });
 
+    /** Resolves once the model has finished `count` refreshes (a `changed` with loading false). */
+    function refreshes(model: WoltModel, count: number): Promise<void> {
+      return new Promise(resolve => {
+        let seen = 0;
+        model.changed.connect(m => {
+          if (!m.loading && ++seen === count) {
+            resolve();
+          }
+        });
+      });
+    }
+    const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
+
     it('refreshes at once, then every interval, and stops', async () => {
       const model = new WoltModel();
       model.refreshInterval = 0.05;
-      const refreshed: number[] = [];
-      model.changed.connect(m => !m.loading && refreshed.push(Date.now()));
+      const three = refreshes(model, 3);
       expect(model.polling).toBe(false);
       model.startPolling();
       expect(model.polling).toBe(true);
-      await new Promise(resolve => setTimeout(resolve, 400));
+      await three;
       model.stopPolling();
       expect(model.polling).toBe(false);
-      expect(refreshed.length).toBeGreaterThanOrEqual(3);
+      while (model.loading) {
+        await sleep(10);
+      }
       const count = server.requests.length;
-      await new Promise(resolve => setTimeout(resolve, 200));
+      expect(count).toBeGreaterThanOrEqual(6);
+      await sleep(300);
       expect(server.requests.length).toBe(count);
     });
 
     it('with interval 0 refreshes once and does not poll', async () => {
       const model = new WoltModel();
       model.refreshInterval = 0;
+      const once = refreshes(model, 1);
       model.startPolling();
       expect(model.polling).toBe(false);
-      await new Promise(resolve => setTimeout(resolve, 150));
+      await once;
+      await sleep(200);
       expect(server.requests.map(r => r.path).sort()).toEqual([`${API}/deployments`, `${API}/models`]);
     });
   });
