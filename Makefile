@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 LABEXT := wolt_jupyter/labextension/package.json
+JLPM := PATH="$(abspath $(BIN)):$$PATH" jlpm
 LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/src/*/*.tsx labextension/style/* labextension/schema/*) labextension/package.json labextension/yarn.lock
 
-.PHONY: demo test test-fast lint docs system-deps labextension bench clean cluster-up cluster-down cluster-images
+.PHONY: demo test test-fast lint docs system-deps labextension labextension-check bench clean cluster-up cluster-down cluster-images
 
 # SKIP_JUPYTER_BUILDER: the demo needs no front end, so no Node build here; `make labextension` builds it.
 $(STAMP): pyproject.toml
@@ -27,6 +28,14 @@ $(LABEXT): $(STAMP) $(LABEXT_SOURCES)
 	ln -s $(abspath wolt_jupyter/labextension) $(VENV)/share/jupyter/labextensions/wolt-jupyter
 	touch $@
 
+# The lab extension's eslint + prettier (check mode) and Jest tests of its model and request layers (a real
+# local HTTP server, no browser). Needs labextension/node_modules (`make labextension`); `make test` runs it
+# after the build, `make lint` when node_modules exists.
+labextension-check: $(STAMP)
+	@test -d labextension/node_modules || { echo "labextension/node_modules is missing: run make labextension"; exit 1; }
+	cd labextension && $(JLPM) lint:check
+	cd labextension && $(JLPM) test
+
 # The quickstart on the embedded defaults: trains, logs, registers with alias `champion`, prints the cards.
 demo: $(STAMP)
 	$(BIN)/python notebooks/run.py notebooks/01-quickstart.ipynb
@@ -42,6 +51,7 @@ test: $(STAMP) system-deps $(LABEXT)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy wolt_jupyter
+	$(MAKE) labextension-check
 	$(MAKE) docs
 	$(MAKE) cluster-up
 	status=0; \
@@ -75,6 +85,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy wolt_jupyter
 	$(BIN)/ruff format --check .
+	if [ -d labextension/node_modules ]; then $(MAKE) labextension-check; fi
 
 # The documentation site into site/ (mkdocs.yml; docs/_hooks.py generates the reference pages from the code).
 # --strict: a warning (a broken link or anchor, a page missing from the navigation) fails the build.

@@ -39,7 +39,12 @@ export function addCommands(
     execute: async args => {
       await model.refresh();
       const settings = await model.loadSettings();
-      const body = new DeployDialogBody(model, settings.targets, settings.default_target, args.model as string | undefined);
+      const body = new DeployDialogBody(
+        model,
+        settings.targets,
+        settings.default_target,
+        args.model as string | undefined
+      );
       const result = await showDialog({
         title: 'Deploy',
         body,
@@ -71,7 +76,12 @@ export function addCommands(
           ]
         });
       } catch (error: any) {
-        Notification.update({ id, type: 'error', message: `Deploying ${request.name} failed: ${error.message}`, autoClose: false });
+        Notification.update({
+          id,
+          type: 'error',
+          message: `Deploying ${request.name} failed: ${error.message}`,
+          autoClose: false
+        });
       }
     }
   });
@@ -82,7 +92,9 @@ export function addCommands(
       let name = args.name as string | undefined;
       if (!name) {
         await model.refresh();
-        const { value } = await (await import('@jupyterlab/apputils')).InputDialog.getItem({
+        const { value } = await (
+          await import('@jupyterlab/apputils')
+        ).InputDialog.getItem({
           title: 'Open deployment',
           items: model.deployments.map(d => d.name)
         });

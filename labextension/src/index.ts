@@ -34,7 +34,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer?.add(sidebar, sidebar.id);
 
     addCommands(app, model, sidebar.id, notebooks);
-    for (const command of [CommandIDs.openSidebar, CommandIDs.deploy, CommandIDs.refresh, CommandIDs.openDeployment, CommandIDs.insertSnippet]) {
+    for (const command of [
+      CommandIDs.openSidebar,
+      CommandIDs.deploy,
+      CommandIDs.refresh,
+      CommandIDs.openDeployment,
+      CommandIDs.insertSnippet
+    ]) {
       palette?.addItem({ command, category: 'wolt-jupyter' });
     }
     launcher?.add({ command: CommandIDs.deploy, category: 'Other', rank: 10, args: { isLauncher: true } });

@@ -5,15 +5,7 @@
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { json, requestAPI } from './request';
-import {
-  IDeployRequest,
-  IDeployment,
-  IMonitorData,
-  IRegisteredModel,
-  ISettings,
-  ISteered,
-  IUpdates
-} from './tokens';
+import { IDeployRequest, IDeployment, IMonitorData, IRegisteredModel, ISettings, ISteered, IUpdates } from './tokens';
 
 export class WoltModel {
   models: IRegisteredModel[] = [];
@@ -98,7 +90,9 @@ export class WoltModel {
 
   get visibleDeployments(): IDeployment[] {
     const f = this.filter.trim().toLowerCase();
-    return f ? this.deployments.filter(d => d.name.includes(f) || d.variants.some(v => v.model.includes(f))) : this.deployments;
+    return f
+      ? this.deployments.filter(d => d.name.includes(f) || d.variants.some(v => v.model.includes(f)))
+      : this.deployments;
   }
 
   // -- actions -------------------------------------------------------------------------------------------
@@ -204,7 +198,9 @@ export namespace Snippets {
   }
 
   export function traffic(name: string, weights: { [variant: string]: number }): string {
-    return `%wolt_traffic ${name} ${Object.entries(weights).map(([k, v]) => `${k}=${v}`).join(' ')}`;
+    return `%wolt_traffic ${name} ${Object.entries(weights)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}`;
   }
 
   export const promote = (name: string, variant: string): string => `%wolt_promote ${name} ${variant}`;

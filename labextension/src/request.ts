@@ -38,7 +38,10 @@ export async function requestAPI<T>(
     }
   }
   if (!response.ok) {
-    throw new ApiError(data?.error ?? `${response.status} ${response.statusText}`, response.status);
+    // Our handlers answer {"error": ...}; the Jupyter server's own errors (403 for a missing XSRF token, 404 for
+    // an unknown route) answer {"message": ...}.
+    const message = data?.error ?? data?.message;
+    throw new ApiError(message ? String(message) : `${response.status} ${response.statusText}`, response.status);
   }
   return data as T;
 }

@@ -134,7 +134,9 @@ export function LineChart(props: {
       <div className="wolt-chart-legend">
         {columns.map(c => (
           <span key={c}>
-            <span className={`wolt-swatch wolt-color-${colorIndex(names, c)}${earlier(c) ? ' wolt-swatch-earlier' : ''}`} />
+            <span
+              className={`wolt-swatch wolt-color-${colorIndex(names, c)}${earlier(c) ? ' wolt-swatch-earlier' : ''}`}
+            />
             {c}
           </span>
         ))}

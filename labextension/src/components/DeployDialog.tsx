@@ -125,8 +125,12 @@ export class DeployDialogBody extends ReactWidget {
         let weights = state.weights;
         if (change.shadow !== undefined && change.shadow !== state.rows[i].shadow) {
           const k = liveIndex(i);
-          weights = change.shadow ? state.weights.filter((_, j) => j !== k) : [...state.weights.slice(0, k), 0, ...state.weights.slice(k)];
-          weights = weights.length ? rebalance(weights, 0, weights[0] + (100 - weights.reduce((a, b) => a + b, 0))) : [];
+          weights = change.shadow
+            ? state.weights.filter((_, j) => j !== k)
+            : [...state.weights.slice(0, k), 0, ...state.weights.slice(k)];
+          weights = weights.length
+            ? rebalance(weights, 0, weights[0] + (100 - weights.reduce((a, b) => a + b, 0)))
+            : [];
         }
         update({ ...state, rows, weights });
       };
@@ -160,7 +164,11 @@ export class DeployDialogBody extends ReactWidget {
         <div className="wolt-form">
           <label className="wolt-field">
             <span>Name</span>
-            <input className="wolt-deploy-name" value={state.name} onChange={e => update({ ...state, name: e.target.value })} />
+            <input
+              className="wolt-deploy-name"
+              value={state.name}
+              onChange={e => update({ ...state, name: e.target.value })}
+            />
           </label>
           <table className="wolt-variants">
             <thead>
@@ -178,10 +186,24 @@ export class DeployDialogBody extends ReactWidget {
                 return (
                   <tr key={i} className="wolt-variant-row" data-row={i}>
                     <td>
-                      <input className="wolt-variant-name" value={r.name} size={10} onChange={e => setRow(i, { name: e.target.value })} />
+                      <input
+                        className="wolt-variant-name"
+                        value={r.name}
+                        size={10}
+                        onChange={e => setRow(i, { name: e.target.value })}
+                      />
                     </td>
                     <td>
-                      <select className="wolt-variant-model" value={r.model} onChange={e => setRow(i, { model: e.target.value, version: this._defaultVersion(versionsOf(e.target.value))?.version ?? '' })}>
+                      <select
+                        className="wolt-variant-model"
+                        value={r.model}
+                        onChange={e =>
+                          setRow(i, {
+                            model: e.target.value,
+                            version: this._defaultVersion(versionsOf(e.target.value))?.version ?? ''
+                          })
+                        }
+                      >
                         {this.model.models.map(mm => (
                           <option key={mm.name} value={mm.name}>
                             {mm.name}
@@ -190,7 +212,11 @@ export class DeployDialogBody extends ReactWidget {
                       </select>
                     </td>
                     <td>
-                      <select className="wolt-variant-version" value={r.version} onChange={e => setRow(i, { version: e.target.value })}>
+                      <select
+                        className="wolt-variant-version"
+                        value={r.version}
+                        onChange={e => setRow(i, { version: e.target.value })}
+                      >
                         {m &&
                           Object.keys(m.aliases).map(a => (
                             <option key={`@${a}`} value={`@${a}`}>
@@ -205,7 +231,12 @@ export class DeployDialogBody extends ReactWidget {
                       </select>
                     </td>
                     <td>
-                      <input type="checkbox" className="wolt-variant-shadow" checked={r.shadow} onChange={e => setRow(i, { shadow: e.target.checked })} />
+                      <input
+                        type="checkbox"
+                        className="wolt-variant-shadow"
+                        checked={r.shadow}
+                        onChange={e => setRow(i, { shadow: e.target.checked })}
+                      />
                     </td>
                     <td>
                       <button className="wolt-link" onClick={() => removeRow(i)} title="Remove this variant">
@@ -225,14 +256,29 @@ export class DeployDialogBody extends ReactWidget {
               + shadow
             </button>
           </div>
-          {live.length > 1 && <WeightSliders names={live.map(r => r.name)} weights={state.weights} onChange={weights => update({ ...state, weights })} />}
+          {live.length > 1 && (
+            <WeightSliders
+              names={live.map(r => r.name)}
+              weights={state.weights}
+              onChange={weights => update({ ...state, weights })}
+            />
+          )}
           <label className="wolt-field">
             <span>Sticky key</span>
-            <input className="wolt-sticky-key" placeholder="e.g. user_id (optional)" value={state.stickyKey} onChange={e => update({ ...state, stickyKey: e.target.value })} />
+            <input
+              className="wolt-sticky-key"
+              placeholder="e.g. user_id (optional)"
+              value={state.stickyKey}
+              onChange={e => update({ ...state, stickyKey: e.target.value })}
+            />
           </label>
           <label className="wolt-field">
             <span>Target</span>
-            <select className="wolt-target" value={state.target} onChange={e => update({ ...state, target: e.target.value })}>
+            <select
+              className="wolt-target"
+              value={state.target}
+              onChange={e => update({ ...state, target: e.target.value })}
+            >
               {this._targets.map(t => (
                 <option key={t} value={t}>
                   {t}
@@ -243,7 +289,12 @@ export class DeployDialogBody extends ReactWidget {
           {state.target !== 'local' && (
             <label className="wolt-field">
               <span>Namespace</span>
-              <input className="wolt-namespace" placeholder="default from settings" value={state.namespace} onChange={e => update({ ...state, namespace: e.target.value })} />
+              <input
+                className="wolt-namespace"
+                placeholder="default from settings"
+                value={state.namespace}
+                onChange={e => update({ ...state, namespace: e.target.value })}
+              />
             </label>
           )}
           <div className="wolt-row">

@@ -64,7 +64,8 @@ export class DeploymentView extends ReactWidget {
       this.decisions = null;
       this.rollout = null;
       this.serviceFailing = null;
-      this.updatesNote = error instanceof ApiError && error.status === 501 ? error.message : `updates: ${error.message}`;
+      this.updatesNote =
+        error instanceof ApiError && error.status === 501 ? error.message : `updates: ${error.message}`;
     }
     this._changed.emit();
   }
@@ -92,7 +93,10 @@ export class DeploymentView extends ReactWidget {
   /** A person's command to the rollout; promote-now and abort are confirmed first. Says what became of it. */
   async steer(command: string): Promise<void> {
     const asks: { [command: string]: [string, string] } = {
-      'promote-now': ['Promote now', `The candidate becomes the champion of ${this.name} now, before its rollout ends.`],
+      'promote-now': [
+        'Promote now',
+        `The candidate becomes the champion of ${this.name} now, before its rollout ends.`
+      ],
       abort: ['Abort', `The champion serves ${this.name} alone now; the candidate is rejected.`]
     };
     const ask = asks[command];
@@ -176,7 +180,8 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
         <h2>{view.name}</h2>
         {deployment && (
           <span className="wolt-meta">
-            <span className={`wolt-status wolt-status-${deployment.status}`}>{deployment.status}</span> {deployment.target} ·{' '}
+            <span className={`wolt-status wolt-status-${deployment.status}`}>{deployment.status}</span>{' '}
+            {deployment.target} ·{' '}
             <span className="wolt-current-revision" data-revision={current ?? ''}>
               revision {current ?? '–'}
             </span>
@@ -230,7 +235,9 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
       )}
       <h3 className="wolt-section-title">Rollout timeline (automatic update service)</h3>
       {view.serviceFailing && (
-        <div className="wolt-message wolt-error wolt-service-failing">update service failing: {view.serviceFailing}</div>
+        <div className="wolt-message wolt-error wolt-service-failing">
+          update service failing: {view.serviceFailing}
+        </div>
       )}
       {view.rollout && <RolloutControls view={view} rollout={view.rollout} />}
       {view.updatesNote && <div className="wolt-message wolt-updates-note">{view.updatesNote}</div>}
@@ -239,8 +246,13 @@ function ViewBody({ view, deployment }: { view: DeploymentView; deployment?: IDe
         <ol className="wolt-timeline">
           {view.decisions.map((d, i) => (
             <li key={i}>
-              <strong>{d.action ?? 'decision'}</strong> {d.time ? new Date(d.time * 1000).toLocaleString() : ''} {d.reason ?? ''}
-              <code>{JSON.stringify(Object.fromEntries(Object.entries(d).filter(([k]) => !['action', 'time', 'reason'].includes(k))))}</code>
+              <strong>{d.action ?? 'decision'}</strong> {d.time ? new Date(d.time * 1000).toLocaleString() : ''}{' '}
+              {d.reason ?? ''}
+              <code>
+                {JSON.stringify(
+                  Object.fromEntries(Object.entries(d).filter(([k]) => !['action', 'time', 'reason'].includes(k)))
+                )}
+              </code>
             </li>
           ))}
         </ol>
@@ -272,7 +284,12 @@ function RolloutControls({ view, rollout }: { view: DeploymentView; rollout: IRo
         version {rollout.candidate} at {rollout.step}: {state}
       </span>
       {rollout.commands.map(c => (
-        <button key={c} className={`wolt-button wolt-rollout-${c}`} title={Snippets.steer(view.name, c)} onClick={() => void view.steer(c)}>
+        <button
+          key={c}
+          className={`wolt-button wolt-rollout-${c}`}
+          title={Snippets.steer(view.name, c)}
+          onClick={() => void view.steer(c)}
+        >
           {LABELS[c] ?? c}
         </button>
       ))}

@@ -65,7 +65,8 @@ export function RevisionLine(props: { revisions: IRevisions; marks: IRevisionMar
       : `revision${revisions.read.length > 1 ? 's' : ''} ${revisionRanges(revisions.read)}${
           revisions.asked === 'since-deploy' ? ' (since the last deploy)' : ''
         }`;
-  const clock = (t: number) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  const clock = (t: number) =>
+    new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
   return (
     <div className="wolt-revision-line">
       <span className="wolt-revision-shown">showing {shown}</span>

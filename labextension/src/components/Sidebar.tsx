@@ -170,17 +170,36 @@ function DeploymentItem(props: { deployment: IDeployment; model: WoltModel; comm
     }
   };
   const promote = async (variant: string) => {
-    if (await confirm(`Promote ${variant}?`, `${variant} takes all the traffic of ${d.name}; other live variants are dropped, shadows stay.`, 'Promote')) {
+    if (
+      await confirm(
+        `Promote ${variant}?`,
+        `${variant} takes all the traffic of ${d.name}; other live variants are dropped, shadows stay.`,
+        'Promote'
+      )
+    ) {
       await act(model, () => model.promote(d.name, variant));
     }
   };
   const rollback = async () => {
-    if (await confirm(`Roll back ${d.name}?`, `Revision ${d.revision} is replaced by the one before it (as a new revision).`, 'Roll back')) {
+    if (
+      await confirm(
+        `Roll back ${d.name}?`,
+        `Revision ${d.revision} is replaced by the one before it (as a new revision).`,
+        'Roll back'
+      )
+    ) {
       await act(model, () => model.rollback(d.name));
     }
   };
   const undeploy = async () => {
-    if (await confirm(`Undeploy ${d.name}?`, 'The endpoint stops; its response log and revisions stay readable.', 'Undeploy', true)) {
+    if (
+      await confirm(
+        `Undeploy ${d.name}?`,
+        'The endpoint stops; its response log and revisions stay readable.',
+        'Undeploy',
+        true
+      )
+    ) {
       await act(model, () => model.undeploy(d.name));
     }
   };
@@ -189,7 +208,10 @@ function DeploymentItem(props: { deployment: IDeployment; model: WoltModel; comm
     <li className="wolt-deployment" data-deployment={d.name}>
       <div className="wolt-deployment-head">
         <span className={`wolt-status wolt-status-${d.status.split(':')[0]}`}>{d.status}</span>
-        <button className="wolt-link wolt-deployment-name" onClick={() => void commands.execute(CommandIDs.openDeployment, { name: d.name })}>
+        <button
+          className="wolt-link wolt-deployment-name"
+          onClick={() => void commands.execute(CommandIDs.openDeployment, { name: d.name })}
+        >
           {d.name}
         </button>
         <span className="wolt-meta">
@@ -215,7 +237,11 @@ function DeploymentItem(props: { deployment: IDeployment; model: WoltModel; comm
         <button className="wolt-button wolt-button-danger" onClick={() => void undeploy()}>
           Undeploy
         </button>
-        <button className="wolt-link" title="Insert the %wolt_monitor line into the notebook" onClick={() => snippet(Snippets.monitor(d.name))}>
+        <button
+          className="wolt-link"
+          title="Insert the %wolt_monitor line into the notebook"
+          onClick={() => snippet(Snippets.monitor(d.name))}
+        >
           %monitor
         </button>
       </div>

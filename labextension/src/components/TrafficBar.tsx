@@ -29,7 +29,11 @@ export function TrafficBar({ variants }: { variants: IVariant[] }): JSX.Element 
           </span>
         ))}
         {shadows.map(v => (
-          <span key={v.name} className="wolt-traffic-item wolt-shadow" title="sees a copy of every request, answers nobody">
+          <span
+            key={v.name}
+            className="wolt-traffic-item wolt-shadow"
+            title="sees a copy of every request, answers nobody"
+          >
             <span className="wolt-swatch wolt-swatch-shadow" />
             {v.name} (shadow) <code>{v.model}</code>
           </span>
