@@ -11,6 +11,7 @@ nothing for a test that does not render those kinds. Seldon's module is not serv
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 import uuid
@@ -244,3 +245,24 @@ def test_dry_run_refused_by_the_server_fails_the_dry_run(
     isvc["spec"]["predictor"]["minReplicas"] = "two"  # the CRD's schema: an int32
     with pytest.raises(InvalidArgument, match=r"refused the kserve render: invalid: .*minReplicas"):
         be.server_dry_run([isvc], {})
+
+
+@pytest.mark.cluster
+def test_the_logger_service_passes_strict_server_dry_run(cluster: KubeCluster, crd_namespace: str) -> None:
+    """The logger service rendered beside an operator deployment (Secret, Deployment, Service): admitted by
+    the API server under strict validation, with the store's URL put in only at apply time."""
+    from wolt_jupyter.backends.render import credentials, render_request_logger, with_credentials
+
+    spec = DeploymentSpec.from_dict({"name": "eta", **SPECS["single"]})
+    store = "postgresql+psycopg://wolt:pw@10.233.0.1/r"
+    ctx = dataclasses.replace(_ctx(crd_namespace), response_store_url=store)
+    manifests = render_request_logger(spec, ctx)
+    assert [m["kind"] for m in manifests] == ["Secret", "Deployment", "Service"]
+    real = with_credentials(manifests, credentials(spec, ctx))
+    answered = cluster.apply(real, namespace=crd_namespace, dry_run=True)
+    deployment = answered[1]
+    # the server defaulted the pod template (e.g. the restart policy) and kept every field we rendered
+    assert deployment["spec"]["template"]["spec"]["restartPolicy"] == "Always"
+    assert _lost(manifests[1]["spec"], deployment["spec"], "spec") == []
+    assert _lost(manifests[2]["spec"], answered[2]["spec"], "spec") == []
+    assert cluster.get("apps/v1", "Deployment", "eta-logger", namespace=crd_namespace) is None
