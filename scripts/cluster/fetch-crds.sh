@@ -17,25 +17,13 @@ CACHE="${WOLT_CLUSTER_CACHE:-$HOME/.cache/wolt-jupyter/cluster}"
 OUT="$CACHE/crds-kserve-$KSERVE_VERSION-seldon-$SELDON_VERSION"
 KSERVE_FILES=(inferenceservices servingruntimes clusterservingruntimes)
 
-if [[ -f "$OUT/.complete" ]]; then
-  echo "$OUT"
-  exit 0
-fi
-mkdir -p "$OUT"
-exec 9> "$OUT/.lock" # one fetch at a time per cache
-flock 9
-if [[ -f "$OUT/.complete" ]]; then
-  echo "$OUT"
-  exit 0
-fi
+# shellcheck source=scripts/cluster/lib-cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-cache.sh"
+cached_or_lock "$OUT/.complete" "$OUT"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
-module_dir() { # the module's unpacked directory in the Go module cache (downloaded once per machine)
-  (cd "$work" && GOFLAGS=-mod=mod go mod download -json "$1") \
-    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or ""); print(d.get("Error") or "", file=sys.stderr); sys.exit(1 if d.get("Error") else 0)'
-}
 dir="$(module_dir "github.com/kserve/kserve@$KSERVE_VERSION")"
 for f in "${KSERVE_FILES[@]}"; do
   cp "$dir/config/crd/full/serving.kserve.io_$f.yaml" "$OUT/"
