@@ -840,6 +840,7 @@ def _one_line(text: str) -> str:
 _UNDECLARED = re.compile(
     r"failed to create typed patch object \((?P<object>[^;)]+)[^)]*\): (?P<field>\S+): field not declared in schema"
 )
+_UNTYPED = re.compile(r"failed to create typed patch object \((?P<object>[^;)]+)[^)]*\): (?P<problem>.+)$")
 _RBAC = re.compile(
     r'User "(?P<user>[^"]+)" cannot (?P<verb>\w+) resource "(?P<res>[^"]+)" in API group "(?P<group>[^"]*)"'
     r'(?: in the namespace "(?P<ns>[^"]+)")?'
@@ -894,5 +895,8 @@ def _error_from(status: int, body: Any, method: str, path: str, host: str) -> Cl
     if status == 500 and (m := _UNDECLARED.search(message)):
         # kube-apiserver (1.34) answers an apply naming a field its schema lacks with a 500, not a 422
         return ClusterError(f"invalid: {m['object']}: unknown field {m['field']} (not in the kind's schema)")
+    if status == 500 and (m := _UNTYPED.search(message)):
+        # likewise a value of the wrong type (a string where a CRD's schema says integer)
+        return ClusterError(f"invalid: {m['object']}: {m['problem']}")
     kind = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", reason).lower() if reason else f"HTTP {status}"
     return ClusterError(f"{kind}: {message or f'{method} {path}'}")

@@ -38,6 +38,7 @@ def test_kserve_dry_run_makes_the_canary_check_an_apply_makes(shell, cluster, mo
         "InferenceService risk matches the KServe v0.20.0 CRD schema (offline)",
         "InferenceService risk passes KServe v0.20.0's admission rules (offline)",
         "KServe canary 'challenger' against the served revision 'main' (asked the cluster)",
+        "server-side dry run (dryRun=All, fieldValidation=Strict) (asked the cluster)",
     ]
     assert "checked" in repr(d) and "asked the cluster" in d._repr_html_()
     isvc = cluster.get_object(*ISVC, "default", "risk")
@@ -54,6 +55,10 @@ def test_dry_run_without_a_cluster_says_which_checks_need_it(shell, models, unre
     ]
     assert d.checks[2].startswith(
         "KServe canary 'challenger' against the served revision 'main': NOT RUN, needs the cluster "
+        f"(cannot reach the Kubernetes API at {unreachable_cluster}: connection refused)"
+    )
+    assert d.checks[3] == (
+        "server-side dry run (dryRun=All, fieldValidation=Strict): NOT RUN, needs the cluster "
         f"(cannot reach the Kubernetes API at {unreachable_cluster}: connection refused)"
     )
 

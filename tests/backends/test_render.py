@@ -454,3 +454,34 @@ def test_the_cluster_store_defaults_to_the_notebook_store_when_a_server(monkeypa
     s = settings()
     assert s.cluster_response_store("sqlite:////tmp/x.db") == "postgresql://u:p@postgres.ml/wolt"
     assert s.sources["cluster_response_store_url"] == "$WOLT_CLUSTER_RESPONSE_STORE_URL"
+
+
+def test_request_logger_service_renders_valid_core_kinds_with_the_store_in_a_secret() -> None:
+    from wolt_jupyter.backends.render import logger_url, render_request_logger
+
+    store = "postgresql+psycopg://wolt:s3cret@10.233.0.1:5432/responses"
+    ctx = ClusterContext(namespace="ml", response_store_url=store, revision=4, image="wolt-jupyter-runtime:t")
+    manifests = render_request_logger(spec(), ctx)
+    assert [m["kind"] for m in manifests] == ["Secret", "Deployment", "Service"]
+    for m in manifests:
+        assert strict_errors(m) is None, strict_errors(m)
+    assert "s3cret" not in json.dumps(manifests)  # the value goes in at apply time only
+    secret, deployment, service = manifests
+    assert secret["stringData"] == {"WOLT_RESPONSE_STORE_URL": "****"}
+    [c] = deployment["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["python", "-m", "wolt_jupyter.serving.eventlog"]
+    assert c["args"][-4:] == ["--deployment", "eta-predictor", "--revision", "4"]
+    assert c["env"] == [
+        {
+            "name": "WOLT_RESPONSE_STORE_URL",
+            "valueFrom": {
+                "secretKeyRef": {"name": "eta-predictor-credentials", "key": "WOLT_RESPONSE_STORE_URL"}
+            },
+        }
+    ]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["metadata"]["name"] == "eta-predictor-logger"
+    assert logger_url(spec(), ctx) == "http://eta-predictor-logger.ml.svc.cluster.local/"
+    assert render_request_logger(spec(logging={"responses": False}), ctx) == []
+    with pytest.raises(InvalidArgument, match="WOLT_CLUSTER_RESPONSE_STORE_URL"):
+        render_request_logger(spec(), ClusterContext(namespace="ml"))

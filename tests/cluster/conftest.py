@@ -52,6 +52,18 @@ def kube_cluster() -> Path:
 
 
 @pytest.fixture(scope="session")
+def kube_control_plane() -> Path:
+    """The running cluster's kubeconfig (brought up if it is down) for tests of the API server alone: no
+    image is built or imported. ``WOLT_CLUSTER_DIR`` names another checkout's cluster (a worktree's tests
+    against the cluster main's checkout runs); CI's checkout is the cluster's own."""
+    if _cluster("status").returncode != 0:
+        up = _cluster("up")
+        if up.returncode != 0:
+            pytest.fail(f"cluster up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}")
+    return KUBECONFIG
+
+
+@pytest.fixture(scope="session")
 def kube_api(kube_cluster: Path) -> Any:
     """The official client's CoreV1Api/AppsV1Api on the admin's kubeconfig (for assertions, not for the code under test)."""
     from kubernetes import client, config

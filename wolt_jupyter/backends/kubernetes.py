@@ -40,6 +40,7 @@ WAIT_TIMEOUT_S = 600.0
 log = logging.getLogger(__name__)
 # artifact URI schemes a pod can read (object stores, HTTP, MLflow's proxied artifacts); anything else
 # (file:, a bare path) lives on the notebook's machine
+_SERVER_DRY_RUN = "server-side dry run (dryRun=All, fieldValidation=Strict)"
 _REMOTE_SCHEMES = (
     *("s3", "gs", "gcs", "hdfs", "webhdfs", "http", "https", "wasbs", "abfss", "azure"),
     *("pvc", "oci", "hf", "mlflow-artifacts", "dbfs"),
@@ -109,7 +110,11 @@ class ClusterBackend(Backend):
             raise InvalidArgument(problem)
         if problem:
             warnings.append(problem)
-        for describe, check in self.cluster_checks(spec, manifests, ctx):
+        cluster_checks = self.cluster_checks(spec, manifests, ctx)
+        if dry_run:  # an apply is validated by the same server anyway; a dry run asks it explicitly
+            creds = credentials(spec, ctx)
+            cluster_checks.append((_SERVER_DRY_RUN, lambda: self.server_dry_run(manifests, creds)))
+        for describe, check in cluster_checks:
             try:
                 check()
             except kubeclient.ClusterError as exc:  # unreachable, forbidden: a refusal is InvalidArgument
@@ -125,6 +130,18 @@ class ClusterBackend(Backend):
     ) -> list[tuple[str, Callable[[], None]]]:
         """Checks that depend on what the cluster runs now: (description, check raising on refusal)."""
         return []
+
+    def server_dry_run(self, manifests: list[dict[str, Any]], creds: dict[str, str]) -> None:
+        """Apply ``manifests`` with ``dryRun=All`` and ``fieldValidation=Strict``: the API server's own schema
+        validation (a CRD's structural schema included), defaulting, pruning and admission, nothing persisted.
+        A refusal is :class:`InvalidArgument`; an unreachable cluster or a missing CRD stays a ClusterError
+        (the check is reported as not run)."""
+        try:
+            self.cluster.apply(with_credentials(manifests, creds), namespace=self.namespace, dry_run=True)
+        except kubeclient.ClusterError as exc:
+            if str(exc).startswith("invalid:"):
+                raise InvalidArgument(f"{self.cluster.host} refused the {self.target} render: {exc}") from None
+            raise
 
     def notebook_store(self, name: str) -> str:
         """The response store ``name`` writes to as this machine reaches it: the one its record names (the

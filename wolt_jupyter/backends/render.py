@@ -485,6 +485,83 @@ def render_seldon(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, A
     ]
 
 
+# -- the logger service of the operator targets -------------------------------------------------------------------
+LOGGER_SUFFIX = "-logger"
+LOGGER_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+
+
+def logger_url(spec: DeploymentSpec, ctx: ClusterContext) -> str:
+    """Where the operator's request logger reaches the logger service of ``spec`` (its Service's DNS name)."""
+    return f"http://{spec.name}{LOGGER_SUFFIX}.{ctx.namespace}.svc.cluster.local/"
+
+
+def render_request_logger(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
+    """The logger service beside a Seldon or KServe deployment whose responses are logged: the
+    ``<name>-credentials`` Secret, a Deployment of our runtime image running ``wolt_jupyter.serving.eventlog`` (it pairs the operator's CloudEvents into the
+    response store named by the ``<name>-credentials`` Secret, key ``WOLT_RESPONSE_STORE_URL``) and its Service
+    (:func:`logger_url`). [] when responses are not logged. The spool is an ``emptyDir``: it outlives a
+    container restart, not the pod."""
+    spec.validate()
+    if not spec.logging.responses:
+        return []
+    check_dns_label(ctx.namespace, "namespace")
+    if not ctx.response_store_url:
+        raise InvalidArgument(
+            f"the logger service of {spec.name!r} needs the response store as the cluster reaches it: set "
+            "WOLT_CLUSTER_RESPONSE_STORE_URL (e.g. a PostgreSQL the pods can reach)"
+        )
+    name = check_dns_label(f"{spec.name}{LOGGER_SUFFIX}", "resource name")
+    selector = labels(spec, "logger")
+    args = ["--host", "0.0.0.0", "--port", str(HTTP_PORT), "--spool-dir", f"{STATE_MOUNT}/spool"]
+    args += [
+        "--deployment",
+        spec.name,
+        *(["--revision", str(ctx.revision)] if ctx.revision is not None else []),
+    ]
+    ref = {"name": f"{spec.name}{CREDENTIALS_SUFFIX}", "key": STORE_KEY}
+    probe = {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2}
+    container = {
+        "name": "logger",
+        "image": ctx.image,
+        "command": ["python", "-m", "wolt_jupyter.serving.eventlog"],
+        "args": args,
+        "env": [{"name": STORE_KEY, "valueFrom": {"secretKeyRef": ref}}],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "http"}},
+        "resources": LOGGER_RESOURCES,
+        "volumeMounts": [{"name": "state", "mountPath": STATE_MOUNT}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, spec, ctx, "logger"),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": selector},
+                "spec": {
+                    "containers": [container],
+                    "terminationGracePeriodSeconds": 30,  # SIGTERM: the writer flushes its queue
+                    "volumes": [{"name": "state", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, spec, ctx, "logger"),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    secret = _credentials_secret(spec, ctx)  # the store's URL (and a tracking URI's password): never inline
+    return [secret, deployment, service] if secret else [deployment, service]
+
+
 # -- kserve -----------------------------------------------------------------------------------------------------
 def render_kserve(spec: DeploymentSpec, ctx: ClusterContext) -> list[dict[str, Any]]:
     """One InferenceService. A two-way split is a KServe canary: the latest revision (the challenger) gets
