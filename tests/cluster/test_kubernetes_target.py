@@ -105,9 +105,11 @@ def test_ab_and_shadow_serve_what_the_local_target_serves(
                 want = local_client.infer(rows.loc[[i]], variant=row.variant)
                 assert list(want.outputs) == outputs
                 for name in outputs:
-                    assert (
-                        np.asarray(row[name]).reshape(-1).tolist() == want.outputs[name].reshape(-1).tolist()
-                    )
+                    # to the last few bits: the cluster's rows came in one request, batched with each other,
+                    # the local ones alone, and a BLAS sum over another batch may round differently (2.8e-14
+                    # seen); bit-exact answers under batching are issue 26's goal 6, still open
+                    got, expected = np.asarray(row[name]).reshape(-1), want.outputs[name].reshape(-1)
+                    assert np.allclose(got, expected, rtol=1e-12, atol=0), (got, expected)
     finally:
         local_client.close()
 
