@@ -87,6 +87,9 @@ def test_a_helper_that_died_is_reported_and_replaced(wolt_home: Path, tmp_path: 
     from wolt_jupyter.autolog_plots import LOG_NAME, _Helper, draw_later, wait_for_plots
 
     wolt_home.mkdir(parents=True, exist_ok=True)
+    if _Helper.proc is not None:  # one helper per process: another test's (another state dir) goes first
+        _Helper.finish(_Helper.proc)
+        _Helper.proc = None
     job = PlotJob(run_id="r", prefix="training_", labels=["a", "b"], confusion=np.eye(2))
     draw_later([job], {"r": (tmp_path / "run1").as_uri()}, "", wolt_home)
     assert wait_for_plots() == []

@@ -20,6 +20,9 @@ import pytest
 from deploy_support import Load, is_ready, runtime_pid, supervisor_state
 from helpers import FEATURES, fill_disk, tmpfs
 
+# a full disk is judged by timing (the runtime sees it, counts, recovers): alone, not beside another worker
+pytestmark = pytest.mark.serial
+
 HOME_SIZE = "48m"  # the MLflow store, the model and the runtime's files take ~6 MB of it
 
 
